@@ -59,7 +59,7 @@ func readPayload(rd *Reader) ([]byte, error) {
 	case n > MaxInMemoryPayload:
 		return nil, rd.errorf(rd.Offset(), nil, "payload of %d bytes exceeds in-memory limit %d", n, MaxInMemoryPayload)
 	case n > 0:
-		b, err := readBytes(rd, n)
+		b, err := readBytesEager(rd, n, rd.end >= 0)
 		if err != nil {
 			return nil, err
 		}

@@ -97,6 +97,11 @@ type Kind struct {
 	first   func() proto.Message // type of the first entry, when it differs (PAGEMAP, GHOST_FILE)
 	payload payloadCodec         // bytes that follow each entry; nil when none
 	sub     subRecords           // records announced by an entry (IPCNS_MSG); nil when none
+
+	// sharedMagic marks a legacy row whose magic belongs to another row (PAGES_OLD and
+	// SHM_PAGES_OLD carry PAGEMAP's): KindByMagic never returns it, and such a file is
+	// opened with NewReaderKind.
+	sharedMagic bool
 }
 
 // FileName returns the name of a file of this kind: File formatted with args.
@@ -106,6 +111,11 @@ func (k *Kind) FileName(args ...any) string {
 	}
 	return fmt.Sprintf(k.File, args...)
 }
+
+// Opaque tells whether the image's body after its magic is not a sequence of protobuf
+// entries but bytes read and written whole with Reader.Read and Writer.Write (SEAL,
+// KDAT and the legacy pages formats).
+func (k *Kind) Opaque() bool { return !k.Raw && k.New == nil }
 
 // HasPayload tells whether entries of this kind are followed by payload bytes.
 func (k *Kind) HasPayload() bool { return k.payload != nil || k.sub != nil }
@@ -200,10 +210,12 @@ var kinds = []*Kind{
 	{Name: "STATS", Magic: 0x57093306, Head: MagicImgService, File: "stats-%s", New: newOf[stats.StatsEntry]()},
 	{Name: "IRMAP_CACHE", Magic: 0x57004059, Head: MagicImgService, File: "irmap-cache", New: newOf[fh.IrmapCacheEntry]()},
 	{Name: "SEAL", Magic: MagicSeal, File: "imgtool-seal.img"},
+	// CRIU's kernel-feature cache (/run/criu.kdat): the magic, then a C struct kerndat_s
+	// whose layout depends on the CRIU build. Not part of an image set; kept opaque.
+	{Name: "KDAT", Magic: 0x57023458, File: "criu.kdat"},
 
 	// Raw images: no magic, no entries. Known by name only.
 	{Name: "PAGES", Raw: true, File: "pages-%d.img"},
-	{Name: "SHM_PAGES_OLD", Raw: true, File: "pages-shmem-%d.img"},
 	{Name: "IFADDR", Raw: true, File: "ifaddr-%d.img"},
 	{Name: "ROUTE", Raw: true, File: "route-%d.img"},
 	{Name: "ROUTE6", Raw: true, File: "route6-%d.img"},
@@ -215,6 +227,13 @@ var kinds = []*Kind{
 	{Name: "TMPFS_DEV", Raw: true, File: "tmpfs-dev-%d.tar.gz.img"},
 	{Name: "NETNF_CT", Raw: true, File: "netns-ct-%d.img"},
 	{Name: "NETNF_EXP", Raw: true, File: "netns-exp-%d.img"},
+
+	// Pages images of CRIU before 1.x pagemaps: PAGEMAP's magic, then records of a u64
+	// address and one page. CRIU 4.2 still names them (image-desc.c) but never reads or
+	// writes them; the body is kept opaque. PAGES_OLD's name is also PAGES', which wins in
+	// KindByFileName: such a file is opened with NewReaderKind.
+	{Name: "PAGES_OLD", Magic: 0x56084025, File: "pages-%d.img", sharedMagic: true},
+	{Name: "SHM_PAGES_OLD", Magic: 0x56084025, File: "pages-shmem-%d.img", sharedMagic: true},
 }
 
 // Image types that share a magic with a row above, known apart by file name.
@@ -231,14 +250,17 @@ var (
 
 func init() {
 	for _, k := range kinds {
-		if k.Magic != 0 && k.Head == 0 && k.Name != "INVENTORY" {
+		if k.Magic != 0 && k.Head == 0 && k.Name != "INVENTORY" && k.Name != "KDAT" {
 			k.Head = MagicImgCommon
 		}
 		if _, dup := kindByName[k.Name]; dup {
 			panic("image: duplicate kind " + k.Name)
 		}
 		kindByName[k.Name] = k
-		if k.Magic != 0 {
+		if k.Magic != 0 && !k.sharedMagic {
+			if _, dup := kindByMagic[k.Magic]; dup {
+				panic(fmt.Sprintf("image: duplicate magic %#x", k.Magic))
+			}
 			kindByMagic[k.Magic] = k
 		}
 	}

@@ -18,4 +18,6 @@ const (
 	// eagerAlloc is the size up to which a buffer is allocated at once; larger reads
 	// grow their buffer as the bytes arrive.
 	eagerAlloc = 1 << 20
+	// readBufferSize is the buffer a Reader reads its file through.
+	readBufferSize = 64 << 10
 )

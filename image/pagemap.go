@@ -1,8 +1,10 @@
 package image
 
 import (
+	"errors"
 	"fmt"
 	"io"
+	"math"
 	"sort"
 
 	"github.com/checkpoint-restore/go-criu/v8/crit/images/pagemap"
@@ -19,24 +21,46 @@ const (
 )
 
 // NrPages returns a pagemap entry's page count: nr_pages (field 5, CRIU >= 4.2) when
-// set, else compat_nr_pages (field 2, older CRIU).
+// set, else compat_nr_pages (field 2, older CRIU). CRIU 4.2 writes both, field 2 as 0.
 func NrPages(e *pagemap.PagemapEntry) uint64 {
 	if e.NrPages != nil {
-		return uint64(e.GetNrPages())
+		return e.GetNrPages()
 	}
 	return uint64(e.GetCompatNrPages())
 }
 
+// Flags returns a pagemap entry's PE_* flags as CRIU reads them: images older than
+// the flags field mark pages kept in the parent set with in_parent (field 3) and
+// have every other entry's pages present.
+func Flags(e *pagemap.PagemapEntry) uint32 {
+	f := e.GetFlags()
+	switch {
+	case e.GetInParent():
+		f |= PagemapParent
+	case e.Flags == nil:
+		f = PagemapPresent
+	}
+	return f
+}
+
 // PageMap indexes a pagemap image: which virtual pages are saved, and where their
-// bytes are in the pages-N.img file named by the head's pages_id.
+// bytes are in the pages-N.img file named by the head's pages_id. It holds the
+// pagemap's entries, never pages: with an io.ReaderAt on the pages file it serves
+// any page of a pages file of any size in constant memory.
 type PageMap struct {
 	Head    *pagemap.PagemapHead
 	Entries []*pagemap.PagemapEntry
 	offsets []int64 // offset in the pages file of each entry's data; -1 if not present
 	order   []int   // entry indexes sorted by vaddr
+	size    int64   // bytes of the present entries
 }
 
-// NewPageMap indexes a PAGEMAP image. Entries must not overlap.
+// maxPagemapPages bounds one entry's page count: 2^52 bytes of address space, more
+// than x86_64 user space, so the end address can never overflow.
+const maxPagemapPages = (1 << 52) / PageSize
+
+// NewPageMap indexes a PAGEMAP image (pagemap-N.img or pagemap-shmem-N.img). Entries
+// must be page aligned and must not overlap.
 func NewPageMap(img *Image) (*PageMap, error) {
 	if img.Kind == nil || img.Kind.Name != "PAGEMAP" {
 		return nil, fmt.Errorf("image: not a pagemap image")
@@ -49,24 +73,80 @@ func NewPageMap(img *Image) (*PageMap, error) {
 		return nil, fmt.Errorf("image: pagemap head is a %T", img.Entries[0].Msg)
 	}
 	pm := &PageMap{Head: head}
-	var off int64
-	for i, e := range img.Entries[1:] {
+	for _, e := range img.Entries[1:] {
 		pe, ok := e.Msg.(*pagemap.PagemapEntry)
 		if !ok {
-			return nil, fmt.Errorf("image: pagemap entry %d is a %T", i, e.Msg)
+			return nil, fmt.Errorf("image: pagemap entry %d is a %T", len(pm.Entries), e.Msg)
 		}
-		n := NrPages(pe)
-		if pe.GetVaddr()%PageSize != 0 || n > (1<<52)/PageSize || pe.GetVaddr()+n*PageSize < pe.GetVaddr() {
-			return nil, fmt.Errorf("image: pagemap entry %d: bad range %#x+%d pages", i, pe.GetVaddr(), n)
-		}
-		pm.Entries = append(pm.Entries, pe)
-		if pe.GetFlags()&PagemapPresent != 0 {
-			pm.offsets = append(pm.offsets, off)
-			off += int64(n) * PageSize
-		} else {
-			pm.offsets = append(pm.offsets, -1)
+		if err := pm.add(pe); err != nil {
+			return nil, err
 		}
 	}
+	return pm, pm.index()
+}
+
+// ReadPageMap reads and indexes a PAGEMAP image from r, keeping only its entries.
+func ReadPageMap(r io.Reader) (*PageMap, error) {
+	rd, err := NewReader(r)
+	if err != nil {
+		return nil, err
+	}
+	if rd.Kind().Name != "PAGEMAP" {
+		return nil, rd.errorf(0, nil, "a %s image is not a pagemap", rd.Kind().Name)
+	}
+	pm := &PageMap{}
+	for {
+		start := rd.Offset()
+		m, err := rd.Next()
+		if errors.Is(err, io.EOF) && !errors.Is(err, io.ErrUnexpectedEOF) {
+			break
+		}
+		if err != nil {
+			return nil, err
+		}
+		if pm.Head == nil {
+			pm.Head = m.(*pagemap.PagemapHead) // the table makes entry 0 a head
+			continue
+		}
+		if len(pm.Entries) >= MaxEntries {
+			return nil, rd.errorf(start, nil, "more than %d pagemap entries", MaxEntries)
+		}
+		if err := pm.add(m.(*pagemap.PagemapEntry)); err != nil {
+			return nil, rd.errorf(start, err, "bad pagemap entry")
+		}
+	}
+	if pm.Head == nil {
+		return nil, rd.errorf(rd.Offset(), io.ErrUnexpectedEOF, "pagemap has no head")
+	}
+	if err := pm.index(); err != nil {
+		return nil, rd.errorf(rd.Offset(), err, "bad pagemap")
+	}
+	return pm, nil
+}
+
+// add appends an entry, giving it the next offset in the pages file when its pages
+// are there. Offsets follow file order: CRIU writes pages in pagemap order.
+func (pm *PageMap) add(pe *pagemap.PagemapEntry) error {
+	i := len(pm.Entries)
+	n := NrPages(pe)
+	if pe.GetVaddr()%PageSize != 0 || n > maxPagemapPages || pe.GetVaddr()+n*PageSize < pe.GetVaddr() {
+		return fmt.Errorf("image: pagemap entry %d: bad range %#x+%d pages", i, pe.GetVaddr(), n)
+	}
+	pm.Entries = append(pm.Entries, pe)
+	if Flags(pe)&PagemapPresent == 0 {
+		pm.offsets = append(pm.offsets, -1)
+		return nil
+	}
+	if pm.size > math.MaxInt64-int64(n)*PageSize {
+		return fmt.Errorf("image: pagemap entry %d: pages file offset overflows", i)
+	}
+	pm.offsets = append(pm.offsets, pm.size)
+	pm.size += int64(n) * PageSize
+	return nil
+}
+
+// index sorts the entries by address and rejects overlaps.
+func (pm *PageMap) index() error {
 	pm.order = make([]int, len(pm.Entries))
 	for i := range pm.order {
 		pm.order[i] = i
@@ -77,21 +157,23 @@ func NewPageMap(img *Image) (*PageMap, error) {
 	for k := 1; k < len(pm.order); k++ {
 		prev, cur := pm.Entries[pm.order[k-1]], pm.Entries[pm.order[k]]
 		if prev.GetVaddr()+NrPages(prev)*PageSize > cur.GetVaddr() {
-			return nil, fmt.Errorf("image: pagemap entries at %#x and %#x overlap", prev.GetVaddr(), cur.GetVaddr())
+			return fmt.Errorf("image: pagemap entries at %#x and %#x overlap", prev.GetVaddr(), cur.GetVaddr())
 		}
 	}
-	return pm, nil
+	return nil
 }
 
-// PagesSize returns the number of bytes the present entries take in the pages file.
-func (pm *PageMap) PagesSize() int64 {
-	var n int64
-	for i, e := range pm.Entries {
-		if pm.offsets[i] >= 0 {
-			n += int64(NrPages(e)) * PageSize
-		}
+// PagesSize returns the number of bytes the present entries take in the pages file:
+// the size pages-N.img must have.
+func (pm *PageMap) PagesSize() int64 { return pm.size }
+
+// EntryPages returns a reader of entry i's pages in the pages file, or nil when the
+// entry's pages are not in this set. It reads through pages on demand, holding nothing.
+func (pm *PageMap) EntryPages(pages io.ReaderAt, i int) *io.SectionReader {
+	if pm.offsets[i] < 0 {
+		return nil
 	}
-	return n
+	return io.NewSectionReader(pages, pm.offsets[i], int64(NrPages(pm.Entries[i]))*PageSize)
 }
 
 // EntryOffset returns the offset of entry i's data in the pages file, or -1 when the
@@ -135,7 +217,11 @@ func (pm *PageMap) ReadPage(pages io.ReaderAt, vaddr uint64, dst []byte) error {
 	if !ok {
 		return fmt.Errorf("image: page %#x is not in the set", vaddr&^(PageSize-1))
 	}
-	if _, err := pages.ReadAt(dst[:PageSize], off); err != nil {
+	// A ReaderAt may report io.EOF along with the last full page.
+	if n, err := pages.ReadAt(dst[:PageSize], off); n < PageSize {
+		if err == nil || err == io.EOF {
+			err = io.ErrUnexpectedEOF
+		}
 		return fmt.Errorf("image: reading page %#x at offset %d: %w", vaddr&^(PageSize-1), off, err)
 	}
 	return nil

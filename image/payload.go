@@ -36,6 +36,21 @@ type subRecords interface {
 	payloadCodec
 }
 
+// payloadSize asks pc for the payload of entry m and checks it against MaxPayloadSize,
+// the same way for the Reader and the Writer: what one refuses, the other never writes.
+func payloadSize(pc payloadCodec, m proto.Message) (data, pad int64, err error) {
+	data, pad, err = pc.size(m)
+	switch {
+	case err != nil:
+		return 0, 0, err
+	case data > MaxPayloadSize:
+		return 0, 0, fmt.Errorf("payload of %d bytes exceeds limit %d", data, int64(MaxPayloadSize))
+	case data < toEOF || pad < 0 || pad >= 8:
+		return 0, 0, fmt.Errorf("payload codec gave %d bytes and %d of padding", data, pad)
+	}
+	return data, pad, nil
+}
+
 // padTo returns the zero bytes needed after n bytes to reach a multiple of align.
 func padTo(n, align int64) int64 { return (align - n%align) % align }
 

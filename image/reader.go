@@ -4,8 +4,10 @@ import (
 	"bufio"
 	"bytes"
 	"encoding/binary"
+	"errors"
 	"fmt"
 	"io"
+	"os"
 
 	"google.golang.org/protobuf/proto"
 )
@@ -18,6 +20,7 @@ type Reader struct {
 	kind  *Kind
 	head  uint32
 	off   int64 // bytes consumed so far
+	end   int64 // size of the file when known (bytes left at NewReader), else -1
 	index int   // entries (not records) read so far
 
 	data    int64 // payload bytes of the current entry not yet read; toEOF: unbounded
@@ -27,12 +30,36 @@ type Reader struct {
 }
 
 // NewReader reads the magic at the start of an image and returns a Reader for its
-// entries. If r has a Name method (as *os.File does), errors name that file.
-func NewReader(r io.Reader) (*Reader, error) {
-	rd := &Reader{r: bufio.NewReaderSize(r, 64<<10)}
+// entries. The image's type is the one its magic names (KindByMagic). If r has a Name
+// method (as *os.File does), errors name that file.
+//
+// An image may start with a head magic (IMG_COMMON, or IMG_SERVICE for stats and
+// irmap-cache: CRIU's images v1.1) or, in the older v1 layout and in inventory.img,
+// directly with its own magic. A head magic that does not belong to the image's type
+// is an error, as it is for CRIU.
+func NewReader(r io.Reader) (*Reader, error) { return newReader(r, nil) }
+
+// NewReaderKind is NewReader for a file whose type is known from elsewhere (its name,
+// see KindByFileName): the magic must be k's. It is the way to open the legacy kinds
+// that share another kind's magic (PAGES_OLD, SHM_PAGES_OLD).
+func NewReaderKind(r io.Reader, k *Kind) (*Reader, error) {
+	if k == nil || k.Raw {
+		return nil, errors.New("image: raw images have no magic and no entries; read their bytes directly")
+	}
+	return newReader(r, k)
+}
+
+func newReader(r io.Reader, want *Kind) (*Reader, error) {
+	rd := &Reader{end: bytesLeft(r)}
 	if n, ok := r.(interface{ Name() string }); ok {
 		rd.name = n.Name()
 	}
+	// Most images are a few hundred bytes: a buffer larger than the file is waste.
+	bufSize := readBufferSize
+	if rd.end >= 0 && rd.end < int64(bufSize) {
+		bufSize = int(rd.end)
+	}
+	rd.r = bufio.NewReaderSize(r, bufSize) // at least bufio's minimum, 16
 	magic, err := rd.u32("magic")
 	if err != nil {
 		return nil, err
@@ -43,15 +70,66 @@ func NewReader(r io.Reader) (*Reader, error) {
 			return nil, err
 		}
 	}
-	rd.kind = KindByMagic(magic)
-	if rd.kind == nil {
-		return nil, rd.errorf(rd.off-4, nil, "unknown magic %#08x", magic)
+	switch {
+	case want == nil:
+		rd.kind = KindByMagic(magic)
+		if rd.kind == nil {
+			return nil, rd.errorf(rd.off-4, nil, "unknown magic %#08x", magic)
+		}
+	case magic != want.Magic:
+		return nil, rd.errorf(rd.off-4, nil, "magic %#08x is not %s's %#08x", magic, want.Name, want.Magic)
+	default:
+		rd.kind = want
+	}
+	if rd.head != 0 && rd.head != rd.kind.Head {
+		return nil, rd.errorf(0, nil, "head magic %#08x does not belong to %s images", rd.head, rd.kind.Name)
 	}
 	if rd.kind.New == nil {
-		rd.data = toEOF // an opaque body (SEAL): all of it is read with Read
+		rd.data = toEOF // an opaque body (SEAL, KDAT, legacy pages): all of it is read with Read
 	}
 	return rd, nil
 }
+
+// bytesLeft returns how many bytes r holds from its current position on, when r can
+// tell without being read (bytes.Reader, strings.Reader, regular files, anything with
+// Size and Seek); -1 otherwise.
+func bytesLeft(r io.Reader) int64 {
+	switch v := r.(type) {
+	case interface{ Len() int }:
+		return int64(v.Len())
+	case *os.File:
+		st, err := v.Stat()
+		if err != nil || !st.Mode().IsRegular() {
+			return -1
+		}
+		return sizeLeft(st.Size(), v)
+	case interface {
+		Size() int64
+		io.Seeker
+	}:
+		return sizeLeft(v.Size(), v)
+	}
+	return -1
+}
+
+func sizeLeft(size int64, s io.Seeker) int64 {
+	pos, err := s.Seek(0, io.SeekCurrent)
+	if err != nil || pos > size {
+		return -1
+	}
+	return size - pos
+}
+
+// left returns the bytes of the file not yet consumed, or -1 when unknown.
+func (r *Reader) left() int64 {
+	if r.end < 0 {
+		return -1
+	}
+	return r.end - r.off
+}
+
+// exceedsLeft tells whether n bytes cannot all be in what is left of the file.
+func (r *Reader) exceedsLeft(n int64) bool { return r.end >= 0 && n > r.left() }
 
 // Kind returns the image's type.
 func (r *Reader) Kind() *Kind { return r.kind }
@@ -105,6 +183,9 @@ func (r *Reader) nextMessage() (proto.Message, error) {
 		if n > MaxSubEntries {
 			return nil, r.errorf(start, nil, "entry announces %d records, limit %d", n, MaxSubEntries)
 		}
+		if r.exceedsLeft(4 * n) {
+			return nil, r.errorf(start, nil, "entry announces %d records, but only %d bytes are left", n, r.left())
+		}
 		r.records = n
 	}
 	if r.kind.payload != nil {
@@ -130,7 +211,10 @@ func (r *Reader) readMessage(m proto.Message, eofOK bool) error {
 	if size > MaxEntrySize {
 		return r.errorf(start, nil, "entry size %d exceeds limit %d", size, MaxEntrySize)
 	}
-	buf, err := readBytes(r.r, size)
+	if r.exceedsLeft(size) {
+		return r.errorf(start, io.ErrUnexpectedEOF, "entry size %d, but only %d bytes are left", size, r.left())
+	}
+	buf, err := readBytesEager(r.r, size, r.end >= 0)
 	r.off += int64(len(buf))
 	if err != nil {
 		return r.errorf(r.off, err, "entry of %d bytes truncated after %d", size, len(buf))
@@ -142,12 +226,12 @@ func (r *Reader) readMessage(m proto.Message, eofOK bool) error {
 }
 
 func (r *Reader) setPayload(start int64, pc payloadCodec, m proto.Message) error {
-	data, pad, err := pc.size(m)
+	data, pad, err := payloadSize(pc, m)
 	if err != nil {
 		return r.errorf(start, err, "bad entry")
 	}
-	if data > MaxPayloadSize {
-		return r.errorf(start, nil, "payload of %d bytes exceeds limit %d", data, int64(MaxPayloadSize))
+	if data > 0 && r.exceedsLeft(data+pad) {
+		return r.errorf(start, io.ErrUnexpectedEOF, "entry announces %d payload bytes, but only %d are left", data+pad, r.left())
 	}
 	r.data, r.pad = data, pad
 	return nil
@@ -253,8 +337,12 @@ func (r *Reader) fail(err error) error {
 
 // readBytes reads exactly n bytes. Buffers above eagerAlloc grow only as bytes
 // arrive, so a size field larger than the data cannot make it allocate the size.
-func readBytes(r io.Reader, n int64) ([]byte, error) {
-	if n <= eagerAlloc {
+func readBytes(r io.Reader, n int64) ([]byte, error) { return readBytesEager(r, n, false) }
+
+// readBytesEager is readBytes that allocates the whole buffer at once when eager: when
+// n is known to fit in what is left of the file.
+func readBytesEager(r io.Reader, n int64, eager bool) ([]byte, error) {
+	if eager || n <= eagerAlloc {
 		b := make([]byte, n)
 		m, err := io.ReadFull(r, b)
 		if err == io.EOF {

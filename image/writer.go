@@ -14,7 +14,7 @@ import (
 type Writer struct {
 	w       io.Writer
 	kind    *Kind
-	index   int
+	index   int64
 	data    int64 // payload bytes still owed for the current entry; toEOF: unbounded
 	pad     int64
 	records int64
@@ -49,12 +49,18 @@ func NewWriterHead(w io.Writer, k *Kind, head uint32) (*Writer, error) {
 }
 
 // WriteEntry writes m as the next entry. The payload m announces (if any) must then be
-// written with Write before the next entry or Close.
+// written with Write before the next entry or Close. An entry the Reader would refuse
+// (wrong type, payload or record count over the limits) is refused before anything
+// is written.
 func (w *Writer) WriteEntry(m proto.Message) error {
 	if w.err != nil {
 		return w.err
 	}
 	if err := w.checkNext(m); err != nil {
+		return w.fail(err)
+	}
+	next, err := w.plan(m)
+	if err != nil {
 		return w.fail(err)
 	}
 	body, err := proto.Marshal(m)
@@ -69,51 +75,64 @@ func (w *Writer) WriteEntry(m proto.Message) error {
 	if _, err := w.w.Write(w.buf); err != nil {
 		return w.fail(err)
 	}
-	return w.fail(w.announce(m))
+	w.index, w.records, w.data, w.pad = next.index, next.records, next.data, next.pad
+	return w.fail(w.finishPayload())
 }
 
 // checkNext verifies that m has the type the next entry must have.
 func (w *Writer) checkNext(m proto.Message) error {
-	if w.data != 0 {
+	switch {
+	case w.data == toEOF:
+		return fmt.Errorf("image: %s: the previous entry's payload runs to the end of the file; no entry may follow", w.kind.Name)
+	case w.data != 0:
 		return fmt.Errorf("image: %s: %d payload bytes still owed before the next entry", w.kind.Name, w.data)
 	}
 	var want proto.Message
 	if w.records > 0 {
 		want = w.kind.sub.newRecord()
 	} else {
-		want = w.kind.newEntry(w.index)
+		want = w.kind.newEntry(int(w.index))
 	}
-	if want == nil || proto.MessageName(want) != proto.MessageName(m) {
-		return fmt.Errorf("image: %s entry %d cannot be a %s", w.kind.Name, w.index, proto.MessageName(m))
+	if want == nil || m == nil || proto.MessageName(want) != proto.MessageName(m) {
+		return fmt.Errorf("image: %s entry %d cannot be a %T", w.kind.Name, w.index, m)
 	}
 	return nil
 }
 
-// announce records the payload and records entry m owes.
-func (w *Writer) announce(m proto.Message) error {
+// writerState is what the Writer owes after an entry.
+type writerState struct {
+	index, records, data, pad int64
+}
+
+// plan returns the state after entry m: the payload and records m owes.
+func (w *Writer) plan(m proto.Message) (writerState, error) {
+	st := writerState{index: w.index, records: w.records}
 	var pc payloadCodec = w.kind.payload
-	if w.records > 0 {
-		w.records--
+	if st.records > 0 {
+		st.records--
 		pc = w.kind.sub
 	} else {
-		w.index++
+		st.index++
 		if w.kind.sub != nil {
 			n, err := w.kind.sub.count(m)
 			if err != nil {
-				return err
+				return st, fmt.Errorf("image: %s: %w", w.kind.Name, err)
 			}
-			w.records = n
+			if n > MaxSubEntries {
+				return st, fmt.Errorf("image: %s: entry announces %d records, limit %d", w.kind.Name, n, MaxSubEntries)
+			}
+			st.records = n
 		}
 	}
 	if pc == nil {
-		return nil
+		return st, nil
 	}
-	data, pad, err := pc.size(m)
+	data, pad, err := payloadSize(pc, m)
 	if err != nil {
-		return err
+		return st, fmt.Errorf("image: %s: %w", w.kind.Name, err)
 	}
-	w.data, w.pad = data, pad
-	return w.finishPayload()
+	st.data, st.pad = data, pad
+	return st, nil
 }
 
 // Write writes payload bytes of the current entry.

@@ -1,7 +1,11 @@
 // Package imgset is an image set on disk: the folder of files one checkpoint consists
 // of, plain or encrypted. Reading gives a plaintext view of each file (decrypted and
 // authenticated chunk by chunk when the set is encrypted); writing streams each file to
-// a temporary folder and puts the whole set in place atomically on Commit.
+// a temporary folder (encrypting it as it goes, so no plaintext of an encrypted set
+// ever reaches the disk) and puts the whole set in place atomically on Commit.
+//
+// An encrypted set holds the same files as the plain one, each encrypted, plus the
+// sealed header HeaderName. See docs/encryption.md for the format.
 package imgset
 
 import (
@@ -11,10 +15,16 @@ import (
 	"os"
 	"path/filepath"
 	"sort"
+
+	"github.com/imgtool/imgtool/cipher"
 )
 
 // OpenOptions says how to open a set.
 type OpenOptions struct {
+	// Identities are the private keys tried on an encrypted set's header. None is
+	// needed for a plaintext set; for an encrypted one, Open fails with a
+	// *KeyRequiredError naming the recipients.
+	Identities []cipher.Identity
 	// RequireEncrypted refuses a set without a valid sealed header, so that removing
 	// the header cannot silently downgrade a set to plaintext.
 	RequireEncrypted bool
@@ -22,11 +32,18 @@ type OpenOptions struct {
 
 // Set is an image set opened for reading.
 type Set struct {
-	dir   string
-	names []string
+	dir    string
+	names  []string
+	header *cipher.Header   // nil for a plaintext set
+	key    *cipher.SetKey   // nil for a plaintext set
+	sizes  map[string]int64 // plaintext sizes from the manifest
 }
 
-// Open opens the image set in dir.
+// Open opens the image set in dir. For an encrypted set it authenticates the header
+// with one of opts.Identities and checks the manifest against the folder: every
+// listed file present with the size its plaintext size encrypts to and this set's
+// id, and no file that is not listed. The files' chunks are authenticated as they
+// are read (Verify authenticates all of them).
 func Open(dir string, opts OpenOptions) (*Set, error) {
 	st, err := os.Stat(dir)
 	if err != nil {
@@ -39,8 +56,39 @@ func Open(dir string, opts OpenOptions) (*Set, error) {
 	if err != nil {
 		return nil, err
 	}
+	if !contains(names, HeaderName) {
+		return openPlain(dir, names, opts)
+	}
+	h, err := ReadHeader(dir)
+	if err != nil {
+		return nil, err
+	}
+	if len(opts.Identities) == 0 {
+		return nil, &KeyRequiredError{Dir: dir, Recipients: h.Recipients()}
+	}
+	key, err := h.Unwrap(opts.Identities...)
+	if err != nil {
+		return nil, fmt.Errorf("image set %s: %s: %w", dir, HeaderName, err)
+	}
+	if probs := checkManifest(dir, h, without(names, HeaderName)); len(probs) > 0 {
+		return nil, fmt.Errorf("image set %s: %w", dir, joinProblems(probs))
+	}
+	s := &Set{dir: dir, header: h, key: key, sizes: make(map[string]int64, len(h.Files))}
+	for _, f := range h.Files {
+		s.names = append(s.names, f.Name)
+		s.sizes[f.Name] = f.Size
+	}
+	return s, nil
+}
+
+func openPlain(dir string, names []string, opts OpenOptions) (*Set, error) {
 	if opts.RequireEncrypted {
-		return nil, fmt.Errorf("image set %s is not encrypted (no sealed header) and encryption is required", dir)
+		return nil, fmt.Errorf("image set %s: %w (no %s) and encryption is required", dir, ErrNotEncrypted, HeaderName)
+	}
+	for _, n := range names {
+		if isEncryptedFile(filepath.Join(dir, n)) {
+			return nil, fmt.Errorf("image set %s: %s: %w (%s)", dir, n, ErrHeaderMissing, HeaderName)
+		}
 	}
 	return &Set{dir: dir, names: names}, nil
 }
@@ -61,22 +109,62 @@ func listFiles(dir string) ([]string, error) {
 	return names, nil
 }
 
+func contains(sorted []string, name string) bool {
+	i := sort.SearchStrings(sorted, name)
+	return i < len(sorted) && sorted[i] == name
+}
+
+func without(names []string, name string) []string {
+	out := make([]string, 0, len(names))
+	for _, n := range names {
+		if n != name {
+			out = append(out, n)
+		}
+	}
+	return out
+}
+
 // Dir returns the set's folder.
 func (s *Set) Dir() string { return s.dir }
 
 // Encrypted reports whether the set is encrypted.
-func (s *Set) Encrypted() bool { return false }
+func (s *Set) Encrypted() bool { return s.header != nil }
+
+// Header returns the authenticated header of an encrypted set, nil for a plain one.
+func (s *Set) Header() *cipher.Header { return s.header }
+
+// Recipients returns the fingerprints an encrypted set is encrypted for.
+func (s *Set) Recipients() []cipher.Fingerprint {
+	if s.header == nil {
+		return nil
+	}
+	return s.header.Recipients()
+}
 
 // Names returns the names of the set's files, sorted, without the sealed header.
 func (s *Set) Names() []string { return append([]string(nil), s.names...) }
 
 // Has reports whether the set holds a file of that name.
-func (s *Set) Has(name string) bool {
-	i := sort.SearchStrings(s.names, name)
-	return i < len(s.names) && s.names[i] == name
+func (s *Set) Has(name string) bool { return contains(s.names, name) }
+
+// Size returns the plaintext size of a file of the set.
+func (s *Set) Size(name string) (int64, error) {
+	if s.header != nil {
+		size, ok := s.sizes[name]
+		if !ok {
+			return 0, fmt.Errorf("image set %s: no file %s: %w", s.dir, name, os.ErrNotExist)
+		}
+		return size, nil
+	}
+	st, err := os.Stat(filepath.Join(s.dir, name))
+	if err != nil {
+		return 0, err
+	}
+	return st.Size(), nil
 }
 
-// Open opens one file of the set for reading its plaintext.
+// Open opens one file of the set for reading its plaintext. For an encrypted set
+// every read is authenticated chunk by chunk; nothing is decrypted to disk.
 func (s *Set) Open(name string) (*File, error) {
 	if !validName(name) {
 		return nil, fmt.Errorf("image set %s: bad file name %q", s.dir, name)
@@ -93,7 +181,15 @@ func (s *Set) Open(name string) (*File, error) {
 		f.Close()
 		return nil, err
 	}
-	return &File{name: name, f: f, size: st.Size()}, nil
+	if s.header == nil {
+		return &File{name: name, f: f, size: st.Size(), ra: f}, nil
+	}
+	dec, err := s.key.NewReaderAt(f, st.Size(), name, s.sizes[name])
+	if err != nil {
+		f.Close()
+		return nil, fmt.Errorf("image set %s: %w", s.dir, err)
+	}
+	return &File{name: name, f: f, size: dec.Size(), ra: dec, dec: dec}, nil
 }
 
 // validName accepts plain file names only: no separators, no "." or "..".
@@ -101,11 +197,15 @@ func validName(name string) bool {
 	return name != "" && name != "." && name != ".." && filepath.Base(name) == name
 }
 
-// File is the plaintext of one file of a set. It reads sequentially and at offsets.
+// File is the plaintext of one file of a set. It reads sequentially (Read, Seek,
+// WriteTo) and at offsets (ReadAt, safe for concurrent use).
 type File struct {
 	name string
 	f    *os.File
 	size int64
+	ra   io.ReaderAt      // f, or dec
+	dec  *cipher.ReaderAt // nil for a plaintext file
+	off  int64            // position of Read
 }
 
 // Name returns the file's name within the set.
@@ -114,147 +214,109 @@ func (f *File) Name() string { return f.name }
 // Size returns the plaintext size.
 func (f *File) Size() int64 { return f.size }
 
-func (f *File) Read(p []byte) (int, error) { return f.f.Read(p) }
+// Read reads plaintext from the current position.
+func (f *File) Read(p []byte) (int, error) {
+	if f.off >= f.size {
+		return 0, io.EOF
+	}
+	n, err := f.ra.ReadAt(p[:min(int64(len(p)), f.size-f.off)], f.off)
+	f.off += int64(n)
+	if err == io.EOF && n > 0 {
+		err = nil
+	}
+	return n, err
+}
 
 // ReadAt reads plaintext at off.
-func (f *File) ReadAt(p []byte, off int64) (int, error) { return f.f.ReadAt(p, off) }
+func (f *File) ReadAt(p []byte, off int64) (int, error) { return f.ra.ReadAt(p, off) }
+
+// Seek sets the position of Read.
+func (f *File) Seek(offset int64, whence int) (int64, error) {
+	switch whence {
+	case io.SeekStart:
+	case io.SeekCurrent:
+		offset += f.off
+	case io.SeekEnd:
+		offset += f.size
+	default:
+		return 0, fmt.Errorf("%s: bad whence %d", f.name, whence)
+	}
+	if offset < 0 {
+		return 0, fmt.Errorf("%s: negative position %d", f.name, offset)
+	}
+	f.off = offset
+	return offset, nil
+}
+
+// WriteTo writes the rest of the plaintext to w. A whole encrypted file goes
+// through the parallel decryption pipeline.
+func (f *File) WriteTo(w io.Writer) (int64, error) {
+	if f.dec != nil && f.off == 0 {
+		n, err := f.dec.WriteTo(w)
+		f.off = n
+		return n, err
+	}
+	n, err := io.Copy(w, io.NewSectionReader(f.ra, f.off, f.size-f.off))
+	f.off += n
+	return n, err
+}
 
 // Close closes the file.
 func (f *File) Close() error { return f.f.Close() }
 
-// CreateOptions says how to write a new set.
-type CreateOptions struct{}
-
-// Writer writes a new image set. Files go to a temporary folder beside the target,
-// which Commit renames into place; until then the target does not change.
-type Writer struct {
-	dir, tmp string
-	open     map[string]*os.File
-	done     bool
+// problem is one thing wrong with a set: the file it concerns and the error.
+type problem struct {
+	file string
+	err  error
 }
 
-// Create starts writing a new set that Commit will place at dir. dir must not exist,
-// or be an empty folder.
-func Create(dir string, opts CreateOptions) (*Writer, error) {
-	if err := checkTarget(dir); err != nil {
-		return nil, err
+func joinProblems(probs []problem) error {
+	errs := make([]error, len(probs))
+	for i, p := range probs {
+		errs[i] = p.err
 	}
-	parent, base := filepath.Split(filepath.Clean(dir))
-	if parent == "" {
-		parent = "."
-	}
-	tmp, err := os.MkdirTemp(parent, "."+base+".imgtool-tmp-")
-	if err != nil {
-		return nil, fmt.Errorf("image set %s: %w", dir, err)
-	}
-	return &Writer{dir: dir, tmp: tmp, open: map[string]*os.File{}}, nil
+	return errors.Join(errs...)
 }
 
-func checkTarget(dir string) error {
-	ents, err := os.ReadDir(dir)
-	if errors.Is(err, os.ErrNotExist) {
-		return nil
-	}
-	if err != nil {
-		return fmt.Errorf("image set %s: %w", dir, err)
-	}
-	if len(ents) > 0 {
-		return fmt.Errorf("image set %s: folder exists and is not empty", dir)
-	}
-	return nil
-}
-
-// Create creates one file of the set.
-func (w *Writer) Create(name string) (io.WriteCloser, error) {
-	if w.done {
-		return nil, errors.New("image set: writer already committed or aborted")
-	}
-	if !validName(name) {
-		return nil, fmt.Errorf("image set %s: bad file name %q", w.dir, name)
-	}
-	if _, dup := w.open[name]; dup {
-		return nil, fmt.Errorf("image set %s: file %s written twice", w.dir, name)
-	}
-	f, err := os.OpenFile(filepath.Join(w.tmp, name), os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
-	if err != nil {
-		return nil, err
-	}
-	w.open[name] = f
-	return &setFile{f: f}, nil
-}
-
-type setFile struct {
-	f      *os.File
-	closed bool
-}
-
-func (s *setFile) Write(p []byte) (int, error) { return s.f.Write(p) }
-
-func (s *setFile) Close() error {
-	if s.closed {
-		return nil
-	}
-	s.closed = true
-	if err := s.f.Sync(); err != nil {
-		s.f.Close()
-		return err
-	}
-	return s.f.Close()
-}
-
-// Commit makes the set durable and puts it in place at dir.
-func (w *Writer) Commit() error {
-	if w.done {
-		return errors.New("image set: writer already committed or aborted")
-	}
-	w.done = true
-	for name, f := range w.open {
-		// Closing twice is harmless; files the caller did not close are synced here.
-		if err := f.Sync(); err != nil && !errors.Is(err, os.ErrClosed) {
-			os.RemoveAll(w.tmp)
-			return fmt.Errorf("image set %s: %s: %w", w.dir, name, err)
+// checkManifest compares the folder's files (without the header) with the manifest
+// of h: each listed file must be present, have the size its plaintext size
+// encrypts to, and carry the set's id; no other file may be there. It needs no key.
+func checkManifest(dir string, h *cipher.Header, present []string) []problem {
+	var probs []problem
+	listed := make(map[string]bool, len(h.Files))
+	for _, fi := range h.Files {
+		listed[fi.Name] = true
+		if !contains(present, fi.Name) {
+			probs = append(probs, problem{fi.Name, fmt.Errorf("%s: %w", fi.Name, ErrMissingFile)})
+			continue
 		}
-		f.Close()
+		if err := checkFile(dir, h, fi); err != nil {
+			probs = append(probs, problem{fi.Name, err})
+		}
 	}
-	if err := syncDir(w.tmp); err != nil {
-		os.RemoveAll(w.tmp)
-		return err
+	for _, n := range present {
+		if !listed[n] {
+			probs = append(probs, problem{n, fmt.Errorf("%s: %w", n, ErrUnexpectedFile)})
+		}
 	}
-	if err := checkTarget(w.dir); err != nil {
-		os.RemoveAll(w.tmp)
-		return err
-	}
-	os.Remove(w.dir) // an empty target folder, if any
-	if err := os.Rename(w.tmp, w.dir); err != nil {
-		os.RemoveAll(w.tmp)
-		return fmt.Errorf("image set %s: %w", w.dir, err)
-	}
-	if err := os.Chmod(w.dir, 0o700); err != nil {
-		return err
-	}
-	return syncDir(filepath.Dir(filepath.Clean(w.dir)))
+	return probs
 }
 
-// Abort removes everything written. It is safe to call after Commit (it does nothing).
-func (w *Writer) Abort() error {
-	if w.done {
-		return nil
-	}
-	w.done = true
-	for _, f := range w.open {
-		f.Close()
-	}
-	return os.RemoveAll(w.tmp)
-}
-
-func syncDir(dir string) error {
-	d, err := os.Open(dir)
+// checkFile checks one encrypted file's length and prefix against the manifest.
+func checkFile(dir string, h *cipher.Header, fi cipher.FileInfo) error {
+	f, err := os.Open(filepath.Join(dir, fi.Name))
 	if err != nil {
 		return err
 	}
-	defer d.Close()
-	if err := d.Sync(); err != nil {
-		return fmt.Errorf("sync %s: %w", dir, err)
+	defer f.Close()
+	st, err := f.Stat()
+	if err != nil {
+		return err
 	}
-	return nil
+	if want := cipher.CiphertextSize(fi.Size); st.Size() != want {
+		return &cipher.Error{File: fi.Name, Offset: min(st.Size(), want), Err: cipher.ErrSizeMismatch,
+			Reason: fmt.Sprintf("file is %d bytes, but its %d plaintext bytes encrypt to %d: truncated or extended", st.Size(), fi.Size, want)}
+	}
+	_, err = cipher.CheckPrefix(f, fi.Name, h.SetID)
+	return err
 }

@@ -1,0 +1,103 @@
+package cipher
+
+import (
+	"crypto"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/rsa"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/pem"
+	"fmt"
+	"math/big"
+	"time"
+)
+
+// KeyType selects the key Keygen makes.
+type KeyType string
+
+// Key types Keygen makes.
+const (
+	KeyRSA2048 KeyType = "rsa2048"
+	KeyRSA3072 KeyType = "rsa3072"
+	KeyRSA4096 KeyType = "rsa4096"
+	KeyP256    KeyType = "p256" // ECDSA P-256 (HPKE recipient); the default
+	KeyP384    KeyType = "p384" // ECDSA P-384 (HPKE recipient)
+)
+
+// KeyTypes lists the key types Keygen accepts, the default first.
+var KeyTypes = []KeyType{KeyP256, KeyP384, KeyRSA2048, KeyRSA3072, KeyRSA4096}
+
+// KeygenOptions describes the certificate Keygen makes.
+type KeygenOptions struct {
+	Type       KeyType       // default KeyP256
+	CommonName string        // subject CN; default "imgtool"
+	Validity   time.Duration // default ten years
+}
+
+// Keygen makes a new private key and a self-signed certificate for it, both PEM:
+// the certificate is what encrypt takes (--cert), the key (PKCS#8) what decrypt
+// takes (--tls-key).
+func Keygen(opts KeygenOptions) (certPEM, keyPEM []byte, err error) {
+	if opts.Type == "" {
+		opts.Type = KeyP256
+	}
+	if opts.CommonName == "" {
+		opts.CommonName = "imgtool"
+	}
+	if opts.Validity <= 0 {
+		opts.Validity = 10 * 365 * 24 * time.Hour
+	}
+	key, err := generateKey(opts.Type)
+	if err != nil {
+		return nil, nil, err
+	}
+	serial, err := rand.Int(rand.Reader, new(big.Int).Lsh(big.NewInt(1), 127))
+	if err != nil {
+		return nil, nil, err
+	}
+	now := time.Now()
+	usage := x509.KeyUsageDigitalSignature | x509.KeyUsageCertSign
+	if _, ok := key.(*rsa.PrivateKey); ok {
+		usage |= x509.KeyUsageKeyEncipherment
+	} else {
+		usage |= x509.KeyUsageKeyAgreement
+	}
+	tmpl := &x509.Certificate{
+		SerialNumber:          serial,
+		Subject:               pkix.Name{CommonName: opts.CommonName},
+		NotBefore:             now.Add(-time.Hour),
+		NotAfter:              now.Add(opts.Validity),
+		KeyUsage:              usage,
+		BasicConstraintsValid: true,
+	}
+	pub := key.(crypto.Signer).Public()
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, pub, key)
+	if err != nil {
+		return nil, nil, fmt.Errorf("creating the certificate: %w", err)
+	}
+	pkcs8, err := x509.MarshalPKCS8PrivateKey(key)
+	if err != nil {
+		return nil, nil, err
+	}
+	certPEM = pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})
+	keyPEM = pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: pkcs8})
+	return certPEM, keyPEM, nil
+}
+
+func generateKey(t KeyType) (crypto.PrivateKey, error) {
+	switch t {
+	case KeyRSA2048:
+		return rsa.GenerateKey(rand.Reader, 2048)
+	case KeyRSA3072:
+		return rsa.GenerateKey(rand.Reader, 3072)
+	case KeyRSA4096:
+		return rsa.GenerateKey(rand.Reader, 4096)
+	case KeyP256:
+		return ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	case KeyP384:
+		return ecdsa.GenerateKey(elliptic.P384(), rand.Reader)
+	}
+	return nil, fmt.Errorf("unknown key type %q (want one of %v)", t, KeyTypes)
+}

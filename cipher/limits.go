@@ -1,0 +1,29 @@
+package cipher
+
+// Limits on what a header or an encrypted file may claim. Every length read from
+// input is checked against one of these and against the bytes actually left before
+// anything is allocated, so a hostile file fails cleanly instead of exhausting memory.
+const (
+	// MaxHeaderSize bounds a whole header file: framing, parameters, stanzas,
+	// manifest and MAC. A set with MaxStanzas RSA-8192 recipients and MaxFiles
+	// files of the longest name stays below it.
+	MaxHeaderSize = 32 << 20
+	// MaxStanzas bounds the recipients of one set.
+	MaxStanzas = 256
+	// MaxStanzaType bounds the length of a stanza's type string.
+	MaxStanzaType = 64
+	// MaxStanzaBody bounds a stanza's body: an RSA-8192 OAEP block is 1024 bytes,
+	// an HPKE P-384 one 145.
+	MaxStanzaBody = 2048
+	// MaxFiles bounds the files listed in a manifest. CRIU writes about ten files
+	// per task; this allows sets of several thousand tasks.
+	MaxFiles = 1 << 16
+	// MaxNameLen bounds a file name in the manifest (NAME_MAX on Linux).
+	MaxNameLen = 255
+	// MaxFileSize bounds the plaintext size of one file (256 TiB).
+	MaxFileSize = 1 << 48
+	// MinRSABits and MaxRSABits bound the RSA moduli accepted for recipients and
+	// identities: smaller keys are too weak, larger ones only slow things down.
+	MinRSABits = 2048
+	MaxRSABits = 8192
+)

@@ -1,0 +1,345 @@
+package cipher
+
+import (
+	"crypto"
+	"crypto/ecdh"
+	"crypto/ecdsa"
+	"crypto/hpke"
+	"crypto/rand"
+	"crypto/rsa"
+	"crypto/sha256"
+	"crypto/x509"
+	"encoding/pem"
+	"fmt"
+	"io"
+	"os"
+)
+
+// Stanza types written by this package.
+const (
+	StanzaRSA     = "x509-rsa-oaep-sha256" // RSA-OAEP with SHA-256 and MGF1-SHA-256
+	StanzaHPKE256 = "x509-hpke-p256"       // HPKE DHKEM(P-256, HKDF-SHA256), HKDF-SHA256, AES-256-GCM
+	StanzaHPKE384 = "x509-hpke-p384"       // HPKE DHKEM(P-384, HKDF-SHA384), HKDF-SHA384, AES-256-GCM
+)
+
+// hpkeSuite is the HPKE ciphersuite of one curve.
+type hpkeSuite struct {
+	stanza string
+	kem    hpke.KEM
+	kdf    hpke.KDF
+	aead   hpke.AEAD
+	body   int // size of enc || sealed file key
+}
+
+func suiteFor(c ecdh.Curve) (*hpkeSuite, error) {
+	switch c {
+	case ecdh.P256():
+		return &hpkeSuite{StanzaHPKE256, hpke.DHKEM(c), hpke.HKDFSHA256(), hpke.AES256GCM(), 65 + FileKeySize + 16}, nil
+	case ecdh.P384():
+		return &hpkeSuite{StanzaHPKE384, hpke.DHKEM(c), hpke.HKDFSHA384(), hpke.AES256GCM(), 97 + FileKeySize + 16}, nil
+	}
+	return nil, fmt.Errorf("%w: ECDSA curve %v (want P-256 or P-384)", ErrUnsupportedKey, c)
+}
+
+// hpkeInfo binds a wrapped key to its recipient's fingerprint.
+func hpkeInfo(fp Fingerprint) []byte {
+	return append(append([]byte(labelHPKE), 0), fp[:]...)
+}
+
+// X509Recipient is a recipient named by an X.509 certificate with an RSA key
+// (wrapped with RSA-OAEP-SHA-256) or an ECDSA P-256/P-384 key (wrapped with HPKE).
+type X509Recipient struct {
+	cert   *x509.Certificate
+	fp     Fingerprint
+	rsaPub *rsa.PublicKey
+	hpkePk hpke.PublicKey
+	suite  *hpkeSuite
+}
+
+// NewX509Recipient returns the recipient of a certificate's public key.
+func NewX509Recipient(cert *x509.Certificate) (*X509Recipient, error) {
+	spki, err := x509.MarshalPKIXPublicKey(cert.PublicKey)
+	if err != nil {
+		return nil, fmt.Errorf("%w: certificate %q: %v", ErrUnsupportedKey, cert.Subject, err)
+	}
+	r := &X509Recipient{cert: cert, fp: fingerprintOf(spki)}
+	switch pub := cert.PublicKey.(type) {
+	case *rsa.PublicKey:
+		if err := checkRSASize(pub.N.BitLen()); err != nil {
+			return nil, fmt.Errorf("certificate %q: %w", cert.Subject, err)
+		}
+		r.rsaPub = pub
+	case *ecdsa.PublicKey:
+		epub, err := pub.ECDH()
+		if err != nil {
+			return nil, fmt.Errorf("%w: certificate %q: %v", ErrUnsupportedKey, cert.Subject, err)
+		}
+		if r.suite, err = suiteFor(epub.Curve()); err != nil {
+			return nil, fmt.Errorf("certificate %q: %w", cert.Subject, err)
+		}
+		if r.hpkePk, err = hpke.NewDHKEMPublicKey(epub); err != nil {
+			return nil, fmt.Errorf("%w: certificate %q: %v", ErrUnsupportedKey, cert.Subject, err)
+		}
+	default:
+		return nil, fmt.Errorf("%w: certificate %q has a %T key (want RSA or ECDSA P-256/P-384)",
+			ErrUnsupportedKey, cert.Subject, cert.PublicKey)
+	}
+	return r, nil
+}
+
+// Fingerprint returns the SHA-256 of the certificate's SubjectPublicKeyInfo.
+func (r *X509Recipient) Fingerprint() Fingerprint { return r.fp }
+
+// Certificate returns the certificate the recipient was made from.
+func (r *X509Recipient) Certificate() *x509.Certificate { return r.cert }
+
+// String describes the recipient: key type, subject and fingerprint.
+func (r *X509Recipient) String() string {
+	return fmt.Sprintf("%s %q %s", describeKey(r.cert.PublicKey), r.cert.Subject.String(), r.fp)
+}
+
+// Wrap implements Recipient.
+func (r *X509Recipient) Wrap(fileKey []byte) (*Stanza, error) {
+	if r.rsaPub != nil {
+		body, err := rsa.EncryptOAEP(sha256.New(), rand.Reader, r.rsaPub, fileKey, []byte(labelRSA))
+		if err != nil {
+			return nil, err
+		}
+		return &Stanza{Type: StanzaRSA, Fingerprint: r.fp, Body: body}, nil
+	}
+	body, err := hpke.Seal(r.hpkePk, r.suite.kdf, r.suite.aead, hpkeInfo(r.fp), fileKey)
+	if err != nil {
+		return nil, err
+	}
+	return &Stanza{Type: r.suite.stanza, Fingerprint: r.fp, Body: body}, nil
+}
+
+// KeyIdentity is the private key of an X509Recipient.
+type KeyIdentity struct {
+	fp      Fingerprint
+	public  crypto.PublicKey
+	rsaPriv *rsa.PrivateKey
+	hpkeSk  hpke.PrivateKey
+	suite   *hpkeSuite
+}
+
+// NewKeyIdentity returns the identity of an RSA or ECDSA private key.
+func NewKeyIdentity(key crypto.PrivateKey) (*KeyIdentity, error) {
+	id := &KeyIdentity{}
+	switch k := key.(type) {
+	case *rsa.PrivateKey:
+		if err := checkRSASize(k.N.BitLen()); err != nil {
+			return nil, err
+		}
+		id.rsaPriv, id.public = k, &k.PublicKey
+	case *ecdsa.PrivateKey:
+		ek, err := k.ECDH()
+		if err != nil {
+			return nil, fmt.Errorf("%w: %v", ErrUnsupportedKey, err)
+		}
+		if id.suite, err = suiteFor(ek.Curve()); err != nil {
+			return nil, err
+		}
+		if id.hpkeSk, err = hpke.NewDHKEMPrivateKey(ek); err != nil {
+			return nil, fmt.Errorf("%w: %v", ErrUnsupportedKey, err)
+		}
+		id.public = &k.PublicKey
+	default:
+		return nil, fmt.Errorf("%w: a %T private key (want RSA or ECDSA P-256/P-384)", ErrUnsupportedKey, key)
+	}
+	spki, err := x509.MarshalPKIXPublicKey(id.public)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %v", ErrUnsupportedKey, err)
+	}
+	id.fp = fingerprintOf(spki)
+	return id, nil
+}
+
+// Fingerprint returns the fingerprint of the identity's public key: the name of
+// the recipient it opens.
+func (id *KeyIdentity) Fingerprint() Fingerprint { return id.fp }
+
+// String describes the identity: key type and fingerprint.
+func (id *KeyIdentity) String() string { return describeKey(id.public) + " " + id.fp.String() }
+
+// Unwrap implements Identity.
+func (id *KeyIdentity) Unwrap(stanzas []*Stanza) ([]byte, error) {
+	for _, s := range stanzas {
+		if s.Fingerprint != id.fp {
+			continue
+		}
+		key, err := id.unwrapOne(s)
+		if err != nil {
+			return nil, fmt.Errorf("%w (key %s): %v", ErrWrongKey, id.fp, err)
+		}
+		return key, nil
+	}
+	return nil, noRecipientError(id.fp, stanzas)
+}
+
+func (id *KeyIdentity) unwrapOne(s *Stanza) ([]byte, error) {
+	var key []byte
+	var err error
+	switch {
+	case id.rsaPriv != nil:
+		if s.Type != StanzaRSA {
+			return nil, fmt.Errorf("stanza type %q for an RSA key", s.Type)
+		}
+		key, err = rsa.DecryptOAEP(sha256.New(), nil, id.rsaPriv, s.Body, []byte(labelRSA))
+	default:
+		if s.Type != id.suite.stanza {
+			return nil, fmt.Errorf("stanza type %q for a %s key", s.Type, id.suite.stanza)
+		}
+		if len(s.Body) != id.suite.body {
+			return nil, fmt.Errorf("stanza body is %d bytes, want %d", len(s.Body), id.suite.body)
+		}
+		key, err = hpke.Open(id.hpkeSk, id.suite.kdf, id.suite.aead, hpkeInfo(id.fp), s.Body)
+	}
+	if err != nil {
+		return nil, err
+	}
+	if len(key) != FileKeySize {
+		return nil, fmt.Errorf("unwrapped key is %d bytes, want %d", len(key), FileKeySize)
+	}
+	return key, nil
+}
+
+func checkRSASize(bits int) error {
+	if bits < MinRSABits || bits > MaxRSABits {
+		return fmt.Errorf("%w: RSA key of %d bits (want %d to %d)", ErrUnsupportedKey, bits, MinRSABits, MaxRSABits)
+	}
+	return nil
+}
+
+// describeKey names a public key's type, e.g. "RSA-3072" or "ECDSA-P-256".
+func describeKey(pub crypto.PublicKey) string {
+	switch k := pub.(type) {
+	case *rsa.PublicKey:
+		return fmt.Sprintf("RSA-%d", k.N.BitLen())
+	case *ecdsa.PublicKey:
+		return "ECDSA-" + k.Curve.Params().Name
+	}
+	return fmt.Sprintf("%T", pub)
+}
+
+// ParseRecipients returns a recipient for every CERTIFICATE block of PEM data.
+func ParseRecipients(pemData []byte) ([]*X509Recipient, error) {
+	var out []*X509Recipient
+	rest := pemData
+	for {
+		var block *pem.Block
+		block, rest = pem.Decode(rest)
+		if block == nil {
+			break
+		}
+		switch block.Type {
+		case "CERTIFICATE":
+			cert, err := x509.ParseCertificate(block.Bytes)
+			if err != nil {
+				return nil, fmt.Errorf("%w: certificate %d: %v", ErrUnreadableKey, len(out)+1, err)
+			}
+			r, err := NewX509Recipient(cert)
+			if err != nil {
+				return nil, err
+			}
+			out = append(out, r)
+		case "PRIVATE KEY", "RSA PRIVATE KEY", "EC PRIVATE KEY", "ENCRYPTED PRIVATE KEY":
+			return nil, fmt.Errorf("%w: found a %s where a certificate was expected", ErrUnsupportedKey, block.Type)
+		}
+	}
+	if len(out) == 0 {
+		return nil, fmt.Errorf("%w: no PEM CERTIFICATE block", ErrUnreadableKey)
+	}
+	return out, nil
+}
+
+// ReadRecipients reads the certificates of a PEM file (see ParseRecipients).
+func ReadRecipients(path string) ([]*X509Recipient, error) {
+	data, err := readKeyFile(path)
+	if err != nil {
+		return nil, err
+	}
+	rs, err := ParseRecipients(data)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", path, err)
+	}
+	return rs, nil
+}
+
+// ParseIdentity reads the first private key of PEM data: PKCS#1 ("RSA PRIVATE
+// KEY"), PKCS#8 ("PRIVATE KEY") or SEC1 ("EC PRIVATE KEY").
+func ParseIdentity(pemData []byte) (*KeyIdentity, error) {
+	rest := pemData
+	sawCert := false
+	for {
+		var block *pem.Block
+		block, rest = pem.Decode(rest)
+		if block == nil {
+			break
+		}
+		if _, ok := block.Headers["Proc-Type"]; ok {
+			return nil, fmt.Errorf("%w: password-protected PEM (%s); decrypt it first", ErrUnreadableKey, block.Type)
+		}
+		var key any
+		var err error
+		switch block.Type {
+		case "RSA PRIVATE KEY":
+			key, err = x509.ParsePKCS1PrivateKey(block.Bytes)
+		case "PRIVATE KEY":
+			key, err = x509.ParsePKCS8PrivateKey(block.Bytes)
+		case "EC PRIVATE KEY":
+			key, err = x509.ParseECPrivateKey(block.Bytes)
+		case "ENCRYPTED PRIVATE KEY":
+			return nil, fmt.Errorf("%w: password-protected PKCS#8 key; decrypt it first", ErrUnreadableKey)
+		case "CERTIFICATE", "PUBLIC KEY":
+			sawCert = true
+			continue
+		default: // EC PARAMETERS and other companions
+			continue
+		}
+		if err != nil {
+			return nil, fmt.Errorf("%w: %s: %v", ErrUnreadableKey, block.Type, err)
+		}
+		return NewKeyIdentity(key)
+	}
+	if sawCert {
+		return nil, fmt.Errorf("%w: a certificate or public key, not a private key", ErrUnsupportedKey)
+	}
+	return nil, fmt.Errorf("%w: no PEM private key block", ErrUnreadableKey)
+}
+
+// ReadIdentity reads a private key from a PEM file (see ParseIdentity).
+func ReadIdentity(path string) (*KeyIdentity, error) {
+	data, err := readKeyFile(path)
+	if err != nil {
+		return nil, err
+	}
+	id, err := ParseIdentity(data)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", path, err)
+	}
+	return id, nil
+}
+
+// maxKeyFile bounds a key or certificate file: a chain of a few certificates.
+const maxKeyFile = 1 << 20
+
+func readKeyFile(path string) ([]byte, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %v", ErrUnreadableKey, err)
+	}
+	defer f.Close()
+	fi, err := f.Stat()
+	if err != nil {
+		return nil, fmt.Errorf("%w: %v", ErrUnreadableKey, err)
+	}
+	if !fi.Mode().IsRegular() || fi.Size() > maxKeyFile {
+		return nil, fmt.Errorf("%w: %s: not a regular file of at most %d bytes", ErrUnreadableKey, path, maxKeyFile)
+	}
+	data := make([]byte, fi.Size())
+	if _, err := io.ReadFull(f, data); err != nil {
+		return nil, fmt.Errorf("%w: %s: %v", ErrUnreadableKey, path, err)
+	}
+	return data, nil
+}

@@ -1,0 +1,183 @@
+package dump
+
+import (
+	"fmt"
+	"os"
+	"strconv"
+	"strings"
+
+	"golang.org/x/sys/unix"
+)
+
+// namespaces compared with the dumper's own: the dump only supports the host's.
+var namespaces = []string{"ipc", "mnt", "net", "pid", "user", "uts", "cgroup", "time"}
+
+// precheck walks the tree through /proc, touching nothing, and refuses what cannot be dumped.
+// The same checks run again once the tree is stopped (it may change in between).
+func (d *dumper) precheck() error {
+	if _, err := os.Stat(procPath(d.opts.Pid, "stat")); err != nil {
+		return fmt.Errorf("no process %d: %w", d.opts.Pid, err)
+	}
+	seen := map[int]bool{}
+	queue := []int{d.opts.Pid}
+	for len(queue) > 0 {
+		pid := queue[0]
+		queue = queue[1:]
+		if seen[pid] {
+			continue
+		}
+		seen[pid] = true
+		if err := d.checkCtx(); err != nil {
+			return err
+		}
+		stat, err := readStat(procPath(pid, "stat"))
+		if err != nil {
+			return fmt.Errorf("process %d: %w", pid, err)
+		}
+		status, err := readStatus(procPath(pid, "status"))
+		if err != nil {
+			return fmt.Errorf("process %d: %w", pid, err)
+		}
+		if err := checkProcess(pid, stat, status, false); err != nil {
+			return err
+		}
+		fds, err := listNumeric(procPath(pid, "fd"))
+		if err != nil {
+			return fmt.Errorf("list fds of %d: %w", pid, err)
+		}
+		for _, fd := range fds {
+			if _, err := inspectFd(pid, fd); err != nil {
+				return err
+			}
+		}
+		vmas, err := readSmaps(pid)
+		if err != nil {
+			return err
+		}
+		for i := range vmas {
+			if _, err := classifyVMA(pid, &vmas[i]); err != nil {
+				return err
+			}
+		}
+		tids, err := listNumeric(procPath(pid, "task"))
+		if err != nil {
+			return fmt.Errorf("list threads of %d: %w", pid, err)
+		}
+		for _, tid := range tids {
+			st, err := readStatus(procPath(pid, "task", strconv.Itoa(tid), "status"))
+			if err == nil && st["TracerPid"] != "0" {
+				return refuse(pid, -1, fmt.Sprintf("thread %d", tid), "already traced by process "+st["TracerPid"])
+			}
+			kids, err := readChildren(pid, tid)
+			if err != nil {
+				return err
+			}
+			queue = append(queue, kids...)
+		}
+	}
+	return nil
+}
+
+// checkProcess refuses processes the dump does not handle. frozen tells whether the dump has
+// already seized the process (it is then traced, by the dump itself).
+func checkProcess(pid int, stat *procStat, status procStatus, frozen bool) error {
+	if !frozen && status["TracerPid"] != "0" {
+		return refuse(pid, -1, "ptrace", "already traced by process "+status["TracerPid"])
+	}
+	switch stat.state {
+	case 'Z', 'X', 'x':
+		return refuse(pid, -1, "zombie", "dead (zombie) processes are not supported")
+	case 'T':
+		if !frozen {
+			return refuse(pid, -1, "job control", "stopped processes are not supported")
+		}
+	}
+	if stat.ttyNr != 0 {
+		return refuse(pid, -1, fmt.Sprintf("controlling terminal %d:%d", unix.Major(uint64(stat.ttyNr)),
+			unix.Minor(uint64(stat.ttyNr))), "terminals are not supported")
+	}
+	if s := status["Seccomp"]; s != "" && s != "0" {
+		return refuse(pid, -1, "seccomp mode "+s, "seccomp filters are not supported")
+	}
+	for _, ns := range namespaces {
+		mine, err1 := os.Readlink("/proc/self/ns/" + ns)
+		theirs, err2 := os.Readlink(procPath(pid, "ns", ns))
+		if err1 != nil || err2 != nil {
+			continue // namespace type not supported by this kernel
+		}
+		if mine != theirs {
+			return refuse(pid, -1, ns+" namespace "+theirs, "only the host's namespaces are supported")
+		}
+	}
+	return nil
+}
+
+// fdKind is the kind of an open file the dump supports.
+type fdKind int
+
+const (
+	fdReg   fdKind = iota // regular file, directory, character or block device
+	fdPipe                // anonymous pipe
+	fdFifo                // named pipe
+	fdMemfd               // memfd_create file
+)
+
+// fdDesc is what /proc tells about one fd.
+type fdDesc struct {
+	fd   int
+	kind fdKind
+	link string
+	st   unix.Stat_t
+	info *fdInfo
+}
+
+// ttyMajors are the character-device majors of terminals (tty, console/ptmx, pts).
+func isTTYMajor(major uint32) bool {
+	return major == 4 || major == 5 || (major >= 136 && major <= 143)
+}
+
+// inspectFd classifies fd of pid, refusing what cannot be dumped.
+func inspectFd(pid, fd int) (*fdDesc, error) {
+	path := procPath(pid, "fd", strconv.Itoa(fd))
+	link, err := os.Readlink(path)
+	if err != nil {
+		return nil, fmt.Errorf("read fd %d of %d: %w", fd, pid, err)
+	}
+	switch {
+	case strings.HasPrefix(link, "socket:"):
+		return nil, refuse(pid, fd, link, "sockets are not supported")
+	case strings.Contains(link, "io_uring"):
+		return nil, refuse(pid, fd, link, "io_uring is not supported")
+	case strings.HasPrefix(link, "anon_inode:"):
+		return nil, refuse(pid, fd, link, "this kind of file is not supported")
+	case strings.HasSuffix(link, "]") && !strings.HasPrefix(link, "/") && !strings.HasPrefix(link, "pipe:"):
+		return nil, refuse(pid, fd, link, "this kind of file is not supported")
+	}
+	fdesc := &fdDesc{fd: fd, link: link}
+	if err := unix.Stat(path, &fdesc.st); err != nil {
+		return nil, fmt.Errorf("stat fd %d of %d (%s): %w", fd, pid, link, err)
+	}
+	if fdesc.info, err = readFdinfo(pid, fd); err != nil {
+		return nil, err
+	}
+	mode := fdesc.st.Mode & unix.S_IFMT
+	switch {
+	case strings.HasPrefix(link, "pipe:"):
+		fdesc.kind = fdPipe
+	case mode == unix.S_IFIFO:
+		fdesc.kind = fdFifo
+	case mode == unix.S_IFSOCK:
+		return nil, refuse(pid, fd, link, "sockets are not supported")
+	case mode == unix.S_IFCHR && isTTYMajor(unix.Major(fdesc.st.Rdev)):
+		return nil, refuse(pid, fd, "terminal "+link, "terminals are not supported")
+	case strings.HasPrefix(link, "/memfd:"):
+		fdesc.kind = fdMemfd
+	case mode == unix.S_IFREG && fdesc.st.Nlink == 0:
+		return nil, refuse(pid, fd, "unlinked file "+link, "open files that were deleted are not supported")
+	case mode == unix.S_IFREG, mode == unix.S_IFDIR, mode == unix.S_IFCHR, mode == unix.S_IFBLK:
+		fdesc.kind = fdReg
+	default:
+		return nil, refuse(pid, fd, link, "this kind of file is not supported")
+	}
+	return fdesc, nil
+}

@@ -1,0 +1,441 @@
+package dump
+
+import (
+	"fmt"
+	"os"
+	"strconv"
+	"strings"
+	"unsafe"
+
+	"golang.org/x/sys/unix"
+)
+
+const (
+	pageSize       = 4096
+	nSignals       = 64
+	nRlimits       = 16
+	maxAuxvWords   = 44 // CRIU's AT_VECTOR_SIZE: a restore refuses more
+	xsaveBufSize   = 64 << 10
+	sigactionSize  = 32 // struct sigaction of the x86_64 kernel ABI
+	itimervalSize  = 32
+	threadScratch  = 64 // per-thread slot: stack_t (24), tid address (8), pdeath signal (4)
+	errRestartSys  = 512
+	errRestartNoin = 513
+	errRestartNoh  = 514
+	errRestartBlk  = 516
+)
+
+// threadState is what core-TID.img records of one thread.
+type threadState struct {
+	comm             string
+	status           procStatus
+	xsave            []byte
+	tls              [3]userDesc
+	rseq             rseqConfig
+	hasRseq          bool
+	robustHead       uint64
+	robustLen        uint64
+	sasSp, sasSize   uint64
+	sasFlags         uint32
+	clearTid         uint64
+	pdeathSig        uint32
+	secbits          uint32
+	schedPolicy      uint32
+	schedPrio        uint32
+	hasSchedPrio     bool
+	nice             int32
+	pending          [][]byte
+	cet              bool // the CPU has shadow stacks: CRIU writes a (zero) cet entry
+	cetState, cetSSP uint64
+}
+
+type sigaction struct {
+	handler, flags, restorer, mask uint64
+}
+
+// procState is what the per-process images record.
+type procState struct {
+	stat          *procStat
+	status        procStatus
+	brk           uint64
+	sigactions    [nSignals]sigaction
+	itimers       [3][4]uint64
+	subreaper     bool
+	dumpable      int32
+	thpDisabled   bool
+	personality   uint32
+	loginuid      uint32
+	hasLoginuid   bool
+	oomScoreAdj   int32
+	rlimits       [nRlimits]unix.Rlimit
+	auxv          []uint64
+	umask         uint32
+	sharedPending [][]byte
+	vmas          []smapsVMA
+	exePath       string
+	exeStat       unix.Stat_t
+	cwdPath       string
+	rootPath      string
+	cwdStat       unix.Stat_t
+	rootStat      unix.Stat_t
+}
+
+// fixRestart stores registers the way CRIU does for a thread stopped inside a system call:
+// a restartable call is rewound to run again, restart_syscall-style calls return -EINTR.
+func fixRestart(r unix.PtraceRegs) unix.PtraceRegs {
+	if int64(r.Orig_rax) < 0 {
+		return r
+	}
+	switch int64(r.Rax) {
+	case -errRestartSys, -errRestartNoin, -errRestartNoh:
+		r.Rax = r.Orig_rax
+		r.Rip -= 2
+	case -errRestartBlk:
+		eintr := int64(unix.EINTR)
+		r.Rax = uint64(-eintr)
+	}
+	return r
+}
+
+// collectThread reads everything about t that the tracer can read directly.
+func collectThread(p *process, t *thread) error {
+	regs, err := getRegs(t.tid)
+	if err != nil {
+		return err
+	}
+	if regs.Cs != 0x33 {
+		return refuse(p.pid, -1, fmt.Sprintf("thread %d", t.tid), "32-bit (compat) tasks are not supported")
+	}
+	t.orig = regs
+	t.regs = fixRestart(regs)
+	if t.origMask, err = getSigmask(t.tid); err != nil {
+		return err
+	}
+	s := &t.state
+	taskDir := procPath(p.pid, "task", strconv.Itoa(t.tid))
+	if s.status, err = readStatus(taskDir + "/status"); err != nil {
+		return err
+	}
+	comm, err := os.ReadFile(taskDir + "/comm")
+	if err != nil {
+		return fmt.Errorf("read comm of %d: %w", t.tid, err)
+	}
+	s.comm = strings.TrimSuffix(string(comm), "\n")
+
+	buf := make([]byte, xsaveBufSize)
+	n, err := getRegset(t.tid, ntX86Xstate, buf)
+	if err != nil {
+		return fmt.Errorf("read XSAVE state of thread %d: %w", t.tid, err)
+	}
+	if n < 576 {
+		return fmt.Errorf("thread %d: XSAVE state of %d bytes, want at least 576", t.tid, n)
+	}
+	s.xsave = buf[:n]
+	for i := range s.tls {
+		d, err := getThreadArea(t.tid, uint32(12+i))
+		if err != nil {
+			return fmt.Errorf("read TLS entry %d of thread %d: %w", 12+i, t.tid, err)
+		}
+		s.tls[i] = d
+	}
+	if c, err := getRseq(t.tid); err == nil {
+		s.rseq, s.hasRseq = c, true
+	} else {
+		return fmt.Errorf("read rseq configuration of thread %d: %w", t.tid, err)
+	}
+	var head, hlen uint64
+	_, _, e := unix.Syscall(unix.SYS_GET_ROBUST_LIST, uintptr(t.tid),
+		uintptr(unsafe.Pointer(&head)), uintptr(unsafe.Pointer(&hlen)))
+	if e != 0 {
+		return fmt.Errorf("read robust futex list of thread %d: %w", t.tid, e)
+	}
+	s.robustHead, s.robustLen = head, hlen
+	if err := collectSched(t.tid, s); err != nil {
+		return err
+	}
+	if s.pending, err = pendingSignals(t.tid, false); err != nil {
+		return err
+	}
+	if hasShadowStack() {
+		s.cet = true
+		var cet [2]uint64
+		b := unsafe.Slice((*byte)(unsafe.Pointer(&cet[0])), 16)
+		if n, err := getRegset(t.tid, ntX86Shstk, b); err == nil && n == 16 {
+			s.cetState, s.cetSSP = cet[0], cet[1]
+		}
+	}
+	return nil
+}
+
+func collectSched(tid int, s *threadState) error {
+	pol, _, e := unix.Syscall(unix.SYS_SCHED_GETSCHEDULER, uintptr(tid), 0, 0)
+	if e != 0 {
+		return fmt.Errorf("read scheduling policy of thread %d: %w", tid, e)
+	}
+	s.schedPolicy = uint32(pol) &^ unix.SCHED_RESET_ON_FORK
+	if s.schedPolicy == unix.SCHED_FIFO || s.schedPolicy == unix.SCHED_RR {
+		var prio int32
+		_, _, e := unix.Syscall(unix.SYS_SCHED_GETPARAM, uintptr(tid), uintptr(unsafe.Pointer(&prio)), 0)
+		if e != 0 {
+			return fmt.Errorf("read scheduling priority of thread %d: %w", tid, e)
+		}
+		s.schedPrio, s.hasSchedPrio = uint32(prio), true
+	}
+	// The raw syscall returns 20 - nice so that it is never negative.
+	r, _, e := unix.Syscall(unix.SYS_GETPRIORITY, unix.PRIO_PROCESS, uintptr(tid), 0)
+	if e != 0 {
+		return fmt.Errorf("read nice of thread %d: %w", tid, e)
+	}
+	s.nice = 20 - int32(r)
+	return nil
+}
+
+// hasShadowStack reports CPUID.(7,0):ECX[7] (CET shadow stack), the test CRIU uses to decide
+// whether core images carry a cet entry.
+func hasShadowStack() bool {
+	max, _, _, _ := cpuid(0, 0)
+	if max < 7 {
+		return false
+	}
+	_, _, ecx, _ := cpuid(7, 0)
+	return ecx&(1<<7) != 0
+}
+
+// collectProcess reads the per-process state: /proc first, then the injected syscalls.
+func (d *dumper) collectProcess(p *process) error {
+	ps := &procState{}
+	p.state = ps
+	var err error
+	if ps.stat, err = readStat(procPath(p.pid, "stat")); err != nil {
+		return err
+	}
+	if ps.status, err = readStatus(procPath(p.pid, "status")); err != nil {
+		return err
+	}
+	if err := checkProcess(p.pid, ps.stat, ps.status, true); err != nil {
+		return err
+	}
+	for _, t := range p.threads {
+		if err := collectThread(p, t); err != nil {
+			return err
+		}
+	}
+	if ps.sharedPending, err = pendingSignals(p.pid, true); err != nil {
+		return err
+	}
+	if err := d.collectProcFiles(p, ps); err != nil {
+		return err
+	}
+	if ps.vmas, err = readSmaps(p.pid); err != nil {
+		return err
+	}
+	return d.injectAll(p, ps)
+}
+
+// collectProcFiles reads the per-process /proc files that need no injection.
+func (d *dumper) collectProcFiles(p *process, ps *procState) error {
+	pers, err := os.ReadFile(procPath(p.pid, "personality"))
+	if err != nil {
+		return fmt.Errorf("read personality of %d: %w", p.pid, err)
+	}
+	v, err := strconv.ParseUint(strings.TrimSpace(string(pers)), 16, 32)
+	if err != nil {
+		return fmt.Errorf("personality of %d: %q", p.pid, pers)
+	}
+	ps.personality = uint32(v)
+	if b, err := os.ReadFile(procPath(p.pid, "loginuid")); err == nil {
+		if v, err := strconv.ParseUint(strings.TrimSpace(string(b)), 10, 32); err == nil {
+			ps.loginuid, ps.hasLoginuid = uint32(v), true
+		}
+	}
+	b, err := os.ReadFile(procPath(p.pid, "oom_score_adj"))
+	if err != nil {
+		return fmt.Errorf("read oom_score_adj of %d: %w", p.pid, err)
+	}
+	oom, err := strconv.ParseInt(strings.TrimSpace(string(b)), 10, 32)
+	if err != nil {
+		return fmt.Errorf("oom_score_adj of %d: %q", p.pid, b)
+	}
+	ps.oomScoreAdj = int32(oom)
+	for i := range ps.rlimits {
+		if err := unix.Prlimit(p.pid, i, nil, &ps.rlimits[i]); err != nil {
+			return fmt.Errorf("read rlimit %d of %d: %w", i, p.pid, err)
+		}
+	}
+	if ps.auxv, err = readAuxv(p.pid); err != nil {
+		return err
+	}
+	um, err := strconv.ParseUint(ps.status["Umask"], 8, 32)
+	if err != nil {
+		return fmt.Errorf("umask of %d: %q", p.pid, ps.status["Umask"])
+	}
+	ps.umask = uint32(um)
+	if ps.exePath, ps.exeStat, err = linkAndStat(procPath(p.pid, "exe")); err != nil {
+		return err
+	}
+	if ps.cwdPath, ps.cwdStat, err = linkAndStat(procPath(p.pid, "cwd")); err != nil {
+		return err
+	}
+	if ps.rootPath, ps.rootStat, err = linkAndStat(procPath(p.pid, "root")); err != nil {
+		return err
+	}
+	if strings.HasSuffix(ps.exePath, " (deleted)") {
+		return refuse(p.pid, -1, "executable "+ps.exePath, "the executable was deleted")
+	}
+	if strings.HasSuffix(ps.cwdPath, " (deleted)") {
+		return refuse(p.pid, -1, "working directory "+ps.cwdPath, "the working directory was deleted")
+	}
+	if ps.rootPath != "/" {
+		return refuse(p.pid, -1, "root directory "+ps.rootPath, "chroot is not supported")
+	}
+	timers, err := os.ReadFile(procPath(p.pid, "timers"))
+	if err == nil && len(strings.TrimSpace(string(timers))) > 0 {
+		return refuse(p.pid, -1, "POSIX timers", "POSIX timers (timer_create) are not supported")
+	}
+	return nil
+}
+
+// linkAndStat returns the target of a /proc magic link and the stat of what it opens.
+func linkAndStat(path string) (string, unix.Stat_t, error) {
+	var st unix.Stat_t
+	l, err := os.Readlink(path)
+	if err != nil {
+		return "", st, fmt.Errorf("read link %s: %w", path, err)
+	}
+	if err := unix.Stat(path, &st); err != nil {
+		return "", st, fmt.Errorf("stat %s: %w", path, err)
+	}
+	return l, st, nil
+}
+
+// readAuxv reads the saved auxiliary vector, keeping at most maxAuxvWords words as CRIU does
+// (the kernel may report more; the tail is the AT_NULL pair).
+func readAuxv(pid int) ([]uint64, error) {
+	b, err := readProcFile(procPath(pid, "auxv"))
+	if err != nil {
+		return nil, err
+	}
+	if len(b) > maxAuxvLen || len(b)%8 != 0 {
+		return nil, fmt.Errorf("auxv of %d: %d bytes", pid, len(b))
+	}
+	var out []uint64
+	for i := 0; i+8 <= len(b); i += 8 {
+		out = append(out, le64(b[i:]))
+	}
+	if len(out) > maxAuxvWords {
+		out = out[:maxAuxvWords]
+	}
+	return out, nil
+}
+
+// injectAll runs the injected syscalls of one process: the process-wide ones in the leader,
+// the per-thread ones in each thread.
+func (d *dumper) injectAll(p *process, ps *procState) error {
+	var vdso *smapsVMA
+	for i := range ps.vmas {
+		if ps.vmas[i].path == "[vdso]" {
+			vdso = &ps.vmas[i]
+		}
+	}
+	if vdso == nil {
+		return refuse(p.pid, -1, "vDSO", "the process has no vDSO to run injected system calls from")
+	}
+	insn, err := findSyscallInsn(p.pid, vdso.start, vdso.end)
+	if err != nil {
+		return err
+	}
+	in := &injector{pid: p.pid, insn: insn}
+	p.inj = in
+	leader := p.threads[0]
+	const (
+		offSigactions = 0
+		offItimers    = offSigactions + nSignals*sigactionSize
+		offSubreaper  = offItimers + 3*itimervalSize
+		offThreads    = 4096
+	)
+	if err := in.mapScratch(leader, offThreads+uint64(len(p.threads))*threadScratch); err != nil {
+		return err
+	}
+	brk, err := in.call(leader, sysBrk, 0)
+	if err != nil {
+		return err
+	}
+	ps.brk = uint64(brk)
+	for sig := 1; sig <= nSignals; sig++ {
+		if sig == int(unix.SIGKILL) || sig == int(unix.SIGSTOP) {
+			continue
+		}
+		if _, err := in.callOK(leader, "rt_sigaction", sysRtSigaction, uint64(sig), 0,
+			in.scratch+offSigactions+uint64(sig-1)*sigactionSize, 8); err != nil {
+			return err
+		}
+	}
+	for which := 0; which < 3; which++ {
+		if _, err := in.callOK(leader, "getitimer", sysGetitimer, uint64(which),
+			in.scratch+offItimers+uint64(which)*itimervalSize); err != nil {
+			return err
+		}
+	}
+	if _, err := in.callOK(leader, "prctl", sysPrctl, prGetChildSubreaper, in.scratch+offSubreaper); err != nil {
+		return err
+	}
+	dumpable, err := in.callOK(leader, "prctl", sysPrctl, prGetDumpable)
+	if err != nil {
+		return err
+	}
+	ps.dumpable = int32(dumpable)
+	thp, err := in.callOK(leader, "prctl", sysPrctl, prGetThpDisable)
+	if err != nil {
+		return err
+	}
+	ps.thpDisabled = thp != 0
+	for i, t := range p.threads {
+		base := in.scratch + offThreads + uint64(i)*threadScratch
+		if _, err := in.callOK(t, "sigaltstack", sysSigaltstack, 0, base); err != nil {
+			return err
+		}
+		if _, err := in.callOK(t, "prctl", sysPrctl, prGetTidAddress, base+24); err != nil {
+			return err
+		}
+		if _, err := in.callOK(t, "prctl", sysPrctl, prGetPdeathsig, base+32); err != nil {
+			return err
+		}
+		sb, err := in.callOK(t, "prctl", sysPrctl, prGetSecurebits)
+		if err != nil {
+			return err
+		}
+		t.state.secbits = uint32(sb)
+	}
+	// Read every result at once.
+	buf := make([]byte, in.size)
+	if err := in.read(0, buf); err != nil {
+		return err
+	}
+	for sig := 1; sig <= nSignals; sig++ {
+		b := buf[offSigactions+(sig-1)*sigactionSize:]
+		ps.sigactions[sig-1] = sigaction{handler: le64(b), flags: le64(b[8:]), restorer: le64(b[16:]), mask: le64(b[24:])}
+	}
+	for which := 0; which < 3; which++ {
+		b := buf[offItimers+which*itimervalSize:]
+		// struct itimerval: it_interval {sec, usec}, it_value {sec, usec}
+		ps.itimers[which] = [4]uint64{le64(b), le64(b[8:]), le64(b[16:]), le64(b[24:])}
+	}
+	ps.subreaper = le32(buf[offSubreaper:]) != 0
+	for i, t := range p.threads {
+		b := buf[offThreads+i*threadScratch:]
+		// stack_t: ss_sp, ss_flags (int, padded), ss_size
+		t.state.sasSp, t.state.sasFlags, t.state.sasSize = le64(b), le32(b[8:]), le64(b[16:])
+		t.state.clearTid = le64(b[24:])
+		t.state.pdeathSig = le32(b[32:])
+	}
+	return in.unmapScratch(leader)
+}
+
+// unmapScratch removes any scratch mapping still in place (after a failure midway).
+func (d *dumper) unmapScratch() {
+	for _, p := range d.procs {
+		if p.inj != nil && p.inj.scratch != 0 && len(p.threads) > 0 {
+			_ = p.inj.unmapScratch(p.threads[0])
+		}
+	}
+}

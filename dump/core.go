@@ -1,0 +1,275 @@
+package dump
+
+import (
+	"fmt"
+	"sync"
+
+	core_x86 "github.com/checkpoint-restore/go-criu/v8/crit/images/core-x86"
+	"github.com/checkpoint-restore/go-criu/v8/crit/images/creds"
+	criu_core "github.com/checkpoint-restore/go-criu/v8/crit/images/criu-core"
+	criu_sa "github.com/checkpoint-restore/go-criu/v8/crit/images/criu-sa"
+	"github.com/checkpoint-restore/go-criu/v8/crit/images/rlimit"
+	"github.com/checkpoint-restore/go-criu/v8/crit/images/rseq"
+	"github.com/checkpoint-restore/go-criu/v8/crit/images/siginfo"
+	"github.com/checkpoint-restore/go-criu/v8/crit/images/timer"
+	"golang.org/x/sys/unix"
+	"google.golang.org/protobuf/proto"
+)
+
+const (
+	taskAlive       = 1
+	fpXstateMagic1  = 0x46505853
+	xfeatureYMM     = 2
+	xfeatureBndregs = 3
+	xfeatureBndcsr  = 4
+	xfeatureOpmask  = 5
+	xfeatureZMMHi   = 6
+	xfeatureHi16ZMM = 7
+	xfeaturePKRU    = 9
+	// cgSetID is the cgroup set CRIU 4.2 names in inventory and thread_core although it
+	// writes no cgroup.img for tasks in the root cgroup set; a restore accepts it.
+	cgSetID = 1
+)
+
+// xstateComponent is where one XSAVE component lives in the standard (non-compacted)
+// format the kernel's NT_X86_XSTATE regset uses.
+type xstateComponent struct{ offset, size uint32 }
+
+// xstateLayout reads CPUID leaf 0xD: offsets and sizes of components 2..9.
+var xstateLayout = sync.OnceValue(func() [10]xstateComponent {
+	var out [10]xstateComponent
+	max, _, _, _ := cpuid(0, 0)
+	if max < 0xd {
+		return out
+	}
+	for i := uint32(2); i < 10; i++ {
+		size, off, _, _ := cpuid(0xd, i)
+		out[i] = xstateComponent{offset: off, size: size}
+	}
+	return out
+})
+
+// splitXsave fills CRIU's fpregs entry from a raw XSAVE buffer: the legacy FXSAVE area, then
+// each extended component the kernel enabled, at its CPUID offset.
+func splitXsave(buf []byte) (*core_x86.UserX86FpregsEntry, error) {
+	fp := &core_x86.UserX86FpregsEntry{
+		Cwd: proto.Uint32(uint32(le16(buf[0:]))), Swd: proto.Uint32(uint32(le16(buf[2:]))),
+		Twd: proto.Uint32(uint32(le16(buf[4:]))), Fop: proto.Uint32(uint32(le16(buf[6:]))),
+		Rip: proto.Uint64(le64(buf[8:])), Rdp: proto.Uint64(le64(buf[16:])),
+		Mxcsr: proto.Uint32(le32(buf[24:])), MxcsrMask: proto.Uint32(le32(buf[28:])),
+		StSpace: words32(buf[32:160]), XmmSpace: words32(buf[160:416]),
+	}
+	// The kernel reports the enabled user features (XCR0) in the software-reserved bytes.
+	var xfeatures uint64
+	if le32(buf[464:]) == fpXstateMagic1 {
+		xfeatures = le64(buf[472:])
+	} else {
+		a, _, _, d := cpuid(0xd, 0)
+		xfeatures = uint64(a) | uint64(d)<<32
+	}
+	xs := &core_x86.UserX86XsaveEntry{XstateBv: proto.Uint64(le64(buf[512:]))}
+	layout := xstateLayout()
+	comp := func(f int) ([]byte, bool, error) {
+		if xfeatures&(1<<f) == 0 {
+			return nil, false, nil
+		}
+		c := layout[f]
+		if c.size == 0 || int(c.offset)+int(c.size) > len(buf) {
+			return nil, false, fmt.Errorf("XSAVE component %d at %d+%d beyond the %d-byte state", f, c.offset, c.size, len(buf))
+		}
+		return buf[c.offset : c.offset+c.size], true, nil
+	}
+	for _, f := range []int{xfeatureYMM, xfeatureBndregs, xfeatureBndcsr, xfeatureOpmask, xfeatureZMMHi, xfeatureHi16ZMM, xfeaturePKRU} {
+		b, ok, err := comp(f)
+		if err != nil {
+			return nil, err
+		}
+		if !ok {
+			continue
+		}
+		switch f {
+		case xfeatureYMM:
+			xs.YmmhSpace = words32(b)
+		case xfeatureBndregs:
+			xs.BndregState = words64(b)
+		case xfeatureBndcsr:
+			xs.BndcsrState = words64(b)
+		case xfeatureOpmask:
+			xs.OpmaskReg = words64(b)
+		case xfeatureZMMHi:
+			xs.ZmmUpper = words64(b)
+		case xfeatureHi16ZMM:
+			xs.Hi16Zmm = words64(b)
+		case xfeaturePKRU:
+			xs.Pkru = words32(b)
+		}
+	}
+	fp.Xsave = xs
+	return fp, nil
+}
+
+func le16(b []byte) uint16 { return uint16(b[0]) | uint16(b[1])<<8 }
+
+func words32(b []byte) []uint32 {
+	out := make([]uint32, len(b)/4)
+	for i := range out {
+		out[i] = le32(b[i*4:])
+	}
+	return out
+}
+
+func words64(b []byte) []uint64 {
+	out := make([]uint64, len(b)/8)
+	for i := range out {
+		out[i] = le64(b[i*8:])
+	}
+	return out
+}
+
+func gpregs(r *unix.PtraceRegs) *core_x86.UserX86RegsEntry {
+	return &core_x86.UserX86RegsEntry{
+		R15: proto.Uint64(r.R15), R14: proto.Uint64(r.R14), R13: proto.Uint64(r.R13), R12: proto.Uint64(r.R12),
+		Bp: proto.Uint64(r.Rbp), Bx: proto.Uint64(r.Rbx), R11: proto.Uint64(r.R11), R10: proto.Uint64(r.R10),
+		R9: proto.Uint64(r.R9), R8: proto.Uint64(r.R8), Ax: proto.Uint64(r.Rax), Cx: proto.Uint64(r.Rcx),
+		Dx: proto.Uint64(r.Rdx), Si: proto.Uint64(r.Rsi), Di: proto.Uint64(r.Rdi), OrigAx: proto.Uint64(r.Orig_rax),
+		Ip: proto.Uint64(r.Rip), Cs: proto.Uint64(r.Cs), Flags: proto.Uint64(r.Eflags), Sp: proto.Uint64(r.Rsp),
+		Ss: proto.Uint64(r.Ss), FsBase: proto.Uint64(r.Fs_base), GsBase: proto.Uint64(r.Gs_base),
+		Ds: proto.Uint64(r.Ds), Es: proto.Uint64(r.Es), Fs: proto.Uint64(r.Fs), Gs: proto.Uint64(r.Gs),
+		Mode: core_x86.UserX86RegsMode_NATIVE.Enum(),
+	}
+}
+
+// tlsEntry converts a GDT TLS slot (struct user_desc with its flag bitfield).
+func tlsEntry(d userDesc) *core_x86.UserDescT {
+	bit := func(n uint) *bool { return proto.Bool(d.Flags&(1<<n) != 0) }
+	return &core_x86.UserDescT{
+		EntryNumber: proto.Uint32(d.EntryNumber), BaseAddr: proto.Uint32(d.BaseAddr), Limit: proto.Uint32(d.Limit),
+		Seg_32Bit: bit(0), ContentsH: bit(2), ContentsL: bit(1), ReadExecOnly: bit(3),
+		LimitInPages: bit(4), SegNotPresent: bit(5), Usable: bit(6),
+	}
+}
+
+func signalQueue(sigs [][]byte) *siginfo.SignalQueueEntry {
+	q := &siginfo.SignalQueueEntry{}
+	for _, s := range sigs {
+		q.Signals = append(q.Signals, &siginfo.SiginfoEntry{Siginfo: s})
+	}
+	return q
+}
+
+// capWords splits a 64-bit capability set into CRIU's two 32-bit words.
+func capWords(v uint64) []uint32 { return []uint32{uint32(v), uint32(v >> 32)} }
+
+func credsEntry(t *thread) (*creds.CredsEntry, error) {
+	st := t.state.status
+	uids, err := st.ints("Uid")
+	if err != nil {
+		return nil, err
+	}
+	gids, err := st.ints("Gid")
+	if err != nil {
+		return nil, err
+	}
+	if len(uids) != 4 || len(gids) != 4 {
+		return nil, fmt.Errorf("thread %d: bad Uid/Gid lines", t.tid)
+	}
+	groups, err := st.ints("Groups")
+	if err != nil {
+		return nil, err
+	}
+	c := &creds.CredsEntry{
+		Uid: proto.Uint32(uids[0]), Euid: proto.Uint32(uids[1]), Suid: proto.Uint32(uids[2]), Fsuid: proto.Uint32(uids[3]),
+		Gid: proto.Uint32(gids[0]), Egid: proto.Uint32(gids[1]), Sgid: proto.Uint32(gids[2]), Fsgid: proto.Uint32(gids[3]),
+		Secbits: proto.Uint32(t.state.secbits), Groups: groups,
+	}
+	for _, f := range []struct {
+		key string
+		dst *[]uint32
+	}{{"CapInh", &c.CapInh}, {"CapPrm", &c.CapPrm}, {"CapEff", &c.CapEff}, {"CapBnd", &c.CapBnd}, {"CapAmb", &c.CapAmb}} {
+		v, err := st.hex(f.key)
+		if err != nil {
+			return nil, err
+		}
+		*f.dst = capWords(v)
+	}
+	if nnp := st["NoNewPrivs"]; nnp != "" && nnp != "0" {
+		c.NoNewPrivs = proto.Uint32(1)
+	}
+	return c, nil
+}
+
+// coreEntry builds core-TID.img for thread t of p.
+func coreEntry(p *process, t *thread) (*criu_core.CoreEntry, error) {
+	s := &t.state
+	fp, err := splitXsave(s.xsave)
+	if err != nil {
+		return nil, fmt.Errorf("thread %d: %w", t.tid, err)
+	}
+	if s.cet {
+		fp.Xsave.Cet = &core_x86.UserX86CetEntry{Cet: proto.Uint64(s.cetState), Ssp: proto.Uint64(s.cetSSP)}
+	}
+	ti := &core_x86.ThreadInfoX86{ClearTidAddr: proto.Uint64(s.clearTid), Gpregs: gpregs(&t.regs), Fpregs: fp}
+	for _, d := range s.tls {
+		ti.Tls = append(ti.Tls, tlsEntry(d))
+	}
+	cr, err := credsEntry(t)
+	if err != nil {
+		return nil, err
+	}
+	tc := &criu_core.ThreadCoreEntry{
+		FutexRla: proto.Uint64(s.robustHead), FutexRlaLen: proto.Uint32(uint32(s.robustLen)),
+		SchedNice: proto.Int32(s.nice), SchedPolicy: proto.Uint32(s.schedPolicy),
+		Sas:      &criu_core.ThreadSasEntry{SsSp: proto.Uint64(s.sasSp), SsSize: proto.Uint64(s.sasSize), SsFlags: proto.Uint32(s.sasFlags)},
+		SignalsP: signalQueue(s.pending), Creds: cr, Comm: proto.String(s.comm), CgSet: proto.Uint32(cgSetID),
+	}
+	if s.hasSchedPrio {
+		tc.SchedPrio = proto.Uint32(s.schedPrio)
+	}
+	if s.pdeathSig != 0 {
+		tc.PdeathSig = proto.Uint32(s.pdeathSig)
+	}
+	if s.hasRseq && s.rseq.RseqAbiPointer != 0 {
+		tc.RseqEntry = &rseq.RseqEntry{RseqAbiPointer: proto.Uint64(s.rseq.RseqAbiPointer),
+			RseqAbiSize: proto.Uint32(s.rseq.RseqAbiSize), Signature: proto.Uint32(s.rseq.Signature)}
+	}
+	core := &criu_core.CoreEntry{Mtype: criu_core.CoreEntry_X86_64.Enum(), ThreadInfo: ti, ThreadCore: tc}
+	if t != p.threads[0] {
+		tc.BlkSigset = proto.Uint64(t.origMask)
+		return core, nil
+	}
+	core.Tc = taskCore(p, t)
+	return core, nil
+}
+
+// taskCore builds the leader's task_core_entry (process-wide state).
+func taskCore(p *process, leader *thread) *criu_core.TaskCoreEntry {
+	ps := p.state
+	it := func(v [4]uint64) *timer.ItimerEntry {
+		return &timer.ItimerEntry{Isec: proto.Uint64(v[0]), Iusec: proto.Uint64(v[1]), Vsec: proto.Uint64(v[2]), Vusec: proto.Uint64(v[3])}
+	}
+	tc := &criu_core.TaskCoreEntry{
+		TaskState: proto.Uint32(taskAlive), ExitCode: proto.Uint32(0), Personality: proto.Uint32(ps.personality),
+		Flags: proto.Uint32(ps.stat.flags), BlkSigset: proto.Uint64(leader.origMask),
+		Comm:     proto.String(leader.state.comm),
+		Timers:   &timer.TaskTimersEntry{Real: it(ps.itimers[0]), Virt: it(ps.itimers[1]), Prof: it(ps.itimers[2])},
+		Rlimits:  &criu_core.TaskRlimitsEntry{},
+		SignalsS: signalQueue(ps.sharedPending), OomScoreAdj: proto.Int32(ps.oomScoreAdj),
+		ChildSubreaper: proto.Bool(ps.subreaper),
+	}
+	if ps.hasLoginuid {
+		tc.Loginuid = proto.Uint32(ps.loginuid)
+	}
+	for _, r := range ps.rlimits {
+		tc.Rlimits.Rlimits = append(tc.Rlimits.Rlimits, &rlimit.RlimitEntry{Cur: proto.Uint64(r.Cur), Max: proto.Uint64(r.Max)})
+	}
+	for sig := 1; sig <= nSignals; sig++ {
+		if sig == int(unix.SIGKILL) || sig == int(unix.SIGSTOP) {
+			continue
+		}
+		a := ps.sigactions[sig-1]
+		tc.Sigactions = append(tc.Sigactions, &criu_sa.SaEntry{Sigaction: proto.Uint64(a.handler),
+			Flags: proto.Uint64(a.flags), Restorer: proto.Uint64(a.restorer), Mask: proto.Uint64(a.mask),
+			CompatSigaction: proto.Bool(false)})
+	}
+	return tc
+}

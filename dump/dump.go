@@ -1,0 +1,130 @@
+package dump
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"runtime"
+	"time"
+)
+
+// Sink receives the files of the image set. *imgset.Writer satisfies it; tests use a plain
+// directory writer.
+type Sink interface {
+	Create(name string) (io.WriteCloser, error)
+}
+
+// Committer is implemented by sinks that publish a set atomically (*imgset.Writer). When the
+// sink passed to Dump implements it, Dump commits the set once every file is complete, before
+// the target is killed, and aborts it when the dump fails, so no half-written set survives and
+// no process is killed without a committed checkpoint.
+type Committer interface {
+	Commit() error
+	Abort() error
+}
+
+// Options controls one dump.
+type Options struct {
+	// Pid is the root of the process tree to checkpoint.
+	Pid int
+	// LeaveRunning lets the tree continue after the dump; otherwise it is killed once the set is
+	// complete (and committed, when the sink is a Committer).
+	LeaveRunning bool
+	// Progress, when set, is called with the bytes of memory written so far and the total.
+	Progress func(done, total int64)
+}
+
+// RefusedError reports something in the tree that the dump cannot checkpoint. It is returned
+// before the tree is changed, or after the tree was put back exactly as it was.
+type RefusedError struct {
+	Pid      int    // the process holding it
+	Fd       int    // the file descriptor, or -1
+	Resource string // what it is ("socket:[1234]", "controlling terminal /dev/pts/3", ...)
+	Reason   string // why it cannot be dumped
+}
+
+func (e *RefusedError) Error() string {
+	if e.Fd >= 0 {
+		return fmt.Sprintf("cannot dump process %d: fd %d is %s: %s", e.Pid, e.Fd, e.Resource, e.Reason)
+	}
+	return fmt.Sprintf("cannot dump process %d: %s: %s", e.Pid, e.Resource, e.Reason)
+}
+
+func refuse(pid, fd int, resource, reason string) error {
+	return &RefusedError{Pid: pid, Fd: fd, Resource: resource, Reason: reason}
+}
+
+// Dump checkpoints the process tree rooted at opts.Pid into sink as a CRIU 4.2 image set.
+//
+// The tree is inspected first without being touched; anything that cannot be checkpointed is
+// refused then. The tree is then stopped with PTRACE_SEIZE and PTRACE_INTERRUPT, inspected,
+// and its memory copied. On any failure (ctx cancelled included) every thread is put back as
+// it was and resumed, and the sink is aborted when it is a Committer.
+func Dump(ctx context.Context, opts Options, sink Sink) (err error) {
+	if opts.Pid <= 0 {
+		return fmt.Errorf("dump: invalid pid %d", opts.Pid)
+	}
+	if sink == nil {
+		return errors.New("dump: no sink")
+	}
+	// The kernel ties tracees to the thread that seized them: every ptrace call of this dump
+	// happens on this goroutine, locked to its OS thread.
+	runtime.LockOSThread()
+	defer runtime.UnlockOSThread()
+
+	d := newDumper(ctx, opts, sink)
+	defer func() {
+		if err != nil {
+			d.sinkAbort()
+		}
+	}()
+	if err := d.precheck(); err != nil {
+		return err
+	}
+	d.stats.freezeStart = time.Now()
+	if err := d.freeze(); err != nil {
+		return d.fail(err)
+	}
+	d.stats.frozenAt = time.Now()
+	if err := d.collect(); err != nil {
+		return d.fail(err)
+	}
+	if err := d.write(); err != nil {
+		return d.fail(err)
+	}
+	if c, ok := sink.(Committer); ok {
+		if err := c.Commit(); err != nil {
+			return d.fail(fmt.Errorf("commit the image set: %w", err))
+		}
+		d.committed = true
+	}
+	if opts.LeaveRunning {
+		return d.thaw()
+	}
+	return d.kill()
+}
+
+// fail puts the tree back as it was and returns err (with any thaw error attached).
+func (d *dumper) fail(err error) error {
+	d.closeOpen()
+	if terr := d.thaw(); terr != nil {
+		return fmt.Errorf("%w (and resuming the target failed: %v)", err, terr)
+	}
+	return err
+}
+
+func (d *dumper) sinkAbort() {
+	d.closeOpen()
+	if c, ok := d.sink.(Committer); ok && !d.committed {
+		_ = c.Abort()
+	}
+}
+
+// checkCtx returns the context's error once it is cancelled.
+func (d *dumper) checkCtx() error {
+	if err := d.ctx.Err(); err != nil {
+		return fmt.Errorf("dump interrupted: %w", err)
+	}
+	return nil
+}

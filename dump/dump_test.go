@@ -1,0 +1,368 @@
+package dump
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"regexp"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	criu_core "github.com/checkpoint-restore/go-criu/v8/crit/images/criu-core"
+	"github.com/checkpoint-restore/go-criu/v8/crit/images/fdinfo"
+	"github.com/checkpoint-restore/go-criu/v8/crit/images/memfd"
+	"github.com/checkpoint-restore/go-criu/v8/crit/images/mm"
+	"github.com/checkpoint-restore/go-criu/v8/crit/images/pipe-data"
+	"github.com/checkpoint-restore/go-criu/v8/crit/images/pstree"
+	"github.com/imgtool/imgtool/image"
+)
+
+// criuDiffs are the documented differences from CRIU's sets (see doc.go) that hold on this
+// machine.
+func criuDiffs() map[string]string {
+	d := map[string]string{}
+	if !hasShadowStack() {
+		for _, f := range []string{"cet", "cet.cet", "cet.ssp"} {
+			d["-core-N.img thread_info.fpregs.xsave."+f] = "CRIU writes cet only on CPUs with shadow stacks"
+		}
+	}
+	return d
+}
+
+func TestDumpCounter(t *testing.T) {
+	tg := launch(t, "counter", "b35dc972c25939a5")
+	s := dumpTarget(t, tg.pid, false)
+	if alive(tg.pid) {
+		t.Errorf("process %d still alive after a dump without LeaveRunning", tg.pid)
+	}
+	compareWithCRIU(t, s.dir, "counter", criuDiffs())
+	// The canary sits in the heap: it must be in the pages, at the address the program printed.
+	m := regexp.MustCompile(`secret=0x([0-9a-f]+)`).FindStringSubmatch(tg.readLog(t))
+	addr, _ := strconv.ParseUint(m[1], 16, 64)
+	got := readDumped(t, s.dir, tg.pid, addr, 64)
+	if !bytes.HasPrefix(got, []byte("IMGTOOL-SECRET-CANARY-b35dc972c25939a5")) {
+		t.Errorf("canary at %#x: %q", addr, got)
+	}
+	pt := entries[*pstree.PstreeEntry](t, s.dir, "pstree.img")
+	if len(pt) != 1 || pt[0].GetPid() != uint32(tg.pid) || pt[0].GetPpid() != 0 || pt[0].GetSid() != uint32(tg.pid) {
+		t.Errorf("pstree: %v", pt)
+	}
+}
+
+// readDumped returns n bytes at vaddr of process pid from its pagemap and pages images.
+func readDumped(t *testing.T, dir string, pid int, vaddr uint64, n int) []byte {
+	t.Helper()
+	pm, err := image.NewPageMap(readImg(t, dir, fmt.Sprintf("pagemap-%d.img", pid)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return readPages(t, dir, pm, vaddr, n)
+}
+
+func readPages(t *testing.T, dir string, pm *image.PageMap, vaddr uint64, n int) []byte {
+	t.Helper()
+	f, err := os.Open(filepath.Join(dir, fmt.Sprintf("pages-%d.img", pm.Head.GetPagesId())))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	page := make([]byte, pageSize)
+	base := vaddr &^ (pageSize - 1)
+	if err := pm.ReadPage(f, base, page); err != nil {
+		t.Fatalf("page %#x: %v", base, err)
+	}
+	off := int(vaddr - base)
+	return page[off : off+n]
+}
+
+func TestDumpFiles(t *testing.T) {
+	needRoot(t)
+	dir := t.TempDir()
+	input := bytes.Repeat([]byte("0123456789"), 880)
+	if err := os.WriteFile(filepath.Join(dir, "input.txt"), input, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	tg := launch(t, "files", dir)
+	s := dumpTarget(t, tg.pid, false)
+	compareWithCRIU(t, s.dir, "files", criuDiffs())
+
+	files := map[uint32]*fdinfo.FileEntry{}
+	for _, f := range entries[*fdinfo.FileEntry](t, s.dir, "files.img") {
+		files[f.GetId()] = f
+	}
+	fds := map[uint32]*fdinfo.FdinfoEntry{}
+	for _, f := range entries[*fdinfo.FdinfoEntry](t, s.dir, "fdinfo-2.img") {
+		fds[f.GetFd()] = f
+	}
+	if len(fds) != 8 {
+		t.Fatalf("%d fds, want 8", len(fds))
+	}
+	if fds[1].GetId() != fds[2].GetId() {
+		t.Errorf("stdout and stderr share one open file but got ids %d and %d", fds[1].GetId(), fds[2].GetId())
+	}
+	in := files[fds[3].GetId()].GetReg()
+	if in.GetPos() != 1234 || in.GetSize() != 8800 || !strings.HasSuffix(in.GetName(), "/input.txt") {
+		t.Errorf("input.txt: %v", in)
+	}
+	ap := files[fds[4].GetId()].GetReg()
+	if ap.GetFlags()&uint32(os.O_APPEND) == 0 {
+		t.Errorf("append.log flags %#x without O_APPEND", ap.GetFlags())
+	}
+	if ap.Size != nil {
+		t.Errorf("append.log has a size; CRIU leaves it out for O_WRONLY|O_APPEND")
+	}
+	if files[fds[5].GetId()].GetPipe().GetPipeId() != files[fds[6].GetId()].GetPipe().GetPipeId() {
+		t.Errorf("pipe ends with different pipe ids")
+	}
+	pd := readPipeData(t, s.dir, "pipes-data.img")
+	if len(pd) != 1 || pd[0] != "data-sitting-in-pipe\n" {
+		t.Errorf("pipe data %q", pd)
+	}
+	null := files[fds[7].GetId()].GetReg()
+	if null.GetName() != "/dev/null" || null.GetFlags()&3 != 2 || null.Size != nil {
+		t.Errorf("/dev/null: %v", null)
+	}
+}
+
+// readPipeData returns the queued bytes of each entry of a pipes-data/fifo-data image.
+func readPipeData(t *testing.T, dir, name string) []string {
+	t.Helper()
+	var out []string
+	for _, e := range readImg(t, dir, name).Entries {
+		pde := e.Msg.(*pipe_data.PipeDataEntry)
+		if int(pde.GetBytes()) != len(e.Payload) || pde.GetSize() == 0 {
+			t.Errorf("%s: entry %v with %d payload bytes", name, pde, len(e.Payload))
+		}
+		out = append(out, string(e.Payload))
+	}
+	return out
+}
+
+func TestDumpThreads(t *testing.T) {
+	tg := launch(t, "threads")
+	time.Sleep(100 * time.Millisecond) // let the threads start
+	s := dumpTarget(t, tg.pid, false)
+	compareWithCRIU(t, s.dir, "threads", criuDiffs())
+	pt := entries[*pstree.PstreeEntry](t, s.dir, "pstree.img")
+	if len(pt) != 1 || len(pt[0].GetThreads()) != 4 || pt[0].GetThreads()[0] != uint32(tg.pid) {
+		t.Fatalf("pstree: %v", pt)
+	}
+	for _, tid := range pt[0].GetThreads() {
+		c := entries[*criu_core.CoreEntry](t, s.dir, fmt.Sprintf("core-%d.img", tid))[0]
+		if (c.Tc != nil) != (tid == uint32(tg.pid)) {
+			t.Errorf("thread %d: task core present=%v", tid, c.Tc != nil)
+		}
+		if c.GetThreadInfo().GetGpregs().GetFsBase() == 0 || c.GetThreadInfo().GetClearTidAddr() == 0 {
+			t.Errorf("thread %d: fs_base or clear_tid_addr missing", tid)
+		}
+	}
+}
+
+func TestDumpTree(t *testing.T) {
+	tg := launch(t, "tree")
+	tg.waitLog(t, "child1", 5*time.Second)
+	s := dumpTarget(t, tg.pid, false)
+	compareWithCRIU(t, s.dir, "tree", criuDiffs())
+	pt := entries[*pstree.PstreeEntry](t, s.dir, "pstree.img")
+	if len(pt) != 3 {
+		t.Fatalf("pstree: %v", pt)
+	}
+	for _, e := range pt[1:] {
+		if e.GetPpid() != uint32(tg.pid) || e.GetPgid() != uint32(tg.pid) || e.GetSid() != uint32(tg.pid) {
+			t.Errorf("child %v", e)
+		}
+		if alive(int(e.GetPid())) {
+			t.Errorf("child %d survived the dump", e.GetPid())
+		}
+	}
+	// The children inherited stdout: one open file, one id, in every process.
+	id := func(files int) uint32 {
+		return entries[*fdinfo.FdinfoEntry](t, s.dir, fmt.Sprintf("fdinfo-%d.img", files))[1].GetId()
+	}
+	if id(2) != id(3) || id(3) != id(4) {
+		t.Errorf("stdout ids differ between processes: %d %d %d", id(2), id(3), id(4))
+	}
+}
+
+func TestDumpFifo(t *testing.T) {
+	tg := launch(t, "fifo", "{dir}")
+	s := dumpTarget(t, tg.pid, true)
+	compareWithCRIU(t, s.dir, "fifo", criuDiffs())
+	fd := readPipeData(t, s.dir, "fifo-data.img")
+	pd := readPipeData(t, s.dir, "pipes-data.img")
+	if len(fd) != 1 || fd[0] != "FIFO-UNREAD-DATA:IMGTOOL-FIFO-CANARY:0123456789abcdef" {
+		t.Errorf("fifo data %q", fd)
+	}
+	if len(pd) != 1 || len(pd[0]) != 68 {
+		t.Errorf("pipe data %q", pd)
+	}
+	// The data was copied, not consumed: a second dump sees it again.
+	s2 := dumpTarget(t, tg.pid, true)
+	if got := readPipeData(t, s2.dir, "fifo-data.img"); len(got) != 1 || got[0] != fd[0] {
+		t.Errorf("second dump: fifo data %q", got)
+	}
+	if got := readPipeData(t, s2.dir, "pipes-data.img"); len(got) != 1 || got[0] != pd[0] {
+		t.Errorf("second dump: pipe data %q", got)
+	}
+}
+
+func TestDumpLeaveRunning(t *testing.T) {
+	tg := launch(t, "counter", "leave")
+	tg.waitLog(t, "counter=2\n", 5*time.Second)
+	dumpTarget(t, tg.pid, true)
+	// The loop goes on: counters keep coming, in order, without a gap or a repeat.
+	tg.waitLog(t, "counter=8\n", 5*time.Second)
+	log := tg.readLog(t)
+	for i := 1; i <= 8; i++ {
+		if strings.Count(log, fmt.Sprintf("counter=%d\n", i)) != 1 {
+			t.Errorf("counter=%d printed %d times:\n%s", i, strings.Count(log, fmt.Sprintf("counter=%d\n", i)), log)
+		}
+	}
+	st, err := readStatus(procPath(tg.pid, "status"))
+	if err != nil || st["TracerPid"] != "0" || !alive(tg.pid) {
+		t.Errorf("after the dump: %v, TracerPid %q, alive %v", err, st["TracerPid"], alive(tg.pid))
+	}
+}
+
+func TestDumpMemKinds(t *testing.T) {
+	tg := launch(t, "memkinds", "{dir}")
+	s := dumpTarget(t, tg.pid, false)
+	log := tg.readLog(t)
+	addr := func(name string) uint64 {
+		m := regexp.MustCompile(name + `=0x([0-9a-f]+)`).FindStringSubmatch(log)
+		if m == nil {
+			t.Fatalf("no %s in %q", name, log)
+		}
+		v, _ := strconv.ParseUint(m[1], 16, 64)
+		return v
+	}
+	for name, want := range map[string]string{"rw": "MEMKINDS-ANON-RW", "ro": "MEMKINDS-ANON-RO",
+		"none": "MEMKINDS-ANON-NONE", "file": "MEMKINDS-FILE-COW"} {
+		if got := readDumped(t, s.dir, tg.pid, addr(name), len(want)); string(got) != want {
+			t.Errorf("%s at %#x: %q, want %q", name, addr(name), got, want)
+		}
+	}
+	pm, err := image.NewPageMap(readImg(t, s.dir, fmt.Sprintf("pagemap-%d.img", tg.pid)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Only the page copied on write of the file mapping is dumped, not the one only read.
+	if _, ok := pm.Offset(addr("file") - 2*pageSize); ok {
+		t.Errorf("an unmodified page of a private file mapping was dumped")
+	}
+	for _, name := range []string{"shared", "memfd"} {
+		if _, ok := pm.Offset(addr(name)); ok {
+			t.Errorf("%s memory dumped in the process pagemap, want it in pagemap-shmem", name)
+		}
+	}
+	// Shared memory: one memfd inode per object, its pages in pagemap-shmem-INO.img.
+	inodes := entries[*memfd.MemfdInodeEntry](t, s.dir, "memfd.img")
+	if len(inodes) != 2 || inodes[0].GetName() != "/dev/zero" || inodes[1].GetName() != "memkinds-memfd" {
+		t.Fatalf("memfd inodes: %v", inodes)
+	}
+	for i, want := range []struct {
+		off  uint64
+		text string
+	}{{3 * pageSize, "MEMKINDS-SHARED-ANON"}, {pageSize, "MEMKINDS-MEMFD"}} {
+		spm, err := image.NewPageMap(readImg(t, s.dir, fmt.Sprintf("pagemap-shmem-%d.img", inodes[i].GetShmid())))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(spm.Entries) != 1 || image.NrPages(spm.Entries[0]) != 1 {
+			t.Errorf("shmem %s: %d entries, want 1 entry of the 1 written page", inodes[i].GetName(), len(spm.Entries))
+		}
+		if got := readPages(t, s.dir, spm, want.off, len(want.text)); string(got) != want.text {
+			t.Errorf("shmem %s: %q", inodes[i].GetName(), got)
+		}
+	}
+	m := entries[*mm.MmEntry](t, s.dir, fmt.Sprintf("mm-%d.img", tg.pid))[0]
+	status := map[uint64]uint32{}
+	for _, v := range m.GetVmas() {
+		status[v.GetStart()] = v.GetStatus()
+		if v.GetStart() <= addr("none") && addr("none") < v.GetEnd() && v.GetProt() != 0 {
+			t.Errorf("PROT_NONE area saved with prot %#x", v.GetProt())
+		}
+	}
+	if st := status[addr("shared")-3*pageSize]; st != vmaAreaRegular|vmaFileShared|vmaAreaMemfd {
+		t.Errorf("MAP_SHARED|MAP_ANONYMOUS status %#x", st)
+	}
+	c := entries[*criu_core.CoreEntry](t, s.dir, fmt.Sprintf("core-%d.img", tg.pid))[0]
+	if sa := c.GetTc().GetSigactions()[9]; sa.GetSigaction() == 0 || sa.GetMask() != 1<<11 || sa.GetRestorer() == 0 {
+		t.Errorf("SIGUSR1 action %v", sa)
+	}
+	if c.GetTc().GetBlkSigset() != 1 {
+		t.Errorf("blocked signals %#x, want SIGHUP", c.GetTc().GetBlkSigset())
+	}
+	if sas := c.GetThreadCore().GetSas(); sas.GetSsSp() != addr("alt") || sas.GetSsSize() != 65536 || sas.GetSsFlags() != 0 {
+		t.Errorf("altstack %v", sas)
+	}
+}
+
+func TestDumpRefusals(t *testing.T) {
+	for _, tc := range []struct {
+		prog, args string
+		fd         int
+		want       string
+	}{
+		{"socket", "", 3, "socket:["},
+		{"misc", "47199", 3, "socket:["},
+		{"tty", "", -1, "controlling terminal"},
+		{"traced", "", -1, "already traced"},
+	} {
+		t.Run(tc.prog, func(t *testing.T) {
+			var args []string
+			if tc.args != "" {
+				args = []string{tc.args}
+			}
+			tg := launch(t, tc.prog, args...)
+			before := tg.readLog(t)
+			s := newDirSink(t)
+			err := Dump(context.Background(), Options{Pid: tg.pid}, s)
+			var re *RefusedError
+			if !errors.As(err, &re) || !strings.Contains(err.Error(), tc.want) || re.Fd != tc.fd {
+				t.Fatalf("err = %v, want a refusal naming %q (fd %d)", err, tc.want, tc.fd)
+			}
+			if _, err := os.Stat(s.dir); err == nil {
+				t.Errorf("a set was left behind")
+			}
+			if !alive(tg.pid) || tg.readLog(t) != before {
+				t.Errorf("target changed: alive %v", alive(tg.pid))
+			}
+			if st, _ := readStatus(procPath(tg.pid, "status")); tc.prog != "traced" && st["TracerPid"] != "0" {
+				t.Errorf("target left traced by %s", st["TracerPid"])
+			}
+		})
+	}
+}
+
+func TestDumpInterrupted(t *testing.T) {
+	tg := launch(t, "counter", "interrupted")
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	s := newDirSink(t)
+	calls := 0
+	err := Dump(ctx, Options{Pid: tg.pid, Progress: func(done, total int64) {
+		calls++
+		cancel() // mid-way through the pages
+	}}, s)
+	if !errors.Is(err, context.Canceled) || calls == 0 {
+		t.Fatalf("err = %v after %d progress calls, want context.Canceled mid-way", err, calls)
+	}
+	if !s.aborted || s.committed {
+		t.Errorf("sink aborted=%v committed=%v", s.aborted, s.committed)
+	}
+	if _, err := os.Stat(s.tmp); err == nil {
+		t.Errorf("staging directory left behind")
+	}
+	// The target goes on from where it was: its counter keeps advancing.
+	n := strings.Count(tg.readLog(t), "counter=")
+	tg.waitLog(t, fmt.Sprintf("counter=%d\n", n+3), 5*time.Second)
+	if st, _ := readStatus(procPath(tg.pid, "status")); st["TracerPid"] != "0" {
+		t.Errorf("target left traced")
+	}
+}

@@ -1,0 +1,435 @@
+package dump
+
+import (
+	"debug/elf"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"os"
+	"strconv"
+	"unsafe"
+
+	"github.com/checkpoint-restore/go-criu/v8/crit/images/fdinfo"
+	"github.com/checkpoint-restore/go-criu/v8/crit/images/fifo"
+	"github.com/checkpoint-restore/go-criu/v8/crit/images/fown"
+	"github.com/checkpoint-restore/go-criu/v8/crit/images/memfd"
+	"github.com/checkpoint-restore/go-criu/v8/crit/images/pipe"
+	"github.com/checkpoint-restore/go-criu/v8/crit/images/regfile"
+	"golang.org/x/sys/unix"
+	"google.golang.org/protobuf/proto"
+)
+
+const (
+	kcmpFile       = 0
+	fGetownerUids  = 17 // F_GETOWNER_UIDS
+	fGetSeals      = 1034
+	maxPipeData    = 1 << 20 // F_GETPIPE_SZ cap for unprivileged pipes is 1 MiB; root may go higher
+	maxPipeDataAbs = 256 << 20
+	fdCloexec      = 1
+	ntGNUBuildID   = 3 // NT_GNU_BUILD_ID
+)
+
+// devIno identifies an inode.
+type devIno struct{ dev, ino uint64 }
+
+// seenFd is an fd already given a file id, for kcmp(KCMP_FILE) comparisons.
+type seenFd struct {
+	pid, fd int
+	id      uint32
+}
+
+// pipeData is the queued content of one pipe or FIFO, copied without consuming it.
+type pipeData struct {
+	pipeID uint32
+	size   uint32
+	data   []byte
+}
+
+// memfdInode is one shmem object (memfd or MAP_SHARED anonymous memory) of the tree.
+type memfdInode struct {
+	entry   *memfd.MemfdInodeEntry
+	mapFile string // a /proc/PID/map_files link or /proc/PID/fd link that opens it
+	pagesID uint32
+	runs    []pageRun // offsets of the data pages
+	pages   uint64
+}
+
+// setState holds everything numbered across the whole tree.
+type setState struct {
+	nextFileID  uint32
+	files       []*fdinfo.FileEntry
+	mapFiles    map[devIno]uint32
+	memfdMaps   map[uint64]uint32 // shmem inode -> MEMFD file id used by mappings
+	memfds      []*memfdInode
+	memfdByIno  map[uint64]*memfdInode
+	fdsByInode  map[devIno][]seenFd
+	pipes       []pipeData
+	fifos       []pipeData
+	pipesDumped map[uint32]bool
+	nextPagesID uint32
+}
+
+func newSetState() *setState {
+	return &setState{
+		mapFiles:    map[devIno]uint32{},
+		memfdMaps:   map[uint64]uint32{},
+		memfdByIno:  map[uint64]*memfdInode{},
+		fdsByInode:  map[devIno][]seenFd{},
+		pipesDumped: map[uint32]bool{},
+	}
+}
+
+func (s *setState) newID() uint32 {
+	s.nextFileID++
+	return s.nextFileID
+}
+
+// procFiles is what fdinfo-N.img and fs-PID.img hold for one process.
+type procFiles struct {
+	fds    []*fdinfo.FdinfoEntry
+	cwdID  uint32
+	rootID uint32
+	exeID  uint32
+}
+
+func zeroFown() *fown.FownEntry {
+	return &fown.FownEntry{Uid: proto.Uint32(0), Euid: proto.Uint32(0), Signum: proto.Uint32(0),
+		PidType: proto.Uint32(0), Pid: proto.Uint32(0)}
+}
+
+// regEntry builds a reg_file_entry the way CRIU fills it: the size only for regular files not
+// opened write-only-append (restore compares it with the file), the mode always, the ELF
+// build id when there is one.
+func regEntry(id uint32, flags uint32, pos uint64, name string, st *unix.Stat_t, open string) *regfile.RegFileEntry {
+	r := &regfile.RegFileEntry{
+		Id: proto.Uint32(id), Flags: proto.Uint32(flags), Pos: proto.Uint64(pos),
+		Fown: zeroFown(), Name: proto.String(name), Mode: proto.Uint32(st.Mode),
+	}
+	if st.Mode&unix.S_IFMT == unix.S_IFREG {
+		if !(flags&unix.O_ACCMODE == unix.O_WRONLY && flags&unix.O_APPEND != 0) {
+			r.Size = proto.Uint64(uint64(st.Size))
+			if bid := buildID(open, st.Size); bid != nil {
+				r.BuildId = bid
+			}
+		}
+	}
+	return r
+}
+
+// buildID returns the GNU build id of an ELF file as CRIU stores it (little-endian words),
+// or nil.
+func buildID(path string, size int64) []uint32 {
+	if size < 5 {
+		return nil
+	}
+	f, err := os.Open(path)
+	if err != nil {
+		return nil
+	}
+	defer f.Close()
+	var magic [4]byte
+	if _, err := f.ReadAt(magic[:], 0); err != nil || string(magic[:]) != elf.ELFMAG {
+		return nil
+	}
+	ef, err := elf.NewFile(f)
+	if err != nil {
+		return nil
+	}
+	for _, p := range ef.Progs {
+		if p.Type != elf.PT_NOTE || p.Filesz > 1<<20 {
+			continue
+		}
+		b := make([]byte, p.Filesz)
+		if _, err := p.ReadAt(b, 0); err != nil {
+			continue
+		}
+		for len(b) >= 12 {
+			nsz, dsz, typ := ef.ByteOrder.Uint32(b), ef.ByteOrder.Uint32(b[4:]), ef.ByteOrder.Uint32(b[8:])
+			nameEnd := 12 + (int(nsz)+3)&^3
+			descEnd := nameEnd + (int(dsz)+3)&^3
+			if nsz > 1<<16 || dsz > 1<<16 || descEnd > len(b) {
+				break
+			}
+			if typ == ntGNUBuildID && nsz == 4 && string(b[12:15]) == "GNU" {
+				desc := b[nameEnd : nameEnd+int(dsz)]
+				padded := make([]byte, (len(desc)+3)&^3)
+				copy(padded, desc)
+				out := make([]uint32, len(padded)/4)
+				for i := range out {
+					out[i] = binary.LittleEndian.Uint32(padded[i*4:])
+				}
+				return out
+			}
+			b = b[descEnd:]
+		}
+	}
+	return nil
+}
+
+// mapFileID returns the files.img id of the file behind a mapping (or the exe), creating the
+// reg entry the first time the inode is seen anywhere in the tree.
+func (s *setState) mapFileID(path, open string, st *unix.Stat_t) uint32 {
+	k := devIno{st.Dev, st.Ino}
+	if id, ok := s.mapFiles[k]; ok {
+		return id
+	}
+	id := s.newID()
+	s.mapFiles[k] = id
+	s.files = append(s.files, &fdinfo.FileEntry{Type: fdinfo.FdTypes_REG.Enum(), Id: proto.Uint32(id),
+		Reg: regEntry(id, 0, 0, path, st, open)})
+	return id
+}
+
+// memfdInodeFor returns the shmem object with inode st.Ino, creating it from an fd that opens
+// it (for the seals).
+func (s *setState) memfdInodeFor(path, open string, st *unix.Stat_t) (*memfdInode, error) {
+	if m, ok := s.memfdByIno[st.Ino]; ok {
+		return m, nil
+	}
+	f, err := os.Open(open)
+	if err != nil {
+		return nil, fmt.Errorf("open shared memory %s: %w", path, err)
+	}
+	seals, err := unix.FcntlInt(f.Fd(), fGetSeals, 0)
+	f.Close()
+	if err != nil {
+		return nil, fmt.Errorf("read seals of %s: %w", path, err)
+	}
+	m := &memfdInode{mapFile: open, entry: &memfd.MemfdInodeEntry{
+		Name: proto.String(memfdName(path)), Uid: proto.Uint32(st.Uid), Gid: proto.Uint32(st.Gid),
+		Size: proto.Uint64(uint64(st.Size)), Shmid: proto.Uint32(uint32(st.Ino)),
+		Seals: proto.Uint32(uint32(seals)), InodeId: proto.Uint64(uint64(len(s.memfds) + 1)),
+		Mode: proto.Uint32(st.Mode),
+	}}
+	s.memfds = append(s.memfds, m)
+	s.memfdByIno[st.Ino] = m
+	return m, nil
+}
+
+// memfdMapID returns the MEMFD file id mappings of the shmem object use.
+func (s *setState) memfdMapID(v *vmaDesc) (uint32, error) {
+	if id, ok := s.memfdMaps[v.st.Ino]; ok {
+		return id, nil
+	}
+	m, err := s.memfdInodeFor(v.path, v.mapFile, &v.st)
+	if err != nil {
+		return 0, err
+	}
+	id := s.newID()
+	s.memfdMaps[v.st.Ino] = id
+	s.files = append(s.files, &fdinfo.FileEntry{Type: fdinfo.FdTypes_MEMFD.Enum(), Id: proto.Uint32(id),
+		Memfd: &memfd.MemfdFileEntry{Id: proto.Uint32(id), Flags: proto.Uint32(0), Pos: proto.Uint64(0),
+			Fown: zeroFown(), InodeId: proto.Uint32(uint32(m.entry.GetInodeId()))}})
+	return id, nil
+}
+
+// numberMM gives file ids to the exe and to every file mapping of p, in CRIU's order.
+func (s *setState) numberMM(p *process) error {
+	ps := p.state
+	p.files = &procFiles{}
+	p.files.exeID = s.mapFileID(ps.exePath, procPath(p.pid, "exe"), &ps.exeStat)
+	for _, v := range p.mem.vmas {
+		switch v.kind {
+		case vmaShmem, vmaFilePrivMem:
+			id, err := s.memfdMapID(v)
+			if err != nil {
+				return err
+			}
+			v.shmid = uint64(id)
+		case vmaFilePriv:
+			v.shmid = uint64(s.mapFileID(v.path, v.mapFile, &v.st))
+		case vmaNoPages:
+			if v.mapFile != "" {
+				v.shmid = uint64(s.mapFileID(v.path, v.mapFile, &v.st))
+			}
+		}
+	}
+	return nil
+}
+
+// numberFds gives every fd of p a file id, sharing the id of any fd in the tree with the same
+// open file description (kcmp), and collects pipe and FIFO data.
+func (s *setState) numberFds(p *process, fds []*fdDesc) error {
+	pidfd, err := unix.PidfdOpen(p.pid, 0)
+	if err != nil {
+		return fmt.Errorf("pidfd_open %d: %w", p.pid, err)
+	}
+	defer unix.Close(pidfd)
+	for _, f := range fds {
+		flags := f.info.flags &^ unix.O_CLOEXEC
+		fe := &fdinfo.FdinfoEntry{Fd: proto.Uint32(uint32(f.fd)), Flags: proto.Uint32(0)}
+		if f.info.flags&unix.O_CLOEXEC != 0 {
+			fe.Flags = proto.Uint32(fdCloexec)
+		}
+		k := devIno{f.st.Dev, f.st.Ino}
+		id, shared, err := s.sharedID(p.pid, f.fd, k)
+		if err != nil {
+			return err
+		}
+		typ := map[fdKind]fdinfo.FdTypes{fdReg: fdinfo.FdTypes_REG, fdPipe: fdinfo.FdTypes_PIPE,
+			fdFifo: fdinfo.FdTypes_FIFO, fdMemfd: fdinfo.FdTypes_MEMFD}[f.kind]
+		fe.Type = typ.Enum()
+		if !shared {
+			id = s.newID()
+			own, err := fdOwner(pidfd, f.fd)
+			if err != nil {
+				return fmt.Errorf("process %d fd %d: %w", p.pid, f.fd, err)
+			}
+			entry := &fdinfo.FileEntry{Type: typ.Enum(), Id: proto.Uint32(id)}
+			open := procPath(p.pid, "fd", strconv.Itoa(f.fd))
+			switch f.kind {
+			case fdReg:
+				entry.Reg = regEntry(id, flags, f.info.pos, f.link, &f.st, open)
+				entry.Reg.Fown = own
+			case fdMemfd:
+				m, err := s.memfdInodeFor(f.link, open, &f.st)
+				if err != nil {
+					return err
+				}
+				entry.Memfd = &memfd.MemfdFileEntry{Id: proto.Uint32(id), Flags: proto.Uint32(flags),
+					Pos: proto.Uint64(f.info.pos), Fown: own, InodeId: proto.Uint32(uint32(m.entry.GetInodeId()))}
+			case fdPipe:
+				entry.Pipe = &pipe.PipeEntry{Id: proto.Uint32(id), PipeId: proto.Uint32(uint32(f.st.Ino)),
+					Flags: proto.Uint32(flags), Fown: own}
+			case fdFifo:
+				regID := s.newID()
+				s.files = append(s.files, &fdinfo.FileEntry{Type: fdinfo.FdTypes_REG.Enum(), Id: proto.Uint32(regID),
+					Reg: regEntry(regID, flags, f.info.pos, f.link, &f.st, open)})
+				entry.Fifo = &fifo.FifoEntry{Id: proto.Uint32(id), PipeId: proto.Uint32(uint32(f.st.Ino)),
+					RegfId: proto.Uint32(regID)}
+			}
+			s.files = append(s.files, entry)
+			if (f.kind == fdPipe || f.kind == fdFifo) && flags&unix.O_ACCMODE != unix.O_WRONLY {
+				if err := s.stealPipeData(pidfd, p.pid, f); err != nil {
+					return err
+				}
+			}
+			s.fdsByInode[k] = append(s.fdsByInode[k], seenFd{pid: p.pid, fd: f.fd, id: id})
+		}
+		fe.Id = proto.Uint32(id)
+		p.files.fds = append(p.files.fds, fe)
+	}
+	return nil
+}
+
+// sharedID finds an fd seen earlier with the same open file description.
+func (s *setState) sharedID(pid, fd int, k devIno) (uint32, bool, error) {
+	for _, o := range s.fdsByInode[k] {
+		r, _, e := unix.Syscall6(unix.SYS_KCMP, uintptr(pid), uintptr(o.pid), kcmpFile, uintptr(fd), uintptr(o.fd), 0)
+		if e != 0 {
+			return 0, false, fmt.Errorf("kcmp fd %d of %d with fd %d of %d: %w", fd, pid, o.fd, o.pid, e)
+		}
+		if r == 0 {
+			return o.id, true, nil
+		}
+	}
+	return 0, false, nil
+}
+
+// fdOwner reads the F_SETOWN owner of an fd (CRIU's fown_entry).
+func fdOwner(pidfd, fd int) (*fown.FownEntry, error) {
+	own := zeroFown()
+	local, err := unix.PidfdGetfd(pidfd, fd, 0)
+	if err != nil {
+		return nil, fmt.Errorf("pidfd_getfd: %w", err)
+	}
+	defer unix.Close(local)
+	var ex struct{ Type, Pid int32 } // struct f_owner_ex
+	if _, _, e := unix.Syscall(unix.SYS_FCNTL, uintptr(local), unix.F_GETOWN_EX, uintptr(unsafe.Pointer(&ex))); e != 0 {
+		return nil, fmt.Errorf("F_GETOWN_EX: %w", e)
+	}
+	sig, err := unix.FcntlInt(uintptr(local), unix.F_GETSIG, 0)
+	if err != nil {
+		return nil, fmt.Errorf("F_GETSIG: %w", err)
+	}
+	own.Signum = proto.Uint32(uint32(sig))
+	if ex.Pid != 0 {
+		var uids [2]uint32
+		if _, _, e := unix.Syscall(unix.SYS_FCNTL, uintptr(local), fGetownerUids, uintptr(unsafe.Pointer(&uids[0]))); e == 0 {
+			own.Uid, own.Euid = proto.Uint32(uids[0]), proto.Uint32(uids[1])
+		}
+		own.PidType, own.Pid = proto.Uint32(uint32(ex.Type)), proto.Uint32(uint32(ex.Pid))
+	}
+	return own, nil
+}
+
+// stealPipeData copies what is queued in a pipe or FIFO through tee(2), which duplicates the
+// bytes into a pipe of ours without consuming them, once per pipe.
+func (s *setState) stealPipeData(pidfd, pid int, f *fdDesc) error {
+	id := uint32(f.st.Ino)
+	if s.pipesDumped[id] {
+		return nil
+	}
+	s.pipesDumped[id] = true
+	local, err := unix.PidfdGetfd(pidfd, f.fd, 0)
+	if err != nil {
+		return fmt.Errorf("process %d fd %d: pidfd_getfd: %w", pid, f.fd, err)
+	}
+	defer unix.Close(local)
+	size, err := unix.FcntlInt(uintptr(local), unix.F_GETPIPE_SZ, 0)
+	if err != nil {
+		return fmt.Errorf("process %d fd %d: F_GETPIPE_SZ: %w", pid, f.fd, err)
+	}
+	if size <= 0 || size > maxPipeDataAbs {
+		return fmt.Errorf("process %d fd %d: pipe size %d out of range", pid, f.fd, size)
+	}
+	var p [2]int
+	if err := unix.Pipe2(p[:], unix.O_CLOEXEC); err != nil {
+		return fmt.Errorf("pipe: %w", err)
+	}
+	defer unix.Close(p[0])
+	defer unix.Close(p[1])
+	if _, err := unix.FcntlInt(uintptr(p[1]), unix.F_SETPIPE_SZ, size); err != nil {
+		return fmt.Errorf("size a pipe to %d bytes: %w", size, err)
+	}
+	n, err := unix.Tee(local, p[1], size, unix.SPLICE_F_NONBLOCK)
+	if err != nil {
+		if !errors.Is(err, unix.EAGAIN) {
+			return fmt.Errorf("process %d fd %d: tee: %w", pid, f.fd, err)
+		}
+		n = 0
+	}
+	data := make([]byte, n)
+	for got := 0; got < int(n); {
+		m, err := unix.Read(p[0], data[got:])
+		if err != nil || m == 0 {
+			return fmt.Errorf("read copied pipe data: %v", err)
+		}
+		got += m
+	}
+	pd := pipeData{pipeID: id, size: uint32(size), data: data}
+	if f.kind == fdFifo {
+		s.fifos = append(s.fifos, pd)
+	} else {
+		s.pipes = append(s.pipes, pd)
+	}
+	return nil
+}
+
+// numberFs gives the cwd and root their reg entries (one each per process, as CRIU does).
+func (s *setState) numberFs(p *process) {
+	ps := p.state
+	p.files.cwdID = s.newID()
+	s.files = append(s.files, &fdinfo.FileEntry{Type: fdinfo.FdTypes_REG.Enum(), Id: proto.Uint32(p.files.cwdID),
+		Reg: regEntry(p.files.cwdID, 0, 0, ps.cwdPath, &ps.cwdStat, "")})
+	p.files.rootID = s.newID()
+	s.files = append(s.files, &fdinfo.FileEntry{Type: fdinfo.FdTypes_REG.Enum(), Id: proto.Uint32(p.files.rootID),
+		Reg: regEntry(p.files.rootID, 0, 0, ps.rootPath, &ps.rootStat, "")})
+}
+
+// collectFds inspects every fd of p.
+func collectFds(p *process) ([]*fdDesc, error) {
+	fds, err := listNumeric(procPath(p.pid, "fd"))
+	if err != nil {
+		return nil, fmt.Errorf("list fds of %d: %w", p.pid, err)
+	}
+	var out []*fdDesc
+	for _, fd := range fds {
+		f, err := inspectFd(p.pid, fd)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, f)
+	}
+	return out, nil
+}

@@ -1,0 +1,279 @@
+package dump
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"strconv"
+	"strings"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// maxFreezeRounds bounds the re-listing of threads and children while a tree is being
+// stopped: a tree that keeps spawning for that long is refused rather than chased forever.
+const maxFreezeRounds = 64
+
+// thread is one stopped thread.
+type thread struct {
+	tid      int
+	orig     unix.PtraceRegs // as the thread stopped
+	regs     unix.PtraceRegs // restart-fixed, as stored in core-TID.img
+	origMask uint64          // blocked signals as the thread stopped
+	masked   bool            // the mask was replaced for syscall injection
+	injected bool            // registers were changed by syscall injection
+	state    threadState
+}
+
+// process is one stopped process of the tree.
+type process struct {
+	pid      int
+	parent   *process
+	children []*process
+	threads  []*thread // leader first
+	state    *procState
+	inj      *injector
+	mem      *memState
+	files    *procFiles
+	ids      kobjIDs
+}
+
+type dumper struct {
+	ctx       context.Context
+	opts      Options
+	sink      Sink
+	root      *process
+	procs     []*process // tree order: parents before children
+	seized    []*thread  // every seized thread, for thaw/kill
+	open      []io.WriteCloser
+	committed bool
+	stats     dumpStats
+	set       *setState
+
+	progressDone, progressTotal int64
+}
+
+type dumpStats struct {
+	freezeStart, frozenAt time.Time
+	memStart, memEnd      time.Time
+	pagesScanned          uint64
+	pagesWritten          uint64
+	pagesLazy             uint64
+	shpagesScanned        uint64
+	shpagesWritten        uint64
+}
+
+func newDumper(ctx context.Context, opts Options, sink Sink) *dumper {
+	return &dumper{ctx: ctx, opts: opts, sink: sink}
+}
+
+// freeze seizes and interrupts every thread of the tree, re-listing threads and children
+// until no new one appears.
+func (d *dumper) freeze() error {
+	root, err := d.freezeProcess(d.opts.Pid, nil)
+	if err != nil {
+		return err
+	}
+	d.root = root
+	queue := []*process{root}
+	for len(queue) > 0 {
+		p := queue[0]
+		queue = queue[1:]
+		d.procs = append(d.procs, p)
+		kids, err := childrenOf(p)
+		if err != nil {
+			return err
+		}
+		for _, k := range kids {
+			if err := d.checkCtx(); err != nil {
+				return err
+			}
+			c, err := d.freezeProcess(k, p)
+			if err != nil {
+				return err
+			}
+			p.children = append(p.children, c)
+			queue = append(queue, c)
+		}
+	}
+	return nil
+}
+
+func (d *dumper) freezeProcess(pid int, parent *process) (*process, error) {
+	p := &process{pid: pid, parent: parent}
+	seen := map[int]bool{}
+	for round := 0; ; round++ {
+		if round == maxFreezeRounds {
+			return nil, fmt.Errorf("process %d keeps creating threads; cannot stop it", pid)
+		}
+		tids, err := listNumeric(procPath(pid, "task"))
+		if err != nil {
+			return nil, fmt.Errorf("list threads of %d: %w", pid, err)
+		}
+		added := false
+		for _, tid := range tids {
+			if seen[tid] {
+				continue
+			}
+			seen[tid] = true
+			t := &thread{tid: tid}
+			if err := seize(tid); err != nil {
+				if errors.Is(err, errGone) && tid != pid {
+					continue // a thread that exited while being stopped is simply not dumped
+				}
+				// A failed seize may still have attached: detach it like the others.
+				_ = ptrace(unix.PTRACE_DETACH, tid, 0, 0)
+				return nil, err
+			}
+			d.seized = append(d.seized, t)
+			if tid == pid {
+				p.threads = append([]*thread{t}, p.threads...)
+			} else {
+				p.threads = append(p.threads, t)
+			}
+			added = true
+		}
+		if !added {
+			break
+		}
+	}
+	if len(p.threads) == 0 || p.threads[0].tid != pid {
+		return nil, fmt.Errorf("process %d %w", pid, errGone)
+	}
+	return p, nil
+}
+
+// childrenOf lists the children of every thread of p (the tree is stopped, so the list is
+// final).
+func childrenOf(p *process) ([]int, error) {
+	var out []int
+	seen := map[int]bool{}
+	for _, t := range p.threads {
+		kids, err := readChildren(p.pid, t.tid)
+		if err != nil {
+			return nil, err
+		}
+		for _, k := range kids {
+			if !seen[k] {
+				seen[k] = true
+				out = append(out, k)
+			}
+		}
+	}
+	return out, nil
+}
+
+func readChildren(pid, tid int) ([]int, error) {
+	b, err := os.ReadFile(procPath(pid, "task", strconv.Itoa(tid), "children"))
+	if err != nil {
+		if os.IsNotExist(err) {
+			return nil, nil
+		}
+		return nil, fmt.Errorf("list children of %d: %w", tid, err)
+	}
+	var out []int
+	for _, w := range strings.Fields(string(b)) {
+		n, err := strconv.Atoi(w)
+		if err != nil {
+			return nil, fmt.Errorf("children of %d: %q", tid, w)
+		}
+		out = append(out, n)
+	}
+	return out, nil
+}
+
+// thaw puts every seized thread back as it was and detaches it. Threads whose registers were
+// used for syscall injection sit in a syscall-exit-stop: their original registers are put
+// back and they pass through one more interrupt stop, so that the kernel's own syscall
+// restart logic (ERESTARTSYS, restart_syscall) runs on the way out exactly as if the dump had
+// never happened.
+func (d *dumper) thaw() error {
+	d.unmapScratch()
+	var first error
+	note := func(err error) {
+		if err != nil && first == nil {
+			first = err
+		}
+	}
+	for i := len(d.seized) - 1; i >= 0; i-- {
+		note(resumeThread(d.seized[i]))
+	}
+	d.seized = nil
+	return first
+}
+
+func resumeThread(t *thread) error {
+	if t.injected {
+		if err := setRegs(t.tid, &t.orig); err != nil {
+			_ = ptrace(unix.PTRACE_DETACH, t.tid, 0, 0)
+			return err
+		}
+	}
+	if t.masked {
+		if err := setSigmask(t.tid, t.origMask); err != nil {
+			_ = ptrace(unix.PTRACE_DETACH, t.tid, 0, 0)
+			return err
+		}
+	}
+	if t.injected {
+		if err := ptrace(ptraceInterrupt, t.tid, 0, 0); err != nil {
+			return fmt.Errorf("interrupt thread %d: %w", t.tid, err)
+		}
+		if err := ptrace(unix.PTRACE_CONT, t.tid, 0, 0); err != nil {
+			return fmt.Errorf("continue thread %d: %w", t.tid, err)
+		}
+		kind, sig, err := waitStop(t.tid)
+		for err == nil && kind != stopInterrupt {
+			// Only the interrupt trap is expected; pass anything else on.
+			pass := uintptr(0)
+			if kind == stopSignal {
+				pass = uintptr(sig)
+			}
+			if err = ptrace(unix.PTRACE_CONT, t.tid, 0, pass); err == nil {
+				kind, sig, err = waitStop(t.tid)
+			}
+		}
+		if err != nil {
+			return err
+		}
+	}
+	if err := ptrace(unix.PTRACE_DETACH, t.tid, 0, 0); err != nil && err != unix.ESRCH {
+		return fmt.Errorf("detach thread %d: %w", t.tid, err)
+	}
+	return nil
+}
+
+// kill ends the dumped tree after a complete dump and reaps the tracee notifications, so the
+// real parents can collect their children.
+func (d *dumper) kill() error {
+	d.unmapScratch()
+	for _, p := range d.procs {
+		_ = unix.Kill(p.pid, unix.SIGKILL)
+	}
+	for _, t := range d.seized {
+		for {
+			var ws unix.WaitStatus
+			_, err := unix.Wait4(t.tid, &ws, unix.WALL, nil)
+			if err == unix.EINTR {
+				continue
+			}
+			if err != nil || ws.Exited() || ws.Signaled() {
+				break
+			}
+			// Still stopped on its way out: let it go.
+			_ = ptrace(unix.PTRACE_CONT, t.tid, 0, 0)
+		}
+	}
+	d.seized = nil
+	return nil
+}
+
+func (d *dumper) closeOpen() {
+	for _, w := range d.open {
+		_ = w.Close()
+	}
+	d.open = nil
+}

@@ -1,0 +1,291 @@
+package dump
+
+import (
+	"fmt"
+	"io"
+	"os"
+	"sync"
+	"unsafe"
+
+	"golang.org/x/sys/unix"
+)
+
+// /proc/PID/pagemap entry bits and CRIU's pagemap entry flags.
+const (
+	pmePresent = 1 << 63
+	pmeSwap    = 1 << 62
+	pmeFile    = 1 << 61 // file page or shared anonymous page (not copied on write)
+	pmePFNMask = 1<<55 - 1
+
+	peLazy    = 1 << 1
+	pePresent = 1 << 2
+
+	pagemapChunk = 1 << 16 // pagemap entries read per pread (512 KiB)
+	copyBufSize  = 8 << 20 // bytes per process_vm_readv batch
+	copyBuffers  = 3       // batches in flight between the reader and the writer
+	iovMax       = 1024    // IOV_MAX: remote iovecs per process_vm_readv
+)
+
+// pageRun is a range of consecutive pages dumped with the same pagemap flags.
+type pageRun struct {
+	addr, n uint64
+	flags   uint32
+	viaMem  bool // the mapping is not readable: copy through /proc/PID/mem (FOLL_FORCE)
+}
+
+// memState is what the memory images of one process hold.
+type memState struct {
+	vmas    []*vmaDesc
+	runs    []pageRun
+	pages   uint64
+	pagesID uint32
+}
+
+// zeroPFN returns the page frame of the kernel's shared zero page (0 when PFNs are hidden):
+// anonymous pages that map it were only ever read and are not dumped, as CRIU does.
+var zeroPFN = sync.OnceValue(func() uint64 {
+	m, err := unix.Mmap(-1, 0, pageSize, unix.PROT_READ, unix.MAP_PRIVATE|unix.MAP_ANONYMOUS)
+	if err != nil {
+		return 0
+	}
+	defer unix.Munmap(m)
+	_ = *(*byte)(unsafe.Pointer(&m[0])) // fault the zero page in
+	f, err := os.Open("/proc/self/pagemap")
+	if err != nil {
+		return 0
+	}
+	defer f.Close()
+	var b [8]byte
+	if _, err := f.ReadAt(b[:], int64(uintptr(unsafe.Pointer(&m[0]))/pageSize*8)); err != nil {
+		return 0
+	}
+	e := le64(b[:])
+	if e&pmePresent == 0 {
+		return 0
+	}
+	return e & pmePFNMask
+})
+
+// scanPages reads /proc/PID/pagemap for every mapping with private pages and returns the
+// runs of pages to dump, in address order.
+func (d *dumper) scanPages(pid int, vmas []*vmaDesc) ([]pageRun, uint64, error) {
+	f, err := os.Open(procPath(pid, "pagemap"))
+	if err != nil {
+		return nil, 0, fmt.Errorf("open pagemap of %d: %w", pid, err)
+	}
+	defer f.Close()
+	zero := zeroPFN()
+	var runs []pageRun
+	var total uint64
+	add := func(addr uint64, flags uint32, viaMem bool) {
+		total++
+		if n := len(runs); n > 0 {
+			r := &runs[n-1]
+			if r.addr+r.n*pageSize == addr && r.flags == flags && r.viaMem == viaMem {
+				r.n++
+				return
+			}
+		}
+		runs = append(runs, pageRun{addr: addr, n: 1, flags: flags, viaMem: viaMem})
+	}
+	buf := make([]byte, pagemapChunk*8)
+	for _, v := range vmas {
+		var flags uint32
+		switch v.kind {
+		case vmaVdso:
+			for a := v.start; a < v.end; a += pageSize {
+				add(a, pePresent, !v.readable)
+			}
+			d.stats.pagesScanned += (v.end - v.start) / pageSize
+			continue
+		case vmaAnon:
+			flags = pePresent
+			if v.flags&unix.MAP_LOCKED == 0 {
+				flags |= peLazy
+			}
+		case vmaFilePriv, vmaFilePrivMem:
+			flags = pePresent
+		default:
+			continue
+		}
+		for a := v.start; a < v.end; {
+			if err := d.checkCtx(); err != nil {
+				return nil, 0, err
+			}
+			n := (v.end - a) / pageSize
+			if n > pagemapChunk {
+				n = pagemapChunk
+			}
+			b := buf[:n*8]
+			if _, err := f.ReadAt(b, int64(a/pageSize*8)); err != nil {
+				return nil, 0, fmt.Errorf("read pagemap of %d at %#x: %w", pid, a, err)
+			}
+			for i := uint64(0); i < n; i++ {
+				e := le64(b[i*8:])
+				dump := false
+				switch {
+				case e&pmeSwap != 0:
+					dump = true
+				case e&pmePresent == 0:
+				case v.kind == vmaAnon:
+					dump = zero == 0 || e&pmePFNMask != zero
+				default: // private file mapping: only pages copied on write
+					dump = e&pmeFile == 0
+				}
+				if dump {
+					add(a+i*pageSize, flags, !v.readable)
+				}
+			}
+			d.stats.pagesScanned += n
+			a += n * pageSize
+		}
+	}
+	return runs, total, nil
+}
+
+// batch is one buffer of copied pages on its way from the reader to the writer.
+type batch struct {
+	buf []byte
+	n   int
+	err error
+}
+
+// copyPages copies the pages of runs from pid into w, in order. A reader goroutine fills
+// large buffers with batched process_vm_readv calls while the caller's goroutine writes
+// the previous buffer.
+func (d *dumper) copyPages(pid int, runs []pageRun, w io.Writer) error {
+	if len(runs) == 0 {
+		return nil
+	}
+	free := make(chan []byte, copyBuffers)
+	full := make(chan batch, copyBuffers)
+	stop := make(chan struct{})
+	for i := 0; i < copyBuffers; i++ {
+		free <- make([]byte, copyBufSize)
+	}
+	go func() {
+		defer close(full)
+		var mem *os.File
+		defer func() {
+			if mem != nil {
+				mem.Close()
+			}
+		}()
+		r := pageReader{pid: pid, runs: runs}
+		for !r.done() {
+			var buf []byte
+			select {
+			case buf = <-free:
+			case <-stop:
+				return
+			}
+			if err := d.ctx.Err(); err != nil {
+				full <- batch{err: fmt.Errorf("dump interrupted: %w", err)}
+				return
+			}
+			n, err := r.fill(buf, &mem)
+			full <- batch{buf: buf, n: n, err: err}
+			if err != nil {
+				return
+			}
+		}
+	}()
+	defer func() {
+		close(stop)
+		for range full { // let the reader finish
+		}
+	}()
+	for b := range full {
+		if b.err != nil {
+			return b.err
+		}
+		if _, err := w.Write(b.buf[:b.n]); err != nil {
+			return fmt.Errorf("write pages of %d: %w", pid, err)
+		}
+		d.progressAdd(int64(b.n))
+		free <- b.buf
+	}
+	return nil
+}
+
+// pageReader walks runs, filling buffers.
+type pageReader struct {
+	pid  int
+	runs []pageRun
+	i    int    // current run
+	off  uint64 // bytes of runs[i] already copied
+}
+
+func (r *pageReader) done() bool { return r.i >= len(r.runs) }
+
+// fill copies as many pages as fit in buf. Readable memory goes through process_vm_readv
+// with up to iovMax remote ranges per call; unreadable mappings (PROT_NONE, exec-only)
+// through /proc/PID/mem.
+func (r *pageReader) fill(buf []byte, mem **os.File) (int, error) {
+	filled := 0
+	for !r.done() && filled < len(buf) {
+		run := r.runs[r.i]
+		if run.viaMem {
+			if *mem == nil {
+				f, err := os.Open(procPath(r.pid, "mem"))
+				if err != nil {
+					return filled, fmt.Errorf("open memory of %d: %w", r.pid, err)
+				}
+				*mem = f
+			}
+			n := min(uint64(len(buf)-filled), run.n*pageSize-r.off)
+			if _, err := (*mem).ReadAt(buf[filled:filled+int(n)], int64(run.addr+r.off)); err != nil {
+				return filled, fmt.Errorf("read memory of %d at %#x: %w", r.pid, run.addr+r.off, err)
+			}
+			filled += int(n)
+			r.advance(n)
+			continue
+		}
+		// Gather consecutive readable runs into one call.
+		var remote []unix.RemoteIovec
+		want := 0
+		i, off := r.i, r.off
+		for i < len(r.runs) && !r.runs[i].viaMem && filled+want < len(buf) && len(remote) < iovMax {
+			rr := r.runs[i]
+			n := min(uint64(len(buf)-filled-want), rr.n*pageSize-off)
+			remote = append(remote, unix.RemoteIovec{Base: uintptr(rr.addr + off), Len: int(n)})
+			want += int(n)
+			off += n
+			if off == rr.n*pageSize {
+				i, off = i+1, 0
+			}
+		}
+		local := []unix.Iovec{{Base: &buf[filled]}}
+		local[0].SetLen(want)
+		got, err := unix.ProcessVMReadv(r.pid, local, remote, 0)
+		if err != nil {
+			return filled, fmt.Errorf("read memory of %d at %#x: %w", r.pid, remote[0].Base, err)
+		}
+		if got == 0 {
+			return filled, fmt.Errorf("read memory of %d at %#x: nothing read", r.pid, remote[0].Base)
+		}
+		filled += got
+		r.advance(uint64(got))
+	}
+	return filled, nil
+}
+
+// advance moves the cursor n bytes forward across runs.
+func (r *pageReader) advance(n uint64) {
+	for n > 0 && !r.done() {
+		left := r.runs[r.i].n*pageSize - r.off
+		if n < left {
+			r.off += n
+			return
+		}
+		n -= left
+		r.i, r.off = r.i+1, 0
+	}
+}
+
+func (d *dumper) progressAdd(n int64) {
+	d.progressDone += n
+	if d.opts.Progress != nil {
+		d.opts.Progress(d.progressDone, d.progressTotal)
+	}
+}

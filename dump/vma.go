@@ -1,0 +1,224 @@
+package dump
+
+import (
+	"fmt"
+	"strings"
+
+	"golang.org/x/sys/unix"
+)
+
+// VMA status bits of CRIU's image ABI (criu/include/image.h).
+const (
+	vmaAreaRegular  = 1 << 0
+	vmaAreaVsyscall = 1 << 2
+	vmaAreaVdso     = 1 << 3
+	vmaAreaHeap     = 1 << 5
+	vmaFilePrivate  = 1 << 6
+	vmaFileShared   = 1 << 7
+	vmaAnonPrivate  = 1 << 9
+	vmaAreaVvar     = 1 << 12
+	vmaAreaMemfd    = 1 << 14
+)
+
+// madvise numbers CRIU records as bits of vma_entry.madv.
+const (
+	madvRandom     = 1
+	madvSequential = 2
+	madvDontfork   = 10
+	madvMergeable  = 12
+	madvHugepage   = 14
+	madvNohugepage = 15
+	madvDontdump   = 16
+	madvWipeonfork = 18
+)
+
+// vmaKind says how the pages of a mapping are dumped.
+type vmaKind int
+
+const (
+	vmaAnon        vmaKind = iota // anonymous private (heap and stacks included): present and swapped pages
+	vmaVdso                       // all pages, CRIU compares the dumped vDSO at restore
+	vmaNoPages                    // vvar, vsyscall, shared file mappings: nothing to dump
+	vmaFilePriv                   // private file mapping: only pages copied on write
+	vmaShmem                      // MAP_SHARED anonymous memory or memfd: dumped once per object
+	vmaFilePrivMem                // private mapping of a memfd: pages copied on write
+)
+
+// vmaDesc is one mapping as it goes into mm-PID.img.
+type vmaDesc struct {
+	start, end, pgoff uint64
+	prot, flags       uint32
+	status            uint32
+	madv              uint64
+	fdflags           uint32
+	hasFdflags        bool
+	kind              vmaKind
+	readable          bool
+	path              string // the mapped file as named in maps (file mappings)
+	mapFile           string // /proc/PID/map_files/... link that opens it
+	st                unix.Stat_t
+	shmid             uint64 // file id (files.img) for file mappings, set when files are numbered
+}
+
+// classifyVMA turns one smaps entry into its CRIU form, or refuses it. It returns nil for
+// mappings CRIU skips ([uprobes]).
+func classifyVMA(pid int, v *smapsVMA) (*vmaDesc, error) {
+	e := &vmaDesc{start: v.start, end: v.end, readable: v.read}
+	if v.read {
+		e.prot |= unix.PROT_READ
+	}
+	if v.write {
+		e.prot |= unix.PROT_WRITE
+	}
+	if v.exec {
+		e.prot |= unix.PROT_EXEC
+	}
+	if v.shared {
+		e.flags = unix.MAP_SHARED
+	} else {
+		e.flags = unix.MAP_PRIVATE
+	}
+	ioPf := false
+	for _, f := range v.vmflags {
+		switch f {
+		case "gd":
+			e.flags |= unix.MAP_GROWSDOWN
+		case "lo":
+			e.flags |= unix.MAP_LOCKED
+		case "nr":
+			e.flags |= unix.MAP_NORESERVE
+		case "ht":
+			return nil, refuse(pid, -1, fmt.Sprintf("mapping %#x-%#x", v.start, v.end), "hugetlb mappings are not supported")
+		case "sr":
+			e.madv |= 1 << madvSequential
+		case "rr":
+			e.madv |= 1 << madvRandom
+		case "dc":
+			e.madv |= 1 << madvDontfork
+		case "dd":
+			e.madv |= 1 << madvDontdump
+		case "mg":
+			e.madv |= 1 << madvMergeable
+		case "hg":
+			e.madv |= 1 << madvHugepage
+		case "nh":
+			e.madv |= 1 << madvNohugepage
+		case "wf":
+			e.madv |= 1 << madvWipeonfork
+		case "io", "pf":
+			ioPf = true
+		case "ss":
+			return nil, refuse(pid, -1, fmt.Sprintf("mapping %#x-%#x", v.start, v.end), "shadow stacks are not supported")
+		}
+	}
+	anon := func(status uint32, kind vmaKind) (*vmaDesc, error) {
+		if v.shared {
+			return nil, refuse(pid, -1, fmt.Sprintf("mapping %#x-%#x %s", v.start, v.end, v.path), "unexpected shared special mapping")
+		}
+		e.status = status | vmaAnonPrivate
+		e.flags |= unix.MAP_ANONYMOUS
+		e.kind = kind
+		return e, nil
+	}
+	switch v.path {
+	case "[vsyscall]":
+		return anon(vmaAreaVsyscall, vmaNoPages)
+	case "[vdso]":
+		return anon(vmaAreaRegular|vmaAreaVdso, vmaVdso)
+	case "[vvar]", "[vvar_vclock]":
+		return anon(vmaAreaRegular|vmaAreaVvar, vmaNoPages)
+	case "[heap]":
+		return anon(vmaAreaRegular|vmaAreaHeap, vmaAnon)
+	case "[uprobes]":
+		return nil, nil
+	}
+	where := fmt.Sprintf("mapping %#x-%#x %s", v.start, v.end, v.path)
+	if ioPf {
+		return nil, refuse(pid, -1, where, "I/O and PFN mappings are not supported")
+	}
+	if v.ino == 0 {
+		if strings.Contains(v.path, "aio") || strings.Contains(v.path, "io_uring") {
+			return nil, refuse(pid, -1, where, "this kind of mapping is not supported")
+		}
+		return anon(vmaAreaRegular, vmaAnon)
+	}
+	switch {
+	case strings.HasPrefix(v.path, "/SYSV"):
+		return nil, refuse(pid, -1, where, "System V shared memory is not supported")
+	case strings.Contains(v.path, "io_uring"), strings.HasPrefix(v.path, "/[aio]"):
+		return nil, refuse(pid, -1, where, "this kind of mapping is not supported")
+	}
+	e.pgoff = v.pgoff
+	e.path = v.path
+	e.mapFile = procPath(pid, "map_files", fmt.Sprintf("%x-%x", v.start, v.end))
+	if err := unix.Stat(e.mapFile, &e.st); err != nil {
+		return nil, fmt.Errorf("process %d: stat %s (%s): %w", pid, e.mapFile, v.path, err)
+	}
+	e.hasFdflags = true
+	if v.shared && v.write {
+		e.fdflags = unix.O_RDWR
+	} else {
+		e.fdflags = unix.O_RDONLY
+	}
+	isShmem := strings.HasPrefix(v.path, "/memfd:") || v.path == "/dev/zero (deleted)"
+	switch mode := e.st.Mode & unix.S_IFMT; {
+	case isShmem && mode == unix.S_IFREG:
+		e.status = vmaAreaRegular | vmaAreaMemfd
+		if v.shared {
+			e.status |= vmaFileShared
+			e.kind = vmaShmem
+		} else {
+			e.status |= vmaFilePrivate
+			e.kind = vmaFilePrivMem
+		}
+	case mode == unix.S_IFREG:
+		if e.st.Nlink == 0 || strings.HasSuffix(v.path, " (deleted)") {
+			return nil, refuse(pid, -1, where, "mappings of deleted files are not supported")
+		}
+		e.status = vmaAreaRegular
+		if v.shared {
+			e.status |= vmaFileShared
+			e.kind = vmaNoPages
+		} else {
+			e.status |= vmaFilePrivate
+			e.kind = vmaFilePriv
+		}
+	default:
+		return nil, refuse(pid, -1, where, "mappings of devices are not supported")
+	}
+	return e, nil
+}
+
+// buildVMAs classifies every mapping of a process and merges the vvar areas into one entry
+// ([vvar] and, since Linux 6.13, [vvar_vclock]), as CRIU 4.2 writes them.
+func buildVMAs(pid int, maps []smapsVMA) ([]*vmaDesc, error) {
+	var out []*vmaDesc
+	for i := range maps {
+		e, err := classifyVMA(pid, &maps[i])
+		if err != nil {
+			return nil, err
+		}
+		if e == nil {
+			continue
+		}
+		if e.status&vmaAreaVvar != 0 && len(out) > 0 {
+			prev := out[len(out)-1]
+			if prev.status&vmaAreaVvar != 0 {
+				if prev.end != e.start {
+					return nil, fmt.Errorf("process %d: vvar areas %#x-%#x and %#x-%#x are not adjacent", pid, prev.start, prev.end, e.start, e.end)
+				}
+				prev.end = e.end
+				continue
+			}
+		}
+		out = append(out, e)
+	}
+	return out, nil
+}
+
+// memfdName is the name CRIU records for a shmem object: the memfd name, or /dev/zero for
+// MAP_SHARED|MAP_ANONYMOUS memory.
+func memfdName(path string) string {
+	path = strings.TrimSuffix(path, " (deleted)")
+	return strings.TrimPrefix(path, "/memfd:")
+}

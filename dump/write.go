@@ -1,0 +1,506 @@
+package dump
+
+import (
+	"bufio"
+	"bytes"
+	"crypto/rand"
+	"fmt"
+	"io"
+	"os"
+	"time"
+
+	criu_core "github.com/checkpoint-restore/go-criu/v8/crit/images/criu-core"
+	"github.com/checkpoint-restore/go-criu/v8/crit/images/fdinfo"
+	"github.com/checkpoint-restore/go-criu/v8/crit/images/fs"
+	"github.com/checkpoint-restore/go-criu/v8/crit/images/inventory"
+	"github.com/checkpoint-restore/go-criu/v8/crit/images/mm"
+	"github.com/checkpoint-restore/go-criu/v8/crit/images/pagemap"
+	"github.com/checkpoint-restore/go-criu/v8/crit/images/pipe-data"
+	"github.com/checkpoint-restore/go-criu/v8/crit/images/pstree"
+	"github.com/checkpoint-restore/go-criu/v8/crit/images/seccomp"
+	"github.com/checkpoint-restore/go-criu/v8/crit/images/stats"
+	"github.com/checkpoint-restore/go-criu/v8/crit/images/timens"
+	"github.com/checkpoint-restore/go-criu/v8/crit/images/vma"
+	"github.com/imgtool/imgtool/image"
+	"golang.org/x/sys/unix"
+	"google.golang.org/protobuf/proto"
+)
+
+const (
+	kcmpVM      = 1
+	kcmpFiles   = 2
+	kcmpFS      = 3
+	kcmpSighand = 4
+	imgVersion  = 2
+	writeBuf    = 1 << 20
+)
+
+// Namespace ids as CRIU 4.2 numbers the host's namespaces (in the order it meets them);
+// nothing else refers to them, as no namespace image is written for the host's.
+var hostNsIDs = struct{ pid, net, ipc, uts, time, mnt, user, cgroup uint32 }{1, 2, 3, 4, 5, 6, 7, 8}
+
+// kobjIDs are the ids of the kernel objects a process may share (ids-PID.img).
+type kobjIDs struct{ vm, files, fs, sighand uint32 }
+
+// collect inspects the stopped tree: every process, its memory layout, its files.
+func (d *dumper) collect() error {
+	d.set = newSetState()
+	for _, p := range d.procs {
+		if err := d.checkCtx(); err != nil {
+			return err
+		}
+		if err := d.collectProcess(p); err != nil {
+			return err
+		}
+		vmas, err := buildVMAs(p.pid, p.state.vmas)
+		if err != nil {
+			return err
+		}
+		p.mem = &memState{vmas: vmas}
+	}
+	if err := d.numberKobjs(); err != nil {
+		return err
+	}
+	s := d.set
+	for _, p := range d.procs {
+		if err := s.numberMM(p); err != nil {
+			return err
+		}
+		fds, err := collectFds(p)
+		if err != nil {
+			return err
+		}
+		if err := s.numberFds(p, fds); err != nil {
+			return err
+		}
+		s.numberFs(p)
+	}
+	d.stats.memStart = time.Now()
+	for _, m := range s.memfds {
+		if err := d.scanShmem(m); err != nil {
+			return err
+		}
+		s.nextPagesID++
+		m.pagesID = s.nextPagesID
+		d.progressTotal += int64(m.pages * pageSize)
+	}
+	for _, p := range d.procs {
+		runs, n, err := d.scanPages(p.pid, p.mem.vmas)
+		if err != nil {
+			return err
+		}
+		p.mem.runs, p.mem.pages = runs, n
+		s.nextPagesID++
+		p.mem.pagesID = s.nextPagesID
+		d.progressTotal += int64(n * pageSize)
+		for _, r := range runs {
+			if r.flags&peLazy != 0 {
+				d.stats.pagesLazy += r.n
+			}
+		}
+	}
+	return nil
+}
+
+// numberKobjs gives each process its vm/files/fs/sighand ids, sharing an id between
+// processes that share the object (kcmp). Id 1 of each kind is the dumper's own
+// (inventory root_ids); the tree starts at 2.
+func (d *dumper) numberKobjs() error {
+	next := kobjIDs{1, 1, 1, 1}
+	for i, p := range d.procs {
+		var ids kobjIDs
+		for _, k := range []struct {
+			typ  uintptr
+			get  func(*kobjIDs) *uint32
+			name string
+		}{
+			{kcmpVM, func(x *kobjIDs) *uint32 { return &x.vm }, "memory"},
+			{kcmpFiles, func(x *kobjIDs) *uint32 { return &x.files }, "file table"},
+			{kcmpFS, func(x *kobjIDs) *uint32 { return &x.fs }, "fs context"},
+			{kcmpSighand, func(x *kobjIDs) *uint32 { return &x.sighand }, "signal handlers"},
+		} {
+			for _, q := range d.procs[:i] {
+				r, _, e := unix.Syscall6(unix.SYS_KCMP, uintptr(p.pid), uintptr(q.pid), k.typ, 0, 0, 0)
+				if e != 0 {
+					return fmt.Errorf("kcmp %d with %d: %w", p.pid, q.pid, e)
+				}
+				if r == 0 {
+					if k.typ != kcmpFiles {
+						return refuse(p.pid, -1, "shared "+k.name, fmt.Sprintf("shares its %s with process %d; not supported", k.name, q.pid))
+					}
+					*k.get(&ids) = *k.get(&q.ids)
+					break
+				}
+			}
+			if *k.get(&ids) == 0 {
+				*k.get(&next)++
+				*k.get(&ids) = *k.get(&next)
+			}
+		}
+		p.ids = ids
+	}
+	return nil
+}
+
+// scanShmem finds the pages of a shmem object that hold data (SEEK_DATA/SEEK_HOLE: pages
+// in memory or in swap; holes were never written).
+func (d *dumper) scanShmem(m *memfdInode) error {
+	f, err := os.Open(m.mapFile)
+	if err != nil {
+		return fmt.Errorf("open shared memory %s: %w", m.entry.GetName(), err)
+	}
+	defer f.Close()
+	size := int64(m.entry.GetSize())
+	for off := int64(0); off < size; {
+		data, err := unix.Seek(int(f.Fd()), off, unix.SEEK_DATA)
+		if err == unix.ENXIO {
+			break
+		}
+		if err != nil {
+			return fmt.Errorf("SEEK_DATA in %s: %w", m.entry.GetName(), err)
+		}
+		hole, err := unix.Seek(int(f.Fd()), data, unix.SEEK_HOLE)
+		if err != nil {
+			return fmt.Errorf("SEEK_HOLE in %s: %w", m.entry.GetName(), err)
+		}
+		start := data &^ (pageSize - 1)
+		end := min((hole+pageSize-1)&^(pageSize-1), (size+pageSize-1)&^(pageSize-1))
+		if end > start {
+			n := uint64(end-start) / pageSize
+			m.runs = append(m.runs, pageRun{addr: uint64(start), n: n, flags: pePresent})
+			m.pages += n
+		}
+		off = end
+		if end <= data {
+			off = data + pageSize
+		}
+	}
+	d.stats.shpagesScanned += uint64(size+pageSize-1) / pageSize
+	return nil
+}
+
+// write writes every image of the set.
+func (d *dumper) write() error {
+	s := d.set
+	if err := d.writeImage("inventory.img", "INVENTORY", d.inventory()); err != nil {
+		return err
+	}
+	var ps []proto.Message
+	for _, p := range d.procs {
+		e := &pstree.PstreeEntry{Pid: proto.Uint32(uint32(p.pid)), Ppid: proto.Uint32(0),
+			Pgid: proto.Uint32(uint32(p.state.stat.pgid)), Sid: proto.Uint32(uint32(p.state.stat.sid))}
+		if p.parent != nil {
+			e.Ppid = proto.Uint32(uint32(p.parent.pid))
+		}
+		for _, t := range p.threads {
+			e.Threads = append(e.Threads, uint32(t.tid))
+		}
+		ps = append(ps, e)
+	}
+	if err := d.writeImage("pstree.img", "PSTREE", ps...); err != nil {
+		return err
+	}
+	for _, m := range s.memfds {
+		if err := d.writeShmem(m); err != nil {
+			return err
+		}
+	}
+	writtenFdinfo := map[uint32]bool{}
+	for _, p := range d.procs {
+		if err := d.writeProcess(p, writtenFdinfo); err != nil {
+			return err
+		}
+	}
+	var files []proto.Message
+	for _, f := range s.files {
+		files = append(files, f)
+	}
+	if err := d.writeImage("files.img", "FILES", files...); err != nil {
+		return err
+	}
+	if len(s.memfds) > 0 {
+		var ms []proto.Message
+		for _, m := range s.memfds {
+			ms = append(ms, m.entry)
+		}
+		if err := d.writeImage("memfd.img", "MEMFD_INODE", ms...); err != nil {
+			return err
+		}
+	}
+	if len(s.pipes) > 0 {
+		if err := d.writePipeData("pipes-data.img", "PIPES_DATA", s.pipes); err != nil {
+			return err
+		}
+	}
+	if len(s.fifos) > 0 {
+		if err := d.writePipeData("fifo-data.img", "FIFO_DATA", s.fifos); err != nil {
+			return err
+		}
+	}
+	if err := d.writeImage("seccomp.img", "SECCOMP", &seccomp.SeccompEntry{}); err != nil {
+		return err
+	}
+	if err := d.writeImage("timens-0.img", "TIMENS", timensNow()); err != nil {
+		return err
+	}
+	d.stats.memEnd = time.Now()
+	return d.writeImage("stats-dump", "STATS", d.statsEntry())
+}
+
+func (d *dumper) inventory() *inventory.InventoryEntry {
+	id := make([]byte, 16)
+	_, _ = rand.Read(id)
+	id[6] = id[6]&0x0f | 0x40
+	id[8] = id[8]&0x3f | 0x80
+	return &inventory.InventoryEntry{
+		ImgVersion: proto.Uint32(imgVersion), FdinfoPerId: proto.Bool(true),
+		RootIds: taskIDs(kobjIDs{1, 1, 1, 1}), NsPerId: proto.Bool(true),
+		RootCgSet: proto.Uint32(cgSetID), Lsmtype: inventory.Lsmtype_NO_LSM.Enum(),
+		NetworkLockMethod: proto.Uint32(0), PluginsEntry: &inventory.PluginsEntry{},
+		DumpCriuRunId: proto.String(fmt.Sprintf("%x-%x-%x-%x-%x", id[0:4], id[4:6], id[6:8], id[8:10], id[10:])),
+	}
+}
+
+func taskIDs(k kobjIDs) *criu_core.TaskKobjIdsEntry {
+	n := hostNsIDs
+	return &criu_core.TaskKobjIdsEntry{
+		VmId: proto.Uint32(k.vm), FilesId: proto.Uint32(k.files), FsId: proto.Uint32(k.fs), SighandId: proto.Uint32(k.sighand),
+		PidNsId: proto.Uint32(n.pid), NetNsId: proto.Uint32(n.net), IpcNsId: proto.Uint32(n.ipc), UtsNsId: proto.Uint32(n.uts),
+		MntNsId: proto.Uint32(n.mnt), UserNsId: proto.Uint32(n.user), CgroupNsId: proto.Uint32(n.cgroup), TimeNsId: proto.Uint32(n.time),
+	}
+}
+
+// timensNow records the clocks a time namespace must continue from (timens-0.img).
+func timensNow() *timens.TimensEntry {
+	var mono, boot unix.Timespec
+	_ = unix.ClockGettime(unix.CLOCK_MONOTONIC, &mono)
+	_ = unix.ClockGettime(unix.CLOCK_BOOTTIME, &boot)
+	ts := func(t unix.Timespec) *timens.Timespec {
+		return &timens.Timespec{TvSec: proto.Uint64(uint64(t.Sec)), TvNsec: proto.Uint64(uint64(t.Nsec))}
+	}
+	return &timens.TimensEntry{Monotonic: ts(mono), Boottime: ts(boot)}
+}
+
+func (d *dumper) statsEntry() *stats.StatsEntry {
+	us := func(a, b time.Time) *uint32 {
+		if a.IsZero() || b.IsZero() {
+			return proto.Uint32(0)
+		}
+		return proto.Uint32(uint32(b.Sub(a).Microseconds()))
+	}
+	st := d.stats
+	return &stats.StatsEntry{Dump: &stats.DumpStatsEntry{
+		FreezingTime: us(st.freezeStart, st.frozenAt), FrozenTime: us(st.frozenAt, time.Now()),
+		MemdumpTime: us(st.memStart, st.memEnd), MemwriteTime: us(st.memStart, st.memEnd),
+		PagesScanned: proto.Uint64(st.pagesScanned), PagesSkippedParent: proto.Uint64(0),
+		PagesWritten: proto.Uint64(st.pagesWritten), IrmapResolve: proto.Uint32(0), PagesLazy: proto.Uint64(st.pagesLazy),
+		PagePipes: proto.Uint64(0), PagePipeBufs: proto.Uint64(0),
+		ShpagesScanned: proto.Uint64(st.shpagesScanned), ShpagesSkippedParent: proto.Uint64(0),
+		ShpagesWritten: proto.Uint64(st.shpagesWritten),
+	}}
+}
+
+// writeProcess writes the images of one process and its memory.
+func (d *dumper) writeProcess(p *process, writtenFdinfo map[uint32]bool) error {
+	for _, t := range p.threads {
+		c, err := coreEntry(p, t)
+		if err != nil {
+			return err
+		}
+		if err := d.writeImage(fmt.Sprintf("core-%d.img", t.tid), "CORE", c); err != nil {
+			return err
+		}
+	}
+	if err := d.writeImage(fmt.Sprintf("ids-%d.img", p.pid), "IDS", taskIDs(p.ids)); err != nil {
+		return err
+	}
+	if err := d.writeImage(fmt.Sprintf("mm-%d.img", p.pid), "MM", mmEntry(p)); err != nil {
+		return err
+	}
+	if err := d.writeImage(fmt.Sprintf("fs-%d.img", p.pid), "FS", &fs.FsEntry{
+		CwdId: proto.Uint32(p.files.cwdID), RootId: proto.Uint32(p.files.rootID), Umask: proto.Uint32(p.state.umask)}); err != nil {
+		return err
+	}
+	if !writtenFdinfo[p.ids.files] {
+		writtenFdinfo[p.ids.files] = true
+		var fds []proto.Message
+		for _, f := range p.files.fds {
+			fds = append(fds, f)
+		}
+		if err := d.writeImage(fmt.Sprintf("fdinfo-%d.img", p.ids.files), "FDINFO", fds...); err != nil {
+			return err
+		}
+	}
+	if err := d.writeImage(fmt.Sprintf("pagemap-%d.img", p.pid), "PAGEMAP", pagemapEntries(p.mem.pagesID, p.mem.runs)...); err != nil {
+		return err
+	}
+	w, err := d.create(fmt.Sprintf("pages-%d.img", p.mem.pagesID))
+	if err != nil {
+		return err
+	}
+	bw := bufio.NewWriterSize(w, writeBuf)
+	if err := d.copyPages(p.pid, p.mem.runs, bw); err != nil {
+		return err
+	}
+	if err := bw.Flush(); err != nil {
+		return fmt.Errorf("write pages of %d: %w", p.pid, err)
+	}
+	d.stats.pagesWritten += p.mem.pages
+	return d.finish(w)
+}
+
+func mmEntry(p *process) *mm.MmEntry {
+	st := p.state.stat
+	e := &mm.MmEntry{
+		MmStartCode: proto.Uint64(st.startCode), MmEndCode: proto.Uint64(st.endCode),
+		MmStartData: proto.Uint64(st.startData), MmEndData: proto.Uint64(st.endData),
+		MmStartStack: proto.Uint64(st.startStack), MmStartBrk: proto.Uint64(st.startBrk),
+		MmBrk: proto.Uint64(p.state.brk), MmArgStart: proto.Uint64(st.argStart), MmArgEnd: proto.Uint64(st.argEnd),
+		MmEnvStart: proto.Uint64(st.envStart), MmEnvEnd: proto.Uint64(st.envEnd),
+		ExeFileId: proto.Uint32(p.files.exeID), MmSavedAuxv: p.state.auxv,
+		Dumpable: proto.Int32(p.state.dumpable), ThpDisabled: proto.Bool(p.state.thpDisabled),
+	}
+	for _, v := range p.mem.vmas {
+		ve := &vma.VmaEntry{
+			Start: proto.Uint64(v.start), End: proto.Uint64(v.end), Pgoff: proto.Uint64(v.pgoff),
+			Shmid: proto.Uint64(v.shmid), Prot: proto.Uint32(v.prot), Flags: proto.Uint32(v.flags),
+			Status: proto.Uint32(v.status), Fd: proto.Int64(-1),
+		}
+		if v.madv != 0 {
+			ve.Madv = proto.Uint64(v.madv)
+		}
+		if v.hasFdflags {
+			ve.Fdflags = proto.Uint32(v.fdflags)
+		}
+		e.Vmas = append(e.Vmas, ve)
+	}
+	return e
+}
+
+func pagemapEntries(pagesID uint32, runs []pageRun) []proto.Message {
+	out := []proto.Message{&pagemap.PagemapHead{PagesId: proto.Uint32(pagesID)}}
+	for _, r := range runs {
+		out = append(out, &pagemap.PagemapEntry{Vaddr: proto.Uint64(r.addr), CompatNrPages: proto.Uint32(0),
+			Flags: proto.Uint32(r.flags), NrPages: proto.Uint64(r.n)})
+	}
+	return out
+}
+
+// writeShmem writes pagemap-shmem-INO.img and the pages of one shmem object, read through
+// the object itself (not through a process's mapping).
+func (d *dumper) writeShmem(m *memfdInode) error {
+	name := fmt.Sprintf("pagemap-shmem-%d.img", m.entry.GetShmid())
+	if err := d.writeImage(name, "PAGEMAP", pagemapEntries(m.pagesID, m.runs)...); err != nil {
+		return err
+	}
+	w, err := d.create(fmt.Sprintf("pages-%d.img", m.pagesID))
+	if err != nil {
+		return err
+	}
+	f, err := os.Open(m.mapFile)
+	if err != nil {
+		return fmt.Errorf("open shared memory %s: %w", m.entry.GetName(), err)
+	}
+	defer f.Close()
+	buf := make([]byte, copyBufSize)
+	for _, r := range m.runs {
+		for off := uint64(0); off < r.n*pageSize; {
+			if err := d.checkCtx(); err != nil {
+				return err
+			}
+			n := min(uint64(len(buf)), r.n*pageSize-off)
+			if _, err := f.ReadAt(buf[:n], int64(r.addr+off)); err != nil && err != io.EOF {
+				return fmt.Errorf("read shared memory %s at %#x: %w", m.entry.GetName(), r.addr+off, err)
+			}
+			if _, err := w.Write(buf[:n]); err != nil {
+				return fmt.Errorf("write pages of %s: %w", m.entry.GetName(), err)
+			}
+			d.progressAdd(int64(n))
+			off += n
+		}
+	}
+	d.stats.shpagesWritten += m.pages
+	return d.finish(w)
+}
+
+func (d *dumper) writePipeData(name, kind string, pipes []pipeData) error {
+	k := image.KindByName(kind)
+	w, err := d.create(name)
+	if err != nil {
+		return err
+	}
+	iw, err := image.NewWriter(w, k)
+	if err != nil {
+		return fmt.Errorf("%s: %w", name, err)
+	}
+	for _, p := range pipes {
+		e := &pipe_data.PipeDataEntry{PipeId: proto.Uint32(p.pipeID), Bytes: proto.Uint32(uint32(len(p.data))), Size: proto.Uint32(p.size)}
+		if err := iw.WriteEntry(e); err != nil {
+			return fmt.Errorf("%s: %w", name, err)
+		}
+		if _, err := iw.Write(p.data); err != nil {
+			return fmt.Errorf("%s: %w", name, err)
+		}
+	}
+	if err := iw.Close(); err != nil {
+		return fmt.Errorf("%s: %w", name, err)
+	}
+	return d.finish(w)
+}
+
+// writeImage encodes a small image in memory and writes it to the sink in one go.
+func (d *dumper) writeImage(name, kind string, entries ...proto.Message) error {
+	k := image.KindByName(kind)
+	if k == nil {
+		return fmt.Errorf("image kind %s unknown to the codec", kind)
+	}
+	var buf bytes.Buffer
+	iw, err := image.NewWriter(&buf, k)
+	if err != nil {
+		return fmt.Errorf("%s: %w", name, err)
+	}
+	for _, e := range entries {
+		if err := iw.WriteEntry(e); err != nil {
+			return fmt.Errorf("%s: %w", name, err)
+		}
+	}
+	if err := iw.Close(); err != nil {
+		return fmt.Errorf("%s: %w", name, err)
+	}
+	w, err := d.create(name)
+	if err != nil {
+		return err
+	}
+	if _, err := w.Write(buf.Bytes()); err != nil {
+		return fmt.Errorf("write %s: %w", name, err)
+	}
+	return d.finish(w)
+}
+
+func (d *dumper) create(name string) (io.WriteCloser, error) {
+	if err := d.checkCtx(); err != nil {
+		return nil, err
+	}
+	w, err := d.sink.Create(name)
+	if err != nil {
+		return nil, fmt.Errorf("create %s: %w", name, err)
+	}
+	d.open = append(d.open, w)
+	return w, nil
+}
+
+// finish closes a completed file of the set.
+func (d *dumper) finish(w io.WriteCloser) error {
+	for i, o := range d.open {
+		if o == w {
+			d.open = append(d.open[:i], d.open[i+1:]...)
+			break
+		}
+	}
+	if err := w.Close(); err != nil {
+		return fmt.Errorf("close image file: %w", err)
+	}
+	return nil
+}
+
+var _ = fdinfo.FdTypes_REG

@@ -1,0 +1,105 @@
+package imgset
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+
+	"github.com/imgtool/imgtool/cipher"
+)
+
+// HeaderName is the file that makes a set encrypted: the sealed header, holding the
+// set's parameters, the file key wrapped for each recipient, and the manifest. It is
+// not one of the set's files (Names leaves it out). CRIUsec's cipher.img is a
+// different format; the name differs so the two never meet.
+const HeaderName = "imgtool-seal.img"
+
+// MagicSeal is the image magic of HeaderName, after CRIU's IMG_COMMON magic: CRIU
+// tools see a CRIU image of a type they do not know.
+const MagicSeal uint32 = 0x5345A1ED
+
+// magicImgCommon is CRIU's IMG_COMMON head magic (image.MagicImgCommon; repeated so
+// that imgset does not depend on the codec for one constant).
+const magicImgCommon uint32 = 0x54564319
+
+// HeaderFraming is the 8-byte framing of HeaderName: IMG_COMMON then MagicSeal,
+// both little-endian, as CRIU frames its own images.
+var HeaderFraming = func() cipher.Framing {
+	var f cipher.Framing
+	binary.LittleEndian.PutUint32(f[0:], magicImgCommon)
+	binary.LittleEndian.PutUint32(f[4:], MagicSeal)
+	return f
+}()
+
+// Errors about a set as a whole, for errors.Is. Errors from cipher (ErrNoRecipient,
+// ErrHeaderAuth, ErrChunkAuth, ...) come wrapped with the set and file they concern.
+var (
+	// ErrNotEncrypted: the set has no sealed header and encryption was required,
+	// or an operation needs an encrypted set.
+	ErrNotEncrypted = errors.New("image set is not encrypted")
+	// ErrEncrypted: an operation needs a plaintext set (encrypt on an encrypted set).
+	ErrEncrypted = errors.New("image set is already encrypted")
+	// ErrKeyRequired: the set is encrypted and no key was given.
+	ErrKeyRequired = errors.New("image set is encrypted: a key is needed")
+	// ErrHeaderMissing: the set's files are encrypted but its header is gone.
+	ErrHeaderMissing = errors.New("files are encrypted but the sealed header is missing")
+	// ErrMissingFile: a file the manifest lists is not in the set (deleted).
+	ErrMissingFile = errors.New("file listed in the manifest is missing")
+	// ErrUnexpectedFile: a file is in the set but not in the manifest (added).
+	ErrUnexpectedFile = errors.New("file is not in the manifest")
+)
+
+// KeyRequiredError is returned by Open for an encrypted set when no key was given:
+// it says for whom the set is encrypted.
+type KeyRequiredError struct {
+	Dir        string
+	Recipients []cipher.Fingerprint
+}
+
+func (e *KeyRequiredError) Error() string {
+	return fmt.Sprintf("image set %s is encrypted for %d recipient(s) %v: give a key", e.Dir, len(e.Recipients), e.Recipients)
+}
+
+func (e *KeyRequiredError) Unwrap() error { return ErrKeyRequired }
+
+// ReadHeader reads and parses the sealed header of the set in dir, without a key:
+// what it says (recipients, manifest, algorithm) is not yet authenticated. It
+// returns an error wrapping os.ErrNotExist when the set has no header.
+func ReadHeader(dir string) (*cipher.Header, error) {
+	path := filepath.Join(dir, HeaderName)
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, fmt.Errorf("image set %s: %w", dir, err)
+	}
+	defer f.Close()
+	st, err := f.Stat()
+	if err != nil {
+		return nil, fmt.Errorf("image set %s: %w", dir, err)
+	}
+	if !st.Mode().IsRegular() {
+		return nil, fmt.Errorf("image set %s: %s is not a regular file", dir, HeaderName)
+	}
+	if st.Size() > cipher.MaxHeaderSize {
+		return nil, fmt.Errorf("image set %s: %s: %d bytes exceeds the limit of %d", dir, HeaderName, st.Size(), cipher.MaxHeaderSize)
+	}
+	h, err := cipher.ReadHeader(f, HeaderFraming)
+	if err != nil {
+		return nil, fmt.Errorf("image set %s: %s: %w", dir, HeaderName, err)
+	}
+	return h, nil
+}
+
+// isEncryptedFile reports whether the file at path starts with the encrypted-file
+// magic.
+func isEncryptedFile(path string) bool {
+	f, err := os.Open(path)
+	if err != nil {
+		return false
+	}
+	defer f.Close()
+	var magic [len(cipher.FileMagic)]byte
+	n, _ := f.ReadAt(magic[:], 0)
+	return n == len(magic) && string(magic[:]) == cipher.FileMagic
+}

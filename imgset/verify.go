@@ -1,0 +1,166 @@
+package imgset
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+
+	"github.com/imgtool/imgtool/cipher"
+)
+
+// VerifyOptions configures Verify.
+type VerifyOptions struct {
+	// Identities open the header. Without any, Verify checks what needs no key.
+	Identities []cipher.Identity
+	Progress   Progress
+}
+
+// Problem is one thing wrong with a set: the file it concerns (HeaderName for the
+// header) and the error, which wraps a sentinel of this package or of cipher.
+type Problem struct {
+	File string
+	Err  error
+}
+
+func (p Problem) Error() string { return p.Err.Error() }
+
+// Report is what Verify found.
+type Report struct {
+	Dir        string
+	Encrypted  bool                 // the set has a header
+	Recipients []cipher.Fingerprint // from the header (authentic only if Authenticated)
+	Algorithm  cipher.Algorithm
+	// Authenticated: a key opened the header, its MAC matched, and every chunk of
+	// every file present was authenticated (failures are in Problems).
+	Authenticated bool
+	Files         int   // files in the manifest (or the folder, for a plain set)
+	Bytes         int64 // plaintext bytes authenticated
+	Problems      []Problem
+	// Unchecked says what could not be checked (without a key).
+	Unchecked []string
+}
+
+// OK reports whether the set passed every check that was made.
+func (r *Report) OK() bool { return len(r.Problems) == 0 }
+
+// Err returns nil for a set that passed, else all problems joined.
+func (r *Report) Err() error {
+	if r.OK() {
+		return nil
+	}
+	errs := make([]error, len(r.Problems))
+	for i, p := range r.Problems {
+		errs[i] = p.Err
+	}
+	return fmt.Errorf("image set %s: %d problem(s): %w", r.Dir, len(r.Problems), errors.Join(errs...))
+}
+
+// Verify checks the set in dir without writing anything: the header's structure,
+// the manifest against the folder (missing, added, truncated or foreign files), and
+// with a key the header MAC and every chunk of every file. It reports every file
+// that fails and why, and goes on after a failure. The error is for a set that
+// could not be examined at all (no such folder); a damaged set gives a Report
+// with Problems.
+func Verify(dir string, opts VerifyOptions) (*Report, error) {
+	st, err := os.Stat(dir)
+	if err != nil {
+		return nil, fmt.Errorf("image set %s: %w", dir, err)
+	}
+	if !st.IsDir() {
+		return nil, fmt.Errorf("image set %s: not a directory", dir)
+	}
+	names, err := listFiles(dir)
+	if err != nil {
+		return nil, err
+	}
+	rep := &Report{Dir: dir}
+	if !contains(names, HeaderName) {
+		rep.Files = len(names)
+		verifyPlain(rep, dir, names)
+		return rep, nil
+	}
+	rep.Encrypted = true
+	h, err := ReadHeader(dir)
+	if err != nil {
+		rep.add(HeaderName, err)
+		rep.Unchecked = append(rep.Unchecked, "the manifest and every file (the header does not parse)")
+		return rep, nil
+	}
+	rep.Recipients, rep.Algorithm, rep.Files = h.Recipients(), h.Algorithm, len(h.Files)
+	bad := map[string]bool{}
+	for _, p := range checkManifest(dir, h, without(names, HeaderName)) {
+		rep.add(p.file, p.err)
+		bad[p.file] = true
+	}
+	if len(opts.Identities) == 0 {
+		rep.Unchecked = append(rep.Unchecked,
+			"the header MAC: recipients, parameters and manifest are unauthenticated (no key)",
+			"the chunks of every file (no key)")
+		return rep, nil
+	}
+	key, err := h.Unwrap(opts.Identities...)
+	if err != nil {
+		rep.add(HeaderName, err)
+		rep.Unchecked = append(rep.Unchecked, "the chunks of every file (the header did not open)")
+		return rep, nil
+	}
+	var total, done int64
+	for _, f := range h.Files {
+		total += f.Size
+	}
+	for _, f := range h.Files {
+		if bad[f.Name] {
+			continue
+		}
+		base := done
+		err := verifyFile(key, dir, f, func(n int64) {
+			done += n
+			if opts.Progress != nil {
+				opts.Progress(done, total)
+			}
+		})
+		if err != nil {
+			rep.add(f.Name, err)
+		} else {
+			rep.Bytes += f.Size
+		}
+		done = base + f.Size
+	}
+	rep.Authenticated = true
+	return rep, nil
+}
+
+func (r *Report) add(file string, err error) {
+	r.Problems = append(r.Problems, Problem{File: file, Err: err})
+}
+
+// verifyPlain reports a plaintext set: not encrypted (a problem for verify), and
+// any file that is encrypted although the header is gone.
+func verifyPlain(rep *Report, dir string, names []string) {
+	rep.add(HeaderName, fmt.Errorf("%w: no %s", ErrNotEncrypted, HeaderName))
+	for _, n := range names {
+		if isEncryptedFile(filepath.Join(dir, n)) {
+			rep.add(n, fmt.Errorf("%s: %w", n, ErrHeaderMissing))
+		}
+	}
+	rep.Unchecked = append(rep.Unchecked, "the files: a plaintext set carries nothing to authenticate")
+}
+
+// verifyFile authenticates every chunk of one file.
+func verifyFile(key *cipher.SetKey, dir string, fi cipher.FileInfo, progress func(int64)) error {
+	f, err := os.Open(filepath.Join(dir, fi.Name))
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	st, err := f.Stat()
+	if err != nil {
+		return err
+	}
+	r, err := key.NewReaderAt(f, st.Size(), fi.Name, fi.Size)
+	if err != nil {
+		return err
+	}
+	return r.Verify(progress)
+}

@@ -1,0 +1,281 @@
+package imgset
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"sort"
+
+	"github.com/imgtool/imgtool/cipher"
+)
+
+// CreateOptions says how to write a new set.
+type CreateOptions struct {
+	// Recipients make the set encrypted: each file is encrypted as it is written
+	// and the file key is wrapped for each of them. None: a plaintext set.
+	Recipients []cipher.Recipient
+	// Algorithm is the AEAD of an encrypted set; zero means cipher.AES256GCM.
+	Algorithm cipher.Algorithm
+}
+
+// Writer writes a new image set. Files go to a temporary folder beside the target,
+// which Commit renames into place; until then the target does not change.
+type Writer struct {
+	dir, tmp string
+	replace  bool // Commit exchanges the new set with the existing one at dir
+	key      *cipher.SetKey
+	stanzas  []*cipher.Stanza
+	files    map[string]*setFile
+	done     bool
+}
+
+// Create starts writing a new set that Commit will place at dir. dir must not exist,
+// or be an empty folder.
+func Create(dir string, opts CreateOptions) (*Writer, error) {
+	if err := checkTarget(dir); err != nil {
+		return nil, err
+	}
+	return createBeside(dir, opts, false)
+}
+
+// createBeside makes the Writer and its temporary folder next to dir. With replace,
+// Commit swaps the new set with the one at dir (an in-place rewrite).
+func createBeside(dir string, opts CreateOptions, replace bool) (*Writer, error) {
+	w := &Writer{dir: dir, replace: replace, files: map[string]*setFile{}}
+	if len(opts.Recipients) > 0 {
+		alg := opts.Algorithm
+		if alg == 0 {
+			alg = cipher.AES256GCM
+		}
+		key, err := cipher.NewSetKey(alg)
+		if err != nil {
+			return nil, err
+		}
+		if len(opts.Recipients) > cipher.MaxStanzas {
+			return nil, fmt.Errorf("image set %s: %d recipients, the limit is %d", dir, len(opts.Recipients), cipher.MaxStanzas)
+		}
+		if w.stanzas, err = key.Wrap(opts.Recipients...); err != nil {
+			return nil, fmt.Errorf("image set %s: %w", dir, err)
+		}
+		w.key = key
+	}
+	tmp, err := os.MkdirTemp(parentDir(dir), tempPrefix(dir))
+	if err != nil {
+		return nil, fmt.Errorf("image set %s: %w", dir, err)
+	}
+	w.tmp = tmp
+	return w, nil
+}
+
+func checkTarget(dir string) error {
+	ents, err := os.ReadDir(dir)
+	if errors.Is(err, os.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("image set %s: %w", dir, err)
+	}
+	if len(ents) > 0 {
+		return fmt.Errorf("image set %s: folder exists and is not empty", dir)
+	}
+	return nil
+}
+
+// Encrypted reports whether the set being written is encrypted.
+func (w *Writer) Encrypted() bool { return w.key != nil }
+
+// Create creates one file of the set. For an encrypted set the returned writer
+// encrypts as it goes: only ciphertext reaches the disk. Close it when done (Commit
+// closes any file left open).
+func (w *Writer) Create(name string) (io.WriteCloser, error) {
+	if w.done {
+		return nil, errors.New("image set: writer already committed or aborted")
+	}
+	if !validName(name) || name == HeaderName {
+		return nil, fmt.Errorf("image set %s: bad file name %q", w.dir, name)
+	}
+	if _, dup := w.files[name]; dup {
+		return nil, fmt.Errorf("image set %s: file %s written twice", w.dir, name)
+	}
+	f, err := os.OpenFile(filepath.Join(w.tmp, name), os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
+	if err != nil {
+		return nil, err
+	}
+	sf := &setFile{name: name, f: f}
+	if w.key != nil {
+		if sf.enc, err = w.key.NewWriter(f, name); err != nil {
+			f.Close()
+			return nil, fmt.Errorf("image set %s: %s: %w", w.dir, name, err)
+		}
+	}
+	w.files[name] = sf
+	return sf, nil
+}
+
+// setFile is one file being written: plain, or encrypted through enc.
+type setFile struct {
+	name   string
+	f      *os.File
+	enc    *cipher.Writer
+	size   int64 // plaintext bytes written
+	closed bool
+	err    error // first error, sticky
+}
+
+func (s *setFile) Write(p []byte) (int, error) {
+	if s.err != nil {
+		return 0, s.err
+	}
+	var n int
+	if s.enc != nil {
+		n, s.err = s.enc.Write(p)
+	} else {
+		n, s.err = s.f.Write(p)
+	}
+	s.size += int64(n)
+	return n, s.err
+}
+
+// ReadFrom lets io.Copy fill the encryption batches directly.
+func (s *setFile) ReadFrom(r io.Reader) (int64, error) {
+	if s.err != nil {
+		return 0, s.err
+	}
+	var n int64
+	if s.enc != nil {
+		n, s.err = s.enc.ReadFrom(r)
+	} else {
+		n, s.err = s.f.ReadFrom(r)
+	}
+	s.size += n
+	return n, s.err
+}
+
+// Close finishes the file (the last chunk of an encrypted one) and syncs it.
+func (s *setFile) Close() error {
+	if s.closed {
+		return s.err
+	}
+	s.closed = true
+	if s.enc != nil {
+		if s.err != nil {
+			s.enc.Abort()
+		} else {
+			s.err = s.enc.Close()
+		}
+	}
+	if s.err == nil {
+		s.err = s.f.Sync()
+	}
+	if err := s.f.Close(); s.err == nil {
+		s.err = err
+	}
+	return s.err
+}
+
+// Commit makes the set durable and puts it in place at dir: the files are closed
+// and synced, an encrypted set gets its sealed header with the manifest of every
+// file written, and the temporary folder is renamed to dir (or, for an in-place
+// rewrite, exchanged with it atomically). On error nothing is left behind.
+func (w *Writer) Commit() error {
+	if w.done {
+		return errors.New("image set: writer already committed or aborted")
+	}
+	w.done = true
+	if err := w.finish(); err != nil {
+		os.RemoveAll(w.tmp)
+		return err
+	}
+	if w.replace {
+		return exchangeInto(w.tmp, w.dir)
+	}
+	if err := checkTarget(w.dir); err != nil {
+		os.RemoveAll(w.tmp)
+		return err
+	}
+	os.Remove(w.dir) // an empty target folder, if any
+	if err := os.Rename(w.tmp, w.dir); err != nil {
+		os.RemoveAll(w.tmp)
+		return fmt.Errorf("image set %s: %w", w.dir, err)
+	}
+	return syncDir(parentDir(w.dir))
+}
+
+// finish closes every file, writes the header of an encrypted set, and syncs the
+// temporary folder.
+func (w *Writer) finish() error {
+	names := make([]string, 0, len(w.files))
+	for name := range w.files {
+		names = append(names, name)
+	}
+	sort.Strings(names)
+	manifest := make([]cipher.FileInfo, 0, len(names))
+	for _, name := range names {
+		sf := w.files[name]
+		if err := sf.Close(); err != nil {
+			return fmt.Errorf("image set %s: %s: %w", w.dir, name, err)
+		}
+		manifest = append(manifest, cipher.FileInfo{Name: name, Size: sf.size})
+	}
+	if w.key != nil {
+		hdr, err := cipher.SealHeader(HeaderFraming, w.key, w.stanzas, manifest)
+		if err != nil {
+			return fmt.Errorf("image set %s: %w", w.dir, err)
+		}
+		if err := writeFileSync(filepath.Join(w.tmp, HeaderName), hdr); err != nil {
+			return fmt.Errorf("image set %s: %w", w.dir, err)
+		}
+	}
+	if err := os.Chmod(w.tmp, 0o700); err != nil {
+		return err
+	}
+	return syncDir(w.tmp)
+}
+
+// Abort removes everything written. It is safe to call after Commit (it does nothing).
+func (w *Writer) Abort() error {
+	if w.done {
+		return nil
+	}
+	w.done = true
+	for _, sf := range w.files {
+		if sf.err == nil {
+			sf.err = errors.New("aborted")
+		}
+		sf.Close()
+	}
+	return os.RemoveAll(w.tmp)
+}
+
+// writeFileSync writes a new file (mode 0600) and syncs it.
+func writeFileSync(path string, data []byte) error {
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
+	if err != nil {
+		return err
+	}
+	if _, err := f.Write(data); err != nil {
+		f.Close()
+		os.Remove(path)
+		return err
+	}
+	if err := f.Sync(); err != nil {
+		f.Close()
+		os.Remove(path)
+		return err
+	}
+	return f.Close()
+}
+
+func syncDir(dir string) error {
+	d, err := os.Open(dir)
+	if err != nil {
+		return err
+	}
+	defer d.Close()
+	if err := d.Sync(); err != nil {
+		return fmt.Errorf("sync %s: %w", dir, err)
+	}
+	return nil
+}

@@ -1,0 +1,59 @@
+package imgtool
+
+import (
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/imgtool/imgtool/explore"
+)
+
+func TestInspect(t *testing.T) {
+	for _, name := range fixtureSetNames(t) {
+		dir := filepath.Join(fixtureDir, name)
+		sum, err := explore.Inspect(openFixtureSet(t, name))
+		if err != nil {
+			t.Fatal(err)
+		}
+		out, _, err := runApp(t, "inspect", dir)
+		if err != nil {
+			t.Fatalf("%s: %v", name, err)
+		}
+		fields := map[string]string{}
+		kinds := map[string][]string{}
+		inKinds := false
+		for _, r := range tableRows(out) {
+			switch {
+			case len(r) == 0:
+			case r[0] == "KIND":
+				inKinds = true
+			case inKinds:
+				kinds[r[0]] = r[1:]
+			default:
+				fields[r[0]] = strings.Join(r[1:], " ")
+			}
+		}
+		if !strings.HasPrefix(fields["processes"], itoa(sum.Processes)+" ") || fields["threads"] != itoa(sum.Threads) {
+			t.Errorf("%s: processes %q threads %q, want %d %d", name, fields["processes"], fields["threads"], sum.Processes, sum.Threads)
+		}
+		if !strings.HasPrefix(fields["memory"], itoa(sum.Memory.Pages)+" pages, "+itoa(sum.Memory.Bytes)+" B") {
+			t.Errorf("%s: memory %q, want %+v", name, fields["memory"], sum.Memory)
+		}
+		if !strings.HasPrefix(fields["files"], itoa(sum.Files)+", "+itoa(sum.Bytes)+" B") || fields["encrypted"] != "no" {
+			t.Errorf("%s: files %q encrypted %q", name, fields["files"], fields["encrypted"])
+		}
+		if len(kinds) != len(sum.Kinds) {
+			t.Errorf("%s: kinds %v, want %v", name, kinds, sum.Kinds)
+		}
+		for _, k := range sum.Kinds {
+			if got := kinds[k.Name]; len(got) != 2 || got[0] != itoa(k.Files) || got[1] != itoa(k.Bytes) {
+				t.Errorf("%s: kind %s row %q, want %+v", name, k.Name, got, k)
+			}
+		}
+		out, _, err = runApp(t, "inspect", "--json", dir)
+		if err != nil {
+			t.Fatal(err)
+		}
+		jsonEqual(t, out, *sum)
+	}
+}

@@ -1,0 +1,374 @@
+package imgtool
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"strconv"
+	"strings"
+
+	"github.com/olekukonko/tablewriter"
+	"github.com/olekukonko/tablewriter/renderer"
+	"github.com/olekukonko/tablewriter/tw"
+	"github.com/urfave/cli/v2"
+
+	"github.com/imgtool/imgtool/explore"
+	"github.com/imgtool/imgtool/imgset"
+)
+
+// xOptions are the options of imgtool x.
+type xOptions struct {
+	JSON bool      // print JSON instead of a table
+	Set  setOpener // how to open the set
+	Out  io.Writer
+}
+
+// xViews maps each view of imgtool x to the function that prints it.
+var xViews = map[string]func(set *imgset.Set, opts xOptions) error{
+	"ps":   printPS,
+	"fds":  printFDs,
+	"mems": printMems,
+	"rss":  printRSS,
+	"sk":   printSockets,
+}
+
+func xCommand() *cli.Command {
+	return &cli.Command{
+		Name:      "x",
+		Usage:     "explore an image set: process tree, files, memory, resident pages, sockets",
+		ArgsUsage: "DIR ps|fds|mems|rss|sk",
+		Description: `Shows what crit x shows, as tables, plus the set's sockets:
+   ps    the process tree: PID, PPID, PGID, SID, threads, COMM indented by depth
+   fds   each process's file descriptors (crit's names: paths, pipe[ID], unix[INO (PEER)],
+         TYPE.ID), with socket addresses and deleted files noted, and its cwd and root
+   mems  each memory area: range, protection (rwx, p(rivate) or s(hared)), pages,
+         and what backs it (file and offset, memfd, anon, heap, stack, vdso, vvar, ...)
+   rss   the pages saved for each area (from the pagemaps; page data is never read)
+   sk    sockets: unix, inet, packet, netlink; type, state, addresses, peer, queued
+         bytes, and the fds that hold them
+--json prints the same as JSON, for scripts (addresses as "0x..." strings).
+
+Examples:
+   imgtool x fixtures/criu-4.2/tree ps
+   imgtool x fixtures/criu-4.2/misc fds
+   imgtool x fixtures/criu-4.2/counter rss --json | jq '.processes[0].resident'
+
+Exit codes: 0 success, 1 the set cannot be read (a missing or foreign file is named),
+2 wrong command line.`,
+		Flags: append([]cli.Flag{
+			&cli.BoolFlag{Name: "json", Usage: "print JSON instead of a table"},
+		}, setOpenFlags()...),
+		OnUsageError: func(_ *cli.Context, err error, _ bool) error { return usageError(err) },
+		Action: func(c *cli.Context) error {
+			args, err := interspersedArgs(c)
+			if err != nil {
+				return err
+			}
+			opts := xOptions{JSON: c.Bool("json"), Set: setOpenerFrom(c), Out: c.App.Writer}
+			return runX(c.Context, opts, args)
+		},
+	}
+}
+
+// runX prints one view of the set: args are DIR and the view's name.
+func runX(ctx context.Context, opts xOptions, args []string) error {
+	if len(args) != 2 {
+		return usageError(fmt.Errorf("x: need DIR and one of %s", xViewNames()))
+	}
+	view, ok := xViews[args[1]]
+	if !ok {
+		return usageError(fmt.Errorf("x: unknown view %q (want one of %s)", args[1], xViewNames()))
+	}
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	set, err := opts.Set.open(args[0])
+	if err != nil {
+		return err
+	}
+	if err := view(set, opts); err != nil {
+		return fmt.Errorf("x %s %s: %w", args[1], args[0], err)
+	}
+	return nil
+}
+
+func xViewNames() string { return "ps, fds, mems, rss, sk" }
+
+// setOpener holds what opening a set for reading needs. Every command that reads a
+// set (x, inspect) opens it through open, so that keys for encrypted sets (a
+// --tls-key flag) are added here, in setOpenFlags and setOpenerFrom, and nowhere else.
+type setOpener struct{}
+
+// setOpenFlags are the flags of the commands that read a set.
+func setOpenFlags() []cli.Flag { return nil }
+
+// setOpenerFrom reads the set-opening flags of a command line.
+func setOpenerFrom(*cli.Context) setOpener { return setOpener{} }
+
+// open opens the image set in dir for reading.
+func (o setOpener) open(dir string) (*imgset.Set, error) {
+	return imgset.Open(dir, imgset.OpenOptions{})
+}
+
+// interspersedArgs returns the command's positional arguments, applying the flags
+// that follow them: urfave/cli stops parsing flags at the first argument, and
+// "imgtool x DIR ps --json" must work. "--" ends the flags.
+func interspersedArgs(c *cli.Context) ([]string, error) {
+	in := c.Args().Slice()
+	var args []string
+	for i := 0; i < len(in); i++ {
+		a := in[i]
+		if a == "--" {
+			return append(args, in[i+1:]...), nil
+		}
+		if len(a) < 2 || a[0] != '-' {
+			args = append(args, a)
+			continue
+		}
+		name, value, hasValue := strings.Cut(strings.TrimLeft(a, "-"), "=")
+		f := lookupFlag(c.Command.Flags, name)
+		if f == nil {
+			return nil, usageError(fmt.Errorf("flag provided but not defined: %s", a))
+		}
+		if _, isBool := f.(*cli.BoolFlag); isBool {
+			if !hasValue {
+				value = "true"
+			}
+		} else if !hasValue {
+			if i+1 >= len(in) {
+				return nil, usageError(fmt.Errorf("flag needs an argument: %s", a))
+			}
+			i++
+			value = in[i]
+		}
+		if err := c.Set(name, value); err != nil {
+			return nil, usageError(fmt.Errorf("invalid value %q for flag %s: %w", value, a, err))
+		}
+	}
+	return args, nil
+}
+
+func lookupFlag(flags []cli.Flag, name string) cli.Flag {
+	for _, f := range flags {
+		for _, n := range f.Names() {
+			if n == name {
+				return f
+			}
+		}
+	}
+	return nil
+}
+
+// writeJSON prints v as indented JSON.
+func writeJSON(w io.Writer, v any) error {
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	return enc.Encode(v)
+}
+
+// writeTable prints rows under header (none when nil) as a plain, borderless table,
+// columns two spaces apart. Cells are not trimmed (ps indents COMM) nor wrapped
+// (paths stay whole).
+func writeTable(w io.Writer, header []string, rows [][]string) error {
+	var buf bytes.Buffer
+	t := tablewriter.NewTable(&buf,
+		tablewriter.WithRenderer(renderer.NewBlueprint(tw.Rendition{
+			Borders: tw.BorderNone,
+			Symbols: tw.NewSymbols(tw.StyleNone),
+			Settings: tw.Settings{
+				Lines:      tw.Lines{ShowHeaderLine: tw.Off},
+				Separators: tw.Separators{BetweenColumns: tw.Off, BetweenRows: tw.Off},
+			},
+		})),
+		tablewriter.WithPadding(tw.Padding{Left: tw.Empty, Right: "  ", Overwrite: true}),
+		tablewriter.WithHeaderAutoFormat(tw.Off),
+		tablewriter.WithHeaderAlignment(tw.AlignLeft),
+		tablewriter.WithRowAlignment(tw.AlignLeft),
+		tablewriter.WithTrimSpace(tw.Off),
+		tablewriter.WithRowAutoWrap(tw.WrapNone),
+		tablewriter.WithHeaderAutoWrap(tw.WrapNone),
+	)
+	if header != nil {
+		t.Header(header)
+	}
+	if err := t.Bulk(rows); err != nil {
+		return err
+	}
+	if err := t.Render(); err != nil {
+		return err
+	}
+	// The last column is padded to its width; drop the trailing blanks.
+	var out bytes.Buffer
+	for line := range strings.Lines(buf.String()) {
+		out.WriteString(strings.TrimRight(line, " \n"))
+		out.WriteByte('\n')
+	}
+	_, err := w.Write(out.Bytes())
+	return err
+}
+
+func itoa[T ~int | ~uint32 | ~uint64 | ~int64](v T) string {
+	return strconv.FormatInt(int64(v), 10)
+}
+
+func dash(s string) string {
+	if s == "" {
+		return "-"
+	}
+	return s
+}
+
+func printPS(set *imgset.Set, opts xOptions) error {
+	procs, err := explore.PS(set)
+	if err != nil {
+		return err
+	}
+	if opts.JSON {
+		return writeJSON(opts.Out, struct {
+			Processes []explore.Process `json:"processes"`
+		}{procs})
+	}
+	var rows [][]string
+	for _, p := range procs {
+		rows = append(rows, []string{itoa(p.PID), itoa(p.PPID), itoa(p.PGID), itoa(p.SID),
+			itoa(len(p.Threads)), strings.Repeat("    ", p.Depth) + p.Comm})
+	}
+	return writeTable(opts.Out, []string{"PID", "PPID", "PGID", "SID", "THREADS", "COMM"}, rows)
+}
+
+func printFDs(set *imgset.Set, opts xOptions) error {
+	procs, err := explore.FDs(set)
+	if err != nil {
+		return err
+	}
+	if opts.JSON {
+		return writeJSON(opts.Out, struct {
+			Processes []explore.ProcessFDs `json:"processes"`
+		}{procs})
+	}
+	var rows [][]string
+	for _, p := range procs {
+		pid := itoa(p.PID)
+		for _, fd := range p.FDs {
+			name := fd.Name
+			if fd.Path != "" && fd.Path != fd.Name {
+				name += " (" + fd.Path + ")"
+			}
+			rows = append(rows, []string{pid, itoa(fd.FD), fd.Type, name, dash(fd.Detail)})
+		}
+		rows = append(rows,
+			[]string{pid, "cwd", "DIR", p.Cwd, "-"},
+			[]string{pid, "root", "DIR", p.Root, "-"})
+	}
+	return writeTable(opts.Out, []string{"PID", "FD", "TYPE", "NAME", "DETAIL"}, rows)
+}
+
+// backing describes what an area maps, in one cell.
+func backing(v explore.VMA) string {
+	s := v.Backing
+	if v.Path != "" {
+		s += " " + v.Path
+	}
+	if v.Offset != 0 {
+		s += fmt.Sprintf(" +%#x", v.Offset)
+	}
+	if !v.Dumped {
+		s += " (not dumped)"
+	}
+	return s
+}
+
+func printMems(set *imgset.Set, opts xOptions) error {
+	procs, err := explore.Mems(set)
+	if err != nil {
+		return err
+	}
+	if opts.JSON {
+		return writeJSON(opts.Out, struct {
+			Processes []explore.ProcessVMAs `json:"processes"`
+		}{procs})
+	}
+	var rows [][]string
+	for _, p := range procs {
+		pid := itoa(p.PID)
+		rows = append(rows, []string{pid, "exe", "", "", "", p.Exe})
+		for _, v := range p.VMAs {
+			rows = append(rows, []string{pid, v.Start.String(), v.End.String(), v.PermString(), itoa(v.Pages), backing(v)})
+		}
+	}
+	return writeTable(opts.Out, []string{"PID", "START", "END", "PERM", "PAGES", "BACKING"}, rows)
+}
+
+// ranges lists an area's resident ranges as ADDR+PAGES.
+func ranges(rs []explore.Range) string {
+	if len(rs) == 0 {
+		return "-"
+	}
+	parts := make([]string, len(rs))
+	for i, r := range rs {
+		parts[i] = fmt.Sprintf("%s+%d", r.Start, r.Pages)
+	}
+	return strings.Join(parts, " ")
+}
+
+func printRSS(set *imgset.Set, opts xOptions) error {
+	procs, err := explore.RSS(set)
+	if err != nil {
+		return err
+	}
+	if opts.JSON {
+		return writeJSON(opts.Out, struct {
+			Processes []explore.ProcessRSS `json:"processes"`
+		}{procs})
+	}
+	var rows [][]string
+	for _, p := range procs {
+		pid := itoa(p.PID)
+		for _, v := range p.VMAs {
+			rows = append(rows, []string{pid, v.Start.String(), v.End.String(), itoa(v.Pages),
+				itoa(v.Resident), backing(v.VMA), ranges(v.Ranges)})
+		}
+		rows = append(rows, []string{pid, "total", "", "", itoa(p.Resident), "", ""})
+	}
+	return writeTable(opts.Out, []string{"PID", "START", "END", "PAGES", "RESIDENT", "BACKING", "RANGES (ADDR+PAGES)"}, rows)
+}
+
+func printSockets(set *imgset.Set, opts xOptions) error {
+	socks, err := explore.Sockets(set)
+	if err != nil {
+		return err
+	}
+	if opts.JSON {
+		return writeJSON(opts.Out, struct {
+			Sockets []explore.Socket `json:"sockets"`
+		}{socks})
+	}
+	var rows [][]string
+	for _, s := range socks {
+		proto := s.Family
+		if s.Proto != "" {
+			proto = s.Proto
+		}
+		remote := s.Remote
+		if s.Family == "unix" && s.Peer != 0 {
+			remote = fmt.Sprintf("ino %d", s.Peer)
+		}
+		queued := itoa(s.Queued)
+		if s.InQ != 0 || s.OutQ != 0 {
+			queued = fmt.Sprintf("in %d out %d", s.InQ, s.OutQ)
+		}
+		var owners []string
+		for _, o := range s.Owners {
+			owners = append(owners, fmt.Sprintf("%d:%d", o.PID, o.FD))
+		}
+		rows = append(rows, []string{itoa(s.ID), itoa(s.Ino), proto, dash(s.Type), dash(s.State),
+			dash(s.Local), dash(remote), queued, dash(strings.Join(owners, " "))})
+	}
+	if len(rows) == 0 {
+		_, err := fmt.Fprintln(opts.Out, "no sockets")
+		return err
+	}
+	return writeTable(opts.Out, []string{"ID", "INO", "PROTO", "TYPE", "STATE", "LOCAL", "REMOTE", "QUEUED", "PID:FD"}, rows)
+}

@@ -1,0 +1,268 @@
+package restore
+
+import (
+	"bytes"
+	"debug/elf"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"os"
+	"sort"
+
+	"github.com/checkpoint-restore/go-criu/v8/crit/images/fdinfo"
+	"github.com/checkpoint-restore/go-criu/v8/crit/images/regfile"
+	"golang.org/x/sys/unix"
+
+	"github.com/imgtool/imgtool/image"
+)
+
+// precheck refuses, before any process exists, every set that cannot be restored here:
+// ids in use, missing or changed files, FPU state this CPU cannot load, and what restore
+// does not support.
+func precheck(pl *plan, xs xsaveLayout) error {
+	if pl.src.has("remap-fpath.img") {
+		return errors.New("the set has ghost or remapped files (remap-fpath.img): not supported")
+	}
+	if err := checkIdsFree(pl); err != nil {
+		return err
+	}
+	vms, fileTables := map[uint32]int{}, map[uint32]int{}
+	files := map[uint32]string{} // reg file id -> what uses it, for error messages
+	for _, p := range pl.procs {
+		if other, ok := vms[p.ids.GetVmId()]; ok {
+			return fmt.Errorf("pids %d and %d share their memory (CLONE_VM): not supported", other, p.pid)
+		}
+		vms[p.ids.GetVmId()] = p.pid
+		if other, ok := fileTables[p.ids.GetFilesId()]; ok {
+			return fmt.Errorf("pids %d and %d share their fd table (CLONE_FILES): not supported", other, p.pid)
+		}
+		fileTables[p.ids.GetFilesId()] = p.pid
+		if err := checkCores(p, xs); err != nil {
+			return err
+		}
+		if err := checkMemory(pl, p, files); err != nil {
+			return err
+		}
+		files[p.mm.GetExeFileId()] = fmt.Sprintf("the executable of pid %d", p.pid)
+		files[p.fs.GetCwdId()] = fmt.Sprintf("the working directory of pid %d", p.pid)
+		files[p.fs.GetRootId()] = fmt.Sprintf("the root directory of pid %d", p.pid)
+		for _, fd := range p.fds {
+			if err := checkFd(pl, p, fd, files); err != nil {
+				return err
+			}
+		}
+		for _, pe := range p.pagemap.Entries {
+			if pe.GetFlags()&image.PagemapParent != 0 {
+				return fmt.Errorf("pagemap-%d.img: pages at %#x are in a parent set (incremental dump): not supported", p.pid, pe.GetVaddr())
+			}
+			if pe.GetFlags()&image.PagemapPresent == 0 {
+				return fmt.Errorf("pagemap-%d.img: pages at %#x are not in the set (flags %#x)", p.pid, pe.GetVaddr(), pe.GetFlags())
+			}
+		}
+	}
+	ids := make([]uint32, 0, len(files))
+	for id := range files {
+		ids = append(ids, id)
+	}
+	sort.Slice(ids, func(i, j int) bool { return ids[i] < ids[j] })
+	for _, id := range ids {
+		fe := pl.files[id]
+		if fe == nil {
+			return fmt.Errorf("%s: file id %d is not in files.img", files[id], id)
+		}
+		if fe.GetType() != fdinfo.FdTypes_REG || fe.Reg == nil {
+			continue
+		}
+		if err := checkRegFile(fe.Reg); err != nil {
+			return fmt.Errorf("%s: %w", files[id], err)
+		}
+	}
+	return nil
+}
+
+// checkIdsFree refuses when a PID or TID of the set belongs to a live task.
+func checkIdsFree(pl *plan) error {
+	for _, p := range pl.procs {
+		for _, tid := range p.tids {
+			if _, err := os.Stat(fmt.Sprintf("/proc/%d", tid)); err == nil {
+				return fmt.Errorf("pid %d is in use", tid)
+			}
+		}
+	}
+	return nil
+}
+
+// checkCores checks each thread's core image.
+func checkCores(p *procPlan, xs xsaveLayout) error {
+	tc := p.leaderCore().Tc
+	switch tc.GetTaskState() {
+	case taskAlive, taskStopped:
+	case taskDead:
+		return fmt.Errorf("pid %d was a zombie: restoring zombies is not supported", p.pid)
+	default:
+		return fmt.Errorf("core-%d.img: unknown task state %d", p.pid, tc.GetTaskState())
+	}
+	if len(tc.GetTimers().GetPosix()) > 0 {
+		return fmt.Errorf("pid %d has POSIX timers: not supported", p.pid)
+	}
+	if tc.GetOldSeccompMode() != 0 {
+		return fmt.Errorf("pid %d uses seccomp: not supported", p.pid)
+	}
+	if rl := tc.GetRlimits().GetRlimits(); len(rl) > rlimNlimits {
+		return fmt.Errorf("core-%d.img: %d resource limits, at most %d", p.pid, len(rl), rlimNlimits)
+	}
+	for i, c := range p.cores {
+		tid := p.tids[i]
+		if c.ThreadCore == nil {
+			return fmt.Errorf("core-%d.img: no thread core", tid)
+		}
+		if c.ThreadCore.GetSeccompMode() != 0 {
+			return fmt.Errorf("thread %d uses seccomp: not supported", tid)
+		}
+		if c.ThreadInfo.Gpregs.GetMode() != 1 { // NATIVE
+			return fmt.Errorf("thread %d runs 32-bit code: not supported", tid)
+		}
+		if err := xs.checkFPU(tid, c.ThreadInfo.Fpregs); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// checkMemory checks that every VMA is of a kind restore maps, and notes the files mapped.
+func checkMemory(pl *plan, p *procPlan, files map[uint32]string) error {
+	if len(p.mm.Aios) > 0 {
+		return fmt.Errorf("pid %d has AIO rings: not supported", p.pid)
+	}
+	const unsupported = vmaSysVIPC | vmaSocket | vmaAIORing | vmaExtPlugin | vmaUnsupp
+	for _, v := range p.mm.Vmas {
+		st := v.GetStatus()
+		what := fmt.Sprintf("pid %d: mapping %#x-%#x", p.pid, v.GetStart(), v.GetEnd())
+		if v.GetStart() >= v.GetEnd() || v.GetStart()%image.PageSize != 0 || v.GetEnd()%image.PageSize != 0 {
+			return fmt.Errorf("%s: bad range", what)
+		}
+		if st&unsupported != 0 {
+			return fmt.Errorf("%s: unsupported kind (status %#x)", what, st)
+		}
+		if st&vmaRegular == 0 || st&(vmaVdso|vmaVvar|vmaAnonPrivate|vmaAnonShared) != 0 {
+			continue
+		}
+		if st&(vmaFilePrivate|vmaFileShared) == 0 {
+			return fmt.Errorf("%s: unknown kind (status %#x)", what, st)
+		}
+		fe := pl.files[uint32(v.GetShmid())]
+		if fe == nil {
+			return fmt.Errorf("%s: file id %d is not in files.img", what, v.GetShmid())
+		}
+		switch fe.GetType() {
+		case fdinfo.FdTypes_REG:
+			files[fe.GetId()] = what
+		case fdinfo.FdTypes_MEMFD:
+			if pl.memfds[uint64(fe.Memfd.GetInodeId())] == nil {
+				return fmt.Errorf("%s: memfd inode %d is not in memfd.img", what, fe.Memfd.GetInodeId())
+			}
+		default:
+			return fmt.Errorf("%s: maps a %v file: not supported", what, fe.GetType())
+		}
+	}
+	return nil
+}
+
+// checkFd checks that an fd is of a kind restore recreates.
+func checkFd(pl *plan, p *procPlan, fd *fdinfo.FdinfoEntry, files map[uint32]string) error {
+	what := fmt.Sprintf("pid %d fd %d", p.pid, fd.GetFd())
+	fe := pl.files[fd.GetId()]
+	if fe == nil {
+		return fmt.Errorf("%s: file id %d is not in files.img", what, fd.GetId())
+	}
+	if fe.GetType() != fd.GetType() {
+		return fmt.Errorf("%s: fdinfo says %v, files.img says %v", what, fd.GetType(), fe.GetType())
+	}
+	switch fe.GetType() {
+	case fdinfo.FdTypes_REG:
+		if fe.Reg == nil {
+			return fmt.Errorf("%s: file id %d has no reg entry", what, fd.GetId())
+		}
+		files[fe.GetId()] = what
+	case fdinfo.FdTypes_PIPE:
+		if fe.Pipe == nil {
+			return fmt.Errorf("%s: file id %d has no pipe entry", what, fd.GetId())
+		}
+	case fdinfo.FdTypes_FIFO:
+		if fe.Fifo == nil {
+			return fmt.Errorf("%s: file id %d has no fifo entry", what, fd.GetId())
+		}
+		files[fe.Fifo.GetRegfId()] = what + " (FIFO)"
+	case fdinfo.FdTypes_MEMFD:
+		if fe.Memfd == nil || pl.memfds[uint64(fe.Memfd.GetInodeId())] == nil {
+			return fmt.Errorf("%s: memfd inode of file id %d is not in memfd.img", what, fd.GetId())
+		}
+	default:
+		return fmt.Errorf("%s: %v files are not supported", what, fe.GetType())
+	}
+	return nil
+}
+
+// checkRegFile checks that a file is where the set says, as it was: mode, size and (for
+// ELF files CRIU recorded one for) GNU build id.
+func checkRegFile(r *regfile.RegFileEntry) error {
+	name := r.GetName()
+	var st unix.Stat_t
+	if err := unix.Stat(name, &st); err != nil {
+		return fmt.Errorf("%s: %w", name, err)
+	}
+	if r.Mode != nil && st.Mode != r.GetMode() {
+		return fmt.Errorf("%s has changed: mode %#o, the set says %#o", name, st.Mode, r.GetMode())
+	}
+	if r.Size != nil && st.Mode&unix.S_IFMT == unix.S_IFREG && uint64(st.Size) != r.GetSize() {
+		return fmt.Errorf("%s has changed: size %d, the set says %d", name, st.Size, r.GetSize())
+	}
+	if len(r.BuildId) > 0 {
+		id, err := gnuBuildID(name)
+		if err != nil {
+			return err
+		}
+		want := make([]byte, 4*len(r.BuildId))
+		for i, w := range r.BuildId {
+			binary.LittleEndian.PutUint32(want[4*i:], w)
+		}
+		if !bytes.Equal(id, want) {
+			return fmt.Errorf("%s has changed: build id %x, the set says %x", name, id, want)
+		}
+	}
+	return nil
+}
+
+// gnuBuildID returns the GNU build id note of an ELF file, or nil if it has none.
+func gnuBuildID(name string) ([]byte, error) {
+	f, err := elf.Open(name)
+	if err != nil {
+		return nil, fmt.Errorf("%s: reading its build id: %w", name, err)
+	}
+	defer f.Close()
+	for _, prog := range f.Progs {
+		if prog.Type != elf.PT_NOTE || prog.Filesz > 1<<20 {
+			continue
+		}
+		b := make([]byte, prog.Filesz)
+		if _, err := prog.ReadAt(b, 0); err != nil {
+			return nil, fmt.Errorf("%s: reading its notes: %w", name, err)
+		}
+		for len(b) >= 12 {
+			nsz, dsz, typ := f.ByteOrder.Uint32(b), f.ByteOrder.Uint32(b[4:]), f.ByteOrder.Uint32(b[8:])
+			nEnd := 12 + (uint64(nsz)+3)&^3
+			dEnd := nEnd + (uint64(dsz)+3)&^3
+			if dEnd > uint64(len(b)) {
+				break
+			}
+			if typ == 3 /* NT_GNU_BUILD_ID */ && nsz == 4 && string(b[12:15]) == "GNU" {
+				return b[nEnd : nEnd+uint64(dsz)], nil
+			}
+			b = b[dEnd:]
+		}
+	}
+	return nil, nil
+}
+
+// rlimNlimits is the number of resource limits Linux has (RLIM_NLIMITS).
+const rlimNlimits = 16

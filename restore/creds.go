@@ -1,0 +1,221 @@
+package restore
+
+import (
+	"bufio"
+	"bytes"
+	"fmt"
+	"os"
+	"slices"
+	"strconv"
+	"strings"
+	"unsafe"
+
+	"github.com/checkpoint-restore/go-criu/v8/crit/images/creds"
+	"golang.org/x/sys/unix"
+)
+
+func unsafePointer[T any](p *T) unsafe.Pointer { return unsafe.Pointer(p) }
+
+// procStatus reads the "Key:" lines of /proc/PID/status.
+func procStatus(pid int) (map[string]string, error) {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		return nil, err
+	}
+	out := map[string]string{}
+	sc := bufio.NewScanner(bytes.NewReader(b))
+	for sc.Scan() {
+		k, v, ok := strings.Cut(sc.Text(), ":")
+		if ok {
+			out[k] = strings.TrimSpace(v)
+		}
+	}
+	return out, nil
+}
+
+// procStatusMask reads a hexadecimal mask line (SigIgn, CapEff, ...) of /proc/PID/status.
+func procStatusMask(pid int, key string) (uint64, error) {
+	st, err := procStatus(pid)
+	if err != nil {
+		return 0, err
+	}
+	v, err := strconv.ParseUint(st[key], 16, 64)
+	if err != nil {
+		return 0, fmt.Errorf("/proc/%d/status: %s: %w", pid, key, err)
+	}
+	return v, nil
+}
+
+// capWord joins CRIU's two u32 words of a capability set.
+func capWord(w []uint32) uint64 {
+	var v uint64
+	if len(w) > 0 {
+		v = uint64(w[0])
+	}
+	if len(w) > 1 {
+		v |= uint64(w[1]) << 32
+	}
+	return v
+}
+
+// credsState is a thread's credentials in comparable form.
+type credsState struct {
+	uids, gids              [4]uint32 // real, effective, saved, filesystem
+	groups                  []uint32
+	inh, prm, eff, bnd, amb uint64
+	secbits, noNewPrivs     uint32
+}
+
+func savedCreds(c *creds.CredsEntry) credsState {
+	g := slices.Clone(c.Groups)
+	slices.Sort(g)
+	return credsState{
+		uids:   [4]uint32{c.GetUid(), c.GetEuid(), c.GetSuid(), c.GetFsuid()},
+		gids:   [4]uint32{c.GetGid(), c.GetEgid(), c.GetSgid(), c.GetFsgid()},
+		groups: g,
+		inh:    capWord(c.CapInh), prm: capWord(c.CapPrm), eff: capWord(c.CapEff),
+		bnd: capWord(c.CapBnd), amb: capWord(c.CapAmb),
+		secbits: c.GetSecbits(), noNewPrivs: c.GetNoNewPrivs(),
+	}
+}
+
+// currentCreds reads a thread's credentials from /proc (securebits are not shown there and
+// are taken as 0, the default).
+func currentCreds(tid int) (credsState, error) {
+	st, err := procStatus(tid)
+	if err != nil {
+		return credsState{}, err
+	}
+	var c credsState
+	ids := func(key string, into *[4]uint32) error {
+		f := strings.Fields(st[key])
+		if len(f) != 4 {
+			return fmt.Errorf("/proc/%d/status: bad %s line", tid, key)
+		}
+		for i, s := range f {
+			v, err := strconv.ParseUint(s, 10, 32)
+			if err != nil {
+				return err
+			}
+			into[i] = uint32(v)
+		}
+		return nil
+	}
+	if err := ids("Uid", &c.uids); err != nil {
+		return c, err
+	}
+	if err := ids("Gid", &c.gids); err != nil {
+		return c, err
+	}
+	for _, s := range strings.Fields(st["Groups"]) {
+		v, err := strconv.ParseUint(s, 10, 32)
+		if err != nil {
+			return c, err
+		}
+		c.groups = append(c.groups, uint32(v))
+	}
+	slices.Sort(c.groups)
+	for key, into := range map[string]*uint64{"CapInh": &c.inh, "CapPrm": &c.prm, "CapEff": &c.eff, "CapBnd": &c.bnd, "CapAmb": &c.amb} {
+		if *into, err = strconv.ParseUint(st[key], 16, 64); err != nil {
+			return c, fmt.Errorf("/proc/%d/status: %s: %w", tid, key, err)
+		}
+	}
+	nnp, _ := strconv.ParseUint(st["NoNewPrivs"], 10, 32)
+	c.noNewPrivs = uint32(nnp)
+	return c, nil
+}
+
+func (a credsState) equal(b credsState) bool {
+	return a.uids == b.uids && a.gids == b.gids && slices.Equal(a.groups, b.groups) &&
+		a.inh == b.inh && a.prm == b.prm && a.eff == b.eff && a.bnd == b.bnd && a.amb == b.amb &&
+		a.secbits == b.secbits && a.noNewPrivs == b.noNewPrivs
+}
+
+// restoreCreds gives every thread of p its saved credentials, when they differ from the
+// ones it has (those of imgtool). Credentials are per thread, so each thread runs the
+// sequence itself: bounding set first (it needs CAP_SETPCAP), keep capabilities across
+// the uid change, groups, gids, uids, then the capability sets, securebits, ambient set.
+func (r *restorer) restoreCreds(p *process) error {
+	for i, t := range p.threads {
+		c := p.pl.cores[i].GetThreadCore().GetCreds()
+		if c == nil {
+			continue
+		}
+		want := savedCreds(c)
+		have, err := currentCreds(t.tid)
+		if err != nil {
+			return err
+		}
+		if want.equal(have) {
+			continue
+		}
+		if err := r.applyCreds(p, t, want, have); err != nil {
+			return fmt.Errorf("thread %d: credentials: %w", t.tid, err)
+		}
+	}
+	return nil
+}
+
+func (r *restorer) applyCreds(p *process, t *thread, want, have credsState) error {
+	call := func(nr uintptr, args ...uint64) error {
+		_, err := t.syscall(nr, args...)
+		return err
+	}
+	for c := uint64(0); c < 64; c++ {
+		if have.bnd&(1<<c) != 0 && want.bnd&(1<<c) == 0 {
+			if err := call(unix.SYS_PRCTL, unix.PR_CAPBSET_DROP, c); err != nil {
+				return err
+			}
+		}
+	}
+	const secbitKeepCaps = 1 << 4
+	if err := call(unix.SYS_PRCTL, unix.PR_SET_SECUREBITS, uint64(want.secbits|secbitKeepCaps)); err != nil {
+		return err
+	}
+	if !slices.Equal(want.groups, have.groups) {
+		if err := p.poke(p.scratch+scratchExtra, pack(want.groups)); err != nil {
+			return err
+		}
+		if err := call(unix.SYS_SETGROUPS, uint64(len(want.groups)), p.scratch+scratchExtra); err != nil {
+			return err
+		}
+	}
+	g, u := want.gids, want.uids
+	if err := call(unix.SYS_SETRESGID, uint64(g[0]), uint64(g[1]), uint64(g[2])); err != nil {
+		return err
+	}
+	t.syscall(unix.SYS_SETFSGID, uint64(g[3])) // returns the previous fsgid, never an error
+	if err := call(unix.SYS_SETRESUID, uint64(u[0]), uint64(u[1]), uint64(u[2])); err != nil {
+		return err
+	}
+	t.syscall(unix.SYS_SETFSUID, uint64(u[3]))
+	hdr := pack(uint32(0x20080522), int32(0)) // _LINUX_CAPABILITY_VERSION_3
+	data := pack(uint32(want.eff), uint32(want.prm), uint32(want.inh),
+		uint32(want.eff>>32), uint32(want.prm>>32), uint32(want.inh>>32))
+	if err := p.poke(p.scratch+scratchArgs, hdr); err != nil {
+		return err
+	}
+	if err := p.poke(p.scratch+scratchArgs+64, data); err != nil {
+		return err
+	}
+	if err := call(unix.SYS_CAPSET, p.scratch+scratchArgs, p.scratch+scratchArgs+64); err != nil {
+		return err
+	}
+	if want.secbits&secbitKeepCaps == 0 {
+		// Clearing keep-caps needs no privilege, unlike PR_SET_SECUREBITS.
+		if err := call(unix.SYS_PRCTL, unix.PR_SET_KEEPCAPS, 0); err != nil {
+			return err
+		}
+	}
+	for c := uint64(0); c < 64; c++ {
+		if want.amb&(1<<c) != 0 {
+			if err := call(unix.SYS_PRCTL, unix.PR_CAP_AMBIENT, unix.PR_CAP_AMBIENT_RAISE, c, 0, 0); err != nil {
+				return err
+			}
+		}
+	}
+	if want.noNewPrivs != 0 {
+		return call(unix.SYS_PRCTL, unix.PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0)
+	}
+	return nil
+}

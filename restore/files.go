@@ -1,0 +1,368 @@
+package restore
+
+import (
+	"fmt"
+	"os"
+	"sort"
+
+	"github.com/checkpoint-restore/go-criu/v8/crit/images/fdinfo"
+	"golang.org/x/sys/unix"
+)
+
+// Open file descriptions are created here, in imgtool, and handed to the target with
+// pidfd_getfd injected into it (it holds a pidfd of us): the target runs one syscall per
+// description instead of the open, lseek, fcntl and write calls it takes to shape one.
+
+// descriptions are the open file descriptions of the set, created once.
+type descriptions struct {
+	slot   map[uint32]int      // file id -> fd number every process inherits it at
+	memfds map[uint64]*os.File // memfd inodes, by inode id
+	shm    map[uint64]*os.File // shared anonymous memory, by shmid
+	pipes  map[uint32]*pipePair
+	fifos  map[uint32]*os.File // a reading and writing end of each FIFO, by pipe_id
+}
+
+// pipePair is one pipe, by pipe_id, and which of its ends a description already took.
+type pipePair struct {
+	ends [2]*os.File // read, write
+	used [2]bool
+}
+
+func (d *descriptions) close() {
+	for _, f := range d.memfds {
+		f.Close()
+	}
+	for _, f := range d.shm {
+		f.Close()
+	}
+	for _, p := range d.pipes {
+		p.ends[0].Close()
+		p.ends[1].Close()
+	}
+	for _, f := range d.fifos {
+		f.Close()
+	}
+}
+
+// transfer gives p a copy of our fd f (pidfd_getfd) and returns its number there.
+func (r *restorer) transfer(p *process, f *os.File) (uint64, error) {
+	fd, err := p.leader().syscall(unix.SYS_PIDFD_GETFD, uint64(r.pidfdFd), uint64(f.Fd()), 0)
+	if err != nil {
+		return 0, fmt.Errorf("handing over %s: %w", f.Name(), err)
+	}
+	return fd, nil
+}
+
+// usedFiles returns the ids of every file an fd of the tree refers to, sorted.
+func usedFiles(pl *plan) []uint32 {
+	seen := map[uint32]bool{}
+	var ids []uint32
+	for _, p := range pl.procs {
+		for _, fd := range p.fds {
+			if !seen[fd.GetId()] {
+				seen[fd.GetId()] = true
+				ids = append(ids, fd.GetId())
+			}
+		}
+	}
+	sort.Slice(ids, func(i, j int) bool { return ids[i] < ids[j] })
+	return ids
+}
+
+// createDescriptions creates every open file description the fds of the tree use and
+// parks each in root at its slot, above every fd number of the set, for the forks to
+// inherit.
+func (r *restorer) createDescriptions(root *process) (*descriptions, error) {
+	d := &descriptions{
+		slot:   map[uint32]int{},
+		memfds: map[uint64]*os.File{},
+		shm:    map[uint64]*os.File{},
+		pipes:  map[uint32]*pipePair{},
+		fifos:  map[uint32]*os.File{},
+	}
+	t := root.leader()
+	for i, id := range usedFiles(r.pl) {
+		f, err := d.open(r.pl, id)
+		if err != nil {
+			d.close()
+			return nil, err
+		}
+		fd, err := r.transfer(root, f)
+		f.Close()
+		if err != nil {
+			d.close()
+			return nil, err
+		}
+		slot := r.fdBase + 1 + i
+		if _, err := t.syscall(unix.SYS_DUP3, fd, uint64(slot), 0); err != nil {
+			d.close()
+			return nil, err
+		}
+		if _, err := t.syscall(unix.SYS_CLOSE, fd); err != nil {
+			d.close()
+			return nil, err
+		}
+		d.slot[id] = slot
+	}
+	return d, nil
+}
+
+// openFlags are the flags a description is opened with: the saved ones minus those that
+// would change the file, plus O_CLOEXEC for our own copy (the target's fd flags are set
+// when the fd is put in place).
+func openFlags(saved uint32) int {
+	return int(saved)&^(unix.O_CREAT|unix.O_EXCL|unix.O_TRUNC|unix.O_NOCTTY|unix.O_CLOEXEC) | unix.O_CLOEXEC
+}
+
+// open creates the description of file id: a file of ours the target then gets a copy of.
+// The returned file is the caller's to close.
+func (d *descriptions) open(pl *plan, id uint32) (*os.File, error) {
+	fe := pl.files[id]
+	if fe == nil {
+		return nil, fmt.Errorf("file id %d is not in files.img", id)
+	}
+	switch fe.GetType() {
+	case fdinfo.FdTypes_REG:
+		return openReg(fe.Reg.GetName(), fe.Reg.GetFlags(), fe.Reg.GetPos())
+	case fdinfo.FdTypes_PIPE:
+		return d.openPipe(pl, fe.Pipe.GetPipeId(), fe.Pipe.GetFlags())
+	case fdinfo.FdTypes_FIFO:
+		reg := pl.files[fe.Fifo.GetRegfId()]
+		if reg == nil || reg.Reg == nil {
+			return nil, fmt.Errorf("FIFO file id %d: its path (file id %d) is not in files.img", id, fe.Fifo.GetRegfId())
+		}
+		return d.openFifo(pl, fe.Fifo.GetPipeId(), reg.Reg.GetName(), reg.Reg.GetFlags())
+	case fdinfo.FdTypes_MEMFD:
+		f, err := d.memfdReopen(pl, uint64(fe.Memfd.GetInodeId()), int(fe.Memfd.GetFlags()))
+		if err != nil {
+			return nil, err
+		}
+		if _, err := f.Seek(int64(fe.Memfd.GetPos()), 0); err != nil {
+			f.Close()
+			return nil, err
+		}
+		return f, nil
+	}
+	return nil, fmt.Errorf("file id %d: %v files are not supported", id, fe.GetType())
+}
+
+// openReg opens a regular file, directory or device at its saved offset.
+func openReg(name string, flags uint32, pos uint64) (*os.File, error) {
+	f, err := os.OpenFile(name, openFlags(flags), 0)
+	if err != nil {
+		return nil, fmt.Errorf("opening %s: %w", name, err)
+	}
+	if pos != 0 {
+		if _, err := unix.Seek(int(f.Fd()), int64(pos), 0); err != nil {
+			f.Close()
+			return nil, fmt.Errorf("%s: seeking to %d: %w", name, pos, err)
+		}
+	}
+	return f, nil
+}
+
+// openPipe returns the end of pipe pipeID the flags ask for, creating the pipe, with its
+// queued data, on first use.
+func (d *descriptions) openPipe(pl *plan, pipeID uint32, flags uint32) (*os.File, error) {
+	pp := d.pipes[pipeID]
+	if pp == nil {
+		var fds [2]int
+		if err := unix.Pipe2(fds[:], unix.O_CLOEXEC); err != nil {
+			return nil, fmt.Errorf("creating pipe %d: %w", pipeID, err)
+		}
+		pp = &pipePair{ends: [2]*os.File{
+			os.NewFile(uintptr(fds[0]), fmt.Sprintf("pipe:[%d] read end", pipeID)),
+			os.NewFile(uintptr(fds[1]), fmt.Sprintf("pipe:[%d] write end", pipeID)),
+		}}
+		d.pipes[pipeID] = pp
+		if err := fillPipe(pp.ends[1], pl.pipeData[pipeID], pipeID); err != nil {
+			return nil, err
+		}
+	}
+	end := 0
+	if flags&unix.O_ACCMODE == unix.O_WRONLY {
+		end = 1
+	}
+	return takeEnd(pp.ends[end], &pp.used[end], flags)
+}
+
+// takeEnd returns a new file for a pipe end: the end itself the first time, a reopening of
+// it (a new description of the same pipe) afterwards; with the description's flags.
+func takeEnd(f *os.File, used *bool, flags uint32) (*os.File, error) {
+	var out *os.File
+	if !*used {
+		*used = true
+		fd, err := unix.FcntlInt(f.Fd(), unix.F_DUPFD_CLOEXEC, 0)
+		if err != nil {
+			return nil, err
+		}
+		out = os.NewFile(uintptr(fd), f.Name())
+	} else {
+		var err error
+		out, err = os.OpenFile(fmt.Sprintf("/proc/self/fd/%d", f.Fd()), openFlags(flags)|unix.O_NONBLOCK, 0)
+		if err != nil {
+			return nil, fmt.Errorf("reopening %s: %w", f.Name(), err)
+		}
+	}
+	if err := setStatusFlags(out, flags); err != nil {
+		out.Close()
+		return nil, err
+	}
+	return out, nil
+}
+
+// setStatusFlags sets the file status flags (O_NONBLOCK, O_APPEND, ...) of a description.
+func setStatusFlags(f *os.File, flags uint32) error {
+	const settable = unix.O_APPEND | unix.O_NONBLOCK | unix.O_ASYNC | unix.O_DIRECT | unix.O_NOATIME
+	if _, err := unix.FcntlInt(f.Fd(), unix.F_SETFL, int(flags)&settable); err != nil {
+		return fmt.Errorf("%s: setting flags %#x: %w", f.Name(), flags, err)
+	}
+	return nil
+}
+
+// fillPipe queues data in a pipe through its write end, growing the pipe if needed.
+func fillPipe(w *os.File, data []byte, pipeID uint32) error {
+	if len(data) == 0 {
+		return nil
+	}
+	if len(data) > 65536 {
+		if _, err := unix.FcntlInt(w.Fd(), unix.F_SETPIPE_SZ, len(data)); err != nil {
+			return fmt.Errorf("pipe %d: room for %d queued bytes: %w", pipeID, len(data), err)
+		}
+	}
+	if _, err := unix.FcntlInt(w.Fd(), unix.F_SETFL, unix.O_NONBLOCK); err != nil {
+		return err
+	}
+	if n, err := unix.Write(int(w.Fd()), data); err != nil || n != len(data) {
+		return fmt.Errorf("pipe %d: queueing %d bytes: wrote %d: %v", pipeID, len(data), n, err)
+	}
+	return nil
+}
+
+// openFifo opens the named FIFO with the description's flags. The first open of each FIFO
+// also opens a reading and writing end of ours (so that no open blocks and the queued data
+// has a pipe to wait in) and queues the saved data through it.
+func (d *descriptions) openFifo(pl *plan, pipeID uint32, name string, flags uint32) (*os.File, error) {
+	if d.fifos[pipeID] == nil {
+		keep, err := os.OpenFile(name, unix.O_RDWR|unix.O_NONBLOCK|unix.O_CLOEXEC, 0)
+		if err != nil {
+			return nil, fmt.Errorf("opening FIFO %s: %w", name, err)
+		}
+		d.fifos[pipeID] = keep
+		if err := fillPipe(keep, pl.fifoData[pipeID], pipeID); err != nil {
+			return nil, fmt.Errorf("FIFO %s: %w", name, err)
+		}
+	}
+	f, err := os.OpenFile(name, openFlags(flags)|unix.O_NONBLOCK, 0)
+	if err != nil {
+		return nil, fmt.Errorf("opening FIFO %s: %w", name, err)
+	}
+	if err := setStatusFlags(f, flags); err != nil {
+		f.Close()
+		return nil, err
+	}
+	return f, nil
+}
+
+// memfdInode returns the memfd of a saved memfd inode, created and filled on first use.
+func (d *descriptions) memfdInode(pl *plan, ino uint64) (*os.File, error) {
+	if f := d.memfds[ino]; f != nil {
+		return f, nil
+	}
+	m := pl.memfds[ino]
+	if m == nil {
+		return nil, fmt.Errorf("memfd inode %d is not in memfd.img", ino)
+	}
+	f, err := newMemfd(pl, m.GetName(), uint64(m.GetShmid()), m.GetSize())
+	if err != nil {
+		return nil, err
+	}
+	fd := int(f.Fd())
+	if err := unix.Fchmod(fd, m.GetMode()&07777); err != nil {
+		f.Close()
+		return nil, fmt.Errorf("memfd %s: %w", m.GetName(), err)
+	}
+	if err := unix.Fchown(fd, int(m.GetUid()), int(m.GetGid())); err != nil {
+		f.Close()
+		return nil, fmt.Errorf("memfd %s: %w", m.GetName(), err)
+	}
+	if s := m.GetSeals(); s != 0 {
+		if _, err := unix.FcntlInt(uintptr(fd), unix.F_ADD_SEALS, int(s)); err != nil {
+			f.Close()
+			return nil, fmt.Errorf("memfd %s: sealing: %w", m.GetName(), err)
+		}
+	}
+	d.memfds[ino] = f
+	return f, nil
+}
+
+// newMemfd creates a memfd of size bytes holding the pages saved for shmid.
+func newMemfd(pl *plan, name string, shmid, size uint64) (*os.File, error) {
+	fd, err := unix.MemfdCreate(name, unix.MFD_CLOEXEC|unix.MFD_ALLOW_SEALING)
+	if err != nil {
+		return nil, fmt.Errorf("creating memfd %q: %w", name, err)
+	}
+	f := os.NewFile(uintptr(fd), "memfd:"+name)
+	if err := f.Truncate(int64(size)); err != nil {
+		f.Close()
+		return nil, fmt.Errorf("memfd %q: %w", name, err)
+	}
+	pm, err := pl.shmemPageMap(shmid)
+	if err != nil || pm == nil {
+		if err != nil {
+			f.Close()
+		}
+		return f, err
+	}
+	pname := fmt.Sprintf("pages-%d.img", pm.Head.GetPagesId())
+	pages, err := pl.src.open(pname)
+	if err != nil {
+		f.Close()
+		return nil, err
+	}
+	defer pages.Close()
+	runs := pageRuns(pm)
+	err = copyRuns(pages, pname, runs, func(off uint64, b []byte) error {
+		if off+uint64(len(b)) > size {
+			return fmt.Errorf("memfd %q: saved page at %#x beyond its size %d", name, off, size)
+		}
+		_, err := f.WriteAt(b, int64(off))
+		return err
+	}, nil)
+	if err != nil {
+		f.Close()
+		return nil, err
+	}
+	return f, nil
+}
+
+// memfdReopen returns a new description of a memfd inode opened with flags.
+func (d *descriptions) memfdReopen(pl *plan, ino uint64, flags int) (*os.File, error) {
+	f, err := d.memfdInode(pl, ino)
+	if err != nil {
+		return nil, err
+	}
+	return os.OpenFile(fmt.Sprintf("/proc/self/fd/%d", f.Fd()), openFlags(uint32(flags)), 0)
+}
+
+// anonShared returns a description of the shared anonymous memory shmid (older images:
+// VMA_ANON_SHARED), created as a memfd as large as its largest mapping.
+func (d *descriptions) anonShared(pl *plan, shmid uint64, procs []*procPlan) (*os.File, error) {
+	f := d.shm[shmid]
+	if f == nil {
+		var size uint64
+		for _, p := range procs {
+			for _, v := range p.mm.Vmas {
+				if v.GetStatus()&vmaAnonShared != 0 && v.GetShmid() == shmid {
+					size = max(size, v.GetPgoff()+v.GetEnd()-v.GetStart())
+				}
+			}
+		}
+		var err error
+		if f, err = newMemfd(pl, "imgtool-shmem", shmid, size); err != nil {
+			return nil, err
+		}
+		d.shm[shmid] = f
+	}
+	return os.OpenFile(fmt.Sprintf("/proc/self/fd/%d", f.Fd()), unix.O_RDWR|unix.O_CLOEXEC, 0)
+}

@@ -1,0 +1,297 @@
+package restore
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"sort"
+
+	"github.com/checkpoint-restore/go-criu/v8/crit/images/criu-core"
+	"github.com/checkpoint-restore/go-criu/v8/crit/images/fdinfo"
+	fsimg "github.com/checkpoint-restore/go-criu/v8/crit/images/fs"
+	"github.com/checkpoint-restore/go-criu/v8/crit/images/inventory"
+	"github.com/checkpoint-restore/go-criu/v8/crit/images/memfd"
+	"github.com/checkpoint-restore/go-criu/v8/crit/images/mm"
+	"github.com/checkpoint-restore/go-criu/v8/crit/images/pipe-data"
+	"github.com/checkpoint-restore/go-criu/v8/crit/images/pstree"
+
+	"github.com/imgtool/imgtool/image"
+)
+
+// source is the image set being restored: *imgset.Set, plain or encrypted, behind a small
+// adapter so that nothing else here depends on how the set is stored.
+type source interface {
+	open(name string) (imageFile, error)
+	has(name string) bool
+}
+
+// imageFile is one file of the set, as plaintext.
+type imageFile interface {
+	io.Reader
+	io.ReaderAt
+	io.Closer
+	Size() int64
+}
+
+// plan is everything the set says, read and cross-checked before any process exists.
+type plan struct {
+	src      source
+	inv      *inventory.InventoryEntry
+	procs    []*procPlan // pstree order: every parent before its children
+	files    map[uint32]*fdinfo.FileEntry
+	pipeData map[uint32][]byte // queued bytes by pipe_id
+	fifoData map[uint32][]byte // queued bytes by the FIFO's pipe_id
+	memfds   map[uint64]*memfd.MemfdInodeEntry
+	shmem    map[uint64]*image.PageMap // pagemap-shmem-<shmid>.img, by shmid
+
+	pagesTotal, pagesDone int64 // page bytes to write and written, for Options.Progress
+}
+
+// procPlan is one process of the tree.
+type procPlan struct {
+	pid, ppid, pgid, sid int
+	tids                 []int // leader first
+	cores                []*criu_core.CoreEntry
+	ids                  *criu_core.TaskKobjIdsEntry
+	mm                   *mm.MmEntry
+	pagemap              *image.PageMap
+	fs                   *fsimg.FsEntry
+	fds                  []*fdinfo.FdinfoEntry
+	parent               *procPlan
+	children             []*procPlan
+}
+
+// leaderCore is the core image of the thread group leader (the one with the task core).
+func (p *procPlan) leaderCore() *criu_core.CoreEntry { return p.cores[0] }
+
+// readImage reads one whole protobuf image of the set and checks its kind.
+func readImage(src source, name, kind string) (*image.Image, error) {
+	f, err := src.open(name)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	img, err := image.ReadImage(f)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", name, err)
+	}
+	if img.Kind == nil || img.Kind.Name != kind {
+		return nil, fmt.Errorf("%s: not a %s image", name, kind)
+	}
+	return img, nil
+}
+
+// readEntries reads an image whose entries are all of type T.
+func readEntries[T any](src source, name, kind string) ([]*T, *image.Image, error) {
+	img, err := readImage(src, name, kind)
+	if err != nil {
+		return nil, nil, err
+	}
+	out := make([]*T, 0, len(img.Entries))
+	for i, e := range img.Entries {
+		m, ok := any(e.Msg).(*T)
+		if !ok {
+			return nil, nil, fmt.Errorf("%s: entry %d has type %T", name, i, e.Msg)
+		}
+		out = append(out, m)
+	}
+	return out, img, nil
+}
+
+// readOne reads an image that must hold exactly one entry.
+func readOne[T any](src source, name, kind string) (*T, error) {
+	es, _, err := readEntries[T](src, name, kind)
+	if err != nil {
+		return nil, err
+	}
+	if len(es) != 1 {
+		return nil, fmt.Errorf("%s: %d entries, want 1", name, len(es))
+	}
+	return es[0], nil
+}
+
+// loadPlan reads the small images of the set: the tree, each task's core, ids, mm, pagemap,
+// fs and fds, the files and the queued pipe data. Pages stay on disk.
+func loadPlan(src source) (*plan, error) {
+	pl := &plan{
+		src:      src,
+		files:    map[uint32]*fdinfo.FileEntry{},
+		pipeData: map[uint32][]byte{},
+		fifoData: map[uint32][]byte{},
+		memfds:   map[uint64]*memfd.MemfdInodeEntry{},
+		shmem:    map[uint64]*image.PageMap{},
+	}
+	inv, err := readOne[inventory.InventoryEntry](src, "inventory.img", "INVENTORY")
+	if err != nil {
+		return nil, err
+	}
+	pl.inv = inv
+	if inv.GetImgVersion() != 2 {
+		return nil, fmt.Errorf("inventory.img: image version %d, only 2 (CRIU >= 1.x) is supported", inv.GetImgVersion())
+	}
+	if !inv.GetFdinfoPerId() {
+		return nil, errors.New("inventory.img: per-task fdinfo images (fdinfo_per_id false) are not supported")
+	}
+	entries, _, err := readEntries[pstree.PstreeEntry](src, "pstree.img", "PSTREE")
+	if err != nil {
+		return nil, err
+	}
+	if len(entries) == 0 {
+		return nil, errors.New("pstree.img: no processes")
+	}
+	byPid := map[int]*procPlan{}
+	for i, e := range entries {
+		p := &procPlan{pid: int(e.GetPid()), ppid: int(e.GetPpid()), pgid: int(e.GetPgid()), sid: int(e.GetSid())}
+		for _, t := range e.Threads {
+			p.tids = append(p.tids, int(t))
+		}
+		if p.pid <= 0 || len(p.tids) == 0 || p.tids[0] != p.pid {
+			return nil, fmt.Errorf("pstree.img: entry %d: pid %d with threads %v", i, p.pid, p.tids)
+		}
+		if byPid[p.pid] != nil {
+			return nil, fmt.Errorf("pstree.img: pid %d appears twice", p.pid)
+		}
+		byPid[p.pid] = p
+		if i == 0 {
+			if p.ppid != 0 && byPid[p.ppid] != nil {
+				return nil, fmt.Errorf("pstree.img: the root %d has a parent in the tree", p.pid)
+			}
+		} else {
+			par := byPid[p.ppid]
+			if par == nil {
+				return nil, fmt.Errorf("pstree.img: pid %d: parent %d is not listed before it", p.pid, p.ppid)
+			}
+			p.parent = par
+			par.children = append(par.children, p)
+		}
+		pl.procs = append(pl.procs, p)
+	}
+	for _, p := range pl.procs {
+		if err := loadProc(src, pl, p); err != nil {
+			return nil, err
+		}
+		pl.pagesTotal += p.pagemap.PagesSize()
+	}
+	files, _, err := readEntries[fdinfo.FileEntry](src, "files.img", "FILES")
+	if err != nil {
+		return nil, err
+	}
+	for _, f := range files {
+		if pl.files[f.GetId()] != nil {
+			return nil, fmt.Errorf("files.img: file id %d appears twice", f.GetId())
+		}
+		pl.files[f.GetId()] = f
+	}
+	if err := loadPipeData(src, "pipes-data.img", "PIPES_DATA", pl.pipeData); err != nil {
+		return nil, err
+	}
+	if err := loadPipeData(src, "fifo-data.img", "FIFO_DATA", pl.fifoData); err != nil {
+		return nil, err
+	}
+	if src.has("memfd.img") {
+		ms, _, err := readEntries[memfd.MemfdInodeEntry](src, "memfd.img", "MEMFD_INODE")
+		if err != nil {
+			return nil, err
+		}
+		for _, m := range ms {
+			pl.memfds[m.GetInodeId()] = m
+		}
+	}
+	return pl, nil
+}
+
+// loadProc reads the per-task images of one process.
+func loadProc(src source, pl *plan, p *procPlan) error {
+	for _, tid := range p.tids {
+		c, err := readOne[criu_core.CoreEntry](src, fmt.Sprintf("core-%d.img", tid), "CORE")
+		if err != nil {
+			return err
+		}
+		if c.GetMtype() != criu_core.CoreEntry_X86_64 || c.ThreadInfo == nil || c.ThreadInfo.Gpregs == nil {
+			return fmt.Errorf("core-%d.img: not an x86_64 task (%v)", tid, c.GetMtype())
+		}
+		p.cores = append(p.cores, c)
+	}
+	if p.cores[0].Tc == nil {
+		return fmt.Errorf("core-%d.img: no task core", p.pid)
+	}
+	var err error
+	if p.ids, err = readOne[criu_core.TaskKobjIdsEntry](src, fmt.Sprintf("ids-%d.img", p.pid), "IDS"); err != nil {
+		return err
+	}
+	if p.mm, err = readOne[mm.MmEntry](src, fmt.Sprintf("mm-%d.img", p.pid), "MM"); err != nil {
+		return err
+	}
+	if p.fs, err = readOne[fsimg.FsEntry](src, fmt.Sprintf("fs-%d.img", p.pid), "FS"); err != nil {
+		return err
+	}
+	img, err := readImage(src, fmt.Sprintf("pagemap-%d.img", p.pid), "PAGEMAP")
+	if err != nil {
+		return err
+	}
+	if p.pagemap, err = image.NewPageMap(img); err != nil {
+		return fmt.Errorf("pagemap-%d.img: %w", p.pid, err)
+	}
+	name := fmt.Sprintf("fdinfo-%d.img", p.ids.GetFilesId())
+	if src.has(name) {
+		if p.fds, _, err = readEntries[fdinfo.FdinfoEntry](src, name, "FDINFO"); err != nil {
+			return err
+		}
+	}
+	sort.Slice(p.fds, func(i, j int) bool { return p.fds[i].GetFd() < p.fds[j].GetFd() })
+	for i := 1; i < len(p.fds); i++ {
+		if p.fds[i].GetFd() == p.fds[i-1].GetFd() {
+			return fmt.Errorf("%s: fd %d appears twice", name, p.fds[i].GetFd())
+		}
+	}
+	return nil
+}
+
+// loadPipeData reads pipes-data.img or fifo-data.img, when the set has one.
+func loadPipeData(src source, name, kind string, into map[uint32][]byte) error {
+	if !src.has(name) {
+		return nil
+	}
+	img, err := readImage(src, name, kind)
+	if err != nil {
+		return err
+	}
+	for i, e := range img.Entries {
+		pd, ok := e.Msg.(*pipe_data.PipeDataEntry)
+		if !ok {
+			return fmt.Errorf("%s: entry %d has type %T", name, i, e.Msg)
+		}
+		if uint32(len(e.Payload)) != pd.GetBytes() {
+			return fmt.Errorf("%s: pipe %d: %d bytes of data, entry says %d", name, pd.GetPipeId(), len(e.Payload), pd.GetBytes())
+		}
+		into[pd.GetPipeId()] = append(into[pd.GetPipeId()], e.Payload...)
+	}
+	return nil
+}
+
+// shmemPageMap returns the page map of a shared memory object (pagemap-shmem-<shmid>.img),
+// or nil when the set saved no pages for it.
+func (pl *plan) shmemPageMap(shmid uint64) (*image.PageMap, error) {
+	if pm, ok := pl.shmem[shmid]; ok {
+		return pm, nil
+	}
+	name := fmt.Sprintf("pagemap-shmem-%d.img", shmid)
+	if !pl.src.has(name) {
+		pl.shmem[shmid] = nil
+		return nil, nil
+	}
+	img, err := readImage(pl.src, name, "PAGEMAP")
+	if err != nil {
+		return nil, err
+	}
+	pm, err := image.NewPageMap(img)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", name, err)
+	}
+	pl.shmem[shmid] = pm
+	return pm, nil
+}
+
+// isNotExist tells whether err says a file is missing.
+func isNotExist(err error) bool { return errors.Is(err, fs.ErrNotExist) }

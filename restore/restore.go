@@ -1,0 +1,478 @@
+package restore
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strconv"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/imgtool/imgtool/imgset"
+)
+
+// Options say how to restore.
+type Options struct {
+	// Detach leaves the restored tree running and returns once it runs. Otherwise
+	// Restore waits for the root process and reports how it ended.
+	Detach bool
+	// PidFile, when set, receives the root's PID (decimal and a newline) once the tree runs.
+	PidFile string
+	// Progress, when set, is called as page bytes are written: done of total.
+	Progress func(done, total int64)
+}
+
+// ExitError reports a restored root process that ended with a non-zero status or by a
+// signal (Restore without Detach).
+type ExitError struct {
+	Pid    int
+	Status unix.WaitStatus
+}
+
+func (e *ExitError) Error() string {
+	return fmt.Sprintf("restored process %d %s", e.Pid, describeStatus(e.Status))
+}
+
+// ExitCode is the status a shell would report for the root: its exit status, or 128 plus
+// the number of the signal that killed it.
+func (e *ExitError) ExitCode() int {
+	if e.Status.Signaled() {
+		return 128 + int(e.Status.Signal())
+	}
+	return e.Status.ExitStatus()
+}
+
+// setSource adapts *imgset.Set to source.
+type setSource struct{ s *imgset.Set }
+
+func (s setSource) open(name string) (imageFile, error) { return s.s.Open(name) }
+func (s setSource) has(name string) bool                { return s.s.Has(name) }
+
+// Restore recreates the process tree the image set describes, with the same PIDs, and
+// lets it continue. Everything that can be checked is checked before the first process is
+// created; if anything fails afterwards, every process created is killed. The set is only
+// read. Restore makes the calling process a child subreaper (PR_SET_CHILD_SUBREAPER), so
+// that the restored root becomes its child.
+func Restore(ctx context.Context, opts Options, set *imgset.Set) error {
+	return restoreFrom(ctx, opts, setSource{set})
+}
+
+func restoreFrom(ctx context.Context, opts Options, src source) error {
+	pl, err := loadPlan(src)
+	if err != nil {
+		return err
+	}
+	xs := cpuXsaveLayout()
+	if err := precheck(pl, xs); err != nil {
+		return err
+	}
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	if err := unix.Prctl(unix.PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0); err != nil {
+		return fmt.Errorf("becoming a child subreaper: %w", err)
+	}
+	r := &restorer{ctx: ctx, opts: opts, pl: pl, xs: xs, byPid: map[int]*process{}}
+	if err := onTracerThread(r.run); err != nil {
+		return err
+	}
+	root := pl.procs[0].pid
+	if opts.PidFile != "" {
+		if err := writePidFile(opts.PidFile, root); err != nil {
+			unix.Kill(root, unix.SIGKILL)
+			return err
+		}
+	}
+	if opts.Detach {
+		return nil
+	}
+	return waitRoot(ctx, r, root)
+}
+
+// waitRoot waits for the restored root to end. A cancelled ctx kills the restored tree: a
+// restore without Detach owns its tree like a foreground job.
+func waitRoot(ctx context.Context, r *restorer, root int) error {
+	done := make(chan error, 1)
+	go func() {
+		var ws unix.WaitStatus
+		for {
+			_, err := unix.Wait4(root, &ws, 0, nil)
+			if err == unix.EINTR {
+				continue
+			}
+			if err != nil {
+				done <- fmt.Errorf("waiting for restored process %d: %w", root, err)
+				return
+			}
+			if ws.Exited() || ws.Signaled() {
+				if ws.Exited() && ws.ExitStatus() == 0 {
+					done <- nil
+				} else {
+					done <- &ExitError{Pid: root, Status: ws}
+				}
+				return
+			}
+		}
+	}()
+	select {
+	case err := <-done:
+		return err
+	case <-ctx.Done():
+		for _, p := range r.procs {
+			unix.Kill(p.pid, unix.SIGKILL)
+		}
+		<-done
+		return ctx.Err()
+	}
+}
+
+// writePidFile writes the pid atomically (a temporary file renamed into place).
+func writePidFile(path string, pid int) error {
+	tmp, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".tmp*")
+	if err != nil {
+		return fmt.Errorf("pid file: %w", err)
+	}
+	_, err = tmp.WriteString(strconv.Itoa(pid) + "\n")
+	if cerr := tmp.Close(); err == nil {
+		err = cerr
+	}
+	if err == nil {
+		err = os.Rename(tmp.Name(), path)
+	}
+	if err != nil {
+		os.Remove(tmp.Name())
+		return fmt.Errorf("pid file: %w", err)
+	}
+	return nil
+}
+
+// restorer holds the state of one restore; its methods run on the tracer thread.
+type restorer struct {
+	ctx   context.Context
+	opts  Options
+	pl    *plan
+	xs    xsaveLayout
+	procs []*process // created processes, in creation order
+	byPid map[int]*process
+
+	helper   *process
+	kern     kernelSpecials // the running kernel's vvar/vvar_vclock/vdso, as moved in the helper
+	scratch  uint64
+	fdBase   int // first fd number above every fd any process uses
+	pidfdFd  int // fd (in every process) of a pidfd of this process, for pidfd_getfd
+	descs    *descriptions
+	xsaveLen int
+}
+
+// kernelSpecials is where the helper's special mappings sit once parked in the hole.
+type kernelSpecials struct {
+	vvar, vclock, vdso span
+	insnOff            uint64 // offset of a syscall instruction inside the vDSO
+}
+
+// run restores the tree; on any error it kills everything it created.
+func (r *restorer) run() (err error) {
+	defer func() {
+		if err != nil {
+			r.abort()
+		}
+		if r.descs != nil {
+			r.descs.close()
+		}
+		for _, p := range r.procs {
+			if p.mem != nil {
+				p.mem.Close()
+			}
+		}
+	}()
+	if err := r.startHelper(); err != nil {
+		return err
+	}
+	if err := r.createTree(); err != nil {
+		return err
+	}
+	for _, p := range r.procs {
+		if err := r.ctx.Err(); err != nil {
+			return err
+		}
+		if err := r.restoreProcess(p); err != nil {
+			return fmt.Errorf("restoring %d: %w", p.pid, err)
+		}
+	}
+	return r.release()
+}
+
+// abort kills every process created so far, the helper included, and reaps them.
+func (r *restorer) abort() {
+	all := append([]*process{}, r.procs...)
+	if r.helper != nil {
+		all = append(all, r.helper)
+	}
+	killAndReap(all)
+}
+
+// startHelper starts the helper and shapes it into the blank template of every process:
+// no fds, no mappings but the scratch area and the kernel's special mappings parked at a
+// hole no restored process uses, and a pidfd of us at a high fd.
+func (r *restorer) startHelper() error {
+	pid, err := startHelper()
+	if err != nil {
+		return err
+	}
+	h := &process{pid: pid}
+	r.helper = h
+	t, err := newThread(pid, h)
+	if err != nil {
+		return err
+	}
+	h.threads = []*thread{t}
+	if err := setSigmask(pid, ^uint64(0)); err != nil {
+		return fmt.Errorf("blocking signals of the helper: %w", err)
+	}
+	if err := h.openMem(); err != nil {
+		return err
+	}
+	maps, err := readMaps(pid)
+	if err != nil {
+		return err
+	}
+	var cur kernelSpecials
+	for _, m := range maps {
+		switch m.name {
+		case "[vvar]":
+			cur.vvar = span{m.start, m.end}
+		case "[vvar_vclock]":
+			cur.vclock = span{m.start, m.end}
+		case "[vdso]":
+			cur.vdso = span{m.start, m.end}
+		}
+	}
+	if cur.vdso.end == 0 {
+		return errors.New("the helper has no vDSO: cannot inject syscalls")
+	}
+	code := make([]byte, cur.vdso.end-cur.vdso.start)
+	if _, err := h.mem.ReadAt(code, int64(cur.vdso.start)); err != nil {
+		return fmt.Errorf("reading the vDSO: %w", err)
+	}
+	i := bytes.Index(code, []byte{0x0f, 0x05})
+	if i < 0 {
+		return errors.New("no syscall instruction in the vDSO")
+	}
+	cur.insnOff = uint64(i)
+	h.sysInsn = cur.vdso.start + cur.insnOff
+	if err := r.checkKernelSpecials(cur); err != nil {
+		return err
+	}
+
+	// The hole: free in the helper and in every restored address space.
+	var used []span
+	for _, m := range maps {
+		used = append(used, span{m.start, m.end})
+	}
+	for _, p := range r.pl.procs {
+		for _, v := range p.mm.Vmas {
+			used = append(used, span{v.GetStart(), v.GetEnd()})
+		}
+	}
+	specialSize := (cur.vvar.end - cur.vvar.start) + (cur.vclock.end - cur.vclock.start) + (cur.vdso.end - cur.vdso.start)
+	hole, ok := findHole(used, 1<<20, scratchSize+specialSize, 1<<20)
+	if !ok {
+		return errors.New("no address range is free in every restored process for the restore's scratch area")
+	}
+	r.scratch, h.scratch = hole, hole
+	if _, err := t.syscall(unix.SYS_MMAP, hole, scratchSize, unix.PROT_READ|unix.PROT_WRITE,
+		unix.MAP_PRIVATE|unix.MAP_ANONYMOUS|unix.MAP_FIXED_NOREPLACE, ^uint64(0), 0); err != nil {
+		return err
+	}
+	// Park vvar, vvar_vclock and vdso in the hole, in their order, right after the scratch.
+	at := hole + scratchSize
+	move := func(s span) (span, error) {
+		if s.end == 0 {
+			return span{}, nil
+		}
+		n := s.end - s.start
+		if _, err := t.syscall(unix.SYS_MREMAP, s.start, n, n, unix.MREMAP_MAYMOVE|unix.MREMAP_FIXED, at); err != nil {
+			return span{}, err
+		}
+		out := span{at, at + n}
+		at += n
+		return out, nil
+	}
+	if r.kern.vvar, err = move(cur.vvar); err != nil {
+		return err
+	}
+	if r.kern.vclock, err = move(cur.vclock); err != nil {
+		return err
+	}
+	if r.kern.vdso, err = move(cur.vdso); err != nil {
+		return err
+	}
+	r.kern.insnOff = cur.insnOff
+	h.sysInsn = r.kern.vdso.start + r.kern.insnOff
+	// Unmap everything else the exec left: the helper's code and stack.
+	maps, err = readMaps(pid)
+	if err != nil {
+		return err
+	}
+	for _, m := range maps {
+		if m.start >= hole && m.end <= at || m.name == "[vsyscall]" {
+			continue
+		}
+		if _, err := t.syscall(unix.SYS_MUNMAP, m.start, m.end-m.start); err != nil {
+			return err
+		}
+	}
+	// No inherited fds, then a pidfd of us above every fd number of the set.
+	if _, err := t.syscall(unix.SYS_CLOSE_RANGE, 0, ^uint64(0)>>32, 0); err != nil {
+		return err
+	}
+	if err := r.raiseNofile(pid); err != nil {
+		return err
+	}
+	fd, err := t.syscall(unix.SYS_PIDFD_OPEN, uint64(os.Getpid()), 0)
+	if err != nil {
+		return err
+	}
+	r.pidfdFd = r.fdBase
+	if _, err := t.syscall(unix.SYS_DUP3, fd, uint64(r.pidfdFd), 0); err != nil {
+		return err
+	}
+	if _, err := t.syscall(unix.SYS_CLOSE, fd); err != nil {
+		return err
+	}
+	return nil
+}
+
+// raiseNofile computes the fd numbers the restore parks descriptions at and lets the
+// helper use them (its soft RLIMIT_NOFILE is raised to the hard one; the restored
+// processes get their own limits at the end).
+func (r *restorer) raiseNofile(pid int) error {
+	maxFd := 2
+	for _, p := range r.pl.procs {
+		for _, fd := range p.fds {
+			maxFd = max(maxFd, int(fd.GetFd()))
+		}
+	}
+	r.fdBase = maxFd + 1
+	need := uint64(r.fdBase + 1 + len(r.pl.files))
+	var lim unix.Rlimit
+	if err := unix.Prlimit(pid, unix.RLIMIT_NOFILE, nil, &lim); err != nil {
+		return fmt.Errorf("reading the helper's fd limit: %w", err)
+	}
+	if lim.Max < need {
+		return fmt.Errorf("the set needs fd numbers up to %d, above this system's limit %d", need, lim.Max)
+	}
+	lim.Cur = lim.Max
+	if err := unix.Prlimit(pid, unix.RLIMIT_NOFILE, &lim, nil); err != nil {
+		return fmt.Errorf("raising the helper's fd limit: %w", err)
+	}
+	return nil
+}
+
+// createTree creates every process with its PID: the root from the helper, each other
+// process from its parent, sessions and groups set as each is born. The open file
+// descriptions are created in the root before it forks, so that every process inherits
+// them.
+func (r *restorer) createTree() error {
+	rootPlan := r.pl.procs[0]
+	root, err := r.spawn(r.helper, rootPlan)
+	if err != nil {
+		return err
+	}
+	// The helper is done: its death makes the root our child (we are a subreaper).
+	h := r.helper
+	r.helper = nil
+	killAndReap([]*process{h})
+	h.mem.Close()
+
+	if r.descs, err = r.createDescriptions(root); err != nil {
+		return err
+	}
+	for _, pp := range r.pl.procs[1:] {
+		parent := r.byPid[pp.parent.pid]
+		if _, err := r.spawn(parent, pp); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// spawn makes parent clone the process pp with its PID, and sets its session and group.
+func (r *restorer) spawn(parent *process, pp *procPlan) (*process, error) {
+	if err := parent.leader().clone3(0, uint64(unix.SIGCHLD), pp.pid); err != nil {
+		return nil, err
+	}
+	p := &process{pid: pp.pid, pl: pp, sysInsn: parent.sysInsn, scratch: parent.scratch}
+	r.procs = append(r.procs, p)
+	r.byPid[p.pid] = p
+	t, err := stopAndAttach(pp.pid, p)
+	if err != nil {
+		return nil, err
+	}
+	p.threads = []*thread{t}
+	if err := p.openMem(); err != nil {
+		return nil, err
+	}
+	return p, r.setSessionAndGroup(p)
+}
+
+// setSessionAndGroup gives a new process its session and process group. A session or
+// group whose leader is outside the tree is left as inherited (like CRIU's shell jobs).
+func (r *restorer) setSessionAndGroup(p *process) error {
+	pp := p.pl
+	t := p.leader()
+	if pp.sid == pp.pid {
+		_, err := t.syscall(unix.SYS_SETSID)
+		return err
+	}
+	if pp.pgid == pp.pid {
+		_, err := t.syscall(unix.SYS_SETPGID, 0, 0)
+		return err
+	}
+	if pp.parent != nil && pp.pgid != pp.parent.pgid && r.byPid[pp.pgid] != nil {
+		_, err := t.syscall(unix.SYS_SETPGID, 0, uint64(pp.pgid))
+		return err
+	}
+	return nil
+}
+
+// release hands the tree over to itself: it sets every thread's final signal mask and
+// registers, and detaches all threads, one after another with nothing in between.
+func (r *restorer) release() error {
+	for _, p := range r.procs {
+		for i, t := range p.threads {
+			if err := r.setFinalRegisters(p, t, p.pl.cores[i]); err != nil {
+				return err
+			}
+		}
+	}
+	for _, p := range r.procs {
+		for _, t := range p.threads {
+			if err := unix.PtraceDetach(t.tid); err != nil {
+				return fmt.Errorf("detaching %d: %w", t.tid, err)
+			}
+		}
+	}
+	for _, p := range r.procs {
+		if p.pl.leaderCore().GetTc().GetTaskState() == taskStopped {
+			unix.Kill(p.pid, unix.SIGSTOP)
+		}
+	}
+	return nil
+}
+
+// sleepCtx sleeps for d unless ctx ends first.
+func sleepCtx(ctx context.Context, d time.Duration) error {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}

@@ -1,0 +1,434 @@
+package restore
+
+import (
+	"bytes"
+	"encoding/binary"
+	"fmt"
+	"os"
+
+	"github.com/checkpoint-restore/go-criu/v8/crit/images/criu-core"
+	"github.com/checkpoint-restore/go-criu/v8/crit/images/siginfo"
+	"golang.org/x/sys/unix"
+)
+
+// Task states of CRIU's core images.
+const (
+	taskAlive   = 1
+	taskDead    = 2
+	taskStopped = 3
+)
+
+// ssDisable is sigaltstack's SS_DISABLE: no alternate stack.
+const ssDisable = 2
+
+// le is the byte order of every structure written into a target.
+var le = binary.LittleEndian
+
+// pack lays out fixed-size values the way the kernel's structures have them.
+func pack(vals ...any) []byte {
+	var b bytes.Buffer
+	for _, v := range vals {
+		binary.Write(&b, le, v)
+	}
+	return b.Bytes()
+}
+
+// restoreProcess restores everything of p but its final registers and signal mask.
+func (r *restorer) restoreProcess(p *process) error {
+	pp := p.pl
+	t := p.leader()
+	tc := pp.leaderCore().Tc
+	if err := r.restoreMemory(p); err != nil {
+		return err
+	}
+	if err := r.restoreMM(p); err != nil {
+		return err
+	}
+	if err := r.restoreSigactions(p, tc); err != nil {
+		return err
+	}
+	if _, err := t.syscall(unix.SYS_PERSONALITY, uint64(tc.GetPersonality())); err != nil {
+		return err
+	}
+	if err := r.restoreFS(p); err != nil {
+		return err
+	}
+	if err := r.placeFds(p); err != nil {
+		return err
+	}
+	for _, tid := range pp.tids[1:] {
+		const threadFlags = unix.CLONE_VM | unix.CLONE_FS | unix.CLONE_FILES | unix.CLONE_SIGHAND |
+			unix.CLONE_THREAD | unix.CLONE_SYSVSEM
+		if err := t.clone3(threadFlags, 0, tid); err != nil {
+			return err
+		}
+		nt, err := stopAndAttach(tid, p)
+		if err != nil {
+			return err
+		}
+		p.threads = append(p.threads, nt)
+	}
+	for i, th := range p.threads {
+		if err := r.restoreThread(p, th, pp.cores[i]); err != nil {
+			return fmt.Errorf("thread %d: %w", th.tid, err)
+		}
+	}
+	if err := r.restoreItimers(p, tc); err != nil {
+		return err
+	}
+	if _, err := t.syscall(unix.SYS_CLOSE_RANGE, uint64(r.fdBase), ^uint64(0)>>32, 0); err != nil {
+		return err
+	}
+	if err := r.restoreCreds(p); err != nil {
+		return err
+	}
+	if _, err := t.syscall(unix.SYS_PRCTL, unix.PR_SET_DUMPABLE, uint64(pp.mm.GetDumpable())); err != nil {
+		return err
+	}
+	if err := r.queueSignals(p); err != nil {
+		return err
+	}
+	if _, err := t.syscall(unix.SYS_MUNMAP, p.scratch, scratchSize); err != nil {
+		return err
+	}
+	vvar, vdso := savedSpecials(pp.mm.Vmas)
+	if vdso.end == 0 || vvar.end == 0 {
+		// The set had no vDSO or vvar: drop ours, after the last injected syscall but
+		// one (the unmap of the vDSO itself returns fine: the instruction has run).
+		for _, s := range []span{r.kern.vvar, r.kern.vclock, r.kern.vdso} {
+			if s.end == 0 || (s == r.kern.vdso && vdso.end != 0) || (s != r.kern.vdso && vvar.end != 0) {
+				continue
+			}
+			if _, err := t.syscall(unix.SYS_MUNMAP, s.start, s.end-s.start); err != nil {
+				return err
+			}
+		}
+	}
+	return r.restoreRlimits(p, tc)
+}
+
+// restoreMM sets the mm fields (code, data, brk, stack, arguments, environment, auxv, exe)
+// with PR_SET_MM_MAP, so that /proc/PID/cmdline, environ, exe and [heap] read as before.
+func (r *restorer) restoreMM(p *process) error {
+	m := p.pl.mm
+	t := p.leader()
+	fe := r.pl.files[m.GetExeFileId()]
+	if fe == nil || fe.Reg == nil {
+		return fmt.Errorf("exe file id %d is not a regular file of files.img", m.GetExeFileId())
+	}
+	exe, err := os.Open(fe.Reg.GetName())
+	if err != nil {
+		return fmt.Errorf("opening the executable: %w", err)
+	}
+	exeFd, err := r.transfer(p, exe)
+	exe.Close()
+	if err != nil {
+		return err
+	}
+	auxvAddr := p.scratch + scratchExtra
+	auxv := pack(m.MmSavedAuxv)
+	mmap := pack(m.GetMmStartCode(), m.GetMmEndCode(), m.GetMmStartData(), m.GetMmEndData(),
+		m.GetMmStartBrk(), m.GetMmBrk(), m.GetMmStartStack(), m.GetMmArgStart(), m.GetMmArgEnd(),
+		m.GetMmEnvStart(), m.GetMmEnvEnd(), auxvAddr, uint32(len(auxv)), uint32(exeFd))
+	if err := p.poke(p.scratch+scratchArgs, mmap); err != nil {
+		return err
+	}
+	if err := p.poke(auxvAddr, auxv); err != nil {
+		return err
+	}
+	if _, err := t.syscall(unix.SYS_PRCTL, unix.PR_SET_MM, unix.PR_SET_MM_MAP, p.scratch+scratchArgs, uint64(len(mmap))); err != nil {
+		return fmt.Errorf("setting the mm fields: %w", err)
+	}
+	if _, err := t.syscall(unix.SYS_CLOSE, exeFd); err != nil {
+		return err
+	}
+	if m.GetThpDisabled() {
+		if _, err := t.syscall(unix.SYS_PRCTL, unix.PR_SET_THP_DISABLE, 1, 0, 0, 0); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// sigNumbers are the signals CRIU saves actions for, in image order: 1..64 but SIGKILL and
+// SIGSTOP.
+func sigNumbers() []int {
+	var out []int
+	for s := 1; s <= 64; s++ {
+		if s != int(unix.SIGKILL) && s != int(unix.SIGSTOP) {
+			out = append(out, s)
+		}
+	}
+	return out
+}
+
+// restoreSigactions installs the saved signal actions (struct kernel_sigaction: handler,
+// flags, restorer, mask).
+func (r *restorer) restoreSigactions(p *process, tc *criu_core.TaskCoreEntry) error {
+	sigs := sigNumbers()
+	if len(tc.Sigactions) != 0 && len(tc.Sigactions) != len(sigs) {
+		return fmt.Errorf("core-%d.img: %d signal actions, want %d", p.pid, len(tc.Sigactions), len(sigs))
+	}
+	ignored, err := procStatusMask(p.pid, "SigIgn")
+	if err != nil {
+		return err
+	}
+	t := p.leader()
+	for i, sa := range tc.Sigactions {
+		sig := sigs[i]
+		isDefault := sa.GetSigaction() == 0 && sa.GetFlags() == 0 && sa.GetMask() == 0 && sa.GetRestorer() == 0
+		if isDefault && ignored&(1<<(sig-1)) == 0 {
+			continue // already so: the helper starts with default actions
+		}
+		b := pack(sa.GetSigaction(), sa.GetFlags(), sa.GetRestorer(), sa.GetMask())
+		if err := p.poke(p.scratch+scratchArgs, b); err != nil {
+			return err
+		}
+		if _, err := t.syscall(unix.SYS_RT_SIGACTION, uint64(sig), p.scratch+scratchArgs, 0, 8); err != nil {
+			return fmt.Errorf("signal %d: %w", sig, err)
+		}
+	}
+	return nil
+}
+
+// restoreFS sets the root, the working directory and the umask.
+func (r *restorer) restoreFS(p *process) error {
+	t := p.leader()
+	fs := p.pl.fs
+	dirFd := func(id uint32) (uint64, error) {
+		fe := r.pl.files[id]
+		if fe == nil || fe.Reg == nil {
+			return 0, fmt.Errorf("directory file id %d is not in files.img", id)
+		}
+		f, err := os.OpenFile(fe.Reg.GetName(), unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+		if err != nil {
+			return 0, fmt.Errorf("opening directory: %w", err)
+		}
+		defer f.Close()
+		return r.transfer(p, f)
+	}
+	chdir := func(id uint32) error {
+		fd, err := dirFd(id)
+		if err != nil {
+			return err
+		}
+		if _, err := t.syscall(unix.SYS_FCHDIR, fd); err != nil {
+			return err
+		}
+		_, err = t.syscall(unix.SYS_CLOSE, fd)
+		return err
+	}
+	if root := r.pl.files[fs.GetRootId()]; root != nil && root.Reg != nil && root.Reg.GetName() != "/" {
+		if err := chdir(fs.GetRootId()); err != nil {
+			return err
+		}
+		if err := p.poke(p.scratch+scratchStrBuf, []byte(".\x00")); err != nil {
+			return err
+		}
+		if _, err := t.syscall(unix.SYS_CHROOT, p.scratch+scratchStrBuf); err != nil {
+			return err
+		}
+	}
+	if err := chdir(fs.GetCwdId()); err != nil {
+		return err
+	}
+	_, err := t.syscall(unix.SYS_UMASK, uint64(fs.GetUmask()))
+	return err
+}
+
+// placeFds puts each of p's fds in place from the inherited descriptions.
+func (r *restorer) placeFds(p *process) error {
+	t := p.leader()
+	for _, fd := range p.pl.fds {
+		slot, ok := r.descs.slot[fd.GetId()]
+		if !ok {
+			return fmt.Errorf("fd %d: file id %d has no description", fd.GetFd(), fd.GetId())
+		}
+		var flags uint64
+		if fd.GetFlags()&unix.FD_CLOEXEC != 0 {
+			flags = unix.O_CLOEXEC
+		}
+		if _, err := t.syscall(unix.SYS_DUP3, uint64(slot), uint64(fd.GetFd()), flags); err != nil {
+			return fmt.Errorf("fd %d: %w", fd.GetFd(), err)
+		}
+	}
+	return nil
+}
+
+// restoreThread restores a thread's own state: name, alternate signal stack, robust futex
+// list, clear_child_tid, rseq registration, parent death signal and scheduling.
+func (r *restorer) restoreThread(p *process, t *thread, c *criu_core.CoreEntry) error {
+	tcore := c.ThreadCore
+	comm := tcore.GetComm()
+	if comm == "" && c.Tc != nil {
+		comm = c.Tc.GetComm()
+	}
+	if comm != "" {
+		if err := p.poke(p.scratch+scratchStrBuf, append([]byte(comm), 0)); err != nil {
+			return err
+		}
+		if _, err := t.syscall(unix.SYS_PRCTL, unix.PR_SET_NAME, p.scratch+scratchStrBuf); err != nil {
+			return err
+		}
+	}
+	if sas := tcore.GetSas(); sas != nil && sas.GetSsFlags()&ssDisable == 0 {
+		// SS_ONSTACK describes the thread, not the stack: it cannot be set.
+		b := pack(sas.GetSsSp(), uint32(0), uint32(0), sas.GetSsSize())
+		if err := p.poke(p.scratch+scratchArgs, b); err != nil {
+			return err
+		}
+		if _, err := t.syscall(unix.SYS_SIGALTSTACK, p.scratch+scratchArgs, 0); err != nil {
+			return err
+		}
+	}
+	if tcore.GetFutexRla() != 0 {
+		if _, err := t.syscall(unix.SYS_SET_ROBUST_LIST, tcore.GetFutexRla(), uint64(tcore.GetFutexRlaLen())); err != nil {
+			return err
+		}
+	}
+	if _, err := t.syscall(unix.SYS_SET_TID_ADDRESS, c.ThreadInfo.GetClearTidAddr()); err != nil {
+		return err
+	}
+	if rs := tcore.GetRseqEntry(); rs != nil && rs.GetRseqAbiPointer() != 0 {
+		if _, err := t.syscall(unix.SYS_RSEQ, rs.GetRseqAbiPointer(), uint64(rs.GetRseqAbiSize()), 0, uint64(rs.GetSignature())); err != nil {
+			return fmt.Errorf("registering rseq: %w", err)
+		}
+	}
+	if sig := tcore.GetPdeathSig(); sig != 0 && p.pl.parent != nil {
+		if _, err := t.syscall(unix.SYS_PRCTL, unix.PR_SET_PDEATHSIG, uint64(sig)); err != nil {
+			return err
+		}
+	}
+	if n := tcore.GetSchedNice(); n != 0 {
+		if err := unix.Setpriority(unix.PRIO_PROCESS, t.tid, int(n)); err != nil {
+			return fmt.Errorf("nice %d: %w", n, err)
+		}
+	}
+	if pol := tcore.GetSchedPolicy(); pol != 0 {
+		prio := int32(tcore.GetSchedPrio())
+		_, _, e := unix.Syscall(unix.SYS_SCHED_SETSCHEDULER, uintptr(t.tid), uintptr(pol), uintptr(unsafePointer(&prio)))
+		if e != 0 {
+			return fmt.Errorf("scheduling policy %d: %w", pol, e)
+		}
+	}
+	return nil
+}
+
+// restoreItimers re-arms the real, virtual and profiling interval timers. Signals they
+// raise stay pending until the tree runs: every thread blocks all signals until then.
+func (r *restorer) restoreItimers(p *process, tc *criu_core.TaskCoreEntry) error {
+	tm := tc.GetTimers()
+	if tm == nil {
+		return nil
+	}
+	t := p.leader()
+	for which, it := range [...]*struct{ isec, iusec, vsec, vusec uint64 }{
+		toItimer(tm.GetReal()), toItimer(tm.GetVirt()), toItimer(tm.GetProf()),
+	} {
+		if it == nil || (it.vsec == 0 && it.vusec == 0) {
+			continue
+		}
+		if err := p.poke(p.scratch+scratchArgs, pack(it.isec, it.iusec, it.vsec, it.vusec)); err != nil {
+			return err
+		}
+		if _, err := t.syscall(unix.SYS_SETITIMER, uint64(which), p.scratch+scratchArgs, 0); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func toItimer(e interface {
+	GetIsec() uint64
+	GetIusec() uint64
+	GetVsec() uint64
+	GetVusec() uint64
+}) *struct{ isec, iusec, vsec, vusec uint64 } {
+	return &struct{ isec, iusec, vsec, vusec uint64 }{e.GetIsec(), e.GetIusec(), e.GetVsec(), e.GetVusec()}
+}
+
+// queueSignals queues the saved pending signals, process-wide and per thread. They stay
+// pending (every thread blocks everything) until the tree is released.
+func (r *restorer) queueSignals(p *process) error {
+	queue := func(t *thread, q *siginfo.SignalQueueEntry, perThread bool) error {
+		for _, s := range q.GetSignals() {
+			info := s.GetSiginfo()
+			if len(info) != 128 {
+				return fmt.Errorf("pending signal: siginfo of %d bytes, want 128", len(info))
+			}
+			sig := uint64(le.Uint32(info))
+			if err := p.poke(p.scratch+scratchArgs, info); err != nil {
+				return err
+			}
+			var err error
+			if perThread {
+				_, err = t.syscall(unix.SYS_RT_TGSIGQUEUEINFO, uint64(p.pid), uint64(t.tid), sig, p.scratch+scratchArgs)
+			} else {
+				_, err = t.syscall(unix.SYS_RT_SIGQUEUEINFO, uint64(p.pid), sig, p.scratch+scratchArgs)
+			}
+			if err != nil {
+				return fmt.Errorf("queueing signal %d: %w", sig, err)
+			}
+		}
+		return nil
+	}
+	if err := queue(p.leader(), p.pl.leaderCore().GetTc().GetSignalsS(), false); err != nil {
+		return err
+	}
+	for i, t := range p.threads {
+		if err := queue(t, p.pl.cores[i].GetThreadCore().GetSignalsP(), true); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// restoreRlimits sets the saved resource limits from here (prlimit on the pid).
+func (r *restorer) restoreRlimits(p *process, tc *criu_core.TaskCoreEntry) error {
+	for res, l := range tc.GetRlimits().GetRlimits() {
+		lim := unix.Rlimit{Cur: l.GetCur(), Max: l.GetMax()}
+		if err := unix.Prlimit(p.pid, res, &lim, nil); err != nil {
+			return fmt.Errorf("resource limit %d: %w", res, err)
+		}
+	}
+	return nil
+}
+
+// setFinalRegisters gives a thread its saved signal mask, FPU state and registers. The
+// registers are stored restart-fixed; orig_rax = -1 keeps the kernel from restarting
+// anything a second time.
+func (r *restorer) setFinalRegisters(p *process, t *thread, c *criu_core.CoreEntry) error {
+	mask := c.GetThreadCore().GetBlkSigset()
+	if c.GetThreadCore().BlkSigset == nil && c.Tc != nil {
+		mask = c.Tc.GetBlkSigset()
+	}
+	if err := setSigmask(t.tid, mask); err != nil {
+		return fmt.Errorf("thread %d: signal mask: %w", t.tid, err)
+	}
+	if r.xsaveLen == 0 {
+		buf, err := getRegset(t.tid, ntX86XState, make([]byte, 1<<16))
+		if err != nil {
+			return fmt.Errorf("thread %d: reading the XSAVE area: %w", t.tid, err)
+		}
+		r.xsaveLen = len(buf)
+	}
+	xs, err := r.xs.build(c.ThreadInfo.Fpregs, r.xsaveLen)
+	if err != nil {
+		return fmt.Errorf("thread %d: %w", t.tid, err)
+	}
+	if err := setRegset(t.tid, ntX86XState, xs); err != nil {
+		return fmt.Errorf("thread %d: setting the FPU state: %w", t.tid, err)
+	}
+	g := c.ThreadInfo.Gpregs
+	regs := unix.PtraceRegs{
+		R15: g.GetR15(), R14: g.GetR14(), R13: g.GetR13(), R12: g.GetR12(), Rbp: g.GetBp(), Rbx: g.GetBx(),
+		R11: g.GetR11(), R10: g.GetR10(), R9: g.GetR9(), R8: g.GetR8(), Rax: g.GetAx(), Rcx: g.GetCx(),
+		Rdx: g.GetDx(), Rsi: g.GetSi(), Rdi: g.GetDi(), Orig_rax: ^uint64(0), Rip: g.GetIp(), Cs: g.GetCs(),
+		Eflags: g.GetFlags(), Rsp: g.GetSp(), Ss: g.GetSs(), Fs_base: g.GetFsBase(), Gs_base: g.GetGsBase(),
+		Ds: g.GetDs(), Es: g.GetEs(), Fs: g.GetFs(), Gs: g.GetGs(),
+	}
+	if err := unix.PtraceSetRegs(t.tid, &regs); err != nil {
+		return fmt.Errorf("thread %d: setting registers: %w", t.tid, err)
+	}
+	return nil
+}

@@ -1,0 +1,119 @@
+package restore
+
+import (
+	"bytes"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"os"
+	"time"
+	"unsafe"
+
+	"golang.org/x/sys/unix"
+)
+
+// process is one process being restored: traced and stopped in all its threads.
+type process struct {
+	pid     int
+	pl      *procPlan // nil for the helper
+	threads []*thread // leader first
+	mem     *os.File  // /proc/PID/mem, for arguments and pages
+	sysInsn uint64    // address of a syscall instruction (in the vDSO) to inject at
+	scratch uint64    // address of the scratch area
+}
+
+func (p *process) leader() *thread { return p.threads[0] }
+
+// openMem opens /proc/PID/mem for reading and writing the process's memory.
+func (p *process) openMem() error {
+	f, err := os.OpenFile(fmt.Sprintf("/proc/%d/mem", p.pid), os.O_RDWR, 0)
+	if err != nil {
+		return fmt.Errorf("opening memory of %d: %w", p.pid, err)
+	}
+	p.mem = f
+	return nil
+}
+
+// poke writes b into the process at addr.
+func (p *process) poke(addr uint64, b []byte) error {
+	if _, err := p.mem.WriteAt(b, int64(addr)); err != nil {
+		return fmt.Errorf("writing memory of %d at %#x: %w", p.pid, addr, err)
+	}
+	return nil
+}
+
+// The scratch area: a few pages mapped at the same free address in every process for the
+// arguments of injected syscalls, unmapped at the end.
+const (
+	scratchSize   = 4 * 4096
+	scratchArgs   = 0    // clone_args, prctl_mm_map, sigaction, ...
+	scratchExtra  = 1024 // set_tid array, auxv, strings
+	scratchStrBuf = 8192 // paths and names
+)
+
+// stopAndAttach records a new process or thread whose first stop is awaited, with all
+// signals blocked so that none is delivered while it is being shaped (they stay pending).
+func stopAndAttach(tid int, p *process) (*thread, error) {
+	if err := waitStop(tid); err != nil {
+		return nil, err
+	}
+	if err := setSigmask(tid, ^uint64(0)); err != nil {
+		return nil, fmt.Errorf("blocking signals of %d: %w", tid, err)
+	}
+	return newThread(tid, p)
+}
+
+// setSigmask sets a stopped tracee's blocked signals (PTRACE_SETSIGMASK): no memory of
+// the target is needed, and the kernel re-evaluates pending signals when it resumes.
+func setSigmask(tid int, mask uint64) error {
+	_, _, e := unix.Syscall6(unix.SYS_PTRACE, 0x420b /* PTRACE_SETSIGMASK */, uintptr(tid), 8,
+		uintptr(unsafe.Pointer(&mask)), 0, 0)
+	if e != 0 {
+		return e
+	}
+	return nil
+}
+
+// cloneArgs is struct clone_args up to set_tid_size (CLONE_ARGS_SIZE_VER1, 80 bytes).
+type cloneArgs struct {
+	flags, pidfd, childTid, parentTid, exitSignal, stack, stackSize, tls, setTid, setTidSize uint64
+}
+
+// pidRetry bounds how long a clone3 keeps retrying a PID the kernel still holds (a
+// just-reaped zombie's PID can stay referenced by its process group for a moment).
+const pidRetry = 3 * time.Second
+
+// clone3 makes t create a child process or thread with exactly the id want, retrying
+// briefly while the id is still held. The child starts stopped (auto-attached).
+func (t *thread) clone3(flags, exitSignal uint64, want int) error {
+	p := t.proc
+	args := cloneArgs{flags: flags, exitSignal: exitSignal, setTid: p.scratch + scratchExtra, setTidSize: 1}
+	var buf bytes.Buffer
+	binary.Write(&buf, binary.LittleEndian, &args)
+	if err := p.poke(p.scratch+scratchArgs, buf.Bytes()); err != nil {
+		return err
+	}
+	var tid [8]byte
+	binary.LittleEndian.PutUint32(tid[:], uint32(want))
+	if err := p.poke(p.scratch+scratchExtra, tid[:]); err != nil {
+		return err
+	}
+	deadline := time.Now().Add(pidRetry)
+	for {
+		got, err := t.syscall(unix.SYS_CLONE3, p.scratch+scratchArgs, uint64(buf.Len()))
+		if errors.Is(err, unix.EEXIST) && time.Now().Before(deadline) {
+			time.Sleep(20 * time.Millisecond)
+			continue
+		}
+		if errors.Is(err, unix.EEXIST) {
+			return fmt.Errorf("pid %d is in use", want)
+		}
+		if err != nil {
+			return fmt.Errorf("creating %d: %w", want, err)
+		}
+		if int(got) != want {
+			return fmt.Errorf("creating %d: the kernel gave pid %d", want, got)
+		}
+		return nil
+	}
+}
