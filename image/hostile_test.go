@@ -292,7 +292,7 @@ func TestWriterMisuse(t *testing.T) {
 		t.Error("Close with 2 records owed succeeded")
 	}
 	w = newW(KindByName("IPCNS_MSG"))
-	if err := w.WriteEntry(msgQueue(1<<30)); err == nil {
+	if err := w.WriteEntry(msgQueue(1 << 30)); err == nil {
 		t.Error("a queue of 2^30 records was accepted")
 	}
 

@@ -236,6 +236,7 @@ func TestCounterPages(t *testing.T) {
 	if _, err := fmt.Sscanf(string(page[at+4:at+12]), "%08x", &first); err != nil {
 		t.Fatal(err)
 	}
+	t.Logf("buffer VMA %#x-%#x, marker at +%d, first index %d", start, end, at, first)
 	const bufPages = (8 << 20) / PageSize
 	for i := uint64(0); i < bufPages-uint64(first); i++ {
 		va := start + i*PageSize

@@ -65,6 +65,15 @@ func NewApp() *cli.App {
 			xCommand(),
 			inspectCommand(),
 			restoreCommand(),
+			encryptCommand(),
+			decryptCommand(),
+			rekeyCommand(),
+			verifyCommand(),
+			keygenCommand(),
+			decodeCommand(),
+			encodeCommand(),
+			infoCommand(),
+			showCommand(),
 		},
 	}
 }

@@ -29,7 +29,7 @@ func restoreCommand() *cli.Command {
 		Description: "Restores the process tree of an image set written by imgtool dump or CRIU 4.2.\n" +
 			"Without -d, imgtool waits for the restored root process and exits with its status.",
 		Flags: []cli.Flag{
-			&cli.StringFlag{Name: "images-dir", Aliases: []string{"D"}, Usage: "the image set `DIR`", Required: true},
+			&cli.StringFlag{Name: "images-dir", Aliases: []string{"D"}, Usage: "the image set `DIR` (required)"},
 			&cli.StringSliceFlag{Name: "tls-key", Usage: "private key `key.pem` to decrypt an encrypted set (repeatable)"},
 			&cli.BoolFlag{Name: "require-encrypted", Usage: "refuse a set that is not encrypted"},
 			&cli.BoolFlag{Name: "restore-detached", Aliases: []string{"d"}, Usage: "leave the restored tree running and exit"},
@@ -38,6 +38,9 @@ func restoreCommand() *cli.Command {
 		Action: func(c *cli.Context) error {
 			if c.Args().Len() > 0 {
 				return usageError(fmt.Errorf("restore takes no arguments, got %q", c.Args().First()))
+			}
+			if c.String("images-dir") == "" {
+				return usageError(errors.New("restore needs the image set: -D DIR"))
 			}
 			return runRestore(c.Context, restoreOptions{
 				dir:              c.String("images-dir"),

@@ -99,17 +99,19 @@ func xViewNames() string { return "ps, fds, mems, rss, sk" }
 // setOpener holds what opening a set for reading needs. Every command that reads a
 // set (x, inspect) opens it through open, so that keys for encrypted sets (a
 // --tls-key flag) are added here, in setOpenFlags and setOpenerFrom, and nowhere else.
-type setOpener struct{}
+type setOpener struct{ keys keyOptions }
 
-// setOpenFlags are the flags of the commands that read a set.
-func setOpenFlags() []cli.Flag { return nil }
+// setOpenFlags are the flags of the commands that read a set: --tls-key and
+// --require-encrypted (keys.go).
+func setOpenFlags() []cli.Flag { return keyFlags() }
 
 // setOpenerFrom reads the set-opening flags of a command line.
-func setOpenerFrom(*cli.Context) setOpener { return setOpener{} }
+func setOpenerFrom(c *cli.Context) setOpener { return setOpener{keys: keyOptionsFrom(c)} }
 
-// open opens the image set in dir for reading.
+// open opens the image set in dir for reading, decrypting it in memory when it is
+// encrypted (openSet in keys.go).
 func (o setOpener) open(dir string) (*imgset.Set, error) {
-	return imgset.Open(dir, imgset.OpenOptions{})
+	return openSet(dir, o.keys)
 }
 
 // interspersedArgs returns the command's positional arguments, applying the flags

@@ -1,10 +1,8 @@
 package restore
 
 import (
-	"errors"
 	"fmt"
 	"runtime"
-	"strings"
 	"unsafe"
 
 	"golang.org/x/sys/unix"
@@ -222,12 +220,11 @@ func getRegset(tid int, note int, buf []byte) ([]byte, error) {
 // killAndReap kills every listed process and reaps all their threads, non-leaders before
 // leaders: the kernel reports a traced leader's death only after its other threads are
 // reaped. It is bounded: a thread that cannot be reaped (already reaped by its parent) is
-// given up on. It returns the first problem found, for the record only.
-func killAndReap(procs []*process) error {
+// given up on.
+func killAndReap(procs []*process) {
 	for _, p := range procs {
 		unix.Kill(p.pid, unix.SIGKILL)
 	}
-	var errs []string
 	for _, p := range procs {
 		for i := len(p.threads) - 1; i >= 0; i-- {
 			reapThread(p.threads[i].tid)
@@ -236,10 +233,6 @@ func killAndReap(procs []*process) error {
 			reapThread(p.pid)
 		}
 	}
-	if len(errs) > 0 {
-		return errors.New(strings.Join(errs, "; "))
-	}
-	return nil
 }
 
 // reapThread waits until tid is gone: reaped by us as its tracer or parent, or by someone

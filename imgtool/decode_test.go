@@ -1,0 +1,153 @@
+package imgtool
+
+import (
+	"bytes"
+	"context"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/imgtool/imgtool/image"
+)
+
+// runWithStdin runs imgtool in-process with stdin and returns stdout, stderr and the
+// error (whose ExitCode is the exit status).
+func runWithStdin(t *testing.T, stdin []byte, args ...string) (string, string, error) {
+	t.Helper()
+	var out, errOut bytes.Buffer
+	app := NewApp()
+	app.Reader = bytes.NewReader(stdin)
+	app.Writer, app.ErrWriter = &out, &errOut
+	err := app.RunContext(context.Background(), append([]string{"imgtool"}, args...))
+	return out.String(), errOut.String(), err
+}
+
+// critImage is one protobuf image of the fixture sets and the stem of its goldens.
+type critImage struct{ path, golden string }
+
+func critImages(t *testing.T) []critImage {
+	t.Helper()
+	var out []critImage
+	for _, set := range fixtureSetNames(t) {
+		files, err := os.ReadDir(filepath.Join(fixtureDir, set))
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, f := range files {
+			if k := image.KindByFileName(f.Name()); k == nil || k.Raw {
+				continue
+			}
+			out = append(out, critImage{
+				path:   filepath.Join(fixtureDir, set, f.Name()),
+				golden: filepath.Join(fixtureDir, set+".crit", f.Name()),
+			})
+		}
+	}
+	if len(out) == 0 {
+		t.Fatal("no fixture images")
+	}
+	return out
+}
+
+func TestDecodeGoldens(t *testing.T) {
+	for _, img := range critImages(t) {
+		for _, c := range []struct {
+			suffix string
+			flags  []string
+		}{{".json", nil}, {".pretty.json", []string{"--pretty"}}} {
+			want, err := os.ReadFile(img.golden + c.suffix)
+			if err != nil {
+				t.Fatal(err)
+			}
+			out, _, err := runWithStdin(t, nil, append([]string{"decode", "-i", img.path}, c.flags...)...)
+			if err != nil {
+				t.Errorf("decode %s: %v", img.path, err)
+				continue
+			}
+			if out != string(want) {
+				t.Errorf("decode %s %v differs from crit", img.path, c.flags)
+			}
+		}
+	}
+}
+
+func TestDecodeStdinAndFile(t *testing.T) {
+	img := critImages(t)[0]
+	data, err := os.ReadFile(img.path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want, err := os.ReadFile(img.golden + ".pretty.json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	out, _, err := runWithStdin(t, data, "decode", "--pretty")
+	if err != nil || out != string(want) {
+		t.Errorf("decode from stdin: %v\n%s", err, out)
+	}
+	// As crit: a file written with -o has no newline after the JSON.
+	dst := filepath.Join(t.TempDir(), "out.json")
+	if _, _, err := runWithStdin(t, nil, "decode", "-i", img.path, "-o", dst, "--pretty"); err != nil {
+		t.Fatal(err)
+	}
+	got, err := os.ReadFile(dst)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if string(got)+"\n" != string(want) {
+		t.Errorf("decode -o wrote\n%s", got)
+	}
+}
+
+func TestDecodeErrors(t *testing.T) {
+	dir := t.TempDir()
+	bad := filepath.Join(dir, "bad.img")
+	pstree, err := os.ReadFile(filepath.Join(fixtureDir, "tree", "pstree.img"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(bad, pstree[:len(pstree)-3], 0o644); err != nil {
+		t.Fatal(err)
+	}
+	dst := filepath.Join(dir, "out.json")
+	for _, c := range []struct {
+		args []string
+		code int
+		msg  string
+	}{
+		{[]string{"decode", "-i", bad, "-o", dst}, ExitError, "bad.img: offset"},
+		{[]string{"decode", "-i", filepath.Join(fixtureDir, "counter", "pages-1.img"), "-o", dst}, ExitError, "raw PAGES image"},
+		{[]string{"decode", "-i", filepath.Join(dir, "missing.img")}, ExitError, "no such file"},
+		{[]string{"decode", "extra-arg"}, ExitUsage, "unexpected argument"},
+		{[]string{"decode", "--bogus"}, ExitUsage, "bogus"},
+	} {
+		_, _, err := runWithStdin(t, nil, c.args...)
+		if ExitCode(err) != c.code || err == nil || !strings.Contains(err.Error(), c.msg) {
+			t.Errorf("%v: exit %d, %v; want exit %d and %q", c.args, ExitCode(err), err, c.code, c.msg)
+		}
+		if err != nil && strings.Contains(err.Error(), "\n") {
+			t.Errorf("%v: error is not one line: %q", c.args, err)
+		}
+	}
+	if _, err := os.Stat(dst); !os.IsNotExist(err) {
+		t.Errorf("a failed decode left %s behind", dst)
+	}
+	if left, _ := filepath.Glob(filepath.Join(dir, ".*")); len(left) != 0 {
+		t.Errorf("temporary files left: %v", left)
+	}
+}
+
+func TestCommandsHelp(t *testing.T) {
+	for _, cmd := range []string{"decode", "encode", "info", "show"} {
+		out, _, err := runWithStdin(t, nil, cmd, "--help")
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, want := range []string{"Examples:", "Exit codes:", "imgtool " + cmd + " "} {
+			if !strings.Contains(out, want) {
+				t.Errorf("%s --help lacks %q:\n%s", cmd, want, out)
+			}
+		}
+	}
+}

@@ -1,0 +1,105 @@
+package imgtool
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+
+	"github.com/urfave/cli/v2"
+
+	"github.com/imgtool/imgtool/imgset"
+)
+
+// decryptOptions are the options of imgtool decrypt.
+type decryptOptions struct {
+	Dir      string   // -D: the encrypted set
+	Output   string   // -o: where the plaintext set goes; "" is in place
+	KeyFiles []string // --tls-key
+	Quiet    bool
+	Out      io.Writer
+	Err      io.Writer
+}
+
+func decryptCommand() *cli.Command {
+	return &cli.Command{
+		Name:      "decrypt",
+		Usage:     "decrypt an encrypted image set back to a plain CRIU image set",
+		ArgsUsage: " ",
+		Description: `Decrypts the encrypted image set in DIR with a private key whose certificate is
+one of the set's recipients (PEM PKCS#1, PKCS#8 or SEC1; --tls-key may be repeated,
+the keys are tried in order). The header, the manifest and every chunk of every
+file are authenticated before any plaintext is put in place: if any fails,
+nothing changes and the error names the file.
+
+Without -o the set is decrypted in place, atomically (the same guarantee as
+encrypt: DIR is at every moment the whole encrypted set or the whole plaintext
+one). With -o OUT (a new or empty folder) DIR is left as it is.
+
+Without --tls-key, ` + defaultKeyPath + ` is used if it exists (CRIUsec's default).
+To read an encrypted set without writing plaintext to disk, use x, inspect or
+restore with --tls-key instead.
+
+Examples:
+   imgtool decrypt -D /tmp/ckpt --tls-key me.key
+   imgtool decrypt -D /tmp/ckpt --tls-key me.key -o /tmp/ckpt.plain
+
+Exit codes: 0 success, 1 failure (wrong, unreadable or non-recipient key, damaged
+set: nothing changed), 2 wrong command line.`,
+		Flags: []cli.Flag{
+			imagesDirFlag(),
+			&cli.StringFlag{Name: flagOutput, Aliases: []string{"o"}, Usage: "write the plaintext set to `OUT` (new or empty) instead of in place"},
+			tlsKeyFlag(),
+			quietFlag(),
+		},
+		OnUsageError: func(_ *cli.Context, err error, _ bool) error { return usageError(err) },
+		Action: func(c *cli.Context) error {
+			return runDecrypt(c.Context, decryptOptions{
+				Dir:      c.String(flagImagesDir),
+				Output:   c.String(flagOutput),
+				KeyFiles: c.StringSlice(flagTLSKey),
+				Quiet:    c.Bool(flagQuiet),
+				Out:      outWriter(c),
+				Err:      errWriter(c),
+			}, c.Args().Slice())
+		},
+	}
+}
+
+// runDecrypt decrypts the set opts.Dir (or the one positional argument).
+func runDecrypt(ctx context.Context, opts decryptOptions, args []string) error {
+	dir, err := setDirArg("decrypt", opts.Dir, args)
+	if err != nil {
+		return err
+	}
+	ids, err := identitiesOrDefault(opts.KeyFiles)
+	if err != nil {
+		return fmt.Errorf("decrypt: %w", err)
+	}
+	if len(ids) == 0 {
+		return usageError(fmt.Errorf("decrypt: need the private key: --%s KEY.pem", flagTLSKey))
+	}
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	warnLeftovers(opts.Err, dir)
+	progress, done := newProgress(opts.Err, opts.Quiet, "decrypting")
+	err = imgset.Decrypt(dir, imgset.DecryptOptions{Identities: ids, Output: opts.Output, Progress: progress})
+	done()
+	if errors.Is(err, imgset.ErrNotEncrypted) {
+		return fmt.Errorf("decrypt: image set %s has no %s, nothing to decrypt: %w", dir, imgset.HeaderName, imgset.ErrNotEncrypted)
+	}
+	if err != nil {
+		return fmt.Errorf("decrypt: %w", explainOpenError(dir, ids, err))
+	}
+	if opts.Quiet {
+		return nil
+	}
+	where := dir
+	if opts.Output != "" {
+		where = opts.Output
+	}
+	files, size := dirBytes(where)
+	_, err = fmt.Fprintf(opts.Out, "decrypted %s: %d files, %s, every chunk authenticated\n", where, files, humanBytes(size))
+	return err
+}

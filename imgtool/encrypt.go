@@ -1,0 +1,126 @@
+package imgtool
+
+import (
+	"context"
+	"fmt"
+	"io"
+
+	"github.com/urfave/cli/v2"
+
+	"github.com/imgtool/imgtool/cipher"
+	"github.com/imgtool/imgtool/imgset"
+)
+
+// encryptOptions are the options of imgtool encrypt.
+type encryptOptions struct {
+	Dir    string   // -D: the plaintext set
+	Output string   // -o: where the encrypted set goes; "" is in place
+	Certs  []string // --cert: the recipients' certificates
+	Cipher string   // --cipher: the AEAD's name
+	Quiet  bool
+	Out    io.Writer // the summary
+	Err    io.Writer // progress and notes
+}
+
+func encryptCommand() *cli.Command {
+	return &cli.Command{
+		Name:      "encrypt",
+		Usage:     "encrypt an image set for one or more X.509 certificates",
+		ArgsUsage: " ",
+		Description: `Encrypts every file of the plaintext image set in DIR for the certificates given
+with --cert (RSA 2048 to 8192 bits, or ECDSA P-256/P-384; a file may hold several):
+each holder of a matching private key can open it. The set keeps its file names
+and gains the sealed header ` + imgset.HeaderName + ` (recipients, parameters and the manifest of
+every file, authenticated). See docs/encryption.md.
+
+Without -o the set is encrypted in place, atomically: the encrypted set is built
+beside DIR and swapped in, so a crash or a kill at any moment leaves either the
+whole plaintext set or the whole encrypted one in DIR (leftovers beside DIR,
+named .DIR.imgtool-*, can then be removed). The old plaintext files are deleted,
+not shredded: to never have plaintext on disk, encrypt at dump time (dump -e).
+With -o OUT (a new or empty folder) DIR is left as it is.
+
+Without --cert, ` + defaultCertPath + ` is used if it exists (CRIUsec's default).
+
+Examples:
+   imgtool keygen --cert me.pem --key me.key
+   imgtool encrypt -D /tmp/ckpt --cert me.pem
+   imgtool encrypt -D /tmp/ckpt --cert ops.pem --cert backup.pem -o /tmp/ckpt.sealed
+   imgtool encrypt -D /tmp/ckpt --cert me.pem --cipher chacha20-poly1305
+
+Exit codes: 0 success, 1 failure (nothing changed), 2 wrong command line.`,
+		Flags: []cli.Flag{
+			imagesDirFlag(),
+			&cli.StringFlag{Name: flagOutput, Aliases: []string{"o"}, Usage: "write the encrypted set to `OUT` (new or empty) instead of in place"},
+			certFlag("recipient certificate `CERT.pem`; repeatable (default " + defaultCertPath + " if it exists)"),
+			&cli.StringFlag{Name: flagCipher, Value: cipher.AES256GCM.String(),
+				Usage: "the AEAD: " + cipher.AES256GCM.String() + " or " + cipher.ChaCha20Poly1305.String()},
+			quietFlag(),
+		},
+		OnUsageError: func(_ *cli.Context, err error, _ bool) error { return usageError(err) },
+		Action: func(c *cli.Context) error {
+			return runEncrypt(c.Context, encryptOptions{
+				Dir:    c.String(flagImagesDir),
+				Output: c.String(flagOutput),
+				Certs:  c.StringSlice(flagCert),
+				Cipher: c.String(flagCipher),
+				Quiet:  c.Bool(flagQuiet),
+				Out:    outWriter(c),
+				Err:    errWriter(c),
+			}, c.Args().Slice())
+		},
+	}
+}
+
+// runEncrypt encrypts the set opts.Dir (or the one positional argument).
+func runEncrypt(ctx context.Context, opts encryptOptions, args []string) error {
+	dir, err := setDirArg("encrypt", opts.Dir, args)
+	if err != nil {
+		return err
+	}
+	alg, err := cipher.ParseAlgorithm(opts.Cipher)
+	if err != nil {
+		return usageError(fmt.Errorf("encrypt: --%s: %w", flagCipher, err))
+	}
+	recipients, err := recipientsOrDefault("encrypt", opts.Certs)
+	if err != nil {
+		return err
+	}
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	warnLeftovers(opts.Err, dir)
+	progress, done := newProgress(opts.Err, opts.Quiet, "encrypting")
+	err = imgset.Encrypt(dir, imgset.EncryptOptions{Recipients: recipients, Algorithm: alg, Output: opts.Output, Progress: progress})
+	done()
+	if err != nil {
+		return fmt.Errorf("encrypt: %w", err)
+	}
+	if opts.Quiet {
+		return nil
+	}
+	where := dir
+	if opts.Output != "" {
+		where = opts.Output
+	}
+	files, size := dirBytes(where)
+	fmt.Fprintf(opts.Out, "encrypted %s with %s: %d files (header included), %s\n", where, alg, files, humanBytes(size))
+	return printRecipients(opts.Out, recipients)
+}
+
+// printRecipients lists recipients, one a line: fingerprint, key type and subject.
+func printRecipients(w io.Writer, rs []cipher.Recipient) error {
+	fmt.Fprintf(w, "recipients (%d):\n", len(rs))
+	for _, r := range rs {
+		var err error
+		if xr, ok := r.(*cipher.X509Recipient); ok {
+			_, err = fmt.Fprintf(w, "  %s\n", xr)
+		} else {
+			_, err = fmt.Fprintf(w, "  %v\n", r)
+		}
+		if err != nil {
+			return err
+		}
+	}
+	return nil
+}

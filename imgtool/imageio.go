@@ -1,0 +1,119 @@
+package imgtool
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+
+	"github.com/urfave/cli/v2"
+
+	"github.com/imgtool/imgtool/image"
+)
+
+// Input and output of the commands that work on one file (decode, encode, info,
+// show), with crit's conventions: no file name, or "-", is stdin or stdout.
+
+// fileOpener holds what opening one input file needs. decode, encode, info and show
+// open their input through open only, so that reading a file of an encrypted set (a
+// --tls-key flag, via package imgset) is added here, in fileOpenFlags and
+// fileOpenerFrom, and nowhere else.
+type fileOpener struct {
+	stdin io.Reader
+}
+
+// fileOpenFlags are the flags of the commands that read one file.
+func fileOpenFlags() []cli.Flag { return nil }
+
+// fileOpenerFrom reads the file-opening flags of a command line.
+func fileOpenerFrom(c *cli.Context) fileOpener { return fileOpener{stdin: c.App.Reader} }
+
+// open opens path ("" or "-": stdin) for reading. Errors read from it name the file.
+func (o fileOpener) open(path string) (io.ReadCloser, error) {
+	if path == "" || path == "-" {
+		if o.stdin == nil {
+			return nil, errors.New("no standard input")
+		}
+		return namedReader{Reader: o.stdin, name: "stdin"}, nil
+	}
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	return f, nil
+}
+
+// namedReader gives a stream a name for the image package's errors (see
+// image.NewReader), as *os.File has one.
+type namedReader struct {
+	io.Reader
+	name string
+}
+
+func (n namedReader) Name() string { return n.name }
+func (n namedReader) Close() error { return nil }
+
+// output is where a command writes: stdout, or a file written atomically (a
+// temporary file beside it, renamed into place by commit), so that a failed command
+// never leaves a partial file behind.
+type output struct {
+	io.Writer
+	file *os.File // nil for stdout
+	path string
+}
+
+// createOutput returns stdout for "" or "-", else a temporary file for path.
+func createOutput(path string, stdout io.Writer) (*output, error) {
+	if path == "" || path == "-" {
+		return &output{Writer: stdout}, nil
+	}
+	f, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".*.tmp")
+	if err != nil {
+		return nil, err
+	}
+	return &output{Writer: f, file: f, path: path}, nil
+}
+
+// toStdout tells whether the output is stdout.
+func (o *output) toStdout() bool { return o.file == nil }
+
+// commit puts the finished file in place.
+func (o *output) commit() error {
+	if o.file == nil {
+		return nil
+	}
+	err := o.file.Chmod(0o644)
+	if err == nil {
+		err = o.file.Sync()
+	}
+	if cerr := o.file.Close(); err == nil {
+		err = cerr
+	}
+	if err == nil {
+		err = os.Rename(o.file.Name(), o.path)
+	}
+	if err != nil {
+		os.Remove(o.file.Name())
+		return fmt.Errorf("writing %s: %w", o.path, err)
+	}
+	return nil
+}
+
+// abort removes the unfinished file; it is a no-op after commit.
+func (o *output) abort() {
+	if o.file == nil {
+		return
+	}
+	o.file.Close()
+	os.Remove(o.file.Name())
+}
+
+// rawImageError explains why a file named like a raw image (pages-*.img, ...) has no
+// entries, where the image package can only say that its magic is unknown.
+func rawImageError(path string, err error) error {
+	if k := image.KindByFileName(path); k != nil && k.Raw {
+		return fmt.Errorf("%s is a raw %s image: it holds bytes, not protobuf entries", path, k.Name)
+	}
+	return err
+}

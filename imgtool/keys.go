@@ -1,0 +1,346 @@
+package imgtool
+
+// Keys, certificates and progress, shared by every command that reads, writes or
+// changes an encrypted image set. Commands add the flags with keyFlags,
+// tlsKeyFlag, requireEncryptedFlag, certFlag and quietFlag, read them into a
+// keyOptions (keyOptionsFrom) or a []string (c.StringSlice("cert")), and go
+// through loadIdentities, loadRecipients, openSet and newProgress: every key
+// error is worded here, once.
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/schollz/progressbar/v3"
+	"github.com/urfave/cli/v2"
+	"golang.org/x/term"
+
+	"github.com/imgtool/imgtool/cipher"
+	"github.com/imgtool/imgtool/imgset"
+)
+
+// CRIUsec's default paths (criu --tls-cert and --tls-key). imgtool falls back to
+// them only when no certificate or key was given and the file exists, so that a
+// machine set up for CRIUsec works the same way.
+const (
+	defaultCertPath = "/etc/pki/criu/cert.pem"
+	defaultKeyPath  = "/etc/pki/criu/private/key.pem"
+)
+
+// Flag names, shared so that help texts and error messages agree.
+const (
+	flagTLSKey           = "tls-key"
+	flagCert             = "cert"
+	flagRequireEncrypted = "require-encrypted"
+	flagQuiet            = "quiet"
+	flagImagesDir        = "images-dir"
+	flagOutput           = "output"
+	flagCipher           = "cipher"
+)
+
+// tlsKeyFlag is --tls-key: private keys to open an encrypted set, tried in order.
+func tlsKeyFlag() cli.Flag {
+	return &cli.StringSliceFlag{
+		Name: flagTLSKey,
+		Usage: "private key `key.pem` (PEM PKCS#1, PKCS#8 or SEC1) to open an encrypted set; repeatable. " +
+			"Default: " + defaultKeyPath + " if it exists",
+	}
+}
+
+// requireEncryptedFlag is --require-encrypted: refuse a set without a valid sealed
+// header, so that deleting the header cannot downgrade a set to plaintext.
+func requireEncryptedFlag() cli.Flag {
+	return &cli.BoolFlag{Name: flagRequireEncrypted, Usage: "refuse a set that is not encrypted (no silent downgrade)"}
+}
+
+// keyFlags are the flags of commands that read a set that may be encrypted:
+// --tls-key and --require-encrypted.
+func keyFlags() []cli.Flag { return []cli.Flag{tlsKeyFlag(), requireEncryptedFlag()} }
+
+// certFlag is --cert (alias --tls-cert, CRIUsec's name): the recipients' X.509
+// certificates.
+func certFlag(usage string) cli.Flag {
+	return &cli.StringSliceFlag{Name: flagCert, Aliases: []string{"tls-cert"}, Usage: usage}
+}
+
+// quietFlag is --quiet: no progress bar and no summary.
+func quietFlag() cli.Flag {
+	return &cli.BoolFlag{Name: flagQuiet, Aliases: []string{"q"}, Usage: "print nothing but errors (no progress bar)"}
+}
+
+// imagesDirFlag is -D: the image set folder, as CRIU names it.
+func imagesDirFlag() cli.Flag {
+	return &cli.StringFlag{Name: flagImagesDir, Aliases: []string{"D"}, Usage: "the image set `DIR`"}
+}
+
+// keyOptions are the key flags of a command that reads a set.
+type keyOptions struct {
+	KeyFiles         []string // --tls-key, tried in order
+	RequireEncrypted bool     // --require-encrypted
+}
+
+// keyOptionsFrom reads keyFlags from a command line.
+func keyOptionsFrom(c *cli.Context) keyOptions {
+	return keyOptions{KeyFiles: c.StringSlice(flagTLSKey), RequireEncrypted: c.Bool(flagRequireEncrypted)}
+}
+
+// loadIdentities reads the private keys of paths. The errors name the file and tell
+// an unreadable file (missing, not PEM, damaged, password-protected) from one that
+// holds the wrong kind of key (a certificate, an Ed25519 key, a weak RSA key).
+func loadIdentities(paths []string) ([]cipher.Identity, error) {
+	ids := make([]cipher.Identity, 0, len(paths))
+	for _, p := range paths {
+		id, err := cipher.ReadIdentity(p)
+		switch {
+		case errors.Is(err, cipher.ErrUnsupportedKey):
+			return nil, fmt.Errorf("--%s %s: wrong kind of key: %w", flagTLSKey, p, err)
+		case err != nil:
+			return nil, fmt.Errorf("--%s %s: cannot read the key: %w", flagTLSKey, p, err)
+		}
+		ids = append(ids, id)
+	}
+	return ids, nil
+}
+
+// identitiesOrDefault is loadIdentities, falling back to CRIUsec's default key
+// when paths is empty and that file exists. It returns no identity (and no
+// error) when there is nothing to load.
+func identitiesOrDefault(paths []string) ([]cipher.Identity, error) {
+	if len(paths) == 0 && fileExists(defaultKeyPath) {
+		paths = []string{defaultKeyPath}
+	}
+	return loadIdentities(paths)
+}
+
+// loadRecipients reads the certificates of paths (each file may hold several),
+// dropping repeated public keys: a key is wrapped once per set.
+func loadRecipients(paths []string) ([]cipher.Recipient, error) {
+	var out []cipher.Recipient
+	seen := map[cipher.Fingerprint]bool{}
+	for _, p := range paths {
+		rs, err := cipher.ReadRecipients(p)
+		switch {
+		case errors.Is(err, cipher.ErrUnsupportedKey):
+			return nil, fmt.Errorf("--%s %s: not a usable certificate: %w", flagCert, p, err)
+		case err != nil:
+			return nil, fmt.Errorf("--%s %s: cannot read the certificate: %w", flagCert, p, err)
+		}
+		for _, r := range rs {
+			if !seen[r.Fingerprint()] {
+				seen[r.Fingerprint()] = true
+				out = append(out, r)
+			}
+		}
+	}
+	return out, nil
+}
+
+// recipientsOrDefault is loadRecipients, falling back to CRIUsec's default
+// certificate when paths is empty and that file exists. No certificate at all is
+// a usage error naming the command.
+func recipientsOrDefault(cmd string, paths []string) ([]cipher.Recipient, error) {
+	if len(paths) == 0 && fileExists(defaultCertPath) {
+		paths = []string{defaultCertPath}
+	}
+	if len(paths) == 0 {
+		return nil, usageError(fmt.Errorf("%s: need at least one --%s CERT.pem (the recipients' certificates)", cmd, flagCert))
+	}
+	return loadRecipients(paths)
+}
+
+func fileExists(path string) bool {
+	st, err := os.Stat(path)
+	return err == nil && st.Mode().IsRegular()
+}
+
+// openSet opens the set in dir for reading, plain or encrypted, with the keys of
+// k (or CRIUsec's default key when none is given and the set needs one). The
+// plaintext of an encrypted set is only ever decrypted in memory.
+func openSet(dir string, k keyOptions) (*imgset.Set, error) {
+	ids, err := loadIdentities(k.KeyFiles)
+	if err != nil {
+		return nil, err
+	}
+	opts := imgset.OpenOptions{Identities: ids, RequireEncrypted: k.RequireEncrypted}
+	set, err := imgset.Open(dir, opts)
+	var kre *imgset.KeyRequiredError
+	if errors.As(err, &kre) && len(k.KeyFiles) == 0 && fileExists(defaultKeyPath) {
+		if opts.Identities, err = loadIdentities([]string{defaultKeyPath}); err != nil {
+			return nil, err
+		}
+		set, err = imgset.Open(dir, opts)
+	}
+	if err != nil {
+		return nil, explainOpenError(dir, ids, err)
+	}
+	return set, nil
+}
+
+// explainOpenError rewords the errors of opening an encrypted set that are about
+// the keys given, so that "no key", "not a recipient" and "damaged stanza" each say
+// what to do. Other errors (a damaged set) pass through, naming the file.
+func explainOpenError(dir string, ids []cipher.Identity, err error) error {
+	var kre *imgset.KeyRequiredError
+	switch {
+	case errors.As(err, &kre):
+		return reworded(err, "image set %s is encrypted, for %s: give the private key of one of them with --%s",
+			dir, describeRecipients(kre.Recipients), flagTLSKey)
+	case errors.Is(err, cipher.ErrNoRecipient):
+		var fps []cipher.Fingerprint
+		if h, herr := imgset.ReadHeader(dir); herr == nil {
+			fps = h.Recipients()
+		}
+		return reworded(err, "image set %s: the key given is not a recipient of this set (key %s; the set is encrypted for %s)",
+			dir, describeIdentities(ids), describeRecipients(fps))
+	case errors.Is(err, cipher.ErrWrongKey):
+		return fmt.Errorf("image set %s: the header has a stanza for the key given, but it does not open with it: "+
+			"the header was damaged or forged: %w", dir, err)
+	}
+	return err
+}
+
+// rewordedError is an error with a better message than the one it wraps: errors.Is
+// and errors.As still see the original.
+type rewordedError struct {
+	msg string
+	err error
+}
+
+func (e *rewordedError) Error() string { return e.msg }
+func (e *rewordedError) Unwrap() error { return e.err }
+
+func reworded(err error, format string, args ...any) error {
+	return &rewordedError{msg: fmt.Sprintf(format, args...), err: err}
+}
+
+// describeRecipients lists fingerprints for a message.
+func describeRecipients(fps []cipher.Fingerprint) string {
+	if len(fps) == 0 {
+		return "no readable recipient"
+	}
+	s := make([]string, len(fps))
+	for i, fp := range fps {
+		s[i] = fp.String()
+	}
+	return fmt.Sprintf("%d recipient(s) %s", len(fps), strings.Join(s, ", "))
+}
+
+// describeIdentities lists the fingerprints of keys for a message.
+func describeIdentities(ids []cipher.Identity) string {
+	var s []string
+	for _, id := range ids {
+		if f, ok := id.(interface{ Fingerprint() cipher.Fingerprint }); ok {
+			s = append(s, f.Fingerprint().String())
+		}
+	}
+	if len(s) == 0 {
+		return "none"
+	}
+	return strings.Join(s, ", ")
+}
+
+// newProgress returns an imgset.Progress that draws a bar on w when w is a
+// terminal and quiet is off, and nil otherwise (no progress reporting at all, so
+// the operations keep their fast paths). done clears the bar; call it when the
+// operation ends, whatever its outcome.
+func newProgress(w io.Writer, quiet bool, what string) (progress imgset.Progress, done func()) {
+	f, ok := w.(*os.File)
+	if quiet || !ok || !term.IsTerminal(int(f.Fd())) {
+		return nil, func() {}
+	}
+	var bar *progressbar.ProgressBar
+	progress = func(n, total int64) {
+		if bar == nil {
+			bar = progressbar.NewOptions64(total,
+				progressbar.OptionSetWriter(w),
+				progressbar.OptionSetDescription(what),
+				progressbar.OptionShowBytes(true),
+				progressbar.OptionUseIECUnits(true),
+				progressbar.OptionThrottle(100*time.Millisecond),
+				progressbar.OptionClearOnFinish(),
+				progressbar.OptionFullWidth(),
+			)
+		}
+		bar.Set64(n)
+	}
+	return progress, func() {
+		if bar != nil {
+			bar.Finish()
+		}
+	}
+}
+
+// errWriter is the app's stderr.
+func errWriter(c *cli.Context) io.Writer {
+	if c.App.ErrWriter != nil {
+		return c.App.ErrWriter
+	}
+	return os.Stderr
+}
+
+// outWriter is the app's stdout.
+func outWriter(c *cli.Context) io.Writer {
+	if c.App.Writer != nil {
+		return c.App.Writer
+	}
+	return os.Stdout
+}
+
+// setDirArg returns the set folder: -D, or the single positional argument.
+func setDirArg(cmd string, dir string, args []string) (string, error) {
+	switch {
+	case dir != "" && len(args) > 0:
+		return "", usageError(fmt.Errorf("%s: unexpected argument %q (the set is given with -D)", cmd, args[0]))
+	case dir == "" && len(args) == 1:
+		return args[0], nil
+	case dir == "" && len(args) == 0:
+		return "", usageError(fmt.Errorf("%s: need the image set folder: -D DIR", cmd))
+	case dir == "":
+		return "", usageError(fmt.Errorf("%s: need one image set folder, got %d arguments", cmd, len(args)))
+	}
+	return dir, nil
+}
+
+// warnLeftovers tells the user about what interrupted runs left beside the set:
+// the set itself is whole (imgset guarantees it), and they can go once no imgtool
+// process works on it.
+func warnLeftovers(w io.Writer, dir string) {
+	left, err := imgset.Leftovers(dir)
+	if err != nil || len(left) == 0 {
+		return
+	}
+	fmt.Fprintf(w, "imgtool: note: an interrupted run left %s beside %s; the set itself is whole. "+
+		"Remove them once no imgtool process works on the set.\n", strings.Join(left, ", "), dir)
+}
+
+// humanBytes renders a byte count in binary units.
+func humanBytes(n int64) string {
+	if n < 1024 {
+		return fmt.Sprintf("%d B", n)
+	}
+	v, units := float64(n)/1024, []string{"KiB", "MiB", "GiB", "TiB", "PiB"}
+	u := 0
+	for v >= 1024 && u < len(units)-1 {
+		v, u = v/1024, u+1
+	}
+	return fmt.Sprintf("%.1f %s", v, units[u])
+}
+
+// dirBytes sums the sizes of the regular files of dir.
+func dirBytes(dir string) (files int, bytes int64) {
+	ents, err := os.ReadDir(dir)
+	if err != nil {
+		return 0, 0
+	}
+	for _, e := range ents {
+		if info, err := e.Info(); err == nil && info.Mode().IsRegular() {
+			files++
+			bytes += info.Size()
+		}
+	}
+	return files, bytes
+}

@@ -1,0 +1,170 @@
+package imgtool
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+
+	"github.com/urfave/cli/v2"
+
+	"github.com/imgtool/imgtool/cipher"
+	"github.com/imgtool/imgtool/imgset"
+)
+
+// rekeyOptions are the options of imgtool rekey.
+type rekeyOptions struct {
+	Dir      string   // -D: the encrypted set
+	KeyFiles []string // --tls-key: a current recipient's key
+	Certs    []string // --cert: recipients to add (with --rotate: the new recipients)
+	Remove   []string // --remove: fingerprints of recipients to drop
+	Rotate   bool     // --rotate: re-encrypt under a new file key
+	Cipher   string   // --cipher: the AEAD of a rotated set; "" keeps it
+	Quiet    bool
+	Out      io.Writer
+	Err      io.Writer
+}
+
+func rekeyCommand() *cli.Command {
+	return &cli.Command{
+		Name:      "rekey",
+		Usage:     "add or remove recipients of an encrypted image set, or rotate its key",
+		ArgsUsage: " ",
+		Description: `Changes who can open the encrypted set in DIR. --tls-key is the private key of a
+current recipient; --cert adds the recipients of a certificate file (repeatable);
+--remove drops a recipient by the fingerprint that verify, inspect and encrypt
+print (SHA-256 of its public key, 64 hex digits; repeatable).
+
+Without --rotate only the header ` + imgset.HeaderName + ` is rewritten (the file key and
+every data file stay as they are), atomically, in a time that does not depend on
+the set's size. But whoever held a removed key, or read the old header with a
+leaked key, may have kept the file key: to shut them out, --rotate re-encrypts the
+whole set under a new file key for exactly the --cert recipients (atomically, like
+encrypt). --cipher changes the AEAD of a rotated set.
+
+Without --tls-key, ` + defaultKeyPath + ` is used if it exists.
+
+Examples:
+   imgtool rekey -D /tmp/ckpt --tls-key me.key --cert colleague.pem
+   imgtool rekey -D /tmp/ckpt --tls-key me.key --remove 3f2a...c9
+   imgtool rekey -D /tmp/ckpt --tls-key me.key --rotate --cert me.pem --cert new-ops.pem
+
+Exit codes: 0 success, 1 failure (nothing changed), 2 wrong command line.`,
+		Flags: []cli.Flag{
+			imagesDirFlag(),
+			tlsKeyFlag(),
+			certFlag("add the recipients of `CERT.pem`; repeatable (with --rotate: the new recipients, all of them)"),
+			&cli.StringSliceFlag{Name: "remove", Usage: "drop the recipient with this `FINGERPRINT`; repeatable"},
+			&cli.BoolFlag{Name: "rotate", Usage: "re-encrypt the whole set under a new file key, for exactly the --cert recipients"},
+			&cli.StringFlag{Name: flagCipher, Usage: "with --rotate, the new AEAD: " + cipher.AES256GCM.String() + " or " + cipher.ChaCha20Poly1305.String()},
+			quietFlag(),
+		},
+		OnUsageError: func(_ *cli.Context, err error, _ bool) error { return usageError(err) },
+		Action: func(c *cli.Context) error {
+			return runRekey(c.Context, rekeyOptions{
+				Dir:      c.String(flagImagesDir),
+				KeyFiles: c.StringSlice(flagTLSKey),
+				Certs:    c.StringSlice(flagCert),
+				Remove:   c.StringSlice("remove"),
+				Rotate:   c.Bool("rotate"),
+				Cipher:   c.String(flagCipher),
+				Quiet:    c.Bool(flagQuiet),
+				Out:      outWriter(c),
+				Err:      errWriter(c),
+			}, c.Args().Slice())
+		},
+	}
+}
+
+// runRekey changes the recipients of the set opts.Dir (or the one positional argument).
+func runRekey(ctx context.Context, opts rekeyOptions, args []string) error {
+	dir, err := setDirArg("rekey", opts.Dir, args)
+	if err != nil {
+		return err
+	}
+	ro, err := rekeyRequest(opts)
+	if err != nil {
+		return err
+	}
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	if opts.Rotate {
+		warnLeftovers(opts.Err, dir)
+	}
+	progress, done := newProgress(opts.Err, opts.Quiet, "re-encrypting")
+	ro.Progress = progress
+	err = imgset.Rekey(dir, ro)
+	done()
+	if errors.Is(err, imgset.ErrNotEncrypted) {
+		return fmt.Errorf("rekey: image set %s has no %s, nothing to rekey (use encrypt): %w", dir, imgset.HeaderName, imgset.ErrNotEncrypted)
+	}
+	if err != nil {
+		return fmt.Errorf("rekey: %w", explainOpenError(dir, ro.Identities, err))
+	}
+	if opts.Quiet {
+		return nil
+	}
+	return printRekeyed(opts.Out, dir, opts.Rotate)
+}
+
+// rekeyRequest checks the command line and loads its keys and certificates.
+func rekeyRequest(opts rekeyOptions) (imgset.RekeyOptions, error) {
+	var ro imgset.RekeyOptions
+	if opts.Rotate && len(opts.Certs) == 0 {
+		return ro, usageError(fmt.Errorf("rekey --rotate: need the --%s of every recipient of the new key", flagCert))
+	}
+	if !opts.Rotate && len(opts.Certs) == 0 && len(opts.Remove) == 0 {
+		return ro, usageError(fmt.Errorf("rekey: nothing to do: give --%s to add, --remove to drop, or --rotate", flagCert))
+	}
+	if opts.Cipher != "" {
+		if !opts.Rotate {
+			return ro, usageError(fmt.Errorf("rekey: --%s needs --rotate (the data stays as it is otherwise)", flagCipher))
+		}
+		alg, err := cipher.ParseAlgorithm(opts.Cipher)
+		if err != nil {
+			return ro, usageError(fmt.Errorf("rekey: --%s: %w", flagCipher, err))
+		}
+		ro.Algorithm = alg
+	}
+	ro.Rotate = opts.Rotate
+	for _, s := range opts.Remove {
+		fp, err := cipher.ParseFingerprint(s)
+		if err != nil {
+			return ro, usageError(fmt.Errorf("rekey: --remove %q: %w", s, err))
+		}
+		ro.Remove = append(ro.Remove, fp)
+	}
+	var err error
+	if ro.Add, err = loadRecipients(opts.Certs); err != nil {
+		return ro, fmt.Errorf("rekey: %w", err)
+	}
+	if ro.Identities, err = identitiesOrDefault(opts.KeyFiles); err != nil {
+		return ro, fmt.Errorf("rekey: %w", err)
+	}
+	if len(ro.Identities) == 0 {
+		return ro, usageError(fmt.Errorf("rekey: need the private key of a current recipient: --%s KEY.pem", flagTLSKey))
+	}
+	return ro, nil
+}
+
+// printRekeyed says what the set is now encrypted for (read back from the new
+// header, which this process just sealed).
+func printRekeyed(w io.Writer, dir string, rotated bool) error {
+	h, err := imgset.ReadHeader(dir)
+	if err != nil {
+		return fmt.Errorf("rekey: reading back the new header: %w", err)
+	}
+	if rotated {
+		fmt.Fprintf(w, "re-encrypted %s under a new file key (set id %s, %s)\n", dir, h.SetID, h.Algorithm)
+	} else {
+		fmt.Fprintf(w, "rekeyed %s: header rewritten, data files untouched\n", dir)
+	}
+	fmt.Fprintf(w, "recipients now (%d):\n", len(h.Stanzas))
+	for _, s := range h.Stanzas {
+		if _, err := fmt.Fprintf(w, "  %s %s\n", s.Fingerprint, s.Type); err != nil {
+			return err
+		}
+	}
+	return nil
+}

@@ -1,0 +1,144 @@
+package imgtool
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"strings"
+
+	"github.com/urfave/cli/v2"
+
+	"github.com/imgtool/imgtool/cipher"
+	"github.com/imgtool/imgtool/imgset"
+)
+
+// verifyOptions are the options of imgtool verify.
+type verifyOptions struct {
+	Dir      string   // -D: the set
+	KeyFiles []string // --tls-key; none: check what needs no key
+	Quiet    bool
+	Out      io.Writer
+	Err      io.Writer
+}
+
+func verifyCommand() *cli.Command {
+	return &cli.Command{
+		Name:      "verify",
+		Usage:     "authenticate every file of an encrypted image set without decrypting it to disk",
+		ArgsUsage: " ",
+		Description: `Checks the encrypted image set in DIR and writes no plaintext anywhere. With a
+recipient's key (--tls-key) it authenticates the header (its recipients,
+parameters and manifest) and every chunk of every file; it goes on after a
+failure and lists every file that fails, and why: a flipped bit, a truncated,
+extended, renamed, swapped, deleted or added file, a file from another set.
+
+Without a key it checks what needs none: the header's structure, the manifest
+against the folder (missing, added, truncated or foreign files) and each file's
+prefix; it then says what it could not check, and exits 0 if that much passed.
+Without --tls-key, ` + defaultKeyPath + ` is used if it exists.
+
+A plaintext set fails: it carries nothing to authenticate.
+
+Examples:
+   imgtool verify -D /tmp/ckpt --tls-key me.key
+   imgtool verify -D /tmp/ckpt
+
+Exit codes: 0 every check made passed, 1 the set could not be examined or the key
+is not a recipient of the set, 2 wrong command line, 3 files failed verification.`,
+		Flags: []cli.Flag{
+			imagesDirFlag(),
+			tlsKeyFlag(),
+			quietFlag(),
+		},
+		OnUsageError: func(_ *cli.Context, err error, _ bool) error { return usageError(err) },
+		Action: func(c *cli.Context) error {
+			return runVerify(c.Context, verifyOptions{
+				Dir:      c.String(flagImagesDir),
+				KeyFiles: c.StringSlice(flagTLSKey),
+				Quiet:    c.Bool(flagQuiet),
+				Out:      outWriter(c),
+				Err:      errWriter(c),
+			}, c.Args().Slice())
+		},
+	}
+}
+
+// runVerify verifies the set opts.Dir (or the one positional argument).
+func runVerify(ctx context.Context, opts verifyOptions, args []string) error {
+	dir, err := setDirArg("verify", opts.Dir, args)
+	if err != nil {
+		return err
+	}
+	ids, err := identitiesOrDefault(opts.KeyFiles)
+	if err != nil {
+		return fmt.Errorf("verify: %w", err)
+	}
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	progress, done := newProgress(opts.Err, opts.Quiet, "verifying")
+	rep, err := imgset.Verify(dir, imgset.VerifyOptions{Identities: ids, Progress: progress})
+	done()
+	if err != nil {
+		return fmt.Errorf("verify: %w", err)
+	}
+	if !opts.Quiet || !rep.OK() {
+		if err := printReport(opts.Out, rep); err != nil {
+			return err
+		}
+	}
+	return reportError(dir, ids, rep)
+}
+
+// printReport prints what Verify found: the set's parameters, each problem as
+// "FAIL file: why", and what could not be checked.
+func printReport(w io.Writer, rep *imgset.Report) error {
+	var b strings.Builder
+	if rep.Encrypted {
+		fmt.Fprintf(&b, "%s: encrypted with %s, %d files in the manifest, for %s\n",
+			rep.Dir, rep.Algorithm, rep.Files, describeRecipients(rep.Recipients))
+	} else {
+		fmt.Fprintf(&b, "%s: %d files, not encrypted\n", rep.Dir, rep.Files)
+	}
+	for _, p := range rep.Problems {
+		fmt.Fprintf(&b, "FAIL %s: %s\n", p.File, problemReason(p))
+	}
+	for _, u := range rep.Unchecked {
+		fmt.Fprintf(&b, "not checked: %s\n", u)
+	}
+	switch {
+	case rep.OK() && rep.Authenticated:
+		fmt.Fprintf(&b, "OK: the header and all %d files (%s of plaintext) are authentic\n", rep.Files, humanBytes(rep.Bytes))
+	case rep.OK():
+		fmt.Fprintf(&b, "OK, as far as it goes: structure, manifest and file prefixes match; nothing was authenticated without a key\n")
+	}
+	_, err := io.WriteString(w, b.String())
+	return err
+}
+
+// problemReason is a problem's error without the file name it repeats.
+func problemReason(p imgset.Problem) string {
+	msg := p.Err.Error()
+	for _, prefix := range []string{p.File + ": ", "image set " + p.File + ": "} {
+		msg = strings.TrimPrefix(msg, prefix)
+	}
+	return msg
+}
+
+// reportError maps a report to the command's outcome: a key that is no recipient
+// of the set says nothing about the set (ExitError); any other problem is a failed
+// verification (ExitVerify).
+func reportError(dir string, ids []cipher.Identity, rep *imgset.Report) error {
+	if rep.OK() {
+		return nil
+	}
+	if len(rep.Problems) == 1 && errors.Is(rep.Problems[0].Err, cipher.ErrNoRecipient) {
+		return fmt.Errorf("verify: %w", explainOpenError(dir, ids, rep.Problems[0].Err))
+	}
+	files := map[string]bool{}
+	for _, p := range rep.Problems {
+		files[p.File] = true
+	}
+	return withExitCode(ExitVerify, fmt.Errorf("verify: %s failed: %d problem(s) in %d file(s), listed above", dir, len(rep.Problems), len(files)))
+}

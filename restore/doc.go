@@ -1,0 +1,68 @@
+// Package restore recreates the processes of a CRIU 4.2 image set (written by imgtool dump
+// or by CRIU itself) natively, with ptrace and injected system calls: no CRIU binary, no
+// cgo, no code of ours in the targets.
+//
+// # How it works
+//
+// Restore reads the small images (pstree, core, ids, mm, pagemap, fs, fdinfo, files, pipe
+// and FIFO data, memfd) through the image codec, then checks everything it can before any
+// process exists: every PID and TID free, every file the set names present with the
+// recorded mode, size and GNU build id, the FPU state loadable on this CPU (xstate_bv within
+// XCR0), the vDSO and vvar sizes those of this kernel, nothing it does not support.
+//
+// All ptrace calls then run on one goroutine locked to its OS thread (the tracer):
+//
+//  1. A helper is executed under ptrace: a 132-byte static ELF built in a memfd, caught at
+//     its exec stop before its first instruction. Syscalls are injected by pointing RIP at
+//     a syscall instruction inside the vDSO, with orig_rax = -1, and stepping to the
+//     syscall exit stop. The helper is shaped into a blank template: a scratch area and the
+//     vvar, vvar_vclock and vDSO mappings parked together in a hole that no restored
+//     process uses, everything else unmapped, no fds, a pidfd of imgtool above every fd
+//     number of the set, all signals blocked (PTRACE_SETSIGMASK).
+//  2. clone3 with set_tid, injected into the helper, creates the root with its PID (EEXIST
+//     is retried briefly: a PID can stay referenced for a moment). The helper is then
+//     killed; imgtool is a child subreaper, so the root becomes imgtool's child. Every open
+//     file description of the set is created once, in imgtool (files opened at their
+//     offsets and flags, pipes and FIFOs with their queued bytes, memfds filled from their
+//     shmem pages), and handed to the root with pidfd_getfd at a slot above every fd
+//     number. Each other process is cloned, with its PID, from its parent, and inherits
+//     the slots. setsid/setpgid give sessions and groups as each process is born.
+//  3. Each process then rebuilds itself: vvar, vvar_vclock and vDSO are mremapped to the
+//     saved addresses (CRIU 4.2 saves vvar and vvar_vclock as one entry; it is split at
+//     this kernel's sizes), every VMA is mapped at its address with MAP_FIXED_NOREPLACE
+//     (files and memfds handed over with pidfd_getfd), the saved pages are written through
+//     /proc/PID/mem in 8 MiB chunks while a goroutine reads (and decrypts) the next ones;
+//     the dumped vDSO pages are skipped (this kernel's vDSO is used). PR_SET_MM_MAP sets the
+//     mm fields and exe; then signal actions, personality, root, cwd, umask, fds (dup3 from
+//     the slots, close-on-exec as saved), threads (clone3 with CLONE_THREAD and set_tid),
+//     per-thread name, altstack, robust list, clear_child_tid, rseq, parent death signal,
+//     nice and policy, interval timers, the slots closed, credentials (only when they differ
+//     from imgtool's), dumpable, pending signals queued (still blocked), the scratch area
+//     unmapped, resource limits (prlimit).
+//  4. Finally every thread gets its signal mask, its XSAVE area (rebuilt at this CPU's
+//     CPUID leaf 0xD offsets) and its registers (orig_rax = -1: they are stored
+//     restart-fixed), and all threads are detached one after another.
+//
+// If anything fails after the helper starts, every process created is killed and reaped
+// (non-leader threads before their leader). The image set is only read. An encrypted set is
+// decrypted in memory as it is read; a chunk failing authentication fails the restore and
+// kills what was created.
+//
+// Without Options.Detach, Restore waits for the root and returns an *ExitError when it
+// ends with a non-zero status or a signal; a cancelled context then kills the restored tree.
+//
+// # What it does not restore
+//
+// Sockets, eventfd, timerfd, signalfd, epoll, inotify, ttys, ghost (unlinked) files and
+// other file types are refused, as are zombies, POSIX timers, seccomp, AIO rings, SysV IPC
+// mappings, incremental (parent) sets, processes sharing memory or fd tables (CLONE_VM,
+// CLONE_FILES between processes), and 32-bit tasks. Not restored at all: namespaces (the
+// tree is restored into imgtool's namespaces; time namespaces are ignored, so
+// CLOCK_MONOTONIC does not jump back), cgroups, file locks, fown (F_SETOWN) settings, LDT
+// and GDT TLS entries, membarrier registrations, loginuid, oom_score_adj, child_subreaper,
+// the shadow stack. A session or process group whose leader is not in the tree is left as
+// inherited from imgtool, like CRIU's shell jobs. A shared anonymous mapping of an older
+// image (VMA_ANON_SHARED) is restored as a memfd mapping, which /proc/PID/maps names
+// differently. The vDSO must be this kernel's: its size and place next to vvar are checked,
+// its symbols are not.
+package restore

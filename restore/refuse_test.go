@@ -1,0 +1,245 @@
+package restore
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/checkpoint-restore/go-criu/v8/crit/images/criu-core"
+	"github.com/checkpoint-restore/go-criu/v8/crit/images/fdinfo"
+	"golang.org/x/sys/unix"
+
+	"github.com/imgtool/imgtool/image"
+	"github.com/imgtool/imgtool/imgset"
+)
+
+// copySet copies a set into a fresh temporary directory.
+func copySet(t *testing.T, src string) string {
+	t.Helper()
+	dst := filepath.Join(t.TempDir(), filepath.Base(src))
+	if err := os.Mkdir(dst, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	ents, err := os.ReadDir(src)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, e := range ents {
+		b, err := os.ReadFile(filepath.Join(src, e.Name()))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(filepath.Join(dst, e.Name()), b, 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return dst
+}
+
+// rewriteImage changes the entries of one image of a set copy.
+func rewriteImage(t *testing.T, dir, name string, change func(*image.Image)) {
+	t.Helper()
+	img := readImageFile(t, filepath.Join(dir, name))
+	change(img)
+	f, err := os.Create(filepath.Join(dir, name))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := img.WriteTo(f); err != nil {
+		t.Fatal(err)
+	}
+	if err := f.Close(); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// restoreErr restores a set detached and returns its error, checking that it left none of
+// the set's processes and no helper behind.
+func restoreErr(t *testing.T, dir string, opts Options) error {
+	t.Helper()
+	pids := treePids(t, dir)
+	t.Cleanup(func() { killPids(pids) })
+	set, err := imgset.Open(dir, imgset.OpenOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	opts.Detach = true
+	before := ourChildren(t)
+	err = Restore(context.Background(), opts, set)
+	if err == nil {
+		t.Fatal("restore succeeded")
+	}
+	if strings.Contains(err.Error(), "\n") {
+		t.Errorf("error is not one line: %q", err)
+	}
+	if after := ourChildren(t); after != before {
+		t.Errorf("restore left children behind: before %q, after %q", before, after)
+	}
+	return err
+}
+
+// ourChildren lists the children of this process.
+func ourChildren(t *testing.T) string {
+	t.Helper()
+	var all []string
+	ents, _ := os.ReadDir("/proc/self/task")
+	for _, e := range ents {
+		b, _ := os.ReadFile(fmt.Sprintf("/proc/self/task/%s/children", e.Name()))
+		if s := strings.TrimSpace(string(b)); s != "" {
+			all = append(all, s)
+		}
+	}
+	return strings.Join(all, " ")
+}
+
+func TestRefusePidInUse(t *testing.T) {
+	requireRoot(t)
+	dir := criuSet(t, "counter")
+	setupFixtureFiles(t, "counter")
+	pids := restoreSet(t, dir, Options{})
+	set, err := imgset.Open(dir, imgset.OpenOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	err = Restore(context.Background(), Options{Detach: true}, set)
+	if want := fmt.Sprintf("pid %d is in use", pids[0]); err == nil || !strings.Contains(err.Error(), want) {
+		t.Fatalf("restoring twice: %v, want %q", err, want)
+	}
+}
+
+func TestRefuseChangedOrMissingFile(t *testing.T) {
+	requireRoot(t)
+	dir := criuSet(t, "counter")
+	setupFixtureFiles(t, "counter")
+	log := fixtureRoot + "/run/counter/counter.log"
+	st, err := os.Stat(log)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Truncate(log, st.Size()+1); err != nil {
+		t.Fatal(err)
+	}
+	err = restoreErr(t, dir, Options{})
+	if !strings.Contains(err.Error(), log+" has changed: size") {
+		t.Errorf("changed size: %v", err)
+	}
+	if err := os.Remove(log); err != nil {
+		t.Fatal(err)
+	}
+	err = restoreErr(t, dir, Options{})
+	if !errors.Is(err, os.ErrNotExist) && !strings.Contains(err.Error(), "no such file") {
+		t.Errorf("missing file: %v", err)
+	}
+	setupFixtureFiles(t, "counter")
+}
+
+func TestRefuseChangedBuildID(t *testing.T) {
+	requireRoot(t)
+	setupFixtureFiles(t, "counter")
+	dir := copySet(t, criuSet(t, "counter"))
+	exe := ""
+	rewriteImage(t, dir, "files.img", func(img *image.Image) {
+		for _, e := range img.Entries {
+			fe := e.Msg.(*fdinfo.FileEntry)
+			if fe.Reg != nil && len(fe.Reg.BuildId) > 0 && strings.HasPrefix(fe.Reg.GetName(), fixtureRoot) {
+				fe.Reg.BuildId[0] ^= 1
+				exe = fe.Reg.GetName()
+			}
+		}
+	})
+	err := restoreErr(t, dir, Options{})
+	if !strings.Contains(err.Error(), exe+" has changed: build id") {
+		t.Errorf("changed build id: %v", err)
+	}
+}
+
+func TestRefuseMissingXsaveFeature(t *testing.T) {
+	requireRoot(t)
+	setupFixtureFiles(t, "counter")
+	xs := cpuXsaveLayout()
+	var missing uint
+	for _, c := range xstateComponents {
+		if xs.xcr0&(1<<c.bit) == 0 {
+			missing = c.bit
+			break
+		}
+	}
+	if missing == 0 {
+		t.Skip("this CPU has every XSAVE component CRIU images hold")
+	}
+	dir := copySet(t, criuSet(t, "counter"))
+	pid := treePids(t, dir)[0]
+	rewriteImage(t, dir, fmt.Sprintf("core-%d.img", pid), func(img *image.Image) {
+		x := img.Entries[0].Msg.(*criu_core.CoreEntry).ThreadInfo.Fpregs.Xsave
+		bv := x.GetXstateBv() | 1<<missing
+		x.XstateBv = &bv
+		x.BndregState = make([]uint64, 8)
+		x.BndcsrState = make([]uint64, 8)
+		x.Pkru = make([]uint32, 2)
+	})
+	err := restoreErr(t, dir, Options{})
+	if !strings.Contains(err.Error(), "XSAVE features") || !strings.Contains(err.Error(), "this CPU lacks") {
+		t.Errorf("missing XSAVE feature: %v", err)
+	}
+}
+
+func TestFailureMidwayKillsEverything(t *testing.T) {
+	requireRoot(t)
+	setupFixtureFiles(t, "tree")
+	dir := copySet(t, criuSet(t, "tree"))
+	pids := treePids(t, dir)
+	waitPidsGone(t, pids)
+	// The last process's pages end early: restore fails after the whole tree exists.
+	pagemap := readImageFile(t, filepath.Join(dir, fmt.Sprintf("pagemap-%d.img", pids[len(pids)-1])))
+	pm, err := image.NewPageMap(pagemap)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pages := filepath.Join(dir, fmt.Sprintf("pages-%d.img", pm.Head.GetPagesId()))
+	if err := os.Truncate(pages, pm.PagesSize()-image.PageSize); err != nil {
+		t.Fatal(err)
+	}
+	err = restoreErr(t, dir, Options{})
+	if !strings.Contains(err.Error(), filepath.Base(pages)) {
+		t.Errorf("truncated pages: %v", err)
+	}
+	waitPidsGone(t, pids)
+}
+
+func TestRestoreWaitsForRoot(t *testing.T) {
+	requireRoot(t)
+	dir := criuSet(t, "counter")
+	setupFixtureFiles(t, "counter")
+	pids := treePids(t, dir)
+	waitPidsGone(t, pids)
+	t.Cleanup(func() { killPids(pids) })
+	set, err := imgset.Open(dir, imgset.OpenOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	pidFile := filepath.Join(t.TempDir(), "pid")
+	done := make(chan error, 1)
+	go func() { done <- Restore(context.Background(), Options{PidFile: pidFile}, set) }()
+	waitFor(t, 10*time.Second, "the pid file", func() bool { return fileExists(pidFile) })
+	b, _ := os.ReadFile(pidFile)
+	if want := fmt.Sprintf("%d\n", pids[0]); string(b) != want {
+		t.Errorf("pid file holds %q, want %q", b, want)
+	}
+	if err := unix.Kill(pids[0], unix.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case err := <-done:
+		var exit *ExitError
+		if !errors.As(err, &exit) || exit.ExitCode() != 128+int(unix.SIGTERM) {
+			t.Fatalf("restore returned %v, want the root's SIGTERM", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("restore did not return after its root ended")
+	}
+}
