@@ -78,8 +78,13 @@ const (
 	MagicPidfd uint32 = 0x54435556 // CRIU 4.2's pidfd images
 	// MagicSeal is imgtool's own: the sealed header of an encrypted image set. Its body
 	// is defined by package cipher (docs/format.md); the image package only frames it.
-	MagicSeal uint32 = 0x4d474953
+	MagicSeal uint32 = 0x5345A1ED
 )
+
+// SealFileName is the file name of an encrypted set's sealed header (kind SEAL).
+const SealFileName = "imgtool-seal.img"
+
+const ()
 
 // Kind describes one type of image file: one row of the table that maps magics to
 // names, message types, file names and payload codecs.
@@ -209,7 +214,7 @@ var kinds = []*Kind{
 	{Name: "PIDFD", Magic: MagicPidfd, File: "pidfd.img", New: newOf[pidfd.PidfdEntry]()},
 	{Name: "STATS", Magic: 0x57093306, Head: MagicImgService, File: "stats-%s", New: newOf[stats.StatsEntry]()},
 	{Name: "IRMAP_CACHE", Magic: 0x57004059, Head: MagicImgService, File: "irmap-cache", New: newOf[fh.IrmapCacheEntry]()},
-	{Name: "SEAL", Magic: MagicSeal, File: "imgtool-seal.img"},
+	{Name: "SEAL", Magic: MagicSeal, File: SealFileName},
 	// CRIU's kernel-feature cache (/run/criu.kdat): the magic, then a C struct kerndat_s
 	// whose layout depends on the CRIU build. Not part of an image set; kept opaque.
 	{Name: "KDAT", Magic: 0x57023458, File: "criu.kdat"},

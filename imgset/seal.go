@@ -8,27 +8,24 @@ import (
 	"path/filepath"
 
 	"github.com/imgtool/imgtool/cipher"
+	"github.com/imgtool/imgtool/image"
 )
 
 // HeaderName is the file that makes a set encrypted: the sealed header, holding the
 // set's parameters, the file key wrapped for each recipient, and the manifest. It is
 // not one of the set's files (Names leaves it out). CRIUsec's cipher.img is a
 // different format; the name differs so the two never meet.
-const HeaderName = "imgtool-seal.img"
+const HeaderName = image.SealFileName
 
 // MagicSeal is the image magic of HeaderName, after CRIU's IMG_COMMON magic: CRIU
 // tools see a CRIU image of a type they do not know.
-const MagicSeal uint32 = 0x5345A1ED
-
-// magicImgCommon is CRIU's IMG_COMMON head magic (image.MagicImgCommon; repeated so
-// that imgset does not depend on the codec for one constant).
-const magicImgCommon uint32 = 0x54564319
+const MagicSeal = image.MagicSeal
 
 // HeaderFraming is the 8-byte framing of HeaderName: IMG_COMMON then MagicSeal,
 // both little-endian, as CRIU frames its own images.
 var HeaderFraming = func() cipher.Framing {
 	var f cipher.Framing
-	binary.LittleEndian.PutUint32(f[0:], magicImgCommon)
+	binary.LittleEndian.PutUint32(f[0:], image.MagicImgCommon)
 	binary.LittleEndian.PutUint32(f[4:], MagicSeal)
 	return f
 }()
