@@ -84,8 +84,6 @@ const (
 // SealFileName is the file name of an encrypted set's sealed header (kind SEAL).
 const SealFileName = "imgtool-seal.img"
 
-const ()
-
 // Kind describes one type of image file: one row of the table that maps magics to
 // names, message types, file names and payload codecs.
 type Kind struct {
