@@ -17,6 +17,9 @@ import (
 // stopped: a tree that keeps spawning for that long is refused rather than chased forever.
 const maxFreezeRounds = 64
 
+// killTimeout bounds the wait for killed tracees to be reported.
+const killTimeout = 10 * time.Second
+
 // thread is one stopped thread.
 type thread struct {
 	tid      int
@@ -253,18 +256,26 @@ func (d *dumper) kill() error {
 	for _, p := range d.procs {
 		_ = unix.Kill(p.pid, unix.SIGKILL)
 	}
-	for _, t := range d.seized {
-		for {
+	// Non-leader threads first: a thread group leader is only reported once every other
+	// thread of its group was reaped, and the traced ones are ours to reap.
+	deadline := time.Now().Add(killTimeout)
+	for i := len(d.seized) - 1; i >= 0; i-- {
+		t := d.seized[i]
+		for time.Now().Before(deadline) {
 			var ws unix.WaitStatus
-			_, err := unix.Wait4(t.tid, &ws, unix.WALL, nil)
+			pid, err := unix.Wait4(t.tid, &ws, unix.WALL|unix.WNOHANG, nil)
 			if err == unix.EINTR {
 				continue
 			}
-			if err != nil || ws.Exited() || ws.Signaled() {
+			if err != nil || (pid == t.tid && (ws.Exited() || ws.Signaled())) {
 				break
 			}
-			// Still stopped on its way out: let it go.
-			_ = ptrace(unix.PTRACE_CONT, t.tid, 0, 0)
+			if pid == t.tid && ws.Stopped() {
+				// Still stopped on its way out: let it go.
+				_ = ptrace(unix.PTRACE_CONT, t.tid, 0, 0)
+				continue
+			}
+			time.Sleep(time.Millisecond)
 		}
 	}
 	d.seized = nil

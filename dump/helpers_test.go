@@ -306,3 +306,12 @@ func entries[T proto.Message](t *testing.T, dir, name string) []T {
 	}
 	return out
 }
+
+// TestMain removes the compiled programs after the run.
+func TestMain(m *testing.M) {
+	code := m.Run()
+	if binDir != "" {
+		os.RemoveAll(binDir)
+	}
+	os.Exit(code)
+}

@@ -65,6 +65,7 @@ func NewApp() *cli.App {
 			xCommand(),
 			inspectCommand(),
 			restoreCommand(),
+			dumpCommand(),
 			encryptCommand(),
 			decryptCommand(),
 			rekeyCommand(),

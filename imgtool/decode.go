@@ -35,7 +35,7 @@ imgtool encode turns either form back into the identical image.
 Examples:
    imgtool decode -i fixtures/criu-4.2/counter/pstree.img
    imgtool decode -i core-1.img --pretty -o core-1.json
-   imgtool decode --pretty < inventory.img | jq .entries[0]
+   imgtool decode --pretty < inventory.img | jq '.entries[0]'
 
 Exit codes: 0 success, 1 the image cannot be read or the output written (no partial
 output file is left), 2 wrong command line.`,

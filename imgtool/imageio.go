@@ -70,7 +70,11 @@ func createOutput(path string, stdout io.Writer) (*output, error) {
 	}
 	f, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".*.tmp")
 	if err != nil {
-		return nil, err
+		var pe *os.PathError
+		if errors.As(err, &pe) {
+			err = pe.Err // the temporary name would only confuse
+		}
+		return nil, fmt.Errorf("creating %s: %w", path, err)
 	}
 	return &output{Writer: f, file: f, path: path}, nil
 }

@@ -315,19 +315,16 @@ func newMemfd(pl *plan, name string, shmid, size uint64) (*os.File, error) {
 		return f, err
 	}
 	pname := fmt.Sprintf("pages-%d.img", pm.Head.GetPagesId())
-	pages, err := pl.src.open(pname)
-	if err != nil {
-		f.Close()
-		return nil, err
-	}
-	defer pages.Close()
-	runs := pageRuns(pm)
-	err = copyRuns(pages, pname, runs, func(off uint64, b []byte) error {
-		if off+uint64(len(b)) > size {
-			return fmt.Errorf("memfd %q: saved page at %#x beyond its size %d", name, off, size)
+	err = streamRuns(pl.src, pname, pageRuns(pm), func(segs []segment) error {
+		for _, s := range segs {
+			if s.addr+uint64(len(s.b)) > size {
+				return fmt.Errorf("memfd %q: saved page at %#x beyond its size %d", name, s.addr, size)
+			}
+			if _, err := f.WriteAt(s.b, int64(s.addr)); err != nil {
+				return fmt.Errorf("memfd %q: %w", name, err)
+			}
 		}
-		_, err := f.WriteAt(b, int64(off))
-		return err
+		return nil
 	}, nil)
 	if err != nil {
 		f.Close()

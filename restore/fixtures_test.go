@@ -17,9 +17,21 @@ import (
 	"github.com/checkpoint-restore/go-criu/v8/crit/images/fdinfo"
 	"golang.org/x/sys/unix"
 
+	"github.com/imgtool/imgtool/cipher"
 	"github.com/imgtool/imgtool/image"
 	"github.com/imgtool/imgtool/imgset"
 )
+
+// TestMain makes the test process a child subreaper: the programs the tests launch and the
+// trees they restore become its children when their parents die, so that every one of them
+// can be reaped (PID 1 here does not reap orphans).
+func TestMain(m *testing.M) {
+	if err := unix.Prctl(unix.PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0); err != nil {
+		fmt.Fprintln(os.Stderr, "becoming a child subreaper:", err)
+		os.Exit(1)
+	}
+	os.Exit(m.Run())
+}
 
 // The real CRIU 4.2 sets name their programs and files under fixtureRoot; the fixture
 // README says what must be there for them to restore.
@@ -177,22 +189,40 @@ func setSums(t *testing.T, dir string) map[string][32]byte {
 	return out
 }
 
-// treePids lists the pids of a set's pstree.
-func treePids(t *testing.T, dir string) []int {
+// openSet opens a set, with the identities an encrypted one needs.
+func openSet(t *testing.T, dir string, ids ...cipher.Identity) *imgset.Set {
 	t.Helper()
-	set, err := imgset.Open(dir, imgset.OpenOptions{})
+	set, err := imgset.Open(dir, imgset.OpenOptions{Identities: ids})
 	if err != nil {
 		t.Fatal(err)
 	}
+	return set
+}
+
+// setPlan reads the plan of an opened set.
+func setPlan(t *testing.T, set *imgset.Set) *plan {
+	t.Helper()
 	pl, err := loadPlan(setSource{set})
 	if err != nil {
 		t.Fatal(err)
 	}
+	return pl
+}
+
+// setPids lists the pids of an opened set's pstree.
+func setPids(t *testing.T, set *imgset.Set) []int {
+	t.Helper()
 	var pids []int
-	for _, p := range pl.procs {
+	for _, p := range setPlan(t, set).procs {
 		pids = append(pids, p.pid)
 	}
 	return pids
+}
+
+// treePids lists the pids of a set's pstree.
+func treePids(t *testing.T, dir string, ids ...cipher.Identity) []int {
+	t.Helper()
+	return setPids(t, openSet(t, dir, ids...))
 }
 
 // killPids kills restored processes and reaps those that are ours (we are their subreaper).
@@ -230,16 +260,13 @@ func waitPidsGone(t *testing.T, pids []int) {
 }
 
 // restoreSet restores a set detached and registers the cleanup of its processes.
-func restoreSet(t *testing.T, dir string, opts Options) []int {
+func restoreSet(t *testing.T, dir string, opts Options, ids ...cipher.Identity) []int {
 	t.Helper()
-	pids := treePids(t, dir)
-	waitPidsGone(t, pids) // a previous test's processes may still be dying
-	set, err := imgset.Open(dir, imgset.OpenOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	opts.Detach = true
+	set := openSet(t, dir, ids...)
+	pids := setPids(t, set)
 	t.Cleanup(func() { killPids(pids) })
+	waitPidsGone(t, pids) // a previous test's processes may still be dying
+	opts.Detach = true
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	if err := Restore(ctx, opts, set); err != nil {

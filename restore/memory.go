@@ -2,9 +2,9 @@ package restore
 
 import (
 	"fmt"
-	"io"
 	"os"
 	"sort"
+	"time"
 
 	"github.com/checkpoint-restore/go-criu/v8/crit/images/vma"
 	"golang.org/x/sys/unix"
@@ -120,6 +120,8 @@ func (r *restorer) restoreMemory(p *process) error {
 			return fmt.Errorf("mapping %#x-%#x: %w", v.GetStart(), v.GetEnd(), err)
 		}
 	}
+	t0 := time.Now()
+	defer func() { fmt.Fprintf(os.Stderr, "DBG pages %v\n", time.Since(t0)) }()
 	return r.writePages(p, vvar, vdso)
 }
 
@@ -254,14 +256,8 @@ func clipRun(run pageRun, skip []span) []pageRun {
 	return []pageRun{run}
 }
 
-// pageChunk bounds one read and one write of pages: big enough that the per-call cost
-// vanishes, small enough that reading (and decrypting) the next chunk overlaps writing
-// this one.
-const pageChunk = 8 << 20
-
-// writePages writes the saved pages of p through /proc/PID/mem, which writes through
-// read-only and PROT_NONE mappings too. A reader goroutine reads (and, for an encrypted
-// set, decrypts) the next chunk while this thread writes the current one.
+// writePages writes the saved pages of p into its memory, streaming its pages file (see
+// streamRuns). The vDSO and vvar pages are skipped: this kernel's are used.
 func (r *restorer) writePages(p *process, vvar, vdso span) error {
 	pm := p.pl.pagemap
 	name := fmt.Sprintf("pages-%d.img", pm.Head.GetPagesId())
@@ -269,12 +265,7 @@ func (r *restorer) writePages(p *process, vvar, vdso span) error {
 	if len(runs) == 0 {
 		return nil
 	}
-	f, err := r.pl.src.open(name)
-	if err != nil {
-		return err
-	}
-	defer f.Close()
-	return copyRuns(f, name, runs, func(vaddr uint64, b []byte) error { return p.poke(vaddr, b) }, r.progress)
+	return streamRuns(r.pl.src, name, runs, p.writeMemory, r.progress)
 }
 
 // progress reports written page bytes to Options.Progress.
@@ -283,61 +274,4 @@ func (r *restorer) progress(n int64) {
 		r.pl.pagesDone += n
 		r.opts.Progress(r.pl.pagesDone, r.pl.pagesTotal)
 	}
-}
-
-// copyRuns copies runs from the pages file to write, reading ahead in a goroutine.
-func copyRuns(f io.ReaderAt, name string, runs []pageRun, write func(uint64, []byte) error, progress func(int64)) error {
-	type chunk struct {
-		vaddr uint64
-		buf   []byte
-		err   error
-	}
-	const depth = 2
-	free := make(chan []byte, depth+1)
-	for i := 0; i < depth+1; i++ {
-		free <- make([]byte, pageChunk)
-	}
-	full := make(chan chunk, depth)
-	stop := make(chan struct{})
-	defer close(stop)
-	go func() {
-		defer close(full)
-		for _, run := range runs {
-			for done := int64(0); done < run.size; {
-				var buf []byte
-				select {
-				case buf = <-free:
-				case <-stop:
-					return
-				}
-				n := min(run.size-done, pageChunk)
-				_, err := f.ReadAt(buf[:n], run.off+done)
-				if err != nil {
-					err = fmt.Errorf("%s: reading %d bytes at %d: %w", name, n, run.off+done, err)
-				}
-				select {
-				case full <- chunk{run.vaddr + uint64(done), buf[:n], err}:
-				case <-stop:
-					return
-				}
-				if err != nil {
-					return
-				}
-				done += n
-			}
-		}
-	}()
-	for c := range full {
-		if c.err != nil {
-			return c.err
-		}
-		if err := write(c.vaddr, c.buf); err != nil {
-			return err
-		}
-		if progress != nil {
-			progress(int64(len(c.buf)))
-		}
-		free <- c.buf[:cap(c.buf)]
-	}
-	return nil
 }

@@ -24,12 +24,14 @@ import (
 type source interface {
 	open(name string) (imageFile, error)
 	has(name string) bool
+	encrypted() bool
 }
 
 // imageFile is one file of the set, as plaintext.
 type imageFile interface {
 	io.Reader
 	io.ReaderAt
+	io.WriterTo // an encrypted file: the parallel decryption pipeline
 	io.Closer
 	Size() int64
 }

@@ -14,6 +14,7 @@ import (
 	"github.com/checkpoint-restore/go-criu/v8/crit/images/fdinfo"
 	"golang.org/x/sys/unix"
 
+	"github.com/imgtool/imgtool/cipher"
 	"github.com/imgtool/imgtool/image"
 	"github.com/imgtool/imgtool/imgset"
 )
@@ -60,17 +61,15 @@ func rewriteImage(t *testing.T, dir, name string, change func(*image.Image)) {
 
 // restoreErr restores a set detached and returns its error, checking that it left none of
 // the set's processes and no helper behind.
-func restoreErr(t *testing.T, dir string, opts Options) error {
+func restoreErr(t *testing.T, dir string, opts Options, ids ...cipher.Identity) error {
 	t.Helper()
-	pids := treePids(t, dir)
+	set := openSet(t, dir, ids...)
+	pids := setPids(t, set)
 	t.Cleanup(func() { killPids(pids) })
-	set, err := imgset.Open(dir, imgset.OpenOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
+	waitPidsGone(t, pids)
 	opts.Detach = true
 	before := ourChildren(t)
-	err = Restore(context.Background(), opts, set)
+	err := Restore(context.Background(), opts, set)
 	if err == nil {
 		t.Fatal("restore succeeded")
 	}
@@ -79,6 +78,11 @@ func restoreErr(t *testing.T, dir string, opts Options) error {
 	}
 	if after := ourChildren(t); after != before {
 		t.Errorf("restore left children behind: before %q, after %q", before, after)
+	}
+	for _, pid := range pids {
+		if fileExists(fmt.Sprintf("/proc/%d", pid)) {
+			t.Errorf("pid %d of the set exists after the failed restore", pid)
+		}
 	}
 	return err
 }

@@ -1,0 +1,59 @@
+// Package dump checkpoints a live process tree into a CRIU 4.2 image set, natively: ptrace,
+// /proc and a few system calls, no CRIU binary and no cgo.
+//
+// # How
+//
+// The tree is first inspected through /proc without being touched; what cannot be dumped
+// (sockets, terminals, namespaces other than the dumper's, io_uring, seccomp, processes
+// already traced, zombies, stopped processes, POSIX timers, unlinked files, device and
+// hugetlb mappings, SysV shared memory) is refused then with a *RefusedError naming the
+// process, the fd and the resource. Every thread is then seized (PTRACE_SEIZE +
+// PTRACE_INTERRUPT; threads and children are re-listed until stable) from one locked OS
+// thread. State the tracer can read directly comes from ptrace (registers, XSAVE, signal
+// mask, TLS slots, rseq, pending signals) and /proc; state only the process can report
+// (brk, sigactions, itimers, the alternate stack, clear_child_tid, pdeath signal, secure
+// bits, dumpable, THP, child subreaper) comes from system calls injected through an existing
+// `syscall` instruction of the vDSO, with every signal blocked, into a scratch mapping that
+// is removed again before memory is read. Pages are selected from /proc/PID/pagemap and
+// copied with batched process_vm_readv (/proc/PID/mem for unreadable areas) by a reader
+// goroutine while the caller writes; shared memory objects are read through the objects
+// themselves (SEEK_DATA/SEEK_HOLE). Pipe and FIFO contents are copied with tee(2), never
+// consumed. Registers are stored restart-fixed like CRIU's; when the tree is resumed its
+// threads get their exact original registers back and pass one more interrupt stop, so the
+// kernel restarts interrupted system calls itself.
+//
+// On any failure, cancellation included, every thread is put back as it was and detached,
+// and a Committer sink is aborted. With a Committer sink the set is committed before the
+// tree is killed, never after.
+//
+// # What CRIU writes that imgtool cannot know, and what it writes instead
+//
+//   - Namespace ids (ids-PID.img, inventory root_ids): CRIU numbers the namespaces it meets;
+//     imgtool only dumps trees in the host's namespaces and writes the numbers CRIU 4.2
+//     gives them (pid 1, net 2, ipc 3, uts 4, time 5, mnt 6, user 7, cgroup 8).
+//   - cg_set and root_cg_set: CRIU writes 1 although it writes no cgroup.img for tasks in
+//     the root set; imgtool writes the same (CRIU restores such sets).
+//   - dump_criu_run_id: a random UUID; stats-dump: imgtool's own timings and page counts
+//     (page_pipes and page_pipe_bufs, CRIU internals, are 0).
+//   - Pagemap entries: CRIU splits runs at its page-pipe buffers (256 pages); imgtool writes
+//     each run of contiguous pages with the same flags as one entry. Flags match CRIU's:
+//     PE_LAZY|PE_PRESENT for anonymous private memory, PE_PRESENT for the vDSO and for pages
+//     of private file mappings.
+//   - CRIU's parasite writes its code into the target, so CRIU dumps one copied-on-write page
+//     of the executable's text that imgtool (which writes nothing) has no reason to dump.
+//   - The cet entry of XSAVE: written, as CRIU does, only when CPUID reports shadow stacks
+//     (the fixture sets come from such a CPU; on others both tools leave it out). The other
+//     XSAVE components follow the features the kernel enabled (XCR0) at this CPU's CPUID
+//     0xD offsets.
+//   - fown uid/euid are only filled when an owner is set (F_GETOWNER_UIDS); CRIU's are the
+//     dumping task's ids, 0 for root.
+//   - Pipe data is taken from a read end in the tree, as CRIU does; a pipe whose read end
+//     lies outside the tree has no data entry.
+//   - timens-0.img records CLOCK_MONOTONIC and CLOCK_BOOTTIME at dump time, as CRIU does.
+//   - Registers of a thread stopped in a restart_syscall-style call (nanosleep) are stored
+//     with -EINTR as CRIU does; a process restored from the set sees the call interrupted.
+//
+// Not supported (refused): see the first paragraph; also 32-bit tasks, shadow stacks,
+// processes sharing memory, fs or signal handlers with another process of the tree (a shared
+// file table is supported), and a chroot.
+package dump

@@ -1,0 +1,143 @@
+package imgtool
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+
+	"github.com/urfave/cli/v2"
+
+	"github.com/imgtool/imgtool/cipher"
+	"github.com/imgtool/imgtool/dump"
+	"github.com/imgtool/imgtool/imgset"
+)
+
+// dumpOptions are the options of "imgtool dump".
+type dumpOptions struct {
+	Pid          int      // -t: root of the tree
+	Dir          string   // -D: the new image set
+	LeaveRunning bool     // --leave-running
+	Encrypt      bool     // -e: encrypt as written
+	Certs        []string // --cert: the recipients (with -e)
+	Cipher       string   // --cipher
+	Quiet        bool
+	Out          io.Writer // the summary
+	Err          io.Writer // progress
+}
+
+const (
+	flagTree         = "tree"
+	flagLeaveRunning = "leave-running"
+	flagEncrypt      = "encrypt"
+)
+
+func dumpCommand() *cli.Command {
+	return &cli.Command{
+		Name:      "dump",
+		Usage:     "checkpoint a running process tree into a CRIU 4.2 image set",
+		ArgsUsage: " ",
+		Description: `Checkpoints the process with PID and its descendants (threads, memory, registers,
+signal state, credentials, open files, pipes and FIFOs with their queued data) into
+DIR, a new or empty folder, as an image set CRIU 4.2 and imgtool restore accept.
+No CRIU binary is needed.
+
+The tree is inspected before it is touched: sockets, terminals, namespaces other
+than the host's, io_uring and processes already traced are refused then, and the
+tree keeps running unharmed. If anything fails later (or the dump is interrupted),
+every thread is put back as it was and no set is left in DIR.
+
+Without --leave-running the tree is killed once the set is complete and
+committed. With -e every file is encrypted as it is written, for the certificates
+given with --cert (default ` + defaultCertPath + ` if it exists): no plaintext
+ever reaches the disk.
+
+Examples:
+   imgtool dump -t 1234 -D /tmp/ckpt
+   imgtool dump -t 1234 -D /tmp/ckpt --leave-running
+   imgtool dump -t 1234 -D /tmp/ckpt -e --cert ops.pem
+
+Exit codes: 0 success, 1 failure or refusal (the tree keeps running), 2 wrong command line.`,
+		Flags: []cli.Flag{
+			&cli.IntFlag{Name: flagTree, Aliases: []string{"t"}, Usage: "`PID` of the root of the tree to dump (required)"},
+			imagesDirFlag(),
+			&cli.BoolFlag{Name: flagLeaveRunning, Aliases: []string{"R"}, Usage: "let the tree continue after the dump"},
+			&cli.BoolFlag{Name: flagEncrypt, Aliases: []string{"e"}, Usage: "encrypt the set as it is written"},
+			certFlag("recipient certificate `CERT.pem` for -e; repeatable (default " + defaultCertPath + " if it exists)"),
+			&cli.StringFlag{Name: flagCipher, Value: cipher.AES256GCM.String(),
+				Usage: "the AEAD for -e: " + cipher.AES256GCM.String() + " or " + cipher.ChaCha20Poly1305.String()},
+			quietFlag(),
+		},
+		OnUsageError: func(_ *cli.Context, err error, _ bool) error { return usageError(err) },
+		Action: func(c *cli.Context) error {
+			return runDump(c.Context, dumpOptions{
+				Pid:          c.Int(flagTree),
+				Dir:          c.String(flagImagesDir),
+				LeaveRunning: c.Bool(flagLeaveRunning),
+				Encrypt:      c.Bool(flagEncrypt),
+				Certs:        c.StringSlice(flagCert),
+				Cipher:       c.String(flagCipher),
+				Quiet:        c.Bool(flagQuiet),
+				Out:          outWriter(c),
+				Err:          errWriter(c),
+			}, c.Args().Slice())
+		},
+	}
+}
+
+// runDump checkpoints opts.Pid into a new set at opts.Dir.
+func runDump(ctx context.Context, opts dumpOptions, args []string) error {
+	if len(args) > 0 {
+		return usageError(fmt.Errorf("dump takes no arguments, got %q", args[0]))
+	}
+	if opts.Pid <= 0 {
+		return usageError(errors.New("dump needs the process: -t PID"))
+	}
+	if opts.Dir == "" {
+		return usageError(errors.New("dump needs the image set folder: -D DIR"))
+	}
+	var create imgset.CreateOptions
+	if opts.Encrypt {
+		alg, err := cipher.ParseAlgorithm(opts.Cipher)
+		if err != nil {
+			return usageError(fmt.Errorf("dump: --%s: %w", flagCipher, err))
+		}
+		recipients, err := recipientsOrDefault("dump -e", opts.Certs)
+		if err != nil {
+			return err
+		}
+		create = imgset.CreateOptions{Recipients: recipients, Algorithm: alg}
+	} else if len(opts.Certs) > 0 {
+		return usageError(fmt.Errorf("dump: --%s only makes sense with -e", flagCert))
+	}
+	w, err := imgset.Create(opts.Dir, create)
+	if err != nil {
+		return fmt.Errorf("dump: %w", err)
+	}
+	progress, done := newProgress(opts.Err, opts.Quiet, "dumping")
+	// dump.Dump commits w once the set is complete (before killing the tree) and aborts
+	// it on failure: *imgset.Writer is a dump.Committer.
+	err = dump.Dump(ctx, dump.Options{Pid: opts.Pid, LeaveRunning: opts.LeaveRunning, Progress: progress}, w)
+	done()
+	if err != nil {
+		_ = w.Abort() // a no-op when Dump already aborted it
+		return fmt.Errorf("dump: %w", err)
+	}
+	if opts.Quiet {
+		return nil
+	}
+	files, size := dirBytes(opts.Dir)
+	state := "killed"
+	if opts.LeaveRunning {
+		state = "left running"
+	}
+	enc := "plaintext"
+	if opts.Encrypt {
+		enc = "encrypted"
+	}
+	_, err = fmt.Fprintf(opts.Out, "dumped process tree %d to %s (%s): %d files, %s; the tree was %s\n",
+		opts.Pid, opts.Dir, enc, files, humanBytes(size), state)
+	return err
+}
+
+var _ dump.Committer = (*imgset.Writer)(nil)
