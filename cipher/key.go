@@ -167,8 +167,21 @@ func (k *SetKey) payloadKey(name string) []byte {
 
 // fileAEAD returns the AEAD instance for the file called name.
 func (k *SetKey) fileAEAD(name string) (stdcipher.AEAD, error) {
+	aead, _, err := k.fileCipher(name, false)
+	return aead, err
+}
+
+// fileCipher returns the AEAD instance for the file called name and, with
+// withAuth and where the algorithm has one, the checker that authenticates its
+// chunks without decrypting them.
+func (k *SetKey) fileCipher(name string, withAuth bool) (stdcipher.AEAD, *tagAuth, error) {
 	if err := checkName(name); err != nil {
-		return nil, err
+		return nil, nil, err
 	}
-	return k.algorithm.newAEAD(k.payloadKey(name))
+	key := k.payloadKey(name)
+	aead, err := k.algorithm.newAEAD(key)
+	if err != nil || !withAuth {
+		return aead, nil, err
+	}
+	return aead, newTagAuth(k.algorithm, key, aead), nil
 }

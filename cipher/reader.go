@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"sync"
+	"sync/atomic"
 )
 
 // ReaderAt decrypts one encrypted file of a set. Every read decrypts and
@@ -15,6 +16,7 @@ import (
 type ReaderAt struct {
 	src    io.ReaderAt
 	aead   stdcipher.AEAD
+	auth   *tagAuth // checks tags without decrypting; nil: open to check
 	name   string
 	size   int64 // plaintext size
 	chunks int64
@@ -32,7 +34,7 @@ type ReaderAt struct {
 // is then inferred from ctSize, and truncation at a chunk boundary is caught by the
 // last-chunk flag when the last chunk is read.
 func (k *SetKey) NewReaderAt(src io.ReaderAt, ctSize int64, name string, plainSize int64) (*ReaderAt, error) {
-	aead, err := k.fileAEAD(name)
+	aead, auth, err := k.fileCipher(name, true)
 	if err != nil {
 		return nil, err
 	}
@@ -47,7 +49,7 @@ func (k *SetKey) NewReaderAt(src io.ReaderAt, ctSize int64, name string, plainSi
 	if err := k.checkPrefix(src, name); err != nil {
 		return nil, err
 	}
-	return &ReaderAt{src: src, aead: aead, name: name, size: plainSize, chunks: numChunks(plainSize), cached: -1}, nil
+	return &ReaderAt{src: src, aead: aead, auth: auth, name: name, size: plainSize, chunks: numChunks(plainSize), cached: -1}, nil
 }
 
 // checkPrefix checks the magic and the set id at the start of an encrypted file.
@@ -156,19 +158,116 @@ func (r *ReaderAt) WriteTo(w io.Writer) (int64, error) {
 		m, err := w.Write(plain)
 		n += int64(m)
 		return err
-	}, true)
+	})
 	return n, err
 }
 
 // Verify authenticates every chunk of the file without keeping any plaintext.
-// progress, if not nil, is called with the plaintext bytes checked after each batch.
+// progress, if not nil, is called with the plaintext bytes checked after each batch,
+// always from the caller's goroutine.
+//
+// Batches are checked by pipelineWorkers goroutines (the caller's and helpers),
+// each reading its own batch with one large read: nothing needs to be in order, so
+// there is no reader to wait for and no handing over. Where the AEAD allows
+// (AES-GCM, see tagAuth), tags are checked without decrypting. The error is that
+// of the first failing chunk in file order, as a sequential check would report.
 func (r *ReaderAt) Verify(progress func(n int64)) error {
-	return r.pipeline(func(plain []byte) error {
-		if progress != nil {
-			progress(int64(len(plain)))
+	v := &batchVerifier{r: r, batches: (r.chunks + batchChunks - 1) / batchChunks}
+	v.failed = v.batches
+	var wg sync.WaitGroup
+	for range min(v.batches, pipelineWorkers) - 1 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			v.run(nil)
+		}()
+	}
+	var reported int64
+	report := func() {
+		if d := v.done.Load(); progress != nil && d > reported {
+			progress(d - reported)
+			reported = d
 		}
-		return nil
-	}, false)
+	}
+	v.run(report)
+	wg.Wait()
+	report()
+	return v.err
+}
+
+// batchVerifier shares the batches of one file among the goroutines of Verify.
+type batchVerifier struct {
+	r       *ReaderAt
+	batches int64
+	next    atomic.Int64 // next batch to take
+	done    atomic.Int64 // plaintext bytes authenticated
+
+	mu     sync.Mutex
+	failed int64 // lowest failing batch; batches while none failed
+	err    error // its error
+}
+
+// run checks batches until none is left, or a failure makes the rest moot: every
+// batch before a failing one is still checked, since an earlier failure wins.
+func (v *batchVerifier) run(after func()) {
+	j := &openJob{}
+	for {
+		b := v.next.Add(1) - 1
+		if b >= v.batches || b > v.lowestFailure() {
+			return
+		}
+		j.first, j.n, j.err = b*batchChunks, int(min(batchChunks, v.r.chunks-b*batchChunks)), nil
+		v.r.fill(j)
+		if j.err == nil {
+			v.r.authenticate(j)
+		}
+		if j.err != nil {
+			v.fail(b, j.err)
+			return
+		}
+		v.done.Add(min(v.r.size, (b+1)*batchPlain) - b*batchPlain)
+		if after != nil {
+			after()
+		}
+	}
+}
+
+func (v *batchVerifier) lowestFailure() int64 {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	return v.failed
+}
+
+func (v *batchVerifier) fail(b int64, err error) {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	if b < v.failed {
+		v.failed, v.err = b, err
+	}
+}
+
+// authenticate checks every chunk of a batch read by fill, without keeping its
+// plaintext: by tag alone where the AEAD allows, else by opening it in place over
+// its ciphertext (which it then destroys).
+func (r *ReaderAt) authenticate(j *openJob) {
+	ct := j.ct
+	for i := 0; i < j.n; i++ {
+		idx := j.first + int64(i)
+		sealed := ct[:chunkPlainLen(r.size, idx)+TagSize]
+		nc := nonce(uint64(idx), idx == r.chunks-1)
+		var ok bool
+		if r.auth != nil {
+			ok = r.auth.check(nc[:], sealed)
+		} else {
+			_, err := r.aead.Open(sealed[:0], nc[:], sealed, nil)
+			ok = err == nil
+		}
+		if !ok {
+			j.err = errorf(ErrChunkAuth, r.name, int64(PrefixSize)+idx*chunkCT, "chunk %d of %d", idx, r.chunks)
+			return
+		}
+		ct = ct[len(sealed):]
+	}
 }
 
 // openJob is one batch of a decryption pipeline.
@@ -179,19 +278,15 @@ type openJob struct {
 	n     int   // chunks in the batch
 	err   error
 	done  chan struct{}
-	// inPlace opens the chunks over their ciphertext: plain then aliases ct.
-	inPlace bool
 }
 
 // pipeline streams the file through pipelineWorkers openers in batches, calling
 // consume in order with each batch's authenticated plaintext. The plaintext buffer
-// is reused once consume returns. Without keep, chunks are opened in place in the
-// ciphertext buffer (consume then gets it, for its length only), which spares
-// memory bandwidth when verifying. It stops at the first failing batch.
-func (r *ReaderAt) pipeline(consume func(plain []byte) error, keep bool) error {
+// is reused once consume returns. It stops at the first failing batch.
+func (r *ReaderAt) pipeline(consume func(plain []byte) error) error {
 	nb := (r.chunks + batchChunks - 1) / batchChunks
 	if nb == 1 {
-		j := &openJob{first: 0, n: int(r.chunks), inPlace: !keep}
+		j := &openJob{first: 0, n: int(r.chunks)}
 		r.fill(j)
 		if j.err == nil {
 			r.open(j)
@@ -206,10 +301,7 @@ func (r *ReaderAt) pipeline(consume func(plain []byte) error, keep bool) error {
 	free := make(chan *openJob, pipelineSlots)
 	stop := make(chan struct{})
 	for range pipelineSlots {
-		j := &openJob{ct: make([]byte, batchCT), done: make(chan struct{}, 1), inPlace: !keep}
-		if keep {
-			j.plain = make([]byte, 0, batchPlain)
-		}
+		j := &openJob{ct: make([]byte, batchCT), plain: make([]byte, 0, batchPlain), done: make(chan struct{}, 1)}
 		free <- j
 	}
 	var wg sync.WaitGroup
@@ -277,9 +369,7 @@ func (r *ReaderAt) fill(j *openJob) {
 
 // open authenticates and decrypts every chunk of a batch into j.plain.
 func (r *ReaderAt) open(j *openJob) {
-	if j.inPlace {
-		j.plain = j.ct[:0]
-	} else if j.plain == nil {
+	if j.plain == nil {
 		j.plain = make([]byte, 0, int(r.size-j.first*ChunkSize))
 	}
 	j.plain = j.plain[:0]
@@ -288,18 +378,6 @@ func (r *ReaderAt) open(j *openJob) {
 		idx := j.first + int64(i)
 		clen := chunkPlainLen(r.size, idx) + TagSize
 		var err error
-		if j.inPlace {
-			// Chunk i opens onto the start of its own ciphertext: dst[len:] and
-			// ct overlap exactly, as crypto/cipher allows.
-			_, err = r.aead.Open(ct[:0], nonceSlice(uint64(idx), idx == r.chunks-1), ct[:clen], nil)
-			j.plain = j.plain[:len(j.plain)+clen-TagSize]
-			if err != nil {
-				j.err = errorf(ErrChunkAuth, r.name, int64(PrefixSize)+idx*chunkCT, "chunk %d of %d", idx, r.chunks)
-				return
-			}
-			ct = ct[clen:]
-			continue
-		}
 		j.plain, err = r.aead.Open(j.plain, nonceSlice(uint64(idx), idx == r.chunks-1), ct[:clen], nil)
 		if err != nil {
 			j.err = errorf(ErrChunkAuth, r.name, int64(PrefixSize)+idx*chunkCT, "chunk %d of %d", idx, r.chunks)

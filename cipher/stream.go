@@ -31,6 +31,8 @@ const (
 	// pipelineWorkers seal or open batches in parallel while another goroutine does
 	// the I/O.
 	pipelineWorkers = 2
+	// firstRead is the first read of Writer.ReadFrom: enough for most small images.
+	firstRead = 16 << 10
 )
 
 // FileMagic starts every encrypted file of a set.
@@ -193,10 +195,14 @@ func (w *Writer) ReadFrom(r io.Reader) (int64, error) {
 			total++
 			w.size++
 		}
-		if cap(w.cur.plain) < batchPlain {
-			w.cur.plain = append(make([]byte, 0, batchPlain), w.cur.plain...)
+		if len(w.cur.plain) == cap(w.cur.plain) {
+			// Grow geometrically: most files of a set are small, and a whole
+			// batch buffer for each (allocated and zeroed) cost more than the
+			// encryption of such a file.
+			grown := min(batchPlain, max(2*cap(w.cur.plain), firstRead))
+			w.cur.plain = append(make([]byte, 0, grown), w.cur.plain...)
 		}
-		buf := w.cur.plain[len(w.cur.plain):batchPlain]
+		buf := w.cur.plain[len(w.cur.plain):cap(w.cur.plain)]
 		n, err := io.ReadFull(r, buf)
 		w.cur.plain = w.cur.plain[:len(w.cur.plain)+n]
 		total += int64(n)

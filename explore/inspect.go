@@ -152,13 +152,11 @@ func (l *loader) countPages(name string, m *Memory) error {
 	return nil
 }
 
-// recipientsOf returns who can open an encrypted set. This is the hook for the
-// encryption work: when imgset.Set gains a Recipients method returning printable
-// names (for instance certificate subjects), this picks it up; adapt the assertion
-// here if its signature differs.
+// recipientsOf lists the fingerprints an encrypted set is sealed for; empty when plain.
 func recipientsOf(set *imgset.Set) []string {
-	if r, ok := any(set).(interface{ Recipients() []string }); ok {
-		return append([]string{}, r.Recipients()...)
+	out := []string{}
+	for _, fp := range set.Recipients() {
+		out = append(out, fp.String())
 	}
-	return []string{}
+	return out
 }

@@ -21,13 +21,17 @@ import (
 // fileOpenerFrom, and nowhere else.
 type fileOpener struct {
 	stdin io.Reader
+	keys  keyOptions // --tls-key, --require-encrypted (keys.go)
 }
 
-// fileOpenFlags are the flags of the commands that read one file.
-func fileOpenFlags() []cli.Flag { return nil }
+// fileOpenFlags are the flags of the commands that read one file: --tls-key and
+// --require-encrypted, for a file of an encrypted set (keys.go).
+func fileOpenFlags() []cli.Flag { return keyFlags() }
 
 // fileOpenerFrom reads the file-opening flags of a command line.
-func fileOpenerFrom(c *cli.Context) fileOpener { return fileOpener{stdin: c.App.Reader} }
+func fileOpenerFrom(c *cli.Context) fileOpener {
+	return fileOpener{stdin: c.App.Reader, keys: keyOptionsFrom(c)}
+}
 
 // open opens path ("" or "-": stdin) for reading. Errors read from it name the file.
 func (o fileOpener) open(path string) (io.ReadCloser, error) {
@@ -36,6 +40,9 @@ func (o fileOpener) open(path string) (io.ReadCloser, error) {
 			return nil, errors.New("no standard input")
 		}
 		return namedReader{Reader: o.stdin, name: "stdin"}, nil
+	}
+	if rc, handled, err := openSetFile(path, o.keys); handled {
+		return rc, err
 	}
 	f, err := os.Open(path)
 	if err != nil {

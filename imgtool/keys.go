@@ -12,6 +12,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"path/filepath"
 	"strings"
 	"time"
 
@@ -178,6 +179,53 @@ func openSet(dir string, k keyOptions) (*imgset.Set, error) {
 		return nil, explainOpenError(dir, ids, err)
 	}
 	return set, nil
+}
+
+// openSetFile opens the file at path through its image set when that set is
+// encrypted (its folder holds the sealed header) or k requires encryption: the
+// plaintext is decrypted in memory and authenticated chunk by chunk. handled is
+// false for a file of a plain set, which the caller opens as it likes. An
+// encrypted file whose header is not beside it is refused with a clear error.
+func openSetFile(path string, k keyOptions) (rc io.ReadCloser, handled bool, err error) {
+	dir := filepath.Dir(path)
+	if !k.RequireEncrypted && !fileExists(filepath.Join(dir, imgset.HeaderName)) {
+		if hasEncryptedMagic(path) {
+			return nil, true, fmt.Errorf("%s is a file of an encrypted image set, but the set's header %s is not beside it: %w",
+				path, imgset.HeaderName, imgset.ErrHeaderMissing)
+		}
+		return nil, false, nil
+	}
+	set, err := openSet(dir, k)
+	if err != nil {
+		return nil, true, err
+	}
+	f, err := set.Open(filepath.Base(path))
+	if err != nil {
+		return nil, true, err
+	}
+	return setFileReader{File: f, path: path}, true, nil
+}
+
+// setFileReader is a file of a set named by the path it was opened with, as an
+// *os.File would be, for the codec's error messages.
+type setFileReader struct {
+	*imgset.File
+	path string
+}
+
+func (r setFileReader) Name() string { return r.path }
+
+// hasEncryptedMagic reports whether the file at path starts like an encrypted file
+// of a set.
+func hasEncryptedMagic(path string) bool {
+	f, err := os.Open(path)
+	if err != nil {
+		return false
+	}
+	defer f.Close()
+	magic := make([]byte, len(cipher.FileMagic))
+	_, err = io.ReadFull(f, magic)
+	return err == nil && string(magic) == cipher.FileMagic
 }
 
 // explainOpenError rewords the errors of opening an encrypted set that are about

@@ -11,6 +11,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"reflect"
+	"slices"
 	"sort"
 	"strings"
 	"testing"
@@ -412,7 +413,7 @@ func TestProgressOnTerminal(t *testing.T) {
 			t.Fatal(err)
 		}
 		// The bar's last frame ends the output; read what the terminal got.
-		if err := master.SetReadDeadline(time.Now().Add(200*time.Millisecond)); err != nil {
+		if err := master.SetReadDeadline(time.Now().Add(200 * time.Millisecond)); err != nil {
 			t.Skipf("pty has no deadlines: %v", err)
 		}
 		var got []byte
@@ -450,10 +451,12 @@ func TestProgressOnTerminal(t *testing.T) {
 // openPTY opens a pseudo-terminal pair.
 func openPTY(t *testing.T) (master, slave *os.File) {
 	t.Helper()
-	m, err := os.OpenFile("/dev/ptmx", os.O_RDWR|unix.O_NOCTTY, 0)
+	// Non-blocking, so that os.File polls it and read deadlines work.
+	fd, err := unix.Open("/dev/ptmx", unix.O_RDWR|unix.O_NOCTTY|unix.O_NONBLOCK|unix.O_CLOEXEC, 0)
 	if err != nil {
 		t.Skipf("no pseudo-terminals: %v", err)
 	}
+	m := os.NewFile(uintptr(fd), "/dev/ptmx")
 	t.Cleanup(func() { m.Close() })
 	if err := unix.IoctlSetPointerInt(int(m.Fd()), unix.TIOCSPTLCK, 0); err != nil {
 		t.Skipf("unlockpt: %v", err)
@@ -483,4 +486,41 @@ func buildImgtool(t *testing.T) string {
 		t.Fatalf("go build: %v\n%s", err, out)
 	}
 	return bin
+}
+
+// TestFileCommandsOnEncryptedSets: decode, info and show read a file of an
+// encrypted set given its key, with the same output as for the plain file; without
+// a key, or with the header gone, they say why not.
+func TestFileCommandsOnEncryptedSets(t *testing.T) {
+	plain := filepath.Join(fixtureDir, "misc")
+	enc := encryptedFixture(t, "misc", "carol-p384.crt")
+	key := keyPath("carol-p384.key")
+	checked := 0
+	for _, name := range sortedKeys(rawSums(t, plain)) {
+		for _, cmd := range [][]string{{"decode", "-i"}, {"decode", "--pretty", "-i"}, {"info"}, {"show"}} {
+			want, _, werr := runApp(t, append(slices.Clone(cmd), filepath.Join(plain, name))...)
+			got, _, err := runApp(t, append(slices.Clone(cmd), filepath.Join(enc, name), "--tls-key", key)...)
+			if (werr == nil) != (err == nil) || got != want {
+				t.Errorf("%v %s: encrypted gives %q (%v), plain %q (%v)", cmd, name, got, err, want, werr)
+			}
+			checked++
+		}
+	}
+	if checked == 0 {
+		t.Fatal("no file checked")
+	}
+	_, _, err := runApp(t, "decode", "-i", filepath.Join(enc, "pstree.img"))
+	if !fileExists(defaultKeyPath) {
+		wantErr(t, err, ExitError, imgset.ErrKeyRequired, "is encrypted", testFingerprint(t, "carol-p384"), "--tls-key")
+	}
+	_, _, err = runApp(t, "info", filepath.Join(plain, "pstree.img"), "--require-encrypted")
+	wantErr(t, err, ExitError, imgset.ErrNotEncrypted, "not encrypted")
+	lone := filepath.Join(t.TempDir(), "pstree.img")
+	data, err := os.ReadFile(filepath.Join(enc, "pstree.img"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	os.WriteFile(lone, data, 0o600)
+	_, _, err = runApp(t, "show", lone, "--tls-key", key)
+	wantErr(t, err, ExitError, imgset.ErrHeaderMissing, "header", "not beside it")
 }

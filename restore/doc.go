@@ -24,15 +24,19 @@
 //     killed; imgtool is a child subreaper, so the root becomes imgtool's child. Every open
 //     file description of the set is created once, in imgtool (files opened at their
 //     offsets and flags, pipes and FIFOs with their queued bytes, memfds filled from their
-//     shmem pages), and handed to the root with pidfd_getfd at a slot above every fd
+//     shmem pages: pagemap-shmem-<shmid>.img), and handed to the root with pidfd_getfd at a slot above every fd
 //     number. Each other process is cloned, with its PID, from its parent, and inherits
 //     the slots. setsid/setpgid give sessions and groups as each process is born.
 //  3. Each process then rebuilds itself: vvar, vvar_vclock and vDSO are mremapped to the
 //     saved addresses (CRIU 4.2 saves vvar and vvar_vclock as one entry; it is split at
 //     this kernel's sizes), every VMA is mapped at its address with MAP_FIXED_NOREPLACE
-//     (files and memfds handed over with pidfd_getfd), the saved pages are written through
-//     /proc/PID/mem in 8 MiB chunks while a goroutine reads (and decrypts) the next ones;
-//     the dumped vDSO pages are skipped (this kernel's vDSO is used). PR_SET_MM_MAP sets the
+//     (files and memfds handed over with pidfd_getfd), then the saved pages are written with
+//     process_vm_writev, one call per 4 MiB buffer of the pages file (one remote iovec per
+//     run), while a goroutine reads the next buffer; an encrypted pages file streams
+//     through imgset's parallel decryption pipeline instead, so its plaintext exists only
+//     in those buffers and in the restored memory. Pages the call cannot write (read-only
+//     and PROT_NONE mappings) go through /proc/PID/mem. The dumped vDSO pages are skipped
+//     (this kernel's vDSO is used). PR_SET_MM_MAP sets the
 //     mm fields and exe; then signal actions, personality, root, cwd, umask, fds (dup3 from
 //     the slots, close-on-exec as saved), threads (clone3 with CLONE_THREAD and set_tid),
 //     per-thread name, altstack, robust list, clear_child_tid, rseq, parent death signal,
@@ -61,7 +65,14 @@
 // CLOCK_MONOTONIC does not jump back), cgroups, file locks, fown (F_SETOWN) settings, LDT
 // and GDT TLS entries, membarrier registrations, loginuid, oom_score_adj, child_subreaper,
 // the shadow stack. A session or process group whose leader is not in the tree is left as
-// inherited from imgtool, like CRIU's shell jobs. A shared anonymous mapping of an older
+// inherited from imgtool, like CRIU's shell jobs.
+//
+// Shared memory: CRIU 4.2 and imgtool dump save MAP_SHARED|MAP_ANONYMOUS memory as a memfd
+// named "/dev/zero" (VMA_FILE_SHARED|VMA_AREA_MEMFD, shmid a MEMFD file id). Each memfd
+// inode of memfd.img is created once, in imgtool, and every mapping and fd of it in any
+// process of the tree opens that one object, so writes stay shared. /proc/PID/maps then
+// names restored anonymous shared memory "/memfd:/dev/zero (deleted)", as after a CRIU
+// restore. A shared anonymous mapping of an older
 // image (VMA_ANON_SHARED) is restored as a memfd mapping, which /proc/PID/maps names
 // differently. The vDSO must be this kernel's: its size and place next to vvar are checked,
 // its symbols are not.

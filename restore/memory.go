@@ -4,7 +4,6 @@ import (
 	"fmt"
 	"os"
 	"sort"
-	"time"
 
 	"github.com/checkpoint-restore/go-criu/v8/crit/images/vma"
 	"golang.org/x/sys/unix"
@@ -120,8 +119,6 @@ func (r *restorer) restoreMemory(p *process) error {
 			return fmt.Errorf("mapping %#x-%#x: %w", v.GetStart(), v.GetEnd(), err)
 		}
 	}
-	t0 := time.Now()
-	defer func() { fmt.Fprintf(os.Stderr, "DBG pages %v\n", time.Since(t0)) }()
 	return r.writePages(p, vvar, vdso)
 }
 

@@ -45,29 +45,25 @@ func streamRuns(src source, name string, runs []pageRun, put func([]segment) err
 	if len(runs) == 0 {
 		return nil
 	}
-	n := 1
+	f, err := src.open(name)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	w := &runWriter{name: name, runs: runs, put: put, progress: progress}
 	if src.encrypted() {
-		n = decryptReaders
+		// The whole file, decrypted and authenticated batch by batch on other cores.
+		_, err = f.WriteTo(w)
+	} else {
+		w.pos = runs[0].off
+		last := runs[len(runs)-1]
+		err = readAhead([]io.ReaderAt{f}, name, runs[0].off, last.off+last.size, w)
 	}
-	var files []io.ReaderAt
-	for range n {
-		f, err := src.open(name)
-		if err != nil {
-			return err
-		}
-		defer f.Close()
-		files = append(files, f)
-	}
-	w := &runWriter{name: name, runs: runs, put: put, progress: progress, pos: runs[0].off}
-	last := runs[len(runs)-1]
-	if err := readAhead(files, name, runs[0].off, last.off+last.size, w); err != nil {
+	if err != nil {
 		return err
 	}
 	return w.finish()
 }
-
-// decryptReaders is how many goroutines read (and decrypt) an encrypted pages file.
-const decryptReaders = 2
 
 // readAhead reads [from, to) of a file in order into w, in blocks of readBufSize at
 // multiples of readBufSize. Block i is read by goroutine i mod len(srcs) (each srcs[k] is

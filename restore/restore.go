@@ -63,10 +63,7 @@ func Restore(ctx context.Context, opts Options, set *imgset.Set) error {
 }
 
 func restoreFrom(ctx context.Context, opts Options, src source) error {
-	t0 := time.Now()
-	defer func() { fmt.Fprintf(os.Stderr, "DBG total %v\n", time.Since(t0)) }()
 	pl, err := loadPlan(src)
-	fmt.Fprintf(os.Stderr, "DBG loadPlan %v\n", time.Since(t0))
 	if err != nil {
 		return err
 	}
@@ -193,16 +190,12 @@ func (r *restorer) run() (err error) {
 			}
 		}
 	}()
-	t0 := time.Now()
 	if err := r.startHelper(); err != nil {
 		return err
 	}
-	fmt.Fprintf(os.Stderr, "DBG helper %v\n", time.Since(t0))
 	if err := r.createTree(); err != nil {
 		return err
 	}
-	fmt.Fprintf(os.Stderr, "DBG tree %v\n", time.Since(t0))
-	defer func() { fmt.Fprintf(os.Stderr, "DBG run %v\n", time.Since(t0)) }()
 	for _, p := range r.procs {
 		if err := r.ctx.Err(); err != nil {
 			return err
