@@ -406,26 +406,37 @@ func TestCryptoCommandsHelp(t *testing.T) {
 func TestProgressOnTerminal(t *testing.T) {
 	master, slave := openPTY(t)
 	drawn := func(args ...string) string {
+		// Read the terminal while the command runs: a pty buffers only a few KiB, and a
+		// bar drawing into a full one would block the command for ever.
+		got := make(chan string, 1)
+		go func() {
+			var b []byte
+			buf := make([]byte, 1<<16)
+			for {
+				n, err := master.Read(buf)
+				b = append(b, buf[:n]...)
+				if err != nil {
+					got <- string(b)
+					return
+				}
+			}
+		}()
 		app := NewApp()
 		var out strings.Builder
 		app.Writer, app.ErrWriter = &out, slave
-		if err := app.Run(append([]string{"imgtool"}, args...)); err != nil {
-			t.Fatal(err)
-		}
-		// The bar's last frame ends the output; read what the terminal got.
+		runErr := app.Run(append([]string{"imgtool"}, args...))
+		// The bar's last frame ends the output: stop reading shortly after the command.
 		if err := master.SetReadDeadline(time.Now().Add(200 * time.Millisecond)); err != nil {
 			t.Skipf("pty has no deadlines: %v", err)
 		}
-		var got []byte
-		buf := make([]byte, 1<<16)
-		for {
-			n, err := master.Read(buf)
-			got = append(got, buf[:n]...)
-			if err != nil {
-				break
-			}
+		text := <-got
+		if err := master.SetReadDeadline(time.Time{}); err != nil {
+			t.Fatal(err)
 		}
-		return string(got)
+		if runErr != nil {
+			t.Fatal(runErr)
+		}
+		return text
 	}
 	dir := copySet(t, filepath.Join(fixtureDir, "counter"))
 	if got := drawn("encrypt", "-D", dir, "--cert", keyPath("bob-p256.crt")); !strings.Contains(got, "encrypting") {
