@@ -61,20 +61,23 @@ func NewApp() *cli.App {
 			return usageError(err)
 		},
 		Commands: []*cli.Command{
-			// Each command lives in its own file; add new ones here.
-			xCommand(),
-			inspectCommand(),
-			restoreCommand(),
-			dumpCommand(),
-			encryptCommand(),
-			decryptCommand(),
-			rekeyCommand(),
-			verifyCommand(),
-			keygenCommand(),
+			// The codec, as crit.
 			decodeCommand(),
 			encodeCommand(),
 			infoCommand(),
 			showCommand(),
+			// Exploring a set.
+			xCommand(),
+			inspectCommand(),
+			// Encryption.
+			keygenCommand(),
+			encryptCommand(),
+			decryptCommand(),
+			rekeyCommand(),
+			verifyCommand(),
+			// Checkpoint and restore.
+			dumpCommand(),
+			restoreCommand(),
 		},
 	}
 }

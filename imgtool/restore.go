@@ -4,70 +4,88 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 
 	"github.com/urfave/cli/v2"
 
-	"github.com/imgtool/imgtool/cipher"
-	"github.com/imgtool/imgtool/imgset"
 	"github.com/imgtool/imgtool/restore"
 )
 
 // restoreOptions are the options of "imgtool restore".
 type restoreOptions struct {
-	dir              string
-	tlsKeys          []string // private keys tried on an encrypted set's header
-	requireEncrypted bool
-	detach           bool
-	pidFile          string
+	Dir     string     // -D: the image set
+	Keys    keyOptions // --tls-key, --require-encrypted
+	Detach  bool       // -d: leave the restored tree running and exit
+	PidFile string     // --pidfile: where to write the restored root's PID
+	Quiet   bool
+	Err     io.Writer // progress
 }
+
+const (
+	flagDetach  = "restore-detached"
+	flagPidFile = "pidfile"
+)
 
 func restoreCommand() *cli.Command {
 	return &cli.Command{
 		Name:      "restore",
 		Usage:     "recreate the processes of an image set, with their PIDs, and let them continue",
 		ArgsUsage: " ",
-		Description: "Restores the process tree of an image set written by imgtool dump or CRIU 4.2.\n" +
-			"Without -d, imgtool waits for the restored root process and exits with its status.",
-		Flags: []cli.Flag{
-			&cli.StringFlag{Name: "images-dir", Aliases: []string{"D"}, Usage: "the image set `DIR` (required)"},
-			&cli.StringSliceFlag{Name: "tls-key", Usage: "private key `key.pem` to decrypt an encrypted set (repeatable)"},
-			&cli.BoolFlag{Name: "require-encrypted", Usage: "refuse a set that is not encrypted"},
-			&cli.BoolFlag{Name: "restore-detached", Aliases: []string{"d"}, Usage: "leave the restored tree running and exit"},
-			&cli.StringFlag{Name: "pidfile", Usage: "write the restored root's PID to `FILE`"},
-		},
+		Description: `Recreates the process tree of an image set written by imgtool dump or by CRIU 4.2:
+every process and thread with its old PID and TID, memory, registers, signal state,
+credentials, working directory, and open files, pipes and FIFOs with their queued
+data. Each process continues exactly where it stopped. No CRIU binary is needed.
+
+Everything is checked before any process is created: PIDs in use, files that are
+missing or changed since the dump, XSAVE features this CPU lacks, and (for an
+encrypted set) the header and manifest. A failure midway kills every process the
+restore created; the image set is never modified. An encrypted set is decrypted in
+memory only, chunk by chunk, each chunk authenticated before its pages are used.
+
+Without -d, imgtool waits for the restored root process and exits with its status
+(128+N when a signal N ended it).
+
+Examples:
+   imgtool restore -D /tmp/ckpt
+   imgtool restore -D /tmp/ckpt -d --pidfile /run/app.pid
+   imgtool restore -D /tmp/ckpt --tls-key key.pem --require-encrypted -d
+
+Exit codes: the restored root's status without -d; with -d, 0 success; 1 failure
+(nothing is left running); 2 wrong command line.`,
+		Flags: append([]cli.Flag{
+			imagesDirFlag(),
+			&cli.BoolFlag{Name: flagDetach, Aliases: []string{"d"}, Usage: "leave the restored tree running and exit"},
+			&cli.StringFlag{Name: flagPidFile, Usage: "write the restored root's PID to `FILE`"},
+			quietFlag(),
+		}, keyFlags()...),
 		Action: func(c *cli.Context) error {
-			if c.Args().Len() > 0 {
-				return usageError(fmt.Errorf("restore takes no arguments, got %q", c.Args().First()))
-			}
-			if c.String("images-dir") == "" {
-				return usageError(errors.New("restore needs the image set: -D DIR"))
-			}
 			return runRestore(c.Context, restoreOptions{
-				dir:              c.String("images-dir"),
-				tlsKeys:          c.StringSlice("tls-key"),
-				requireEncrypted: c.Bool("require-encrypted"),
-				detach:           c.Bool("restore-detached"),
-				pidFile:          c.String("pidfile"),
+				Dir:     c.String(flagImagesDir),
+				Keys:    keyOptionsFrom(c),
+				Detach:  c.Bool(flagDetach),
+				PidFile: c.String(flagPidFile),
+				Quiet:   c.Bool(flagQuiet),
+				Err:     errWriter(c),
 			}, c.Args().Slice())
 		},
 	}
 }
 
 // runRestore opens the set (decrypting it in memory when encrypted) and restores it.
-func runRestore(ctx context.Context, opts restoreOptions, _ []string) error {
-	var ids []cipher.Identity
-	for _, k := range opts.tlsKeys {
-		id, err := cipher.ReadIdentity(k)
-		if err != nil {
-			return fmt.Errorf("restore: %w", err)
-		}
-		ids = append(ids, id)
+func runRestore(ctx context.Context, opts restoreOptions, args []string) error {
+	if len(args) > 0 {
+		return usageError(fmt.Errorf("restore takes no arguments, got %q", args[0]))
 	}
-	set, err := imgset.Open(opts.dir, imgset.OpenOptions{Identities: ids, RequireEncrypted: opts.requireEncrypted})
+	if opts.Dir == "" {
+		return usageError(errors.New("restore needs the image set: -D DIR"))
+	}
+	set, err := openSet(opts.Dir, opts.Keys)
 	if err != nil {
 		return fmt.Errorf("restore: %w", err)
 	}
-	err = restore.Restore(ctx, restore.Options{Detach: opts.detach, PidFile: opts.pidFile}, set)
+	progress, done := newProgress(opts.Err, opts.Quiet, "restoring")
+	err = restore.Restore(ctx, restore.Options{Detach: opts.Detach, PidFile: opts.PidFile, Progress: progress}, set)
+	done()
 	var exit *restore.ExitError
 	if errors.As(err, &exit) {
 		// The restored program's own status, as a shell would report it.
