@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"crypto/hmac"
 	"encoding/binary"
+	"errors"
 	"fmt"
 	"io"
 	"slices"
@@ -61,31 +62,75 @@ func (h *Header) File(name string) (FileInfo, bool) {
 	return h.Files[i], true
 }
 
-// Unwrap recovers the set key with the first identity that a stanza names, then
-// checks the header MAC with it. Errors: ErrNoRecipient when no identity is a
-// recipient, ErrWrongKey when a stanza names an identity but does not open,
-// ErrHeaderAuth when the MAC does not match.
+// Unwrap recovers the set key with the identities, tried in order, and checks
+// the header MAC with it: the first identity whose stanza opens to a key that
+// authenticates the header wins. When none does, the error is the most serious
+// failure met, in this order: ErrHeaderAuth (a key was recovered but the MAC
+// does not match: the header was changed), ErrWrongKey (a stanza names a key but
+// does not open with it: damaged or forged), any other error, and last
+// ErrNoRecipient (no stanza names any key), as a *NoRecipientError that names
+// every key tried.
 func (h *Header) Unwrap(ids ...Identity) (*SetKey, error) {
 	if len(ids) == 0 {
 		return nil, fmt.Errorf("%w: no key given", ErrNoRecipient)
 	}
-	var firstErr error
+	var worst error
+	worstRank := -1
+	notFor := &NoRecipientError{Recipients: h.Recipients()}
 	for _, id := range ids {
-		fileKey, err := id.Unwrap(h.Stanzas)
-		if err != nil {
-			if firstErr == nil {
-				firstErr = err
-			}
+		key, err := h.unwrapOne(id)
+		if err == nil {
+			return key, nil
+		}
+		if nre := (*NoRecipientError)(nil); errors.As(err, &nre) {
+			notFor.Keys = append(notFor.Keys, nre.Keys...)
 			continue
 		}
-		key := newSetKeyFrom(fileKey, h.SetID, h.Algorithm)
-		if !hmac.Equal(key.headerMAC(h.signed), h.MAC[:]) {
-			return nil, errorf(ErrHeaderAuth, "", -1,
-				"the MAC does not match: parameters, recipients or manifest were changed after sealing")
+		if r := unwrapRank(err); r > worstRank {
+			worst, worstRank = err, r
 		}
-		return key, nil
 	}
-	return nil, firstErr
+	if worst != nil {
+		return nil, worst
+	}
+	return nil, notFor
+}
+
+// unwrapOne tries one identity: the set key if its stanza opens and the MAC
+// matches. A failure to find a stanza is always a *NoRecipientError.
+func (h *Header) unwrapOne(id Identity) (*SetKey, error) {
+	fileKey, err := id.Unwrap(h.Stanzas)
+	if err != nil {
+		if errors.Is(err, ErrNoRecipient) {
+			var nre *NoRecipientError
+			if !errors.As(err, &nre) {
+				// An Identity of another package: name it as best we can.
+				nre = &NoRecipientError{}
+				if f, ok := id.(interface{ Fingerprint() Fingerprint }); ok {
+					nre.Keys = []Fingerprint{f.Fingerprint()}
+				}
+			}
+			return nil, nre
+		}
+		return nil, err
+	}
+	key := newSetKeyFrom(fileKey, h.SetID, h.Algorithm)
+	if !hmac.Equal(key.headerMAC(h.signed), h.MAC[:]) {
+		return nil, errorf(ErrHeaderAuth, "", -1,
+			"the MAC does not match: parameters, recipients or manifest were changed after sealing")
+	}
+	return key, nil
+}
+
+// unwrapRank orders the failures of Unwrap, most serious highest.
+func unwrapRank(err error) int {
+	switch {
+	case errors.Is(err, ErrHeaderAuth):
+		return 3
+	case errors.Is(err, ErrWrongKey):
+		return 2
+	}
+	return 1
 }
 
 // SealHeader encodes a header for key with the given stanzas and manifest, and

@@ -59,11 +59,40 @@ func ParseFingerprint(s string) (Fingerprint, error) {
 // fingerprintOf hashes a DER SubjectPublicKeyInfo.
 func fingerprintOf(spki []byte) Fingerprint { return sha256.Sum256(spki) }
 
+// NoRecipientError says that no stanza of a header names any of the keys tried:
+// the set was not encrypted for them. It names every key tried and every
+// recipient of the set, and wraps ErrNoRecipient.
+type NoRecipientError struct {
+	Keys       []Fingerprint // the keys tried, in order
+	Recipients []Fingerprint // the recipients the header names
+}
+
+func (e *NoRecipientError) Error() string {
+	what := "key"
+	if len(e.Keys) != 1 {
+		what = "keys"
+	}
+	return fmt.Sprintf("%v: %s %s; the set is for %s", ErrNoRecipient, what, joinFingerprints(e.Keys), joinFingerprints(e.Recipients))
+}
+
+func (e *NoRecipientError) Unwrap() error { return ErrNoRecipient }
+
+func joinFingerprints(fps []Fingerprint) string {
+	if len(fps) == 0 {
+		return "none"
+	}
+	names := make([]string, len(fps))
+	for i, fp := range fps {
+		names[i] = fp.String()
+	}
+	return strings.Join(names, ", ")
+}
+
 // noRecipientError reports that none of stanzas names fp.
 func noRecipientError(fp Fingerprint, stanzas []*Stanza) error {
-	names := make([]string, 0, len(stanzas))
+	e := &NoRecipientError{Keys: []Fingerprint{fp}}
 	for _, s := range stanzas {
-		names = append(names, s.Fingerprint.String())
+		e.Recipients = append(e.Recipients, s.Fingerprint)
 	}
-	return fmt.Errorf("%w: key %s; the set is for %s", ErrNoRecipient, fp, strings.Join(names, ", "))
+	return e
 }

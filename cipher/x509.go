@@ -222,11 +222,19 @@ func describeKey(pub crypto.PublicKey) string {
 	return fmt.Sprintf("%T", pub)
 }
 
-// ParseRecipients returns a recipient for every CERTIFICATE block of PEM data.
+// ParseRecipients returns the recipients of the CERTIFICATE blocks of PEM data.
+//
+// A file may hold several recipients' certificates, or a certificate chain (a
+// leaf and the CAs that issued it, as PKIs hand them out). A CA certificate
+// (BasicConstraints CA:TRUE) is taken as a recipient only when the data holds no
+// other kind: with a chain, only the leaves are recipients, so that encrypting
+// "for fullchain.pem" does not also encrypt for the CA's key. A file of CA
+// certificates only (such as self-signed certificates, which OpenSSL marks CA)
+// gives all of them.
 func ParseRecipients(pemData []byte) ([]*X509Recipient, error) {
-	var out []*X509Recipient
+	var leaves, cas []*x509.Certificate
 	rest := pemData
-	for {
+	for n := 1; ; {
 		var block *pem.Block
 		block, rest = pem.Decode(rest)
 		if block == nil {
@@ -236,22 +244,38 @@ func ParseRecipients(pemData []byte) ([]*X509Recipient, error) {
 		case "CERTIFICATE":
 			cert, err := x509.ParseCertificate(block.Bytes)
 			if err != nil {
-				return nil, fmt.Errorf("%w: certificate %d: %v", ErrUnreadableKey, len(out)+1, err)
+				return nil, fmt.Errorf("%w: certificate %d: %v", ErrUnreadableKey, n, err)
 			}
-			r, err := NewX509Recipient(cert)
-			if err != nil {
-				return nil, err
+			n++
+			if isCA(cert) {
+				cas = append(cas, cert)
+			} else {
+				leaves = append(leaves, cert)
 			}
-			out = append(out, r)
 		case "PRIVATE KEY", "RSA PRIVATE KEY", "EC PRIVATE KEY", "ENCRYPTED PRIVATE KEY":
 			return nil, fmt.Errorf("%w: found a %s where a certificate was expected", ErrUnsupportedKey, block.Type)
 		}
 	}
-	if len(out) == 0 {
+	certs := leaves
+	if len(certs) == 0 {
+		certs = cas
+	}
+	if len(certs) == 0 {
 		return nil, fmt.Errorf("%w: no PEM CERTIFICATE block", ErrUnreadableKey)
+	}
+	out := make([]*X509Recipient, 0, len(certs))
+	for _, cert := range certs {
+		r, err := NewX509Recipient(cert)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, r)
 	}
 	return out, nil
 }
+
+// isCA reports whether a certificate is a CA's: BasicConstraints CA:TRUE.
+func isCA(cert *x509.Certificate) bool { return cert.BasicConstraintsValid && cert.IsCA }
 
 // ReadRecipients reads the certificates of a PEM file (see ParseRecipients).
 func ReadRecipients(path string) ([]*X509Recipient, error) {

@@ -2,17 +2,22 @@ package imgtool
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
+	"os"
+	"path/filepath"
 
 	"github.com/urfave/cli/v2"
 
 	"github.com/imgtool/imgtool/image"
+	"github.com/imgtool/imgtool/imgset"
 )
 
 // decodeOptions are the options of imgtool decode.
 type decodeOptions struct {
 	In     string     // image to read; "" or "-": stdin
+	Dir    string     // -D: decode every protobuf image of this set instead (Out is a folder)
 	Out    string     // where the JSON goes; "" or "-": stdout
 	Pretty bool       // crit's --pretty
 	Files  fileOpener // how to open In
@@ -23,7 +28,7 @@ func decodeCommand() *cli.Command {
 	return &cli.Command{
 		Name:      "decode",
 		Usage:     "convert a CRIU image to JSON, as crit decode does",
-		UsageText: "imgtool decode [-i IMAGE] [-o JSON] [--pretty]",
+		UsageText: "imgtool decode [-i IMAGE] [-o JSON] [--pretty]\n   imgtool decode -D SET -o FOLDER [--pretty]",
 		Description: `Prints a CRIU image as crit 4.2's JSON, byte for byte: {"magic": ..., "entries": [...]},
 each entry's set fields in field-number order, enums by name, bytes in base64, and the
 payload that follows an entry (pipe and socket queues, ghost file contents, ...) as
@@ -32,15 +37,20 @@ payload that follows an entry (pipe and socket queues, ghost file contents, ...)
 Like crit, the JSON on stdout ends with a newline and a file written with -o does not.
 imgtool encode turns either form back into the identical image.
 
+With -D, every protobuf image of the set SET (plain, or encrypted with --tls-key) is
+decoded in one run into FOLDER/NAME.json (pages and other raw images are skipped).
+
 Examples:
    imgtool decode -i fixtures/criu-4.2/counter/pstree.img
    imgtool decode -i core-1.img --pretty -o core-1.json
    imgtool decode --pretty < inventory.img | jq '.entries[0]'
+   imgtool decode -D fixtures/criu-4.2/tree -o /tmp/tree-json --pretty
 
 Exit codes: 0 success, 1 the image cannot be read or the output written (no partial
 output file is left), 2 wrong command line.`,
 		Flags: append([]cli.Flag{
 			&cli.StringFlag{Name: "in", Aliases: []string{"i"}, Usage: "image to decode (stdin by default)"},
+			&cli.StringFlag{Name: flagImagesDir, Aliases: []string{"D"}, Usage: "decode every image of the set `SET` into the folder given with -o"},
 			&cli.StringFlag{Name: "out", Aliases: []string{"o"}, Usage: "where to write the JSON (stdout by default)"},
 			&cli.BoolFlag{Name: "pretty", Usage: "indent, and print fields in their human-readable forms"},
 		}, fileOpenFlags()...),
@@ -51,7 +61,7 @@ output file is left), 2 wrong command line.`,
 				return err
 			}
 			opts := decodeOptions{
-				In: c.String("in"), Out: c.String("out"), Pretty: c.Bool("pretty"),
+				In: c.String("in"), Dir: c.String(flagImagesDir), Out: c.String("out"), Pretty: c.Bool("pretty"),
 				Files: fileOpenerFrom(c), Stdout: c.App.Writer,
 			}
 			return runDecode(c.Context, opts, args)
@@ -64,10 +74,62 @@ func runDecode(ctx context.Context, opts decodeOptions, args []string) error {
 	if len(args) != 0 {
 		return usageError(fmt.Errorf("decode: unexpected argument %q (the image is given with -i)", args[0]))
 	}
+	if opts.Dir != "" {
+		if opts.In != "" || opts.Out == "" || opts.Out == "-" {
+			return usageError(errors.New("decode: -D SET takes an output folder with -o, and no -i"))
+		}
+		if err := decodeSet(ctx, opts.Dir, opts.Out, opts.Files.keys, image.JSONOptions{Pretty: opts.Pretty}); err != nil {
+			return fmt.Errorf("decode: %w", err)
+		}
+		return nil
+	}
 	if err := decodeImage(ctx, opts.Files, opts.In, opts.Out, opts.Stdout, image.JSONOptions{Pretty: opts.Pretty}); err != nil {
 		return fmt.Errorf("decode: %w", err)
 	}
 	return nil
+}
+
+// decodeSet writes every protobuf image of the set in dir as outDir/NAME.json, as
+// decode -i NAME -o NAME.json would, in one run. Files that are not protobuf images
+// (pages and other raw images, the sealed header) are skipped.
+func decodeSet(ctx context.Context, dir, outDir string, keys keyOptions, jopts image.JSONOptions) error {
+	set, err := openSet(dir, keys)
+	if err != nil {
+		return err
+	}
+	if err := os.MkdirAll(outDir, 0o755); err != nil {
+		return err
+	}
+	for _, name := range set.Names() {
+		if k := image.KindByFileName(name); k == nil || k.Raw || k.Opaque() {
+			continue
+		}
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		if err := decodeSetFile(set, name, filepath.Join(outDir, name+".json"), jopts); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// decodeSetFile decodes one file of set to the file out, atomically.
+func decodeSetFile(set *imgset.Set, name, out string, jopts image.JSONOptions) error {
+	f, err := set.Open(name)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	o, err := createOutput(out, nil)
+	if err != nil {
+		return err
+	}
+	defer o.abort()
+	if err := image.DecodeJSON(f, o, jopts); err != nil {
+		return err
+	}
+	return o.commit()
 }
 
 // decodeImage writes the image at in as JSON to out (decode and show).

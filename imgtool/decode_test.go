@@ -151,3 +151,40 @@ func TestCommandsHelp(t *testing.T) {
 		}
 	}
 }
+
+// TestDecodeWholeSet decodes each fixture set in one run (-D) and checks every file
+// against crit's golden, which crit printed to stdout (so with the final newline
+// that a file written with -o leaves out).
+func TestDecodeWholeSet(t *testing.T) {
+	for _, set := range fixtureSetNames(t) {
+		out := filepath.Join(t.TempDir(), set)
+		if _, _, err := runWithStdin(t, nil, "decode", "-D", filepath.Join(fixtureDir, set), "-o", out, "--pretty"); err != nil {
+			t.Fatalf("decode -D %s: %v", set, err)
+		}
+		n := 0
+		for _, img := range critImages(t) {
+			if filepath.Base(filepath.Dir(img.path)) != set {
+				continue
+			}
+			n++
+			got, err := os.ReadFile(filepath.Join(out, filepath.Base(img.path)+".json"))
+			if err != nil {
+				t.Errorf("decode -D %s: %v", set, err)
+				continue
+			}
+			want, err := os.ReadFile(img.golden + ".pretty.json")
+			if err != nil {
+				t.Fatal(err)
+			}
+			if string(got)+"\n" != string(want) {
+				t.Errorf("decode -D %s: %s differs from crit", set, filepath.Base(img.path))
+			}
+		}
+		if files, _ := os.ReadDir(out); len(files) != n {
+			t.Errorf("decode -D %s wrote %d files for %d images", set, len(files), n)
+		}
+	}
+	if _, _, err := runWithStdin(t, nil, "decode", "-D", filepath.Join(fixtureDir, "counter")); ExitCode(err) != ExitUsage {
+		t.Errorf("decode -D without -o: exit %d (%v), want %d", ExitCode(err), err, ExitUsage)
+	}
+}
