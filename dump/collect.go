@@ -8,6 +8,9 @@ import (
 	"unsafe"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/imgtool/imgtool/internal/fpu"
+	"github.com/imgtool/imgtool/internal/ptrace"
 )
 
 const (
@@ -15,7 +18,6 @@ const (
 	nSignals       = 64
 	nRlimits       = 16
 	maxAuxvWords   = 44 // CRIU's AT_VECTOR_SIZE: a restore refuses more
-	xsaveBufSize   = 64 << 10
 	sigactionSize  = 32 // struct sigaction of the x86_64 kernel ABI
 	itimervalSize  = 32
 	threadScratch  = 64 // per-thread slot: stack_t (24), tid address (8), pdeath signal (4)
@@ -30,8 +32,8 @@ type threadState struct {
 	comm             string
 	status           procStatus
 	xsave            []byte
-	tls              [3]userDesc
-	rseq             rseqConfig
+	tls              [3]ptrace.UserDesc
+	rseq             ptrace.RseqConfig
 	hasRseq          bool
 	robustHead       uint64
 	robustLen        uint64
@@ -99,7 +101,7 @@ func fixRestart(r unix.PtraceRegs) unix.PtraceRegs {
 
 // collectThread reads everything about t that the tracer can read directly.
 func collectThread(p *process, t *thread) error {
-	regs, err := getRegs(t.tid)
+	regs, err := ptrace.GetRegs(t.tid)
 	if err != nil {
 		return err
 	}
@@ -108,7 +110,7 @@ func collectThread(p *process, t *thread) error {
 	}
 	t.orig = regs
 	t.regs = fixRestart(regs)
-	if t.origMask, err = getSigmask(t.tid); err != nil {
+	if t.origMask, err = ptrace.GetSigmask(t.tid); err != nil {
 		return err
 	}
 	s := &t.state
@@ -122,23 +124,23 @@ func collectThread(p *process, t *thread) error {
 	}
 	s.comm = strings.TrimSuffix(string(comm), "\n")
 
-	buf := make([]byte, xsaveBufSize)
-	n, err := getRegset(t.tid, ntX86Xstate, buf)
+	buf := make([]byte, fpu.MaxSize)
+	xsave, err := ptrace.GetRegset(t.tid, ptrace.NTX86XState, buf)
 	if err != nil {
 		return fmt.Errorf("read XSAVE state of thread %d: %w", t.tid, err)
 	}
-	if n < 576 {
-		return fmt.Errorf("thread %d: XSAVE state of %d bytes, want at least 576", t.tid, n)
+	if len(xsave) < fpu.MinSize {
+		return fmt.Errorf("thread %d: XSAVE state of %d bytes, want at least %d", t.tid, len(xsave), fpu.MinSize)
 	}
-	s.xsave = buf[:n]
+	s.xsave = xsave
 	for i := range s.tls {
-		d, err := getThreadArea(t.tid, uint32(12+i))
+		d, err := ptrace.GetThreadArea(t.tid, uint32(12+i))
 		if err != nil {
 			return fmt.Errorf("read TLS entry %d of thread %d: %w", 12+i, t.tid, err)
 		}
 		s.tls[i] = d
 	}
-	if c, err := getRseq(t.tid); err == nil {
+	if c, err := ptrace.GetRseq(t.tid); err == nil {
 		s.rseq, s.hasRseq = c, true
 	} else {
 		return fmt.Errorf("read rseq configuration of thread %d: %w", t.tid, err)
@@ -153,14 +155,14 @@ func collectThread(p *process, t *thread) error {
 	if err := collectSched(t.tid, s); err != nil {
 		return err
 	}
-	if s.pending, err = pendingSignals(t.tid, false); err != nil {
+	if s.pending, err = ptrace.PendingSignals(t.tid, false); err != nil {
 		return err
 	}
-	if hasShadowStack() {
+	if fpu.HasShadowStack() {
 		s.cet = true
 		var cet [2]uint64
 		b := unsafe.Slice((*byte)(unsafe.Pointer(&cet[0])), 16)
-		if n, err := getRegset(t.tid, ntX86Shstk, b); err == nil && n == 16 {
+		if got, err := ptrace.GetRegset(t.tid, ptrace.NTX86Shstk, b); err == nil && len(got) == 16 {
 			s.cetState, s.cetSSP = cet[0], cet[1]
 		}
 	}
@@ -190,17 +192,6 @@ func collectSched(tid int, s *threadState) error {
 	return nil
 }
 
-// hasShadowStack reports CPUID.(7,0):ECX[7] (CET shadow stack), the test CRIU uses to decide
-// whether core images carry a cet entry.
-func hasShadowStack() bool {
-	max, _, _, _ := cpuid(0, 0)
-	if max < 7 {
-		return false
-	}
-	_, _, ecx, _ := cpuid(7, 0)
-	return ecx&(1<<7) != 0
-}
-
 // collectProcess reads the per-process state: /proc first, then the injected syscalls.
 func (d *dumper) collectProcess(p *process) error {
 	ps := &procState{}
@@ -220,7 +211,7 @@ func (d *dumper) collectProcess(p *process) error {
 			return err
 		}
 	}
-	if ps.sharedPending, err = pendingSignals(p.pid, true); err != nil {
+	if ps.sharedPending, err = ptrace.PendingSignals(p.pid, true); err != nil {
 		return err
 	}
 	if err := d.collectProcFiles(p, ps); err != nil {
@@ -356,7 +347,7 @@ func (d *dumper) injectAll(p *process, ps *procState) error {
 	if err := in.mapScratch(leader, offThreads+uint64(len(p.threads))*threadScratch); err != nil {
 		return err
 	}
-	brk, err := in.call(leader, sysBrk, 0)
+	brk, err := in.call(leader, unix.SYS_BRK, 0)
 	if err != nil {
 		return err
 	}
@@ -365,42 +356,42 @@ func (d *dumper) injectAll(p *process, ps *procState) error {
 		if sig == int(unix.SIGKILL) || sig == int(unix.SIGSTOP) {
 			continue
 		}
-		if _, err := in.callOK(leader, "rt_sigaction", sysRtSigaction, uint64(sig), 0,
+		if _, err := in.call(leader, unix.SYS_RT_SIGACTION, uint64(sig), 0,
 			in.scratch+offSigactions+uint64(sig-1)*sigactionSize, 8); err != nil {
 			return err
 		}
 	}
 	for which := 0; which < 3; which++ {
-		if _, err := in.callOK(leader, "getitimer", sysGetitimer, uint64(which),
+		if _, err := in.call(leader, unix.SYS_GETITIMER, uint64(which),
 			in.scratch+offItimers+uint64(which)*itimervalSize); err != nil {
 			return err
 		}
 	}
-	if _, err := in.callOK(leader, "prctl", sysPrctl, prGetChildSubreaper, in.scratch+offSubreaper); err != nil {
+	if _, err := in.call(leader, unix.SYS_PRCTL, unix.PR_GET_CHILD_SUBREAPER, in.scratch+offSubreaper); err != nil {
 		return err
 	}
-	dumpable, err := in.callOK(leader, "prctl", sysPrctl, prGetDumpable)
+	dumpable, err := in.call(leader, unix.SYS_PRCTL, unix.PR_GET_DUMPABLE)
 	if err != nil {
 		return err
 	}
 	ps.dumpable = int32(dumpable)
-	thp, err := in.callOK(leader, "prctl", sysPrctl, prGetThpDisable)
+	thp, err := in.call(leader, unix.SYS_PRCTL, unix.PR_GET_THP_DISABLE)
 	if err != nil {
 		return err
 	}
 	ps.thpDisabled = thp != 0
 	for i, t := range p.threads {
 		base := in.scratch + offThreads + uint64(i)*threadScratch
-		if _, err := in.callOK(t, "sigaltstack", sysSigaltstack, 0, base); err != nil {
+		if _, err := in.call(t, unix.SYS_SIGALTSTACK, 0, base); err != nil {
 			return err
 		}
-		if _, err := in.callOK(t, "prctl", sysPrctl, prGetTidAddress, base+24); err != nil {
+		if _, err := in.call(t, unix.SYS_PRCTL, unix.PR_GET_TID_ADDRESS, base+24); err != nil {
 			return err
 		}
-		if _, err := in.callOK(t, "prctl", sysPrctl, prGetPdeathsig, base+32); err != nil {
+		if _, err := in.call(t, unix.SYS_PRCTL, unix.PR_GET_PDEATHSIG, base+32); err != nil {
 			return err
 		}
-		sb, err := in.callOK(t, "prctl", sysPrctl, prGetSecurebits)
+		sb, err := in.call(t, unix.SYS_PRCTL, unix.PR_GET_SECUREBITS)
 		if err != nil {
 			return err
 		}

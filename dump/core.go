@@ -2,7 +2,6 @@ package dump
 
 import (
 	"fmt"
-	"sync"
 
 	core_x86 "github.com/checkpoint-restore/go-criu/v8/crit/images/core-x86"
 	"github.com/checkpoint-restore/go-criu/v8/crit/images/creds"
@@ -14,117 +13,15 @@ import (
 	"github.com/checkpoint-restore/go-criu/v8/crit/images/timer"
 	"golang.org/x/sys/unix"
 	"google.golang.org/protobuf/proto"
+
+	"github.com/imgtool/imgtool/image"
+	"github.com/imgtool/imgtool/internal/fpu"
+	"github.com/imgtool/imgtool/internal/ptrace"
 )
 
-const (
-	taskAlive       = 1
-	fpXstateMagic1  = 0x46505853
-	xfeatureYMM     = 2
-	xfeatureBndregs = 3
-	xfeatureBndcsr  = 4
-	xfeatureOpmask  = 5
-	xfeatureZMMHi   = 6
-	xfeatureHi16ZMM = 7
-	xfeaturePKRU    = 9
-	// cgSetID is the cgroup set CRIU 4.2 names in inventory and thread_core although it
-	// writes no cgroup.img for tasks in the root cgroup set; a restore accepts it.
-	cgSetID = 1
-)
-
-// xstateComponent is where one XSAVE component lives in the standard (non-compacted)
-// format the kernel's NT_X86_XSTATE regset uses.
-type xstateComponent struct{ offset, size uint32 }
-
-// xstateLayout reads CPUID leaf 0xD: offsets and sizes of components 2..9.
-var xstateLayout = sync.OnceValue(func() [10]xstateComponent {
-	var out [10]xstateComponent
-	max, _, _, _ := cpuid(0, 0)
-	if max < 0xd {
-		return out
-	}
-	for i := uint32(2); i < 10; i++ {
-		size, off, _, _ := cpuid(0xd, i)
-		out[i] = xstateComponent{offset: off, size: size}
-	}
-	return out
-})
-
-// splitXsave fills CRIU's fpregs entry from a raw XSAVE buffer: the legacy FXSAVE area, then
-// each extended component the kernel enabled, at its CPUID offset.
-func splitXsave(buf []byte) (*core_x86.UserX86FpregsEntry, error) {
-	fp := &core_x86.UserX86FpregsEntry{
-		Cwd: proto.Uint32(uint32(le16(buf[0:]))), Swd: proto.Uint32(uint32(le16(buf[2:]))),
-		Twd: proto.Uint32(uint32(le16(buf[4:]))), Fop: proto.Uint32(uint32(le16(buf[6:]))),
-		Rip: proto.Uint64(le64(buf[8:])), Rdp: proto.Uint64(le64(buf[16:])),
-		Mxcsr: proto.Uint32(le32(buf[24:])), MxcsrMask: proto.Uint32(le32(buf[28:])),
-		StSpace: words32(buf[32:160]), XmmSpace: words32(buf[160:416]),
-	}
-	// The kernel reports the enabled user features (XCR0) in the software-reserved bytes.
-	var xfeatures uint64
-	if le32(buf[464:]) == fpXstateMagic1 {
-		xfeatures = le64(buf[472:])
-	} else {
-		a, _, _, d := cpuid(0xd, 0)
-		xfeatures = uint64(a) | uint64(d)<<32
-	}
-	xs := &core_x86.UserX86XsaveEntry{XstateBv: proto.Uint64(le64(buf[512:]))}
-	layout := xstateLayout()
-	comp := func(f int) ([]byte, bool, error) {
-		if xfeatures&(1<<f) == 0 {
-			return nil, false, nil
-		}
-		c := layout[f]
-		if c.size == 0 || int(c.offset)+int(c.size) > len(buf) {
-			return nil, false, fmt.Errorf("XSAVE component %d at %d+%d beyond the %d-byte state", f, c.offset, c.size, len(buf))
-		}
-		return buf[c.offset : c.offset+c.size], true, nil
-	}
-	for _, f := range []int{xfeatureYMM, xfeatureBndregs, xfeatureBndcsr, xfeatureOpmask, xfeatureZMMHi, xfeatureHi16ZMM, xfeaturePKRU} {
-		b, ok, err := comp(f)
-		if err != nil {
-			return nil, err
-		}
-		if !ok {
-			continue
-		}
-		switch f {
-		case xfeatureYMM:
-			xs.YmmhSpace = words32(b)
-		case xfeatureBndregs:
-			xs.BndregState = words64(b)
-		case xfeatureBndcsr:
-			xs.BndcsrState = words64(b)
-		case xfeatureOpmask:
-			xs.OpmaskReg = words64(b)
-		case xfeatureZMMHi:
-			xs.ZmmUpper = words64(b)
-		case xfeatureHi16ZMM:
-			xs.Hi16Zmm = words64(b)
-		case xfeaturePKRU:
-			xs.Pkru = words32(b)
-		}
-	}
-	fp.Xsave = xs
-	return fp, nil
-}
-
-func le16(b []byte) uint16 { return uint16(b[0]) | uint16(b[1])<<8 }
-
-func words32(b []byte) []uint32 {
-	out := make([]uint32, len(b)/4)
-	for i := range out {
-		out[i] = le32(b[i*4:])
-	}
-	return out
-}
-
-func words64(b []byte) []uint64 {
-	out := make([]uint64, len(b)/8)
-	for i := range out {
-		out[i] = le64(b[i*8:])
-	}
-	return out
-}
+// cgSetID is the cgroup set CRIU 4.2 names in inventory and thread_core although it
+// writes no cgroup.img for tasks in the root cgroup set; a restore accepts it.
+const cgSetID = 1
 
 func gpregs(r *unix.PtraceRegs) *core_x86.UserX86RegsEntry {
 	return &core_x86.UserX86RegsEntry{
@@ -140,7 +37,7 @@ func gpregs(r *unix.PtraceRegs) *core_x86.UserX86RegsEntry {
 }
 
 // tlsEntry converts a GDT TLS slot (struct user_desc with its flag bitfield).
-func tlsEntry(d userDesc) *core_x86.UserDescT {
+func tlsEntry(d ptrace.UserDesc) *core_x86.UserDescT {
 	bit := func(n uint) *bool { return proto.Bool(d.Flags&(1<<n) != 0) }
 	return &core_x86.UserDescT{
 		EntryNumber: proto.Uint32(d.EntryNumber), BaseAddr: proto.Uint32(d.BaseAddr), Limit: proto.Uint32(d.Limit),
@@ -201,7 +98,7 @@ func credsEntry(t *thread) (*creds.CredsEntry, error) {
 // coreEntry builds core-TID.img for thread t of p.
 func coreEntry(p *process, t *thread) (*criu_core.CoreEntry, error) {
 	s := &t.state
-	fp, err := splitXsave(s.xsave)
+	fp, err := fpu.CPULayout().Split(s.xsave)
 	if err != nil {
 		return nil, fmt.Errorf("thread %d: %w", t.tid, err)
 	}
@@ -248,7 +145,7 @@ func taskCore(p *process, leader *thread) *criu_core.TaskCoreEntry {
 		return &timer.ItimerEntry{Isec: proto.Uint64(v[0]), Iusec: proto.Uint64(v[1]), Vsec: proto.Uint64(v[2]), Vusec: proto.Uint64(v[3])}
 	}
 	tc := &criu_core.TaskCoreEntry{
-		TaskState: proto.Uint32(taskAlive), ExitCode: proto.Uint32(0), Personality: proto.Uint32(ps.personality),
+		TaskState: proto.Uint32(image.TaskAlive), ExitCode: proto.Uint32(0), Personality: proto.Uint32(ps.personality),
 		Flags: proto.Uint32(ps.stat.flags), BlkSigset: proto.Uint64(leader.origMask),
 		Comm:     proto.String(leader.state.comm),
 		Timers:   &timer.TaskTimersEntry{Real: it(ps.itimers[0]), Virt: it(ps.itimers[1]), Prof: it(ps.itimers[2])},

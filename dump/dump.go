@@ -5,8 +5,9 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"runtime"
 	"time"
+
+	"github.com/imgtool/imgtool/internal/ptrace"
 )
 
 // Sink receives the files of the image set. *imgset.Writer satisfies it; tests use a plain
@@ -69,11 +70,13 @@ func Dump(ctx context.Context, opts Options, sink Sink) (err error) {
 		return errors.New("dump: no sink")
 	}
 	// The kernel ties tracees to the thread that seized them: every ptrace call of this dump
-	// happens on this goroutine, locked to its OS thread.
-	runtime.LockOSThread()
-	defer runtime.UnlockOSThread()
+	// happens on one goroutine, locked to its OS thread.
+	return ptrace.OnTracerThread(newDumper(ctx, opts, sink).run)
+}
 
-	d := newDumper(ctx, opts, sink)
+// run is Dump on the tracer thread.
+func (d *dumper) run() (err error) {
+	opts, sink := d.opts, d.sink
 	defer func() {
 		if err != nil {
 			d.sinkAbort()

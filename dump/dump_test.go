@@ -17,16 +17,18 @@ import (
 	"github.com/checkpoint-restore/go-criu/v8/crit/images/fdinfo"
 	"github.com/checkpoint-restore/go-criu/v8/crit/images/memfd"
 	"github.com/checkpoint-restore/go-criu/v8/crit/images/mm"
-	"github.com/checkpoint-restore/go-criu/v8/crit/images/pipe-data"
+	pipe_data "github.com/checkpoint-restore/go-criu/v8/crit/images/pipe-data"
 	"github.com/checkpoint-restore/go-criu/v8/crit/images/pstree"
+
 	"github.com/imgtool/imgtool/image"
+	"github.com/imgtool/imgtool/internal/fpu"
 )
 
 // criuDiffs are the documented differences from CRIU's sets (see doc.go) that hold on this
 // machine.
 func criuDiffs() map[string]string {
 	d := map[string]string{}
-	if !hasShadowStack() {
+	if !fpu.HasShadowStack() {
 		for _, f := range []string{"cet", "cet.cet", "cet.ssp"} {
 			d["-core-N.img thread_info.fpregs.xsave."+f] = "CRIU writes cet only on CPUs with shadow stacks"
 		}
@@ -304,7 +306,7 @@ func TestDumpMemKinds(t *testing.T) {
 			t.Errorf("PROT_NONE area saved with prot %#x", v.GetProt())
 		}
 	}
-	if st := status[addr("shared")-3*pageSize]; st != vmaAreaRegular|vmaFileShared|vmaAreaMemfd {
+	if st := status[addr("shared")-3*pageSize]; st != image.VMAAreaRegular|image.VMAFileShared|image.VMAAreaMemfd {
 		t.Errorf("MAP_SHARED|MAP_ANONYMOUS status %#x", st)
 	}
 	c := entries[*criu_core.CoreEntry](t, s.dir, fmt.Sprintf("core-%d.img", tg.pid))[0]

@@ -11,6 +11,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/imgtool/imgtool/internal/ptrace"
 )
 
 // maxFreezeRounds bounds the re-listing of threads and children while a tree is being
@@ -123,12 +125,12 @@ func (d *dumper) freezeProcess(pid int, parent *process) (*process, error) {
 			}
 			seen[tid] = true
 			t := &thread{tid: tid}
-			if err := seize(tid); err != nil {
-				if errors.Is(err, errGone) && tid != pid {
+			if err := ptrace.Seize(tid); err != nil {
+				if errors.Is(err, ptrace.ErrGone) && tid != pid {
 					continue // a thread that exited while being stopped is simply not dumped
 				}
 				// A failed seize may still have attached: detach it like the others.
-				_ = ptrace(unix.PTRACE_DETACH, tid, 0, 0)
+				_ = ptrace.Detach(tid)
 				return nil, err
 			}
 			d.seized = append(d.seized, t)
@@ -144,7 +146,7 @@ func (d *dumper) freezeProcess(pid int, parent *process) (*process, error) {
 		}
 	}
 	if len(p.threads) == 0 || p.threads[0].tid != pid {
-		return nil, fmt.Errorf("process %d %w", pid, errGone)
+		return nil, fmt.Errorf("process %d exited during the dump", pid)
 	}
 	return p, nil
 }
@@ -210,41 +212,41 @@ func (d *dumper) thaw() error {
 
 func resumeThread(t *thread) error {
 	if t.injected {
-		if err := setRegs(t.tid, &t.orig); err != nil {
-			_ = ptrace(unix.PTRACE_DETACH, t.tid, 0, 0)
+		if err := ptrace.SetRegs(t.tid, &t.orig); err != nil {
+			_ = ptrace.Detach(t.tid)
 			return err
 		}
 	}
 	if t.masked {
-		if err := setSigmask(t.tid, t.origMask); err != nil {
-			_ = ptrace(unix.PTRACE_DETACH, t.tid, 0, 0)
+		if err := ptrace.SetSigmask(t.tid, t.origMask); err != nil {
+			_ = ptrace.Detach(t.tid)
 			return err
 		}
 	}
 	if t.injected {
-		if err := ptrace(ptraceInterrupt, t.tid, 0, 0); err != nil {
-			return fmt.Errorf("interrupt thread %d: %w", t.tid, err)
+		if err := ptrace.Interrupt(t.tid); err != nil {
+			return err
 		}
-		if err := ptrace(unix.PTRACE_CONT, t.tid, 0, 0); err != nil {
-			return fmt.Errorf("continue thread %d: %w", t.tid, err)
+		if err := ptrace.Cont(t.tid, 0); err != nil {
+			return err
 		}
-		kind, sig, err := waitStop(t.tid)
-		for err == nil && kind != stopInterrupt {
+		st, err := ptrace.Wait(t.tid)
+		for err == nil && st.Kind != ptrace.StopInterrupt {
 			// Only the interrupt trap is expected; pass anything else on.
-			pass := uintptr(0)
-			if kind == stopSignal {
-				pass = uintptr(sig)
+			var pass unix.Signal
+			if st.Kind == ptrace.StopSignal {
+				pass = st.Sig
 			}
-			if err = ptrace(unix.PTRACE_CONT, t.tid, 0, pass); err == nil {
-				kind, sig, err = waitStop(t.tid)
+			if err = ptrace.Cont(t.tid, pass); err == nil {
+				st, err = ptrace.Wait(t.tid)
 			}
 		}
 		if err != nil {
 			return err
 		}
 	}
-	if err := ptrace(unix.PTRACE_DETACH, t.tid, 0, 0); err != nil && err != unix.ESRCH {
-		return fmt.Errorf("detach thread %d: %w", t.tid, err)
+	if err := ptrace.Detach(t.tid); err != nil && !errors.Is(err, unix.ESRCH) {
+		return err
 	}
 	return nil
 }
@@ -272,7 +274,7 @@ func (d *dumper) kill() error {
 			}
 			if pid == t.tid && ws.Stopped() {
 				// Still stopped on its way out: let it go.
-				_ = ptrace(unix.PTRACE_CONT, t.tid, 0, 0)
+				_ = ptrace.Cont(t.tid, 0)
 				continue
 			}
 			time.Sleep(time.Millisecond)

@@ -18,9 +18,10 @@ import (
 	"testing"
 	"time"
 
-	"github.com/imgtool/imgtool/image"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/reflect/protoreflect"
+
+	"github.com/imgtool/imgtool/image"
 )
 
 const (

@@ -8,6 +8,8 @@ import (
 	"unsafe"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/imgtool/imgtool/image"
 )
 
 // /proc/PID/pagemap entry bits and CRIU's pagemap entry flags.
@@ -16,9 +18,6 @@ const (
 	pmeSwap    = 1 << 62
 	pmeFile    = 1 << 61 // file page or shared anonymous page (not copied on write)
 	pmePFNMask = 1<<55 - 1
-
-	peLazy    = 1 << 1
-	pePresent = 1 << 2
 
 	pagemapChunk = 1 << 16 // pagemap entries read per pread (512 KiB)
 	copyBufSize  = 8 << 20 // bytes per process_vm_readv batch
@@ -94,17 +93,17 @@ func (d *dumper) scanPages(pid int, vmas []*vmaDesc) ([]pageRun, uint64, error) 
 		switch v.kind {
 		case vmaVdso:
 			for a := v.start; a < v.end; a += pageSize {
-				add(a, pePresent, !v.readable)
+				add(a, image.PagemapPresent, !v.readable)
 			}
 			d.stats.pagesScanned += (v.end - v.start) / pageSize
 			continue
 		case vmaAnon:
-			flags = pePresent
+			flags = image.PagemapPresent
 			if v.flags&unix.MAP_LOCKED == 0 {
-				flags |= peLazy
+				flags |= image.PagemapLazy
 			}
 		case vmaFilePriv, vmaFilePrivMem:
-			flags = pePresent
+			flags = image.PagemapPresent
 		default:
 			continue
 		}

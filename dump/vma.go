@@ -5,19 +5,8 @@ import (
 	"strings"
 
 	"golang.org/x/sys/unix"
-)
 
-// VMA status bits of CRIU's image ABI (criu/include/image.h).
-const (
-	vmaAreaRegular  = 1 << 0
-	vmaAreaVsyscall = 1 << 2
-	vmaAreaVdso     = 1 << 3
-	vmaAreaHeap     = 1 << 5
-	vmaFilePrivate  = 1 << 6
-	vmaFileShared   = 1 << 7
-	vmaAnonPrivate  = 1 << 9
-	vmaAreaVvar     = 1 << 12
-	vmaAreaMemfd    = 1 << 14
+	"github.com/imgtool/imgtool/image"
 )
 
 // madvise numbers CRIU records as bits of vma_entry.madv.
@@ -115,20 +104,20 @@ func classifyVMA(pid int, v *smapsVMA) (*vmaDesc, error) {
 		if v.shared {
 			return nil, refuse(pid, -1, fmt.Sprintf("mapping %#x-%#x %s", v.start, v.end, v.path), "unexpected shared special mapping")
 		}
-		e.status = status | vmaAnonPrivate
+		e.status = status | image.VMAAnonPrivate
 		e.flags |= unix.MAP_ANONYMOUS
 		e.kind = kind
 		return e, nil
 	}
 	switch v.path {
 	case "[vsyscall]":
-		return anon(vmaAreaVsyscall, vmaNoPages)
+		return anon(image.VMAAreaVsyscall, vmaNoPages)
 	case "[vdso]":
-		return anon(vmaAreaRegular|vmaAreaVdso, vmaVdso)
+		return anon(image.VMAAreaRegular|image.VMAAreaVDSO, vmaVdso)
 	case "[vvar]", "[vvar_vclock]":
-		return anon(vmaAreaRegular|vmaAreaVvar, vmaNoPages)
+		return anon(image.VMAAreaRegular|image.VMAAreaVVAR, vmaNoPages)
 	case "[heap]":
-		return anon(vmaAreaRegular|vmaAreaHeap, vmaAnon)
+		return anon(image.VMAAreaRegular|image.VMAAreaHeap, vmaAnon)
 	case "[uprobes]":
 		return nil, nil
 	}
@@ -140,7 +129,7 @@ func classifyVMA(pid int, v *smapsVMA) (*vmaDesc, error) {
 		if strings.Contains(v.path, "aio") || strings.Contains(v.path, "io_uring") {
 			return nil, refuse(pid, -1, where, "this kind of mapping is not supported")
 		}
-		return anon(vmaAreaRegular, vmaAnon)
+		return anon(image.VMAAreaRegular, vmaAnon)
 	}
 	switch {
 	case strings.HasPrefix(v.path, "/SYSV"):
@@ -163,24 +152,24 @@ func classifyVMA(pid int, v *smapsVMA) (*vmaDesc, error) {
 	isShmem := strings.HasPrefix(v.path, "/memfd:") || v.path == "/dev/zero (deleted)"
 	switch mode := e.st.Mode & unix.S_IFMT; {
 	case isShmem && mode == unix.S_IFREG:
-		e.status = vmaAreaRegular | vmaAreaMemfd
+		e.status = image.VMAAreaRegular | image.VMAAreaMemfd
 		if v.shared {
-			e.status |= vmaFileShared
+			e.status |= image.VMAFileShared
 			e.kind = vmaShmem
 		} else {
-			e.status |= vmaFilePrivate
+			e.status |= image.VMAFilePrivate
 			e.kind = vmaFilePrivMem
 		}
 	case mode == unix.S_IFREG:
 		if e.st.Nlink == 0 || strings.HasSuffix(v.path, " (deleted)") {
 			return nil, refuse(pid, -1, where, "mappings of deleted files are not supported")
 		}
-		e.status = vmaAreaRegular
+		e.status = image.VMAAreaRegular
 		if v.shared {
-			e.status |= vmaFileShared
+			e.status |= image.VMAFileShared
 			e.kind = vmaNoPages
 		} else {
-			e.status |= vmaFilePrivate
+			e.status |= image.VMAFilePrivate
 			e.kind = vmaFilePriv
 		}
 	default:
@@ -201,9 +190,9 @@ func buildVMAs(pid int, maps []smapsVMA) ([]*vmaDesc, error) {
 		if e == nil {
 			continue
 		}
-		if e.status&vmaAreaVvar != 0 && len(out) > 0 {
+		if e.status&image.VMAAreaVVAR != 0 && len(out) > 0 {
 			prev := out[len(out)-1]
-			if prev.status&vmaAreaVvar != 0 {
+			if prev.status&image.VMAAreaVVAR != 0 {
 				if prev.end != e.start {
 					return nil, fmt.Errorf("process %d: vvar areas %#x-%#x and %#x-%#x are not adjacent", pid, prev.start, prev.end, e.start, e.end)
 				}

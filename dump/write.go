@@ -15,15 +15,16 @@ import (
 	"github.com/checkpoint-restore/go-criu/v8/crit/images/inventory"
 	"github.com/checkpoint-restore/go-criu/v8/crit/images/mm"
 	"github.com/checkpoint-restore/go-criu/v8/crit/images/pagemap"
-	"github.com/checkpoint-restore/go-criu/v8/crit/images/pipe-data"
+	pipe_data "github.com/checkpoint-restore/go-criu/v8/crit/images/pipe-data"
 	"github.com/checkpoint-restore/go-criu/v8/crit/images/pstree"
 	"github.com/checkpoint-restore/go-criu/v8/crit/images/seccomp"
 	"github.com/checkpoint-restore/go-criu/v8/crit/images/stats"
 	"github.com/checkpoint-restore/go-criu/v8/crit/images/timens"
 	"github.com/checkpoint-restore/go-criu/v8/crit/images/vma"
-	"github.com/imgtool/imgtool/image"
 	"golang.org/x/sys/unix"
 	"google.golang.org/protobuf/proto"
+
+	"github.com/imgtool/imgtool/image"
 )
 
 const (
@@ -31,7 +32,6 @@ const (
 	kcmpFiles   = 2
 	kcmpFS      = 3
 	kcmpSighand = 4
-	imgVersion  = 2
 	writeBuf    = 1 << 20
 )
 
@@ -94,7 +94,7 @@ func (d *dumper) collect() error {
 		p.mem.pagesID = s.nextPagesID
 		d.progressTotal += int64(n * pageSize)
 		for _, r := range runs {
-			if r.flags&peLazy != 0 {
+			if r.flags&image.PagemapLazy != 0 {
 				d.stats.pagesLazy += r.n
 			}
 		}
@@ -167,7 +167,7 @@ func (d *dumper) scanShmem(m *memfdInode) error {
 		end := min((hole+pageSize-1)&^(pageSize-1), (size+pageSize-1)&^(pageSize-1))
 		if end > start {
 			n := uint64(end-start) / pageSize
-			m.runs = append(m.runs, pageRun{addr: uint64(start), n: n, flags: pePresent})
+			m.runs = append(m.runs, pageRun{addr: uint64(start), n: n, flags: image.PagemapPresent})
 			m.pages += n
 		}
 		off = end
@@ -253,7 +253,7 @@ func (d *dumper) inventory() *inventory.InventoryEntry {
 	id[6] = id[6]&0x0f | 0x40
 	id[8] = id[8]&0x3f | 0x80
 	return &inventory.InventoryEntry{
-		ImgVersion: proto.Uint32(imgVersion), FdinfoPerId: proto.Bool(true),
+		ImgVersion: proto.Uint32(image.ImgVersion), FdinfoPerId: proto.Bool(true),
 		RootIds: taskIDs(kobjIDs{1, 1, 1, 1}), NsPerId: proto.Bool(true),
 		RootCgSet: proto.Uint32(cgSetID), Lsmtype: inventory.Lsmtype_NO_LSM.Enum(),
 		NetworkLockMethod: proto.Uint32(0), PluginsEntry: &inventory.PluginsEntry{},

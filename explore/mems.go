@@ -6,33 +6,10 @@ import (
 
 	"github.com/checkpoint-restore/go-criu/v8/crit/images/mm"
 	"github.com/checkpoint-restore/go-criu/v8/crit/images/vma"
+	"golang.org/x/sys/unix"
 
 	"github.com/imgtool/imgtool/image"
 	"github.com/imgtool/imgtool/imgset"
-)
-
-// VMA status bits (CRIU's criu/include/image.h) and mmap flags used here.
-const (
-	vmaRegular     = 1 << 0 // dumpable: CRIU saved or will map this area
-	vmaStack       = 1 << 1
-	vmaVsyscall    = 1 << 2
-	vmaVdso        = 1 << 3
-	vmaHeap        = 1 << 5
-	vmaFilePrivate = 1 << 6
-	vmaFileShared  = 1 << 7
-	vmaAnonShared  = 1 << 8
-	vmaSysVIPC     = 1 << 10
-	vmaSocket      = 1 << 11
-	vmaVvar        = 1 << 12
-	vmaAIORing     = 1 << 13
-	vmaMemfd       = 1 << 14
-
-	mapShared    = 0x01
-	mapGrowsDown = 0x0100
-
-	protRead  = 0x1
-	protWrite = 0x2
-	protExec  = 0x4
 )
 
 // Addr is a virtual address; JSON has it as a hex string, since addresses do not fit
@@ -143,13 +120,13 @@ func (c *critShmIDs) get(id uint64) int {
 
 func protString(prot uint32) string {
 	b := []byte("---")
-	if prot&protRead != 0 {
+	if prot&unix.PROT_READ != 0 {
 		b[0] = 'r'
 	}
-	if prot&protWrite != 0 {
+	if prot&unix.PROT_WRITE != 0 {
 		b[1] = 'w'
 	}
-	if prot&protExec != 0 {
+	if prot&unix.PROT_EXEC != 0 {
 		b[2] = 'x'
 	}
 	return string(b)
@@ -161,7 +138,7 @@ func (t *fileTable) vma(e *vma.VmaEntry, ids *critShmIDs) VMA {
 	st, start, end := e.GetStatus(), e.GetStart(), e.GetEnd()
 	v := VMA{
 		Start: Addr(start), End: Addr(end), Prot: protString(e.GetProt()),
-		Shared: e.GetFlags()&mapShared != 0, Dumped: st&vmaRegular != 0,
+		Shared: e.GetFlags()&unix.MAP_SHARED != 0, Dumped: st&image.VMAAreaRegular != 0,
 		Status: st, Flags: e.GetFlags(),
 	}
 	if end > start {
@@ -169,18 +146,18 @@ func (t *fileTable) vma(e *vma.VmaEntry, ids *critShmIDs) VMA {
 	}
 	var crit string
 	switch {
-	case st&vmaSysVIPC != 0:
+	case st&image.VMAAreaSysVIPC != 0:
 		v.Backing, v.ShmID = "sysvipc", e.GetShmid()
 		crit = fmt.Sprintf(" ips[%x]", ids.get(e.GetShmid()))
-	case st&vmaAnonShared != 0:
+	case st&image.VMAAnonShared != 0:
 		v.Backing, v.ShmID = "shmem", e.GetShmid()
 		crit = fmt.Sprintf(" shmem[%x]", ids.get(e.GetShmid()))
-	case st&vmaSocket != 0:
+	case st&image.VMAAreaSocket != 0:
 		v.Backing, v.ShmID = "packet", e.GetShmid()
 		crit = fmt.Sprintf(" packet[%x]", ids.get(e.GetShmid()))
-	case st&(vmaFilePrivate|vmaFileShared) != 0:
+	case st&(image.VMAFilePrivate|image.VMAFileShared) != 0:
 		v.Backing, v.ShmID, v.Offset = "file", e.GetShmid(), e.GetPgoff()
-		if name, ok := t.memfdName(uint32(e.GetShmid())); ok && st&vmaMemfd != 0 {
+		if name, ok := t.memfdName(uint32(e.GetShmid())); ok && st&image.VMAAreaMemfd != 0 {
 			v.Backing, v.Path = "memfd", name
 		} else {
 			v.Path, _ = t.regPath(uint32(e.GetShmid()))
@@ -189,31 +166,31 @@ func (t *fileTable) vma(e *vma.VmaEntry, ids *critShmIDs) VMA {
 		if e.GetPgoff() != 0 {
 			crit += fmt.Sprintf(" + %#x", e.GetPgoff())
 		}
-		if st&vmaFileShared != 0 {
+		if st&image.VMAFileShared != 0 {
 			crit += " (s)"
 		}
-	case st&vmaStack != 0:
+	case st&image.VMAAreaStack != 0:
 		v.Backing, crit = "stack", " [stack]"
-	case st&vmaVsyscall != 0:
+	case st&image.VMAAreaVsyscall != 0:
 		v.Backing, crit = "vsyscall", " [vsyscall]"
-	case st&vmaVdso != 0:
+	case st&image.VMAAreaVDSO != 0:
 		v.Backing, crit = "vdso", " [vdso]"
-	case e.GetFlags()&mapGrowsDown != 0:
+	case e.GetFlags()&unix.MAP_GROWSDOWN != 0:
 		v.Backing, crit = "stack", " [stack?]"
 	default:
 		// crit prints nothing for these; we name them.
 		switch {
-		case st&vmaVvar != 0:
+		case st&image.VMAAreaVVAR != 0:
 			v.Backing = "vvar"
-		case st&vmaHeap != 0:
+		case st&image.VMAAreaHeap != 0:
 			v.Backing = "heap"
-		case st&vmaAIORing != 0:
+		case st&image.VMAAreaAIORing != 0:
 			v.Backing = "aio"
 		default:
 			v.Backing = "anon"
 		}
 	}
-	if st&vmaRegular == 0 {
+	if st&image.VMAAreaRegular == 0 {
 		crit += " *"
 	}
 	v.crit = crit

@@ -3,65 +3,385 @@ package imgset
 import (
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 
 	"golang.org/x/sys/unix"
 )
 
 // Leftover folders and files of interrupted writes live beside the set, never in
-// it, and are named "." + the set's name + ".imgtool-" + what + "-" + random, so that
-// a crash never adds a file to a set (Open would refuse it) and leftovers are easy
-// to find (Leftovers).
+// it, and are named "." + the set's name + ".imgtool-" + what + "-" + random, so
+// that a crash never adds a file to a set (Open would refuse it) and leftovers
+// are easy to find (ListLeftovers).
+//
+// A new set that will replace an existing one is named after the inode number of
+// the folder it replaces: "-new-i<INO>-<random>". The exchange of the two folders
+// is one rename, after which that name holds the old set, until it is renamed
+// "-old-"; comparing the folder's inode with INO tells which side of the exchange
+// a leftover is on at every moment, so the old set is never taken for the new one.
 const (
-	tmpInfix    = ".imgtool-tmp-"  // a new set being written
-	oldInfix    = ".imgtool-old-"  // an old set moved aside (fallback without RENAME_EXCHANGE)
+	newInfix    = ".imgtool-new-"  // a new set being written, or not yet put in place
+	oldInfix    = ".imgtool-old-"  // an old set replaced, being deleted (or, see ListLeftovers, moved aside)
 	headerInfix = ".imgtool-seal-" // a new header being written by Rekey
 )
 
+// ErrBusy: another process holds the set's lock (an in-place encrypt, decrypt or
+// rekey of the same set is running).
+var ErrBusy = errors.New("another imgtool process is changing this image set")
+
 func parentDir(dir string) string { return filepath.Dir(filepath.Clean(dir)) }
 
-func tempPrefix(dir string) string { return "." + filepath.Base(filepath.Clean(dir)) + tmpInfix }
+func setBase(dir string) string { return filepath.Base(filepath.Clean(dir)) }
 
-// Leftovers lists what interrupted writes of the set in dir left beside it. dir
-// itself always holds a whole set, old or new: every leftover can be removed once
-// no imgtool process works on the set any more. A leftover "-tmp-" folder is an
-// unfinished new set, or (after the swap) the old set being deleted; "-old-" is an
-// old set moved aside; "-seal-" an unfinished header.
-func Leftovers(dir string) ([]string, error) {
-	parent, base := parentDir(dir), filepath.Base(filepath.Clean(dir))
+func leftoverPrefix(dir string) string { return "." + setBase(dir) + ".imgtool-" }
+
+// newPrefix is the name prefix of the temporary folder of a new set for dir; with
+// replaces, of one that replaces the folder of that inode number.
+func newPrefix(dir string, replaces uint64) string {
+	p := "." + setBase(dir) + newInfix
+	if replaces != 0 {
+		p += "i" + strconv.FormatUint(replaces, 10) + "-"
+	}
+	return p
+}
+
+// LeftoverKind says what a leftover beside a set is.
+type LeftoverKind int
+
+const (
+	// LeftoverNew is a new set: unfinished, or finished and never put in place.
+	// The set folder is the old set and the leftover is of no use.
+	LeftoverNew LeftoverKind = iota + 1
+	// LeftoverOld is an old set that a rewrite replaced: when the set folder
+	// exists, the set is the new one and this is (part of) the old one, which the
+	// rewrite was deleting. When the set folder is missing, a rewrite on a
+	// filesystem without RENAME_EXCHANGE was stopped between its two renames:
+	// this is the whole old set; rename it back to the set's name to recover.
+	LeftoverOld
+	// LeftoverHeader is a new header (rekey) never put in place.
+	LeftoverHeader
+)
+
+func (k LeftoverKind) String() string {
+	switch k {
+	case LeftoverNew:
+		return "unfinished new set"
+	case LeftoverOld:
+		return "old set"
+	case LeftoverHeader:
+		return "unfinished header"
+	}
+	return "unknown"
+}
+
+// Leftover is one thing an interrupted write left beside a set.
+type Leftover struct {
+	Path string
+	Kind LeftoverKind
+}
+
+// ListLeftovers lists what interrupted writes of the set in dir left beside it.
+// While dir exists it holds a whole set, old or new, and every leftover can go
+// (RemoveLeftovers, or the next in-place operation on the set, removes those of
+// processes that are gone). If dir is missing, see LeftoverOld.
+func ListLeftovers(dir string) ([]Leftover, error) {
+	parent, prefix := parentDir(dir), leftoverPrefix(dir)
 	ents, err := os.ReadDir(parent)
 	if err != nil {
 		return nil, err
 	}
-	var out []string
+	var out []Leftover
 	for _, e := range ents {
-		n := e.Name()
-		if !strings.HasPrefix(n, "."+base+".imgtool-") {
+		if !strings.HasPrefix(e.Name(), prefix) {
 			continue
 		}
-		rest := strings.TrimPrefix(n, "."+base)
-		for _, infix := range []string{tmpInfix, oldInfix, headerInfix} {
-			if strings.HasPrefix(rest, infix) {
-				out = append(out, filepath.Join(parent, n))
-				break
-			}
+		path := filepath.Join(parent, e.Name())
+		if kind := leftoverKind(path, strings.TrimPrefix(e.Name(), "."+setBase(dir))); kind != 0 {
+			out = append(out, Leftover{Path: path, Kind: kind})
 		}
 	}
 	return out, nil
 }
 
-// exchangeInto atomically replaces the set at dir with the finished set at tmp,
-// then deletes the old one. With RENAME_EXCHANGE both paths exist at every moment:
-// before the swap dir is the old set, after it the new one, and a crash leaves the
-// other in tmp to be deleted. Without it (filesystems that lack the flag), dir is
-// first moved aside; a crash between the two renames leaves no dir, with the old
-// set in the "-old-" leftover and the new one in "-tmp-": rename either back.
-func exchangeInto(tmp, dir string) error {
-	err := unix.Renameat2(unix.AT_FDCWD, tmp, unix.AT_FDCWD, dir, unix.RENAME_EXCHANGE)
+// leftoverKind classifies the leftover at path whose name, without the leading
+// "." + set name, is rest (".imgtool-...").
+func leftoverKind(path, rest string) LeftoverKind {
+	switch {
+	case strings.HasPrefix(rest, oldInfix):
+		return LeftoverOld
+	case strings.HasPrefix(rest, headerInfix):
+		return LeftoverHeader
+	case strings.HasPrefix(rest, newInfix):
+		ino, ok := replacedInode(strings.TrimPrefix(rest, newInfix))
+		var st unix.Stat_t
+		if ok && unix.Lstat(path, &st) == nil && st.Ino == ino {
+			return LeftoverOld // exchanged: the name of the new set now holds the old one
+		}
+		return LeftoverNew
+	}
+	return 0
+}
+
+// replacedInode parses the "i<INO>-" that starts the random part of a new set
+// that replaces a folder.
+func replacedInode(s string) (uint64, bool) {
+	num, _, ok := strings.Cut(strings.TrimPrefix(s, "i"), "-")
+	if !ok || !strings.HasPrefix(s, "i") {
+		return 0, false
+	}
+	ino, err := strconv.ParseUint(num, 10, 64)
+	return ino, err == nil
+}
+
+// Leftovers lists the paths of ListLeftovers.
+func Leftovers(dir string) ([]string, error) {
+	left, err := ListLeftovers(dir)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]string, len(left))
+	for i, l := range left {
+		out[i] = l.Path
+	}
+	return out, nil
+}
+
+// RemoveLeftovers removes what interrupted writes of the set in dir left beside
+// it, and returns what it removed. It takes the set's lock (ErrBusy if an
+// in-place operation on the set runs) and removes only leftovers whose own lock
+// it can take, that is, of processes that are gone. It refuses when dir is
+// missing: then a leftover may be the only whole copy of the set (LeftoverOld).
+func RemoveLeftovers(dir string) ([]string, error) {
+	lock, err := lockSet(dir)
+	if err != nil {
+		return nil, err
+	}
+	defer lock.unlock()
+	return removeStale(dir, lock)
+}
+
+// setLock is an exclusive flock(2) on a folder: the folder of a set for the whole
+// of an in-place operation, or the temporary folder of a new set while it is
+// written. The kernel drops it when the process dies, so a leftover whose lock
+// can be taken is provably not in use. It is taken on the folder itself, so no
+// lock file is ever left beside a set.
+type setLock struct {
+	f      *os.File
+	ino    uint64
+	locked bool // false where the filesystem has no flock: nothing is proved
+}
+
+// lockSet takes the lock of the set folder dir without waiting: ErrBusy if another
+// process holds it. The folder can be exchanged by the holder just before we
+// lock it, so the lock is kept only if dir still names the folder locked.
+func lockSet(dir string) (*setLock, error) {
+	for range 5 {
+		l, err := lockPath(dir, false)
+		if errors.Is(err, unix.EWOULDBLOCK) {
+			return nil, fmt.Errorf("image set %s: %w (it holds the lock on the set folder); try again when it is done", dir, ErrBusy)
+		}
+		if err != nil {
+			return nil, fmt.Errorf("image set %s: %w", dir, missingSetHint(dir, err))
+		}
+		if l != nil {
+			return l, nil
+		}
+	}
+	return nil, fmt.Errorf("image set %s: %w (the folder keeps being replaced)", dir, ErrBusy)
+}
+
+// lockPath opens path and flocks it, waiting or not. It returns nil, nil when
+// path no longer names the file locked (renamed or removed meanwhile): the caller
+// retries.
+func lockPath(path string, wait bool) (*setLock, error) {
+	f, err := os.OpenFile(path, os.O_RDONLY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return nil, err
+	}
+	how := unix.LOCK_EX
+	if !wait {
+		how |= unix.LOCK_NB
+	}
+	l := &setLock{f: f, locked: true}
+	for {
+		err = unix.Flock(int(f.Fd()), how)
+		if err != unix.EINTR {
+			break
+		}
+	}
+	switch {
+	case err == nil:
+	case errors.Is(err, unix.ENOLCK), errors.Is(err, unix.EOPNOTSUPP), errors.Is(err, unix.EINVAL):
+		l.locked = false // no flock here: work unlocked, prove nothing
+	default:
+		f.Close()
+		return nil, err
+	}
+	var have, now unix.Stat_t
+	if err := unix.Fstat(int(f.Fd()), &have); err != nil {
+		f.Close()
+		return nil, err
+	}
+	if err := unix.Lstat(path, &now); err != nil || now.Ino != have.Ino || now.Dev != have.Dev {
+		f.Close()
+		return nil, nil
+	}
+	l.ino = have.Ino
+	return l, nil
+}
+
+func (l *setLock) unlock() {
+	if l != nil && l.f != nil {
+		l.f.Close() // drops the flock
+		l.f = nil
+	}
+}
+
+// makeTempDir creates a new folder beside dir named prefix + random and locks it
+// (waiting only for a cleaner that took it in the instant between the two).
+func makeTempDir(dir, prefix string) (string, *setLock, error) {
+	for range 5 {
+		tmp, err := os.MkdirTemp(parentDir(dir), prefix)
+		if err != nil {
+			return "", nil, err
+		}
+		l, err := lockPath(tmp, true)
+		if err != nil {
+			os.Remove(tmp)
+			return "", nil, err
+		}
+		if l != nil {
+			return tmp, l, nil
+		}
+	}
+	return "", nil, fmt.Errorf("image set %s: temporary folders keep disappearing", dir)
+}
+
+// removeStale removes the leftovers of the set in dir that no live process holds,
+// while the caller holds the set's lock. Without flock it removes nothing, since
+// nothing proves a leftover is not in use.
+func removeStale(dir string, set *setLock) ([]string, error) {
+	if !set.locked {
+		return nil, nil
+	}
+	left, err := ListLeftovers(dir)
+	if err != nil {
+		return nil, err
+	}
+	var removed []string
+	var errs []error
+	for _, l := range left {
+		lk, err := lockPath(l.Path, false)
+		if lk == nil || errors.Is(err, unix.EWOULDBLOCK) || errors.Is(err, os.ErrNotExist) {
+			continue // in use, or already gone
+		}
+		if err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		if lk.locked {
+			err = removeLocked(l.Path, lk)
+		}
+		lk.unlock()
+		if err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		removed = append(removed, l.Path)
+	}
+	if len(removed) > 0 {
+		if err := syncDir(parentDir(dir)); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	if err := errors.Join(errs...); err != nil {
+		return removed, fmt.Errorf("image set %s: removing leftovers: %w", dir, err)
+	}
+	return removed, nil
+}
+
+// removeLocked removes the file or folder at path, open and locked as l: a
+// folder's files first, through its descriptor (so they are the files of the
+// folder locked, wherever it was renamed), then the folder.
+func removeLocked(path string, l *setLock) error {
+	st, err := l.f.Stat()
+	if err != nil {
+		return err
+	}
+	if !st.IsDir() {
+		return os.Remove(path)
+	}
+	if err := removeFilesOf(l.f, path); err != nil {
+		return fmt.Errorf("%s: %w", path, err)
+	}
+	return os.Remove(path)
+}
+
+// removeFilesOf unlinks every entry of the open folder d, now at path. A set is
+// flat; anything else (a folder someone put there) is removed with os.RemoveAll.
+func removeFilesOf(d *os.File, path string) error {
+	if _, err := d.Seek(0, io.SeekStart); err != nil {
+		return err
+	}
+	ents, err := d.ReadDir(-1)
+	if err != nil {
+		return err
+	}
+	var errs []error
+	for _, e := range ents {
+		err := unix.Unlinkat(int(d.Fd()), e.Name(), 0)
+		if errors.Is(err, unix.EISDIR) || errors.Is(err, unix.EPERM) && e.IsDir() {
+			err = os.RemoveAll(filepath.Join(path, e.Name()))
+		}
+		if err != nil && !errors.Is(err, unix.ENOENT) {
+			errs = append(errs, fmt.Errorf("%s: %w", e.Name(), err))
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// missingSetHint adds to err, when dir is missing and an interrupted rewrite left
+// the old set beside it, how to get it back.
+func missingSetHint(dir string, err error) error {
+	if !errors.Is(err, os.ErrNotExist) {
+		return err
+	}
+	left, lerr := ListLeftovers(dir)
+	if lerr != nil {
+		return err
+	}
+	for _, l := range left {
+		if l.Kind == LeftoverOld {
+			return fmt.Errorf("%w; an interrupted in-place rewrite left the whole old set in %s: rename it to %s to recover it", err, l.Path, dir)
+		}
+	}
+	return err
+}
+
+// crashPoint is called at the points of an in-place rewrite where a crash leaves
+// a distinct state on disk ("exchanged", "moved aside"); tests make it panic
+// there to look at that state.
+var crashPoint = func(string) {}
+
+// renameExchange is renameat2(RENAME_EXCHANGE); tests replace it to exercise the
+// fallback for filesystems without it.
+var renameExchange = func(a, b string) error {
+	return unix.Renameat2(unix.AT_FDCWD, a, unix.AT_FDCWD, b, unix.RENAME_EXCHANGE)
+}
+
+// exchangeInto atomically replaces the set at dir, locked as old, with the
+// finished set at tmp, then deletes the old one. With RENAME_EXCHANGE both paths
+// exist at every moment: before the swap dir is the old set, after it the new
+// one; tmp then holds the old set (its inode tells, see newPrefix) and is renamed
+// "-old-" at once, then its files are removed, then the folder. Without it (some
+// filesystems lack the flag), see moveInto.
+func exchangeInto(tmp, dir string, old *setLock) error {
+	err := renameExchange(tmp, dir)
 	if errors.Is(err, unix.EINVAL) || errors.Is(err, unix.ENOSYS) || errors.Is(err, unix.EOPNOTSUPP) {
-		return moveInto(tmp, dir)
+		return moveInto(tmp, dir, old)
 	}
 	if err != nil {
 		os.RemoveAll(tmp)
@@ -70,27 +390,40 @@ func exchangeInto(tmp, dir string) error {
 	if err := syncDir(parentDir(dir)); err != nil {
 		return err
 	}
-	// tmp now holds the old set.
-	if err := os.RemoveAll(tmp); err != nil {
-		return fmt.Errorf("image set %s: the new set is in place, but removing the old one from %s: %w", dir, tmp, err)
+	crashPoint("exchanged")
+	aside := oldName(dir, tmp)
+	if err := os.Rename(tmp, aside); err != nil {
+		aside = tmp // still removable under its name, which ListLeftovers reads as old
 	}
-	return syncDir(parentDir(dir))
+	return removeOld(dir, aside, old)
 }
 
-func moveInto(tmp, dir string) error {
-	old, err := os.MkdirTemp(parentDir(dir), "."+filepath.Base(filepath.Clean(dir))+oldInfix)
+// oldName is the "-old-" name of a replaced set, with the random part of tmp.
+func oldName(dir, tmp string) string {
+	random := tmp[strings.LastIndexByte(tmp, '-')+1:]
+	return filepath.Join(parentDir(dir), "."+setBase(dir)+oldInfix+random)
+}
+
+// moveInto is exchangeInto without RENAME_EXCHANGE: the old set is renamed to an
+// "-old-" name, then the new one to dir. A crash between the two renames leaves
+// no dir, with the whole old set in "-old-" (and the whole new one in "-new-"):
+// ListLeftovers, Open and the docs say to rename the old one back.
+func moveInto(tmp, dir string, old *setLock) error {
+	aside, err := os.MkdirTemp(parentDir(dir), "."+setBase(dir)+oldInfix)
 	if err != nil {
 		os.RemoveAll(tmp)
 		return err
 	}
-	if err := os.Rename(dir, old); err != nil { // replaces the empty folder old
-		os.Remove(old)
+	// rename(2) replaces the empty folder aside (os.Rename refuses to).
+	if err := unix.Rename(dir, aside); err != nil {
+		os.Remove(aside)
 		os.RemoveAll(tmp)
 		return fmt.Errorf("image set %s: moving the old set aside: %w", dir, err)
 	}
+	crashPoint("moved aside")
 	if err := os.Rename(tmp, dir); err != nil {
-		if rerr := os.Rename(old, dir); rerr != nil {
-			return fmt.Errorf("image set %s: %v; the old set is in %s, the new one in %s", dir, err, old, tmp)
+		if rerr := os.Rename(aside, dir); rerr != nil {
+			return fmt.Errorf("image set %s: %v; the old set is in %s (rename it to %s), the new one in %s", dir, err, aside, dir, tmp)
 		}
 		os.RemoveAll(tmp)
 		return fmt.Errorf("image set %s: %w", dir, err)
@@ -98,29 +431,54 @@ func moveInto(tmp, dir string) error {
 	if err := syncDir(parentDir(dir)); err != nil {
 		return err
 	}
-	return os.RemoveAll(old)
+	return removeOld(dir, aside, old)
+}
+
+// removeOld deletes the replaced set, now at aside, whose folder old holds open:
+// its files, through that descriptor, then the folder; then syncs the parent so
+// the deletion is durable.
+func removeOld(dir, aside string, old *setLock) error {
+	err := removeFilesOf(old.f, aside)
+	if err == nil {
+		err = os.Remove(aside)
+	}
+	if err != nil {
+		return fmt.Errorf("image set %s: the new set is in place, but removing the old one from %s: %w", dir, aside, err)
+	}
+	return syncDir(parentDir(dir))
 }
 
 // replaceHeader atomically replaces the header of the set at dir with data: it is
-// written and synced beside the set, then renamed over the old header.
+// written and synced beside the set (locked, so no cleaner takes it), then
+// renamed over the old header, whose mode it keeps.
 func replaceHeader(dir string, data []byte) error {
-	f, err := os.CreateTemp(parentDir(dir), "."+filepath.Base(filepath.Clean(dir))+headerInfix)
+	mode := os.FileMode(0o600)
+	if st, err := os.Stat(filepath.Join(dir, HeaderName)); err == nil {
+		mode = st.Mode().Perm()
+	}
+	f, err := os.CreateTemp(parentDir(dir), "."+setBase(dir)+headerInfix)
 	if err != nil {
 		return err
 	}
 	tmp := f.Name()
-	_, err = f.Write(data)
+	// Locked like a new set's folder, so that it too reads as in use while we live.
+	if ferr := unix.Flock(int(f.Fd()), unix.LOCK_EX|unix.LOCK_NB); errors.Is(ferr, unix.EWOULDBLOCK) {
+		err = ferr
+	}
 	if err == nil {
-		err = f.Chmod(0o600)
+		_, err = f.Write(data)
+	}
+	if err == nil {
+		err = f.Chmod(mode)
 	}
 	if err == nil {
 		err = f.Sync()
 	}
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
 	if err == nil {
 		err = os.Rename(tmp, filepath.Join(dir, HeaderName))
+	}
+	if cerr := f.Close(); err == nil {
+		err = cerr
 	}
 	if err != nil {
 		os.Remove(tmp)

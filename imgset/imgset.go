@@ -47,7 +47,7 @@ type Set struct {
 func Open(dir string, opts OpenOptions) (*Set, error) {
 	st, err := os.Stat(dir)
 	if err != nil {
-		return nil, fmt.Errorf("image set %s: %w", dir, err)
+		return nil, fmt.Errorf("image set %s: %w", dir, missingSetHint(dir, err))
 	}
 	if !st.IsDir() {
 		return nil, fmt.Errorf("image set %s: not a directory", dir)

@@ -32,14 +32,39 @@ func Encrypt(dir string, opts EncryptOptions) error {
 	if len(opts.Recipients) == 0 {
 		return fmt.Errorf("image set %s: encrypt needs at least one recipient", dir)
 	}
-	src, err := Open(dir, OpenOptions{})
-	if errors.Is(err, ErrKeyRequired) {
-		return fmt.Errorf("image set %s: %w: use rekey to change its recipients", dir, ErrEncrypted)
+	return withSet(dir, opts.Output, func(lock *setLock) error {
+		src, err := Open(dir, OpenOptions{})
+		if errors.Is(err, ErrKeyRequired) {
+			return fmt.Errorf("image set %s: %w: use rekey to change its recipients", dir, ErrEncrypted)
+		}
+		if err != nil {
+			return err
+		}
+		return rewrite(src, lock, opts.Output, CreateOptions{Recipients: opts.Recipients, Algorithm: opts.Algorithm}, opts.Progress)
+	})
+}
+
+// withSet runs op on the set in dir. For an in-place operation (out is "" or dir
+// itself) it first takes the set's lock, failing fast with ErrBusy if another
+// process holds it, and removes the leftovers of earlier runs that died (see
+// RemoveLeftovers); op gets the lock, nil when not in place.
+func withSet(dir, out string, op func(lock *setLock) error) error {
+	inPlace, err := sameDir(dir, out)
+	if err != nil {
+		return fmt.Errorf("image set %s: %w", dir, missingSetHint(dir, err))
 	}
+	if !inPlace {
+		return op(nil)
+	}
+	lock, err := lockSet(dir)
 	if err != nil {
 		return err
 	}
-	return rewrite(src, opts.Output, CreateOptions{Recipients: opts.Recipients, Algorithm: opts.Algorithm}, opts.Progress)
+	defer lock.unlock()
+	if _, err := removeStale(dir, lock); err != nil {
+		return err
+	}
+	return op(lock)
 }
 
 // DecryptOptions configures Decrypt.
@@ -53,11 +78,13 @@ type DecryptOptions struct {
 // same atomicity as Encrypt. Every chunk is authenticated before its plaintext is
 // written; if any fails, nothing is put in place and the error names the file.
 func Decrypt(dir string, opts DecryptOptions) error {
-	src, err := Open(dir, OpenOptions{Identities: opts.Identities, RequireEncrypted: true})
-	if err != nil {
-		return err
-	}
-	return rewrite(src, opts.Output, CreateOptions{}, opts.Progress)
+	return withSet(dir, opts.Output, func(lock *setLock) error {
+		src, err := Open(dir, OpenOptions{Identities: opts.Identities, RequireEncrypted: true})
+		if err != nil {
+			return err
+		}
+		return rewrite(src, lock, opts.Output, CreateOptions{}, opts.Progress)
+	})
 }
 
 // RekeyOptions configures Rekey.
@@ -85,12 +112,22 @@ type RekeyOptions struct {
 // renamed over the old one. Its time depends on the number of recipients and
 // files, not on the set's size.
 func Rekey(dir string, opts RekeyOptions) error {
-	if opts.Rotate {
-		return rotate(dir, opts)
-	}
-	if len(opts.Add) == 0 && len(opts.Remove) == 0 {
+	if !opts.Rotate && len(opts.Add) == 0 && len(opts.Remove) == 0 {
 		return fmt.Errorf("image set %s: rekey needs recipients to add or remove", dir)
 	}
+	if opts.Rotate && len(opts.Add) == 0 {
+		return fmt.Errorf("image set %s: rotating needs the certificate of every recipient of the new key", dir)
+	}
+	return withSet(dir, "", func(lock *setLock) error {
+		if opts.Rotate {
+			return rotate(dir, lock, opts)
+		}
+		return rekeyHeader(dir, opts)
+	})
+}
+
+// rekeyHeader rewrites the header of the set in dir (locked) for Rekey.
+func rekeyHeader(dir string, opts RekeyOptions) error {
 	h, err := ReadHeader(dir)
 	if errors.Is(err, os.ErrNotExist) {
 		return fmt.Errorf("image set %s: %w", dir, ErrNotEncrypted)
@@ -141,10 +178,7 @@ func editStanzas(stanzas []*cipher.Stanza, remove []cipher.Fingerprint) ([]*ciph
 	return out, nil
 }
 
-func rotate(dir string, opts RekeyOptions) error {
-	if len(opts.Add) == 0 {
-		return fmt.Errorf("image set %s: rotating needs the certificate of every recipient of the new key", dir)
-	}
+func rotate(dir string, lock *setLock, opts RekeyOptions) error {
 	src, err := Open(dir, OpenOptions{Identities: opts.Identities, RequireEncrypted: true})
 	if err != nil {
 		return err
@@ -158,31 +192,37 @@ func rotate(dir string, opts RekeyOptions) error {
 	if alg == 0 {
 		alg = src.header.Algorithm
 	}
-	return rewrite(src, "", CreateOptions{Recipients: opts.Add, Algorithm: alg}, opts.Progress)
+	return rewrite(src, lock, "", CreateOptions{Recipients: opts.Add, Algorithm: alg}, opts.Progress)
 }
 
-// rewrite copies every file of src into a new set made with copts: at out, or in
-// place of src (built beside it, then swapped in atomically).
-func rewrite(src *Set, out string, copts CreateOptions, progress Progress) error {
-	inPlace, err := sameDir(src.dir, out)
-	if err != nil {
-		return err
-	}
+// rewrite copies every file of src into a new set made with copts: at out, or,
+// with lock (the lock of src's folder), in place of src (built beside it, then
+// swapped in atomically). The new set keeps the permission bits of src's folder
+// and of each of its files.
+func rewrite(src *Set, lock *setLock, out string, copts CreateOptions, progress Progress) error {
 	if err := checkFlat(src.dir); err != nil {
 		return err
 	}
+	dirSt, err := os.Stat(src.dir)
+	if err != nil {
+		return err
+	}
 	var w *Writer
-	if inPlace {
+	if lock != nil {
 		abs, err := filepath.Abs(src.dir)
 		if err != nil {
 			return err
 		}
-		w, err = createBeside(abs, copts, true)
-		if err != nil {
+		if w, err = createBeside(abs, copts, lock, dirSt.Mode()); err != nil {
 			return err
 		}
-	} else if w, err = Create(out, copts); err != nil {
-		return err
+	} else {
+		if err := checkTarget(out); err != nil {
+			return err
+		}
+		if w, err = createBeside(out, copts, nil, dirSt.Mode()); err != nil {
+			return err
+		}
 	}
 	var total int64
 	for _, name := range src.names {
@@ -210,7 +250,11 @@ func copyFile(w *Writer, src *Set, name string, pw *progressCounter) error {
 		return err
 	}
 	defer in.Close()
-	out, err := w.Create(name)
+	st, err := in.f.Stat()
+	if err != nil {
+		return err
+	}
+	out, err := w.createFile(name, st.Mode())
 	if err != nil {
 		return err
 	}

@@ -25,7 +25,9 @@ type CreateOptions struct {
 // which Commit renames into place; until then the target does not change.
 type Writer struct {
 	dir, tmp string
-	replace  bool // Commit exchanges the new set with the existing one at dir
+	tmpLock  *setLock // held on tmp while it exists, so no cleaner removes it
+	replace  *setLock // the locked set at dir that Commit exchanges with the new one; nil: a new set
+	dirMode  os.FileMode
 	key      *cipher.SetKey
 	stanzas  []*cipher.Stanza
 	files    map[string]*setFile
@@ -54,13 +56,14 @@ func Create(dir string, opts CreateOptions) (*Writer, error) {
 	if err := checkTarget(dir); err != nil {
 		return nil, err
 	}
-	return createBeside(dir, opts, false)
+	return createBeside(dir, opts, nil, 0o700)
 }
 
-// createBeside makes the Writer and its temporary folder next to dir. With replace,
-// Commit swaps the new set with the one at dir (an in-place rewrite).
-func createBeside(dir string, opts CreateOptions, replace bool) (*Writer, error) {
-	w := &Writer{dir: dir, replace: replace, files: map[string]*setFile{}}
+// createBeside makes the Writer and its temporary folder next to dir; the new set's
+// folder will have dirMode. With replace (the lock of the set at dir), Commit swaps
+// the new set with that one (an in-place rewrite).
+func createBeside(dir string, opts CreateOptions, replace *setLock, dirMode os.FileMode) (*Writer, error) {
+	w := &Writer{dir: dir, replace: replace, dirMode: dirMode.Perm(), files: map[string]*setFile{}}
 	if len(opts.Recipients) > 0 {
 		alg := opts.Algorithm
 		if alg == 0 {
@@ -78,11 +81,15 @@ func createBeside(dir string, opts CreateOptions, replace bool) (*Writer, error)
 		}
 		w.key = key
 	}
-	tmp, err := os.MkdirTemp(parentDir(dir), tempPrefix(dir))
+	var replaces uint64
+	if replace != nil {
+		replaces = replace.ino
+	}
+	tmp, lock, err := makeTempDir(dir, newPrefix(dir, replaces))
 	if err != nil {
 		return nil, fmt.Errorf("image set %s: %w", dir, err)
 	}
-	w.tmp = tmp
+	w.tmp, w.tmpLock = tmp, lock
 	return w, nil
 }
 
@@ -103,10 +110,20 @@ func checkTarget(dir string) error {
 // Encrypted reports whether the set being written is encrypted.
 func (w *Writer) Encrypted() bool { return w.key != nil }
 
-// Create creates one file of the set. For an encrypted set the returned writer
-// encrypts as it goes: only ciphertext reaches the disk. Close it when done (Commit
-// closes any file left open).
+// Create creates one file of the set, with mode 0600. For an encrypted set the
+// returned writer encrypts as it goes: only ciphertext reaches the disk. Close it
+// when done (Commit closes any file left open).
 func (w *Writer) Create(name string) (io.WriteCloser, error) {
+	sf, err := w.createFile(name, 0o600)
+	if err != nil {
+		return nil, err
+	}
+	return sf, nil
+}
+
+// createFile is Create with the file's permission bits (applied as given, without
+// the umask, as a rewrite keeps each file's mode).
+func (w *Writer) createFile(name string, perm os.FileMode) (*setFile, error) {
 	if w.done {
 		return nil, errors.New("image set: writer already committed or aborted")
 	}
@@ -119,6 +136,12 @@ func (w *Writer) Create(name string) (io.WriteCloser, error) {
 	f, err := os.OpenFile(filepath.Join(w.tmp, name), os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
 	if err != nil {
 		return nil, err
+	}
+	if perm = perm.Perm(); perm != 0o600 {
+		if err := f.Chmod(perm); err != nil {
+			f.Close()
+			return nil, err
+		}
 	}
 	sf := &setFile{name: name, f: f, w: w}
 	if w.key != nil {
@@ -245,12 +268,13 @@ func (w *Writer) Commit() error {
 		return errors.New("image set: writer already committed or aborted")
 	}
 	w.done = true
+	defer w.tmpLock.unlock()
 	if err := w.finish(); err != nil {
 		os.RemoveAll(w.tmp)
 		return err
 	}
-	if w.replace {
-		return exchangeInto(w.tmp, w.dir)
+	if w.replace != nil {
+		return exchangeInto(w.tmp, w.dir, w.replace)
 	}
 	if err := checkTarget(w.dir); err != nil {
 		os.RemoveAll(w.tmp)
@@ -292,11 +316,13 @@ func (w *Writer) finish() error {
 		if err != nil {
 			return fmt.Errorf("image set %s: %w", w.dir, err)
 		}
-		if err := writeFileSync(filepath.Join(w.tmp, HeaderName), hdr); err != nil {
+		// Readable by whoever may list the folder: it holds no secret, and
+		// readers need it.
+		if err := writeFileSync(filepath.Join(w.tmp, HeaderName), hdr, w.dirMode&^0o111); err != nil {
 			return fmt.Errorf("image set %s: %w", w.dir, err)
 		}
 	}
-	if err := os.Chmod(w.tmp, 0o700); err != nil {
+	if err := os.Chmod(w.tmp, w.dirMode); err != nil {
 		return err
 	}
 	return syncDir(w.tmp)
@@ -315,14 +341,24 @@ func (w *Writer) Abort() error {
 		sf.Close()
 	}
 	w.syncClosed(false)
-	return os.RemoveAll(w.tmp)
+	err := os.RemoveAll(w.tmp)
+	w.tmpLock.unlock()
+	return err
 }
 
-// writeFileSync writes a new file (mode 0600) and syncs it.
-func writeFileSync(path string, data []byte) error {
+// writeFileSync writes a new file with mode perm (not masked by the umask) and
+// syncs it.
+func writeFileSync(path string, data []byte, perm os.FileMode) error {
 	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
 	if err != nil {
 		return err
+	}
+	if perm != 0o600 {
+		if err := f.Chmod(perm); err != nil {
+			f.Close()
+			os.Remove(path)
+			return err
+		}
 	}
 	if _, err := f.Write(data); err != nil {
 		f.Close()

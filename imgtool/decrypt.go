@@ -82,7 +82,9 @@ func runDecrypt(ctx context.Context, opts decryptOptions, args []string) error {
 	if err := ctx.Err(); err != nil {
 		return err
 	}
-	warnLeftovers(opts.Err, dir)
+	if opts.Output != "" {
+		warnLeftovers(opts.Err, dir)
+	}
 	progress, done := newProgress(opts.Err, opts.Quiet, "decrypting")
 	err = imgset.Decrypt(dir, imgset.DecryptOptions{Identities: ids, Output: opts.Output, Progress: progress})
 	done()

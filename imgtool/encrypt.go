@@ -36,8 +36,11 @@ every file, authenticated). See docs/encryption.md.
 Without -o the set is encrypted in place, atomically: the encrypted set is built
 beside DIR and swapped in, so a crash or a kill at any moment leaves either the
 whole plaintext set or the whole encrypted one in DIR (leftovers beside DIR,
-named .DIR.imgtool-*, can then be removed). The old plaintext files are deleted,
-not shredded: to never have plaintext on disk, encrypt at dump time (dump -e).
+named .DIR.imgtool-*, are removed by the next in-place encrypt, decrypt or rekey
+of DIR). Two in-place operations on one set never interleave: the second fails
+at once. The files and the folder keep their permission bits. The old plaintext
+files are deleted, not shredded: to never have plaintext on disk, encrypt at
+dump time (dump -e).
 With -o OUT (a new or empty folder) DIR is left as it is.
 
 Without --cert, ` + defaultCertPath + ` is used if it exists (CRIUsec's default).
@@ -89,7 +92,9 @@ func runEncrypt(ctx context.Context, opts encryptOptions, args []string) error {
 	if err := ctx.Err(); err != nil {
 		return err
 	}
-	warnLeftovers(opts.Err, dir)
+	if opts.Output != "" {
+		warnLeftovers(opts.Err, dir)
+	}
 	progress, done := newProgress(opts.Err, opts.Quiet, "encrypting")
 	err = imgset.Encrypt(dir, imgset.EncryptOptions{Recipients: recipients, Algorithm: alg, Output: opts.Output, Progress: progress})
 	done()

@@ -353,16 +353,20 @@ func setDirArg(cmd string, dir string, args []string) (string, error) {
 	return dir, nil
 }
 
-// warnLeftovers tells the user about what interrupted runs left beside the set:
-// the set itself is whole (imgset guarantees it), and they can go once no imgtool
-// process works on it.
+// warnLeftovers tells the user about what interrupted runs left beside the set
+// (an operation with -o does not touch them; an in-place one removes those of
+// dead processes itself): the set itself is whole while its folder exists.
 func warnLeftovers(w io.Writer, dir string) {
-	left, err := imgset.Leftovers(dir)
+	left, err := imgset.ListLeftovers(dir)
 	if err != nil || len(left) == 0 {
 		return
 	}
+	s := make([]string, len(left))
+	for i, l := range left {
+		s[i] = fmt.Sprintf("%s (%s)", l.Path, l.Kind)
+	}
 	fmt.Fprintf(w, "imgtool: note: an interrupted run left %s beside %s; the set itself is whole. "+
-		"Remove them once no imgtool process works on the set.\n", strings.Join(left, ", "), dir)
+		"The next in-place encrypt, decrypt or rekey of the set removes them.\n", strings.Join(s, ", "), dir)
 }
 
 // humanBytes renders a byte count in binary units.

@@ -89,9 +89,6 @@ func runRekey(ctx context.Context, opts rekeyOptions, args []string) error {
 	if err := ctx.Err(); err != nil {
 		return err
 	}
-	if opts.Rotate {
-		warnLeftovers(opts.Err, dir)
-	}
 	progress, done := newProgress(opts.Err, opts.Quiet, "re-encrypting")
 	ro.Progress = progress
 	err = imgset.Rekey(dir, ro)

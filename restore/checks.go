@@ -14,12 +14,13 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/imgtool/imgtool/image"
+	"github.com/imgtool/imgtool/internal/fpu"
 )
 
 // precheck refuses, before any process exists, every set that cannot be restored here:
 // ids in use, missing or changed files, FPU state this CPU cannot load, and what restore
 // does not support.
-func precheck(pl *plan, xs xsaveLayout) error {
+func precheck(pl *plan, xs fpu.Layout) error {
 	if pl.src.has("remap-fpath.img") {
 		return errors.New("the set has ghost or remapped files (remap-fpath.img): not supported")
 	}
@@ -93,11 +94,11 @@ func checkIdsFree(pl *plan) error {
 }
 
 // checkCores checks each thread's core image.
-func checkCores(p *procPlan, xs xsaveLayout) error {
+func checkCores(p *procPlan, xs fpu.Layout) error {
 	tc := p.leaderCore().Tc
 	switch tc.GetTaskState() {
-	case taskAlive, taskStopped:
-	case taskDead:
+	case image.TaskAlive, image.TaskStopped:
+	case image.TaskDead:
 		return fmt.Errorf("pid %d was a zombie: restoring zombies is not supported", p.pid)
 	default:
 		return fmt.Errorf("core-%d.img: unknown task state %d", p.pid, tc.GetTaskState())
@@ -122,8 +123,8 @@ func checkCores(p *procPlan, xs xsaveLayout) error {
 		if c.ThreadInfo.Gpregs.GetMode() != 1 { // NATIVE
 			return fmt.Errorf("thread %d runs 32-bit code: not supported", tid)
 		}
-		if err := xs.checkFPU(tid, c.ThreadInfo.Fpregs); err != nil {
-			return err
+		if err := xs.Check(c.ThreadInfo.Fpregs); err != nil {
+			return fmt.Errorf("core-%d.img: %w", tid, err)
 		}
 	}
 	return nil
@@ -134,7 +135,7 @@ func checkMemory(pl *plan, p *procPlan, files map[uint32]string) error {
 	if len(p.mm.Aios) > 0 {
 		return fmt.Errorf("pid %d has AIO rings: not supported", p.pid)
 	}
-	const unsupported = vmaSysVIPC | vmaSocket | vmaAIORing | vmaExtPlugin | vmaUnsupp
+	const unsupported = image.VMAAreaSysVIPC | image.VMAAreaSocket | image.VMAAreaAIORing | image.VMAExtPlugin | image.VMAAreaUnsupp
 	for _, v := range p.mm.Vmas {
 		st := v.GetStatus()
 		what := fmt.Sprintf("pid %d: mapping %#x-%#x", p.pid, v.GetStart(), v.GetEnd())
@@ -144,10 +145,10 @@ func checkMemory(pl *plan, p *procPlan, files map[uint32]string) error {
 		if st&unsupported != 0 {
 			return fmt.Errorf("%s: unsupported kind (status %#x)", what, st)
 		}
-		if st&vmaRegular == 0 || st&(vmaVdso|vmaVvar|vmaAnonPrivate|vmaAnonShared) != 0 {
+		if st&image.VMAAreaRegular == 0 || st&(image.VMAAreaVDSO|image.VMAAreaVVAR|image.VMAAnonPrivate|image.VMAAnonShared) != 0 {
 			continue
 		}
-		if st&(vmaFilePrivate|vmaFileShared) == 0 {
+		if st&(image.VMAFilePrivate|image.VMAFileShared) == 0 {
 			return fmt.Errorf("%s: unknown kind (status %#x)", what, st)
 		}
 		fe := pl.files[uint32(v.GetShmid())]

@@ -7,6 +7,8 @@ import (
 
 	"github.com/checkpoint-restore/go-criu/v8/crit/images/fdinfo"
 	"golang.org/x/sys/unix"
+
+	"github.com/imgtool/imgtool/image"
 )
 
 // Open file descriptions are created here, in imgtool, and handed to the target with
@@ -350,7 +352,7 @@ func (d *descriptions) anonShared(pl *plan, shmid uint64, procs []*procPlan) (*o
 		var size uint64
 		for _, p := range procs {
 			for _, v := range p.mm.Vmas {
-				if v.GetStatus()&vmaAnonShared != 0 && v.GetShmid() == shmid {
+				if v.GetStatus()&image.VMAAnonShared != 0 && v.GetShmid() == shmid {
 					size = max(size, v.GetPgoff()+v.GetEnd()-v.GetStart())
 				}
 			}

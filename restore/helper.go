@@ -71,7 +71,7 @@ func startHelper() (int, error) {
 	if err != nil {
 		return 0, fmt.Errorf("starting the restore helper: %w", err)
 	}
-	if err := waitStop(pid); err != nil {
+	if err := waitFirstStop(pid); err != nil {
 		unix.Kill(pid, unix.SIGKILL)
 		reapThread(pid)
 		return 0, err

@@ -11,26 +11,6 @@ import (
 	"github.com/imgtool/imgtool/image"
 )
 
-// VMA status bits of CRIU's images (criu/include/image.h).
-const (
-	vmaRegular     = 1 << 0
-	vmaStack       = 1 << 1
-	vmaVsyscall    = 1 << 2
-	vmaVdso        = 1 << 3
-	vmaHeap        = 1 << 5
-	vmaFilePrivate = 1 << 6
-	vmaFileShared  = 1 << 7
-	vmaAnonShared  = 1 << 8
-	vmaAnonPrivate = 1 << 9
-	vmaSysVIPC     = 1 << 10
-	vmaSocket      = 1 << 11
-	vmaVvar        = 1 << 12
-	vmaAIORing     = 1 << 13
-	vmaMemfd       = 1 << 14
-	vmaExtPlugin   = 1 << 27
-	vmaUnsupp      = 1 << 31
-)
-
 // mapFlagsKept are the mmap flags of a saved VMA that are passed back to mmap.
 const mapFlagsKept = unix.MAP_SHARED | unix.MAP_PRIVATE | unix.MAP_ANONYMOUS | unix.MAP_GROWSDOWN | unix.MAP_NORESERVE
 
@@ -40,7 +20,7 @@ func savedSpecials(vmas []*vma.VmaEntry) (vvar, vdso span) {
 	for _, v := range vmas {
 		s := span{v.GetStart(), v.GetEnd()}
 		switch {
-		case v.GetStatus()&vmaVvar != 0:
+		case v.GetStatus()&image.VMAAreaVVAR != 0:
 			if vvar.end == 0 {
 				vvar = s
 			} else if s.start == vvar.end {
@@ -48,7 +28,7 @@ func savedSpecials(vmas []*vma.VmaEntry) (vvar, vdso span) {
 			} else if s.end == vvar.start {
 				vvar.start = s.start
 			}
-		case v.GetStatus()&vmaVdso != 0:
+		case v.GetStatus()&image.VMAAreaVDSO != 0:
 			vdso = s
 		}
 	}
@@ -112,7 +92,7 @@ func (r *restorer) restoreMemory(p *process) error {
 	}()
 	for _, v := range p.pl.mm.Vmas {
 		st := v.GetStatus()
-		if st&(vmaVdso|vmaVvar) != 0 || st&vmaRegular == 0 {
+		if st&(image.VMAAreaVDSO|image.VMAAreaVVAR) != 0 || st&image.VMAAreaRegular == 0 {
 			continue // moved above, or not a mapping of the process's own (vsyscall)
 		}
 		if err := r.mapVMA(p, v, files); err != nil {
@@ -129,9 +109,9 @@ func (r *restorer) mapVMA(p *process, v *vma.VmaEntry, files map[string]uint64) 
 	flags := uint64(v.GetFlags()&mapFlagsKept) | unix.MAP_FIXED_NOREPLACE
 	fd, off := ^uint64(0), uint64(0)
 	switch {
-	case st&vmaAnonPrivate != 0:
+	case st&image.VMAAnonPrivate != 0:
 		flags = flags&^unix.MAP_SHARED | unix.MAP_PRIVATE | unix.MAP_ANONYMOUS
-	case st&(vmaFilePrivate|vmaFileShared|vmaAnonShared) != 0:
+	case st&(image.VMAFilePrivate|image.VMAFileShared|image.VMAAnonShared) != 0:
 		key, open, err := r.mappedFile(v)
 		if err != nil {
 			return err
@@ -151,7 +131,7 @@ func (r *restorer) mapVMA(p *process, v *vma.VmaEntry, files map[string]uint64) 
 		}
 		fd, off = got, v.GetPgoff()
 		flags &^= unix.MAP_ANONYMOUS
-		if st&vmaFilePrivate != 0 {
+		if st&image.VMAFilePrivate != 0 {
 			flags = flags&^unix.MAP_SHARED | unix.MAP_PRIVATE
 		} else {
 			flags = flags&^unix.MAP_PRIVATE | unix.MAP_SHARED
@@ -181,7 +161,7 @@ func (r *restorer) mapVMA(p *process, v *vma.VmaEntry, files map[string]uint64) 
 // per file, and how to open it here.
 func (r *restorer) mappedFile(v *vma.VmaEntry) (string, func() (*os.File, error), error) {
 	st := v.GetStatus()
-	if st&vmaAnonShared != 0 {
+	if st&image.VMAAnonShared != 0 {
 		shmid := v.GetShmid()
 		return fmt.Sprintf("shm:%d", shmid), func() (*os.File, error) { return r.descs.anonShared(r.pl, shmid, r.pl.procs) }, nil
 	}

@@ -7,13 +7,13 @@ import (
 	"io/fs"
 	"sort"
 
-	"github.com/checkpoint-restore/go-criu/v8/crit/images/criu-core"
+	criu_core "github.com/checkpoint-restore/go-criu/v8/crit/images/criu-core"
 	"github.com/checkpoint-restore/go-criu/v8/crit/images/fdinfo"
 	fsimg "github.com/checkpoint-restore/go-criu/v8/crit/images/fs"
 	"github.com/checkpoint-restore/go-criu/v8/crit/images/inventory"
 	"github.com/checkpoint-restore/go-criu/v8/crit/images/memfd"
 	"github.com/checkpoint-restore/go-criu/v8/crit/images/mm"
-	"github.com/checkpoint-restore/go-criu/v8/crit/images/pipe-data"
+	pipe_data "github.com/checkpoint-restore/go-criu/v8/crit/images/pipe-data"
 	"github.com/checkpoint-restore/go-criu/v8/crit/images/pstree"
 
 	"github.com/imgtool/imgtool/image"
@@ -129,8 +129,8 @@ func loadPlan(src source) (*plan, error) {
 		return nil, err
 	}
 	pl.inv = inv
-	if inv.GetImgVersion() != 2 {
-		return nil, fmt.Errorf("inventory.img: image version %d, only 2 (CRIU >= 1.x) is supported", inv.GetImgVersion())
+	if inv.GetImgVersion() != image.ImgVersion {
+		return nil, fmt.Errorf("inventory.img: image version %d, only %d (CRIU >= 1.x) is supported", inv.GetImgVersion(), image.ImgVersion)
 	}
 	if !inv.GetFdinfoPerId() {
 		return nil, errors.New("inventory.img: per-task fdinfo images (fdinfo_per_id false) are not supported")

@@ -10,13 +10,14 @@ import (
 	"testing"
 	"time"
 
-	"github.com/checkpoint-restore/go-criu/v8/crit/images/criu-core"
+	criu_core "github.com/checkpoint-restore/go-criu/v8/crit/images/criu-core"
 	"github.com/checkpoint-restore/go-criu/v8/crit/images/fdinfo"
 	"golang.org/x/sys/unix"
 
 	"github.com/imgtool/imgtool/cipher"
 	"github.com/imgtool/imgtool/image"
 	"github.com/imgtool/imgtool/imgset"
+	"github.com/imgtool/imgtool/internal/fpu"
 )
 
 // copySet copies a set into a fresh temporary directory.
@@ -165,22 +166,15 @@ func TestRefuseChangedBuildID(t *testing.T) {
 func TestRefuseMissingXsaveFeature(t *testing.T) {
 	requireRoot(t)
 	setupFixtureFiles(t, "counter")
-	xs := cpuXsaveLayout()
-	var missing uint
-	for _, c := range xstateComponents {
-		if xs.xcr0&(1<<c.bit) == 0 {
-			missing = c.bit
-			break
-		}
-	}
-	if missing == 0 {
+	lacking := fpu.ImageFeatures &^ fpu.CPULayout().XCR0
+	if lacking == 0 {
 		t.Skip("this CPU has every XSAVE component CRIU images hold")
 	}
 	dir := copySet(t, criuSet(t, "counter"))
 	pid := treePids(t, dir)[0]
 	rewriteImage(t, dir, fmt.Sprintf("core-%d.img", pid), func(img *image.Image) {
 		x := img.Entries[0].Msg.(*criu_core.CoreEntry).ThreadInfo.Fpregs.Xsave
-		bv := x.GetXstateBv() | 1<<missing
+		bv := x.GetXstateBv() | lacking&-lacking // the lowest feature this CPU lacks
 		x.XstateBv = &bv
 		x.BndregState = make([]uint64, 8)
 		x.BndcsrState = make([]uint64, 8)

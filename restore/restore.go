@@ -1,7 +1,6 @@
 package restore
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -12,7 +11,10 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/imgtool/imgtool/image"
 	"github.com/imgtool/imgtool/imgset"
+	"github.com/imgtool/imgtool/internal/fpu"
+	"github.com/imgtool/imgtool/internal/ptrace"
 )
 
 // Options say how to restore.
@@ -34,7 +36,7 @@ type ExitError struct {
 }
 
 func (e *ExitError) Error() string {
-	return fmt.Sprintf("restored process %d %s", e.Pid, describeStatus(e.Status))
+	return fmt.Sprintf("restored process %d %s", e.Pid, ptrace.DescribeStatus(e.Status))
 }
 
 // ExitCode is the status a shell would report for the root: its exit status, or 128 plus
@@ -67,7 +69,7 @@ func restoreFrom(ctx context.Context, opts Options, src source) error {
 	if err != nil {
 		return err
 	}
-	xs := cpuXsaveLayout()
+	xs := fpu.CPULayout()
 	if err := precheck(pl, xs); err != nil {
 		return err
 	}
@@ -78,7 +80,7 @@ func restoreFrom(ctx context.Context, opts Options, src source) error {
 		return fmt.Errorf("becoming a child subreaper: %w", err)
 	}
 	r := &restorer{ctx: ctx, opts: opts, pl: pl, xs: xs, byPid: map[int]*process{}}
-	if err := onTracerThread(r.run); err != nil {
+	if err := ptrace.OnTracerThread(r.run); err != nil {
 		return err
 	}
 	root := pl.procs[0].pid
@@ -156,7 +158,7 @@ type restorer struct {
 	ctx   context.Context
 	opts  Options
 	pl    *plan
-	xs    xsaveLayout
+	xs    fpu.Layout
 	procs []*process // created processes, in creation order
 	byPid map[int]*process
 
@@ -231,8 +233,8 @@ func (r *restorer) startHelper() error {
 		return err
 	}
 	h.threads = []*thread{t}
-	if err := setSigmask(pid, ^uint64(0)); err != nil {
-		return fmt.Errorf("blocking signals of the helper: %w", err)
+	if err := ptrace.SetSigmask(pid, ^uint64(0)); err != nil {
+		return fmt.Errorf("the helper: %w", err)
 	}
 	if err := h.openMem(); err != nil {
 		return err
@@ -259,11 +261,9 @@ func (r *restorer) startHelper() error {
 	if _, err := h.mem.ReadAt(code, int64(cur.vdso.start)); err != nil {
 		return fmt.Errorf("reading the vDSO: %w", err)
 	}
-	i := bytes.Index(code, []byte{0x0f, 0x05})
-	if i < 0 {
-		return errors.New("no syscall instruction in the vDSO")
+	if cur.insnOff, err = ptrace.FindSyscallInsn(code); err != nil {
+		return err
 	}
-	cur.insnOff = uint64(i)
 	h.sysInsn = cur.vdso.start + cur.insnOff
 	if err := r.checkKernelSpecials(cur); err != nil {
 		return err
@@ -453,13 +453,13 @@ func (r *restorer) release() error {
 	}
 	for _, p := range r.procs {
 		for _, t := range p.threads {
-			if err := unix.PtraceDetach(t.tid); err != nil {
-				return fmt.Errorf("detaching %d: %w", t.tid, err)
+			if err := ptrace.Detach(t.tid); err != nil {
+				return err
 			}
 		}
 	}
 	for _, p := range r.procs {
-		if p.pl.leaderCore().GetTc().GetTaskState() == taskStopped {
+		if p.pl.leaderCore().GetTc().GetTaskState() == image.TaskStopped {
 			unix.Kill(p.pid, unix.SIGSTOP)
 		}
 	}

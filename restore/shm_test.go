@@ -16,6 +16,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/imgtool/imgtool/cipher"
+	"github.com/imgtool/imgtool/image"
 )
 
 // buildC compiles testdata/src with gcc into a fresh temporary directory.
@@ -195,7 +196,7 @@ func roundTripShm(t *testing.T, encrypted bool) {
 func sharedVMAs(m *mm.MmEntry) []*vma.VmaEntry {
 	var out []*vma.VmaEntry
 	for _, v := range m.Vmas {
-		if v.GetStatus()&(vmaMemfd|vmaAnonShared) != 0 && v.GetFlags()&unix.MAP_SHARED != 0 {
+		if v.GetStatus()&(image.VMAAreaMemfd|image.VMAAnonShared) != 0 && v.GetFlags()&unix.MAP_SHARED != 0 {
 			out = append(out, v)
 		}
 	}

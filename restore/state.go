@@ -6,18 +6,15 @@ import (
 	"fmt"
 	"os"
 
-	"github.com/checkpoint-restore/go-criu/v8/crit/images/criu-core"
+	criu_core "github.com/checkpoint-restore/go-criu/v8/crit/images/criu-core"
 	"github.com/checkpoint-restore/go-criu/v8/crit/images/siginfo"
 	"golang.org/x/sys/unix"
+
+	"github.com/imgtool/imgtool/internal/fpu"
+	"github.com/imgtool/imgtool/internal/ptrace"
 )
 
 // Task states of CRIU's core images.
-const (
-	taskAlive   = 1
-	taskDead    = 2
-	taskStopped = 3
-)
-
 // ssDisable is sigaltstack's SS_DISABLE: no alternate stack.
 const ssDisable = 2
 
@@ -402,21 +399,21 @@ func (r *restorer) setFinalRegisters(p *process, t *thread, c *criu_core.CoreEnt
 	if c.GetThreadCore().BlkSigset == nil && c.Tc != nil {
 		mask = c.Tc.GetBlkSigset()
 	}
-	if err := setSigmask(t.tid, mask); err != nil {
-		return fmt.Errorf("thread %d: signal mask: %w", t.tid, err)
+	if err := ptrace.SetSigmask(t.tid, mask); err != nil {
+		return err
 	}
 	if r.xsaveLen == 0 {
-		buf, err := getRegset(t.tid, ntX86XState, make([]byte, 1<<16))
+		buf, err := ptrace.GetRegset(t.tid, ptrace.NTX86XState, make([]byte, fpu.MaxSize))
 		if err != nil {
 			return fmt.Errorf("thread %d: reading the XSAVE area: %w", t.tid, err)
 		}
 		r.xsaveLen = len(buf)
 	}
-	xs, err := r.xs.build(c.ThreadInfo.Fpregs, r.xsaveLen)
+	xs, err := r.xs.Build(c.ThreadInfo.Fpregs, r.xsaveLen)
 	if err != nil {
 		return fmt.Errorf("thread %d: %w", t.tid, err)
 	}
-	if err := setRegset(t.tid, ntX86XState, xs); err != nil {
+	if err := ptrace.SetRegset(t.tid, ptrace.NTX86XState, xs); err != nil {
 		return fmt.Errorf("thread %d: setting the FPU state: %w", t.tid, err)
 	}
 	g := c.ThreadInfo.Gpregs
@@ -427,8 +424,8 @@ func (r *restorer) setFinalRegisters(p *process, t *thread, c *criu_core.CoreEnt
 		Eflags: g.GetFlags(), Rsp: g.GetSp(), Ss: g.GetSs(), Fs_base: g.GetFsBase(), Gs_base: g.GetGsBase(),
 		Ds: g.GetDs(), Es: g.GetEs(), Fs: g.GetFs(), Gs: g.GetGs(),
 	}
-	if err := unix.PtraceSetRegs(t.tid, &regs); err != nil {
-		return fmt.Errorf("thread %d: setting registers: %w", t.tid, err)
+	if err := ptrace.SetRegs(t.tid, &regs); err != nil {
+		return err
 	}
 	return nil
 }

@@ -7,9 +7,10 @@ import (
 	"fmt"
 	"os"
 	"time"
-	"unsafe"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/imgtool/imgtool/internal/ptrace"
 )
 
 // process is one process being restored: traced and stopped in all its threads.
@@ -57,24 +58,13 @@ const (
 // stopAndAttach records a new process or thread whose first stop is awaited, with all
 // signals blocked so that none is delivered while it is being shaped (they stay pending).
 func stopAndAttach(tid int, p *process) (*thread, error) {
-	if err := waitStop(tid); err != nil {
+	if err := waitFirstStop(tid); err != nil {
 		return nil, err
 	}
-	if err := setSigmask(tid, ^uint64(0)); err != nil {
-		return nil, fmt.Errorf("blocking signals of %d: %w", tid, err)
+	if err := ptrace.SetSigmask(tid, ^uint64(0)); err != nil {
+		return nil, err
 	}
 	return newThread(tid, p)
-}
-
-// setSigmask sets a stopped tracee's blocked signals (PTRACE_SETSIGMASK): no memory of
-// the target is needed, and the kernel re-evaluates pending signals when it resumes.
-func setSigmask(tid int, mask uint64) error {
-	_, _, e := unix.Syscall6(unix.SYS_PTRACE, 0x420b /* PTRACE_SETSIGMASK */, uintptr(tid), 8,
-		uintptr(unsafe.Pointer(&mask)), 0, 0)
-	if e != 0 {
-		return e
-	}
-	return nil
 }
 
 // cloneArgs is struct clone_args up to set_tid_size (CLONE_ARGS_SIZE_VER1, 80 bytes).
