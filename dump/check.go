@@ -6,6 +6,7 @@ import (
 	"strconv"
 	"strings"
 
+	"github.com/imgtool/imgtool/internal/procfs"
 	"golang.org/x/sys/unix"
 )
 
@@ -15,7 +16,7 @@ var namespaces = []string{"ipc", "mnt", "net", "pid", "user", "uts", "cgroup", "
 // precheck walks the tree through /proc, touching nothing, and refuses what cannot be dumped.
 // The same checks run again once the tree is stopped (it may change in between).
 func (d *dumper) precheck() error {
-	if _, err := os.Stat(procPath(d.opts.Pid, "stat")); err != nil {
+	if _, err := os.Stat(procfs.Path(d.opts.Pid, "stat")); err != nil {
 		return fmt.Errorf("no process %d: %w", d.opts.Pid, err)
 	}
 	seen := map[int]bool{}
@@ -30,18 +31,18 @@ func (d *dumper) precheck() error {
 		if err := d.checkCtx(); err != nil {
 			return err
 		}
-		stat, err := readStat(procPath(pid, "stat"))
+		stat, err := procfs.ReadStat(procfs.Path(pid, "stat"))
 		if err != nil {
 			return fmt.Errorf("process %d: %w", pid, err)
 		}
-		status, err := readStatus(procPath(pid, "status"))
+		status, err := procfs.ReadStatus(procfs.Path(pid, "status"))
 		if err != nil {
 			return fmt.Errorf("process %d: %w", pid, err)
 		}
 		if err := checkProcess(pid, stat, status, false); err != nil {
 			return err
 		}
-		fds, err := listNumeric(procPath(pid, "fd"))
+		fds, err := procfs.ListNumeric(procfs.Path(pid, "fd"))
 		if err != nil {
 			return fmt.Errorf("list fds of %d: %w", pid, err)
 		}
@@ -50,7 +51,7 @@ func (d *dumper) precheck() error {
 				return err
 			}
 		}
-		vmas, err := readSmaps(pid)
+		vmas, err := procfs.ReadSmaps(pid)
 		if err != nil {
 			return err
 		}
@@ -59,12 +60,12 @@ func (d *dumper) precheck() error {
 				return err
 			}
 		}
-		tids, err := listNumeric(procPath(pid, "task"))
+		tids, err := procfs.ListNumeric(procfs.Path(pid, "task"))
 		if err != nil {
 			return fmt.Errorf("list threads of %d: %w", pid, err)
 		}
 		for _, tid := range tids {
-			st, err := readStatus(procPath(pid, "task", strconv.Itoa(tid), "status"))
+			st, err := procfs.ReadStatus(procfs.Path(pid, "task", strconv.Itoa(tid), "status"))
 			if err == nil && st["TracerPid"] != "0" {
 				return refuse(pid, -1, fmt.Sprintf("thread %d", tid), "already traced by process "+st["TracerPid"])
 			}
@@ -80,7 +81,7 @@ func (d *dumper) precheck() error {
 
 // checkProcess refuses processes the dump does not handle. frozen tells whether the dump has
 // already seized the process (it is then traced, by the dump itself).
-func checkProcess(pid int, stat *procStat, status procStatus, frozen bool) error {
+func checkProcess(pid int, stat *procfs.Stat, status procfs.Status, frozen bool) error {
 	if !frozen && status["TracerPid"] != "0" {
 		return refuse(pid, -1, "ptrace", "already traced by process "+status["TracerPid"])
 	}
@@ -101,7 +102,7 @@ func checkProcess(pid int, stat *procStat, status procStatus, frozen bool) error
 	}
 	for _, ns := range namespaces {
 		mine, err1 := os.Readlink("/proc/self/ns/" + ns)
-		theirs, err2 := os.Readlink(procPath(pid, "ns", ns))
+		theirs, err2 := os.Readlink(procfs.Path(pid, "ns", ns))
 		if err1 != nil || err2 != nil {
 			continue // namespace type not supported by this kernel
 		}
@@ -128,7 +129,7 @@ type fdDesc struct {
 	kind fdKind
 	link string
 	st   unix.Stat_t
-	info *fdInfo
+	info *procfs.Fdinfo
 }
 
 // ttyMajors are the character-device majors of terminals (tty, console/ptmx, pts).
@@ -138,7 +139,7 @@ func isTTYMajor(major uint32) bool {
 
 // inspectFd classifies fd of pid, refusing what cannot be dumped.
 func inspectFd(pid, fd int) (*fdDesc, error) {
-	path := procPath(pid, "fd", strconv.Itoa(fd))
+	path := procfs.Path(pid, "fd", strconv.Itoa(fd))
 	link, err := os.Readlink(path)
 	if err != nil {
 		return nil, fmt.Errorf("read fd %d of %d: %w", fd, pid, err)
@@ -157,7 +158,7 @@ func inspectFd(pid, fd int) (*fdDesc, error) {
 	if err := unix.Stat(path, &fdesc.st); err != nil {
 		return nil, fmt.Errorf("stat fd %d of %d (%s): %w", fd, pid, link, err)
 	}
-	if fdesc.info, err = readFdinfo(pid, fd); err != nil {
+	if fdesc.info, err = procfs.ReadFdinfo(pid, fd); err != nil {
 		return nil, err
 	}
 	mode := fdesc.st.Mode & unix.S_IFMT

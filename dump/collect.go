@@ -10,6 +10,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/imgtool/imgtool/internal/fpu"
+	"github.com/imgtool/imgtool/internal/procfs"
 	"github.com/imgtool/imgtool/internal/ptrace"
 )
 
@@ -30,7 +31,7 @@ const (
 // threadState is what core-TID.img records of one thread.
 type threadState struct {
 	comm             string
-	status           procStatus
+	status           procfs.Status
 	xsave            []byte
 	tls              [3]ptrace.UserDesc
 	rseq             ptrace.RseqConfig
@@ -57,8 +58,8 @@ type sigaction struct {
 
 // procState is what the per-process images record.
 type procState struct {
-	stat          *procStat
-	status        procStatus
+	stat          *procfs.Stat
+	status        procfs.Status
 	brk           uint64
 	sigactions    [nSignals]sigaction
 	itimers       [3][4]uint64
@@ -73,7 +74,7 @@ type procState struct {
 	auxv          []uint64
 	umask         uint32
 	sharedPending [][]byte
-	vmas          []smapsVMA
+	vmas          []procfs.Mapping
 	exePath       string
 	exeStat       unix.Stat_t
 	cwdPath       string
@@ -114,8 +115,8 @@ func collectThread(p *process, t *thread) error {
 		return err
 	}
 	s := &t.state
-	taskDir := procPath(p.pid, "task", strconv.Itoa(t.tid))
-	if s.status, err = readStatus(taskDir + "/status"); err != nil {
+	taskDir := procfs.Path(p.pid, "task", strconv.Itoa(t.tid))
+	if s.status, err = procfs.ReadStatus(taskDir + "/status"); err != nil {
 		return err
 	}
 	comm, err := os.ReadFile(taskDir + "/comm")
@@ -197,10 +198,10 @@ func (d *dumper) collectProcess(p *process) error {
 	ps := &procState{}
 	p.state = ps
 	var err error
-	if ps.stat, err = readStat(procPath(p.pid, "stat")); err != nil {
+	if ps.stat, err = procfs.ReadStat(procfs.Path(p.pid, "stat")); err != nil {
 		return err
 	}
-	if ps.status, err = readStatus(procPath(p.pid, "status")); err != nil {
+	if ps.status, err = procfs.ReadStatus(procfs.Path(p.pid, "status")); err != nil {
 		return err
 	}
 	if err := checkProcess(p.pid, ps.stat, ps.status, true); err != nil {
@@ -217,7 +218,7 @@ func (d *dumper) collectProcess(p *process) error {
 	if err := d.collectProcFiles(p, ps); err != nil {
 		return err
 	}
-	if ps.vmas, err = readSmaps(p.pid); err != nil {
+	if ps.vmas, err = procfs.ReadSmaps(p.pid); err != nil {
 		return err
 	}
 	return d.injectAll(p, ps)
@@ -225,7 +226,7 @@ func (d *dumper) collectProcess(p *process) error {
 
 // collectProcFiles reads the per-process /proc files that need no injection.
 func (d *dumper) collectProcFiles(p *process, ps *procState) error {
-	pers, err := os.ReadFile(procPath(p.pid, "personality"))
+	pers, err := os.ReadFile(procfs.Path(p.pid, "personality"))
 	if err != nil {
 		return fmt.Errorf("read personality of %d: %w", p.pid, err)
 	}
@@ -234,12 +235,12 @@ func (d *dumper) collectProcFiles(p *process, ps *procState) error {
 		return fmt.Errorf("personality of %d: %q", p.pid, pers)
 	}
 	ps.personality = uint32(v)
-	if b, err := os.ReadFile(procPath(p.pid, "loginuid")); err == nil {
+	if b, err := os.ReadFile(procfs.Path(p.pid, "loginuid")); err == nil {
 		if v, err := strconv.ParseUint(strings.TrimSpace(string(b)), 10, 32); err == nil {
 			ps.loginuid, ps.hasLoginuid = uint32(v), true
 		}
 	}
-	b, err := os.ReadFile(procPath(p.pid, "oom_score_adj"))
+	b, err := os.ReadFile(procfs.Path(p.pid, "oom_score_adj"))
 	if err != nil {
 		return fmt.Errorf("read oom_score_adj of %d: %w", p.pid, err)
 	}
@@ -261,13 +262,13 @@ func (d *dumper) collectProcFiles(p *process, ps *procState) error {
 		return fmt.Errorf("umask of %d: %q", p.pid, ps.status["Umask"])
 	}
 	ps.umask = uint32(um)
-	if ps.exePath, ps.exeStat, err = linkAndStat(procPath(p.pid, "exe")); err != nil {
+	if ps.exePath, ps.exeStat, err = linkAndStat(procfs.Path(p.pid, "exe")); err != nil {
 		return err
 	}
-	if ps.cwdPath, ps.cwdStat, err = linkAndStat(procPath(p.pid, "cwd")); err != nil {
+	if ps.cwdPath, ps.cwdStat, err = linkAndStat(procfs.Path(p.pid, "cwd")); err != nil {
 		return err
 	}
-	if ps.rootPath, ps.rootStat, err = linkAndStat(procPath(p.pid, "root")); err != nil {
+	if ps.rootPath, ps.rootStat, err = linkAndStat(procfs.Path(p.pid, "root")); err != nil {
 		return err
 	}
 	if strings.HasSuffix(ps.exePath, " (deleted)") {
@@ -279,7 +280,7 @@ func (d *dumper) collectProcFiles(p *process, ps *procState) error {
 	if ps.rootPath != "/" {
 		return refuse(p.pid, -1, "root directory "+ps.rootPath, "chroot is not supported")
 	}
-	timers, err := os.ReadFile(procPath(p.pid, "timers"))
+	timers, err := os.ReadFile(procfs.Path(p.pid, "timers"))
 	if err == nil && len(strings.TrimSpace(string(timers))) > 0 {
 		return refuse(p.pid, -1, "POSIX timers", "POSIX timers (timer_create) are not supported")
 	}
@@ -302,7 +303,7 @@ func linkAndStat(path string) (string, unix.Stat_t, error) {
 // readAuxv reads the saved auxiliary vector, keeping at most maxAuxvWords words as CRIU does
 // (the kernel may report more; the tail is the AT_NULL pair).
 func readAuxv(pid int) ([]uint64, error) {
-	b, err := readProcFile(procPath(pid, "auxv"))
+	b, err := procfs.ReadFile(procfs.Path(pid, "auxv"))
 	if err != nil {
 		return nil, err
 	}
@@ -322,7 +323,7 @@ func readAuxv(pid int) ([]uint64, error) {
 // injectAll runs the injected syscalls of one process: the process-wide ones in the leader,
 // the per-thread ones in each thread.
 func (d *dumper) injectAll(p *process, ps *procState) error {
-	var vdso *smapsVMA
+	var vdso *procfs.Mapping
 	for i := range ps.vmas {
 		if ps.vmas[i].path == "[vdso]" {
 			vdso = &ps.vmas[i]

@@ -59,18 +59,18 @@ func capWords(v uint64) []uint32 { return []uint32{uint32(v), uint32(v >> 32)} }
 
 func credsEntry(t *thread) (*creds.CredsEntry, error) {
 	st := t.state.status
-	uids, err := st.ints("Uid")
+	uids, err := st.Ints("Uid")
 	if err != nil {
 		return nil, err
 	}
-	gids, err := st.ints("Gid")
+	gids, err := st.Ints("Gid")
 	if err != nil {
 		return nil, err
 	}
 	if len(uids) != 4 || len(gids) != 4 {
 		return nil, fmt.Errorf("thread %d: bad Uid/Gid lines", t.tid)
 	}
-	groups, err := st.ints("Groups")
+	groups, err := st.Ints("Groups")
 	if err != nil {
 		return nil, err
 	}
@@ -83,7 +83,7 @@ func credsEntry(t *thread) (*creds.CredsEntry, error) {
 		key string
 		dst *[]uint32
 	}{{"CapInh", &c.CapInh}, {"CapPrm", &c.CapPrm}, {"CapEff", &c.CapEff}, {"CapBnd", &c.CapBnd}, {"CapAmb", &c.CapAmb}} {
-		v, err := st.hex(f.key)
+		v, err := st.Hex(f.key)
 		if err != nil {
 			return nil, err
 		}

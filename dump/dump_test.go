@@ -22,6 +22,7 @@ import (
 
 	"github.com/imgtool/imgtool/image"
 	"github.com/imgtool/imgtool/internal/fpu"
+	"github.com/imgtool/imgtool/internal/procfs"
 )
 
 // criuDiffs are the documented differences from CRIU's sets (see doc.go) that hold on this
@@ -225,7 +226,7 @@ func TestDumpLeaveRunning(t *testing.T) {
 			t.Errorf("counter=%d printed %d times:\n%s", i, strings.Count(log, fmt.Sprintf("counter=%d\n", i)), log)
 		}
 	}
-	st, err := readStatus(procPath(tg.pid, "status"))
+	st, err := procfs.ReadStatus(procfs.Path(tg.pid, "status"))
 	if err != nil || st["TracerPid"] != "0" || !alive(tg.pid) {
 		t.Errorf("after the dump: %v, TracerPid %q, alive %v", err, st["TracerPid"], alive(tg.pid))
 	}
@@ -352,7 +353,7 @@ func TestDumpRefusals(t *testing.T) {
 			if !alive(tg.pid) || tg.readLog(t) != before {
 				t.Errorf("target changed: alive %v", alive(tg.pid))
 			}
-			if st, _ := readStatus(procPath(tg.pid, "status")); tc.prog != "traced" && st["TracerPid"] != "0" {
+			if st, _ := procfs.ReadStatus(procfs.Path(tg.pid, "status")); tc.prog != "traced" && st["TracerPid"] != "0" {
 				t.Errorf("target left traced by %s", st["TracerPid"])
 			}
 		})
@@ -381,7 +382,7 @@ func TestDumpInterrupted(t *testing.T) {
 	// The target goes on from where it was: its counter keeps advancing.
 	n := strings.Count(tg.readLog(t), "counter=")
 	tg.waitLog(t, fmt.Sprintf("counter=%d\n", n+3), 5*time.Second)
-	if st, _ := readStatus(procPath(tg.pid, "status")); st["TracerPid"] != "0" {
+	if st, _ := procfs.ReadStatus(procfs.Path(tg.pid, "status")); st["TracerPid"] != "0" {
 		t.Errorf("target left traced")
 	}
 }

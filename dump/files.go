@@ -15,6 +15,7 @@ import (
 	"github.com/checkpoint-restore/go-criu/v8/crit/images/memfd"
 	"github.com/checkpoint-restore/go-criu/v8/crit/images/pipe"
 	"github.com/checkpoint-restore/go-criu/v8/crit/images/regfile"
+	"github.com/imgtool/imgtool/internal/procfs"
 	"golang.org/x/sys/unix"
 	"google.golang.org/protobuf/proto"
 )
@@ -227,7 +228,7 @@ func (s *setState) memfdMapID(v *vmaDesc) (uint32, error) {
 func (s *setState) numberMM(p *process) error {
 	ps := p.state
 	p.files = &procFiles{}
-	p.files.exeID = s.mapFileID(ps.exePath, procPath(p.pid, "exe"), &ps.exeStat)
+	p.files.exeID = s.mapFileID(ps.exePath, procfs.Path(p.pid, "exe"), &ps.exeStat)
 	for _, v := range p.mem.vmas {
 		switch v.kind {
 		case vmaShmem, vmaFilePrivMem:
@@ -276,7 +277,7 @@ func (s *setState) numberFds(p *process, fds []*fdDesc) error {
 				return fmt.Errorf("process %d fd %d: %w", p.pid, f.fd, err)
 			}
 			entry := &fdinfo.FileEntry{Type: typ.Enum(), Id: proto.Uint32(id)}
-			open := procPath(p.pid, "fd", strconv.Itoa(f.fd))
+			open := procfs.Path(p.pid, "fd", strconv.Itoa(f.fd))
 			switch f.kind {
 			case fdReg:
 				entry.Reg = regEntry(id, flags, f.info.pos, f.link, &f.st, open)
@@ -419,7 +420,7 @@ func (s *setState) numberFs(p *process) {
 
 // collectFds inspects every fd of p.
 func collectFds(p *process) ([]*fdDesc, error) {
-	fds, err := listNumeric(procPath(p.pid, "fd"))
+	fds, err := procfs.ListNumeric(procfs.Path(p.pid, "fd"))
 	if err != nil {
 		return nil, fmt.Errorf("list fds of %d: %w", p.pid, err)
 	}

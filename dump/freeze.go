@@ -12,6 +12,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/imgtool/imgtool/internal/procfs"
 	"github.com/imgtool/imgtool/internal/ptrace"
 )
 
@@ -114,7 +115,7 @@ func (d *dumper) freezeProcess(pid int, parent *process) (*process, error) {
 		if round == maxFreezeRounds {
 			return nil, fmt.Errorf("process %d keeps creating threads; cannot stop it", pid)
 		}
-		tids, err := listNumeric(procPath(pid, "task"))
+		tids, err := procfs.ListNumeric(procfs.Path(pid, "task"))
 		if err != nil {
 			return nil, fmt.Errorf("list threads of %d: %w", pid, err)
 		}
@@ -172,7 +173,7 @@ func childrenOf(p *process) ([]int, error) {
 }
 
 func readChildren(pid, tid int) ([]int, error) {
-	b, err := os.ReadFile(procPath(pid, "task", strconv.Itoa(tid), "children"))
+	b, err := os.ReadFile(procfs.Path(pid, "task", strconv.Itoa(tid), "children"))
 	if err != nil {
 		if os.IsNotExist(err) {
 			return nil, nil

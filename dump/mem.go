@@ -10,6 +10,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/imgtool/imgtool/image"
+	"github.com/imgtool/imgtool/internal/procfs"
 )
 
 // /proc/PID/pagemap entry bits and CRIU's pagemap entry flags.
@@ -68,7 +69,7 @@ var zeroPFN = sync.OnceValue(func() uint64 {
 // scanPages reads /proc/PID/pagemap for every mapping with private pages and returns the
 // runs of pages to dump, in address order.
 func (d *dumper) scanPages(pid int, vmas []*vmaDesc) ([]pageRun, uint64, error) {
-	f, err := os.Open(procPath(pid, "pagemap"))
+	f, err := os.Open(procfs.Path(pid, "pagemap"))
 	if err != nil {
 		return nil, 0, fmt.Errorf("open pagemap of %d: %w", pid, err)
 	}
@@ -226,7 +227,7 @@ func (r *pageReader) fill(buf []byte, mem **os.File) (int, error) {
 		run := r.runs[r.i]
 		if run.viaMem {
 			if *mem == nil {
-				f, err := os.Open(procPath(r.pid, "mem"))
+				f, err := os.Open(procfs.Path(r.pid, "mem"))
 				if err != nil {
 					return filled, fmt.Errorf("open memory of %d: %w", r.pid, err)
 				}

@@ -7,6 +7,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/imgtool/imgtool/image"
+	"github.com/imgtool/imgtool/internal/procfs"
 )
 
 // madvise numbers CRIU records as bits of vma_entry.madv.
@@ -51,7 +52,7 @@ type vmaDesc struct {
 
 // classifyVMA turns one smaps entry into its CRIU form, or refuses it. It returns nil for
 // mappings CRIU skips ([uprobes]).
-func classifyVMA(pid int, v *smapsVMA) (*vmaDesc, error) {
+func classifyVMA(pid int, v *procfs.Mapping) (*vmaDesc, error) {
 	e := &vmaDesc{start: v.start, end: v.end, readable: v.read}
 	if v.read {
 		e.prot |= unix.PROT_READ
@@ -139,7 +140,7 @@ func classifyVMA(pid int, v *smapsVMA) (*vmaDesc, error) {
 	}
 	e.pgoff = v.pgoff
 	e.path = v.path
-	e.mapFile = procPath(pid, "map_files", fmt.Sprintf("%x-%x", v.start, v.end))
+	e.mapFile = procfs.Path(pid, "map_files", fmt.Sprintf("%x-%x", v.start, v.end))
 	if err := unix.Stat(e.mapFile, &e.st); err != nil {
 		return nil, fmt.Errorf("process %d: stat %s (%s): %w", pid, e.mapFile, v.path, err)
 	}
@@ -180,7 +181,7 @@ func classifyVMA(pid int, v *smapsVMA) (*vmaDesc, error) {
 
 // buildVMAs classifies every mapping of a process and merges the vvar areas into one entry
 // ([vvar] and, since Linux 6.13, [vvar_vclock]), as CRIU 4.2 writes them.
-func buildVMAs(pid int, maps []smapsVMA) ([]*vmaDesc, error) {
+func buildVMAs(pid int, maps []procfs.Mapping) ([]*vmaDesc, error) {
 	var out []*vmaDesc
 	for i := range maps {
 		e, err := classifyVMA(pid, &maps[i])

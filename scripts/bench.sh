@@ -16,10 +16,26 @@ need() { # need CMD PACKAGE: install a peer from Debian when missing
 	(apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$2") >/dev/null 2>&1 || true
 	command -v "$1" >/dev/null 2>&1
 }
-# tm CMD...: runs CMD, prints "SECONDS MAXRSS_KIB" (GNU time).
-tm() { /usr/bin/time -f '%e %M' -o "$W/.t" "$@" >/dev/null 2>"$W/.err" || { cat "$W/.err" >&2; return 1; }; cat "$W/.t"; }
-# best3 CMD...: the fastest of three runs, "SECONDS MAXRSS_KIB".
-best3() { local b="" r; for _ in 1 2 3; do r=$(tm "$@"); if [ -z "$b" ] || awk -v a="${r% *}" -v b="${b% *}" 'BEGIN{exit !(a<b)}'; then b=$r; fi; done; echo "$b"; }
+# tm CMD...: runs CMD, prints "SECONDS MAXRSS_KIB": wall time to the millisecond, peak
+# memory from GNU time.
+tm() {
+	local t0 t1
+	t0=$(date +%s%N)
+	/usr/bin/time -f '%M' -o "$W/.t" "$@" >/dev/null 2>"$W/.err" || { cat "$W/.err" >&2; return 1; }
+	t1=$(date +%s%N)
+	echo "$(awk -v a="$t0" -v b="$t1" 'BEGIN{printf "%.3f", (b-a)/1e9}') $(cat "$W/.t")"
+}
+# best5 OUT CMD...: the fastest of five runs, "SECONDS MAXRSS_KIB". OUT (a path the
+# command creates, or -) is removed before each run, outside the timing.
+best5() {
+	local out=$1 b="" r; shift
+	for _ in 1 2 3 4 5; do
+		[ "$out" = - ] || rm -rf "$out"
+		r=$(tm "$@")
+		if [ -z "$b" ] || awk -v a="${r% *}" -v b="${b% *}" 'BEGIN{exit !(a<b)}'; then b=$r; fi
+	done
+	echo "$b"
+}
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN{ if (b<=0) b=0.0005; printf "%.2f", a/b }'; }
 row() { printf '%-34s %10s %10s %s\n' "$@"; }
 secs() { echo "${1% *}"; }
@@ -64,54 +80,57 @@ echo "## 2. A 256 MiB image set (fixtures/src/big.c, dumped by imgtool)"
 gcc -O1 -o "$W/big" fixtures/src/big.c
 # big runs as this shell's own child (not in a $(...) subshell), so that wait reaps it:
 # an orphan would stay a zombie holding its PID, and the restores below need that PID.
+# Each gets its own log: a restore checks that the files a process holds are unchanged.
 start_big() {
-	setsid "$W/big" >"$W/big.log" 2>&1 </dev/null &
+	setsid "$W/big" >"$W/big-$1.log" 2>&1 </dev/null &
 	echo $! >"$W/big.pid"
-	for _ in $(seq 100); do grep -q alive "$W/big.log" 2>/dev/null && break; sleep 0.05; done
+	for _ in $(seq 100); do grep -q alive "$W/big-$1.log" 2>/dev/null && break; sleep 0.05; done
 }
 "$IMGTOOL" keygen --type p256 --cert "$W/cert.pem" --key "$W/key.pem" >/dev/null
-start_big
+# Two processes, one per dump: each restore below then gets its own free PID (after a
+# restore -d the restored process is no longer ours to reap).
+start_big 1
 pid=$(cat "$W/big.pid")
-dump_plain=$(tm "$IMGTOOL" dump -t "$pid" -D "$W/set" --leave-running --quiet)
+dump_plain=$(tm "$IMGTOOL" dump -t "$pid" -D "$W/set" --quiet)
+wait "$pid" 2>/dev/null || true
 pages=$(du -cb "$W"/set/pages-*.img | tail -1 | cut -f1)
+start_big 2
+pid=$(cat "$W/big.pid")
 dump_enc=$(tm "$IMGTOOL" dump -t "$pid" -D "$W/set-e" -e --cert "$W/cert.pem" --quiet)
 wait "$pid" 2>/dev/null || true
 echo "set: $(du -sh "$W/set" | cut -f1), pages $((pages >> 20)) MiB in $(ls "$W/set" | wc -l) files"
 
 ##############################################################################
 echo
-echo "## 3. Encryption of the set, against cp -r, age, gpg and openssl (tmpfs, best of 3)"
+echo "## 3. Encryption of the set, against cp -r, age, gpg and openssl (tmpfs, best of 5)"
 need age age || true
-cp_t=$(best3 cp -r "$W/set" "$W/cp.out"); rm -rf "$W/cp.out"
-enc_once() { rm -rf "$W/enc"; "$IMGTOOL" encrypt -D "$W/set" --cert "$W/cert.pem" -o "$W/enc" --quiet; }
-dec_once() { rm -rf "$W/dec"; "$IMGTOOL" decrypt -D "$W/enc" --tls-key "$W/key.pem" -o "$W/dec" --quiet; }
-export -f enc_once dec_once; export IMGTOOL W
-enc_t=$(best3 bash -c enc_once)
-dec_t=$(best3 bash -c dec_once)
-ver_t=$(best3 "$IMGTOOL" verify -D "$W/enc" --tls-key "$W/key.pem" --quiet)
+cp_t=$(best5 "$W/cp.out" cp -r "$W/set" "$W/cp.out"); rm -rf "$W/cp.out"
+enc_t=$(best5 "$W/enc" "$IMGTOOL" encrypt -D "$W/set" --cert "$W/cert.pem" -o "$W/enc" --quiet)
+dec_t=$(best5 "$W/dec" "$IMGTOOL" decrypt -D "$W/enc" --tls-key "$W/key.pem" -o "$W/dec" --quiet)
+ver_t=$(best5 - "$IMGTOOL" verify -D "$W/enc" --tls-key "$W/key.pem" --quiet)
 "$IMGTOOL" keygen --type rsa2048 --cert "$W/cert2.pem" --key "$W/key2.pem" >/dev/null
 rekey_t=$(tm "$IMGTOOL" rekey -D "$W/enc" --tls-key "$W/key.pem" --cert "$W/cert.pem" --cert "$W/cert2.pem" --quiet)
 peer_each() { # peer_each OUTDIR CMD-TEMPLATE: run a per-file tool over the set, as a peer must
-	local out=$1; shift; rm -rf "$out"; mkdir -p "$out"
+	local out=$1; shift; mkdir -p "$out"
 	for f in "$W"/set/*; do "$@" "$f" "$out/$(basename "$f")"; done
 }
-export -f peer_each
+export -f peer_each; export W
 age_t="-"; gpg_t="-"; ossl_t="-"
 if command -v age >/dev/null; then
 	age-keygen -o "$W/age.key" 2>/dev/null
 	export AGE_R=$(age-keygen -y "$W/age.key")
 	age_one() { age -r "$AGE_R" -o "$2" "$1"; }; export -f age_one
-	age_t=$(best3 bash -c 'peer_each "$W/age.out" age_one')
+	age_t=$(best5 "$W/age.out" bash -c 'peer_each "$W/age.out" age_one')
 fi
 if command -v gpg >/dev/null; then
 	export GNUPGHOME="$W/gnupg"; mkdir -m 700 -p "$GNUPGHOME"
 	gpg --batch --quiet --passphrase '' --quick-gen-key bench@imgtool.invalid default default never 2>/dev/null
 	gpg_one() { gpg --batch --quiet --yes --trust-model always -r bench@imgtool.invalid -o "$2" -e "$1"; }; export -f gpg_one
-	gpg_t=$(best3 bash -c 'peer_each "$W/gpg.out" gpg_one')
+	gpg_t=$(best5 "$W/gpg.out" bash -c 'peer_each "$W/gpg.out" gpg_one')
 fi
 if command -v openssl >/dev/null; then
 	ossl_one() { openssl enc -aes-256-ctr -pbkdf2 -pass pass:bench -in "$1" -out "$2"; }; export -f ossl_one
-	ossl_t=$(best3 bash -c 'peer_each "$W/ossl.out" ossl_one')
+	ossl_t=$(best5 "$W/ossl.out" bash -c 'peer_each "$W/ossl.out" ossl_one')
 fi
 printf '%-34s %10s %10s %s\n' "operation" "seconds" "peak MiB" "ratio"
 row "cp -r" "$(secs "$cp_t")" "$(mib "$cp_t")" "1.00 (the floor)"
