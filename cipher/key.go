@@ -78,7 +78,7 @@ type SetID [SetIDSize]byte
 // String returns the id in lower-case hex.
 func (id SetID) String() string { return hex.EncodeToString(id[:]) }
 
-// Domain-separation labels of the key schedule (see docs/encryption.md).
+// Domain-separation labels of the key schedule (see docs/format.md (part 2)).
 const (
 	labelHeaderMAC = "imgtool-seal/v1 header mac"
 	labelPayload   = "imgtool-seal/v1 payload"

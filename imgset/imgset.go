@@ -5,7 +5,7 @@
 // ever reaches the disk) and puts the whole set in place atomically on Commit.
 //
 // An encrypted set holds the same files as the plain one, each encrypted, plus the
-// sealed header HeaderName. See docs/encryption.md for the format.
+// sealed header HeaderName. See docs/format.md (part 2) for the format.
 package imgset
 
 import (

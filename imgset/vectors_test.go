@@ -62,7 +62,7 @@ type vector struct {
 
 func (v *vector) String() string {
 	var b strings.Builder
-	b.WriteString("# imgtool-seal test vector (see docs/encryption.md)\n")
+	b.WriteString("# imgtool-seal test vector (see docs/format.md (part 2))\n")
 	for _, c := range v.comment {
 		fmt.Fprintf(&b, "# %s\n", c)
 	}

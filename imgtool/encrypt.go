@@ -31,7 +31,7 @@ func encryptCommand() *cli.Command {
 with --cert (RSA 2048 to 8192 bits, or ECDSA P-256/P-384; a file may hold several):
 each holder of a matching private key can open it. The set keeps its file names
 and gains the sealed header ` + imgset.HeaderName + ` (recipients, parameters and the manifest of
-every file, authenticated). See docs/encryption.md.
+every file, authenticated). See docs/format.md (part 2).
 
 Without -o the set is encrypted in place, atomically: the encrypted set is built
 beside DIR and swapped in, so a crash or a kill at any moment leaves either the

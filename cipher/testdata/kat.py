@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Independent reference implementation of the imgtool-seal v1 format (docs/encryption.md),
+"""Independent reference implementation of the imgtool-seal v1 format (docs/format.md (part 2)),
 written from the spec with pyca/cryptography, to produce known-answer vectors that the Go
 implementation must match (TestKnownAnswers). Run: python3 kat.py > kat.txt"""
 import hashlib, hmac, struct
