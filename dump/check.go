@@ -85,7 +85,7 @@ func checkProcess(pid int, stat *procfs.Stat, status procfs.Status, frozen bool)
 	if !frozen && status["TracerPid"] != "0" {
 		return refuse(pid, -1, "ptrace", "already traced by process "+status["TracerPid"])
 	}
-	switch stat.state {
+	switch stat.State {
 	case 'Z', 'X', 'x':
 		return refuse(pid, -1, "zombie", "dead (zombie) processes are not supported")
 	case 'T':
@@ -93,9 +93,9 @@ func checkProcess(pid int, stat *procfs.Stat, status procfs.Status, frozen bool)
 			return refuse(pid, -1, "job control", "stopped processes are not supported")
 		}
 	}
-	if stat.ttyNr != 0 {
-		return refuse(pid, -1, fmt.Sprintf("controlling terminal %d:%d", unix.Major(uint64(stat.ttyNr)),
-			unix.Minor(uint64(stat.ttyNr))), "terminals are not supported")
+	if stat.TTYNr != 0 {
+		return refuse(pid, -1, fmt.Sprintf("controlling terminal %d:%d", unix.Major(uint64(stat.TTYNr)),
+			unix.Minor(uint64(stat.TTYNr))), "terminals are not supported")
 	}
 	if s := status["Seccomp"]; s != "" && s != "0" {
 		return refuse(pid, -1, "seccomp mode "+s, "seccomp filters are not supported")

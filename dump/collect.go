@@ -9,6 +9,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/imgtool/imgtool/image"
 	"github.com/imgtool/imgtool/internal/fpu"
 	"github.com/imgtool/imgtool/internal/procfs"
 	"github.com/imgtool/imgtool/internal/ptrace"
@@ -16,11 +17,11 @@ import (
 
 const (
 	pageSize       = 4096
-	nSignals       = 64
-	nRlimits       = 16
-	maxAuxvWords   = 44 // CRIU's AT_VECTOR_SIZE: a restore refuses more
-	sigactionSize  = 32 // struct sigaction of the x86_64 kernel ABI
+	maxAuxvWords   = 44   // CRIU's AT_VECTOR_SIZE: a restore refuses more
+	maxAuxvLen     = 4096 // /proc/PID/auxv bytes
+	sigactionSize  = 32   // struct sigaction of the x86_64 kernel ABI
 	itimervalSize  = 32
+	rlimitSize     = 16 // struct rlimit64
 	threadScratch  = 64 // per-thread slot: stack_t (24), tid address (8), pdeath signal (4)
 	errRestartSys  = 512
 	errRestartNoin = 513
@@ -61,7 +62,7 @@ type procState struct {
 	stat          *procfs.Stat
 	status        procfs.Status
 	brk           uint64
-	sigactions    [nSignals]sigaction
+	sigactions    [image.NSignals]sigaction
 	itimers       [3][4]uint64
 	subreaper     bool
 	dumpable      int32
@@ -70,7 +71,7 @@ type procState struct {
 	loginuid      uint32
 	hasLoginuid   bool
 	oomScoreAdj   int32
-	rlimits       [nRlimits]unix.Rlimit
+	rlimits       [image.NRlimits]unix.Rlimit
 	auxv          []uint64
 	umask         uint32
 	sharedPending [][]byte
@@ -249,11 +250,6 @@ func (d *dumper) collectProcFiles(p *process, ps *procState) error {
 		return fmt.Errorf("oom_score_adj of %d: %q", p.pid, b)
 	}
 	ps.oomScoreAdj = int32(oom)
-	for i := range ps.rlimits {
-		if err := unix.Prlimit(p.pid, i, nil, &ps.rlimits[i]); err != nil {
-			return fmt.Errorf("read rlimit %d of %d: %w", i, p.pid, err)
-		}
-	}
 	if ps.auxv, err = readAuxv(p.pid); err != nil {
 		return err
 	}
@@ -325,14 +321,14 @@ func readAuxv(pid int) ([]uint64, error) {
 func (d *dumper) injectAll(p *process, ps *procState) error {
 	var vdso *procfs.Mapping
 	for i := range ps.vmas {
-		if ps.vmas[i].path == "[vdso]" {
+		if ps.vmas[i].Path == "[vdso]" {
 			vdso = &ps.vmas[i]
 		}
 	}
 	if vdso == nil {
 		return refuse(p.pid, -1, "vDSO", "the process has no vDSO to run injected system calls from")
 	}
-	insn, err := findSyscallInsn(p.pid, vdso.start, vdso.end)
+	insn, err := findSyscallInsn(p.pid, vdso.Start, vdso.End)
 	if err != nil {
 		return err
 	}
@@ -341,8 +337,9 @@ func (d *dumper) injectAll(p *process, ps *procState) error {
 	leader := p.threads[0]
 	const (
 		offSigactions = 0
-		offItimers    = offSigactions + nSignals*sigactionSize
+		offItimers    = offSigactions + image.NSignals*sigactionSize
 		offSubreaper  = offItimers + 3*itimervalSize
+		offRlimits    = offSubreaper + 8
 		offThreads    = 4096
 	)
 	if err := in.mapScratch(leader, offThreads+uint64(len(p.threads))*threadScratch); err != nil {
@@ -353,10 +350,7 @@ func (d *dumper) injectAll(p *process, ps *procState) error {
 		return err
 	}
 	ps.brk = uint64(brk)
-	for sig := 1; sig <= nSignals; sig++ {
-		if sig == int(unix.SIGKILL) || sig == int(unix.SIGSTOP) {
-			continue
-		}
+	for _, sig := range image.SigactionSignals() {
 		if _, err := in.call(leader, unix.SYS_RT_SIGACTION, uint64(sig), 0,
 			in.scratch+offSigactions+uint64(sig-1)*sigactionSize, 8); err != nil {
 			return err
@@ -370,6 +364,14 @@ func (d *dumper) injectAll(p *process, ps *procState) error {
 	}
 	if _, err := in.call(leader, unix.SYS_PRCTL, unix.PR_GET_CHILD_SUBREAPER, in.scratch+offSubreaper); err != nil {
 		return err
+	}
+	// The process reads its own limits: prlimit on another process needs
+	// CAP_SYS_RESOURCE unless the uids match, and the dumper may lack it.
+	for res := 0; res < image.NRlimits; res++ {
+		if _, err := in.call(leader, unix.SYS_PRLIMIT64, 0, uint64(res), 0,
+			in.scratch+offRlimits+uint64(res)*rlimitSize); err != nil {
+			return fmt.Errorf("read rlimit %d of %d: %w", res, p.pid, err)
+		}
 	}
 	dumpable, err := in.call(leader, unix.SYS_PRCTL, unix.PR_GET_DUMPABLE)
 	if err != nil {
@@ -403,7 +405,7 @@ func (d *dumper) injectAll(p *process, ps *procState) error {
 	if err := in.read(0, buf); err != nil {
 		return err
 	}
-	for sig := 1; sig <= nSignals; sig++ {
+	for sig := 1; sig <= image.NSignals; sig++ {
 		b := buf[offSigactions+(sig-1)*sigactionSize:]
 		ps.sigactions[sig-1] = sigaction{handler: le64(b), flags: le64(b[8:]), restorer: le64(b[16:]), mask: le64(b[24:])}
 	}
@@ -413,6 +415,10 @@ func (d *dumper) injectAll(p *process, ps *procState) error {
 		ps.itimers[which] = [4]uint64{le64(b), le64(b[8:]), le64(b[16:]), le64(b[24:])}
 	}
 	ps.subreaper = le32(buf[offSubreaper:]) != 0
+	for res := range ps.rlimits {
+		b := buf[offRlimits+res*rlimitSize:]
+		ps.rlimits[res] = unix.Rlimit{Cur: le64(b), Max: le64(b[8:])}
+	}
 	for i, t := range p.threads {
 		b := buf[offThreads+i*threadScratch:]
 		// stack_t: ss_sp, ss_flags (int, padded), ss_size

@@ -146,7 +146,7 @@ func taskCore(p *process, leader *thread) *criu_core.TaskCoreEntry {
 	}
 	tc := &criu_core.TaskCoreEntry{
 		TaskState: proto.Uint32(image.TaskAlive), ExitCode: proto.Uint32(0), Personality: proto.Uint32(ps.personality),
-		Flags: proto.Uint32(ps.stat.flags), BlkSigset: proto.Uint64(leader.origMask),
+		Flags: proto.Uint32(ps.stat.Flags), BlkSigset: proto.Uint64(leader.origMask),
 		Comm:     proto.String(leader.state.comm),
 		Timers:   &timer.TaskTimersEntry{Real: it(ps.itimers[0]), Virt: it(ps.itimers[1]), Prof: it(ps.itimers[2])},
 		Rlimits:  &criu_core.TaskRlimitsEntry{},
@@ -159,10 +159,7 @@ func taskCore(p *process, leader *thread) *criu_core.TaskCoreEntry {
 	for _, r := range ps.rlimits {
 		tc.Rlimits.Rlimits = append(tc.Rlimits.Rlimits, &rlimit.RlimitEntry{Cur: proto.Uint64(r.Cur), Max: proto.Uint64(r.Max)})
 	}
-	for sig := 1; sig <= nSignals; sig++ {
-		if sig == int(unix.SIGKILL) || sig == int(unix.SIGSTOP) {
-			continue
-		}
+	for _, sig := range image.SigactionSignals() {
 		a := ps.sigactions[sig-1]
 		tc.Sigactions = append(tc.Sigactions, &criu_sa.SaEntry{Sigaction: proto.Uint64(a.handler),
 			Flags: proto.Uint64(a.flags), Restorer: proto.Uint64(a.restorer), Mask: proto.Uint64(a.mask),

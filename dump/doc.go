@@ -11,8 +11,8 @@
 // PTRACE_INTERRUPT; threads and children are re-listed until stable) from one locked OS
 // thread. State the tracer can read directly comes from ptrace (registers, XSAVE, signal
 // mask, TLS slots, rseq, pending signals) and /proc; state only the process can report
-// (brk, sigactions, itimers, the alternate stack, clear_child_tid, pdeath signal, secure
-// bits, dumpable, THP, child subreaper) comes from system calls injected through an existing
+// (brk, sigactions, itimers, resource limits, the alternate stack, clear_child_tid, pdeath
+// signal, secure bits, dumpable, THP, child subreaper) comes from system calls injected through an existing
 // `syscall` instruction of the vDSO, with every signal blocked, into a scratch mapping that
 // is removed again before memory is read. Pages are selected from /proc/PID/pagemap and
 // copied with batched process_vm_readv (/proc/PID/mem for unreadable areas) by a reader

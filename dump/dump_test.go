@@ -23,6 +23,7 @@ import (
 	"github.com/imgtool/imgtool/image"
 	"github.com/imgtool/imgtool/internal/fpu"
 	"github.com/imgtool/imgtool/internal/procfs"
+	"github.com/imgtool/imgtool/internal/testproc"
 )
 
 // criuDiffs are the documented differences from CRIU's sets (see doc.go) that hold on this
@@ -39,20 +40,20 @@ func criuDiffs() map[string]string {
 
 func TestDumpCounter(t *testing.T) {
 	tg := launch(t, "counter", "b35dc972c25939a5")
-	s := dumpTarget(t, tg.pid, false)
-	if alive(tg.pid) {
-		t.Errorf("process %d still alive after a dump without LeaveRunning", tg.pid)
+	s := dumpTarget(t, tg.Pid, false)
+	if testproc.Alive(tg.Pid) {
+		t.Errorf("process %d still alive after a dump without LeaveRunning", tg.Pid)
 	}
 	compareWithCRIU(t, s.dir, "counter", criuDiffs())
 	// The canary sits in the heap: it must be in the pages, at the address the program printed.
-	m := regexp.MustCompile(`secret=0x([0-9a-f]+)`).FindStringSubmatch(tg.readLog(t))
+	m := regexp.MustCompile(`secret=0x([0-9a-f]+)`).FindStringSubmatch(tg.ReadLog(t))
 	addr, _ := strconv.ParseUint(m[1], 16, 64)
-	got := readDumped(t, s.dir, tg.pid, addr, 64)
+	got := readDumped(t, s.dir, tg.Pid, addr, 64)
 	if !bytes.HasPrefix(got, []byte("IMGTOOL-SECRET-CANARY-b35dc972c25939a5")) {
 		t.Errorf("canary at %#x: %q", addr, got)
 	}
 	pt := entries[*pstree.PstreeEntry](t, s.dir, "pstree.img")
-	if len(pt) != 1 || pt[0].GetPid() != uint32(tg.pid) || pt[0].GetPpid() != 0 || pt[0].GetSid() != uint32(tg.pid) {
+	if len(pt) != 1 || pt[0].GetPid() != uint32(tg.Pid) || pt[0].GetPpid() != 0 || pt[0].GetSid() != uint32(tg.Pid) {
 		t.Errorf("pstree: %v", pt)
 	}
 }
@@ -84,14 +85,14 @@ func readPages(t *testing.T, dir string, pm *image.PageMap, vaddr uint64, n int)
 }
 
 func TestDumpFiles(t *testing.T) {
-	needRoot(t)
+	testproc.RequireRoot(t)
 	dir := t.TempDir()
 	input := bytes.Repeat([]byte("0123456789"), 880)
 	if err := os.WriteFile(filepath.Join(dir, "input.txt"), input, 0o644); err != nil {
 		t.Fatal(err)
 	}
 	tg := launch(t, "files", dir)
-	s := dumpTarget(t, tg.pid, false)
+	s := dumpTarget(t, tg.Pid, false)
 	compareWithCRIU(t, s.dir, "files", criuDiffs())
 
 	files := map[uint32]*fdinfo.FileEntry{}
@@ -149,15 +150,15 @@ func readPipeData(t *testing.T, dir, name string) []string {
 func TestDumpThreads(t *testing.T) {
 	tg := launch(t, "threads")
 	time.Sleep(100 * time.Millisecond) // let the threads start
-	s := dumpTarget(t, tg.pid, false)
+	s := dumpTarget(t, tg.Pid, false)
 	compareWithCRIU(t, s.dir, "threads", criuDiffs())
 	pt := entries[*pstree.PstreeEntry](t, s.dir, "pstree.img")
-	if len(pt) != 1 || len(pt[0].GetThreads()) != 4 || pt[0].GetThreads()[0] != uint32(tg.pid) {
+	if len(pt) != 1 || len(pt[0].GetThreads()) != 4 || pt[0].GetThreads()[0] != uint32(tg.Pid) {
 		t.Fatalf("pstree: %v", pt)
 	}
 	for _, tid := range pt[0].GetThreads() {
 		c := entries[*criu_core.CoreEntry](t, s.dir, fmt.Sprintf("core-%d.img", tid))[0]
-		if (c.Tc != nil) != (tid == uint32(tg.pid)) {
+		if (c.Tc != nil) != (tid == uint32(tg.Pid)) {
 			t.Errorf("thread %d: task core present=%v", tid, c.Tc != nil)
 		}
 		if c.GetThreadInfo().GetGpregs().GetFsBase() == 0 || c.GetThreadInfo().GetClearTidAddr() == 0 {
@@ -168,18 +169,18 @@ func TestDumpThreads(t *testing.T) {
 
 func TestDumpTree(t *testing.T) {
 	tg := launch(t, "tree")
-	tg.waitLog(t, "child1", 5*time.Second)
-	s := dumpTarget(t, tg.pid, false)
+	tg.WaitLog(t, "child1", 5*time.Second)
+	s := dumpTarget(t, tg.Pid, false)
 	compareWithCRIU(t, s.dir, "tree", criuDiffs())
 	pt := entries[*pstree.PstreeEntry](t, s.dir, "pstree.img")
 	if len(pt) != 3 {
 		t.Fatalf("pstree: %v", pt)
 	}
 	for _, e := range pt[1:] {
-		if e.GetPpid() != uint32(tg.pid) || e.GetPgid() != uint32(tg.pid) || e.GetSid() != uint32(tg.pid) {
+		if e.GetPpid() != uint32(tg.Pid) || e.GetPgid() != uint32(tg.Pid) || e.GetSid() != uint32(tg.Pid) {
 			t.Errorf("child %v", e)
 		}
-		if alive(int(e.GetPid())) {
+		if testproc.Alive(int(e.GetPid())) {
 			t.Errorf("child %d survived the dump", e.GetPid())
 		}
 	}
@@ -194,7 +195,7 @@ func TestDumpTree(t *testing.T) {
 
 func TestDumpFifo(t *testing.T) {
 	tg := launch(t, "fifo", "{dir}")
-	s := dumpTarget(t, tg.pid, true)
+	s := dumpTarget(t, tg.Pid, true)
 	compareWithCRIU(t, s.dir, "fifo", criuDiffs())
 	fd := readPipeData(t, s.dir, "fifo-data.img")
 	pd := readPipeData(t, s.dir, "pipes-data.img")
@@ -205,7 +206,7 @@ func TestDumpFifo(t *testing.T) {
 		t.Errorf("pipe data %q", pd)
 	}
 	// The data was copied, not consumed: a second dump sees it again.
-	s2 := dumpTarget(t, tg.pid, true)
+	s2 := dumpTarget(t, tg.Pid, true)
 	if got := readPipeData(t, s2.dir, "fifo-data.img"); len(got) != 1 || got[0] != fd[0] {
 		t.Errorf("second dump: fifo data %q", got)
 	}
@@ -216,26 +217,26 @@ func TestDumpFifo(t *testing.T) {
 
 func TestDumpLeaveRunning(t *testing.T) {
 	tg := launch(t, "counter", "leave")
-	tg.waitLog(t, "counter=2\n", 5*time.Second)
-	dumpTarget(t, tg.pid, true)
+	tg.WaitLog(t, "counter=2\n", 5*time.Second)
+	dumpTarget(t, tg.Pid, true)
 	// The loop goes on: counters keep coming, in order, without a gap or a repeat.
-	tg.waitLog(t, "counter=8\n", 5*time.Second)
-	log := tg.readLog(t)
+	tg.WaitLog(t, "counter=8\n", 5*time.Second)
+	log := tg.ReadLog(t)
 	for i := 1; i <= 8; i++ {
 		if strings.Count(log, fmt.Sprintf("counter=%d\n", i)) != 1 {
 			t.Errorf("counter=%d printed %d times:\n%s", i, strings.Count(log, fmt.Sprintf("counter=%d\n", i)), log)
 		}
 	}
-	st, err := procfs.ReadStatus(procfs.Path(tg.pid, "status"))
-	if err != nil || st["TracerPid"] != "0" || !alive(tg.pid) {
-		t.Errorf("after the dump: %v, TracerPid %q, alive %v", err, st["TracerPid"], alive(tg.pid))
+	st, err := procfs.ReadStatus(procfs.Path(tg.Pid, "status"))
+	if err != nil || st["TracerPid"] != "0" || !testproc.Alive(tg.Pid) {
+		t.Errorf("after the dump: %v, TracerPid %q, alive %v", err, st["TracerPid"], testproc.Alive(tg.Pid))
 	}
 }
 
 func TestDumpMemKinds(t *testing.T) {
 	tg := launch(t, "memkinds", "{dir}")
-	s := dumpTarget(t, tg.pid, false)
-	log := tg.readLog(t)
+	s := dumpTarget(t, tg.Pid, false)
+	log := tg.ReadLog(t)
 	addr := func(name string) uint64 {
 		m := regexp.MustCompile(name + `=0x([0-9a-f]+)`).FindStringSubmatch(log)
 		if m == nil {
@@ -246,11 +247,11 @@ func TestDumpMemKinds(t *testing.T) {
 	}
 	for name, want := range map[string]string{"rw": "MEMKINDS-ANON-RW", "ro": "MEMKINDS-ANON-RO",
 		"none": "MEMKINDS-ANON-NONE", "file": "MEMKINDS-FILE-COW"} {
-		if got := readDumped(t, s.dir, tg.pid, addr(name), len(want)); string(got) != want {
+		if got := readDumped(t, s.dir, tg.Pid, addr(name), len(want)); string(got) != want {
 			t.Errorf("%s at %#x: %q, want %q", name, addr(name), got, want)
 		}
 	}
-	pm, err := image.NewPageMap(readImg(t, s.dir, fmt.Sprintf("pagemap-%d.img", tg.pid)))
+	pm, err := image.NewPageMap(readImg(t, s.dir, fmt.Sprintf("pagemap-%d.img", tg.Pid)))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -299,7 +300,7 @@ func TestDumpMemKinds(t *testing.T) {
 	if memfdFds != 2 {
 		t.Errorf("%d MEMFD file entries on the memfd inode, want 2 (the mapping and the fd)", memfdFds)
 	}
-	m := entries[*mm.MmEntry](t, s.dir, fmt.Sprintf("mm-%d.img", tg.pid))[0]
+	m := entries[*mm.MmEntry](t, s.dir, fmt.Sprintf("mm-%d.img", tg.Pid))[0]
 	status := map[uint64]uint32{}
 	for _, v := range m.GetVmas() {
 		status[v.GetStart()] = v.GetStatus()
@@ -310,7 +311,7 @@ func TestDumpMemKinds(t *testing.T) {
 	if st := status[addr("shared")-3*pageSize]; st != image.VMAAreaRegular|image.VMAFileShared|image.VMAAreaMemfd {
 		t.Errorf("MAP_SHARED|MAP_ANONYMOUS status %#x", st)
 	}
-	c := entries[*criu_core.CoreEntry](t, s.dir, fmt.Sprintf("core-%d.img", tg.pid))[0]
+	c := entries[*criu_core.CoreEntry](t, s.dir, fmt.Sprintf("core-%d.img", tg.Pid))[0]
 	// SIGKILL is left out of the list: SIGUSR1 (10) is its 9th entry.
 	if sa := c.GetTc().GetSigactions()[8]; sa.GetSigaction() == 0 || sa.GetMask() != 1<<11 || sa.GetRestorer() == 0 {
 		t.Errorf("SIGUSR1 action %v", sa)
@@ -333,6 +334,8 @@ func TestDumpRefusals(t *testing.T) {
 		{"misc", "47199", 3, "socket:["},
 		{"tty", "", -1, "controlling terminal"},
 		{"traced", "", -1, "already traced"},
+		{"utsns", "", -1, "uts namespace uts:["},
+		{"iouring", "", 3, "fd 3 is anon_inode:[io_uring]: io_uring is not supported"},
 	} {
 		t.Run(tc.prog, func(t *testing.T) {
 			var args []string
@@ -340,9 +343,9 @@ func TestDumpRefusals(t *testing.T) {
 				args = []string{tc.args}
 			}
 			tg := launch(t, tc.prog, args...)
-			before := tg.readLog(t)
+			before := tg.ReadLog(t)
 			s := newDirSink(t)
-			err := Dump(context.Background(), Options{Pid: tg.pid}, s)
+			err := Dump(context.Background(), Options{Pid: tg.Pid}, s)
 			var re *RefusedError
 			if !errors.As(err, &re) || !strings.Contains(err.Error(), tc.want) || re.Fd != tc.fd {
 				t.Fatalf("err = %v, want a refusal naming %q (fd %d)", err, tc.want, tc.fd)
@@ -350,10 +353,10 @@ func TestDumpRefusals(t *testing.T) {
 			if _, err := os.Stat(s.dir); err == nil {
 				t.Errorf("a set was left behind")
 			}
-			if !alive(tg.pid) || tg.readLog(t) != before {
-				t.Errorf("target changed: alive %v", alive(tg.pid))
+			if !testproc.Alive(tg.Pid) || tg.ReadLog(t) != before {
+				t.Errorf("target changed: alive %v", testproc.Alive(tg.Pid))
 			}
-			if st, _ := procfs.ReadStatus(procfs.Path(tg.pid, "status")); tc.prog != "traced" && st["TracerPid"] != "0" {
+			if st, _ := procfs.ReadStatus(procfs.Path(tg.Pid, "status")); tc.prog != "traced" && st["TracerPid"] != "0" {
 				t.Errorf("target left traced by %s", st["TracerPid"])
 			}
 		})
@@ -366,7 +369,7 @@ func TestDumpInterrupted(t *testing.T) {
 	defer cancel()
 	s := newDirSink(t)
 	calls := 0
-	err := Dump(ctx, Options{Pid: tg.pid, Progress: func(done, total int64) {
+	err := Dump(ctx, Options{Pid: tg.Pid, Progress: func(done, total int64) {
 		calls++
 		cancel() // mid-way through the pages
 	}}, s)
@@ -380,9 +383,9 @@ func TestDumpInterrupted(t *testing.T) {
 		t.Errorf("staging directory left behind")
 	}
 	// The target goes on from where it was: its counter keeps advancing.
-	n := strings.Count(tg.readLog(t), "counter=")
-	tg.waitLog(t, fmt.Sprintf("counter=%d\n", n+3), 5*time.Second)
-	if st, _ := procfs.ReadStatus(procfs.Path(tg.pid, "status")); st["TracerPid"] != "0" {
+	n := strings.Count(tg.ReadLog(t), "counter=")
+	tg.WaitLog(t, fmt.Sprintf("counter=%d\n", n+3), 5*time.Second)
+	if st, _ := procfs.ReadStatus(procfs.Path(tg.Pid, "status")); st["TracerPid"] != "0" {
 		t.Errorf("target left traced")
 	}
 }

@@ -257,9 +257,9 @@ func (s *setState) numberFds(p *process, fds []*fdDesc) error {
 	}
 	defer unix.Close(pidfd)
 	for _, f := range fds {
-		flags := f.info.flags &^ unix.O_CLOEXEC
+		flags := f.info.Flags &^ unix.O_CLOEXEC
 		fe := &fdinfo.FdinfoEntry{Fd: proto.Uint32(uint32(f.fd)), Flags: proto.Uint32(0)}
-		if f.info.flags&unix.O_CLOEXEC != 0 {
+		if f.info.Flags&unix.O_CLOEXEC != 0 {
 			fe.Flags = proto.Uint32(fdCloexec)
 		}
 		k := devIno{f.st.Dev, f.st.Ino}
@@ -280,7 +280,7 @@ func (s *setState) numberFds(p *process, fds []*fdDesc) error {
 			open := procfs.Path(p.pid, "fd", strconv.Itoa(f.fd))
 			switch f.kind {
 			case fdReg:
-				entry.Reg = regEntry(id, flags, f.info.pos, f.link, &f.st, open)
+				entry.Reg = regEntry(id, flags, f.info.Pos, f.link, &f.st, open)
 				entry.Reg.Fown = own
 			case fdMemfd:
 				m, err := s.memfdInodeFor(f.link, open, &f.st)
@@ -288,14 +288,14 @@ func (s *setState) numberFds(p *process, fds []*fdDesc) error {
 					return err
 				}
 				entry.Memfd = &memfd.MemfdFileEntry{Id: proto.Uint32(id), Flags: proto.Uint32(flags),
-					Pos: proto.Uint64(f.info.pos), Fown: own, InodeId: proto.Uint32(uint32(m.entry.GetInodeId()))}
+					Pos: proto.Uint64(f.info.Pos), Fown: own, InodeId: proto.Uint32(uint32(m.entry.GetInodeId()))}
 			case fdPipe:
 				entry.Pipe = &pipe.PipeEntry{Id: proto.Uint32(id), PipeId: proto.Uint32(uint32(f.st.Ino)),
 					Flags: proto.Uint32(flags), Fown: own}
 			case fdFifo:
 				regID := s.newID()
 				s.files = append(s.files, &fdinfo.FileEntry{Type: fdinfo.FdTypes_REG.Enum(), Id: proto.Uint32(regID),
-					Reg: regEntry(regID, flags, f.info.pos, f.link, &f.st, open)})
+					Reg: regEntry(regID, flags, f.info.Pos, f.link, &f.st, open)})
 				entry.Fifo = &fifo.FifoEntry{Id: proto.Uint32(id), PipeId: proto.Uint32(uint32(f.st.Ino)),
 					RegfId: proto.Uint32(regID)}
 			}

@@ -2,26 +2,21 @@ package dump
 
 import (
 	"bufio"
-	"bytes"
 	"context"
 	"fmt"
 	"io"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"regexp"
 	"sort"
-	"strconv"
 	"strings"
-	"sync"
-	"syscall"
 	"testing"
-	"time"
 
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/reflect/protoreflect"
 
 	"github.com/imgtool/imgtool/image"
+	"github.com/imgtool/imgtool/internal/testproc"
 )
 
 const (
@@ -29,114 +24,15 @@ const (
 	fixtureSets = "../fixtures/criu-4.2"
 )
 
-var (
-	buildOnce sync.Once
-	binDir    string
-	buildErr  error
-)
-
-// needRoot skips tests that ptrace and read other processes' memory.
-func needRoot(t *testing.T) {
+// launch builds program name (testdata/NAME.c, or fixtures/src/NAME.c) and starts it with
+// args (see testproc.Launch), ready once its log shows "pid=".
+func launch(t *testing.T, name string, args ...string) *testproc.Proc {
 	t.Helper()
-	if os.Geteuid() != 0 {
-		t.Skip("dump tests need root")
+	src := filepath.Join("testdata", name+".c")
+	if _, err := os.Stat(src); err != nil {
+		src = filepath.Join(fixtureSrc, name+".c")
 	}
-	if _, err := exec.LookPath("gcc"); err != nil {
-		t.Skip("gcc not found")
-	}
-}
-
-// programs compiles the fixture programs and ours (testdata/*.c) once per test run.
-func program(t *testing.T, name string) string {
-	t.Helper()
-	needRoot(t)
-	buildOnce.Do(func() {
-		binDir, buildErr = os.MkdirTemp("", "imgtool-dump-bin-")
-		if buildErr != nil {
-			return
-		}
-		srcs, _ := filepath.Glob(filepath.Join(fixtureSrc, "*.c"))
-		own, _ := filepath.Glob("testdata/*.c")
-		for _, src := range append(srcs, own...) {
-			out := filepath.Join(binDir, strings.TrimSuffix(filepath.Base(src), ".c"))
-			cmd := exec.Command("gcc", "-O1", "-g", "-Wall", "-o", out, src, "-lpthread")
-			if b, err := cmd.CombinedOutput(); err != nil {
-				buildErr = fmt.Errorf("gcc %s: %v\n%s", src, err, b)
-				return
-			}
-		}
-	})
-	if buildErr != nil {
-		t.Fatal(buildErr)
-	}
-	return filepath.Join(binDir, name)
-}
-
-// target is a running test program, started detached through the fixtures' launch program
-// so that the test process is not its parent (a parent's wait could steal ptrace stops).
-type target struct {
-	pid int
-	log string
-	dir string
-}
-
-// launch starts program name with args in a fresh working directory and waits until its
-// log shows "pid=".
-func launch(t *testing.T, name string, args ...string) *target {
-	t.Helper()
-	prog := program(t, name)
-	dir := t.TempDir()
-	tg := &target{dir: dir, log: filepath.Join(dir, name+".log")}
-	for i, a := range args {
-		args[i] = strings.ReplaceAll(a, "{dir}", dir)
-	}
-	cmd := exec.Command(program(t, "launch"), append([]string{tg.log, prog}, args...)...)
-	cmd.Dir = dir
-	cmd.Env = []string{"PATH=/usr/local/bin:/usr/bin:/bin", "LANG=C.UTF-8"}
-	out, err := cmd.Output()
-	if err != nil {
-		t.Fatalf("launch %s: %v", name, err)
-	}
-	tg.pid, err = strconv.Atoi(strings.TrimSpace(string(out)))
-	if err != nil {
-		t.Fatalf("launch %s: output %q", name, out)
-	}
-	t.Cleanup(func() { tg.kill() })
-	tg.waitLog(t, "pid=", 5*time.Second)
-	return tg
-}
-
-func (tg *target) kill() {
-	_ = syscall.Kill(-tg.pid, syscall.SIGKILL) // its session/process group (launch calls setsid)
-	_ = syscall.Kill(tg.pid, syscall.SIGKILL)
-}
-
-func (tg *target) readLog(t *testing.T) string {
-	b, err := os.ReadFile(tg.log)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return string(b)
-}
-
-func (tg *target) waitLog(t *testing.T, s string, d time.Duration) {
-	t.Helper()
-	deadline := time.Now().Add(d)
-	for !strings.Contains(tg.readLog(t), s) {
-		if time.Now().After(deadline) {
-			t.Fatalf("log of %d never showed %q:\n%s", tg.pid, s, tg.readLog(t))
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
-}
-
-func alive(pid int) bool {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
-	if err != nil {
-		return false
-	}
-	i := bytes.LastIndexByte(b, ')')
-	return i > 0 && i+2 < len(b) && b[i+2] != 'Z' && b[i+2] != 'X'
+	return testproc.Launch(t, testproc.Build(t, src), testproc.Options{}, args...)
 }
 
 // dirSink writes the set into a staging directory and renames it into place on Commit,
@@ -308,11 +204,6 @@ func entries[T proto.Message](t *testing.T, dir, name string) []T {
 	return out
 }
 
-// TestMain removes the compiled programs after the run.
-func TestMain(m *testing.M) {
-	code := m.Run()
-	if binDir != "" {
-		os.RemoveAll(binDir)
-	}
-	os.Exit(code)
-}
+// TestMain runs the tests as a child subreaper, so that every program they launch is
+// reaped.
+func TestMain(m *testing.M) { os.Exit(testproc.Main(m)) }

@@ -53,23 +53,23 @@ type vmaDesc struct {
 // classifyVMA turns one smaps entry into its CRIU form, or refuses it. It returns nil for
 // mappings CRIU skips ([uprobes]).
 func classifyVMA(pid int, v *procfs.Mapping) (*vmaDesc, error) {
-	e := &vmaDesc{start: v.start, end: v.end, readable: v.read}
-	if v.read {
+	e := &vmaDesc{start: v.Start, end: v.End, readable: v.Read}
+	if v.Read {
 		e.prot |= unix.PROT_READ
 	}
-	if v.write {
+	if v.Write {
 		e.prot |= unix.PROT_WRITE
 	}
-	if v.exec {
+	if v.Exec {
 		e.prot |= unix.PROT_EXEC
 	}
-	if v.shared {
+	if v.Shared {
 		e.flags = unix.MAP_SHARED
 	} else {
 		e.flags = unix.MAP_PRIVATE
 	}
 	ioPf := false
-	for _, f := range v.vmflags {
+	for _, f := range v.VMFlags {
 		switch f {
 		case "gd":
 			e.flags |= unix.MAP_GROWSDOWN
@@ -78,7 +78,7 @@ func classifyVMA(pid int, v *procfs.Mapping) (*vmaDesc, error) {
 		case "nr":
 			e.flags |= unix.MAP_NORESERVE
 		case "ht":
-			return nil, refuse(pid, -1, fmt.Sprintf("mapping %#x-%#x", v.start, v.end), "hugetlb mappings are not supported")
+			return nil, refuse(pid, -1, fmt.Sprintf("mapping %#x-%#x", v.Start, v.End), "hugetlb mappings are not supported")
 		case "sr":
 			e.madv |= 1 << madvSequential
 		case "rr":
@@ -98,19 +98,19 @@ func classifyVMA(pid int, v *procfs.Mapping) (*vmaDesc, error) {
 		case "io", "pf":
 			ioPf = true
 		case "ss":
-			return nil, refuse(pid, -1, fmt.Sprintf("mapping %#x-%#x", v.start, v.end), "shadow stacks are not supported")
+			return nil, refuse(pid, -1, fmt.Sprintf("mapping %#x-%#x", v.Start, v.End), "shadow stacks are not supported")
 		}
 	}
 	anon := func(status uint32, kind vmaKind) (*vmaDesc, error) {
-		if v.shared {
-			return nil, refuse(pid, -1, fmt.Sprintf("mapping %#x-%#x %s", v.start, v.end, v.path), "unexpected shared special mapping")
+		if v.Shared {
+			return nil, refuse(pid, -1, fmt.Sprintf("mapping %#x-%#x %s", v.Start, v.End, v.Path), "unexpected shared special mapping")
 		}
 		e.status = status | image.VMAAnonPrivate
 		e.flags |= unix.MAP_ANONYMOUS
 		e.kind = kind
 		return e, nil
 	}
-	switch v.path {
+	switch v.Path {
 	case "[vsyscall]":
 		return anon(image.VMAAreaVsyscall, vmaNoPages)
 	case "[vdso]":
@@ -122,39 +122,39 @@ func classifyVMA(pid int, v *procfs.Mapping) (*vmaDesc, error) {
 	case "[uprobes]":
 		return nil, nil
 	}
-	where := fmt.Sprintf("mapping %#x-%#x %s", v.start, v.end, v.path)
+	where := fmt.Sprintf("mapping %#x-%#x %s", v.Start, v.End, v.Path)
 	if ioPf {
 		return nil, refuse(pid, -1, where, "I/O and PFN mappings are not supported")
 	}
-	if v.ino == 0 {
-		if strings.Contains(v.path, "aio") || strings.Contains(v.path, "io_uring") {
+	if v.Ino == 0 {
+		if strings.Contains(v.Path, "aio") || strings.Contains(v.Path, "io_uring") {
 			return nil, refuse(pid, -1, where, "this kind of mapping is not supported")
 		}
 		return anon(image.VMAAreaRegular, vmaAnon)
 	}
 	switch {
-	case strings.HasPrefix(v.path, "/SYSV"):
+	case strings.HasPrefix(v.Path, "/SYSV"):
 		return nil, refuse(pid, -1, where, "System V shared memory is not supported")
-	case strings.Contains(v.path, "io_uring"), strings.HasPrefix(v.path, "/[aio]"):
+	case strings.Contains(v.Path, "io_uring"), strings.HasPrefix(v.Path, "/[aio]"):
 		return nil, refuse(pid, -1, where, "this kind of mapping is not supported")
 	}
-	e.pgoff = v.pgoff
-	e.path = v.path
-	e.mapFile = procfs.Path(pid, "map_files", fmt.Sprintf("%x-%x", v.start, v.end))
+	e.pgoff = v.Pgoff
+	e.path = v.Path
+	e.mapFile = procfs.Path(pid, "map_files", fmt.Sprintf("%x-%x", v.Start, v.End))
 	if err := unix.Stat(e.mapFile, &e.st); err != nil {
-		return nil, fmt.Errorf("process %d: stat %s (%s): %w", pid, e.mapFile, v.path, err)
+		return nil, fmt.Errorf("process %d: stat %s (%s): %w", pid, e.mapFile, v.Path, err)
 	}
 	e.hasFdflags = true
-	if v.shared && v.write {
+	if v.Shared && v.Write {
 		e.fdflags = unix.O_RDWR
 	} else {
 		e.fdflags = unix.O_RDONLY
 	}
-	isShmem := strings.HasPrefix(v.path, "/memfd:") || v.path == "/dev/zero (deleted)"
+	isShmem := strings.HasPrefix(v.Path, "/memfd:") || v.Path == "/dev/zero (deleted)"
 	switch mode := e.st.Mode & unix.S_IFMT; {
 	case isShmem && mode == unix.S_IFREG:
 		e.status = image.VMAAreaRegular | image.VMAAreaMemfd
-		if v.shared {
+		if v.Shared {
 			e.status |= image.VMAFileShared
 			e.kind = vmaShmem
 		} else {
@@ -162,11 +162,11 @@ func classifyVMA(pid int, v *procfs.Mapping) (*vmaDesc, error) {
 			e.kind = vmaFilePrivMem
 		}
 	case mode == unix.S_IFREG:
-		if e.st.Nlink == 0 || strings.HasSuffix(v.path, " (deleted)") {
+		if e.st.Nlink == 0 || strings.HasSuffix(v.Path, " (deleted)") {
 			return nil, refuse(pid, -1, where, "mappings of deleted files are not supported")
 		}
 		e.status = image.VMAAreaRegular
-		if v.shared {
+		if v.Shared {
 			e.status |= image.VMAFileShared
 			e.kind = vmaNoPages
 		} else {

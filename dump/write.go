@@ -188,7 +188,7 @@ func (d *dumper) write() error {
 	var ps []proto.Message
 	for _, p := range d.procs {
 		e := &pstree.PstreeEntry{Pid: proto.Uint32(uint32(p.pid)), Ppid: proto.Uint32(0),
-			Pgid: proto.Uint32(uint32(p.state.stat.pgid)), Sid: proto.Uint32(uint32(p.state.stat.sid))}
+			Pgid: proto.Uint32(uint32(p.state.stat.Pgid)), Sid: proto.Uint32(uint32(p.state.stat.Sid))}
 		if p.parent != nil {
 			e.Ppid = proto.Uint32(uint32(p.parent.pid))
 		}
@@ -352,11 +352,11 @@ func (d *dumper) writeProcess(p *process, writtenFdinfo map[uint32]bool) error {
 func mmEntry(p *process) *mm.MmEntry {
 	st := p.state.stat
 	e := &mm.MmEntry{
-		MmStartCode: proto.Uint64(st.startCode), MmEndCode: proto.Uint64(st.endCode),
-		MmStartData: proto.Uint64(st.startData), MmEndData: proto.Uint64(st.endData),
-		MmStartStack: proto.Uint64(st.startStack), MmStartBrk: proto.Uint64(st.startBrk),
-		MmBrk: proto.Uint64(p.state.brk), MmArgStart: proto.Uint64(st.argStart), MmArgEnd: proto.Uint64(st.argEnd),
-		MmEnvStart: proto.Uint64(st.envStart), MmEnvEnd: proto.Uint64(st.envEnd),
+		MmStartCode: proto.Uint64(st.StartCode), MmEndCode: proto.Uint64(st.EndCode),
+		MmStartData: proto.Uint64(st.StartData), MmEndData: proto.Uint64(st.EndData),
+		MmStartStack: proto.Uint64(st.StartStack), MmStartBrk: proto.Uint64(st.StartBrk),
+		MmBrk: proto.Uint64(p.state.brk), MmArgStart: proto.Uint64(st.ArgStart), MmArgEnd: proto.Uint64(st.ArgEnd),
+		MmEnvStart: proto.Uint64(st.EnvStart), MmEnvEnd: proto.Uint64(st.EnvEnd),
 		ExeFileId: proto.Uint32(p.files.exeID), MmSavedAuxv: p.state.auxv,
 		Dumpable: proto.Int32(p.state.dumpable), ThpDisabled: proto.Bool(p.state.thpDisabled),
 	}

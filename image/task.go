@@ -7,3 +7,21 @@ const (
 	TaskDead    = 2 // a zombie
 	TaskStopped = 3 // stopped by a signal (group stop)
 )
+
+// Signals and resource limits as task_core_entry holds them.
+const (
+	NSignals = 64 // signals 1..64 (_KNSIG of x86_64)
+	NRlimits = 16 // resource limits 0..15 (RLIM_NLIMITS), saved in that order
+)
+
+// SigactionSignals returns the signals whose actions task_core_entry.sigactions holds, in
+// its order: 1 to NSignals but SIGKILL (9) and SIGSTOP (19), which have none.
+func SigactionSignals() []int {
+	out := make([]int, 0, NSignals-2)
+	for sig := 1; sig <= NSignals; sig++ {
+		if sig != 9 && sig != 19 {
+			out = append(out, sig)
+		}
+	}
+	return out
+}

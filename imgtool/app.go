@@ -4,6 +4,7 @@ package imgtool
 
 import (
 	"errors"
+	"fmt"
 
 	"github.com/urfave/cli/v2"
 )
@@ -59,6 +60,13 @@ func NewApp() *cli.App {
 		ExitErrHandler: func(*cli.Context, error) {},
 		OnUsageError: func(_ *cli.Context, err error, _ bool) error {
 			return usageError(err)
+		},
+		// Without a command: the help, or a usage error naming what was not a command.
+		Action: func(c *cli.Context) error {
+			if c.Args().Present() {
+				return usageError(fmt.Errorf("unknown command %q (see imgtool --help)", c.Args().First()))
+			}
+			return cli.ShowAppHelp(c)
 		},
 		Commands: []*cli.Command{
 			// The codec, as crit.

@@ -188,3 +188,14 @@ func TestDecodeWholeSet(t *testing.T) {
 		t.Errorf("decode -D without -o: exit %d (%v), want %d", ExitCode(err), err, ExitUsage)
 	}
 }
+
+func TestUnknownCommand(t *testing.T) {
+	_, _, err := runWithStdin(t, nil, "bogus")
+	if ExitCode(err) != ExitUsage || err == nil || !strings.Contains(err.Error(), `unknown command "bogus"`) {
+		t.Errorf("imgtool bogus: exit %d, %v; want a usage error naming the command", ExitCode(err), err)
+	}
+	out, _, err := runWithStdin(t, nil)
+	if err != nil || !strings.Contains(out, "COMMANDS:") {
+		t.Errorf("imgtool without a command: %v, %q; want the help", err, out)
+	}
+}

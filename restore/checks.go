@@ -109,8 +109,8 @@ func checkCores(p *procPlan, xs fpu.Layout) error {
 	if tc.GetOldSeccompMode() != 0 {
 		return fmt.Errorf("pid %d uses seccomp: not supported", p.pid)
 	}
-	if rl := tc.GetRlimits().GetRlimits(); len(rl) > rlimNlimits {
-		return fmt.Errorf("core-%d.img: %d resource limits, at most %d", p.pid, len(rl), rlimNlimits)
+	if rl := tc.GetRlimits().GetRlimits(); len(rl) > image.NRlimits {
+		return fmt.Errorf("core-%d.img: %d resource limits, at most %d", p.pid, len(rl), image.NRlimits)
 	}
 	for i, c := range p.cores {
 		tid := p.tids[i]
@@ -264,6 +264,3 @@ func gnuBuildID(name string) ([]byte, error) {
 	}
 	return nil, nil
 }
-
-// rlimNlimits is the number of resource limits Linux has (RLIM_NLIMITS).
-const rlimNlimits = 16

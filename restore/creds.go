@@ -1,50 +1,17 @@
 package restore
 
 import (
-	"bufio"
-	"bytes"
 	"fmt"
-	"os"
 	"slices"
 	"strconv"
-	"strings"
 	"unsafe"
 
 	"github.com/checkpoint-restore/go-criu/v8/crit/images/creds"
+	"github.com/imgtool/imgtool/internal/procfs"
 	"golang.org/x/sys/unix"
 )
 
 func unsafePointer[T any](p *T) unsafe.Pointer { return unsafe.Pointer(p) }
-
-// procStatus reads the "Key:" lines of /proc/PID/status.
-func procStatus(pid int) (map[string]string, error) {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
-	if err != nil {
-		return nil, err
-	}
-	out := map[string]string{}
-	sc := bufio.NewScanner(bytes.NewReader(b))
-	for sc.Scan() {
-		k, v, ok := strings.Cut(sc.Text(), ":")
-		if ok {
-			out[k] = strings.TrimSpace(v)
-		}
-	}
-	return out, nil
-}
-
-// procStatusMask reads a hexadecimal mask line (SigIgn, CapEff, ...) of /proc/PID/status.
-func procStatusMask(pid int, key string) (uint64, error) {
-	st, err := procStatus(pid)
-	if err != nil {
-		return 0, err
-	}
-	v, err := strconv.ParseUint(st[key], 16, 64)
-	if err != nil {
-		return 0, fmt.Errorf("/proc/%d/status: %s: %w", pid, key, err)
-	}
-	return v, nil
-}
 
 // capWord joins CRIU's two u32 words of a capability set.
 func capWord(w []uint32) uint64 {
@@ -82,23 +49,20 @@ func savedCreds(c *creds.CredsEntry) credsState {
 // currentCreds reads a thread's credentials from /proc (securebits are not shown there and
 // are taken as 0, the default).
 func currentCreds(tid int) (credsState, error) {
-	st, err := procStatus(tid)
+	st, err := procfs.ReadStatus(procfs.Path(tid, "status"))
 	if err != nil {
 		return credsState{}, err
 	}
 	var c credsState
 	ids := func(key string, into *[4]uint32) error {
-		f := strings.Fields(st[key])
-		if len(f) != 4 {
+		v, err := st.Ints(key)
+		if err != nil {
+			return err
+		}
+		if len(v) != 4 {
 			return fmt.Errorf("/proc/%d/status: bad %s line", tid, key)
 		}
-		for i, s := range f {
-			v, err := strconv.ParseUint(s, 10, 32)
-			if err != nil {
-				return err
-			}
-			into[i] = uint32(v)
-		}
+		copy(into[:], v)
 		return nil
 	}
 	if err := ids("Uid", &c.uids); err != nil {
@@ -107,17 +71,13 @@ func currentCreds(tid int) (credsState, error) {
 	if err := ids("Gid", &c.gids); err != nil {
 		return c, err
 	}
-	for _, s := range strings.Fields(st["Groups"]) {
-		v, err := strconv.ParseUint(s, 10, 32)
-		if err != nil {
-			return c, err
-		}
-		c.groups = append(c.groups, uint32(v))
+	if c.groups, err = st.Ints("Groups"); err != nil {
+		return c, err
 	}
 	slices.Sort(c.groups)
 	for key, into := range map[string]*uint64{"CapInh": &c.inh, "CapPrm": &c.prm, "CapEff": &c.eff, "CapBnd": &c.bnd, "CapAmb": &c.amb} {
-		if *into, err = strconv.ParseUint(st[key], 16, 64); err != nil {
-			return c, fmt.Errorf("/proc/%d/status: %s: %w", tid, key, err)
+		if *into, err = st.Hex(key); err != nil {
+			return c, fmt.Errorf("/proc/%d/status: %w", tid, err)
 		}
 	}
 	nnp, _ := strconv.ParseUint(st["NoNewPrivs"], 10, 32)

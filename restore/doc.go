@@ -39,10 +39,11 @@
 //     (this kernel's vDSO is used). PR_SET_MM_MAP sets the
 //     mm fields and exe; then signal actions, personality, root, cwd, umask, fds (dup3 from
 //     the slots, close-on-exec as saved), threads (clone3 with CLONE_THREAD and set_tid),
-//     per-thread name, altstack, robust list, clear_child_tid, rseq, parent death signal,
-//     nice and policy, interval timers, the slots closed, credentials (only when they differ
-//     from imgtool's), dumpable, pending signals queued (still blocked), the scratch area
-//     unmapped, resource limits (prlimit).
+//     per-thread name, altstack, robust list, clear_child_tid, rseq,
+//     nice and policy, interval timers, the slots closed, resource limits (set by the process
+//     itself: prlimit on another uid's process needs CAP_SYS_RESOURCE), credentials (only
+//     when they differ from imgtool's), parent death signals (a credential change clears
+//     them), dumpable, pending signals queued (still blocked), the scratch area unmapped.
 //  4. Finally every thread gets its signal mask, its XSAVE area (rebuilt at this CPU's
 //     CPUID leaf 0xD offsets) and its registers (orig_rax = -1: they are stored
 //     restart-fixed), and all threads are detached one after another.

@@ -13,6 +13,7 @@ import (
 	"github.com/imgtool/imgtool/cipher"
 	"github.com/imgtool/imgtool/image"
 	"github.com/imgtool/imgtool/imgset"
+	"github.com/imgtool/imgtool/internal/testproc"
 )
 
 // testKey makes a new key pair: the recipients to encrypt a set for and the identity that
@@ -41,15 +42,7 @@ func testKey(t *testing.T) ([]cipher.Recipient, cipher.Identity) {
 // grepSet tells whether any file of the set folder holds s.
 func grepSet(t *testing.T, dir, s string) bool {
 	t.Helper()
-	ents, err := os.ReadDir(dir)
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, e := range ents {
-		b, err := os.ReadFile(filepath.Join(dir, e.Name()))
-		if err != nil {
-			t.Fatal(err)
-		}
+	for _, b := range setFiles(t, dir) {
 		if bytes.Contains(b, []byte(s)) {
 			return true
 		}
@@ -61,13 +54,12 @@ func grepSet(t *testing.T, dir, s string) bool {
 // key, and checks that it carries on with its memory intact.
 func TestRoundTripEncrypted(t *testing.T) {
 	requireRoot(t)
-	setupFixtureFiles(t, "counter")
 	recipients, id := testKey(t)
 	tag := fmt.Sprintf("enc%d", time.Now().UnixNano())
 	canary := "IMGTOOL-SECRET-CANARY-" + tag
-	log := filepath.Join(t.TempDir(), "counter.log")
-	pid := launch(t, log, "counter", tag)
-	dir := dumpTo(t, pid, recipients...)
+	p := launchFixture(t, "counter", "counter=2\n", tag)
+	log := p.Log
+	dir := dumpTo(t, p.Pid, recipients...)
 	if !fileExists(filepath.Join(dir, imgset.HeaderName)) {
 		t.Fatal("the dump wrote no sealed header")
 	}
@@ -78,10 +70,10 @@ func TestRoundTripEncrypted(t *testing.T) {
 	last := lastCounter(t, log)
 	off := fileSize(t, log)
 	pids := restoreSet(t, dir, Options{}, id)
-	waitFor(t, 5*time.Second, "counter output", func() bool {
-		return strings.Count(logAfter(t, log, off), "\n") >= 2
+	testproc.WaitFor(t, 5*time.Second, "counter output", func() bool {
+		return strings.Count(testproc.LogAfter(t, log, off), "\n") >= 2
 	})
-	if got, want := strings.Split(logAfter(t, log, off), "\n")[0], fmt.Sprintf("counter=%d", last+1); got != want {
+	if got, want := strings.Split(testproc.LogAfter(t, log, off), "\n")[0], fmt.Sprintf("counter=%d", last+1); got != want {
 		t.Fatalf("restored counter printed %q, want %q", got, want)
 	}
 	if !grepMemory(t, pids[0], canary) {
@@ -135,8 +127,8 @@ func TestRestoreCRIUEncrypted(t *testing.T) {
 	log := fixtureRoot + "/run/tree/tree.log"
 	off := savedPos(t, criuSet(t, "tree"), log)
 	pids := restoreSet(t, dir, Options{}, id)
-	waitFor(t, 5*time.Second, "output of the whole tree", func() bool {
-		out := logAfter(t, log, off)
+	testproc.WaitFor(t, 5*time.Second, "output of the whole tree", func() bool {
+		out := testproc.LogAfter(t, log, off)
 		return strings.Contains(out, fmt.Sprintf("parent pid=%d ", pids[0])) &&
 			strings.Contains(out, fmt.Sprintf("child0 pid=%d ppid=%d", pids[1], pids[0])) &&
 			strings.Contains(out, fmt.Sprintf("child1 pid=%d ppid=%d", pids[2], pids[0]))

@@ -5,11 +5,9 @@ import (
 	"context"
 	"crypto/sha256"
 	"fmt"
-	"io"
 	"os"
 	"path/filepath"
 	"runtime"
-	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -20,18 +18,14 @@ import (
 	"github.com/imgtool/imgtool/cipher"
 	"github.com/imgtool/imgtool/image"
 	"github.com/imgtool/imgtool/imgset"
+	"github.com/imgtool/imgtool/internal/procfs"
+	"github.com/imgtool/imgtool/internal/testproc"
 )
 
 // TestMain makes the test process a child subreaper: the programs the tests launch and the
 // trees they restore become its children when their parents die, so that every one of them
-// can be reaped (PID 1 here does not reap orphans).
-func TestMain(m *testing.M) {
-	if err := unix.Prctl(unix.PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0); err != nil {
-		fmt.Fprintln(os.Stderr, "becoming a child subreaper:", err)
-		os.Exit(1)
-	}
-	os.Exit(m.Run())
-}
+// can be reaped.
+func TestMain(m *testing.M) { os.Exit(testproc.Main(m)) }
 
 // The real CRIU 4.2 sets name their programs and files under fixtureRoot; the fixture
 // README says what must be there for them to restore.
@@ -51,9 +45,7 @@ func criuSet(t *testing.T, name string) string {
 
 func requireRoot(t *testing.T) {
 	t.Helper()
-	if os.Geteuid() != 0 {
-		t.Skip("restoring processes needs root")
-	}
+	testproc.RequireRoot(t)
 }
 
 // setupFixtureFiles puts in place what a real set expects: the exact binaries in
@@ -174,17 +166,27 @@ func readImageFile(t *testing.T, name string) *image.Image {
 // setSums returns the sha256 of every file of a set, to show restore never changes it.
 func setSums(t *testing.T, dir string) map[string][32]byte {
 	t.Helper()
+	out := map[string][32]byte{}
+	for name, b := range setFiles(t, dir) {
+		out[name] = sha256.Sum256(b)
+	}
+	return out
+}
+
+// setFiles returns the contents of every file of a set folder, by name.
+func setFiles(t *testing.T, dir string) map[string][]byte {
+	t.Helper()
 	ents, err := os.ReadDir(dir)
 	if err != nil {
 		t.Fatal(err)
 	}
-	out := map[string][32]byte{}
+	out := map[string][]byte{}
 	for _, e := range ents {
 		b, err := os.ReadFile(filepath.Join(dir, e.Name()))
 		if err != nil {
 			t.Fatal(err)
 		}
-		out[e.Name()] = sha256.Sum256(b)
+		out[e.Name()] = b
 	}
 	return out
 }
@@ -225,47 +227,13 @@ func treePids(t *testing.T, dir string, ids ...cipher.Identity) []int {
 	return setPids(t, openSet(t, dir, ids...))
 }
 
-// killPids kills restored processes and reaps those that are ours (we are their subreaper).
-func killPids(pids []int) {
-	for _, pid := range pids {
-		unix.Kill(pid, unix.SIGKILL)
-	}
-	deadline := time.Now().Add(5 * time.Second)
-	for _, pid := range pids {
-		for time.Now().Before(deadline) {
-			var ws unix.WaitStatus
-			got, err := unix.Wait4(pid, &ws, unix.WNOHANG|unix.WALL, nil)
-			if err != nil || got == pid {
-				break
-			}
-			time.Sleep(10 * time.Millisecond)
-		}
-	}
-}
-
-// waitPidsGone waits until none of pids is a live process.
-func waitPidsGone(t *testing.T, pids []int) {
-	t.Helper()
-	deadline := time.Now().Add(5 * time.Second)
-	for _, pid := range pids {
-		for fileExists(fmt.Sprintf("/proc/%d", pid)) {
-			if time.Now().After(deadline) {
-				t.Fatalf("pid %d still exists", pid)
-			}
-			var ws unix.WaitStatus
-			unix.Wait4(pid, &ws, unix.WNOHANG|unix.WALL, nil)
-			time.Sleep(10 * time.Millisecond)
-		}
-	}
-}
-
 // restoreSet restores a set detached and registers the cleanup of its processes.
 func restoreSet(t *testing.T, dir string, opts Options, ids ...cipher.Identity) []int {
 	t.Helper()
 	set := openSet(t, dir, ids...)
 	pids := setPids(t, set)
-	t.Cleanup(func() { killPids(pids) })
-	waitPidsGone(t, pids) // a previous test's processes may still be dying
+	t.Cleanup(func() { testproc.KillAndReap(pids) })
+	testproc.WaitGone(t, pids) // a previous test's processes may still be dying
 	opts.Detach = true
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
@@ -273,33 +241,6 @@ func restoreSet(t *testing.T, dir string, opts Options, ids ...cipher.Identity) 
 		t.Fatalf("restore %s: %v", filepath.Base(dir), err)
 	}
 	return pids
-}
-
-// waitFor polls cond until it holds or the time is up.
-func waitFor(t *testing.T, d time.Duration, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(d)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-}
-
-// logAfter returns what a restored program wrote to its log after the saved offset.
-func logAfter(t *testing.T, name string, off int64) string {
-	t.Helper()
-	f, err := os.Open(name)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	b, err := io.ReadAll(io.NewSectionReader(f, off, 1<<30))
-	if err != nil {
-		t.Fatal(err)
-	}
-	return string(b)
 }
 
 // savedPos returns the saved offset of the reg file named name in a set.
@@ -314,33 +255,11 @@ func savedPos(t *testing.T, dir, name string) int64 {
 	return 0
 }
 
-// procStat returns ppid, pgid and sid of a process from /proc/PID/stat.
-func procStat(t *testing.T, pid int) (ppid, pgid, sid int) {
-	t.Helper()
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
-	if err != nil {
-		t.Fatal(err)
-	}
-	s := string(b)
-	f := strings.Fields(s[strings.LastIndexByte(s, ')')+2:])
-	ppid, _ = strconv.Atoi(f[1])
-	pgid, _ = strconv.Atoi(f[2])
-	sid, _ = strconv.Atoi(f[3])
-	return
-}
-
 // checkFds compares every restored fd with the set: what it points at, its access mode and
 // O_APPEND, and for files only read, the offset.
 func checkFds(t *testing.T, dir string) {
 	t.Helper()
-	set, err := imgset.Open(dir, imgset.OpenOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	pl, err := loadPlan(setSource{set})
-	if err != nil {
-		t.Fatal(err)
-	}
+	pl := setPlan(t, openSet(t, dir))
 	for _, p := range pl.procs {
 		for _, fd := range p.fds {
 			fe := pl.files[fd.GetId()]
@@ -349,11 +268,11 @@ func checkFds(t *testing.T, dir string) {
 				t.Errorf("pid %d fd %d: %v", p.pid, fd.GetFd(), err)
 				continue
 			}
-			info, err := os.ReadFile(fmt.Sprintf("/proc/%d/fdinfo/%d", p.pid, fd.GetFd()))
+			info, err := procfs.ReadFdinfo(p.pid, int(fd.GetFd()))
 			if err != nil {
 				t.Fatal(err)
 			}
-			pos, flags := parseFdinfo(string(info))
+			pos, flags := int64(info.Pos), info.Flags
 			var wantName string
 			var wantFlags uint32
 			switch fe.GetType() {
@@ -382,33 +301,11 @@ func checkFds(t *testing.T, dir string) {
 	}
 }
 
-func parseFdinfo(s string) (pos int64, flags uint32) {
-	for _, line := range strings.Split(s, "\n") {
-		k, v, _ := strings.Cut(line, ":")
-		v = strings.TrimSpace(v)
-		switch k {
-		case "pos":
-			pos, _ = strconv.ParseInt(v, 10, 64)
-		case "flags":
-			f, _ := strconv.ParseUint(v, 8, 32)
-			flags = uint32(f)
-		}
-	}
-	return pos, flags
-}
-
 // checkMM compares /proc views of each restored process with its mm image: the command
 // line, the executable, and the heap.
 func checkMM(t *testing.T, dir string) {
 	t.Helper()
-	set, err := imgset.Open(dir, imgset.OpenOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	pl, err := loadPlan(setSource{set})
-	if err != nil {
-		t.Fatal(err)
-	}
+	pl := setPlan(t, openSet(t, dir))
 	for _, p := range pl.procs {
 		exe, err := os.Readlink(fmt.Sprintf("/proc/%d/exe", p.pid))
 		if err != nil {
@@ -458,10 +355,10 @@ func TestRestoreCRIUCounter(t *testing.T) {
 	pids := restoreSet(t, dir, Options{})
 	// The log held 16 "counter=N" lines after the program's first line when it was dumped
 	// (its size is in files.img), so the restored loop goes on with 17.
-	waitFor(t, 5*time.Second, "counter output", func() bool {
-		return strings.Count(logAfter(t, log, off), "\n") >= 3
+	testproc.WaitFor(t, 5*time.Second, "counter output", func() bool {
+		return strings.Count(testproc.LogAfter(t, log, off), "\n") >= 3
 	})
-	lines := strings.Split(logAfter(t, log, off), "\n")
+	lines := strings.Split(testproc.LogAfter(t, log, off), "\n")
 	for i, want := range []string{"counter=17", "counter=18", "counter=19"} {
 		if lines[i] != want {
 			t.Fatalf("restored counter printed %q, want %q (all: %q)", lines[i], want, lines)
@@ -487,7 +384,7 @@ func TestRestoreCRIUCounter(t *testing.T) {
 // grepMemory tells whether s is in the readable private memory of pid.
 func grepMemory(t *testing.T, pid int, s string) bool {
 	t.Helper()
-	maps, err := readMaps(pid)
+	maps, err := procfs.ReadMaps(pid)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -497,11 +394,11 @@ func grepMemory(t *testing.T, pid int, s string) bool {
 	}
 	defer mem.Close()
 	for _, m := range maps {
-		if m.name == "[vvar]" || m.name == "[vvar_vclock]" || m.name == "[vsyscall]" {
+		if m.Path == "[vvar]" || m.Path == "[vvar_vclock]" || m.Path == "[vsyscall]" {
 			continue
 		}
-		b := make([]byte, m.end-m.start)
-		n, _ := mem.ReadAt(b, int64(m.start))
+		b := make([]byte, m.End-m.Start)
+		n, _ := mem.ReadAt(b, int64(m.Start))
 		if bytes.Contains(b[:n], []byte(s)) {
 			return true
 		}
@@ -522,8 +419,8 @@ func TestRestoreCRIUFiles(t *testing.T) {
 	pid := pids[0]
 	checkFds(t, dir)
 	// The O_APPEND fd keeps appending "tick N" lines.
-	waitFor(t, 5*time.Second, "appended ticks", func() bool {
-		return strings.Contains(logAfter(t, appendLog, st.Size()), "tick ")
+	testproc.WaitFor(t, 5*time.Second, "appended ticks", func() bool {
+		return strings.Contains(testproc.LogAfter(t, appendLog, st.Size()), "tick ")
 	})
 	// The 21 bytes queued in the pipe are still there: read them through a new
 	// description of the pipe's read end.
@@ -548,14 +445,7 @@ func pipeDataOf(t *testing.T, dir, name string) string {
 // findFd returns the fd of pid in the set of the given type and access mode.
 func findFd(t *testing.T, dir string, pid int, typ fdinfo.FdTypes, acc uint32) uint32 {
 	t.Helper()
-	set, err := imgset.Open(dir, imgset.OpenOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	pl, err := loadPlan(setSource{set})
-	if err != nil {
-		t.Fatal(err)
-	}
+	pl := setPlan(t, openSet(t, dir))
 	for _, p := range pl.procs {
 		if p.pid != pid {
 			continue
@@ -603,7 +493,7 @@ func TestRestoreCRIUFifo(t *testing.T) {
 	pids := restoreSet(t, dir, Options{})
 	pid := pids[0]
 	checkFds(t, dir)
-	waitFor(t, 5*time.Second, "fifo output", func() bool { return strings.Contains(logAfter(t, log, off), "fifo n=") })
+	testproc.WaitFor(t, 5*time.Second, "fifo output", func() bool { return strings.Contains(testproc.LogAfter(t, log, off), "fifo n=") })
 	fifoFd := findFd(t, dir, pid, fdinfo.FdTypes_FIFO, unix.O_RDWR)
 	if got, want := readQueued(t, fmt.Sprintf("/proc/%d/fd/%d", pid, fifoFd)), pipeDataOf(t, dir, "fifo-data.img"); got != want {
 		t.Errorf("FIFO holds %q, want %q", got, want)
@@ -622,11 +512,7 @@ func TestRestoreCRIUThreads(t *testing.T) {
 	off := savedPos(t, dir, log)
 	pids := restoreSet(t, dir, Options{})
 	pid := pids[0]
-	set, _ := imgset.Open(dir, imgset.OpenOptions{})
-	pl, err := loadPlan(setSource{set})
-	if err != nil {
-		t.Fatal(err)
-	}
+	pl := setPlan(t, openSet(t, dir))
 	ents, err := os.ReadDir(fmt.Sprintf("/proc/%d/task", pid))
 	if err != nil {
 		t.Fatal(err)
@@ -639,10 +525,10 @@ func TestRestoreCRIUThreads(t *testing.T) {
 		t.Errorf("threads %v, want %v", tids, want)
 	}
 	// Each line shows the four counters; two lines apart, every worker has counted on.
-	waitFor(t, 5*time.Second, "two lines of thread counters", func() bool {
-		return strings.Count(logAfter(t, log, off), "\n") >= 2
+	testproc.WaitFor(t, 5*time.Second, "two lines of thread counters", func() bool {
+		return strings.Count(testproc.LogAfter(t, log, off), "\n") >= 2
 	})
-	lines := strings.Split(logAfter(t, log, off), "\n")
+	lines := strings.Split(testproc.LogAfter(t, log, off), "\n")
 	var a, b [4]uint64
 	if _, err := fmt.Sscanf(lines[0], "main=%d t1=%d t2=%d t3=%d", &a[0], &a[1], &a[2], &a[3]); err != nil {
 		t.Fatalf("line %q: %v", lines[0], err)
@@ -668,13 +554,13 @@ func TestRestoreCRIUTree(t *testing.T) {
 	log := fixtureRoot + "/run/tree/tree.log"
 	off := savedPos(t, dir, log)
 	pids := restoreSet(t, dir, Options{})
-	set, _ := imgset.Open(dir, imgset.OpenOptions{})
-	pl, err := loadPlan(setSource{set})
-	if err != nil {
-		t.Fatal(err)
-	}
+	pl := setPlan(t, openSet(t, dir))
 	for _, p := range pl.procs {
-		ppid, pgid, sid := procStat(t, p.pid)
+		st, err := procfs.ReadStat(procfs.Path(p.pid, "stat"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		ppid, pgid, sid := st.Ppid, st.Pgid, st.Sid
 		if p.ppid != 0 && ppid != p.ppid {
 			t.Errorf("pid %d: ppid %d, want %d", p.pid, ppid, p.ppid)
 		}
@@ -683,8 +569,8 @@ func TestRestoreCRIUTree(t *testing.T) {
 		}
 	}
 	// Every process of the tree prints again, with its own pid and parent.
-	waitFor(t, 5*time.Second, "output of the whole tree", func() bool {
-		out := logAfter(t, log, off)
+	testproc.WaitFor(t, 5*time.Second, "output of the whole tree", func() bool {
+		out := testproc.LogAfter(t, log, off)
 		return strings.Contains(out, fmt.Sprintf("parent pid=%d ", pids[0])) &&
 			strings.Contains(out, fmt.Sprintf("child0 pid=%d ppid=%d", pids[1], pids[0])) &&
 			strings.Contains(out, fmt.Sprintf("child1 pid=%d ppid=%d", pids[2], pids[0]))

@@ -311,13 +311,13 @@ func procView(t *testing.T, pids []int) map[string]string {
 			}
 			v[key(l)] = s
 		}
-		maps, err := readMaps(pid)
+		maps, err := procfs.ReadMaps(pid)
 		if err != nil {
 			t.Fatal(err)
 		}
 		for _, m := range maps {
-			if m.name == "[heap]" {
-				v[key("heap start")] = fmt.Sprintf("%#x", m.start)
+			if m.Path == "[heap]" {
+				v[key("heap start")] = fmt.Sprintf("%#x", m.Start)
 			}
 		}
 		tasks, err := procfs.ListNumeric(fmt.Sprintf("/proc/%d/task", pid))

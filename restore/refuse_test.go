@@ -18,6 +18,7 @@ import (
 	"github.com/imgtool/imgtool/image"
 	"github.com/imgtool/imgtool/imgset"
 	"github.com/imgtool/imgtool/internal/fpu"
+	"github.com/imgtool/imgtool/internal/testproc"
 )
 
 // copySet copies a set into a fresh temporary directory.
@@ -27,16 +28,8 @@ func copySet(t *testing.T, src string) string {
 	if err := os.Mkdir(dst, 0o755); err != nil {
 		t.Fatal(err)
 	}
-	ents, err := os.ReadDir(src)
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, e := range ents {
-		b, err := os.ReadFile(filepath.Join(src, e.Name()))
-		if err != nil {
-			t.Fatal(err)
-		}
-		if err := os.WriteFile(filepath.Join(dst, e.Name()), b, 0o644); err != nil {
+	for name, b := range setFiles(t, src) {
+		if err := os.WriteFile(filepath.Join(dst, name), b, 0o644); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -66,8 +59,8 @@ func restoreErr(t *testing.T, dir string, opts Options, ids ...cipher.Identity) 
 	t.Helper()
 	set := openSet(t, dir, ids...)
 	pids := setPids(t, set)
-	t.Cleanup(func() { killPids(pids) })
-	waitPidsGone(t, pids)
+	t.Cleanup(func() { testproc.KillAndReap(pids) })
+	testproc.WaitGone(t, pids)
 	opts.Detach = true
 	before := ourChildren(t)
 	err := Restore(context.Background(), opts, set)
@@ -191,7 +184,7 @@ func TestFailureMidwayKillsEverything(t *testing.T) {
 	setupFixtureFiles(t, "tree")
 	dir := copySet(t, criuSet(t, "tree"))
 	pids := treePids(t, dir)
-	waitPidsGone(t, pids)
+	testproc.WaitGone(t, pids)
 	// The last process's pages end early: restore fails after the whole tree exists.
 	pagemap := readImageFile(t, filepath.Join(dir, fmt.Sprintf("pagemap-%d.img", pids[len(pids)-1])))
 	pm, err := image.NewPageMap(pagemap)
@@ -206,7 +199,7 @@ func TestFailureMidwayKillsEverything(t *testing.T) {
 	if !strings.Contains(err.Error(), filepath.Base(pages)) {
 		t.Errorf("truncated pages: %v", err)
 	}
-	waitPidsGone(t, pids)
+	testproc.WaitGone(t, pids)
 }
 
 func TestRestoreWaitsForRoot(t *testing.T) {
@@ -214,8 +207,8 @@ func TestRestoreWaitsForRoot(t *testing.T) {
 	dir := criuSet(t, "counter")
 	setupFixtureFiles(t, "counter")
 	pids := treePids(t, dir)
-	waitPidsGone(t, pids)
-	t.Cleanup(func() { killPids(pids) })
+	testproc.WaitGone(t, pids)
+	t.Cleanup(func() { testproc.KillAndReap(pids) })
 	set, err := imgset.Open(dir, imgset.OpenOptions{})
 	if err != nil {
 		t.Fatal(err)
@@ -223,7 +216,7 @@ func TestRestoreWaitsForRoot(t *testing.T) {
 	pidFile := filepath.Join(t.TempDir(), "pid")
 	done := make(chan error, 1)
 	go func() { done <- Restore(context.Background(), Options{PidFile: pidFile}, set) }()
-	waitFor(t, 10*time.Second, "the pid file", func() bool { return fileExists(pidFile) })
+	testproc.WaitFor(t, 10*time.Second, "the pid file", func() bool { return fileExists(pidFile) })
 	b, _ := os.ReadFile(pidFile)
 	if want := fmt.Sprintf("%d\n", pids[0]); string(b) != want {
 		t.Errorf("pid file holds %q, want %q", b, want)

@@ -14,6 +14,7 @@ import (
 	"github.com/imgtool/imgtool/image"
 	"github.com/imgtool/imgtool/imgset"
 	"github.com/imgtool/imgtool/internal/fpu"
+	"github.com/imgtool/imgtool/internal/procfs"
 	"github.com/imgtool/imgtool/internal/ptrace"
 )
 
@@ -239,19 +240,19 @@ func (r *restorer) startHelper() error {
 	if err := h.openMem(); err != nil {
 		return err
 	}
-	maps, err := readMaps(pid)
+	maps, err := procfs.ReadMaps(pid)
 	if err != nil {
 		return err
 	}
 	var cur kernelSpecials
 	for _, m := range maps {
-		switch m.name {
+		switch m.Path {
 		case "[vvar]":
-			cur.vvar = span{m.start, m.end}
+			cur.vvar = span{m.Start, m.End}
 		case "[vvar_vclock]":
-			cur.vclock = span{m.start, m.end}
+			cur.vclock = span{m.Start, m.End}
 		case "[vdso]":
-			cur.vdso = span{m.start, m.end}
+			cur.vdso = span{m.Start, m.End}
 		}
 	}
 	if cur.vdso.end == 0 {
@@ -272,7 +273,7 @@ func (r *restorer) startHelper() error {
 	// The hole: free in the helper and in every restored address space.
 	var used []span
 	for _, m := range maps {
-		used = append(used, span{m.start, m.end})
+		used = append(used, span{m.Start, m.End})
 	}
 	for _, p := range r.pl.procs {
 		for _, v := range p.mm.Vmas {
@@ -315,15 +316,15 @@ func (r *restorer) startHelper() error {
 	r.kern.insnOff = cur.insnOff
 	h.sysInsn = r.kern.vdso.start + r.kern.insnOff
 	// Unmap everything else the exec left: the helper's code and stack.
-	maps, err = readMaps(pid)
+	maps, err = procfs.ReadMaps(pid)
 	if err != nil {
 		return err
 	}
 	for _, m := range maps {
-		if m.start >= hole && m.end <= at || m.name == "[vsyscall]" {
+		if m.Start >= hole && m.End <= at || m.Path == "[vsyscall]" {
 			continue
 		}
-		if _, err := t.syscall(unix.SYS_MUNMAP, m.start, m.end-m.start); err != nil {
+		if _, err := t.syscall(unix.SYS_MUNMAP, m.Start, m.End-m.Start); err != nil {
 			return err
 		}
 	}

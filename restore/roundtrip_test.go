@@ -4,9 +4,7 @@ import (
 	"context"
 	"fmt"
 	"os"
-	"os/exec"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -14,57 +12,22 @@ import (
 	"github.com/imgtool/imgtool/cipher"
 	"github.com/imgtool/imgtool/dump"
 	"github.com/imgtool/imgtool/imgset"
+	"github.com/imgtool/imgtool/internal/testproc"
 )
 
-// launch starts a fixture program of fixtureRoot/bin; see launchPath.
-func launch(t *testing.T, log string, prog string, args ...string) int {
+// launchFixture builds a program of fixtures/src and launches it (see testproc.Launch),
+// its log in a fresh directory, ready once the log holds ready.
+func launchFixture(t *testing.T, prog, ready string, args ...string) *testproc.Proc {
 	t.Helper()
-	return launchPath(t, log, fixtureRoot+"/bin/"+prog, args...)
-}
-
-// launchPath starts a program the way the real sets' programs ran (bin/launch: own
-// session, stdin /dev/null, output to log) and returns its pid once it has written two
-// lines. We are its subreaper (TestMain), so it and its children are reaped once killed.
-func launchPath(t *testing.T, log string, prog string, args ...string) int {
-	t.Helper()
-	out, err := exec.Command(fixtureRoot+"/bin/launch", append([]string{log, prog}, args...)...).Output()
-	if err != nil {
-		t.Fatal(err)
-	}
-	pid, err := strconv.Atoi(strings.TrimSpace(string(out)))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { killPids(descendants(pid)) })
-	waitFor(t, 10*time.Second, filepath.Base(prog)+" to start", func() bool {
-		b, _ := os.ReadFile(log)
-		return strings.Count(string(b), "\n") >= 2
-	})
-	return pid
-}
-
-// descendants returns pid and every live descendant of it, parents first.
-func descendants(pid int) []int {
-	out := []int{pid}
-	for i := 0; i < len(out); i++ {
-		tasks, _ := os.ReadDir(fmt.Sprintf("/proc/%d/task", out[i]))
-		for _, task := range tasks {
-			b, _ := os.ReadFile(fmt.Sprintf("/proc/%d/task/%s/children", out[i], task.Name()))
-			for _, f := range strings.Fields(string(b)) {
-				if c, err := strconv.Atoi(f); err == nil {
-					out = append(out, c)
-				}
-			}
-		}
-	}
-	return out
+	bin := testproc.Build(t, filepath.Join(repoFixtures(t), "src", prog+".c"))
+	return testproc.Launch(t, bin, testproc.Options{Ready: ready}, args...)
 }
 
 // dumpTo checkpoints the tree of pid with imgtool's dump into a new set (encrypted for
 // recipients, if any) and waits for the dumped processes to be gone (the dump kills them).
 func dumpTo(t *testing.T, pid int, recipients ...cipher.Recipient) string {
 	t.Helper()
-	tree := descendants(pid)
+	tree := testproc.Descendants(pid)
 	dir := filepath.Join(t.TempDir(), "set")
 	w, err := imgset.Create(dir, imgset.CreateOptions{Recipients: recipients})
 	if err != nil {
@@ -76,17 +39,16 @@ func dumpTo(t *testing.T, pid int, recipients ...cipher.Recipient) string {
 		w.Abort()
 		t.Fatalf("imgtool dump of %d: %v", pid, err)
 	}
-	killPids(tree)
-	waitPidsGone(t, tree)
+	testproc.KillAndReap(tree)
+	testproc.WaitGone(t, tree)
 	return dir
 }
 
 func TestRoundTripCounter(t *testing.T) {
 	requireRoot(t)
-	setupFixtureFiles(t, "counter")
-	log := filepath.Join(t.TempDir(), "counter.log")
-	pid := launch(t, log, "counter", "roundtrip")
-	dir := dumpTo(t, pid)
+	p := launchFixture(t, "counter", "counter=2\n", "roundtrip")
+	log := p.Log
+	dir := dumpTo(t, p.Pid)
 	before, err := os.ReadFile(log)
 	if err != nil {
 		t.Fatal(err)
@@ -97,10 +59,10 @@ func TestRoundTripCounter(t *testing.T) {
 		t.Fatalf("last line %q: %v", lines[len(lines)-1], err)
 	}
 	restoreSet(t, dir, Options{})
-	waitFor(t, 5*time.Second, "counter output", func() bool {
-		return strings.Count(logAfter(t, log, int64(len(before))), "\n") >= 2
+	testproc.WaitFor(t, 5*time.Second, "counter output", func() bool {
+		return strings.Count(testproc.LogAfter(t, log, int64(len(before))), "\n") >= 2
 	})
-	got := strings.Split(logAfter(t, log, int64(len(before))), "\n")
+	got := strings.Split(testproc.LogAfter(t, log, int64(len(before))), "\n")
 	if want := fmt.Sprintf("counter=%d", last+1); got[0] != want {
 		t.Fatalf("restored counter printed %q, want %q", got[0], want)
 	}
@@ -116,10 +78,9 @@ func TestRoundTripBig(t *testing.T) {
 	if testing.Short() {
 		t.Skip("256 MiB round trips")
 	}
-	setupFixtureFiles(t, "counter")
-	log := filepath.Join(t.TempDir(), "big.log")
-	pid := launch(t, log, "big")
-	plain := dumpTo(t, pid)
+	p := launchFixture(t, "big", "alive ")
+	log := p.Log
+	plain := dumpTo(t, p.Pid)
 	recipients, id := testKey(t)
 	enc := filepath.Join(t.TempDir(), "enc")
 	if err := imgset.Encrypt(plain, imgset.EncryptOptions{Recipients: recipients, Output: enc}); err != nil {
@@ -159,18 +120,18 @@ func timeRestore(t *testing.T, dir, log string, ids ...cipher.Identity) time.Dur
 	t.Helper()
 	set := openSet(t, dir, ids...)
 	pids := setPids(t, set)
-	t.Cleanup(func() { killPids(pids) })
-	waitPidsGone(t, pids)
+	t.Cleanup(func() { testproc.KillAndReap(pids) })
+	testproc.WaitGone(t, pids)
 	before, _ := os.ReadFile(log)
 	start := time.Now()
 	if err := Restore(context.Background(), Options{Detach: true}, set); err != nil {
 		t.Fatal(err)
 	}
 	d := time.Since(start)
-	waitFor(t, 5*time.Second, "big to carry on", func() bool {
-		return strings.Contains(logAfter(t, log, int64(len(before))), "alive ")
+	testproc.WaitFor(t, 5*time.Second, "big to carry on", func() bool {
+		return strings.Contains(testproc.LogAfter(t, log, int64(len(before))), "alive ")
 	})
-	killPids(pids)
-	waitPidsGone(t, pids)
+	testproc.KillAndReap(pids)
+	testproc.WaitGone(t, pids)
 	return d
 }

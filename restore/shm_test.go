@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"fmt"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -17,20 +16,8 @@ import (
 
 	"github.com/imgtool/imgtool/cipher"
 	"github.com/imgtool/imgtool/image"
+	"github.com/imgtool/imgtool/internal/testproc"
 )
-
-// buildC compiles testdata/src with gcc into a fresh temporary directory.
-func buildC(t *testing.T, src string) string {
-	t.Helper()
-	if _, err := exec.LookPath("gcc"); err != nil {
-		t.Skip("gcc is not installed")
-	}
-	out := filepath.Join(t.TempDir(), strings.TrimSuffix(src, ".c"))
-	if b, err := exec.Command("gcc", "-O1", "-Wall", "-o", out, filepath.Join("testdata", src)).CombinedOutput(); err != nil {
-		t.Fatalf("gcc %s: %v\n%s", src, err, b)
-	}
-	return out
-}
 
 // shmLine is one line of testdata/shm.c's output.
 type shmLine struct {
@@ -92,15 +79,9 @@ func roundTripShm(t *testing.T, encrypted bool) {
 		rs, id := testKey(t)
 		recipients, ids = rs, []cipher.Identity{id}
 	}
-	setupFixtureFiles(t, "counter") // bin/launch
-	prog := buildC(t, "shm.c")
-	log := filepath.Join(t.TempDir(), "shm.log")
-	pid := launchPath(t, log, prog)
-	waitFor(t, 10*time.Second, "the child's output", func() bool {
-		b, _ := os.ReadFile(log)
-		return strings.Contains(string(b), "child pid=")
-	})
-	dir := dumpTo(t, pid, recipients...)
+	sp := testproc.Launch(t, testproc.Build(t, "testdata/shm.c"), testproc.Options{Ready: "child pid="})
+	log := sp.Log
+	dir := dumpTo(t, sp.Pid, recipients...)
 	if encrypted && grepSet(t, dir, "SHM-PAGE-1") {
 		t.Fatal("the encrypted set holds plaintext of the shared memory")
 	}
@@ -109,7 +90,7 @@ func roundTripShm(t *testing.T, encrypted bool) {
 			t.Fatalf("the dump wrote no %s", name)
 		}
 	}
-	before := shmLines(t, logAfter(t, log, 0))
+	before := shmLines(t, testproc.LogAfter(t, log, 0))
 	lastParent, ok1 := lastOf(before, false)
 	lastChild, ok2 := lastOf(before, true)
 	if !ok1 || !ok2 {
@@ -128,8 +109,8 @@ func roundTripShm(t *testing.T, encrypted bool) {
 
 	// Both carry on from their counts and see each other's new writes.
 	var after []shmLine
-	waitFor(t, 10*time.Second, "both processes seeing each other's new counts", func() bool {
-		after = shmLines(t, logAfter(t, log, off))
+	testproc.WaitFor(t, 10*time.Second, "both processes seeing each other's new counts", func() bool {
+		after = shmLines(t, testproc.LogAfter(t, log, off))
 		p, ok1 := lastOf(after, false)
 		c, ok2 := lastOf(after, true)
 		return ok1 && ok2 && p.other > lastChild.n && p.memfd > lastChild.n && c.other > lastParent.n

@@ -10,7 +10,9 @@ import (
 	"github.com/checkpoint-restore/go-criu/v8/crit/images/siginfo"
 	"golang.org/x/sys/unix"
 
+	"github.com/imgtool/imgtool/image"
 	"github.com/imgtool/imgtool/internal/fpu"
+	"github.com/imgtool/imgtool/internal/procfs"
 	"github.com/imgtool/imgtool/internal/ptrace"
 )
 
@@ -76,8 +78,19 @@ func (r *restorer) restoreProcess(p *process) error {
 	if _, err := t.syscall(unix.SYS_CLOSE_RANGE, uint64(r.fdBase), ^uint64(0)>>32, 0); err != nil {
 		return err
 	}
+	if err := r.restoreRlimits(p, tc); err != nil {
+		return err
+	}
 	if err := r.restoreCreds(p); err != nil {
 		return err
+	}
+	// After the credentials: changing them clears the parent death signal.
+	for i, th := range p.threads {
+		if sig := pp.cores[i].GetThreadCore().GetPdeathSig(); sig != 0 && pp.parent != nil {
+			if _, err := th.syscall(unix.SYS_PRCTL, unix.PR_SET_PDEATHSIG, uint64(sig)); err != nil {
+				return fmt.Errorf("thread %d: parent death signal: %w", th.tid, err)
+			}
+		}
 	}
 	if _, err := t.syscall(unix.SYS_PRCTL, unix.PR_SET_DUMPABLE, uint64(pp.mm.GetDumpable())); err != nil {
 		return err
@@ -101,7 +114,7 @@ func (r *restorer) restoreProcess(p *process) error {
 			}
 		}
 	}
-	return r.restoreRlimits(p, tc)
+	return nil
 }
 
 // restoreMM sets the mm fields (code, data, brk, stack, arguments, environment, auxv, exe)
@@ -147,26 +160,18 @@ func (r *restorer) restoreMM(p *process) error {
 	return nil
 }
 
-// sigNumbers are the signals CRIU saves actions for, in image order: 1..64 but SIGKILL and
-// SIGSTOP.
-func sigNumbers() []int {
-	var out []int
-	for s := 1; s <= 64; s++ {
-		if s != int(unix.SIGKILL) && s != int(unix.SIGSTOP) {
-			out = append(out, s)
-		}
-	}
-	return out
-}
-
 // restoreSigactions installs the saved signal actions (struct kernel_sigaction: handler,
 // flags, restorer, mask).
 func (r *restorer) restoreSigactions(p *process, tc *criu_core.TaskCoreEntry) error {
-	sigs := sigNumbers()
+	sigs := image.SigactionSignals()
 	if len(tc.Sigactions) != 0 && len(tc.Sigactions) != len(sigs) {
 		return fmt.Errorf("core-%d.img: %d signal actions, want %d", p.pid, len(tc.Sigactions), len(sigs))
 	}
-	ignored, err := procStatusMask(p.pid, "SigIgn")
+	st, err := procfs.ReadStatus(procfs.Path(p.pid, "status"))
+	if err != nil {
+		return err
+	}
+	ignored, err := st.Hex("SigIgn")
 	if err != nil {
 		return err
 	}
@@ -253,7 +258,8 @@ func (r *restorer) placeFds(p *process) error {
 }
 
 // restoreThread restores a thread's own state: name, alternate signal stack, robust futex
-// list, clear_child_tid, rseq registration, parent death signal and scheduling.
+// list, clear_child_tid, rseq registration and scheduling (the parent death signal comes
+// after the credentials).
 func (r *restorer) restoreThread(p *process, t *thread, c *criu_core.CoreEntry) error {
 	tcore := c.ThreadCore
 	comm := tcore.GetComm()
@@ -289,11 +295,6 @@ func (r *restorer) restoreThread(p *process, t *thread, c *criu_core.CoreEntry) 
 	if rs := tcore.GetRseqEntry(); rs != nil && rs.GetRseqAbiPointer() != 0 {
 		if _, err := t.syscall(unix.SYS_RSEQ, rs.GetRseqAbiPointer(), uint64(rs.GetRseqAbiSize()), 0, uint64(rs.GetSignature())); err != nil {
 			return fmt.Errorf("registering rseq: %w", err)
-		}
-	}
-	if sig := tcore.GetPdeathSig(); sig != 0 && p.pl.parent != nil {
-		if _, err := t.syscall(unix.SYS_PRCTL, unix.PR_SET_PDEATHSIG, uint64(sig)); err != nil {
-			return err
 		}
 	}
 	if n := tcore.GetSchedNice(); n != 0 {
@@ -380,11 +381,16 @@ func (r *restorer) queueSignals(p *process) error {
 	return nil
 }
 
-// restoreRlimits sets the saved resource limits from here (prlimit on the pid).
+// restoreRlimits sets the saved resource limits. The process sets its own, while it still
+// has imgtool's credentials: prlimit on another process needs CAP_SYS_RESOURCE unless the
+// uids match, and raising a hard limit needs it in the process itself.
 func (r *restorer) restoreRlimits(p *process, tc *criu_core.TaskCoreEntry) error {
+	t := p.leader()
 	for res, l := range tc.GetRlimits().GetRlimits() {
-		lim := unix.Rlimit{Cur: l.GetCur(), Max: l.GetMax()}
-		if err := unix.Prlimit(p.pid, res, &lim, nil); err != nil {
+		if err := p.poke(p.scratch+scratchArgs, pack(l.GetCur(), l.GetMax())); err != nil {
+			return err
+		}
+		if _, err := t.syscall(unix.SYS_PRLIMIT64, 0, uint64(res), p.scratch+scratchArgs, 0); err != nil {
 			return fmt.Errorf("resource limit %d: %w", res, err)
 		}
 	}

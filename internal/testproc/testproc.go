@@ -41,6 +41,12 @@ func Main(m *testing.M) int {
 		fmt.Fprintln(os.Stderr, "becoming a child subreaper:", err)
 		return 1
 	}
+	// Launched programs get no fds but 0, 1 and 2, as with launch.c: whatever the test
+	// binary inherited without close-on-exec (go test leaves a pipe open) gets it.
+	if err := unix.CloseRange(3, ^uint(0), unix.CLOSE_RANGE_CLOEXEC); err != nil {
+		fmt.Fprintln(os.Stderr, "close-on-exec for inherited fds:", err)
+		return 1
+	}
 	code := m.Run()
 	buildMu.Lock()
 	if binDir != "" {

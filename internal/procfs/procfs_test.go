@@ -1,0 +1,75 @@
+package procfs
+
+import (
+	"errors"
+	"os"
+	"syscall"
+	"testing"
+)
+
+func TestParseMapsLine(t *testing.T) {
+	v, ok, err := ParseMapsLine("7f0000001000-7f0000003000 rw-s 00002000 fe:01 1234    /tmp/a file")
+	if err != nil || !ok {
+		t.Fatalf("ok %v err %v", ok, err)
+	}
+	want := Mapping{Start: 0x7f0000001000, End: 0x7f0000003000, Pgoff: 0x2000, Read: true, Write: true, Shared: true,
+		DevMajor: 0xfe, DevMinor: 1, Ino: 1234, Path: "/tmp/a file"}
+	if v.Start != want.Start || v.End != want.End || v.Pgoff != want.Pgoff || !v.Read || !v.Write || v.Exec ||
+		!v.Shared || v.DevMajor != want.DevMajor || v.DevMinor != want.DevMinor || v.Ino != want.Ino || v.Path != want.Path {
+		t.Errorf("got %+v, want %+v", v, want)
+	}
+	if _, ok, err := ParseMapsLine("Rss:                   4 kB"); ok || err != nil {
+		t.Errorf("smaps detail line: ok %v err %v", ok, err)
+	}
+	for _, bad := range []string{"1000-2000 rw- 0 0:0 0", "1000-2000 rw-p zz 00:00 0", "1000-2000 rw-p 0 0:0 x"} {
+		if _, _, err := ParseMapsLine(bad); !errors.Is(err, errBadMaps) {
+			t.Errorf("%q: err %v", bad, err)
+		}
+	}
+}
+
+// TestSelf reads this process's own files: they must agree with what the system calls say.
+func TestSelf(t *testing.T) {
+	pid := os.Getpid()
+	st, err := ReadStat(Path(pid, "stat"))
+	if err != nil || st.Ppid != os.Getppid() || st.State != 'R' {
+		t.Errorf("stat %+v, %v", st, err)
+	}
+	status, err := ReadStatus(Path(pid, "status"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if uids, err := status.Ints("Uid"); err != nil || len(uids) != 4 || uids[0] != uint32(os.Getuid()) {
+		t.Errorf("Uid %v, %v", uids, err)
+	}
+	if _, err := status.Hex("SigBlk"); err != nil {
+		t.Error(err)
+	}
+	if _, err := status.Hex("Name"); err == nil {
+		t.Error("Name parsed as a hexadecimal number")
+	}
+	f, err := os.CreateTemp(t.TempDir(), "fdinfo")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	if _, err := f.WriteString("0123456789"); err != nil {
+		t.Fatal(err)
+	}
+	info, err := ReadFdinfo(pid, int(f.Fd()))
+	if err != nil || info.Pos != 10 || info.Flags&syscall.O_ACCMODE != syscall.O_RDWR {
+		t.Errorf("fdinfo %+v, %v", info, err)
+	}
+	fds, err := ListNumeric(Path(pid, "fd"))
+	if err != nil || len(fds) < 4 {
+		t.Errorf("fds %v, %v", fds, err)
+	}
+	maps, err := ReadSmaps(pid)
+	if err != nil || len(maps) == 0 || maps[0].VMFlags == nil {
+		t.Fatalf("smaps: %d mappings, %v", len(maps), err)
+	}
+	plain, err := ReadMaps(pid)
+	if err != nil || len(plain) == 0 || plain[0].VMFlags != nil {
+		t.Errorf("maps: %d mappings, %v", len(plain), err)
+	}
+}
