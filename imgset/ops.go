@@ -254,9 +254,25 @@ func copyFile(w *Writer, src *Set, name string, pw *progressCounter) error {
 	if err != nil {
 		return err
 	}
-	out, err := w.createFile(name, st.Mode())
+	// A plaintext file being encrypted, or an encrypted one decrypted, goes
+	// through the positional path; only a rotation streams one set into another.
+	rotating := w.Encrypted() && src.Encrypted()
+	out, err := w.createFile(name, st.Mode(), rotating)
 	if err != nil {
 		return err
+	}
+	if !rotating {
+		var progress func(int64)
+		if pw.report != nil {
+			progress = func(n int64) {
+				pw.done += n
+				pw.report(pw.done, pw.total)
+			}
+		}
+		if err := out.copyAt(in, progress); err != nil {
+			return err
+		}
+		return out.Close()
 	}
 	var dst io.Writer = out
 	if pw.report != nil {

@@ -114,7 +114,7 @@ func (w *Writer) Encrypted() bool { return w.key != nil }
 // returned writer encrypts as it goes: only ciphertext reaches the disk. Close it
 // when done (Commit closes any file left open).
 func (w *Writer) Create(name string) (io.WriteCloser, error) {
-	sf, err := w.createFile(name, 0o600)
+	sf, err := w.createFile(name, 0o600, true)
 	if err != nil {
 		return nil, err
 	}
@@ -122,8 +122,9 @@ func (w *Writer) Create(name string) (io.WriteCloser, error) {
 }
 
 // createFile is Create with the file's permission bits (applied as given, without
-// the umask, as a rewrite keeps each file's mode).
-func (w *Writer) createFile(name string, perm os.FileMode) (*setFile, error) {
+// the umask, as a rewrite keeps each file's mode). With stream false the file of
+// an encrypted set gets no encrypting writer: it is to be filled by copyAt.
+func (w *Writer) createFile(name string, perm os.FileMode, stream bool) (*setFile, error) {
 	if w.done {
 		return nil, errors.New("image set: writer already committed or aborted")
 	}
@@ -144,7 +145,7 @@ func (w *Writer) createFile(name string, perm os.FileMode) (*setFile, error) {
 		}
 	}
 	sf := &setFile{name: name, f: f, w: w}
-	if w.key != nil {
+	if w.key != nil && stream {
 		if sf.enc, err = w.key.NewWriter(f, name); err != nil {
 			f.Close()
 			return nil, fmt.Errorf("image set %s: %s: %w", w.dir, name, err)
@@ -192,6 +193,25 @@ func (s *setFile) ReadFrom(r io.Reader) (int64, error) {
 	}
 	s.size += n
 	return n, s.err
+}
+
+// copyAt fills the file, created without a stream, with the whole plaintext of
+// in, through the positional parallel path of cipher: encrypted from a plaintext
+// file, or decrypted from an encrypted one into a plaintext set. Copying between
+// two encrypted sets (a rotation) goes through the stream instead.
+func (s *setFile) copyAt(in *File, progress func(int64)) error {
+	switch {
+	case s.w.key != nil && in.dec == nil:
+		s.err = s.w.key.EncryptAt(s.f, in.f, in.size, s.name, progress)
+	case s.w.key == nil && in.dec != nil:
+		s.err = in.dec.DecryptAt(s.f, progress)
+	default:
+		s.err = fmt.Errorf("%s: a positional copy needs exactly one of the two sets encrypted", s.name)
+	}
+	if s.err == nil {
+		s.size = in.size
+	}
+	return s.err
 }
 
 // Close finishes the file (the last chunk of an encrypted one). Its sync is

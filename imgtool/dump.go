@@ -64,8 +64,7 @@ Exit codes: 0 success, 1 failure or refusal (the tree keeps running), 2 wrong co
 			&cli.BoolFlag{Name: flagLeaveRunning, Aliases: []string{"R"}, Usage: "let the tree continue after the dump"},
 			&cli.BoolFlag{Name: flagEncrypt, Aliases: []string{"e"}, Usage: "encrypt the set as it is written"},
 			certFlag("recipient certificate `CERT.pem` for -e; repeatable (default " + defaultCertPath + " if it exists)"),
-			&cli.StringFlag{Name: flagCipher, Value: cipher.AES256GCM.String(),
-				Usage: "the AEAD for -e: " + cipher.AES256GCM.String() + " or " + cipher.ChaCha20Poly1305.String()},
+			cipherFlag("the AEAD for -e", cipher.AES256GCM.String()),
 			quietFlag(),
 		},
 		OnUsageError: func(_ *cli.Context, err error, _ bool) error { return usageError(err) },
@@ -98,9 +97,9 @@ func runDump(ctx context.Context, opts dumpOptions, args []string) error {
 	}
 	var create imgset.CreateOptions
 	if opts.Encrypt {
-		alg, err := cipher.ParseAlgorithm(opts.Cipher)
+		alg, err := parseCipher("dump", opts.Cipher)
 		if err != nil {
-			return usageError(fmt.Errorf("dump: --%s: %w", flagCipher, err))
+			return err
 		}
 		recipients, err := recipientsOrDefault("dump -e", opts.Certs)
 		if err != nil {

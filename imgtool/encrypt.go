@@ -56,8 +56,7 @@ Exit codes: 0 success, 1 failure (nothing changed), 2 wrong command line.`,
 			imagesDirFlag(),
 			&cli.StringFlag{Name: flagOutput, Aliases: []string{"o"}, Usage: "write the encrypted set to `OUT` (new or empty) instead of in place"},
 			certFlag("recipient certificate `CERT.pem`; repeatable (default " + defaultCertPath + " if it exists)"),
-			&cli.StringFlag{Name: flagCipher, Value: cipher.AES256GCM.String(),
-				Usage: "the AEAD: " + cipher.AES256GCM.String() + " or " + cipher.ChaCha20Poly1305.String()},
+			cipherFlag("the AEAD", cipher.AES256GCM.String()),
 			quietFlag(),
 		},
 		OnUsageError: func(_ *cli.Context, err error, _ bool) error { return usageError(err) },
@@ -81,9 +80,9 @@ func runEncrypt(ctx context.Context, opts encryptOptions, args []string) error {
 	if err != nil {
 		return err
 	}
-	alg, err := cipher.ParseAlgorithm(opts.Cipher)
+	alg, err := parseCipher("encrypt", opts.Cipher)
 	if err != nil {
-		return usageError(fmt.Errorf("encrypt: --%s: %w", flagCipher, err))
+		return err
 	}
 	recipients, err := recipientsOrDefault("encrypt", opts.Certs)
 	if err != nil {

@@ -68,6 +68,22 @@ func certFlag(usage string) cli.Flag {
 	return &cli.StringSliceFlag{Name: flagCert, Aliases: []string{"tls-cert"}, Usage: usage}
 }
 
+// cipherFlag is --cipher: the AEAD of the files of a new or rotated set. def is
+// its default ("" for none).
+func cipherFlag(usage, def string) cli.Flag {
+	return &cli.StringFlag{Name: flagCipher, Value: def,
+		Usage: usage + ": " + cipher.AES256GCM.String() + " or " + cipher.ChaCha20Poly1305.String()}
+}
+
+// parseCipher reads the value of --cipher for cmd, as a usage error when wrong.
+func parseCipher(cmd, value string) (cipher.Algorithm, error) {
+	alg, err := cipher.ParseAlgorithm(value)
+	if err != nil {
+		return 0, usageError(fmt.Errorf("%s: --%s: %w", cmd, flagCipher, err))
+	}
+	return alg, nil
+}
+
 // quietFlag is --quiet: no progress bar and no summary.
 func quietFlag() cli.Flag {
 	return &cli.BoolFlag{Name: flagQuiet, Aliases: []string{"q"}, Usage: "print nothing but errors (no progress bar)"}

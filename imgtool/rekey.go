@@ -56,7 +56,7 @@ Exit codes: 0 success, 1 failure (nothing changed), 2 wrong command line.`,
 			certFlag("add the recipients of `CERT.pem`; repeatable (with --rotate: the new recipients, all of them)"),
 			&cli.StringSliceFlag{Name: "remove", Usage: "drop the recipient with this `FINGERPRINT`; repeatable"},
 			&cli.BoolFlag{Name: "rotate", Usage: "re-encrypt the whole set under a new file key, for exactly the --cert recipients"},
-			&cli.StringFlag{Name: flagCipher, Usage: "with --rotate, the new AEAD: " + cipher.AES256GCM.String() + " or " + cipher.ChaCha20Poly1305.String()},
+			cipherFlag("with --rotate, the new AEAD", ""),
 			quietFlag(),
 		},
 		OnUsageError: func(_ *cli.Context, err error, _ bool) error { return usageError(err) },
@@ -118,9 +118,9 @@ func rekeyRequest(opts rekeyOptions) (imgset.RekeyOptions, error) {
 		if !opts.Rotate {
 			return ro, usageError(fmt.Errorf("rekey: --%s needs --rotate (the data stays as it is otherwise)", flagCipher))
 		}
-		alg, err := cipher.ParseAlgorithm(opts.Cipher)
+		alg, err := parseCipher("rekey", opts.Cipher)
 		if err != nil {
-			return ro, usageError(fmt.Errorf("rekey: --%s: %w", flagCipher, err))
+			return ro, err
 		}
 		ro.Algorithm = alg
 	}

@@ -1,0 +1,154 @@
+package cipher
+
+import (
+	"bytes"
+	"errors"
+	"io"
+	"sync"
+	"testing"
+)
+
+// memFile is an in-memory io.WriterAt that records which bytes were written.
+type memFile struct {
+	mu      sync.Mutex
+	data    []byte
+	written []bool
+	failAt  int64 // a write at this offset fails; -1: none
+}
+
+func newMemFile() *memFile { return &memFile{failAt: -1} }
+
+var errDiskFull = errors.New("disk full")
+
+func (m *memFile) WriteAt(p []byte, off int64) (int, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if off == m.failAt {
+		return 0, errDiskFull
+	}
+	if end := int(off) + len(p); end > len(m.data) {
+		m.data = append(m.data, make([]byte, end-len(m.data))...)
+		m.written = append(m.written, make([]bool, end-len(m.written))...)
+	}
+	copy(m.data[off:], p)
+	for i := range p {
+		m.written[int(off)+i] = true
+	}
+	return len(p), nil
+}
+
+func testPlain(size int) []byte {
+	plain := make([]byte, size)
+	for i := range plain {
+		plain[i] = byte(i*7/5 + i>>16)
+	}
+	return plain
+}
+
+// streamEncrypt encrypts plain as name with the streaming Writer.
+func streamEncrypt(t *testing.T, key *SetKey, name string, plain []byte) []byte {
+	t.Helper()
+	var ct bytes.Buffer
+	w, err := key.NewWriter(&ct, name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := w.Write(plain); err != nil {
+		t.Fatal(err)
+	}
+	if err := w.Close(); err != nil {
+		t.Fatal(err)
+	}
+	return ct.Bytes()
+}
+
+// TestEncryptAtMatchesStream checks that the positional path writes exactly the
+// bytes of the stream, and that DecryptAt gives the plaintext back, with progress
+// adding up to the size, at every batch boundary.
+func TestEncryptAtMatchesStream(t *testing.T) {
+	for _, alg := range []Algorithm{AES256GCM, ChaCha20Poly1305} {
+		key, err := NewSetKey(alg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, size := range []int{0, 1, ChunkSize - 1, ChunkSize, ChunkSize + 1, batchPlain - 1, batchPlain,
+			batchPlain + 1, 2*batchPlain + ChunkSize, 5*batchPlain + 17} {
+			plain := testPlain(size)
+			ct := newMemFile()
+			var progress int64
+			if err := key.EncryptAt(ct, bytes.NewReader(plain), int64(size), "pages-1.img", func(n int64) { progress += n }); err != nil {
+				t.Fatalf("%v, size %d: %v", alg, size, err)
+			}
+			if want := streamEncrypt(t, key, "pages-1.img", plain); !bytes.Equal(ct.data, want) {
+				t.Fatalf("%v, size %d: EncryptAt wrote %d bytes that differ from the stream's %d", alg, size, len(ct.data), len(want))
+			}
+			if progress != int64(size) {
+				t.Errorf("%v, size %d: encrypt progress added up to %d", alg, size, progress)
+			}
+			r, err := key.NewReaderAt(bytes.NewReader(ct.data), int64(len(ct.data)), "pages-1.img", int64(size))
+			if err != nil {
+				t.Fatal(err)
+			}
+			out := newMemFile()
+			progress = 0
+			if err := r.DecryptAt(out, func(n int64) { progress += n }); err != nil {
+				t.Fatalf("%v, size %d: DecryptAt: %v", alg, size, err)
+			}
+			if !bytes.Equal(out.data, plain) || progress != int64(size) {
+				t.Fatalf("%v, size %d: DecryptAt gave %d bytes (equal: %v), progress %d", alg, size, len(out.data), bytes.Equal(out.data, plain), progress)
+			}
+		}
+	}
+}
+
+func TestEncryptAtErrors(t *testing.T) {
+	key, _ := NewSetKey(AES256GCM)
+	plain := testPlain(3*batchPlain + 100)
+	// A source shorter than announced (a file that shrank) fails, naming the file.
+	err := key.EncryptAt(newMemFile(), bytes.NewReader(plain[:2*batchPlain+5]), int64(len(plain)), "pages-1.img", nil)
+	if !errors.Is(err, io.ErrUnexpectedEOF) {
+		t.Errorf("short source: %v, want io.ErrUnexpectedEOF", err)
+	}
+	// A failing write is reported.
+	dst := newMemFile()
+	dst.failAt = PrefixSize + 2*batchCT
+	if err := key.EncryptAt(dst, bytes.NewReader(plain), int64(len(plain)), "pages-1.img", nil); !errors.Is(err, errDiskFull) {
+		t.Errorf("failing write: %v, want %v", err, errDiskFull)
+	}
+	if err := key.EncryptAt(newMemFile(), bytes.NewReader(nil), -1, "x", nil); err == nil {
+		t.Error("negative size: no error")
+	}
+}
+
+// TestDecryptAtWritesOnlyAuthenticated damages chunks in two batches of a file:
+// DecryptAt reports the first, and never writes a byte of a batch that failed.
+func TestDecryptAtWritesOnlyAuthenticated(t *testing.T) {
+	key, _ := NewSetKey(AES256GCM)
+	plain := testPlain(4*batchPlain + 1000)
+	ct := streamEncrypt(t, key, "pages-1.img", plain)
+	bad := bytes.Clone(ct)
+	firstBad := int64(batchChunks + 3) // in batch 1
+	bad[PrefixSize+firstBad*chunkCT+10] ^= 1
+	bad[PrefixSize+(3*batchChunks+1)*chunkCT+10] ^= 1 // in batch 3
+	r, err := key.NewReaderAt(bytes.NewReader(bad), int64(len(bad)), "pages-1.img", int64(len(plain)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := newMemFile()
+	err = r.DecryptAt(out, nil)
+	var ce *Error
+	if !errors.As(err, &ce) || !errors.Is(err, ErrChunkAuth) || ce.Offset != PrefixSize+firstBad*chunkCT {
+		t.Fatalf("got %v, want ErrChunkAuth at chunk %d", err, firstBad)
+	}
+	for i, w := range out.written {
+		if !w {
+			continue
+		}
+		if b := i / batchPlain; b == 1 || b == 3 {
+			t.Fatalf("byte %d of failed batch %d written", i, b)
+		}
+		if out.data[i] != plain[i] {
+			t.Fatalf("byte %d written wrong", i)
+		}
+	}
+}
