@@ -13,11 +13,11 @@ import (
 // i*chunkCT, its plaintext at i*ChunkSize), so a whole file needs no ordered
 // stream: each of pipelineWorkers goroutines takes the next batch, reads it with
 // one positional read into its own buffer, seals or opens it there in place, and
-// writes it at its own offset. Nothing is handed between goroutines and each one
-// keeps a single batch buffer hot in its cache, where a reader, sealers and an
-// in-order writer passed every batch through three goroutines and two buffers:
-// on two cores that hand-over, not the cipher, was what kept encrypt and decrypt
-// well behind a plain copy of the file.
+// writes it at its own offset. Nothing is handed between goroutines, and each
+// keeps one batch buffer hot in its cache, where the stream (Writer, WriteTo)
+// passes every batch through a reader, sealers and an in-order writer and two
+// buffers. How fast the reads and writes themselves are is up to dst and src
+// (imgset gives files of tmpfs raw system calls).
 
 // EncryptAt encrypts the size bytes at the start of src, the whole plaintext of
 // the file called name, into dst as that file's encrypted form: the prefix at

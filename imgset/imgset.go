@@ -182,9 +182,9 @@ func (s *Set) Open(name string) (*File, error) {
 		return nil, err
 	}
 	if s.header == nil {
-		return &File{name: name, f: f, size: st.Size(), ra: f}, nil
+		return &File{name: name, f: f, size: st.Size(), ra: positional(f)}, nil
 	}
-	dec, err := s.key.NewReaderAt(f, st.Size(), name, s.sizes[name])
+	dec, err := s.key.NewReaderAt(positional(f), st.Size(), name, s.sizes[name])
 	if err != nil {
 		f.Close()
 		return nil, fmt.Errorf("image set %s: %w", s.dir, err)

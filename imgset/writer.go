@@ -202,9 +202,9 @@ func (s *setFile) ReadFrom(r io.Reader) (int64, error) {
 func (s *setFile) copyAt(in *File, progress func(int64)) error {
 	switch {
 	case s.w.key != nil && in.dec == nil:
-		s.err = s.w.key.EncryptAt(s.f, in.f, in.size, s.name, progress)
+		s.err = s.w.key.EncryptAt(positional(s.f), in.ra, in.size, s.name, progress)
 	case s.w.key == nil && in.dec != nil:
-		s.err = in.dec.DecryptAt(s.f, progress)
+		s.err = in.dec.DecryptAt(positional(s.f), progress)
 	default:
 		s.err = fmt.Errorf("%s: a positional copy needs exactly one of the two sets encrypted", s.name)
 	}
