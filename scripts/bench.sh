@@ -4,6 +4,13 @@
 # page rates CRIU 4.2 was measured at (dump/restore). Nothing here asserts a time;
 # it prints what it measured. Work happens in tmpfs (/dev/shm) to measure CPU, not disk.
 set -euo pipefail
+# Be a child subreaper (PR_SET_CHILD_SUBREAPER, 36; kept across exec), so that the
+# processes restore -d leaves behind are reparented to this shell, which reaps them
+# when they are killed: their PIDs are then free for the next restore.
+if [ -z "${IMGTOOL_BENCH_REAPER:-}" ] && command -v python3 >/dev/null; then
+	export IMGTOOL_BENCH_REAPER=1
+	exec python3 -c 'import ctypes, os, sys; ctypes.CDLL(None).prctl(36, 1, 0, 0, 0); os.execvp("bash", ["bash"] + sys.argv[1:])' "$0" "$@"
+fi
 cd "$(dirname "$0")/.."
 IMGTOOL=$(realpath "${1:-bin/imgtool}")
 ROOT=$(pwd)
@@ -89,15 +96,25 @@ start_big() {
 "$IMGTOOL" keygen --type p256 --cert "$W/cert.pem" --key "$W/key.pem" >/dev/null
 # Two processes, one per dump: each restore below then gets its own free PID (after a
 # restore -d the restored process is no longer ours to reap).
-start_big 1
-pid=$(cat "$W/big.pid")
-dump_plain=$(tm "$IMGTOOL" dump -t "$pid" -D "$W/set" --quiet)
-wait "$pid" 2>/dev/null || true
+# dump_best N SET [FLAGS]: dumps the running big three times with --leave-running, then
+# once more for good into SET (which kills it); prints the fastest of the four.
+dump_best() {
+	local n=$1 set=$2 b r pid
+	shift 2
+	start_big "$n"
+	pid=$(cat "$W/big.pid")
+	b=$(best5 "$W/scratch" "$IMGTOOL" dump -t "$pid" -D "$W/scratch" --leave-running --quiet "$@")
+	rm -rf "$W/scratch"
+	r=$(tm "$IMGTOOL" dump -t "$pid" -D "$set" --quiet "$@")
+	wait "$pid" 2>/dev/null || true
+	stat -c %s "$W/big-$n.log" >"$W/big-$n.log.size"
+	if awk -v a="${r% *}" -v b="${b% *}" 'BEGIN{exit !(a<b)}'; then b=$r; fi
+	echo "$b"
+}
+# Two processes, one per set: each restore below then has its own PID and log.
+dump_plain=$(dump_best 1 "$W/set")
+dump_enc=$(dump_best 2 "$W/set-e" -e --cert "$W/cert.pem")
 pages=$(du -cb "$W"/set/pages-*.img | tail -1 | cut -f1)
-start_big 2
-pid=$(cat "$W/big.pid")
-dump_enc=$(tm "$IMGTOOL" dump -t "$pid" -D "$W/set-e" -e --cert "$W/cert.pem" --quiet)
-wait "$pid" 2>/dev/null || true
 echo "set: $(du -sh "$W/set" | cut -f1), pages $((pages >> 20)) MiB in $(ls "$W/set" | wc -l) files"
 
 ##############################################################################
@@ -146,12 +163,28 @@ row "imgtool rekey (add a recipient)" "$(secs "$rekey_t")" "$(mib "$rekey_t")" "
 echo
 echo "## 4. Dump and restore of the 256 MiB process (CRIU 4.2 here: dump 0.21 s, restore 0.18 s)"
 rate() { awk -v b="$pages" -v s="$1" 'BEGIN{ if (s<=0) s=0.0005; printf "%.2f GiB/s", b/s/1073741824 }'; }
-rest_t=$(tm "$IMGTOOL" restore -D "$W/set" -d --pidfile "$W/r1.pid"); kill -9 "$(cat "$W/r1.pid")" 2>/dev/null || true; sleep 0.3
-rest_e=$(tm "$IMGTOOL" restore -D "$W/set-e" --tls-key "$W/key.pem" -d --pidfile "$W/r2.pid"); kill -9 "$(cat "$W/r2.pid")" 2>/dev/null || true
+# restore_best SET LOG [KEY]: best of three restores -d of SET. Between runs the restored
+# process is killed (and reaped, see the top) and its log cut back to the size the set
+# recorded, as a restore checks.
+restore_best() {
+	local set=$1 log=$2 size b="" r root
+	shift 2
+	size=$(cat "$log.size")
+	for _ in 1 2 3; do
+		truncate -s "$size" "$log"
+		r=$(tm "$IMGTOOL" restore -D "$set" -d --pidfile "$W/r.pid" "$@")
+		root=$(cat "$W/r.pid"); kill -9 "$root" 2>/dev/null || true
+		for _ in $(seq 100); do [ -e "/proc/$root" ] || break; sleep 0.02; done
+		if [ -z "$b" ] || awk -v a="${r% *}" -v b="${b% *}" 'BEGIN{exit !(a<b)}'; then b=$r; fi
+	done
+	echo "$b"
+}
+rest_t=$(restore_best "$W/set" "$W/big-1.log")
+rest_e=$(restore_best "$W/set-e" "$W/big-2.log" --tls-key "$W/key.pem")
 row "operation" "seconds" "peak MiB" "rate"
-row "imgtool dump" "$(secs "$dump_plain")" "$(mib "$dump_plain")" "$(rate "$(secs "$dump_plain")") (CRIU: 1.2 GiB/s)"
-row "imgtool dump -e" "$(secs "$dump_enc")" "$(mib "$dump_enc")" "$(rate "$(secs "$dump_enc")"), $(ratio "$(secs "$dump_enc")" "$(secs "$dump_plain")")x plain (target <= 1.15)"
-row "imgtool restore" "$(secs "$rest_t")" "$(mib "$rest_t")" "$(rate "$(secs "$rest_t")") (CRIU: 1.4 GiB/s)"
+row "imgtool dump (best of 6)" "$(secs "$dump_plain")" "$(mib "$dump_plain")" "$(rate "$(secs "$dump_plain")") (CRIU: 1.2 GiB/s)"
+row "imgtool dump -e (best of 6)" "$(secs "$dump_enc")" "$(mib "$dump_enc")" "$(rate "$(secs "$dump_enc")"), $(ratio "$(secs "$dump_enc")" "$(secs "$dump_plain")")x plain (target <= 1.15)"
+row "imgtool restore (best of 3)" "$(secs "$rest_t")" "$(mib "$rest_t")" "$(rate "$(secs "$rest_t")") (CRIU: 1.4 GiB/s)"
 row "imgtool restore (encrypted)" "$(secs "$rest_e")" "$(mib "$rest_e")" "$(rate "$(secs "$rest_e")"), $(ratio "$(secs "$rest_e")" "$(secs "$rest_t")")x plain (target <= 1.15)"
 
 ##############################################################################
