@@ -14,10 +14,11 @@ import (
 // stream: each of pipelineWorkers goroutines takes the next batch, reads it with
 // one positional read into its own buffer, seals or opens it there in place, and
 // writes it at its own offset. Nothing is handed between goroutines, and each
-// keeps one batch buffer hot in its cache, where the stream (Writer, WriteTo)
-// passes every batch through a reader, sealers and an in-order writer and two
-// buffers. How fast the reads and writes themselves are is up to dst and src
-// (imgset gives files of tmpfs raw system calls).
+// keeps one batch buffer hot in its cache, where the decrypting stream (WriteTo)
+// passes every batch through a reader, openers and an in-order consumer and two
+// buffers. (The encrypting stream, Writer, works much like this path when its
+// destination takes positional writes.) How fast the reads and writes themselves
+// are is up to dst and src (imgset gives files of tmpfs raw system calls).
 
 // EncryptAt encrypts the size bytes at the start of src, the whole plaintext of
 // the file called name, into dst as that file's encrypted form: the prefix at

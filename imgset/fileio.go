@@ -34,6 +34,17 @@ func positional(f *os.File) fileAt {
 	return &memFile{f: f, rc: rc}
 }
 
+// streamFile is the file an encrypting stream (cipher.Writer) writes to: the
+// prefix through f, each sealed batch at its offset through the positional
+// path of f, which the stream takes from WriteAt and Seek.
+type streamFile struct {
+	*os.File
+	at fileAt
+}
+
+// WriteAt implements io.WriterAt through the positional path.
+func (s streamFile) WriteAt(p []byte, off int64) (int, error) { return s.at.WriteAt(p, off) }
+
 // memFile reads and writes a file of a memory-backed filesystem with raw system
 // calls, which skip the Go scheduler's bookkeeping for calls that may block.
 //

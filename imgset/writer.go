@@ -146,7 +146,7 @@ func (w *Writer) createFile(name string, perm os.FileMode, stream bool) (*setFil
 	}
 	sf := &setFile{name: name, f: f, w: w}
 	if w.key != nil && stream {
-		if sf.enc, err = w.key.NewWriter(f, name); err != nil {
+		if sf.enc, err = w.key.NewWriter(streamFile{File: f, at: positional(f)}, name); err != nil {
 			f.Close()
 			return nil, fmt.Errorf("image set %s: %s: %w", w.dir, name, err)
 		}
