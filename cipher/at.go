@@ -40,7 +40,7 @@ func (k *SetKey) EncryptAt(dst io.WriterAt, src io.ReaderAt, size int64, name st
 		return err
 	}
 	chunks := numChunks(size)
-	return runBatches(chunks, size, progress, func(b int64, buf []byte) error {
+	return runBatches(chunks, size, batchChunks, progress, func(b int64, buf []byte) error {
 		first := b * batchChunks
 		n := int(min(batchChunks, chunks-first))
 		plain := int(min(batchPlain, size-first*ChunkSize))
@@ -71,7 +71,7 @@ func (k *SetKey) EncryptAt(dst io.WriterAt, src io.ReaderAt, size int64, name st
 // only authenticated plaintext but may miss parts before the failing chunk, and
 // is to be discarded. progress is as for EncryptAt.
 func (r *ReaderAt) DecryptAt(dst io.WriterAt, progress func(n int64)) error {
-	return runBatches(r.chunks, r.size, progress, func(b int64, buf []byte) error {
+	return runBatches(r.chunks, r.size, batchChunks, progress, func(b int64, buf []byte) error {
 		j := openJob{first: b * batchChunks, n: int(min(batchChunks, r.chunks-b*batchChunks)), ct: buf}
 		r.fill(&j)
 		if j.err != nil {
@@ -95,15 +95,54 @@ func (r *ReaderAt) DecryptAt(dst io.WriterAt, progress func(n int64)) error {
 	})
 }
 
-// runBatches runs do on every batch of a file of chunks chunks and size plaintext
-// bytes, on pipelineWorkers goroutines (the caller's and helpers), each with its
-// own buffer of one sealed batch. It stops at the first failure and returns the
-// error of the first failing batch in file order.
-func runBatches(chunks, size int64, progress func(int64), do func(b int64, buf []byte) error) error {
-	batches := (chunks + batchChunks - 1) / batchChunks
+// openChunks chunks are DecryptEach's unit: read, opened and handed over while
+// they are in the core's cache.
+const openChunks = unitChunks
+
+// DecryptEach decrypts the whole file and hands its plaintext to put, unit by
+// unit: each call gets the authenticated plaintext of a few consecutive chunks, one
+// slice per chunk, the first at offset off of the file. put is called from
+// pipelineWorkers goroutines at once, in no set order, and must be done with the
+// slices when it returns. progress is as for EncryptAt.
+//
+// It is the copy-free way out: each goroutine reads a unit's ciphertext into a
+// buffer that stays in its cache and opens every chunk there in place, and put
+// takes the plaintext from there. Every chunk is authenticated before put sees
+// it. On error put may not have seen parts before the failing chunk; the error is
+// that of the first failing unit in file order.
+func (r *ReaderAt) DecryptEach(put func(chunks [][]byte, off int64) error, progress func(n int64)) error {
+	return runBatches(r.chunks, r.size, openChunks, progress, func(b int64, buf []byte) error {
+		j := openJob{first: b * openChunks, n: int(min(openChunks, r.chunks-b*openChunks)), ct: buf}
+		r.fill(&j)
+		if j.err != nil {
+			return j.err
+		}
+		var chunks [openChunks][]byte
+		ct := j.ct
+		for i := 0; i < j.n; i++ {
+			idx := j.first + int64(i)
+			clen := chunkPlainLen(r.size, idx) + TagSize
+			nc := nonce(uint64(idx), idx == r.chunks-1)
+			plain, err := r.aead.Open(ct[:0], nc[:], ct[:clen], nil)
+			if err != nil {
+				return errorf(ErrChunkAuth, r.name, int64(PrefixSize)+idx*chunkCT, "chunk %d of %d", idx, r.chunks)
+			}
+			chunks[i] = plain
+			ct = ct[clen:]
+		}
+		return put(chunks[:j.n], j.first*ChunkSize)
+	})
+}
+
+// runBatches runs do on every batch of per chunks of a file of chunks chunks and
+// size plaintext bytes, on pipelineWorkers goroutines (the caller's and helpers),
+// each with its own buffer of one sealed batch. It stops at the first failure and
+// returns the error of the first failing batch in file order.
+func runBatches(chunks, size, per int64, progress func(int64), do func(b int64, buf []byte) error) error {
+	batches := (chunks + per - 1) / per
 	// A small file needs a buffer of its own size only, and no helper.
-	bufLen := int(min(batchCT, size+chunks*TagSize))
-	s := &batchRun{batches: batches, failed: batches, do: do}
+	bufLen := int(min(per*chunkCT, size+chunks*TagSize))
+	s := &batchRun{batches: batches, plain: per * ChunkSize, failed: batches, do: do}
 	var wg sync.WaitGroup
 	for range min(batches, pipelineWorkers) - 1 {
 		wg.Add(1)
@@ -128,6 +167,7 @@ func runBatches(chunks, size int64, progress func(int64), do func(b int64, buf [
 // batchRun shares the batches of one file among the goroutines of runBatches.
 type batchRun struct {
 	batches int64
+	plain   int64 // plaintext bytes of a batch
 	do      func(b int64, buf []byte) error
 	next    atomic.Int64 // next batch to take
 	done    atomic.Int64 // plaintext bytes done
@@ -149,7 +189,7 @@ func (s *batchRun) run(buf []byte, size int64, after func()) {
 			s.fail(b, err)
 			return
 		}
-		s.done.Add(min(size, (b+1)*batchPlain) - b*batchPlain)
+		s.done.Add(min(size, (b+1)*s.plain) - b*s.plain)
 		if after != nil {
 			after()
 		}

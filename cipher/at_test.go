@@ -152,3 +152,70 @@ func TestDecryptAtWritesOnlyAuthenticated(t *testing.T) {
 		}
 	}
 }
+
+// TestDecryptEach checks that DecryptEach hands over every byte of the plaintext
+// once, at its offset, in consecutive chunks, with progress adding up to the size;
+// and that a damaged chunk fails it with the chunk's error while no put ever sees
+// that chunk.
+func TestDecryptEach(t *testing.T) {
+	for _, alg := range []Algorithm{AES256GCM, ChaCha20Poly1305} {
+		key, err := NewSetKey(alg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, size := range []int{0, 1, ChunkSize, ChunkSize + 1, unitPlain - 1, unitPlain, unitPlain + 1,
+			batchPlain + 17, 7*unitPlain + ChunkSize} {
+			plain := testPlain(size)
+			ct := streamEncrypt(t, key, "pages-1.img", plain)
+			last := int(numChunks(int64(size))) - 1
+			for _, damaged := range []int{-1, 0, last / 2, last} {
+				data := append([]byte(nil), ct...)
+				if damaged >= 0 {
+					data[PrefixSize+damaged*chunkCT+3] ^= 1
+				}
+				r, err := key.NewReaderAt(bytes.NewReader(data), int64(len(data)), "pages-1.img", int64(size))
+				if err != nil {
+					t.Fatal(err)
+				}
+				got := newMemFile()
+				var progress int64
+				err = r.DecryptEach(func(chunks [][]byte, off int64) error {
+					if off%ChunkSize != 0 || len(chunks) == 0 || len(chunks) > unitChunks {
+						return errors.New("a unit not on a chunk boundary, or of a bad count of chunks")
+					}
+					for _, c := range chunks {
+						if damaged >= 0 && off/ChunkSize == int64(damaged) {
+							return errors.New("the damaged chunk was handed out")
+						}
+						if _, err := got.WriteAt(c, off); err != nil {
+							return err
+						}
+						off += int64(len(c))
+					}
+					return nil
+				}, func(n int64) { progress += n })
+				if damaged >= 0 {
+					if !errors.Is(err, ErrChunkAuth) {
+						t.Fatalf("%v, size %d, chunk %d damaged: %v, want ErrChunkAuth", alg, size, damaged, err)
+					}
+					var e *Error
+					if !errors.As(err, &e) || e.Offset != int64(PrefixSize+damaged*chunkCT) {
+						t.Fatalf("%v, size %d, chunk %d damaged: error %v names the wrong place", alg, size, damaged, err)
+					}
+					continue
+				}
+				if err != nil {
+					t.Fatalf("%v, size %d: %v", alg, size, err)
+				}
+				if !bytes.Equal(got.data, plain) || progress != int64(size) {
+					t.Fatalf("%v, size %d: plaintext differs, or progress %d", alg, size, progress)
+				}
+				for i, w := range got.written {
+					if !w {
+						t.Fatalf("%v, size %d: byte %d never handed out", alg, size, i)
+					}
+				}
+			}
+		}
+	}
+}

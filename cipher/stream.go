@@ -132,15 +132,16 @@ type Writer struct {
 	aead stdcipher.AEAD
 	name string
 
-	pend  []byte // plaintext not sealed yet, since it may end the file
-	chunk uint64 // index of pend's first chunk
-	size  int64  // plaintext bytes accepted
-	home  *sealerBuffers
-	crew  *sealCrew
-	units []span // the current round's units (reused)
-	block []byte // ReadFrom's read buffer, once a file is larger than a batch
-	err   error
-	done  bool
+	pend   []byte // plaintext not sealed yet, since it may end the file
+	chunk  uint64 // index of pend's first chunk
+	size   int64  // plaintext bytes accepted
+	home   *sealerBuffers
+	crew   *sealCrew
+	units  []span // the current round's units (reused)
+	block  []byte // ReadFrom's read buffer, once a file is larger than a batch
+	direct int64  // bytes of the current ReadFromAt reported to its progress
+	err    error
+	done   bool
 }
 
 // NewWriter writes the prefix of the encrypted file called name to dst and returns
@@ -236,7 +237,7 @@ func (w *Writer) growPend(n int) {
 	if n <= cap(w.pend) {
 		return
 	}
-	grown := min(batchPlain, max(2*cap(w.pend), firstRead, n))
+	grown := max(n, min(batchPlain, max(2*cap(w.pend), firstRead)))
 	w.pend = append(make([]byte, 0, grown), w.pend...)
 }
 
@@ -374,17 +375,112 @@ type span struct {
 	first uint64
 }
 
+// ReadFromAt encrypts the size bytes of src at offsets 0 to size, as if they were
+// written with Write, and reports the plaintext bytes done to progress (if not
+// nil) from the caller's goroutine as it goes. src must be safe for concurrent
+// use.
+//
+// It is the copy-free way in: every chunk but the last is read by src.ReadAt
+// straight into its sealed place in a sealer's unit buffer (laid out as the
+// ciphertext, a tag's room after each chunk), sealed there in place while it is
+// in the sealer's cache, and written from there. The caller's goroutine and the
+// helpers read, seal and write units in parallel, so src is read at several
+// offsets at once, in no set order. The last chunk is held back like Write's. On
+// a read error nothing more is written and the Writer fails.
+func (w *Writer) ReadFromAt(src io.ReaderAt, size int64, progress func(n int64)) error {
+	if err := w.check(); err != nil {
+		return err
+	}
+	if size < 0 || w.size+size > MaxFileSize {
+		return fmt.Errorf("%s: file larger than %d bytes", w.name, int64(MaxFileSize))
+	}
+	if len(w.pend)+int(size) <= batchPlain {
+		// Small: gathered in pend, like a small Write.
+		if err := w.readPend(src, 0, int(size)); err != nil {
+			return err
+		}
+		if progress != nil {
+			progress(size)
+		}
+		return nil
+	}
+	// Complete pend's last chunk, so that the rest goes on from a chunk boundary.
+	// pend rounded up to a chunk still fits in a batch, so some of src is left.
+	off := int64((ChunkSize - len(w.pend)%ChunkSize) % ChunkSize)
+	if err := w.readPend(src, 0, int(off)); err != nil {
+		return err
+	}
+	// Everything in pend now precedes more data: none of it ends the file.
+	w.units = w.units[:0]
+	next := w.addUnits(w.pend, w.chunk)
+	w.seal()
+	if err := w.out.failed(); err != nil {
+		w.err = err
+		return err
+	}
+	w.chunk, w.pend = next, w.pend[:0]
+	keep := (size - off) % ChunkSize
+	if keep == 0 {
+		keep = ChunkSize
+	}
+	w.direct = 0
+	if direct := size - off - keep; direct > 0 {
+		r := &round{w: w, src: src, srcOff: off, first: w.chunk, chunks: direct / ChunkSize, sealed: make(chan struct{})}
+		r.count = int((r.chunks + unitChunks - 1) / unitChunks)
+		w.runRound(r, progress)
+		err := r.failure()
+		if err == nil {
+			err = w.out.failed()
+		}
+		if err != nil {
+			w.err = err
+			return err
+		}
+		w.chunk += uint64(r.chunks)
+		w.size += direct
+		off += direct
+	}
+	if err := w.readPend(src, off, int(keep)); err != nil {
+		return err
+	}
+	if progress != nil {
+		progress(size - w.direct)
+	}
+	return nil
+}
+
+// readPend appends n bytes of src at off to pend.
+func (w *Writer) readPend(src io.ReaderAt, off int64, n int) error {
+	w.growPend(len(w.pend) + n)
+	p := w.pend[len(w.pend) : len(w.pend)+n]
+	if err := readFull(src, p, off); err != nil {
+		w.err = fmt.Errorf("%s: reading plaintext at %d: %w", w.name, off+int64(errOffset(err)), err)
+		return w.err
+	}
+	w.pend = w.pend[:len(w.pend)+n]
+	w.size += int64(n)
+	return nil
+}
+
 // seal seals the units of the current round, alone when there is one, else
 // with the helpers, and returns once all are sealed (not necessarily written).
 func (w *Writer) seal() {
 	if len(w.units) == 0 {
 		return
 	}
+	r := &round{w: w, units: w.units, count: len(w.units), sealed: make(chan struct{})}
+	w.runRound(r, nil)
+}
+
+// runRound runs r on the caller's goroutine, and on the helpers when it has more
+// than one unit, and returns once every unit is done (sealed, not necessarily
+// written). progress, if not nil, is called from the caller's goroutine with the
+// plaintext bytes of a read round sealed.
+func (w *Writer) runRound(r *round, progress func(int64)) {
 	if w.home == nil {
 		w.home = newSealerBuffers()
 	}
-	r := &round{w: w, units: w.units, sealed: make(chan struct{})}
-	if len(w.units) > 1 {
+	if r.count > 1 {
 		if w.crew == nil {
 			w.crew = startCrew(pipelineWorkers - 1)
 		}
@@ -392,8 +488,20 @@ func (w *Writer) seal() {
 			w.crew.rounds <- r
 		}
 	}
-	r.run(w.home)
+	var after func()
+	if progress != nil {
+		after = func() {
+			if d := r.bytes.Load(); d > w.direct {
+				progress(d - w.direct)
+				w.direct = d
+			}
+		}
+	}
+	r.run(w.home, after)
 	<-r.sealed
+	if after != nil {
+		after()
+	}
 }
 
 func (w *Writer) stop() {
@@ -403,36 +511,109 @@ func (w *Writer) stop() {
 	}
 }
 
-// round is the sealing of the units of one Write, shared by whoever runs it.
+// round is the sealing of the units of one Write (units) or one ReadFromAt
+// (chunks of src), shared by whoever runs it.
 type round struct {
-	w      *Writer
-	units  []span
+	w     *Writer
+	count int    // units in the round
+	units []span // a Write's units
+
+	src    io.ReaderAt // a ReadFromAt's source, nil for a Write
+	srcOff int64       // offset in src of chunk first
+	first  uint64
+	chunks int64 // chunks read from src, none of them the file's last
+
 	next   atomic.Int64  // next unit to take
-	done   atomic.Int64  // units sealed
-	sealed chan struct{} // closed once every unit is sealed
+	done   atomic.Int64  // units sealed, or skipped after a failure
+	bytes  atomic.Int64  // plaintext bytes sealed
+	sealed chan struct{} // closed once every unit is done
+
+	mu  sync.Mutex
+	err error // the first read error
 }
 
 // run seals units into buffers from home, handing each to be written, until
-// none is left.
-func (r *round) run(home *sealerBuffers) {
+// none is left. after, if not nil, is called after each unit.
+func (r *round) run(home *sealerBuffers, after func()) {
 	w := r.w
 	for {
 		// The buffer first, then the unit: so a unit is taken only by a
 		// goroutine that can seal it at once, which writing in order needs.
 		ct := home.get(w.out)
 		i := int(r.next.Add(1) - 1)
-		if i >= len(r.units) {
+		if i >= r.count {
 			home.put(ct)
 			return
 		}
-		u := r.units[i]
-		n := sealBatch(w.aead, ct, u.plain, u.first, false)
-		w.out.push(sealedUnit{ct: ct, n: n, first: u.first, chunks: int64(len(u.plain) / ChunkSize), home: home})
-		if r.done.Add(1) == int64(len(r.units)) {
+		u, err := r.sealUnit(ct, i)
+		if err == nil {
+			u.home = home
+			w.out.push(u)
+		} else {
+			home.put(ct)
+		}
+		if r.done.Add(1) == int64(r.count) {
 			close(r.sealed) // the caller may go on while this unit is written
 		}
-		w.out.drain(false)
+		if err == nil {
+			w.out.drain(false)
+		}
+		if after != nil {
+			after()
+		}
 	}
+}
+
+// errSkipped marks a unit left out after another failed.
+var errSkipped = errors.New("skipped after a failure")
+
+// sealUnit seals unit i of the round into ct.
+func (r *round) sealUnit(ct []byte, i int) (sealedUnit, error) {
+	w := r.w
+	if r.src == nil {
+		u := r.units[i]
+		n := sealBatch(w.aead, ct, u.plain, u.first, false)
+		r.bytes.Add(int64(len(u.plain)))
+		return sealedUnit{ct: ct, n: n, first: u.first, chunks: int64(len(u.plain) / ChunkSize)}, nil
+	}
+	if r.failure() != nil {
+		return sealedUnit{}, errSkipped
+	}
+	lo := int64(i) * unitChunks
+	n := int(min(unitChunks, r.chunks-lo))
+	first := r.first + uint64(lo)
+	for j := 0; j < n; j++ {
+		// Each chunk is read into its sealed place and sealed there: an AEAD
+		// takes a destination that overlaps its source exactly.
+		slot := ct[j*chunkCT : j*chunkCT+ChunkSize]
+		off := r.srcOff + (lo+int64(j))*ChunkSize
+		if err := readFull(r.src, slot, off); err != nil {
+			err = fmt.Errorf("%s: reading plaintext at %d: %w", w.name, off+int64(errOffset(err)), err)
+			r.fail(err)
+			return sealedUnit{}, err
+		}
+		nc := nonce(first+uint64(j), false)
+		w.aead.Seal(slot[:0], nc[:], slot, nil)
+	}
+	r.bytes.Add(int64(n) * ChunkSize)
+	return sealedUnit{ct: ct, n: n * chunkCT, first: first, chunks: int64(n)}, nil
+}
+
+// fail records a read error, and makes the output drop every unit from now on
+// (so that units waiting behind the missing one do not hold their buffers).
+func (r *round) fail(err error) {
+	r.mu.Lock()
+	if r.err == nil {
+		r.err = err
+	}
+	r.mu.Unlock()
+	r.w.out.fail(err)
+}
+
+func (r *round) failure() error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.err
 }
 
 // sealerBuffers are the ciphertext buffers of one sealer.
@@ -550,7 +731,8 @@ func (o *sealOut) peek() (int, bool) {
 // or in order the next one. o.mu is held.
 func (o *sealOut) writable() (int, bool) {
 	for i, u := range o.pending {
-		if o.at != nil || u.first == o.next {
+		// After a failure nothing is written: any unit is taken, to be dropped.
+		if o.at != nil || o.err != nil || u.first == o.next {
 			return i, true
 		}
 	}
@@ -602,7 +784,7 @@ func startCrew(helpers int) *sealCrew {
 		go func() {
 			home := newSealerBuffers()
 			for r := range c.rounds {
-				r.run(home)
+				r.run(home, nil)
 			}
 		}()
 	}

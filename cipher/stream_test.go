@@ -50,6 +50,34 @@ var writePatterns = []writePattern{
 		_, err := w.ReadFrom(bufio.NewReaderSize(bytes.NewReader(plain), 5000))
 		return err
 	}},
+	{"ReadFromAt", readFromAtInPieces(1 << 40)},
+	{"ReadFromAt pieces", readFromAtInPieces(3*batchPlain+100, 4096, ChunkSize, 5*unitPlain+ChunkSize)},
+	{"Write then ReadFromAt", func(w *Writer, plain []byte) error {
+		n := min(len(plain), batchPlain-7)
+		if _, err := w.Write(plain[:n]); err != nil {
+			return err
+		}
+		return readFromAtInPieces(1<<40)(w, plain[n:])
+	}},
+}
+
+// readFromAtInPieces feeds plain to ReadFromAt in pieces of the given sizes (in
+// turn), each from a source of its own, and checks what progress was told.
+func readFromAtInPieces(sizes ...int) func(w *Writer, plain []byte) error {
+	return func(w *Writer, plain []byte) error {
+		for i := 0; len(plain) > 0; i++ {
+			n := min(len(plain), sizes[i%len(sizes)])
+			var reported int64
+			if err := w.ReadFromAt(bytes.NewReader(plain[:n]), int64(n), func(d int64) { reported += d }); err != nil {
+				return err
+			}
+			if reported != int64(n) {
+				return fmt.Errorf("progress told %d bytes of %d", reported, n)
+			}
+			plain = plain[n:]
+		}
+		return nil
+	}
 }
 
 // destinations the Writer writes to: in order, and positionally (a file,
@@ -316,6 +344,56 @@ func TestWriterAbort(t *testing.T) {
 		}
 		if int64(len(written)) >= CiphertextSize(4*batchPlain+9) {
 			t.Fatalf("%s: an aborted file is complete (%d bytes)", dest, len(written))
+		}
+	}
+}
+
+// failingReaderAt fails every read that reaches past limit.
+type failingReaderAt struct {
+	r     io.ReaderAt
+	limit int64
+}
+
+var errSource = errors.New("source failed")
+
+func (f failingReaderAt) ReadAt(p []byte, off int64) (int, error) {
+	if off+int64(len(p)) > f.limit {
+		return 0, errSource
+	}
+	return f.r.ReadAt(p, off)
+}
+
+// TestWriterReadFromAtFails checks that a failing source fails ReadFromAt and
+// every later call, whichever chunk fails, and leaves no complete file.
+func TestWriterReadFromAtFails(t *testing.T) {
+	key := newSetKeyFrom(bytes.Repeat([]byte{7}, FileKeySize), SetID{1, 2, 3}, AES256GCM)
+	plain := testPlain(40*unitPlain + 123)
+	for _, dest := range destinations {
+		for _, limit := range []int64{0, ChunkSize + 1, 17 * unitPlain, int64(len(plain)) - 1} {
+			var buf bytes.Buffer
+			var dst io.Writer = &buf
+			if dest == "file" {
+				f, err := os.Create(filepath.Join(t.TempDir(), "pages-1.img"))
+				if err != nil {
+					t.Fatal(err)
+				}
+				defer f.Close()
+				dst = f
+			}
+			w, err := key.NewWriter(dst, "pages-1.img")
+			if err != nil {
+				t.Fatal(err)
+			}
+			src := failingReaderAt{bytes.NewReader(plain), limit}
+			if err := w.ReadFromAt(src, int64(len(plain)), nil); !errors.Is(err, errSource) {
+				t.Fatalf("%s, limit %d: ReadFromAt: %v, want the source's error", dest, limit, err)
+			}
+			if _, err := w.Write([]byte("x")); err == nil {
+				t.Fatalf("%s, limit %d: Write after a failed ReadFromAt succeeded", dest, limit)
+			}
+			if err := w.Close(); err == nil {
+				t.Fatalf("%s, limit %d: Close after a failed ReadFromAt succeeded", dest, limit)
+			}
 		}
 	}
 }

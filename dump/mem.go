@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"sort"
 	"sync"
 	"unsafe"
 
@@ -172,6 +173,16 @@ func (d *dumper) copyPages(pid int, runs []pageRun, w io.Writer) error {
 			}
 		}()
 		r := pageReader{pid: pid, runs: runs}
+		open := func() (*os.File, error) {
+			if mem == nil {
+				f, err := os.Open(procfs.Path(pid, "mem"))
+				if err != nil {
+					return nil, fmt.Errorf("open memory of %d: %w", pid, err)
+				}
+				mem = f
+			}
+			return mem, nil
+		}
 		for !r.done() {
 			var buf []byte
 			select {
@@ -183,7 +194,7 @@ func (d *dumper) copyPages(pid int, runs []pageRun, w io.Writer) error {
 				full <- batch{err: fmt.Errorf("dump interrupted: %w", err)}
 				return
 			}
-			n, err := r.fill(buf, &mem)
+			n, err := r.fill(buf, open)
 			full <- batch{buf: buf, n: n, err: err}
 			if err != nil {
 				return
@@ -221,20 +232,17 @@ func (r *pageReader) done() bool { return r.i >= len(r.runs) }
 // fill copies as many pages as fit in buf. Readable memory goes through process_vm_readv
 // with up to iovMax remote ranges per call; unreadable mappings (PROT_NONE, exec-only)
 // through /proc/PID/mem.
-func (r *pageReader) fill(buf []byte, mem **os.File) (int, error) {
+func (r *pageReader) fill(buf []byte, openMem func() (*os.File, error)) (int, error) {
 	filled := 0
 	for !r.done() && filled < len(buf) {
 		run := r.runs[r.i]
 		if run.viaMem {
-			if *mem == nil {
-				f, err := os.Open(procfs.Path(r.pid, "mem"))
-				if err != nil {
-					return filled, fmt.Errorf("open memory of %d: %w", r.pid, err)
-				}
-				*mem = f
+			mem, err := openMem()
+			if err != nil {
+				return filled, err
 			}
 			n := min(uint64(len(buf)-filled), run.n*pageSize-r.off)
-			if _, err := (*mem).ReadAt(buf[filled:filled+int(n)], int64(run.addr+r.off)); err != nil {
+			if _, err := mem.ReadAt(buf[filled:filled+int(n)], int64(run.addr+r.off)); err != nil {
 				return filled, fmt.Errorf("read memory of %d at %#x: %w", r.pid, run.addr+r.off, err)
 			}
 			filled += int(n)
@@ -288,4 +296,78 @@ func (d *dumper) progressAdd(n int64) {
 	if d.opts.Progress != nil {
 		d.opts.Progress(d.progressDone, d.progressTotal)
 	}
+}
+
+// readerFromAt is a pages file that takes its plaintext from an io.ReaderAt, read at
+// several offsets at once (an encrypted file of an *imgset.Writer: each chunk is read
+// straight into the buffer it is sealed in).
+type readerFromAt interface {
+	ReadFromAt(src io.ReaderAt, size int64, progress func(n int64)) error
+}
+
+// procPages is the pages of runs of a process, as the bytes of its pages file: an
+// io.ReaderAt safe for concurrent use.
+type procPages struct {
+	d      *dumper
+	pid    int
+	runs   []pageRun
+	starts []int64 // offset of each run in the file
+	size   int64
+
+	memOnce sync.Once
+	mem     *os.File // /proc/PID/mem, for the runs not readable by process_vm_readv
+	memErr  error
+}
+
+func newProcPages(d *dumper, pid int, runs []pageRun) *procPages {
+	p := &procPages{d: d, pid: pid, runs: runs, starts: make([]int64, len(runs))}
+	for i, r := range runs {
+		p.starts[i] = p.size
+		p.size += int64(r.n * pageSize)
+	}
+	return p
+}
+
+func (p *procPages) close() {
+	if p.mem != nil {
+		p.mem.Close()
+	}
+}
+
+// ReadAt copies the pages at offset off of the file, gathering the readable runs it
+// spans into process_vm_readv calls.
+func (p *procPages) ReadAt(b []byte, off int64) (int, error) {
+	if err := p.d.ctx.Err(); err != nil {
+		return 0, fmt.Errorf("dump interrupted: %w", err)
+	}
+	if off < 0 || off+int64(len(b)) > p.size {
+		return 0, fmt.Errorf("read of %d bytes at %d outside the %d bytes of pages of %d", len(b), off, p.size, p.pid)
+	}
+	i := sort.Search(len(p.starts), func(i int) bool { return p.starts[i] > off }) - 1
+	r := pageReader{pid: p.pid, runs: p.runs, i: i, off: uint64(off - p.starts[i])}
+	filled := 0
+	for filled < len(b) {
+		n, err := r.fill(b[filled:], p.openMem)
+		filled += n
+		if err != nil {
+			return filled, err
+		}
+		if n == 0 {
+			return filled, fmt.Errorf("read memory of %d: pages end before %d", p.pid, off+int64(filled))
+		}
+	}
+	return filled, nil
+}
+
+// openMem opens /proc/PID/mem once.
+func (p *procPages) openMem() (*os.File, error) {
+	p.memOnce.Do(func() {
+		f, err := os.Open(procfs.Path(p.pid, "mem"))
+		if err != nil {
+			p.memErr = fmt.Errorf("open memory of %d: %w", p.pid, err)
+			return
+		}
+		p.mem = f
+	})
+	return p.mem, p.memErr
 }

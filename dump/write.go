@@ -338,6 +338,18 @@ func (d *dumper) writeProcess(p *process, writtenFdinfo map[uint32]bool) error {
 	if err != nil {
 		return err
 	}
+	if rf, ok := w.(readerFromAt); ok {
+		// An encrypted file: its sealers read the pages themselves, each chunk
+		// straight into the buffer it is sealed and written from.
+		src := newProcPages(d, p.pid, p.mem.runs)
+		err := rf.ReadFromAt(src, src.size, d.progressAdd)
+		src.close()
+		if err != nil {
+			return fmt.Errorf("write pages of %d: %w", p.pid, err)
+		}
+		d.stats.pagesWritten += p.mem.pages
+		return d.finish(w)
+	}
 	bw := bufio.NewWriterSize(w, writeBuf)
 	if err := d.copyPages(p.pid, p.mem.runs, bw); err != nil {
 		return err

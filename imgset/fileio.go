@@ -1,8 +1,11 @@
 package imgset
 
 import (
+	"fmt"
 	"io"
 	"os"
+	"sync"
+	"sync/atomic"
 	"syscall"
 	"unsafe"
 
@@ -114,4 +117,67 @@ func (m *memFile) rw(trap uintptr, p []byte, off int64) (int, error) {
 		return n, os.ErrClosed // Control fails only on a closed file, as os.File says
 	}
 	return n, ioErr
+}
+
+// eachBlock is the unit of readEach: small enough to stay in a core's cache
+// between its read and its write.
+const eachBlock = 256 << 10
+
+// readEach reads the size bytes of src block by block on two goroutines (the
+// caller's and a helper), each into a buffer of its own, and hands each block to
+// put (see File.ReadEach).
+func readEach(name string, src io.ReaderAt, size int64, put func(parts [][]byte, off int64) error, progress func(int64)) error {
+	blocks := (size + eachBlock - 1) / eachBlock
+	var next, done atomic.Int64
+	var mu sync.Mutex
+	var first error
+	failed := func() bool { mu.Lock(); defer mu.Unlock(); return first != nil }
+	run := func(after func()) {
+		buf := make([]byte, min(eachBlock, size))
+		for !failed() {
+			b := next.Add(1) - 1
+			if b >= blocks {
+				return
+			}
+			off := b * eachBlock
+			p := buf[:min(eachBlock, size-off)]
+			n, err := src.ReadAt(p, off)
+			if n == len(p) {
+				err = put([][]byte{p}, off)
+			} else {
+				if err == nil || err == io.EOF {
+					err = io.ErrUnexpectedEOF
+				}
+				err = fmt.Errorf("%s: reading %d bytes at %d: %w", name, len(p), off+int64(n), err)
+			}
+			if err != nil {
+				mu.Lock()
+				if first == nil {
+					first = err
+				}
+				mu.Unlock()
+				return
+			}
+			done.Add(int64(len(p)))
+			if after != nil {
+				after()
+			}
+		}
+	}
+	var wg sync.WaitGroup
+	if blocks > 1 {
+		wg.Add(1)
+		go func() { defer wg.Done(); run(nil) }()
+	}
+	var reported int64
+	report := func() {
+		if d := done.Load(); progress != nil && d > reported {
+			progress(d - reported)
+			reported = d
+		}
+	}
+	run(report)
+	wg.Wait()
+	report()
+	return first
 }

@@ -261,6 +261,20 @@ func (f *File) WriteTo(w io.Writer) (int64, error) {
 	return n, err
 }
 
+// ReadEach reads the whole plaintext and hands it to put, a part at a time: each
+// call gets consecutive slices of plaintext, the first at offset off. put is
+// called from several goroutines at once, in no set order, and must be done with
+// the slices when it returns; progress, if not nil, is told the bytes done from
+// the caller's goroutine. An encrypted file is read and opened in place unit by
+// unit (cipher.ReaderAt.DecryptEach): put takes the plaintext from where it was
+// decrypted, in the decrypting core's cache, and sees only authenticated bytes.
+func (f *File) ReadEach(put func(parts [][]byte, off int64) error, progress func(n int64)) error {
+	if f.dec != nil {
+		return f.dec.DecryptEach(put, progress)
+	}
+	return readEach(f.name, f.ra, f.size, put, progress)
+}
+
 // Close closes the file.
 func (f *File) Close() error { return f.f.Close() }
 

@@ -118,6 +118,9 @@ func (w *Writer) Create(name string) (io.WriteCloser, error) {
 	if err != nil {
 		return nil, err
 	}
+	if sf.enc != nil {
+		return encFile{sf}, nil
+	}
 	return sf, nil
 }
 
@@ -403,4 +406,23 @@ func syncDir(dir string) error {
 		return fmt.Errorf("sync %s: %w", dir, err)
 	}
 	return nil
+}
+
+// encFile is a file of an encrypted set being written: a setFile that can also
+// take its plaintext from an io.ReaderAt.
+type encFile struct{ *setFile }
+
+// ReadFromAt encrypts the size bytes of src into the file, reading each chunk
+// straight into the buffer it is sealed in (see cipher.Writer.ReadFromAt): src
+// is read at several offsets at once and must be safe for concurrent use.
+// progress, if not nil, is told the bytes done, from the caller's goroutine.
+func (e encFile) ReadFromAt(src io.ReaderAt, size int64, progress func(n int64)) error {
+	s := e.setFile
+	if s.err != nil {
+		return s.err
+	}
+	if s.err = s.enc.ReadFromAt(src, size, progress); s.err == nil {
+		s.size += size
+	}
+	return s.err
 }

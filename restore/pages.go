@@ -4,19 +4,23 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"sort"
 	"sync"
+	"sync/atomic"
 
 	"golang.org/x/sys/unix"
 )
 
-// Pages take the shortest way from the set to where they belong. A pages file is streamed
-// in file order, its runs in the order they are stored: a plain file is read ahead into a
-// few large reused buffers by a goroutine while the previous buffer is written; an
-// encrypted file goes through imgset's parallel decryption pipeline (WriteTo), whose
-// authenticated plaintext batches are written as they come. Each buffer then reaches the
-// target with one process_vm_writev (one remote iovec per run it holds). The plaintext of
-// an encrypted set exists only in those buffers and in the restored memory: nothing is
-// written anywhere else.
+// Pages take the shortest way from the set to where they belong. A plain pages file is
+// streamed in file order, its runs in the order they are stored: it is read ahead into a
+// few large reused buffers by a goroutine while the previous buffer is written. An
+// encrypted file is read by both cores at once, a unit of a few chunks at a time
+// (imgset's File.ReadEach): each unit is read into a buffer that stays in the core's
+// cache, authenticated and decrypted there in place, and written to the target from
+// there, so the plaintext is never copied between buffers. Each buffer or unit reaches
+// the target with one process_vm_writev (one remote iovec per run it holds). The
+// plaintext of an encrypted set exists only in those buffers and in the restored memory:
+// nothing is written anywhere else.
 
 const (
 	// readBufSize is the size of one read-ahead buffer of a plain pages file: large enough
@@ -27,6 +31,14 @@ const (
 	// maxIov is the most iovecs one process_vm_writev takes (IOV_MAX).
 	maxIov = 1024
 )
+
+// iovecs are the buffers of a writeMemory call, kept in iovPool between calls.
+type iovecs struct {
+	local  []unix.Iovec
+	remote []unix.RemoteIovec
+}
+
+var iovPool = sync.Pool{New: func() any { return new(iovecs) }}
 
 // readBufPool keeps read-ahead buffers from one pages file to the next.
 var readBufPool = sync.Pool{New: func() any { b := make([]byte, readBufSize); return &b }}
@@ -39,8 +51,8 @@ type segment struct {
 
 // streamRuns streams the pages file name of src and hands every byte of runs (sorted by
 // offset, not overlapping) to put, in batches of segments; progress, when set, is told how
-// many bytes each batch held. An encrypted file is read by decryptReaders goroutines at once,
-// each through its own handle (a handle decrypts one chunk at a time).
+// many bytes each batch held. The batches of an encrypted file are handed over from two
+// goroutines at once, in no set order (see placeEach): put must be safe for that.
 func streamRuns(src source, name string, runs []pageRun, put func([]segment) error, progress func(int64)) error {
 	if len(runs) == 0 {
 		return nil
@@ -50,16 +62,14 @@ func streamRuns(src source, name string, runs []pageRun, put func([]segment) err
 		return err
 	}
 	defer f.Close()
-	w := &runWriter{name: name, runs: runs, put: put, progress: progress}
-	if src.encrypted() {
-		// The whole file, decrypted and authenticated batch by batch on other cores.
-		_, err = f.WriteTo(w)
-	} else {
-		w.pos = runs[0].off
-		last := runs[len(runs)-1]
-		err = readAhead([]io.ReaderAt{f}, name, runs[0].off, last.off+last.size, w)
+	if e, ok := f.(eachReader); ok && src.encrypted() {
+		// Decrypted and authenticated unit by unit on both cores, each unit
+		// written from where it was decrypted.
+		return placeEach(e, f.Size(), name, runs, put, progress)
 	}
-	if err != nil {
+	w := &runWriter{name: name, runs: runs, put: put, progress: progress, pos: runs[0].off}
+	last := runs[len(runs)-1]
+	if err := readAhead([]io.ReaderAt{f}, name, runs[0].off, last.off+last.size, w); err != nil {
 		return err
 	}
 	return w.finish()
@@ -145,6 +155,60 @@ func readAhead(srcs []io.ReaderAt, name string, from, to int64, w io.Writer) err
 	return err
 }
 
+// eachReader is a file read in parallel, part by part (*imgset.File).
+type eachReader interface {
+	ReadEach(put func(parts [][]byte, off int64) error, progress func(n int64)) error
+}
+
+// placeEach hands every byte of runs (sorted by offset, not overlapping) of the file f
+// of size bytes to put, as the parts of f come, from several goroutines at once.
+func placeEach(f eachReader, size int64, name string, runs []pageRun, put func([]segment) error, progress func(int64)) error {
+	for _, r := range runs {
+		if r.off+r.size > size {
+			return fmt.Errorf("%s: ends at %d, before the pages at %d (%d bytes) for %#x", name, size, r.off, r.size, r.vaddr)
+		}
+	}
+	var placed atomic.Int64
+	var reported int64
+	report := func(int64) {
+		if d := placed.Load(); progress != nil && d > reported {
+			progress(d - reported)
+			reported = d
+		}
+	}
+	err := f.ReadEach(func(parts [][]byte, off int64) error {
+		var segs []segment
+		var n int64
+		for _, b := range parts {
+			segs, n = appendSegments(segs, runs, b, off, n)
+			off += int64(len(b))
+		}
+		if len(segs) == 0 {
+			return nil
+		}
+		if err := put(segs); err != nil {
+			return err
+		}
+		placed.Add(n)
+		return nil
+	}, report)
+	report(0)
+	return err
+}
+
+// appendSegments appends the segments of runs that b, the bytes at offset off of the
+// file, holds, and adds their length to n.
+func appendSegments(segs []segment, runs []pageRun, b []byte, off, n int64) ([]segment, int64) {
+	end := off + int64(len(b))
+	for i := sort.Search(len(runs), func(i int) bool { return runs[i].off+runs[i].size > off }); i < len(runs) && runs[i].off < end; i++ {
+		r := runs[i]
+		lo, hi := max(r.off, off), min(r.off+r.size, end)
+		segs = append(segs, segment{addr: r.vaddr + uint64(lo-r.off), b: b[lo-off : hi-off]})
+		n += hi - lo
+	}
+	return segs, n
+}
+
 // runWriter takes a pages file's bytes in file order (io.Writer) and passes on those of
 // its runs as segments.
 type runWriter struct {
@@ -202,16 +266,20 @@ func (w *runWriter) finish() error {
 // write (in a read-only or PROT_NONE mapping) goes through /proc/PID/mem instead, which
 // writes the way a debugger does.
 func (p *process) writeMemory(segs []segment) error {
+	// The pages of an encrypted file are written from several goroutines at once:
+	// each call takes iovec buffers of its own.
+	iov := iovPool.Get().(*iovecs)
+	defer iovPool.Put(iov)
 	for len(segs) > 0 {
 		n := min(len(segs), maxIov)
-		local, remote := p.iov[:0], p.riov[:0]
+		local, remote := iov.local[:0], iov.remote[:0]
 		for _, s := range segs[:n] {
 			iov := unix.Iovec{Base: &s.b[0]}
 			iov.SetLen(len(s.b))
 			local = append(local, iov)
 			remote = append(remote, unix.RemoteIovec{Base: uintptr(s.addr), Len: len(s.b)})
 		}
-		p.iov, p.riov = local, remote
+		iov.local, iov.remote = local, remote
 		done, err := unix.ProcessVMWritev(p.pid, local, remote, 0)
 		if err != nil {
 			done = 0

@@ -31,7 +31,6 @@ type source interface {
 type imageFile interface {
 	io.Reader
 	io.ReaderAt
-	io.WriterTo // an encrypted file: the parallel decryption pipeline
 	io.Closer
 	Size() int64
 }

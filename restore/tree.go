@@ -22,8 +22,6 @@ type process struct {
 	sysInsn uint64    // address of a syscall instruction (in the vDSO) to inject at
 	scratch uint64    // address of the scratch area
 
-	iov  []unix.Iovec       // reused by writeMemory
-	riov []unix.RemoteIovec // reused by writeMemory
 }
 
 func (p *process) leader() *thread { return p.threads[0] }

@@ -1,0 +1,109 @@
+package dump
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"regexp"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+)
+
+// atSink is a dirSink whose pages files take their bytes from an io.ReaderAt
+// (readerFromAt), as the encrypted files of an *imgset.Writer do.
+type atSink struct {
+	*dirSink
+	t *testing.T
+}
+
+func (s atSink) Create(name string) (io.WriteCloser, error) {
+	w, err := s.dirSink.Create(name)
+	if err != nil || !strings.HasPrefix(name, "pages-") {
+		return w, err
+	}
+	return &scatterFile{File: w.(*os.File), t: s.t}, nil
+}
+
+// scatterFile reads the source of ReadFromAt twice: whole, and in pieces of odd
+// sizes from two goroutines at once, back to front; both must agree.
+type scatterFile struct {
+	*os.File
+	t *testing.T
+}
+
+func (f *scatterFile) ReadFromAt(src io.ReaderAt, size int64, progress func(int64)) error {
+	whole := make([]byte, size)
+	if n, err := src.ReadAt(whole, 0); n != len(whole) || err != nil {
+		return fmt.Errorf("whole read: %d bytes, %v", n, err)
+	}
+	pieces := make([]byte, size)
+	const piece = 5000 // not a page size: pieces start and end inside pages and runs
+	var wg sync.WaitGroup
+	errs := make([]error, 2)
+	for g := range 2 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for off := (size - 1) / piece * piece; off >= 0; off -= piece {
+				if off/piece%2 != int64(g) {
+					continue
+				}
+				p := pieces[off:min(size, off+piece)]
+				if n, err := src.ReadAt(p, off); n != len(p) || err != nil {
+					errs[g] = fmt.Errorf("read at %d: %d bytes, %v", off, n, err)
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	for _, err := range errs {
+		if err != nil {
+			return err
+		}
+	}
+	if !bytes.Equal(whole, pieces) {
+		return fmt.Errorf("pieces differ from the whole")
+	}
+	if _, err := src.ReadAt(make([]byte, 1), size); err == nil {
+		return fmt.Errorf("a read past the pages succeeded")
+	}
+	progress(size)
+	_, err := f.Write(pieces)
+	return err
+}
+
+// TestDumpPagesReadAt dumps through the ReaderAt of a process's pages (procPages),
+// read out of order and concurrently, with every kind of memory (an unreadable
+// PROT_NONE area goes through /proc/PID/mem).
+func TestDumpPagesReadAt(t *testing.T) {
+	tg := launch(t, "memkinds", "{dir}")
+	s := atSink{newDirSink(t), t}
+	var done, total int64
+	if err := Dump(context.Background(), Options{Pid: tg.Pid, Progress: func(d, n int64) { done, total = d, n }}, s); err != nil {
+		t.Fatalf("dump: %v", err)
+	}
+	if done != total || total == 0 {
+		t.Errorf("progress ended at %d of %d", done, total)
+	}
+	log := tg.ReadLog(t)
+	for name, want := range map[string]string{"rw": "MEMKINDS-ANON-RW", "ro": "MEMKINDS-ANON-RO",
+		"none": "MEMKINDS-ANON-NONE", "file": "MEMKINDS-FILE-COW"} {
+		m := regexp.MustCompile(name + `=0x([0-9a-f]+)`).FindStringSubmatch(log)
+		if m == nil {
+			t.Fatalf("no %s in %q", name, log)
+		}
+		addr, _ := strconv.ParseUint(m[1], 16, 64)
+		if got := readDumped(t, s.dir, tg.Pid, addr, len(want)); string(got) != want {
+			t.Errorf("%s at %#x: %q, want %q", name, addr, got, want)
+		}
+	}
+	if _, err := os.Stat(filepath.Join(s.dir, fmt.Sprintf("pagemap-%d.img", tg.Pid))); err != nil {
+		t.Fatal(err)
+	}
+}

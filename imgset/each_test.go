@@ -1,0 +1,111 @@
+package imgset
+
+import (
+	"bytes"
+	"io"
+	"path/filepath"
+	"sync"
+	"testing"
+
+	"github.com/imgtool/imgtool/cipher"
+)
+
+// readerFromAt is what an encrypted set's files offer besides io.WriteCloser.
+type readerFromAt interface {
+	ReadFromAt(src io.ReaderAt, size int64, progress func(n int64)) error
+}
+
+// TestReadFromAtAndReadEach writes files of a plain and of an encrypted set (the
+// encrypted ones from an io.ReaderAt, between ordinary writes) and reads them back
+// with ReadEach, which must hand over every byte once, at its offset.
+func TestReadFromAtAndReadEach(t *testing.T) {
+	sizes := []int{0, 1, 70000, eachBlock, eachBlock + 1, 3<<20 + 12345}
+	for _, encrypted := range []bool{false, true} {
+		dir := filepath.Join(t.TempDir(), "set")
+		var opts CreateOptions
+		if encrypted {
+			opts.Recipients = []cipher.Recipient{recipient(t, "bob-p256")}
+		}
+		w, err := Create(dir, opts)
+		if err != nil {
+			t.Fatal(err)
+		}
+		want := map[string][]byte{}
+		for i, size := range sizes {
+			name := "pages-" + string(rune('1'+i)) + ".img"
+			data := make([]byte, size)
+			for j := range data {
+				data[j] = byte(j*31 + j>>12 + i)
+			}
+			want[name] = data
+			f, err := w.Create(name)
+			if err != nil {
+				t.Fatal(err)
+			}
+			rf, ok := f.(readerFromAt)
+			if ok != encrypted {
+				t.Fatalf("encrypted %v: file has ReadFromAt: %v", encrypted, ok)
+			}
+			head := min(size, 100)
+			if _, err := f.Write(data[:head]); err != nil {
+				t.Fatal(err)
+			}
+			rest := data[head:]
+			if ok {
+				var reported int64
+				if err := rf.ReadFromAt(bytes.NewReader(rest), int64(len(rest)), func(n int64) { reported += n }); err != nil {
+					t.Fatal(err)
+				}
+				if reported != int64(len(rest)) {
+					t.Fatalf("%s: progress told %d of %d bytes", name, reported, len(rest))
+				}
+			} else if _, err := f.Write(rest); err != nil {
+				t.Fatal(err)
+			}
+			if err := f.Close(); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if err := w.Commit(); err != nil {
+			t.Fatal(err)
+		}
+		s, err := Open(dir, OpenOptions{Identities: []cipher.Identity{identity(t, "bob-p256")}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		for name, data := range want {
+			f, err := s.Open(name)
+			if err != nil {
+				t.Fatal(err)
+			}
+			got := make([]byte, len(data))
+			seen := make([]int, len(data))
+			var mu sync.Mutex
+			var reported int64
+			err = f.ReadEach(func(parts [][]byte, off int64) error {
+				mu.Lock()
+				defer mu.Unlock()
+				for _, p := range parts {
+					copy(got[off:], p)
+					for i := range p {
+						seen[off+int64(i)]++
+					}
+					off += int64(len(p))
+				}
+				return nil
+			}, func(n int64) { reported += n })
+			f.Close()
+			if err != nil {
+				t.Fatalf("encrypted %v, %s: %v", encrypted, name, err)
+			}
+			if !bytes.Equal(got, data) || reported != int64(len(data)) {
+				t.Fatalf("encrypted %v, %s: read back differs, or progress %d", encrypted, name, reported)
+			}
+			for i, n := range seen {
+				if n != 1 {
+					t.Fatalf("encrypted %v, %s: byte %d handed out %d times", encrypted, name, i, n)
+				}
+			}
+		}
+	}
+}
