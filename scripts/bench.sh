@@ -56,6 +56,7 @@ echo "## 1. Codec: decode (--pretty) every image of every fixture set, imgtool v
 echo "crit has no whole-set mode: its set time is one crit per image. imgtool is timed both"
 echo "ways: one process per image, and the whole set in one run (decode -D)."
 need crit criu || echo "(crit unavailable: codec ratios skipped)"
+command -v dpkg-query >/dev/null && echo "crit: Debian's criu $(dpkg-query -W -f='${Version}' criu 2>/dev/null || echo '?') (the crit this machine can install)"
 now() { date +%s.%N; }
 since() { awk -v a="$1" -v b="$(now)" 'BEGIN{printf "%.4f", b-a}'; }
 row "set" "crit s" "imgtool s" "ratio per image | imgtool -D s  ratio per set"
