@@ -270,7 +270,8 @@ func (w *Writer) ReadFrom(r io.Reader) (int64, error) {
 		total += int64(n)
 		w.size += int64(n)
 		if w.size > MaxFileSize {
-			return total, fmt.Errorf("%s: file larger than %d bytes", w.name, int64(MaxFileSize))
+			w.err = fmt.Errorf("%s: file larger than %d bytes", w.name, int64(MaxFileSize))
+			return total, w.err
 		}
 		if done, err := readDone(err); done {
 			return total, err

@@ -15,6 +15,7 @@ import (
 	"os"
 	"path/filepath"
 	"sort"
+	"syscall"
 
 	"github.com/imgtool/imgtool/cipher"
 )
@@ -172,13 +173,8 @@ func (s *Set) Open(name string) (*File, error) {
 	if !s.Has(name) {
 		return nil, fmt.Errorf("image set %s: no file %s: %w", s.dir, name, os.ErrNotExist)
 	}
-	f, err := os.Open(filepath.Join(s.dir, name))
+	f, st, err := openRegular(filepath.Join(s.dir, name))
 	if err != nil {
-		return nil, err
-	}
-	st, err := f.Stat()
-	if err != nil {
-		f.Close()
 		return nil, err
 	}
 	if s.header == nil {
@@ -313,24 +309,63 @@ func checkManifest(dir string, h *cipher.Header, present []string) []problem {
 			probs = append(probs, problem{n, fmt.Errorf("%s: %w", n, ErrUnexpectedFile)})
 		}
 	}
+	// Anything else in the folder (a subfolder, a symlink, a FIFO) is added too:
+	// the manifest is the whole set.
+	for _, n := range nonRegular(dir) {
+		if !listed[n] && n != HeaderName {
+			probs = append(probs, problem{n, fmt.Errorf("%s: %w (not a regular file)", n, ErrUnexpectedFile)})
+		}
+	}
 	return probs
+}
+
+// nonRegular returns the entries of dir that are not regular files, sorted.
+func nonRegular(dir string) []string {
+	ents, err := os.ReadDir(dir) // sorted; dir was just listed, an error here is moot
+	if err != nil {
+		return nil
+	}
+	var out []string
+	for _, e := range ents {
+		if !e.Type().IsRegular() {
+			out = append(out, e.Name())
+		}
+	}
+	return out
 }
 
 // checkFile checks one encrypted file's length and prefix against the manifest.
 func checkFile(dir string, h *cipher.Header, fi cipher.FileInfo) error {
-	f, err := os.Open(filepath.Join(dir, fi.Name))
+	f, st, err := openRegular(filepath.Join(dir, fi.Name))
 	if err != nil {
 		return err
 	}
 	defer f.Close()
-	st, err := f.Stat()
-	if err != nil {
-		return err
-	}
 	if want := cipher.CiphertextSize(fi.Size); st.Size() != want {
 		return &cipher.Error{File: fi.Name, Offset: min(st.Size(), want), Err: cipher.ErrSizeMismatch,
 			Reason: fmt.Sprintf("file is %d bytes, but its %d plaintext bytes encrypt to %d: truncated or extended", st.Size(), fi.Size, want)}
 	}
 	_, err = cipher.CheckPrefix(f, fi.Name, h.SetID)
 	return err
+}
+
+// openRegular opens a file of a set for reading, refusing anything but a regular file.
+// The flags make the check safe against a file swapped after the folder was listed:
+// O_NOFOLLOW refuses a symlink, and O_NONBLOCK keeps a FIFO from blocking the open for
+// ever (it changes nothing for regular files).
+func openRegular(path string) (*os.File, os.FileInfo, error) {
+	f, err := os.OpenFile(path, os.O_RDONLY|syscall.O_NONBLOCK|syscall.O_NOFOLLOW, 0)
+	if err != nil {
+		return nil, nil, err
+	}
+	st, err := f.Stat()
+	if err != nil {
+		f.Close()
+		return nil, nil, err
+	}
+	if !st.Mode().IsRegular() {
+		f.Close()
+		return nil, nil, fmt.Errorf("%s: not a regular file (%s)", path, st.Mode().Type())
+	}
+	return f, st, nil
 }

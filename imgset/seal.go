@@ -4,7 +4,6 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
-	"os"
 	"path/filepath"
 
 	"github.com/imgtool/imgtool/cipher"
@@ -66,18 +65,11 @@ func (e *KeyRequiredError) Unwrap() error { return ErrKeyRequired }
 // returns an error wrapping os.ErrNotExist when the set has no header.
 func ReadHeader(dir string) (*cipher.Header, error) {
 	path := filepath.Join(dir, HeaderName)
-	f, err := os.Open(path)
+	f, st, err := openRegular(path)
 	if err != nil {
 		return nil, fmt.Errorf("image set %s: %w", dir, err)
 	}
 	defer f.Close()
-	st, err := f.Stat()
-	if err != nil {
-		return nil, fmt.Errorf("image set %s: %w", dir, err)
-	}
-	if !st.Mode().IsRegular() {
-		return nil, fmt.Errorf("image set %s: %s is not a regular file", dir, HeaderName)
-	}
 	if st.Size() > cipher.MaxHeaderSize {
 		return nil, fmt.Errorf("image set %s: %s: %d bytes exceeds the limit of %d", dir, HeaderName, st.Size(), cipher.MaxHeaderSize)
 	}
@@ -91,7 +83,7 @@ func ReadHeader(dir string) (*cipher.Header, error) {
 // isEncryptedFile reports whether the file at path starts with the encrypted-file
 // magic.
 func isEncryptedFile(path string) bool {
-	f, err := os.Open(path)
+	f, _, err := openRegular(path)
 	if err != nil {
 		return false
 	}

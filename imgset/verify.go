@@ -193,15 +193,11 @@ const verifyWorkers = 2
 
 // verifyFile authenticates every chunk of one file.
 func verifyFile(key *cipher.SetKey, dir string, fi cipher.FileInfo, progress func(int64)) error {
-	f, err := os.Open(filepath.Join(dir, fi.Name))
+	f, st, err := openRegular(filepath.Join(dir, fi.Name))
 	if err != nil {
 		return err
 	}
 	defer f.Close()
-	st, err := f.Stat()
-	if err != nil {
-		return err
-	}
 	r, err := key.NewReaderAt(f, st.Size(), fi.Name, fi.Size)
 	if err != nil {
 		return err

@@ -323,6 +323,7 @@ func (w *Writer) finish() error {
 	for _, name := range names {
 		sf := w.files[name]
 		if err := sf.Close(); err != nil {
+			w.abortFiles() // the files after it are still open, their encryptors running
 			w.syncClosed(false)
 			return fmt.Errorf("image set %s: %s: %w", w.dir, name, err)
 		}
@@ -357,16 +358,24 @@ func (w *Writer) Abort() error {
 		return nil
 	}
 	w.done = true
+	w.abortFiles()
+	w.syncClosed(false)
+	err := os.RemoveAll(w.tmp)
+	w.tmpLock.unlock()
+	return err
+}
+
+// abortFiles closes every file not closed yet without finishing it.
+func (w *Writer) abortFiles() {
 	for _, sf := range w.files {
+		if sf.closed {
+			continue
+		}
 		if sf.err == nil {
 			sf.err = errors.New("aborted")
 		}
 		sf.Close()
 	}
-	w.syncClosed(false)
-	err := os.RemoveAll(w.tmp)
-	w.tmpLock.unlock()
-	return err
 }
 
 // writeFileSync writes a new file with mode perm (not masked by the umask) and

@@ -51,7 +51,7 @@ func ExitCode(err error) int {
 
 // NewApp builds the imgtool command line application.
 func NewApp() *cli.App {
-	return &cli.App{
+	app := &cli.App{
 		Name:                 "imgtool",
 		Usage:                "inspect, encrypt, dump and restore CRIU image sets",
 		HideHelpCommand:      true,
@@ -88,4 +88,11 @@ func NewApp() *cli.App {
 			restoreCommand(),
 		},
 	}
+	for _, cmd := range app.Commands {
+		// urfave/cli would give every command a "help" (alias "h") subcommand, so that a
+		// set or image named h or help would print the help instead of being read.
+		// --help stays.
+		cmd.HideHelpCommand = true
+	}
+	return app
 }

@@ -5,6 +5,7 @@ import (
 	"context"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 
@@ -197,5 +198,132 @@ func TestUnknownCommand(t *testing.T) {
 	out, _, err := runWithStdin(t, nil)
 	if err != nil || !strings.Contains(out, "COMMANDS:") {
 		t.Errorf("imgtool without a command: %v, %q; want the help", err, out)
+	}
+}
+
+// TestUndefinedFlagIsUsageError: every command answers a flag it does not define with
+// exit 2 and a one-line error, not urfave/cli's "Incorrect Usage" and its help on
+// stdout (restore once exited 1 that way).
+func TestUndefinedFlagIsUsageError(t *testing.T) {
+	for _, cmd := range NewApp().Commands {
+		out, _, err := runWithStdin(t, nil, cmd.Name, "--no-such-flag")
+		if ExitCode(err) != ExitUsage || out != "" {
+			t.Errorf("%s --no-such-flag: exit %d (%v), stdout %q; want exit %d and nothing on stdout",
+				cmd.Name, ExitCode(err), err, out, ExitUsage)
+		}
+	}
+}
+
+// TestHelpExamplesRun runs every example of the commands' --help that reads only the
+// bundled fixtures and writes nothing (no -o): each must succeed.
+func TestHelpExamplesRun(t *testing.T) {
+	readOnly := map[string]bool{"decode": true, "info": true, "show": true, "x": true, "inspect": true}
+	ran := 0
+	for _, cmd := range NewApp().Commands {
+		_, examples, _ := strings.Cut(cmd.Description, "Examples:")
+		examples, _, _ = strings.Cut(examples, "Exit codes:")
+		for line := range strings.Lines(examples) {
+			line, _, _ = strings.Cut(strings.TrimSpace(line), "|") // the imgtool part of a pipeline
+			fields := strings.Fields(line)
+			if len(fields) < 2 || fields[0] != "imgtool" || fields[1] != cmd.Name || !readOnly[cmd.Name] ||
+				!strings.Contains(line, "fixtures/") || slices.Contains(fields, "-o") {
+				continue
+			}
+			args := fields[1:]
+			for i, a := range args {
+				if rest, ok := strings.CutPrefix(a, "fixtures/criu-4.2"); ok {
+					args[i] = fixtureDir + rest
+				}
+			}
+			ran++
+			if _, _, err := runWithStdin(t, nil, args...); err != nil {
+				t.Errorf("%s --help example %q: %v", cmd.Name, line, err)
+			}
+		}
+	}
+	if ran == 0 {
+		t.Fatal("no example ran")
+	}
+}
+
+// TestRequireEncryptedRefusesStdin: --require-encrypted cannot be honoured for an image
+// read from stdin (no set, no sealed header), so it must refuse, not read plaintext.
+func TestRequireEncryptedRefusesStdin(t *testing.T) {
+	data, err := os.ReadFile(filepath.Join(fixtureDir, "counter", "pstree.img"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, args := range [][]string{
+		{"decode", "--require-encrypted"},
+		{"decode", "-i", "-", "--require-encrypted"},
+		{"show", "-", "--require-encrypted"},
+		{"info", "-", "--require-encrypted"},
+	} {
+		out, _, err := runWithStdin(t, data, args...)
+		if err == nil || out != "" {
+			t.Errorf("%v with a plain image on stdin: %v, stdout %q; want a refusal", args, err, out)
+		}
+	}
+}
+
+// TestArgumentNamedHelp: a set or image whose path is "h" or "help" is an argument
+// like any other, not urfave/cli's per-command help subcommand (which printed the
+// help and exited 0 for "imgtool info help", and failed "imgtool x h ps").
+func TestArgumentNamedHelp(t *testing.T) {
+	src := filepath.Join(fixtureDirAbs(t), "counter")
+	t.Chdir(t.TempDir())
+	for _, name := range []string{"h", "help"} {
+		if err := os.CopyFS(name, os.DirFS(src)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, args := range [][]string{
+		{"x", "h", "ps"}, {"x", "help", "ps"}, {"inspect", "h"}, {"inspect", "help"},
+	} {
+		out, _, err := runWithStdin(t, nil, args...)
+		if err != nil || !strings.Contains(out, "15654") {
+			t.Errorf("%v: %v, %q; want the set's contents", args, err, out)
+		}
+	}
+	pstree, err := os.ReadFile(filepath.Join(src, "pstree.img"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile("h.img", pstree, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Rename("h.img", filepath.Join("help", "h")); err != nil {
+		t.Fatal(err)
+	}
+	t.Chdir("help")
+	for _, args := range [][]string{{"info", "h"}, {"show", "h"}} {
+		out, _, err := runWithStdin(t, nil, args...)
+		if err != nil || !strings.Contains(out, `"PSTREE"`) {
+			t.Errorf("%v: %v, %q; want the image", args, err, out)
+		}
+	}
+}
+
+// fixtureDirAbs is fixtureDir as an absolute path, for tests that change directory.
+func fixtureDirAbs(t *testing.T) string {
+	t.Helper()
+	abs, err := filepath.Abs(fixtureDir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return abs
+}
+
+// TestOutputIsDirectory: -o naming a folder is refused before anything is read or
+// written, with an error that names the folder, not the temporary file.
+func TestOutputIsDirectory(t *testing.T) {
+	dir := t.TempDir()
+	img := filepath.Join(fixtureDir, "counter", "pstree.img")
+	_, _, err := runWithStdin(t, nil, "decode", "-i", img, "-o", dir)
+	if err == nil || strings.Contains(err.Error(), ".tmp") || !strings.Contains(err.Error(), dir+": is a directory") {
+		t.Errorf("decode -o FOLDER: %v; want an error naming the folder", err)
+	}
+	if left, _ := os.ReadDir(filepath.Dir(dir)); len(left) != 1 {
+		t.Errorf("decode -o FOLDER left files beside it: %v", left)
 	}
 }

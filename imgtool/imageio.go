@@ -36,6 +36,11 @@ func fileOpenerFrom(c *cli.Context) fileOpener {
 // open opens path ("" or "-": stdin) for reading. Errors read from it name the file.
 func (o fileOpener) open(path string) (io.ReadCloser, error) {
 	if path == "" || path == "-" {
+		if o.keys.RequireEncrypted {
+			// A stream has no set and no sealed header to check: honouring the flag
+			// is impossible, and ignoring it would hand out plaintext silently.
+			return nil, usageError(errors.New("--require-encrypted needs the image as a file of its set, not standard input"))
+		}
 		if o.stdin == nil {
 			return nil, errors.New("no standard input")
 		}
@@ -74,6 +79,10 @@ type output struct {
 func createOutput(path string, stdout io.Writer) (*output, error) {
 	if path == "" || path == "-" {
 		return &output{Writer: stdout}, nil
+	}
+	// Said now, or the rename in commit fails naming the temporary file.
+	if fi, err := os.Stat(path); err == nil && fi.IsDir() {
+		return nil, fmt.Errorf("creating %s: is a directory", path)
 	}
 	f, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".*.tmp")
 	if err != nil {

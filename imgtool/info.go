@@ -28,7 +28,7 @@ miscounts images with payloads and fails on ghost files; imgtool counts them rig
 
 Examples:
    imgtool info fixtures/criu-4.2/tree/pstree.img
-   imgtool info fixtures/criu-4.2/counter/pagemap-1.img
+   imgtool info fixtures/criu-4.2/counter/pagemap-15654.img
 
 Exit codes: 0 success, 1 the image cannot be read, 2 wrong command line.`,
 		Flags:        fileOpenFlags(),

@@ -58,6 +58,7 @@ Exit codes: the restored root's status without -d; with -d, 0 success; 1 failure
 			&cli.StringFlag{Name: flagPidFile, Usage: "write the restored root's PID to `FILE`"},
 			quietFlag(),
 		}, keyFlags()...),
+		OnUsageError: func(_ *cli.Context, err error, _ bool) error { return usageError(err) },
 		Action: func(c *cli.Context) error {
 			return runRestore(c.Context, restoreOptions{
 				Dir:     c.String(flagImagesDir),
