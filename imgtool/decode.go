@@ -91,15 +91,22 @@ func runDecode(ctx context.Context, opts decodeOptions, args []string) error {
 
 // decodeSet writes every protobuf image of the set in dir as outDir/NAME.json, as
 // decode -i NAME -o NAME.json would, in one run. Files that are not protobuf images
-// (pages and other raw images, the sealed header) are skipped.
+// (pages and other raw images, the sealed header) are skipped. outDir must not exist or
+// be empty; it is filled in a temporary folder beside it and renamed into place, so a
+// failure leaves nothing.
 func decodeSet(ctx context.Context, dir, outDir string, keys keyOptions, jopts image.JSONOptions) error {
 	set, err := openSet(dir, keys)
 	if err != nil {
 		return err
 	}
-	if err := os.MkdirAll(outDir, 0o755); err != nil {
+	if ents, err := os.ReadDir(outDir); err == nil && len(ents) > 0 {
+		return fmt.Errorf("%s: folder exists and is not empty", outDir)
+	}
+	tmp, err := os.MkdirTemp(filepath.Dir(filepath.Clean(outDir)), "."+filepath.Base(outDir)+".imgtool-tmp-")
+	if err != nil {
 		return err
 	}
+	defer os.RemoveAll(tmp) // nothing left once renamed
 	for _, name := range set.Names() {
 		if k := image.KindByFileName(name); k == nil || k.Raw || k.Opaque() {
 			continue
@@ -107,11 +114,15 @@ func decodeSet(ctx context.Context, dir, outDir string, keys keyOptions, jopts i
 		if err := ctx.Err(); err != nil {
 			return err
 		}
-		if err := decodeSetFile(set, name, filepath.Join(outDir, name+".json"), jopts); err != nil {
+		if err := decodeSetFile(set, name, filepath.Join(tmp, name+".json"), jopts); err != nil {
 			return err
 		}
 	}
-	return nil
+	if err := os.Chmod(tmp, 0o755); err != nil {
+		return err
+	}
+	os.Remove(outDir) // an empty folder, if any
+	return os.Rename(tmp, outDir)
 }
 
 // decodeSetFile decodes one file of set to the file out, atomically.

@@ -327,3 +327,37 @@ func TestOutputIsDirectory(t *testing.T) {
 		t.Errorf("decode -o FOLDER left files beside it: %v", left)
 	}
 }
+
+// TestDecodeWholeSetFailureLeavesNothing: a set with a damaged image fails as a whole,
+// without a half-filled output folder.
+func TestDecodeWholeSetFailureLeavesNothing(t *testing.T) {
+	set := filepath.Join(t.TempDir(), "set")
+	if err := os.Mkdir(set, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	src := filepath.Join(fixtureDir, "counter")
+	ents, err := os.ReadDir(src)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, e := range ents {
+		b, err := os.ReadFile(filepath.Join(src, e.Name()))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if e.Name() == "pstree.img" {
+			b = b[:len(b)-3] // truncated: the last image decoded fails
+		}
+		if err := os.WriteFile(filepath.Join(set, e.Name()), b, 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	parent := t.TempDir()
+	out := filepath.Join(parent, "json")
+	if _, _, err := runWithStdin(t, nil, "decode", "-D", set, "-o", out); err == nil {
+		t.Fatal("decode -D of a damaged set succeeded")
+	}
+	if left, _ := os.ReadDir(parent); len(left) != 0 {
+		t.Errorf("decode -D left %d entries behind after failing", len(left))
+	}
+}

@@ -71,7 +71,9 @@ func encodeImage(ctx context.Context, opts encodeOptions) error {
 		return err
 	}
 	defer r.Close()
-	o, err := createOutput(opts.Out, opts.Stdout)
+	// A binary image half written to stdout would look like a whole one to whatever
+	// reads it: it is spooled, and reaches stdout only once complete.
+	o, err := createSpooledOutput(opts.Out, opts.Stdout)
 	if err != nil {
 		return err
 	}

@@ -63,3 +63,17 @@ func TestEncodeErrorLeavesNoFile(t *testing.T) {
 		t.Errorf("%s written", dst)
 	}
 }
+
+// TestEncodeFailureWritesNothingToStdout: JSON that fails at its second entry must
+// not leave the first on stdout, where it would pass for a whole image.
+func TestEncodeFailureWritesNothingToStdout(t *testing.T) {
+	in := `{"magic": "PSTREE", "entries": [{"pid": 1, "ppid": 0, "pgid": 1, "sid": 1}, {"pid": "x"}]}`
+	out, _, err := runWithStdin(t, []byte(in), "encode")
+	if err == nil || out != "" {
+		t.Errorf("encode of bad JSON: err %v, %d bytes on stdout; want an error and nothing", err, len(out))
+	}
+	good := `{"magic": "PSTREE", "entries": [{"pid": 1, "ppid": 0, "pgid": 1, "sid": 1}]}`
+	if out, _, err := runWithStdin(t, []byte(good), "encode"); err != nil || len(out) == 0 {
+		t.Errorf("encode of good JSON to stdout: %v, %d bytes", err, len(out))
+	}
+}

@@ -4,10 +4,13 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"os"
+	"path/filepath"
 
 	"github.com/urfave/cli/v2"
 
 	"github.com/imgtool/imgtool/cipher"
+	"github.com/imgtool/imgtool/image"
 	"github.com/imgtool/imgtool/imgset"
 )
 
@@ -79,6 +82,12 @@ func runEncrypt(ctx context.Context, opts encryptOptions, args []string) error {
 	dir, err := setDirArg("encrypt", opts.Dir, args)
 	if err != nil {
 		return err
+	}
+	// Every CRIU image set has an inventory: without one this is no set (an empty or
+	// wrong folder), and sealing it would only hide the mistake.
+	inventory := image.KindByName("INVENTORY").File
+	if st, err := os.Stat(dir); err == nil && st.IsDir() && !fileExists(filepath.Join(dir, inventory)) {
+		return fmt.Errorf("encrypt: %s is not an image set (no %s)", dir, inventory)
 	}
 	alg, err := parseCipher("encrypt", opts.Cipher)
 	if err != nil {

@@ -139,3 +139,14 @@ func TestEncryptErrors(t *testing.T) {
 	_, _, err = runApp(t, "encrypt", "-D", plain, "--cert", cert)
 	wantErr(t, err, ExitError, imgset.ErrEncrypted, "already encrypted", "rekey")
 }
+
+func TestEncryptRefusesAFolderThatIsNoSet(t *testing.T) {
+	dir := t.TempDir()
+	_, _, err := runWithStdin(t, nil, "encrypt", "-D", dir, "--cert", keyPath("bob-p256.crt"))
+	if err == nil || !strings.Contains(err.Error(), "not an image set") {
+		t.Errorf("encrypt of an empty folder: %v, want a refusal", err)
+	}
+	if ents, _ := os.ReadDir(dir); len(ents) != 0 {
+		t.Errorf("encrypt of an empty folder wrote %d files", len(ents))
+	}
+}

@@ -71,8 +71,24 @@ func (n namedReader) Close() error { return nil }
 // never leaves a partial file behind.
 type output struct {
 	io.Writer
-	file *os.File // nil for stdout
-	path string
+	file   *os.File  // nil for stdout
+	path   string    // "" for a spool of stdout
+	stdout io.Writer // where a spool goes on commit
+}
+
+// createSpooledOutput is createOutput for output that must reach stdout whole or not at
+// all (encode's binary image): it goes to an unlinked temporary file first, copied to
+// stdout by commit.
+func createSpooledOutput(path string, stdout io.Writer) (*output, error) {
+	if path != "" && path != "-" {
+		return createOutput(path, stdout)
+	}
+	f, err := os.CreateTemp("", "imgtool-spool-*")
+	if err != nil {
+		return nil, err
+	}
+	os.Remove(f.Name()) // unlinked: nothing is left behind whatever happens
+	return &output{Writer: f, file: f, stdout: stdout}, nil
 }
 
 // createOutput returns stdout for "" or "-", else a temporary file for path.
@@ -95,13 +111,21 @@ func createOutput(path string, stdout io.Writer) (*output, error) {
 	return &output{Writer: f, file: f, path: path}, nil
 }
 
-// toStdout tells whether the output is stdout.
-func (o *output) toStdout() bool { return o.file == nil }
+// toStdout tells whether the output goes to stdout.
+func (o *output) toStdout() bool { return o.file == nil || o.path == "" }
 
 // commit puts the finished file in place.
 func (o *output) commit() error {
 	if o.file == nil {
 		return nil
+	}
+	if o.path == "" {
+		defer o.file.Close()
+		if _, err := o.file.Seek(0, io.SeekStart); err != nil {
+			return err
+		}
+		_, err := io.Copy(o.stdout, o.file)
+		return err
 	}
 	err := o.file.Chmod(0o644)
 	if err == nil {
@@ -126,7 +150,9 @@ func (o *output) abort() {
 		return
 	}
 	o.file.Close()
-	os.Remove(o.file.Name())
+	if o.path != "" {
+		os.Remove(o.file.Name())
+	}
 }
 
 // rawImageError explains why a file named like a raw image (pages-*.img, ...) has no
