@@ -72,6 +72,16 @@ func runInspect(ctx context.Context, opts inspectOptions, args []string) error {
 	return printSummary(opts.Out, args[0], sum)
 }
 
+// storedPages describes the saved pages and the pages files that hold them, and says
+// so when the files are shorter than the pagemaps need: such a set cannot be restored.
+func storedPages(m explore.Memory) string {
+	text := fmt.Sprintf("%d pages, %s in pages files of %s", m.StoredPages, size(m.StoredBytes), size(uint64(m.PagesFiles)))
+	if uint64(m.PagesFiles) < m.StoredBytes {
+		text += " (DAMAGED: the pages files are shorter than the pagemaps say)"
+	}
+	return text
+}
+
 // size renders a byte count exactly and, when large, in binary units.
 func size(n uint64) string {
 	units := []string{"KiB", "MiB", "GiB", "TiB"}
@@ -99,7 +109,7 @@ func printSummary(w io.Writer, dir string, s *explore.Summary) error {
 		{"processes", fmt.Sprintf("%d (root %d %s)", s.Processes, s.Root, s.Comm)},
 		{"threads", itoa(s.Threads)},
 		{"memory", fmt.Sprintf("%d pages, %s", m.Pages, size(m.Bytes))},
-		{"stored pages", fmt.Sprintf("%d pages, %s in pages files of %s", m.StoredPages, size(m.StoredBytes), size(uint64(m.PagesFiles)))},
+		{"stored pages", storedPages(m)},
 		{"shared pages", itoa(m.SharedPages)},
 		{"parent pages", itoa(m.ParentPages)},
 		{"files", fmt.Sprintf("%d, %s", s.Files, size(uint64(s.Bytes)))},

@@ -1,6 +1,7 @@
 package imgtool
 
 import (
+	"os"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -55,5 +56,22 @@ func TestInspect(t *testing.T) {
 			t.Fatal(err)
 		}
 		jsonEqual(t, out, *sum)
+	}
+}
+
+// TestInspectSaysPagesAreShort: a pages file shorter than its pagemap is a damaged set,
+// and the summary says so.
+func TestInspectSaysPagesAreShort(t *testing.T) {
+	dir := copySet(t, filepath.Join(fixtureDir, "counter"))
+	if err := os.Truncate(filepath.Join(dir, "pages-1.img"), 4096); err != nil {
+		t.Fatal(err)
+	}
+	out, _, err := runWithStdin(t, nil, "inspect", dir)
+	if err != nil || !strings.Contains(out, "DAMAGED") {
+		t.Errorf("inspect of a set with a short pages file: %v\n%s", err, out)
+	}
+	out, _, err = runWithStdin(t, nil, "inspect", filepath.Join(fixtureDir, "counter"))
+	if err != nil || strings.Contains(out, "DAMAGED") {
+		t.Errorf("inspect of a whole set: %v\n%s", err, out)
 	}
 }

@@ -86,7 +86,7 @@ func parseCipher(cmd, value string) (cipher.Algorithm, error) {
 
 // quietFlag is --quiet: no progress bar and no summary.
 func quietFlag() cli.Flag {
-	return &cli.BoolFlag{Name: flagQuiet, Aliases: []string{"q"}, Usage: "print nothing but errors (no progress bar)"}
+	return &cli.BoolFlag{Name: flagQuiet, Aliases: []string{"q"}, Usage: "print nothing but errors (no progress bar, no summary)"}
 }
 
 // imagesDirFlag is -D: the image set folder, as CRIU names it.
