@@ -1,11 +1,14 @@
 package imgset
 
 import (
+	"cmp"
 	"errors"
 	"fmt"
 	"io"
+	"math/rand/v2"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 
@@ -31,6 +34,12 @@ const (
 // ErrBusy: another process holds the set's lock (an in-place encrypt, decrypt or
 // rekey of the same set is running).
 var ErrBusy = errors.New("another imgtool process is changing this image set")
+
+// ErrNotDurable: an in-place rewrite put the new set in place (and removed the
+// old one), but syncing the folder that holds it failed, so a system crash may
+// still bring back the old set. There is nothing to redo: the set on disk is the
+// new one.
+var ErrNotDurable = errors.New("the new set is in place, but it may not survive a system crash")
 
 func parentDir(dir string) string { return filepath.Dir(filepath.Clean(dir)) }
 
@@ -344,21 +353,62 @@ func removeFilesOf(d *os.File, path string) error {
 }
 
 // missingSetHint adds to err, when dir is missing and an interrupted rewrite left
-// the old set beside it, how to get it back.
+// the old set beside it, how to get it back. Empty folders are no candidates (an
+// older version created the "-old-" folder before renaming the set onto it); if
+// several old sets are left (a rewrite killed while deleting one, without flock
+// to remove it later), all are named, the one moved aside last first.
 func missingSetHint(dir string, err error) error {
 	if !errors.Is(err, os.ErrNotExist) {
 		return err
 	}
-	left, lerr := ListLeftovers(dir)
-	if lerr != nil {
+	cands := oldSetCandidates(dir)
+	switch len(cands) {
+	case 0:
 		return err
+	case 1:
+		return fmt.Errorf("%w; an interrupted in-place rewrite left the whole old set in %s: rename it to %s to recover it", err, cands[0], dir)
 	}
+	return fmt.Errorf("%w; interrupted in-place rewrites left old sets in %s (the one moved aside last first; the others may be partly deleted): rename the whole one to %s to recover it",
+		err, strings.Join(cands, ", "), dir)
+}
+
+// oldSetCandidates lists the non-empty LeftoverOld folders beside dir, the most
+// recently changed (renamed, or files unlinked) first.
+func oldSetCandidates(dir string) []string {
+	left, err := ListLeftovers(dir)
+	if err != nil {
+		return nil
+	}
+	type cand struct {
+		path  string
+		ctime unix.Timespec
+	}
+	var cands []cand
 	for _, l := range left {
-		if l.Kind == LeftoverOld {
-			return fmt.Errorf("%w; an interrupted in-place rewrite left the whole old set in %s: rename it to %s to recover it", err, l.Path, dir)
+		var st unix.Stat_t
+		if l.Kind != LeftoverOld || unix.Lstat(l.Path, &st) != nil || st.Mode&unix.S_IFMT != unix.S_IFDIR || isEmptyDir(l.Path) {
+			continue
 		}
+		cands = append(cands, cand{l.Path, st.Ctim})
 	}
-	return err
+	slices.SortStableFunc(cands, func(a, b cand) int { return cmp.Compare(b.ctime.Nano(), a.ctime.Nano()) })
+	out := make([]string, len(cands))
+	for i, c := range cands {
+		out[i] = c.path
+	}
+	return out
+}
+
+// isEmptyDir reports whether the folder at path has no entries (false if it
+// cannot be read: better named than missed).
+func isEmptyDir(path string) bool {
+	d, err := os.Open(path)
+	if err != nil {
+		return false
+	}
+	defer d.Close()
+	_, err = d.Readdirnames(1)
+	return errors.Is(err, io.EOF)
 }
 
 // crashPoint is called at the points of an in-place rewrite where a crash leaves
@@ -372,12 +422,32 @@ var renameExchange = func(a, b string) error {
 	return unix.Renameat2(unix.AT_FDCWD, a, unix.AT_FDCWD, b, unix.RENAME_EXCHANGE)
 }
 
+// syncFolder fsyncs a folder once a new set is in place in it; tests replace it
+// to make that fail.
+var syncFolder = syncDir
+
+// randomSuffix is the random part of an "-old-" name; tests replace it to force
+// name collisions.
+var randomSuffix = func() string { return strconv.FormatUint(uint64(rand.Uint32()), 10) }
+
+// notDurable is the error of an in-place rewrite that put the new set in place
+// but could not sync the parent folder (syncErr, possibly joined with an error
+// removing the old set).
+func notDurable(dir string, syncErr, removeErr error) error {
+	err := fmt.Errorf("image set %s: %w: %w", dir, ErrNotDurable, syncErr) // syncErr names the folder
+	return errors.Join(err, removeErr)
+}
+
 // exchangeInto atomically replaces the set at dir, locked as old, with the
 // finished set at tmp, then deletes the old one. With RENAME_EXCHANGE both paths
 // exist at every moment: before the swap dir is the old set, after it the new
 // one; tmp then holds the old set (its inode tells, see newPrefix) and is renamed
 // "-old-" at once, then its files are removed, then the folder. Without it (some
 // filesystems lack the flag), see moveInto.
+//
+// Once the new set is in place, a failure to sync the parent folder does not
+// stop the removal of the old set (for encrypt, the plaintext): the error,
+// ErrNotDurable, says the set is the new one and only durability is uncertain.
 func exchangeInto(tmp, dir string, old *setLock) error {
 	err := renameExchange(tmp, dir)
 	if errors.Is(err, unix.EINVAL) || errors.Is(err, unix.ENOSYS) || errors.Is(err, unix.EOPNOTSUPP) {
@@ -387,15 +457,13 @@ func exchangeInto(tmp, dir string, old *setLock) error {
 		os.RemoveAll(tmp)
 		return fmt.Errorf("image set %s: exchanging with the new set: %w", dir, err)
 	}
-	if err := syncDir(parentDir(dir)); err != nil {
-		return err
-	}
+	syncErr := syncFolder(parentDir(dir))
 	crashPoint("exchanged")
 	aside := oldName(dir, tmp)
 	if err := os.Rename(tmp, aside); err != nil {
 		aside = tmp // still removable under its name, which ListLeftovers reads as old
 	}
-	return removeOld(dir, aside, old)
+	return removeOld(dir, aside, old, syncErr)
 }
 
 // oldName is the "-old-" name of a replaced set, with the random part of tmp.
@@ -409,14 +477,9 @@ func oldName(dir, tmp string) string {
 // no dir, with the whole old set in "-old-" (and the whole new one in "-new-"):
 // ListLeftovers, Open and the docs say to rename the old one back.
 func moveInto(tmp, dir string, old *setLock) error {
-	aside, err := os.MkdirTemp(parentDir(dir), "."+setBase(dir)+oldInfix)
+	crashPoint("moving aside")
+	aside, err := renameAside(dir)
 	if err != nil {
-		os.RemoveAll(tmp)
-		return err
-	}
-	// rename(2) replaces the empty folder aside (os.Rename refuses to).
-	if err := unix.Rename(dir, aside); err != nil {
-		os.Remove(aside)
 		os.RemoveAll(tmp)
 		return fmt.Errorf("image set %s: moving the old set aside: %w", dir, err)
 	}
@@ -428,24 +491,67 @@ func moveInto(tmp, dir string, old *setLock) error {
 		os.RemoveAll(tmp)
 		return fmt.Errorf("image set %s: %w", dir, err)
 	}
-	if err := syncDir(parentDir(dir)); err != nil {
+	return removeOld(dir, aside, old, syncFolder(parentDir(dir)))
+}
+
+// renameAside renames the set folder dir to a fresh "-old-" name beside it and
+// returns that name. The name is never created first: an empty "-old-" folder
+// left by a crash would be taken for the old set (and, without flock, nothing
+// removes it). A name that exists is never replaced: the next one is tried.
+func renameAside(dir string) (string, error) {
+	for range 10 {
+		aside := filepath.Join(parentDir(dir), "."+setBase(dir)+oldInfix+randomSuffix())
+		err := renameNoReplace(dir, aside)
+		if errors.Is(err, unix.EEXIST) || errors.Is(err, unix.ENOTEMPTY) || errors.Is(err, unix.ENOTDIR) {
+			continue
+		}
+		if err != nil {
+			return "", err
+		}
+		return aside, nil
+	}
+	return "", errors.New("no free name for the old set")
+}
+
+// renameNoReplace renames from to to, failing with EEXIST if to exists. Where the
+// filesystem lacks RENAME_NOREPLACE (it may, as it lacks RENAME_EXCHANGE) it
+// checks first and then uses rename(2), which still refuses a non-empty folder
+// or a file in the way of a folder; the instant between the two only matters
+// against someone creating this random name on purpose in our parent folder.
+func renameNoReplace(from, to string) error {
+	err := unix.Renameat2(unix.AT_FDCWD, from, unix.AT_FDCWD, to, unix.RENAME_NOREPLACE)
+	if !errors.Is(err, unix.EINVAL) && !errors.Is(err, unix.ENOSYS) && !errors.Is(err, unix.EOPNOTSUPP) {
 		return err
 	}
-	return removeOld(dir, aside, old)
+	if _, err := os.Lstat(to); !errors.Is(err, os.ErrNotExist) {
+		if err == nil {
+			return unix.EEXIST
+		}
+		return err
+	}
+	return unix.Rename(from, to)
 }
 
 // removeOld deletes the replaced set, now at aside, whose folder old holds open:
 // its files, through that descriptor, then the folder; then syncs the parent so
-// the deletion is durable.
-func removeOld(dir, aside string, old *setLock) error {
+// the deletion is durable. syncErr is the error of syncing the parent right
+// after the new set was put in place: if not nil, the old set is removed all
+// the same and the error is ErrNotDurable.
+func removeOld(dir, aside string, old *setLock, syncErr error) error {
 	err := removeFilesOf(old.f, aside)
 	if err == nil {
 		err = os.Remove(aside)
 	}
 	if err != nil {
-		return fmt.Errorf("image set %s: the new set is in place, but removing the old one from %s: %w", dir, aside, err)
+		err = fmt.Errorf("image set %s: the new set is in place, but removing the old one from %s: %w", dir, aside, err)
 	}
-	return syncDir(parentDir(dir))
+	if syncErr == nil {
+		syncErr = syncFolder(parentDir(dir))
+	}
+	if syncErr != nil {
+		return notDurable(dir, syncErr, err)
+	}
+	return err
 }
 
 // replaceHeader atomically replaces the header of the set at dir with data: it is

@@ -334,3 +334,174 @@ func TestRewriteKeepsModes(t *testing.T) {
 		t.Fatalf("premise: a set of several files, got %v", names)
 	}
 }
+
+// withoutExchange makes the rest of the test run as on a filesystem without
+// RENAME_EXCHANGE.
+func withoutExchange(t *testing.T) {
+	prev := renameExchange
+	t.Cleanup(func() { renameExchange = prev })
+	renameExchange = func(a, b string) error { return unix.EINVAL }
+}
+
+// TestSyncFailureOnceInPlace: when syncing the parent folder fails after the new
+// set was put in place (by the exchange, or by the fallback's second rename),
+// the old set is still removed, and the error says the new set is in place and
+// only its durability is uncertain (ErrNotDurable). The set then works as usual.
+func TestSyncFailureOnceInPlace(t *testing.T) {
+	for _, exchange := range []bool{true, false} {
+		t.Run(fmt.Sprintf("exchange=%v", exchange), func(t *testing.T) {
+			if !exchange {
+				withoutExchange(t)
+			}
+			dir := copySet(t, "files")
+			want := readAll(t, dir)
+			parent := filepath.Dir(dir)
+			prev := syncFolder
+			t.Cleanup(func() { syncFolder = prev })
+			failed := 0
+			syncFolder = func(d string) error {
+				if d == parent {
+					failed++
+					return fmt.Errorf("sync %s: %w", d, unix.EIO)
+				}
+				return prev(d)
+			}
+			bob := []cipher.Recipient{recipient(t, "bob-p256")}
+			err := Encrypt(dir, EncryptOptions{Recipients: bob})
+			if failed == 0 {
+				t.Fatal("premise: the parent folder was never synced through syncFolder")
+			}
+			if !errors.Is(err, ErrNotDurable) || !errors.Is(err, unix.EIO) || !strings.Contains(err.Error(), "the new set is in place") {
+				t.Errorf("Encrypt: %v; want ErrNotDurable wrapping EIO, saying the new set is in place", err)
+
+			}
+			if left, err := Leftovers(dir); err != nil || len(left) != 0 {
+				t.Errorf("leftovers %v, %v: want the old set removed", left, err)
+			}
+			ids := []cipher.Identity{identity(t, "bob-p256")}
+			s, err := Open(dir, OpenOptions{Identities: ids})
+			if err != nil {
+				t.Fatal(err)
+			}
+			equalSets(t, readSet(t, s), want)
+			syncFolder = prev
+			if err := Rekey(dir, RekeyOptions{Identities: ids, Add: bob, Rotate: true}); err != nil {
+				t.Errorf("a later in-place operation: %v", err)
+			}
+		})
+	}
+}
+
+// TestFallbackCreatesNoEmptyOld: without RENAME_EXCHANGE the set is renamed
+// straight to an "-old-" name that did not exist, so a crash just before that
+// rename leaves no empty "-old-" folder beside the set (which, without flock,
+// nothing would remove).
+func TestFallbackCreatesNoEmptyOld(t *testing.T) {
+	withoutExchange(t)
+	dir := copySet(t, "files")
+	want := readAll(t, dir)
+	bob := []cipher.Recipient{recipient(t, "bob-p256")}
+	crashed, err := crashAt("moving aside", func() error { return Encrypt(dir, EncryptOptions{Recipients: bob}) })
+	if !crashed {
+		t.Fatalf("no crash: %v", err)
+	}
+	equalSets(t, readAll(t, dir), want)
+	for name, kind := range leftoverKinds(t, dir) {
+		if kind != LeftoverNew {
+			t.Errorf("leftover %s (%v): want only the unfinished new set", name, kind)
+		}
+	}
+}
+
+// TestMissingSetHintSkipsEmpty: when the set folder is missing, Open's error
+// names every non-empty "-old-" folder beside it as a candidate to rename back,
+// and never an empty one.
+func TestMissingSetHintSkipsEmpty(t *testing.T) {
+	withoutExchange(t)
+	dir := copySet(t, "files")
+	want := readAll(t, dir)
+	parent := filepath.Dir(dir)
+	// What an older run killed while deleting its old set left (held locked, as
+	// without flock nothing would remove it).
+	partial := filepath.Join(parent, ".files.imgtool-old-0y")
+	mkLeftover(t, partial, map[string]string{"pages-1.img": "the rest of an older set"})
+	lk, err := lockPath(partial, true)
+	if err != nil || lk == nil {
+		t.Fatal(lk, err)
+	}
+	bob := []cipher.Recipient{recipient(t, "bob-p256")}
+	crashed, err := crashAt("moved aside", func() error { return Encrypt(dir, EncryptOptions{Recipients: bob}) })
+	lk.unlock()
+	if !crashed {
+		t.Fatalf("no crash: %v", err)
+	}
+	var whole string
+	for name, kind := range leftoverKinds(t, dir) {
+		if p := filepath.Join(parent, name); kind == LeftoverOld && p != partial {
+			whole = p
+		}
+	}
+	if whole == "" {
+		t.Fatal("no old set moved aside")
+	}
+	equalSets(t, readAll(t, whole), want)
+	empty := filepath.Join(parent, ".files.imgtool-old-0x") // sorts first
+	if err := os.Mkdir(empty, 0o700); err != nil {
+		t.Fatal(err)
+	}
+
+	_, err = Open(dir, OpenOptions{})
+	if err == nil || !strings.Contains(err.Error(), whole) || !strings.Contains(err.Error(), partial) {
+		t.Errorf("Open of the missing set: %v; want it to name %s and %s", err, whole, partial)
+	}
+	if strings.Contains(fmt.Sprint(err), empty) {
+		t.Errorf("Open of the missing set: %v; names the empty folder %s", err, empty)
+	}
+	// With one candidate, it is named alone.
+	if err := os.RemoveAll(partial); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := Open(dir, OpenOptions{}); err == nil || !strings.Contains(err.Error(), "left the whole old set in "+whole+":") {
+		t.Errorf("Open of the missing set: %v; want it to name %s alone", err, whole)
+	}
+}
+
+// TestFallbackNeverReplacesAName: the "-old-" name the set is moved to is one
+// that did not exist; an empty folder or a file already there is left alone and
+// the next random name is taken.
+func TestFallbackNeverReplacesAName(t *testing.T) {
+	withoutExchange(t)
+	prev := randomSuffix
+	t.Cleanup(func() { randomSuffix = prev })
+	next := 0
+	randomSuffix = func() string { next++; return fmt.Sprint(next) }
+	dir := copySet(t, "files")
+	want := readAll(t, dir)
+	p := func(n string) string { return filepath.Join(filepath.Dir(dir), ".files.imgtool-old-"+n) }
+	if err := os.Mkdir(p("1"), 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(p("2"), []byte("in the way"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	// Held locked, as without flock nothing would remove them.
+	for _, n := range []string{"1", "2"} {
+		lk, err := lockPath(p(n), true)
+		if err != nil || lk == nil {
+			t.Fatal(lk, err)
+		}
+		defer lk.unlock()
+	}
+	bob := []cipher.Recipient{recipient(t, "bob-p256")}
+	crashed, err := crashAt("moved aside", func() error { return Encrypt(dir, EncryptOptions{Recipients: bob}) })
+	if !crashed {
+		t.Fatalf("no crash: %v", err)
+	}
+	equalSets(t, readAll(t, p("3")), want)
+	if ents, err := os.ReadDir(p("1")); err != nil || len(ents) != 0 {
+		t.Errorf("the empty folder in the way: %v, %v", ents, err)
+	}
+	if data, err := os.ReadFile(p("2")); err != nil || string(data) != "in the way" {
+		t.Errorf("the file in the way: %q, %v", data, err)
+	}
+}
