@@ -12,6 +12,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/imgtool/imgtool/cipher"
+	"github.com/imgtool/imgtool/internal/testset"
 )
 
 func inode(t *testing.T, path string) uint64 {
@@ -53,7 +54,7 @@ func leftoverKinds(t *testing.T, dir string) map[string]LeftoverKind {
 // while one that a live process holds is left alone.
 func TestInPlaceRemovesStaleLeftovers(t *testing.T) {
 	dir := copySet(t, "files")
-	parent, want := filepath.Dir(dir), readAll(t, dir)
+	parent, want := filepath.Dir(dir), testset.ReadAll(t, dir)
 	p := func(name string) string { return filepath.Join(parent, ".files.imgtool-"+name) }
 	mkLeftover(t, p("new-i1-100"), map[string]string{"core-1.img": "half"}) // an unfinished new set
 	mkLeftover(t, p("old-200"), map[string]string{"pages-1.img": "old plaintext"})
@@ -192,7 +193,7 @@ func crashAt(point string, op func() error) (crashed bool, err error) {
 // calls it the old set, and the next in-place operation removes it.
 func TestCrashAfterExchange(t *testing.T) {
 	dir := copySet(t, "files")
-	want := readAll(t, dir)
+	want := testset.ReadAll(t, dir)
 	bob := []cipher.Recipient{recipient(t, "bob-p256")}
 	crashed, err := crashAt("exchanged", func() error { return Encrypt(dir, EncryptOptions{Recipients: bob}) })
 	if !crashed {
@@ -202,7 +203,7 @@ func TestCrashAfterExchange(t *testing.T) {
 	if err != nil || len(left) != 1 || left[0].Kind != LeftoverOld || !strings.Contains(left[0].Path, newInfix) {
 		t.Fatalf("leftovers %+v, %v: want the old set under its new-set name", left, err)
 	}
-	equalSets(t, readAll(t, left[0].Path), want) // the old plaintext, whole
+	equalSets(t, testset.ReadAll(t, left[0].Path), want) // the old plaintext, whole
 	if err := Rekey(dir, RekeyOptions{Identities: []cipher.Identity{identity(t, "bob-p256")}, Add: []cipher.Recipient{recipient(t, "carol-p384")}}); err != nil {
 		t.Fatal(err)
 	}
@@ -226,7 +227,7 @@ func TestWithoutRenameExchange(t *testing.T) {
 	bob := []cipher.Recipient{recipient(t, "bob-p256")}
 
 	dir := copySet(t, "files")
-	want := readAll(t, dir)
+	want := testset.ReadAll(t, dir)
 	if err := Encrypt(dir, EncryptOptions{Recipients: bob}); err != nil {
 		t.Fatal(err)
 	}
@@ -261,7 +262,7 @@ func TestWithoutRenameExchange(t *testing.T) {
 	if err := os.Rename(old, dir); err != nil {
 		t.Fatal(err)
 	}
-	equalSets(t, readAll(t, dir), want)
+	equalSets(t, testset.ReadAll(t, dir), want)
 	if removed, err := RemoveLeftovers(dir); err != nil || len(removed) != 1 {
 		t.Errorf("RemoveLeftovers after recovery: %v, %v; want the new set removed", removed, err)
 	}
@@ -354,7 +355,7 @@ func TestSyncFailureOnceInPlace(t *testing.T) {
 				withoutExchange(t)
 			}
 			dir := copySet(t, "files")
-			want := readAll(t, dir)
+			want := testset.ReadAll(t, dir)
 			parent := filepath.Dir(dir)
 			prev := syncFolder
 			t.Cleanup(func() { syncFolder = prev })
@@ -399,13 +400,13 @@ func TestSyncFailureOnceInPlace(t *testing.T) {
 func TestFallbackCreatesNoEmptyOld(t *testing.T) {
 	withoutExchange(t)
 	dir := copySet(t, "files")
-	want := readAll(t, dir)
+	want := testset.ReadAll(t, dir)
 	bob := []cipher.Recipient{recipient(t, "bob-p256")}
 	crashed, err := crashAt("moving aside", func() error { return Encrypt(dir, EncryptOptions{Recipients: bob}) })
 	if !crashed {
 		t.Fatalf("no crash: %v", err)
 	}
-	equalSets(t, readAll(t, dir), want)
+	equalSets(t, testset.ReadAll(t, dir), want)
 	for name, kind := range leftoverKinds(t, dir) {
 		if kind != LeftoverNew {
 			t.Errorf("leftover %s (%v): want only the unfinished new set", name, kind)
@@ -419,7 +420,7 @@ func TestFallbackCreatesNoEmptyOld(t *testing.T) {
 func TestMissingSetHintSkipsEmpty(t *testing.T) {
 	withoutExchange(t)
 	dir := copySet(t, "files")
-	want := readAll(t, dir)
+	want := testset.ReadAll(t, dir)
 	parent := filepath.Dir(dir)
 	// What an older run killed while deleting its old set left (held locked, as
 	// without flock nothing would remove it).
@@ -444,7 +445,7 @@ func TestMissingSetHintSkipsEmpty(t *testing.T) {
 	if whole == "" {
 		t.Fatal("no old set moved aside")
 	}
-	equalSets(t, readAll(t, whole), want)
+	equalSets(t, testset.ReadAll(t, whole), want)
 	empty := filepath.Join(parent, ".files.imgtool-old-0x") // sorts first
 	if err := os.Mkdir(empty, 0o700); err != nil {
 		t.Fatal(err)
@@ -476,7 +477,7 @@ func TestFallbackNeverReplacesAName(t *testing.T) {
 	next := 0
 	randomSuffix = func() string { next++; return fmt.Sprint(next) }
 	dir := copySet(t, "files")
-	want := readAll(t, dir)
+	want := testset.ReadAll(t, dir)
 	p := func(n string) string { return filepath.Join(filepath.Dir(dir), ".files.imgtool-old-"+n) }
 	if err := os.Mkdir(p("1"), 0o700); err != nil {
 		t.Fatal(err)
@@ -497,7 +498,7 @@ func TestFallbackNeverReplacesAName(t *testing.T) {
 	if !crashed {
 		t.Fatalf("no crash: %v", err)
 	}
-	equalSets(t, readAll(t, p("3")), want)
+	equalSets(t, testset.ReadAll(t, p("3")), want)
 	if ents, err := os.ReadDir(p("1")); err != nil || len(ents) != 0 {
 		t.Errorf("the empty folder in the way: %v, %v", ents, err)
 	}

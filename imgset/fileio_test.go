@@ -9,6 +9,7 @@ import (
 	"testing"
 
 	"github.com/imgtool/imgtool/cipher"
+	"github.com/imgtool/imgtool/internal/testset"
 )
 
 // memDir returns a new folder on a memory-backed filesystem, or skips the test.
@@ -81,7 +82,7 @@ func TestRewriteOnTmpfs(t *testing.T) {
 	if err := os.WriteFile(filepath.Join(plain, "pages-9.img"), big, 0o600); err != nil {
 		t.Fatal(err)
 	}
-	want := readAll(t, plain)
+	want := testset.ReadAll(t, plain)
 	enc, dec := filepath.Join(dir, "enc"), filepath.Join(dir, "dec")
 	var progress int64
 	err := Encrypt(plain, EncryptOptions{Recipients: []cipher.Recipient{recipient(t, "bob-p256")}, Output: enc,
@@ -106,7 +107,7 @@ func TestRewriteOnTmpfs(t *testing.T) {
 	if err := Decrypt(enc, DecryptOptions{Identities: []cipher.Identity{identity(t, "bob-p256")}, Output: dec}); err != nil {
 		t.Fatal(err)
 	}
-	equalSets(t, readAll(t, dec), want)
+	equalSets(t, testset.ReadAll(t, dec), want)
 	s, err := Open(enc, OpenOptions{Identities: []cipher.Identity{identity(t, "bob-p256")}})
 	if err != nil {
 		t.Fatal(err)

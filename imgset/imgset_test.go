@@ -10,6 +10,7 @@ import (
 	"testing"
 
 	"github.com/imgtool/imgtool/cipher"
+	"github.com/imgtool/imgtool/internal/testset"
 )
 
 const fixtures = "../fixtures/criu-4.2"
@@ -37,29 +38,7 @@ func identity(t testing.TB, name string) *cipher.KeyIdentity {
 // copySet copies a fixture set into a fresh folder.
 func copySet(t testing.TB, set string) string {
 	t.Helper()
-	dst := filepath.Join(t.TempDir(), set)
-	if err := os.CopyFS(dst, os.DirFS(filepath.Join(fixtures, set))); err != nil {
-		t.Fatal(err)
-	}
-	return dst
-}
-
-// readAll returns every file of a plaintext folder.
-func readAll(t testing.TB, dir string) map[string][]byte {
-	t.Helper()
-	out := map[string][]byte{}
-	ents, err := os.ReadDir(dir)
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, e := range ents {
-		b, err := os.ReadFile(filepath.Join(dir, e.Name()))
-		if err != nil {
-			t.Fatal(err)
-		}
-		out[e.Name()] = b
-	}
-	return out
+	return testset.Copy(t, filepath.Join(fixtures, set))
 }
 
 // readSet returns the plaintext of every file of an opened set, read both
@@ -119,14 +98,14 @@ func TestEncryptFixturesNoPlaintextLeaks(t *testing.T) {
 		set := filepath.Base(p)
 		t.Run(set, func(t *testing.T) {
 			dir := copySet(t, set)
-			orig := readAll(t, dir)
+			orig := testset.ReadAll(t, dir)
 			if set == "counter" && !bytes.Contains(orig["pages-1.img"], canaries[0]) {
 				t.Fatal("fixture lost its canary: this test would prove nothing")
 			}
 			if err := Encrypt(dir, EncryptOptions{Recipients: []cipher.Recipient{recipient(t, "bob-p256"), recipient(t, "alice-rsa2048")}}); err != nil {
 				t.Fatal(err)
 			}
-			enc := readAll(t, dir)
+			enc := testset.ReadAll(t, dir)
 			if len(enc) != len(orig)+1 {
 				t.Fatalf("encrypted set has %d files, want %d", len(enc), len(orig)+1)
 			}
@@ -154,7 +133,7 @@ func TestEncryptFixturesNoPlaintextLeaks(t *testing.T) {
 			if err := Decrypt(dir, DecryptOptions{Identities: []cipher.Identity{identity(t, "bob-p256")}}); err != nil {
 				t.Fatal(err)
 			}
-			equalSets(t, readAll(t, dir), orig)
+			equalSets(t, testset.ReadAll(t, dir), orig)
 			if left, _ := Leftovers(dir); len(left) != 0 {
 				t.Fatalf("leftovers: %v", left)
 			}
@@ -182,7 +161,7 @@ func TestWriterStreamsCiphertextOnly(t *testing.T) {
 	if len(leftovers) != 1 {
 		t.Fatalf("want one temporary folder, got %v", leftovers)
 	}
-	for name, b := range readAll(t, leftovers[0]) {
+	for name, b := range testset.ReadAll(t, leftovers[0]) {
 		if bytes.Contains(b, []byte("IMGTOOL-SECRET")) {
 			t.Fatalf("plaintext on disk in %s while writing", name)
 		}
@@ -262,7 +241,7 @@ func TestOpenErrors(t *testing.T) {
 
 func TestRekey(t *testing.T) {
 	dir := copySet(t, "ghost")
-	orig := readAll(t, dir)
+	orig := testset.ReadAll(t, dir)
 	alice, bob, carol := recipient(t, "alice-rsa2048"), recipient(t, "bob-p256"), recipient(t, "carol-p384")
 	if err := Encrypt(dir, EncryptOptions{Recipients: []cipher.Recipient{alice, bob}}); err != nil {
 		t.Fatal(err)

@@ -30,6 +30,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/imgtool/imgtool/imgset"
+	"github.com/imgtool/imgtool/internal/testset"
 )
 
 // atomicOp is one in-place operation under test.
@@ -53,7 +54,7 @@ func TestAtomicInPlaceUnderSIGKILL(t *testing.T) {
 
 	// Old sets: plain (encrypt), and encrypted for alice (the others).
 	encDir := filepath.Join(work, "enc")
-	copyDir(t, plainDir, encDir)
+	testset.CopyTo(t, plainDir, encDir)
 	run(t, bin, "encrypt", "-q", "-D", encDir, "--cert", keyPath("alice-rsa2048.crt"))
 	encRaw := rawSums(t, encDir)
 	encID := headerSetID(t, encDir)
@@ -216,7 +217,7 @@ func freshCopy(t *testing.T, work, template string) (parent, dir string) {
 		t.Fatal(err)
 	}
 	dir = filepath.Join(parent, "set")
-	copyDir(t, template, dir)
+	testset.CopyTo(t, template, dir)
 	return parent, dir
 }
 
@@ -369,7 +370,7 @@ func (w *inotify) read(t *testing.T, parent string, wait time.Duration) int {
 // to be killed in the middle of its data phase many times.
 func makeBigSet(t *testing.T, dir string) {
 	t.Helper()
-	copyDir(t, filepath.Join(fixtureDir, "counter"), dir)
+	testset.CopyTo(t, filepath.Join(fixtureDir, "counter"), dir)
 	rng := rand.NewChaCha8([32]byte{'i', 'm', 'g', 't', 'o', 'o', 'l'})
 	buf := make([]byte, 8<<20)
 	for i := 2; i <= 4; i++ {

@@ -7,6 +7,8 @@ import (
 	"regexp"
 	"strconv"
 	"testing"
+
+	"github.com/imgtool/imgtool/internal/testset"
 )
 
 // Canaries the fixture programs leave in their sets (fixtures/README.md).
@@ -81,7 +83,7 @@ func TestNoPlaintextInEncryptedSets(t *testing.T) {
 	foundPages := false
 	for _, name := range fixtureSetNames(t) {
 		plainDir := filepath.Join(fixtureDir, name)
-		plain := readAll(t, plainDir)
+		plain := testset.ReadAll(t, plainDir)
 		var needles [][]byte
 		all := bytes.Join(values(plain), nil)
 		for _, c := range append(append([]string{}, knownCanaries...), literals...) {
@@ -101,7 +103,7 @@ func TestNoPlaintextInEncryptedSets(t *testing.T) {
 
 		for _, cert := range []string{"alice-rsa2048.crt", "bob-p256.crt"} {
 			enc := encryptedFixture(t, name, cert)
-			for file, data := range readAll(t, enc) {
+			for file, data := range testset.ReadAll(t, enc) {
 				for _, n := range needles {
 					if bytes.Contains(data, n) {
 						t.Errorf("%s (%s): %s holds plaintext %q", name, cert, file, n)
@@ -122,23 +124,6 @@ func TestNoPlaintextInEncryptedSets(t *testing.T) {
 	if !foundPages {
 		t.Error("no page header PAGE%08x in any plaintext set: the fixtures changed")
 	}
-}
-
-func readAll(t *testing.T, dir string) map[string][]byte {
-	t.Helper()
-	ents, err := os.ReadDir(dir)
-	if err != nil {
-		t.Fatal(err)
-	}
-	out := map[string][]byte{}
-	for _, e := range ents {
-		data, err := os.ReadFile(filepath.Join(dir, e.Name()))
-		if err != nil {
-			t.Fatal(err)
-		}
-		out[e.Name()] = data
-	}
-	return out
 }
 
 func values(m map[string][]byte) [][]byte {

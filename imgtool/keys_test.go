@@ -21,6 +21,7 @@ import (
 
 	"github.com/imgtool/imgtool/cipher"
 	"github.com/imgtool/imgtool/imgset"
+	"github.com/imgtool/imgtool/internal/testset"
 )
 
 // The test keys are cipher's: made by OpenSSL (cipher/testdata/keys/make-keys.sh)
@@ -51,29 +52,7 @@ func testFingerprint(t *testing.T, name string) string {
 // temporary parent and returns its path.
 func copySet(t testing.TB, src string) string {
 	t.Helper()
-	dst := filepath.Join(t.TempDir(), filepath.Base(src))
-	copyDir(t, src, dst)
-	return dst
-}
-
-func copyDir(t testing.TB, src, dst string) {
-	t.Helper()
-	if err := os.MkdirAll(dst, 0o755); err != nil {
-		t.Fatal(err)
-	}
-	ents, err := os.ReadDir(src)
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, e := range ents {
-		data, err := os.ReadFile(filepath.Join(src, e.Name()))
-		if err != nil {
-			t.Fatal(err)
-		}
-		if err := os.WriteFile(filepath.Join(dst, e.Name()), data, 0o644); err != nil {
-			t.Fatal(err)
-		}
-	}
+	return testset.Copy(t, src)
 }
 
 // rawSums maps each regular file of dir to the SHA-256 of its bytes on disk.

@@ -14,6 +14,7 @@ import (
 	"github.com/imgtool/imgtool/image"
 	"github.com/imgtool/imgtool/imgset"
 	"github.com/imgtool/imgtool/internal/testproc"
+	"github.com/imgtool/imgtool/internal/testset"
 )
 
 // testKey makes a new key pair: the recipients to encrypt a set for and the identity that
@@ -42,7 +43,7 @@ func testKey(t *testing.T) ([]cipher.Recipient, cipher.Identity) {
 // grepSet tells whether any file of the set folder holds s.
 func grepSet(t *testing.T, dir, s string) bool {
 	t.Helper()
-	for _, b := range setFiles(t, dir) {
+	for _, b := range testset.ReadAll(t, dir) {
 		if bytes.Contains(b, []byte(s)) {
 			return true
 		}

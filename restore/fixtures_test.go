@@ -20,6 +20,7 @@ import (
 	"github.com/imgtool/imgtool/imgset"
 	"github.com/imgtool/imgtool/internal/procfs"
 	"github.com/imgtool/imgtool/internal/testproc"
+	"github.com/imgtool/imgtool/internal/testset"
 )
 
 // TestMain makes the test process a child subreaper: the programs the tests launch and the
@@ -167,26 +168,8 @@ func readImageFile(t *testing.T, name string) *image.Image {
 func setSums(t *testing.T, dir string) map[string][32]byte {
 	t.Helper()
 	out := map[string][32]byte{}
-	for name, b := range setFiles(t, dir) {
+	for name, b := range testset.ReadAll(t, dir) {
 		out[name] = sha256.Sum256(b)
-	}
-	return out
-}
-
-// setFiles returns the contents of every file of a set folder, by name.
-func setFiles(t *testing.T, dir string) map[string][]byte {
-	t.Helper()
-	ents, err := os.ReadDir(dir)
-	if err != nil {
-		t.Fatal(err)
-	}
-	out := map[string][]byte{}
-	for _, e := range ents {
-		b, err := os.ReadFile(filepath.Join(dir, e.Name()))
-		if err != nil {
-			t.Fatal(err)
-		}
-		out[e.Name()] = b
 	}
 	return out
 }

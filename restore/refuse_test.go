@@ -19,21 +19,13 @@ import (
 	"github.com/imgtool/imgtool/imgset"
 	"github.com/imgtool/imgtool/internal/fpu"
 	"github.com/imgtool/imgtool/internal/testproc"
+	"github.com/imgtool/imgtool/internal/testset"
 )
 
 // copySet copies a set into a fresh temporary directory.
 func copySet(t *testing.T, src string) string {
 	t.Helper()
-	dst := filepath.Join(t.TempDir(), filepath.Base(src))
-	if err := os.Mkdir(dst, 0o755); err != nil {
-		t.Fatal(err)
-	}
-	for name, b := range setFiles(t, src) {
-		if err := os.WriteFile(filepath.Join(dst, name), b, 0o644); err != nil {
-			t.Fatal(err)
-		}
-	}
-	return dst
+	return testset.Copy(t, src)
 }
 
 // rewriteImage changes the entries of one image of a set copy.
