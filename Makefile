@@ -4,16 +4,19 @@ BIN      := bin/imgtool
 GOFLAGS  := -trimpath
 export CGO_ENABLED := 0
 
-.PHONY: build test demo bench fuzz vet clean
+.PHONY: build test test-long demo bench fuzz vet clean
 
 build: ## a static binary in bin/imgtool
-	$(GO) build $(GOFLAGS) -ldflags='-s -w' -o $(BIN) ./cmd/imgtool
+	$(GO) build $(GOFLAGS) -tags urfave_cli_no_docs -ldflags='-s -w' -o $(BIN) ./cmd/imgtool
 
 vet:
 	$(GO) vet ./...
 
 test: vet ## vet, then every test with the race detector (fuzz seeds included)
 	CGO_ENABLED=1 $(GO) test -race -count=1 -timeout 9m ./...
+
+test-long: vet ## make test, with the exhaustive variants of the slow tests (the full kill matrix)
+	IMGTOOL_TEST_LONG=1 CGO_ENABLED=1 $(GO) test -race -count=1 -timeout 20m ./...
 
 demo: build ## the main job on a bundled real image set
 	./scripts/demo.sh $(BIN)

@@ -15,6 +15,9 @@ var (
 	// right kind: a certificate where a private key was expected, an Ed25519 or DSA
 	// key, an RSA key outside MinRSABits..MaxRSABits, a curve other than P-256/P-384.
 	ErrUnsupportedKey = errors.New("unsupported key")
+	// ErrCertificateValidity: a certificate is expired or not yet valid (see
+	// CheckValidity); a set is not encrypted for it unless the caller allows it.
+	ErrCertificateValidity = errors.New("certificate outside its validity period")
 	// ErrNoRecipient: the identity is a good key, but no stanza of the header names
 	// it: the set was not encrypted for this key.
 	ErrNoRecipient = errors.New("key is not a recipient of this set")

@@ -13,6 +13,8 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+
+	"github.com/imgtool/imgtool/internal/testlong"
 )
 
 // writePattern feeds plain to w in one way a caller might.
@@ -172,10 +174,15 @@ func TestWriterMatchesGolden(t *testing.T) {
 		if sum := sha256.Sum256(at.data); hex.EncodeToString(sum[:]) != kv["sha256"] {
 			t.Fatalf("%s: EncryptAt differs", line)
 		}
-		for _, dest := range destinations {
+		for di, dest := range destinations {
 			for i, p := range writePatterns {
 				if size > 3*batchPlain && i%2 == 1 {
 					continue // half the patterns are enough for the largest sizes
+				}
+				// make test: a third of the patterns per size and destination, a different
+				// third each time, so that every pattern meets small and large sizes.
+				if !testlong.Sample(i, 3, checked+di) {
+					continue
 				}
 				ct := encryptTo(t, key, dest, p, plain)
 				if sum := sha256.Sum256(ct); hex.EncodeToString(sum[:]) != kv["sha256"] {
@@ -242,9 +249,12 @@ func TestWriterReportsWriteErrors(t *testing.T) {
 	size := 5*batchPlain + 123
 	plain := testPlain(size)
 	full := int(CiphertextSize(int64(size)))
-	for _, limit := range []int{PrefixSize + 10, PrefixSize + batchCT + 7, full / 2, full - 1} {
-		for _, dest := range []string{"in order", "file"} {
-			for _, p := range writePatterns {
+	for li, limit := range []int{PrefixSize + 10, PrefixSize + batchCT + 7, full / 2, full - 1} {
+		for di, dest := range []string{"in order", "file"} {
+			for pi, p := range writePatterns {
+				if !testlong.Sample(pi, 3, li*2+di) {
+					continue
+				}
 				var dst io.Writer
 				fw := &failingWriter{limit: limit}
 				ff := &failingFile{memFile: newMemFile(), limit: int64(limit)}

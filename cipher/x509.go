@@ -4,15 +4,13 @@ import (
 	"crypto"
 	"crypto/ecdh"
 	"crypto/ecdsa"
+	"crypto/ed25519"
 	"crypto/hpke"
 	"crypto/rand"
 	"crypto/rsa"
 	"crypto/sha256"
 	"crypto/x509"
-	"encoding/pem"
 	"fmt"
-	"io"
-	"os"
 )
 
 // Stanza types written by this package.
@@ -58,31 +56,40 @@ type X509Recipient struct {
 
 // NewX509Recipient returns the recipient of a certificate's public key.
 func NewX509Recipient(cert *x509.Certificate) (*X509Recipient, error) {
+	r, err := recipientOf(cert)
+	if err != nil {
+		return nil, fmt.Errorf("certificate %q: %w", cert.Subject.String(), err)
+	}
+	return r, nil
+}
+
+// recipientOf is NewX509Recipient with errors that do not name the certificate,
+// for callers that name it their own way.
+func recipientOf(cert *x509.Certificate) (*X509Recipient, error) {
 	spki, err := x509.MarshalPKIXPublicKey(cert.PublicKey)
 	if err != nil {
-		return nil, fmt.Errorf("%w: certificate %q: %v", ErrUnsupportedKey, cert.Subject, err)
+		return nil, fmt.Errorf("%w: %v", ErrUnsupportedKey, err)
 	}
 	r := &X509Recipient{cert: cert, fp: fingerprintOf(spki)}
 	switch pub := cert.PublicKey.(type) {
 	case *rsa.PublicKey:
 		if err := checkRSASize(pub.N.BitLen()); err != nil {
-			return nil, fmt.Errorf("certificate %q: %w", cert.Subject, err)
+			return nil, err
 		}
 		r.rsaPub = pub
 	case *ecdsa.PublicKey:
 		epub, err := pub.ECDH()
 		if err != nil {
-			return nil, fmt.Errorf("%w: certificate %q: %v", ErrUnsupportedKey, cert.Subject, err)
+			return nil, fmt.Errorf("%w: %v", ErrUnsupportedKey, err)
 		}
 		if r.suite, err = suiteFor(epub.Curve()); err != nil {
-			return nil, fmt.Errorf("certificate %q: %w", cert.Subject, err)
+			return nil, err
 		}
 		if r.hpkePk, err = hpke.NewDHKEMPublicKey(epub); err != nil {
-			return nil, fmt.Errorf("%w: certificate %q: %v", ErrUnsupportedKey, cert.Subject, err)
+			return nil, fmt.Errorf("%w: %v", ErrUnsupportedKey, err)
 		}
 	default:
-		return nil, fmt.Errorf("%w: certificate %q has a %T key (want RSA or ECDSA P-256/P-384)",
-			ErrUnsupportedKey, cert.Subject, cert.PublicKey)
+		return nil, fmt.Errorf("%w: the key is %s (want RSA or ECDSA P-256/P-384)", ErrUnsupportedKey, describeKey(cert.PublicKey))
 	}
 	return r, nil
 }
@@ -218,152 +225,27 @@ func describeKey(pub crypto.PublicKey) string {
 		return fmt.Sprintf("RSA-%d", k.N.BitLen())
 	case *ecdsa.PublicKey:
 		return "ECDSA-" + k.Curve.Params().Name
+	case ed25519.PublicKey:
+		return "Ed25519"
 	}
 	return fmt.Sprintf("%T", pub)
 }
 
-// ParseRecipients returns the recipients of the CERTIFICATE blocks of PEM data.
-//
-// A file may hold several recipients' certificates, or a certificate chain (a
-// leaf and the CAs that issued it, as PKIs hand them out). A CA certificate
-// (BasicConstraints CA:TRUE) is taken as a recipient only when the data holds no
-// other kind: with a chain, only the leaves are recipients, so that encrypting
-// "for fullchain.pem" does not also encrypt for the CA's key. A file of CA
-// certificates only (such as self-signed certificates, which OpenSSL marks CA)
-// gives all of them.
-func ParseRecipients(pemData []byte) ([]*X509Recipient, error) {
-	var leaves, cas []*x509.Certificate
-	rest := pemData
-	for n := 1; ; {
-		var block *pem.Block
-		block, rest = pem.Decode(rest)
-		if block == nil {
-			break
-		}
-		switch block.Type {
-		case "CERTIFICATE":
-			cert, err := x509.ParseCertificate(block.Bytes)
-			if err != nil {
-				return nil, fmt.Errorf("%w: certificate %d: %v", ErrUnreadableKey, n, err)
-			}
-			n++
-			if isCA(cert) {
-				cas = append(cas, cert)
-			} else {
-				leaves = append(leaves, cert)
-			}
-		case "PRIVATE KEY", "RSA PRIVATE KEY", "EC PRIVATE KEY", "ENCRYPTED PRIVATE KEY":
-			return nil, fmt.Errorf("%w: found a %s where a certificate was expected", ErrUnsupportedKey, block.Type)
-		}
-	}
-	certs := leaves
-	if len(certs) == 0 {
-		certs = cas
-	}
-	if len(certs) == 0 {
-		return nil, fmt.Errorf("%w: no PEM CERTIFICATE block", ErrUnreadableKey)
-	}
-	out := make([]*X509Recipient, 0, len(certs))
-	for _, cert := range certs {
-		r, err := NewX509Recipient(cert)
-		if err != nil {
-			return nil, err
-		}
-		out = append(out, r)
-	}
-	return out, nil
-}
+// KeyType names the recipient's key type, e.g. "RSA-3072" or "ECDSA-P-256".
+func (r *X509Recipient) KeyType() string { return describeKey(r.cert.PublicKey) }
 
-// isCA reports whether a certificate is a CA's: BasicConstraints CA:TRUE.
-func isCA(cert *x509.Certificate) bool { return cert.BasicConstraintsValid && cert.IsCA }
-
-// ReadRecipients reads the certificates of a PEM file (see ParseRecipients).
-func ReadRecipients(path string) ([]*X509Recipient, error) {
-	data, err := readKeyFile(path)
-	if err != nil {
-		return nil, err
+// StanzaKeyType names the key type a stanza was wrapped for, in the words of
+// X509Recipient.KeyType, so that a set's recipients read the same as the
+// certificates they were made from. An RSA-OAEP body is as long as the modulus,
+// which gives the key size; a stanza type of another tool is returned as is.
+func StanzaKeyType(s *Stanza) string {
+	switch s.Type {
+	case StanzaRSA:
+		return fmt.Sprintf("RSA-%d", len(s.Body)*8)
+	case StanzaHPKE256:
+		return "ECDSA-P-256"
+	case StanzaHPKE384:
+		return "ECDSA-P-384"
 	}
-	rs, err := ParseRecipients(data)
-	if err != nil {
-		return nil, fmt.Errorf("%s: %w", path, err)
-	}
-	return rs, nil
-}
-
-// ParseIdentity reads the first private key of PEM data: PKCS#1 ("RSA PRIVATE
-// KEY"), PKCS#8 ("PRIVATE KEY") or SEC1 ("EC PRIVATE KEY").
-func ParseIdentity(pemData []byte) (*KeyIdentity, error) {
-	rest := pemData
-	sawCert := false
-	for {
-		var block *pem.Block
-		block, rest = pem.Decode(rest)
-		if block == nil {
-			break
-		}
-		if _, ok := block.Headers["Proc-Type"]; ok {
-			return nil, fmt.Errorf("%w: password-protected PEM (%s); decrypt it first", ErrUnreadableKey, block.Type)
-		}
-		var key any
-		var err error
-		switch block.Type {
-		case "RSA PRIVATE KEY":
-			key, err = x509.ParsePKCS1PrivateKey(block.Bytes)
-		case "PRIVATE KEY":
-			key, err = x509.ParsePKCS8PrivateKey(block.Bytes)
-		case "EC PRIVATE KEY":
-			key, err = x509.ParseECPrivateKey(block.Bytes)
-		case "ENCRYPTED PRIVATE KEY":
-			return nil, fmt.Errorf("%w: password-protected PKCS#8 key; decrypt it first", ErrUnreadableKey)
-		case "CERTIFICATE", "PUBLIC KEY":
-			sawCert = true
-			continue
-		default: // EC PARAMETERS and other companions
-			continue
-		}
-		if err != nil {
-			return nil, fmt.Errorf("%w: %s: %v", ErrUnreadableKey, block.Type, err)
-		}
-		return NewKeyIdentity(key)
-	}
-	if sawCert {
-		return nil, fmt.Errorf("%w: a certificate or public key, not a private key", ErrUnsupportedKey)
-	}
-	return nil, fmt.Errorf("%w: no PEM private key block", ErrUnreadableKey)
-}
-
-// ReadIdentity reads a private key from a PEM file (see ParseIdentity).
-func ReadIdentity(path string) (*KeyIdentity, error) {
-	data, err := readKeyFile(path)
-	if err != nil {
-		return nil, err
-	}
-	id, err := ParseIdentity(data)
-	if err != nil {
-		return nil, fmt.Errorf("%s: %w", path, err)
-	}
-	return id, nil
-}
-
-// maxKeyFile bounds a key or certificate file: a chain of a few certificates.
-const maxKeyFile = 1 << 20
-
-func readKeyFile(path string) ([]byte, error) {
-	f, err := os.Open(path)
-	if err != nil {
-		return nil, fmt.Errorf("%w: %v", ErrUnreadableKey, err)
-	}
-	defer f.Close()
-	fi, err := f.Stat()
-	if err != nil {
-		return nil, fmt.Errorf("%w: %v", ErrUnreadableKey, err)
-	}
-	if !fi.Mode().IsRegular() || fi.Size() > maxKeyFile {
-		return nil, fmt.Errorf("%w: %s: not a regular file of at most %d bytes", ErrUnreadableKey, path, maxKeyFile)
-	}
-	data := make([]byte, fi.Size())
-	if _, err := io.ReadFull(f, data); err != nil {
-		return nil, fmt.Errorf("%w: %s: %v", ErrUnreadableKey, path, err)
-	}
-	return data, nil
+	return s.Type
 }

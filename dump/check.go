@@ -13,8 +13,11 @@ import (
 // namespaces compared with the dumper's own: the dump only supports the host's.
 var namespaces = []string{"ipc", "mnt", "net", "pid", "user", "uts", "cgroup", "time"}
 
-// precheck walks the tree through /proc, touching nothing, and refuses what cannot be dumped.
-// The same checks run again once the tree is stopped (it may change in between).
+// precheck walks the tree through /proc, touching nothing, and refuses what cannot be
+// dumped. A process other than the root that exits meanwhile is no longer part of the tree;
+// one that is dead but not yet reaped is a *changedError (its parent may reap it in a
+// moment). Processes that appear between the check and the freeze are checked again once
+// the tree is stopped (collect).
 func (d *dumper) precheck() error {
 	if _, err := os.Stat(procfs.Path(d.opts.Pid, "stat")); err != nil {
 		return fmt.Errorf("no process %d: %w", d.opts.Pid, err)
@@ -31,52 +34,81 @@ func (d *dumper) precheck() error {
 		if err := d.checkCtx(); err != nil {
 			return err
 		}
-		stat, err := procfs.ReadStat(procfs.Path(pid, "stat"))
+		kids, err := precheckProcess(pid)
 		if err != nil {
-			return fmt.Errorf("process %d: %w", pid, err)
-		}
-		status, err := procfs.ReadStatus(procfs.Path(pid, "status"))
-		if err != nil {
-			return fmt.Errorf("process %d: %w", pid, err)
-		}
-		if err := checkProcess(pid, stat, status, false); err != nil {
+			if pid != d.opts.Pid && vanished(err) {
+				continue
+			}
 			return err
 		}
-		fds, err := procfs.ListNumeric(procfs.Path(pid, "fd"))
-		if err != nil {
-			return fmt.Errorf("list fds of %d: %w", pid, err)
-		}
-		for _, fd := range fds {
-			if _, err := inspectFd(pid, fd); err != nil {
-				return err
-			}
-		}
-		vmas, err := procfs.ReadSmaps(pid)
-		if err != nil {
-			return err
-		}
-		for i := range vmas {
-			if _, err := classifyVMA(pid, &vmas[i]); err != nil {
-				return err
-			}
-		}
-		tids, err := procfs.ListNumeric(procfs.Path(pid, "task"))
-		if err != nil {
-			return fmt.Errorf("list threads of %d: %w", pid, err)
-		}
-		for _, tid := range tids {
-			st, err := procfs.ReadStatus(procfs.Path(pid, "task", strconv.Itoa(tid), "status"))
-			if err == nil && st["TracerPid"] != "0" {
-				return refuse(pid, -1, fmt.Sprintf("thread %d", tid), "already traced by process "+st["TracerPid"])
-			}
-			kids, err := readChildren(pid, tid)
-			if err != nil {
-				return err
-			}
-			queue = append(queue, kids...)
-		}
+		queue = append(queue, kids...)
 	}
 	return nil
+}
+
+// precheckProcess checks one process and returns its children.
+func precheckProcess(pid int) ([]int, error) {
+	stat, err := procfs.ReadStat(procfs.Path(pid, "stat"))
+	if err != nil {
+		return nil, fmt.Errorf("process %d: %w", pid, err)
+	}
+	status, err := procfs.ReadStatus(procfs.Path(pid, "status"))
+	if err != nil {
+		return nil, fmt.Errorf("process %d: %w", pid, err)
+	}
+	if err := checkProcess(pid, stat, status, false); err != nil {
+		if isZombie(stat) {
+			return nil, &changedError{err}
+		}
+		return nil, err
+	}
+	fds, err := procfs.ListNumeric(procfs.Path(pid, "fd"))
+	if err != nil {
+		return nil, fmt.Errorf("list fds of %d: %w", pid, err)
+	}
+	for _, fd := range fds {
+		if _, err := inspectFd(pid, fd); err != nil {
+			if vanished(err) {
+				continue // closed meanwhile; the frozen tree is inspected again
+			}
+			return nil, err
+		}
+	}
+	vmas, err := procfs.ReadSmaps(pid)
+	if err != nil {
+		return nil, err
+	}
+	for i := range vmas {
+		if _, err := classifyVMA(pid, &vmas[i]); err != nil {
+			return nil, err
+		}
+	}
+	tids, err := procfs.ListNumeric(procfs.Path(pid, "task"))
+	if err != nil {
+		return nil, fmt.Errorf("list threads of %d: %w", pid, err)
+	}
+	var kids []int
+	for _, tid := range tids {
+		st, err := procfs.ReadStatus(procfs.Path(pid, "task", strconv.Itoa(tid), "status"))
+		if err == nil && st["TracerPid"] != "0" {
+			return nil, refuse(pid, -1, fmt.Sprintf("thread %d", tid), "already traced by process "+st["TracerPid"])
+		}
+		k, err := readChildren(pid, tid)
+		if err != nil {
+			return nil, err
+		}
+		kids = append(kids, k...)
+	}
+	return kids, nil
+}
+
+// isZombie tells whether a process has exited but was not reaped yet.
+func isZombie(stat *procfs.Stat) bool {
+	switch stat.State {
+	case 'Z', 'X', 'x':
+		return true
+	}
+	return false
 }
 
 // checkProcess refuses processes the dump does not handle. frozen tells whether the dump has
@@ -85,13 +117,11 @@ func checkProcess(pid int, stat *procfs.Stat, status procfs.Status, frozen bool)
 	if !frozen && status["TracerPid"] != "0" {
 		return refuse(pid, -1, "ptrace", "already traced by process "+status["TracerPid"])
 	}
-	switch stat.State {
-	case 'Z', 'X', 'x':
+	if isZombie(stat) {
 		return refuse(pid, -1, "zombie", "dead (zombie) processes are not supported")
-	case 'T':
-		if !frozen {
-			return refuse(pid, -1, "job control", "stopped processes are not supported")
-		}
+	}
+	if stat.State == 'T' && !frozen {
+		return refuse(pid, -1, "job control", "stopped processes are not supported")
 	}
 	if stat.TTYNr != 0 {
 		return refuse(pid, -1, fmt.Sprintf("controlling terminal %d:%d", unix.Major(uint64(stat.TTYNr)),

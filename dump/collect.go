@@ -318,7 +318,16 @@ func readAuxv(pid int) ([]uint64, error) {
 
 // injectAll runs the injected syscalls of one process: the process-wide ones in the leader,
 // the per-thread ones in each thread.
-func (d *dumper) injectAll(p *process, ps *procState) error {
+//
+// Every thread gets its own registers and signal mask back as soon as its calls are done
+// (settle): if imgtool dies then (SIGKILL), the kernel detaches the threads and they carry
+// on from their own state, not from the middle of an injected call.
+func (d *dumper) injectAll(p *process, ps *procState) (err error) {
+	defer func() {
+		if serr := settle(p); err == nil {
+			err = serr
+		}
+	}()
 	var vdso *procfs.Mapping
 	for i := range ps.vmas {
 		if ps.vmas[i].Path == "[vdso]" {
@@ -427,6 +436,29 @@ func (d *dumper) injectAll(p *process, ps *procState) error {
 		t.state.pdeathSig = le32(b[32:])
 	}
 	return in.unmapScratch(leader)
+}
+
+// settle puts back the registers and signal mask of every thread of p that ran injected
+// calls. The thread stays in its syscall-exit-stop; when it is resumed (by thaw, or by the
+// kernel if the tracer dies) the pending interrupt makes the kernel apply its own syscall
+// restart logic to the original registers. thaw still passes each such thread through one
+// more interrupt stop.
+func settle(p *process) error {
+	var first error
+	for _, t := range p.threads {
+		if t.injected {
+			if err := ptrace.SetRegs(t.tid, &t.orig); err != nil && first == nil {
+				first = err
+			}
+		}
+		if t.masked {
+			if err := ptrace.SetSigmask(t.tid, t.origMask); err != nil && first == nil {
+				first = err
+			}
+			t.masked = false
+		}
+	}
+	return first
 }
 
 // unmapScratch removes any scratch mapping still in place (after a failure midway).

@@ -82,12 +82,9 @@ func (d *dumper) run() (err error) {
 			d.sinkAbort()
 		}
 	}()
-	if err := d.precheck(); err != nil {
+	// checkAndFreeze puts the tree back itself when it fails.
+	if err := d.checkAndFreeze(); err != nil {
 		return err
-	}
-	d.stats.freezeStart = time.Now()
-	if err := d.freeze(); err != nil {
-		return d.fail(err)
 	}
 	d.stats.frozenAt = time.Now()
 	if err := d.collect(); err != nil {
@@ -124,10 +121,21 @@ func (d *dumper) sinkAbort() {
 	}
 }
 
-// checkCtx returns the context's error once it is cancelled.
+// checkCtx returns the context's error once it is cancelled, naming its cause (an
+// interrupting signal, for the command line).
 func (d *dumper) checkCtx() error {
 	if err := d.ctx.Err(); err != nil {
-		return fmt.Errorf("dump interrupted: %w", err)
+		if cause := context.Cause(d.ctx); cause != nil && cause != err {
+			return &causeError{cause: cause, err: err}
+		}
+		return fmt.Errorf("interrupted: %w", err)
 	}
 	return nil
 }
+
+// causeError is a context error told by its cause ("interrupted by SIGINT"); it matches
+// both.
+type causeError struct{ cause, err error }
+
+func (e *causeError) Error() string   { return e.cause.Error() }
+func (e *causeError) Unwrap() []error { return []error{e.cause, e.err} }

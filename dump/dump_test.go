@@ -26,13 +26,29 @@ import (
 	"github.com/imgtool/imgtool/internal/testproc"
 )
 
+// xsaveFields maps the XSAVE components of CRIU's core image to their feature bit in XCR0.
+var xsaveFields = map[string]uint{
+	"ymmh_space": 2, "bndreg_state": 3, "bndcsr_state": 4, "opmask_reg": 5,
+	"zmm_upper": 6, "hi16_zmm": 7, "pkru": 9,
+}
+
 // criuDiffs are the documented differences from CRIU's sets (see doc.go) that hold on this
-// machine.
+// machine. The XSAVE components a core image holds are those the dumping CPU enabled: the
+// fixtures' CPU had no PKU, this one may have it, or lack AVX-512; each tool follows its CPU.
 func criuDiffs() map[string]string {
 	d := map[string]string{}
 	if !fpu.HasShadowStack() {
 		for _, f := range []string{"cet", "cet.cet", "cet.ssp"} {
 			d["-core-N.img thread_info.fpregs.xsave."+f] = "CRIU writes cet only on CPUs with shadow stacks"
+		}
+	}
+	xcr0 := fpu.CPULayout().XCR0
+	for f, bit := range xsaveFields {
+		key := "core-N.img thread_info.fpregs.xsave." + f
+		if xcr0&(1<<bit) != 0 {
+			d["+"+key] = "this CPU enables it; the fixtures' CPU may not have"
+		} else {
+			d["-"+key] = "the fixtures' CPU enabled it; this one does not"
 		}
 	}
 	return d
@@ -345,7 +361,11 @@ func TestDumpRefusals(t *testing.T) {
 			tg := launch(t, tc.prog, args...)
 			before := tg.ReadLog(t)
 			s := newDirSink(t)
+			seized := seizes.Load()
 			err := Dump(context.Background(), Options{Pid: tg.Pid}, s)
+			if n := seizes.Load() - seized; n != 0 {
+				t.Errorf("the refusal came after %d thread(s) were seized", n)
+			}
 			var re *RefusedError
 			if !errors.As(err, &re) || !strings.Contains(err.Error(), tc.want) || re.Fd != tc.fd {
 				t.Fatalf("err = %v, want a refusal naming %q (fd %d)", err, tc.want, tc.fd)
@@ -387,5 +407,27 @@ func TestDumpInterrupted(t *testing.T) {
 	tg.WaitLog(t, fmt.Sprintf("counter=%d\n", n+3), 5*time.Second)
 	if st, _ := procfs.ReadStatus(procfs.Path(tg.Pid, "status")); st["TracerPid"] != "0" {
 		t.Errorf("target left traced")
+	}
+}
+
+// TestDumpChangingTree dumps, repeatedly and leaving it running, a tree whose children are
+// born and exit all the time (xargs -P2 running short shells): a process that goes away or
+// dies while the tree is being checked or stopped is dropped or waited for, never a failure.
+func TestDumpChangingTree(t *testing.T) {
+	testproc.RequireRoot(t)
+	tg := testproc.Launch(t, "/bin/sh", testproc.Options{},
+		"-c", `echo pid=$$; seq 1 1000000 | xargs -P2 -n1 sh -c 'sleep 0.00$0'`)
+	for i := 0; i < 8; i++ {
+		s := newDirSink(t)
+		if err := Dump(context.Background(), Options{Pid: tg.Pid, LeaveRunning: true}, s); err != nil {
+			t.Fatalf("dump %d of a changing tree: %v", i, err)
+		}
+		if !s.committed {
+			t.Fatalf("dump %d: not committed", i)
+		}
+		if st, _ := procfs.ReadStatus(procfs.Path(tg.Pid, "status")); st["TracerPid"] != "0" {
+			t.Fatalf("dump %d: the root is left traced", i)
+		}
+		time.Sleep(time.Duration(i) * 7 * time.Millisecond)
 	}
 }

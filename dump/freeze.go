@@ -5,9 +5,11 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"os"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -76,11 +78,66 @@ func newDumper(ctx context.Context, opts Options, sink Sink) *dumper {
 	return &dumper{ctx: ctx, opts: opts, sink: sink}
 }
 
+// maxFreezeAttempts bounds how often a tree that changed while being stopped (a process
+// exited, or died and waits to be reaped) is put back and stopped again.
+const maxFreezeAttempts = 20
+
+// errTreeChanged reports a tree that changed while being checked or stopped: a process
+// exited or became a zombie. The dump puts the tree back, lets it run a moment (so that
+// parents reap their dead children) and starts over, as CRIU does.
+var errTreeChanged = errors.New("the process tree changed during the dump")
+
+// changedError is errTreeChanged with what changed: cause is reported if the tree never
+// settles.
+type changedError struct{ cause error }
+
+func (e *changedError) Error() string        { return e.cause.Error() }
+func (e *changedError) Unwrap() error        { return e.cause }
+func (e *changedError) Is(target error) bool { return target == errTreeChanged }
+
+// seizes counts the threads ever seized, so that tests can prove a refusal came first.
+var seizes atomic.Int64
+
+// checkAndFreeze checks the tree, then stops it; a tree that changes meanwhile is put back
+// and checked and stopped again, until it holds still. Refusals come from the checks,
+// before any thread of the tree is seized.
+func (d *dumper) checkAndFreeze() error {
+	for attempt := 1; ; attempt++ {
+		err := d.precheck()
+		if err == nil {
+			d.stats.freezeStart = time.Now()
+			if err = d.freeze(); err != nil {
+				if terr := d.thaw(); terr != nil {
+					return fmt.Errorf("%w (and resuming the target failed: %v)", err, terr)
+				}
+				d.root, d.procs = nil, nil
+			}
+		}
+		var ce *changedError
+		if !errors.As(err, &ce) {
+			return err
+		}
+		if attempt == maxFreezeAttempts {
+			return ce.cause
+		}
+		// Let the tree run: a parent reaps its dead child, a short-lived child finishes.
+		select {
+		case <-d.ctx.Done():
+			return d.checkCtx()
+		case <-time.After(time.Duration(attempt) * 5 * time.Millisecond):
+		}
+	}
+}
+
 // freeze seizes and interrupts every thread of the tree, re-listing threads and children
-// until no new one appears.
+// until no new one appears. A child that exited before it could be seized is not part of
+// the tree; one that died and waits for its stopped parent to reap it is a *changedError.
 func (d *dumper) freeze() error {
 	root, err := d.freezeProcess(d.opts.Pid, nil)
 	if err != nil {
+		if errors.Is(err, errTreeChanged) {
+			return fmt.Errorf("process %d exited during the dump", d.opts.Pid)
+		}
 		return err
 	}
 	d.root = root
@@ -117,6 +174,9 @@ func (d *dumper) freezeProcess(pid int, parent *process) (*process, error) {
 		}
 		tids, err := procfs.ListNumeric(procfs.Path(pid, "task"))
 		if err != nil {
+			if vanished(err) {
+				return nil, &changedError{fmt.Errorf("process %d exited during the dump", pid)}
+			}
 			return nil, fmt.Errorf("list threads of %d: %w", pid, err)
 		}
 		added := false
@@ -126,12 +186,16 @@ func (d *dumper) freezeProcess(pid int, parent *process) (*process, error) {
 			}
 			seen[tid] = true
 			t := &thread{tid: tid}
+			seizes.Add(1)
 			if err := ptrace.Seize(tid); err != nil {
-				if errors.Is(err, ptrace.ErrGone) && tid != pid {
-					continue // a thread that exited while being stopped is simply not dumped
-				}
 				// A failed seize may still have attached: detach it like the others.
 				_ = ptrace.Detach(tid)
+				if dead, why := threadDead(pid, tid, err); dead {
+					if tid != pid {
+						continue // a thread that exited while being stopped is simply not dumped
+					}
+					return nil, &changedError{refuse(pid, -1, "zombie", why)}
+				}
 				return nil, err
 			}
 			d.seized = append(d.seized, t)
@@ -147,9 +211,30 @@ func (d *dumper) freezeProcess(pid int, parent *process) (*process, error) {
 		}
 	}
 	if len(p.threads) == 0 || p.threads[0].tid != pid {
-		return nil, fmt.Errorf("process %d exited during the dump", pid)
+		return nil, &changedError{fmt.Errorf("process %d exited during the dump", pid)}
 	}
 	return p, nil
+}
+
+// threadDead tells whether a seize failed because the thread had exited or died (the
+// kernel refuses to trace a zombie with EPERM, which alone reads as "not permitted").
+func threadDead(pid, tid int, err error) (bool, string) {
+	if errors.Is(err, ptrace.ErrGone) {
+		return true, "exited during the dump"
+	}
+	st, serr := procfs.ReadStat(procfs.Path(pid, "task", strconv.Itoa(tid), "stat"))
+	if serr != nil {
+		return vanished(serr), "exited during the dump"
+	}
+	if isZombie(st) {
+		return true, "dead (zombie) processes are not supported"
+	}
+	return false, ""
+}
+
+// vanished tells whether err says a process or thread no longer exists.
+func vanished(err error) bool {
+	return errors.Is(err, fs.ErrNotExist) || errors.Is(err, unix.ESRCH)
 }
 
 // childrenOf lists the children of every thread of p (the tree is stopped, so the list is

@@ -571,6 +571,9 @@ func TestInspectMatchesImages(t *testing.T) {
 			if sum.Encrypted || len(sum.Recipients) != 0 {
 				t.Errorf("plain set reported encrypted: %+v", sum)
 			}
+			if len(sum.Problems) != 0 {
+				t.Errorf("a whole set has problems: %q", sum.Problems)
+			}
 		})
 	}
 }
@@ -688,8 +691,37 @@ func TestNoPagesRead(t *testing.T) {
 	if _, err := RSS(s); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := Inspect(s); err != nil {
+	sum, err := Inspect(s)
+	if err != nil {
 		t.Fatal(err)
+	}
+	// Sizing the files is enough to see that they cannot hold the pages.
+	if len(sum.Problems) != 1 || !strings.HasPrefix(sum.Problems[0], "pages-1.img: 0 B, shorter than the ") {
+		t.Errorf("empty pages file: problems %q", sum.Problems)
+	}
+}
+
+// TestInspectProblems: damage that leaves a summary possible is listed, naming the
+// file: a missing inventory.img, and a pages file missing or shorter than its
+// pagemaps need (misc has three, one per pagemap).
+func TestInspectProblems(t *testing.T) {
+	dir := copySet(t, "misc", "inventory.img", "pages-3.img")
+	if err := os.Truncate(filepath.Join(dir, "pages-2.img"), 0); err != nil {
+		t.Fatal(err)
+	}
+	sum, err := Inspect(openDir(t, dir))
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []string{"inventory.img: missing (restore needs it)",
+		"pages-2.img: 0 B, shorter than the ", "pages-3.img: missing, its pagemaps need "}
+	if len(sum.Problems) != len(want) {
+		t.Fatalf("problems %q, want %q", sum.Problems, want)
+	}
+	for i, w := range want {
+		if !strings.HasPrefix(sum.Problems[i], w) {
+			t.Errorf("problem %d: %q, want %q...", i, sum.Problems[i], w)
+		}
 	}
 }
 

@@ -29,6 +29,10 @@ type Summary struct {
 	// Recipients names who can open an encrypted set. It is filled from imgset once
 	// imgset exposes recipients (see recipientsOf); empty for plaintext sets.
 	Recipients []string `json:"recipients"`
+	// Problems lists what makes the set unusable though it could be summarized: a
+	// missing inventory.img, pages files shorter than their pagemaps need. Each
+	// names its file. Empty for a whole set.
+	Problems []string `json:"problems"`
 }
 
 // Memory counts the pages the set's pagemaps describe.
@@ -50,10 +54,11 @@ type Kind struct {
 }
 
 // Inspect summarizes a set. Every protobuf image's magic is checked against its
-// name; pages files are sized, never read.
+// name; pages files are sized, never read. A set that cannot be summarized is an
+// error; damage that leaves a summary possible is listed in Summary.Problems.
 func Inspect(set *imgset.Set) (*Summary, error) {
 	l := newLoader(set)
-	sum := &Summary{Encrypted: set.Encrypted(), Recipients: recipientsOf(set), Kinds: []Kind{}}
+	sum := &Summary{Encrypted: set.Encrypted(), Recipients: recipientsOf(set), Kinds: []Kind{}, Problems: []string{}}
 	procs, err := l.ps()
 	if err != nil {
 		return nil, err
@@ -63,11 +68,16 @@ func Inspect(set *imgset.Set) (*Summary, error) {
 	for _, p := range procs {
 		sum.Threads += len(p.Threads)
 	}
-	if inv, err := first[*inventory.InventoryEntry](l, "inventory.img", "INVENTORY"); err == nil {
+	inv, err := first[*inventory.InventoryEntry](l, "inventory.img", "INVENTORY")
+	switch {
+	case err == nil:
 		sum.ImgVersion = inv.GetImgVersion()
-	} else if !errors.Is(err, ErrMissing) {
+	case errors.Is(err, ErrMissing):
+		sum.Problems = append(sum.Problems, "inventory.img: missing (restore needs it)")
+	default:
 		return nil, err
 	}
+	pages := pagesFiles{need: map[string]uint64{}, have: map[string]int64{}}
 	kinds := map[string]*Kind{}
 	for _, name := range set.Names() {
 		size, kind, err := l.classify(name)
@@ -86,8 +96,9 @@ func Inspect(set *imgset.Set) (*Summary, error) {
 		switch kind {
 		case "PAGES":
 			sum.Memory.PagesFiles += size
+			pages.have[name] = size
 		case "PAGEMAP":
-			if err := l.countPages(name, &sum.Memory); err != nil {
+			if err := l.countPages(name, &sum.Memory, pages.need); err != nil {
 				return nil, err
 			}
 		}
@@ -96,7 +107,31 @@ func Inspect(set *imgset.Set) (*Summary, error) {
 		sum.Kinds = append(sum.Kinds, *k)
 	}
 	sort.Slice(sum.Kinds, func(i, j int) bool { return sum.Kinds[i].Name < sum.Kinds[j].Name })
+	sum.Problems = append(sum.Problems, pages.problems()...)
 	return sum, nil
+}
+
+// pagesFiles compares the bytes each pages file holds with those its pagemaps say
+// it holds.
+type pagesFiles struct {
+	need map[string]uint64 // pages-N.img: bytes of the present pages of its pagemaps
+	have map[string]int64  // pages-N.img: its size
+}
+
+// problems names each pages file that is missing or too short, in name order.
+func (p pagesFiles) problems() []string {
+	var out []string
+	for name, need := range p.need {
+		have, ok := p.have[name]
+		switch {
+		case !ok && need > 0:
+			out = append(out, fmt.Sprintf("%s: missing, its pagemaps need %d B", name, need))
+		case ok && uint64(have) < need:
+			out = append(out, fmt.Sprintf("%s: %d B, shorter than the %d B its pagemaps need", name, have, need))
+		}
+	}
+	sort.Strings(out)
+	return out
 }
 
 // classify returns a file's size and image type. A protobuf image must carry the
@@ -127,18 +162,21 @@ func (l *loader) classify(name string) (int64, string, error) {
 	return f.Size(), k.Name, nil
 }
 
-// countPages adds a pagemap's pages to m.
-func (l *loader) countPages(name string, m *Memory) error {
+// countPages adds a pagemap's pages to m, and the bytes of its present pages to
+// need, under the name of the pages file that holds them.
+func (l *loader) countPages(name string, m *Memory, need map[string]uint64) error {
 	pm, err := l.pagemap(name)
 	if err != nil {
 		return err
 	}
 	shared := strings.HasPrefix(name, "pagemap-shmem-")
+	pagesFile := fmt.Sprintf("pages-%d.img", pm.Head.GetPagesId())
 	for _, e := range pm.Entries {
 		n := image.NrPages(e)
 		m.Pages += n
 		if e.GetFlags()&image.PagemapPresent != 0 {
 			m.StoredPages += n
+			need[pagesFile] += n * image.PageSize
 		}
 		if e.GetFlags()&image.PagemapParent != 0 || e.GetInParent() {
 			m.ParentPages += n

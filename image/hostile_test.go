@@ -14,6 +14,8 @@ import (
 	pipe_data "github.com/checkpoint-restore/go-criu/v8/crit/images/pipe-data"
 	"github.com/checkpoint-restore/go-criu/v8/crit/images/pstree"
 	"google.golang.org/protobuf/proto"
+
+	"github.com/imgtool/imgtool/internal/testlong"
 )
 
 func isFormatError(err error) bool {
@@ -52,17 +54,32 @@ func boundaries(t *testing.T, data []byte) (cuts map[int64]bool, toEOFAt int64) 
 	}
 }
 
+// nearCut tells whether n lies within d bytes of an entry boundary.
+func nearCut(cuts map[int64]bool, n, d int64) bool {
+	for c := n - d; c <= n+d; c++ {
+		if cuts[c] {
+			return true
+		}
+	}
+	return false
+}
+
 // TestTruncatedFixtures cuts every real image at every byte offset. Each prefix must
 // either be a whole image (cut at an entry boundary, or inside an inline payload)
-// whose entries start the original's, or fail with a *FormatError; never panic.
+// whose entries start the original's, or fail with a *FormatError; never panic. `make
+// test` cuts within 16 bytes of every entry boundary (every length prefix and header)
+// and at every 7th offset elsewhere; `make test-long` at every offset.
 func TestTruncatedFixtures(t *testing.T) {
-	for _, f := range imageFixtures(t) {
+	for fi, f := range imageFixtures(t) {
 		full, err := ReadImage(bytes.NewReader(f.data))
 		if err != nil {
 			t.Fatal(err)
 		}
 		cuts, toEOFAt := boundaries(t, f.data)
 		for n := range int64(len(f.data)) {
+			if !nearCut(cuts, n, 16) && !testlong.Sample(int(n), 7, fi) {
+				continue
+			}
 			prefix := f.data[:n]
 			whole := cuts[n] || (toEOFAt >= 0 && n >= toEOFAt)
 			for _, src := range []io.Reader{bytes.NewReader(prefix), plainReader{bytes.NewReader(prefix)}} {

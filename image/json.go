@@ -90,8 +90,10 @@ func entryValue(m proto.Message, rd *Reader, extra extraCodec, opts JSONOptions)
 }
 
 // EncodeJSON reads crit's JSON for one image (plain or pretty) from r and writes the
-// image to w. Entries are converted and written one at a time. Keys other than "magic"
-// and "entries" are ignored, as crit ignores them.
+// image to w. Entries are converted and written one at a time. An image has exactly
+// the keys "magic" and "entries", in either order: crit ignores any other key and
+// takes the last of a duplicated one, but a key crit would drop, or an entry list
+// given twice, is a mistake in the JSON that would silently change the image.
 func EncodeJSON(r io.Reader, w io.Writer) error {
 	dec := json.NewDecoder(r)
 	if err := expectDelim(dec, '{'); err != nil {
@@ -105,7 +107,11 @@ func EncodeJSON(r io.Reader, w io.Writer) error {
 		if err != nil {
 			return jsonSyntaxError(err)
 		}
-		switch key, _ := tok.(string); key {
+		key, _ := tok.(string)
+		if key == "entries" && sawEntries {
+			return errors.New("JSON: \"entries\" given twice")
+		}
+		switch key {
 		case "magic":
 			var name string
 			if err := dec.Decode(&name); err != nil {
@@ -132,10 +138,7 @@ func EncodeJSON(r io.Reader, w io.Writer) error {
 				return err
 			}
 		default:
-			var skip json.RawMessage
-			if err := dec.Decode(&skip); err != nil {
-				return jsonSyntaxError(err)
-			}
+			return fmt.Errorf("JSON: unknown key %q (an image has \"magic\" and \"entries\")", key)
 		}
 	}
 	if err := expectDelim(dec, '}'); err != nil {

@@ -155,7 +155,9 @@ func (c bpfmapPayload) writeExtra(m proto.Message, extra jsonValue, w *Writer) e
 }
 
 // A shm segment dumped into pagemap-shmem/pages images (in_pagemaps) has no payload,
-// and so no "extra". crit 4.2 ignores in_pagemaps and reads the next entry as data.
+// and so no "extra". crit 4.2 ignores in_pagemaps and reads the next entry as data;
+// for a last (or only) segment it reads nothing and prints "extra": "", which encode
+// takes as the no payload it is.
 func (c shmPayload) extraJSON(m proto.Message, rd *Reader, nopl bool) (jsonValue, error) {
 	if e, ok := m.(*ipc_shm.IpcShmEntry); ok && e.GetInPagemaps() {
 		return nil, nil
@@ -164,7 +166,10 @@ func (c shmPayload) extraJSON(m proto.Message, rd *Reader, nopl bool) (jsonValue
 }
 
 func (c shmPayload) writeExtra(m proto.Message, extra jsonValue, w *Writer) error {
-	if e, ok := m.(*ipc_shm.IpcShmEntry); ok && e.GetInPagemaps() && extra != nil {
+	if e, ok := m.(*ipc_shm.IpcShmEntry); ok && e.GetInPagemaps() {
+		if extra == nil || extra == jsonString("") {
+			return nil
+		}
 		return fmt.Errorf("\"extra\" for a segment whose data is in pagemap images (in_pagemaps)")
 	}
 	return writeSizedExtra(c, m, extra, w)

@@ -94,6 +94,25 @@ func TestShmTwoSegments(t *testing.T) {
 	}
 }
 
+// TestShmCritEmptyExtra: crit 4.2 decodes the last (here only) segment kept in the
+// pagemaps with "extra": "" (it reads its size in bytes at the end of the file and
+// gets none). encode takes crit's JSON, writing no payload, as for no "extra".
+func TestShmCritEmptyExtra(t *testing.T) {
+	img := writeTestImage(t, "IPCNS_SHM", &ipc_shm.IpcShmEntry{
+		Desc: &ipc_desc.IpcDescEntry{Key: proto.Uint32(1), Uid: proto.Uint32(0), Gid: proto.Uint32(0),
+			Cuid: proto.Uint32(0), Cgid: proto.Uint32(0), Mode: proto.Uint32(0o600), Id: proto.Uint32(1)},
+		Size: proto.Uint64(8192), InPagemaps: proto.Bool(true)})
+	crit := `{"magic": "IPCNS_SHM", "entries": [{"desc": {"key": 1, "uid": 0, "gid": 0, "cuid": 0, "cgid": 0, ` +
+		`"mode": 384, "id": 1}, "size": 8192, "in_pagemaps": true, "extra": ""}]}`
+	if back := mustEncodeJSON(t, crit); !bytes.Equal(back, img) {
+		t.Errorf("crit's JSON encodes to\n%x\nwant\n%x", back, img)
+	}
+	pretty := strings.ReplaceAll(crit, `"mode": 384`, `"mode": "0x180"`)
+	if back := mustEncodeJSON(t, pretty); !bytes.Equal(back, img) {
+		t.Errorf("crit's pretty JSON encodes to\n%x\nwant\n%x", back, img)
+	}
+}
+
 // Plain decode prints every integer as a number, device numbers included (as crit
 // does); --pretty prints "MAJ:MIN". encode takes either and gives back the same value.
 func TestDevPlainAndPretty(t *testing.T) {
@@ -255,25 +274,31 @@ func TestEncodeErrors(t *testing.T) {
 		t.Fatal(err)
 	}
 	for name, js := range map[string]string{
-		"nopl output":      string(sk),
-		"unknown magic":    `{"magic": "NOPE", "entries": []}`,
-		"no magic":         `{"entries": []}`,
-		"no entries":       `{"magic": "PSTREE"}`,
-		"unknown field":    `{"magic": "PSTREE", "entries": [{"pid": 1, "ppid": 0, "pgid": 1, "sid": 1, "bogus": 1}]}`,
-		"missing required": `{"magic": "PSTREE", "entries": [{"pid": 1}]}`,
-		"out of range":     `{"magic": "PSTREE", "entries": [{"pid": 4294967296, "ppid": 0, "pgid": 1, "sid": 1}]}`,
-		"bad type":         `{"magic": "PSTREE", "entries": [{"pid": "one", "ppid": 0, "pgid": 1, "sid": 1}]}`,
-		"float":            `{"magic": "PSTREE", "entries": [{"pid": 1.5, "ppid": 0, "pgid": 1, "sid": 1}]}`,
-		"short payload":    `{"magic": "PIPES_DATA", "entries": [{"pipe_id": 1, "bytes": 4, "extra": "AA==\n"}]}`,
-		"missing payload":  `{"magic": "PIPES_DATA", "entries": [{"pipe_id": 1, "bytes": 4}]}`,
-		"extra no payload": `{"magic": "PSTREE", "entries": [{"pid": 1, "ppid": 0, "pgid": 1, "sid": 1, "extra": ""}]}`,
-		"trailing data":    `{"magic": "PSTREE", "entries": []} x`,
-		"truncated":        `{"magic": "PSTREE", "entries": [`,
-		"not json":         "\x54\x56\x43\x19",
-		"bad flag":         `{"magic": "VMAS", "entries": [{"start": 0, "end": 0, "pgoff": 0, "shmid": 0, "prot": "PROT_NOPE", "flags": 0, "status": 0}]}`,
-		"bad address":      `{"magic": "FILES", "entries": [{"id": 1, "type": "INETSK", "isk": {"src_addr": ["1.2.3"]}}]}`,
-		"sem count":        `{"magic": "IPCNS_SEM", "entries": [{"desc": {"key": 1, "uid": 0, "gid": 0, "cuid": 0, "cgid": 0, "mode": 0, "id": 1}, "nsems": 2, "extra": [1]}]}`,
-		"raw magic":        `{"magic": "PAGES", "entries": []}`,
+		"nopl output":          string(sk),
+		"unknown magic":        `{"magic": "NOPE", "entries": []}`,
+		"no magic":             `{"entries": []}`,
+		"no entries":           `{"magic": "PSTREE"}`,
+		"unknown field":        `{"magic": "PSTREE", "entries": [{"pid": 1, "ppid": 0, "pgid": 1, "sid": 1, "bogus": 1}]}`,
+		"missing required":     `{"magic": "PSTREE", "entries": [{"pid": 1}]}`,
+		"out of range":         `{"magic": "PSTREE", "entries": [{"pid": 4294967296, "ppid": 0, "pgid": 1, "sid": 1}]}`,
+		"bad type":             `{"magic": "PSTREE", "entries": [{"pid": "one", "ppid": 0, "pgid": 1, "sid": 1}]}`,
+		"float":                `{"magic": "PSTREE", "entries": [{"pid": 1.5, "ppid": 0, "pgid": 1, "sid": 1}]}`,
+		"short payload":        `{"magic": "PIPES_DATA", "entries": [{"pipe_id": 1, "bytes": 4, "extra": "AA==\n"}]}`,
+		"missing payload":      `{"magic": "PIPES_DATA", "entries": [{"pipe_id": 1, "bytes": 4}]}`,
+		"extra no payload":     `{"magic": "PSTREE", "entries": [{"pid": 1, "ppid": 0, "pgid": 1, "sid": 1, "extra": ""}]}`,
+		"trailing data":        `{"magic": "PSTREE", "entries": []} x`,
+		"truncated":            `{"magic": "PSTREE", "entries": [`,
+		"not json":             "\x54\x56\x43\x19",
+		"bad flag":             `{"magic": "VMAS", "entries": [{"start": 0, "end": 0, "pgoff": 0, "shmid": 0, "prot": "PROT_NOPE", "flags": 0, "status": 0}]}`,
+		"bad address":          `{"magic": "FILES", "entries": [{"id": 1, "type": "INETSK", "isk": {"src_addr": ["1.2.3"]}}]}`,
+		"sem count":            `{"magic": "IPCNS_SEM", "entries": [{"desc": {"key": 1, "uid": 0, "gid": 0, "cuid": 0, "cgid": 0, "mode": 0, "id": 1}, "nsems": 2, "extra": [1]}]}`,
+		"raw magic":            `{"magic": "PAGES", "entries": []}`,
+		"unknown key":          `{"magic": "PSTREE", "entries": [], "comment": "crit drops it"}`,
+		"unknown key first":    `{"Magic": "PSTREE", "magic": "PSTREE", "entries": []}`,
+		"entries twice":        `{"magic": "PSTREE", "entries": [], "entries": [{"pid": 1, "ppid": 0, "pgid": 1, "sid": 1}]}`,
+		"entries twice early":  `{"entries": [], "entries": [], "magic": "PSTREE"}`,
+		"magic twice":          `{"magic": "PSTREE", "magic": "PSTREE", "entries": []}`,
+		"shm data in pagemaps": `{"magic": "IPCNS_SHM", "entries": [{"desc": {"key": 1, "uid": 0, "gid": 0, "cuid": 0, "cgid": 0, "mode": 384, "id": 1}, "size": 4, "in_pagemaps": true, "extra": "AAAAAA==\n"}]}`,
 	} {
 		var out bytes.Buffer
 		err := EncodeJSON(strings.NewReader(js), &out)
@@ -288,7 +313,7 @@ func TestEncodeErrors(t *testing.T) {
 }
 
 func TestEncodeEntriesBeforeMagic(t *testing.T) {
-	js := `{"entries": [{"pid": 1, "ppid": 0, "pgid": 1, "sid": 1}], "magic": "PSTREE", "comment": "ignored"}`
+	js := `{"entries": [{"pid": 1, "ppid": 0, "pgid": 1, "sid": 1}], "magic": "PSTREE"}`
 	img := mustEncodeJSON(t, js)
 	if got := mustDecodeJSON(t, img, JSONOptions{}); got != `{"magic": "PSTREE", "entries": [{"pid": 1, "ppid": 0, "pgid": 1, "sid": 1}]}` {
 		t.Errorf("got %s", got)

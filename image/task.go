@@ -1,5 +1,7 @@
 package image
 
+import "fmt"
+
 // Task states: task_core_entry.task_state in core-PID.img (CRIU's TASK_* of
 // criu/include/pid.h, the values compel shares with it).
 const (
@@ -24,4 +26,19 @@ func SigactionSignals() []int {
 		}
 	}
 	return out
+}
+
+// rlimitNames are the kernel's names of the resource limits, in task_core_entry order.
+var rlimitNames = [NRlimits]string{
+	"RLIMIT_CPU", "RLIMIT_FSIZE", "RLIMIT_DATA", "RLIMIT_STACK", "RLIMIT_CORE", "RLIMIT_RSS",
+	"RLIMIT_NPROC", "RLIMIT_NOFILE", "RLIMIT_MEMLOCK", "RLIMIT_AS", "RLIMIT_LOCKS",
+	"RLIMIT_SIGPENDING", "RLIMIT_MSGQUEUE", "RLIMIT_NICE", "RLIMIT_RTPRIO", "RLIMIT_RTTIME",
+}
+
+// RlimitName names resource limit res (RLIMIT_NPROC), or its number when out of range.
+func RlimitName(res int) string {
+	if res >= 0 && res < NRlimits {
+		return rlimitNames[res]
+	}
+	return fmt.Sprintf("resource limit %d", res)
 }

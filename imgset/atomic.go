@@ -2,6 +2,7 @@ package imgset
 
 import (
 	"cmp"
+	"context"
 	"errors"
 	"fmt"
 	"io"
@@ -40,6 +41,42 @@ var ErrBusy = errors.New("another imgtool process is changing this image set")
 // still bring back the old set. There is nothing to redo: the set on disk is the
 // new one.
 var ErrNotDurable = errors.New("the new set is in place, but it may not survive a system crash")
+
+// StoppedError: an operation stopped because its context was cancelled (by a
+// signal, in the CLI) before its result was put in place, and it removed what it
+// had written, so that no partial output (for decrypt, plaintext) is left.
+type StoppedError struct {
+	Dir       string // the set or folder being written or rewritten
+	Partial   string // the temporary folder or file written so far; "" if none was made
+	RemoveErr error  // why Partial could not be removed, if it could not
+	InPlace   bool   // Dir is a set that was being rewritten: it is as it was
+	Cause     error  // context.Cause of the context
+}
+
+func (e *StoppedError) Error() string {
+	var b strings.Builder
+	b.WriteString(e.Cause.Error())
+	switch {
+	case e.Partial == "":
+		b.WriteString(" before writing anything")
+	case e.RemoveErr != nil:
+		fmt.Fprintf(&b, "; could not remove the partial output %s: %v", filepath.Clean(e.Partial), e.RemoveErr)
+	default:
+		fmt.Fprintf(&b, "; removed the partial output %s", filepath.Clean(e.Partial))
+	}
+	if e.InPlace {
+		fmt.Fprintf(&b, "; %s is unchanged", e.Dir)
+	}
+	return b.String()
+}
+
+func (e *StoppedError) Unwrap() error { return e.Cause }
+
+// stopped is the error of an operation on dir stopped by ctx before it put
+// anything in place, once it removed its partial output (partial, "" if none).
+func stopped(ctx context.Context, dir, partial string, removeErr error, inPlace bool) error {
+	return &StoppedError{Dir: dir, Partial: partial, RemoveErr: removeErr, InPlace: inPlace, Cause: context.Cause(ctx)}
+}
 
 func parentDir(dir string) string { return filepath.Dir(filepath.Clean(dir)) }
 
@@ -280,6 +317,36 @@ func removeStale(dir string, set *setLock) ([]string, error) {
 	if err != nil {
 		return nil, err
 	}
+	return removeDead(dir, left)
+}
+
+// removeStaleOutput removes the leftovers of dead runs beside out, the target of
+// a new set or folder (missing, or an empty folder), before one is written there:
+// otherwise the unfinished outputs of killed "-o OUT" runs (possibly plaintext)
+// would stay forever, since only in-place operations cleaned up. It never
+// removes anything that may be the only copy of a set: when out is missing and a
+// non-empty old set is left beside it (see LeftoverOld), it removes nothing. Like
+// removeStale it removes only what it can lock, so a live writer's folder stays.
+// It is best effort: what it cannot remove stays, and the write goes on.
+func removeStaleOutput(out string) []string {
+	if lock, err := lockSet(out); err == nil {
+		defer lock.unlock()
+		removed, _ := removeStale(out, lock)
+		return removed
+	} else if !errors.Is(err, os.ErrNotExist) || len(oldSetCandidates(out)) > 0 {
+		return nil // busy, unreadable, or the only copy of a set may be beside it
+	}
+	left, err := ListLeftovers(out)
+	if err != nil {
+		return nil
+	}
+	removed, _ := removeDead(out, left)
+	return removed
+}
+
+// removeDead removes the leftovers left of dir that it can lock, that is, that no
+// live process holds, and returns those it removed.
+func removeDead(dir string, left []Leftover) ([]string, error) {
 	var removed []string
 	var errs []error
 	for _, l := range left {

@@ -1,6 +1,7 @@
 package imgset
 
 import (
+	"context"
 	"fmt"
 	"io"
 	"os"
@@ -35,6 +36,23 @@ func positional(f *os.File) fileAt {
 		return f
 	}
 	return &memFile{f: f, rc: rc}
+}
+
+// ctxAt fails every write once ctx is done. cipher's positional copies and its
+// stream write one batch (about 1 MiB) at a time and stop at the first failure,
+// so a cancelled copy of a large file stops within a batch, without cipher
+// knowing about contexts.
+type ctxAt struct {
+	fileAt
+	ctx context.Context
+}
+
+// WriteAt implements io.WriterAt.
+func (c ctxAt) WriteAt(p []byte, off int64) (int, error) {
+	if c.ctx.Err() != nil {
+		return 0, context.Cause(c.ctx)
+	}
+	return c.fileAt.WriteAt(p, off)
 }
 
 // streamFile is the file an encrypting stream (cipher.Writer) writes to: the

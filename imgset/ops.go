@@ -1,6 +1,7 @@
 package imgset
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"io"
@@ -21,6 +22,7 @@ type EncryptOptions struct {
 	Algorithm  cipher.Algorithm   // zero: cipher.AES256GCM
 	Output     string             // "" (or dir itself): encrypt in place, atomically
 	Progress   Progress
+	Cleaned    func(removed []string) // told the leftovers of dead earlier runs removed first
 }
 
 // Encrypt encrypts the plaintext set in dir for opts.Recipients, into opts.Output
@@ -29,10 +31,18 @@ type EncryptOptions struct {
 // old plaintext files are deleted, not shredded: encrypt at dump time (Create with
 // recipients) to never have plaintext on disk.
 func Encrypt(dir string, opts EncryptOptions) error {
+	return EncryptContext(context.Background(), dir, opts)
+}
+
+// EncryptContext is Encrypt, stopped when ctx is done: between files, within a
+// file at its next batch of chunks, or just before the new set is put in place
+// (not after: then the operation completes). A stopped operation removes what
+// it wrote and returns a *StoppedError; dir is as it was.
+func EncryptContext(ctx context.Context, dir string, opts EncryptOptions) error {
 	if len(opts.Recipients) == 0 {
 		return fmt.Errorf("image set %s: encrypt needs at least one recipient", dir)
 	}
-	return withSet(dir, opts.Output, func(lock *setLock) error {
+	return withSet(ctx, dir, opts.Output, opts.Cleaned, func(lock *setLock) error {
 		src, err := Open(dir, OpenOptions{})
 		if errors.Is(err, ErrKeyRequired) {
 			return fmt.Errorf("image set %s: %w: use rekey to change its recipients", dir, ErrEncrypted)
@@ -40,18 +50,23 @@ func Encrypt(dir string, opts EncryptOptions) error {
 		if err != nil {
 			return err
 		}
-		return rewrite(src, lock, opts.Output, CreateOptions{Recipients: opts.Recipients, Algorithm: opts.Algorithm}, opts.Progress)
+		copts := CreateOptions{Recipients: opts.Recipients, Algorithm: opts.Algorithm, Cleaned: opts.Cleaned}
+		return rewrite(ctx, src, lock, opts.Output, copts, opts.Progress)
 	})
 }
 
 // withSet runs op on the set in dir. For an in-place operation (out is "" or dir
 // itself) it first takes the set's lock, failing fast with ErrBusy if another
 // process holds it, and removes the leftovers of earlier runs that died (see
-// RemoveLeftovers); op gets the lock, nil when not in place.
-func withSet(dir, out string, op func(lock *setLock) error) error {
+// RemoveLeftovers), telling cleaned; op gets the lock, nil when not in place
+// (the leftovers beside out are for the Writer to remove).
+func withSet(ctx context.Context, dir, out string, cleaned func([]string), op func(lock *setLock) error) error {
 	inPlace, err := sameDir(dir, out)
 	if err != nil {
 		return fmt.Errorf("image set %s: %w", dir, missingSetHint(dir, err))
+	}
+	if ctx.Err() != nil {
+		return stopped(ctx, dir, "", nil, inPlace)
 	}
 	if !inPlace {
 		return op(nil)
@@ -61,7 +76,11 @@ func withSet(dir, out string, op func(lock *setLock) error) error {
 		return err
 	}
 	defer lock.unlock()
-	if _, err := removeStale(dir, lock); err != nil {
+	removed, err := removeStale(dir, lock)
+	if len(removed) > 0 && cleaned != nil {
+		cleaned(removed)
+	}
+	if err != nil {
 		return err
 	}
 	return op(lock)
@@ -72,18 +91,25 @@ type DecryptOptions struct {
 	Identities []cipher.Identity
 	Output     string // "" (or dir itself): decrypt in place, atomically
 	Progress   Progress
+	Cleaned    func(removed []string) // told the leftovers of dead earlier runs removed first
 }
 
 // Decrypt decrypts the encrypted set in dir into opts.Output or in place, with the
 // same atomicity as Encrypt. Every chunk is authenticated before its plaintext is
 // written; if any fails, nothing is put in place and the error names the file.
 func Decrypt(dir string, opts DecryptOptions) error {
-	return withSet(dir, opts.Output, func(lock *setLock) error {
+	return DecryptContext(context.Background(), dir, opts)
+}
+
+// DecryptContext is Decrypt, stopped when ctx is done, as EncryptContext is: the
+// partial plaintext written so far is removed.
+func DecryptContext(ctx context.Context, dir string, opts DecryptOptions) error {
+	return withSet(ctx, dir, opts.Output, opts.Cleaned, func(lock *setLock) error {
 		src, err := Open(dir, OpenOptions{Identities: opts.Identities, RequireEncrypted: true})
 		if err != nil {
 			return err
 		}
-		return rewrite(src, lock, opts.Output, CreateOptions{}, opts.Progress)
+		return rewrite(ctx, src, lock, opts.Output, CreateOptions{Cleaned: opts.Cleaned}, opts.Progress)
 	})
 }
 
@@ -104,6 +130,8 @@ type RekeyOptions struct {
 	Algorithm cipher.Algorithm
 	// Progress reports a rotation's progress (a header-only rekey is instant).
 	Progress Progress
+	// Cleaned is told the leftovers of dead earlier runs removed first.
+	Cleaned func(removed []string)
 }
 
 // Rekey changes the recipients of the encrypted set in dir. Without Rotate it
@@ -112,22 +140,29 @@ type RekeyOptions struct {
 // renamed over the old one. Its time depends on the number of recipients and
 // files, not on the set's size.
 func Rekey(dir string, opts RekeyOptions) error {
+	return RekeyContext(context.Background(), dir, opts)
+}
+
+// RekeyContext is Rekey, stopped when ctx is done, as EncryptContext is. A
+// header-only rekey checks ctx once, before it writes the new header (which
+// takes a moment only).
+func RekeyContext(ctx context.Context, dir string, opts RekeyOptions) error {
 	if !opts.Rotate && len(opts.Add) == 0 && len(opts.Remove) == 0 {
 		return fmt.Errorf("image set %s: rekey needs recipients to add or remove", dir)
 	}
 	if opts.Rotate && len(opts.Add) == 0 {
 		return fmt.Errorf("image set %s: rotating needs the certificate of every recipient of the new key", dir)
 	}
-	return withSet(dir, "", func(lock *setLock) error {
+	return withSet(ctx, dir, "", opts.Cleaned, func(lock *setLock) error {
 		if opts.Rotate {
-			return rotate(dir, lock, opts)
+			return rotate(ctx, dir, lock, opts)
 		}
-		return rekeyHeader(dir, opts)
+		return rekeyHeader(ctx, dir, opts)
 	})
 }
 
 // rekeyHeader rewrites the header of the set in dir (locked) for Rekey.
-func rekeyHeader(dir string, opts RekeyOptions) error {
+func rekeyHeader(ctx context.Context, dir string, opts RekeyOptions) error {
 	h, err := ReadHeader(dir)
 	if errors.Is(err, os.ErrNotExist) {
 		return fmt.Errorf("image set %s: %w", dir, ErrNotEncrypted)
@@ -161,6 +196,9 @@ func rekeyHeader(dir string, opts RekeyOptions) error {
 	if err != nil {
 		return fmt.Errorf("image set %s: %w", dir, err)
 	}
+	if ctx.Err() != nil {
+		return stopped(ctx, dir, "", nil, true)
+	}
 	return replaceHeader(dir, hdr)
 }
 
@@ -178,7 +216,7 @@ func editStanzas(stanzas []*cipher.Stanza, remove []cipher.Fingerprint) ([]*ciph
 	return out, nil
 }
 
-func rotate(dir string, lock *setLock, opts RekeyOptions) error {
+func rotate(ctx context.Context, dir string, lock *setLock, opts RekeyOptions) error {
 	src, err := Open(dir, OpenOptions{Identities: opts.Identities, RequireEncrypted: true})
 	if err != nil {
 		return err
@@ -192,14 +230,14 @@ func rotate(dir string, lock *setLock, opts RekeyOptions) error {
 	if alg == 0 {
 		alg = src.header.Algorithm
 	}
-	return rewrite(src, lock, "", CreateOptions{Recipients: opts.Add, Algorithm: alg}, opts.Progress)
+	return rewrite(ctx, src, lock, "", CreateOptions{Recipients: opts.Add, Algorithm: alg}, opts.Progress)
 }
 
 // rewrite copies every file of src into a new set made with copts: at out, or,
 // with lock (the lock of src's folder), in place of src (built beside it, then
 // swapped in atomically). The new set keeps the permission bits of src's folder
-// and of each of its files.
-func rewrite(src *Set, lock *setLock, out string, copts CreateOptions, progress Progress) error {
+// and of each of its files. It stops when ctx is done (see EncryptContext).
+func rewrite(ctx context.Context, src *Set, lock *setLock, out string, copts CreateOptions, progress Progress) error {
 	if err := checkFlat(src.dir); err != nil {
 		return err
 	}
@@ -224,6 +262,7 @@ func rewrite(src *Set, lock *setLock, out string, copts CreateOptions, progress 
 			return err
 		}
 	}
+	w.ctx = ctx
 	var total int64
 	for _, name := range src.names {
 		size, err := src.Size(name)
@@ -235,7 +274,13 @@ func rewrite(src *Set, lock *setLock, out string, copts CreateOptions, progress 
 	}
 	pw := &progressCounter{total: total, report: progress}
 	for _, name := range src.names {
+		if ctx.Err() != nil {
+			return w.stop()
+		}
 		if err := copyFile(w, src, name, pw); err != nil {
+			if ctx.Err() != nil {
+				return w.stop() // the error is most likely the cancellation itself
+			}
 			w.Abort()
 			return fmt.Errorf("image set %s: %s: %w", src.dir, name, err)
 		}

@@ -31,6 +31,7 @@ type Report struct {
 	Dir        string
 	Encrypted  bool                 // the set has a header
 	Recipients []cipher.Fingerprint // from the header (authentic only if Authenticated)
+	Stanzas    []*cipher.Stanza     // the header's recipient stanzas, in order (ditto)
 	Algorithm  cipher.Algorithm
 	// Authenticated: a key opened the header, its MAC matched, and every chunk of
 	// every file present was authenticated (failures are in Problems).
@@ -88,23 +89,33 @@ func Verify(dir string, opts VerifyOptions) (*Report, error) {
 		rep.Unchecked = append(rep.Unchecked, "the manifest and every file (the header does not parse)")
 		return rep, nil
 	}
-	rep.Recipients, rep.Algorithm, rep.Files = h.Recipients(), h.Algorithm, len(h.Files)
-	bad := map[string]bool{}
-	for _, p := range checkManifest(dir, h, without(names, HeaderName)) {
-		rep.add(p.file, p.err)
-		bad[p.file] = true
-	}
+	rep.Recipients, rep.Stanzas, rep.Algorithm, rep.Files = h.Recipients(), h.Stanzas, h.Algorithm, len(h.Files)
+	files := without(names, HeaderName)
 	if len(opts.Identities) == 0 {
+		checkUnauthenticated(rep, dir, h, files)
 		rep.Unchecked = append(rep.Unchecked,
 			"the header MAC: recipients, parameters and manifest are unauthenticated (no key)",
 			"the chunks of every file (no key)")
 		return rep, nil
 	}
 	key, err := h.Unwrap(opts.Identities...)
-	if err != nil {
+	switch {
+	case err != nil && HeaderDamaged(err):
+		// The manifest, the sizes and the set id are the header's: a file that does
+		// not match a damaged header says nothing about the file.
 		rep.add(HeaderName, err)
+		rep.Unchecked = append(rep.Unchecked, "the files: the header is damaged, so its manifest cannot be trusted to judge them")
+		return rep, nil
+	case err != nil:
+		rep.add(HeaderName, err)
+		checkUnauthenticated(rep, dir, h, files)
 		rep.Unchecked = append(rep.Unchecked, "the chunks of every file (the header did not open)")
 		return rep, nil
+	}
+	bad := map[string]bool{}
+	for _, p := range checkManifest(dir, h, files) {
+		rep.add(p.file, p.err)
+		bad[p.file] = true
 	}
 	errs := verifyFiles(key, dir, h.Files, bad, opts.Progress)
 	for i, f := range h.Files {
@@ -120,6 +131,32 @@ func Verify(dir string, opts VerifyOptions) (*Report, error) {
 	rep.Authenticated = true
 	return rep, nil
 }
+
+// HeaderDamaged reports whether an error of opening a header means the header
+// itself was changed (its MAC fails, or a stanza naming the key does not open),
+// rather than that the key is not a recipient.
+func HeaderDamaged(err error) bool {
+	return errors.Is(err, cipher.ErrHeaderAuth) || errors.Is(err, cipher.ErrWrongKey)
+}
+
+// checkUnauthenticated compares the folder with a manifest no key has
+// authenticated: each mismatch is the file's fault or the header's, which only
+// a key can tell, and the problem says so.
+func checkUnauthenticated(rep *Report, dir string, h *cipher.Header, files []string) {
+	for _, p := range checkManifest(dir, h, files) {
+		rep.add(p.file, &unauthenticatedError{p.err})
+	}
+}
+
+// unauthenticatedError is a mismatch between a file and a manifest that was not
+// authenticated.
+type unauthenticatedError struct{ err error }
+
+func (e *unauthenticatedError) Error() string {
+	return e.err.Error() + " (or the header was changed: without a key it is not authenticated)"
+}
+
+func (e *unauthenticatedError) Unwrap() error { return e.err }
 
 func (r *Report) add(file string, err error) {
 	r.Problems = append(r.Problems, Problem{File: file, Err: err})

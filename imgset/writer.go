@@ -1,6 +1,7 @@
 package imgset
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"io"
@@ -19,6 +20,9 @@ type CreateOptions struct {
 	Recipients []cipher.Recipient
 	// Algorithm is the AEAD of an encrypted set; zero means cipher.AES256GCM.
 	Algorithm cipher.Algorithm
+	// Cleaned, if not nil, is told the leftovers of earlier runs that died while
+	// writing the same target (see ListLeftovers), which Create removed.
+	Cleaned func(removed []string)
 }
 
 // Writer writes a new image set. Files go to a temporary folder beside the target,
@@ -28,6 +32,7 @@ type Writer struct {
 	tmpLock  *setLock // held on tmp while it exists, so no cleaner removes it
 	replace  *setLock // the locked set at dir that Commit exchanges with the new one; nil: a new set
 	dirMode  os.FileMode
+	ctx      context.Context // nil: never stopped; else the copy and Commit stop once it is done
 	key      *cipher.SetKey
 	stanzas  []*cipher.Stanza
 	files    map[string]*setFile
@@ -51,7 +56,8 @@ const (
 )
 
 // Create starts writing a new set that Commit will place at dir. dir must not exist,
-// or be an empty folder.
+// or be an empty folder. What earlier writers of dir that died (SIGKILL, a crash)
+// left beside it is removed first (see opts.Cleaned).
 func Create(dir string, opts CreateOptions) (*Writer, error) {
 	if err := checkTarget(dir); err != nil {
 		return nil, err
@@ -84,6 +90,8 @@ func createBeside(dir string, opts CreateOptions, replace *setLock, dirMode os.F
 	var replaces uint64
 	if replace != nil {
 		replaces = replace.ino
+	} else if removed := removeStaleOutput(dir); len(removed) > 0 && opts.Cleaned != nil {
+		opts.Cleaned(removed)
 	}
 	tmp, lock, err := makeTempDir(dir, newPrefix(dir, replaces))
 	if err != nil {
@@ -149,7 +157,7 @@ func (w *Writer) createFile(name string, perm os.FileMode, stream bool) (*setFil
 	}
 	sf := &setFile{name: name, f: f, w: w}
 	if w.key != nil && stream {
-		if sf.enc, err = w.key.NewWriter(streamFile{File: f, at: positional(f)}, name); err != nil {
+		if sf.enc, err = w.key.NewWriter(streamFile{File: f, at: w.positional(f)}, name); err != nil {
 			f.Close()
 			return nil, fmt.Errorf("image set %s: %s: %w", w.dir, name, err)
 		}
@@ -205,9 +213,9 @@ func (s *setFile) ReadFrom(r io.Reader) (int64, error) {
 func (s *setFile) copyAt(in *File, progress func(int64)) error {
 	switch {
 	case s.w.key != nil && in.dec == nil:
-		s.err = s.w.key.EncryptAt(positional(s.f), in.ra, in.size, s.name, progress)
+		s.err = s.w.key.EncryptAt(s.w.positional(s.f), in.ra, in.size, s.name, progress)
 	case s.w.key == nil && in.dec != nil:
-		s.err = in.dec.DecryptAt(positional(s.f), progress)
+		s.err = in.dec.DecryptAt(s.w.positional(s.f), progress)
 	default:
 		s.err = fmt.Errorf("%s: a positional copy needs exactly one of the two sets encrypted", s.name)
 	}
@@ -296,6 +304,10 @@ func (w *Writer) Commit() error {
 		os.RemoveAll(w.tmp)
 		return err
 	}
+	// The last moment to stop: once the set is in place, the operation is done.
+	if w.ctx != nil && w.ctx.Err() != nil {
+		return stopped(w.ctx, w.dir, w.tmp, os.RemoveAll(w.tmp), w.replace != nil)
+	}
 	if w.replace != nil {
 		return exchangeInto(w.tmp, w.dir, w.replace)
 	}
@@ -363,6 +375,20 @@ func (w *Writer) Abort() error {
 	err := os.RemoveAll(w.tmp)
 	w.tmpLock.unlock()
 	return err
+}
+
+// stop aborts the writer because its context is done, and says so.
+func (w *Writer) stop() error {
+	return stopped(w.ctx, w.dir, w.tmp, w.Abort(), w.replace != nil)
+}
+
+// positional is positional(f) for a file of this set: once the writer's context
+// is done, its writes fail, which stops a long copy at its next batch.
+func (w *Writer) positional(f *os.File) fileAt {
+	if w.ctx == nil {
+		return positional(f)
+	}
+	return ctxAt{fileAt: positional(f), ctx: w.ctx}
 }
 
 // abortFiles closes every file not closed yet without finishing it.
@@ -434,4 +460,74 @@ func (e encFile) ReadFromAt(src io.ReaderAt, size int64, progress func(n int64))
 		s.size += size
 	}
 	return s.err
+}
+
+// Folder is a folder of files that is not a set (decode -D's JSON files), written
+// beside its target and renamed into place once whole, with a new set's naming,
+// locking and removal of dead runs' leftovers: a killed run leaves a folder that
+// ListLeftovers lists and the next run writing the same target removes.
+type Folder struct {
+	Path   string // the temporary folder to fill
+	target string
+	lock   *setLock
+	done   bool
+}
+
+// CreateFolder starts a Folder that Commit puts at target (missing, or an empty
+// folder). It first removes what dead earlier runs writing target left beside
+// it, and tells cleaned, if not nil.
+func CreateFolder(target string, cleaned func(removed []string)) (*Folder, error) {
+	if err := checkTarget(target); err != nil {
+		return nil, err
+	}
+	if removed := removeStaleOutput(target); len(removed) > 0 && cleaned != nil {
+		cleaned(removed)
+	}
+	tmp, lock, err := makeTempDir(target, newPrefix(target, 0))
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", target, err)
+	}
+	return &Folder{Path: tmp, target: target, lock: lock}, nil
+}
+
+// Check returns nil while ctx is not done. Once it is, it removes the folder and
+// returns a *StoppedError that says so.
+func (f *Folder) Check(ctx context.Context) error {
+	if ctx.Err() == nil {
+		return nil
+	}
+	return stopped(ctx, f.target, f.Path, f.Abort(), false)
+}
+
+// Commit gives the folder the permission bits perm and renames it to its target.
+// On error the folder is removed.
+func (f *Folder) Commit(perm os.FileMode) error {
+	if f.done {
+		return errors.New("folder already committed or aborted")
+	}
+	f.done = true
+	defer f.lock.unlock()
+	err := os.Chmod(f.Path, perm)
+	if err == nil {
+		err = checkTarget(f.target)
+	}
+	if err == nil {
+		os.Remove(f.target) // an empty target folder, if any
+		err = os.Rename(f.Path, f.target)
+	}
+	if err != nil {
+		os.RemoveAll(f.Path)
+	}
+	return err
+}
+
+// Abort removes the folder. It is safe to call after Commit (it does nothing).
+func (f *Folder) Abort() error {
+	if f.done {
+		return nil
+	}
+	f.done = true
+	err := os.RemoveAll(f.Path)
+	f.lock.unlock()
+	return err
 }

@@ -28,7 +28,7 @@ func decodeCommand() *cli.Command {
 	return &cli.Command{
 		Name:      "decode",
 		Usage:     "convert a CRIU image to JSON, as crit decode does",
-		UsageText: "imgtool decode [-i IMAGE] [-o JSON] [--pretty]\n   imgtool decode -D SET -o FOLDER [--pretty]",
+		UsageText: "imgtool decode [-i IMAGE] [-o JSON] [--pretty]\n   imgtool decode -D SET -o FOLDER [--pretty]   (or: imgtool decode SET -o FOLDER)",
 		Description: `Prints a CRIU image as crit 4.2's JSON, byte for byte: {"magic": ..., "entries": [...]},
 each entry's set fields in field-number order, enums by name, bytes in base64, and the
 payload that follows an entry (pipe and socket queues, ghost file contents, ...) as
@@ -37,8 +37,12 @@ payload that follows an entry (pipe and socket queues, ghost file contents, ...)
 Like crit, the JSON on stdout ends with a newline and a file written with -o does not.
 imgtool encode turns either form back into the identical image.
 
-With -D, every protobuf image of the set SET (plain, or encrypted with --tls-key) is
-decoded in one run into FOLDER/NAME.json (pages and other raw images are skipped).
+With -D SET (or SET alone), every protobuf image of the set SET (plain, or encrypted
+with --tls-key) is decoded in one run into FOLDER, a new or empty folder: the JSON of
+SET/NAME.img goes to FOLDER/NAME.img.json (core-1.img.json, pstree.img.json, ...;
+stats-dump.json for stats-dump), as decode -i SET/NAME.img -o FOLDER/NAME.img.json
+would write it. Pages and other raw images are skipped; a SET without protobuf
+images is an error.
 
 Examples:
    imgtool decode -i fixtures/criu-4.2/counter/pstree.img
@@ -54,17 +58,12 @@ output file is left), 2 wrong command line.`,
 			&cli.StringFlag{Name: "out", Aliases: []string{"o"}, Usage: "where to write the JSON (stdout by default)"},
 			&cli.BoolFlag{Name: "pretty", Usage: "indent, and print fields in their human-readable forms"},
 		}, fileOpenFlags()...),
-		OnUsageError: func(_ *cli.Context, err error, _ bool) error { return usageError(err) },
 		Action: func(c *cli.Context) error {
-			args, err := interspersedArgs(c)
-			if err != nil {
-				return err
-			}
 			opts := decodeOptions{
 				In: c.String("in"), Dir: c.String(flagImagesDir), Out: c.String("out"), Pretty: c.Bool("pretty"),
 				Files: fileOpenerFrom(c), Stdout: c.App.Writer,
 			}
-			return runDecode(c.Context, opts, args)
+			return runDecode(c.Context, opts, c.Args().Slice())
 		},
 	}
 }
@@ -75,8 +74,16 @@ func runDecode(ctx context.Context, opts decodeOptions, args []string) error {
 		return usageError(fmt.Errorf("decode: unexpected argument %q (the image is given with -i)", args[0]))
 	}
 	if opts.Dir != "" {
-		if opts.In != "" || opts.Out == "" || opts.Out == "-" {
-			return usageError(errors.New("decode: -D SET takes an output folder with -o, and no -i"))
+		if opts.In != "" {
+			return usageError(errors.New("decode: give an image with -i, or a set with -D SET (or SET), not both"))
+		}
+		if fi, err := os.Stat(opts.Dir); err != nil {
+			return fmt.Errorf("decode: %w", err) // said first: a mistyped set is the likelier mistake
+		} else if !fi.IsDir() {
+			return usageError(fmt.Errorf("decode: %s is a file, not an image set folder (an image is given with -i)", opts.Dir))
+		}
+		if opts.Out == "" || opts.Out == "-" {
+			return usageError(errors.New("decode: -D SET takes an output folder with -o"))
 		}
 		if err := decodeSet(ctx, opts.Dir, opts.Out, opts.Files.keys, image.JSONOptions{Pretty: opts.Pretty}); err != nil {
 			return fmt.Errorf("decode: %w", err)
@@ -102,27 +109,29 @@ func decodeSet(ctx context.Context, dir, outDir string, keys keyOptions, jopts i
 	if ents, err := os.ReadDir(outDir); err == nil && len(ents) > 0 {
 		return fmt.Errorf("%s: folder exists and is not empty", outDir)
 	}
-	tmp, err := os.MkdirTemp(filepath.Dir(filepath.Clean(outDir)), "."+filepath.Base(outDir)+".imgtool-tmp-")
+	tmp, err := imgset.CreateFolder(outDir, noteCleaned(os.Stderr, outDir))
 	if err != nil {
 		return err
 	}
-	defer os.RemoveAll(tmp) // nothing left once renamed
+	defer tmp.Abort() // nothing left once renamed
+	decoded := 0
 	for _, name := range set.Names() {
 		if k := image.KindByFileName(name); k == nil || k.Raw || k.Opaque() {
 			continue
 		}
-		if err := ctx.Err(); err != nil {
+		if err := tmp.Check(ctx); err != nil {
 			return err
 		}
-		if err := decodeSetFile(set, name, filepath.Join(tmp, name+".json"), jopts); err != nil {
+		if err := decodeSetFile(set, name, filepath.Join(tmp.Path, name+".json"), jopts); err != nil {
 			return err
 		}
+		decoded++
 	}
-	if err := os.Chmod(tmp, 0o755); err != nil {
-		return err
+	if decoded == 0 {
+		// An empty output folder would pass for the decoded set of a mistyped path.
+		return fmt.Errorf("%s: no protobuf images to decode (not an image set?)", dir)
 	}
-	os.Remove(outDir) // an empty folder, if any
-	return os.Rename(tmp, outDir)
+	return tmp.Commit(0o755)
 }
 
 // decodeSetFile decodes one file of set to the file out, atomically.

@@ -120,7 +120,8 @@ func TestDecodeErrors(t *testing.T) {
 		{[]string{"decode", "-i", bad, "-o", dst}, ExitError, "bad.img: offset"},
 		{[]string{"decode", "-i", filepath.Join(fixtureDir, "counter", "pages-1.img"), "-o", dst}, ExitError, "raw PAGES image"},
 		{[]string{"decode", "-i", filepath.Join(dir, "missing.img")}, ExitError, "no such file"},
-		{[]string{"decode", "extra-arg"}, ExitUsage, "unexpected argument"},
+		{[]string{"decode", filepath.Join(dir, "no-set")}, ExitError, "no-set: no such file"}, // an argument is the set (-D)
+		{[]string{"decode", fixtureDir + "/tree", "extra-arg", "-o", dst}, ExitUsage, "unexpected argument"},
 		{[]string{"decode", "--bogus"}, ExitUsage, "bogus"},
 	} {
 		_, _, err := runWithStdin(t, nil, c.args...)
@@ -359,5 +360,57 @@ func TestDecodeWholeSetFailureLeavesNothing(t *testing.T) {
 	}
 	if left, _ := os.ReadDir(parent); len(left) != 0 {
 		t.Errorf("decode -D left %d entries behind after failing", len(left))
+	}
+}
+
+// TestDecodeSetWithoutImages: decode -D of a folder without protobuf images (empty,
+// or pages only) is an error that leaves no output, not an empty success; a file
+// given as the set is a usage error.
+func TestDecodeSetWithoutImages(t *testing.T) {
+	empty := t.TempDir()
+	pagesOnly := t.TempDir()
+	pages, err := os.ReadFile(filepath.Join(fixtureDir, "counter", "pages-1.img"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(pagesOnly, "pages-1.img"), pages, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	for _, set := range []string{empty, pagesOnly} {
+		out := filepath.Join(t.TempDir(), "json")
+		_, _, err := runWithStdin(t, nil, "decode", "-D", set, "-o", out)
+		if ExitCode(err) != ExitError {
+			t.Errorf("decode -D %s: exit %d, %v; want %d", set, ExitCode(err), err, ExitError)
+		}
+		if _, err := os.Stat(out); !os.IsNotExist(err) {
+			t.Errorf("decode -D %s left %s: %v", set, out, err)
+		}
+	}
+	file := filepath.Join(fixtureDir, "counter", "pstree.img")
+	_, _, err = runWithStdin(t, nil, "decode", file, "-o", filepath.Join(t.TempDir(), "json"))
+	if ExitCode(err) != ExitUsage || !strings.Contains(err.Error(), "-i") {
+		t.Errorf("decode FILE -o OUT: exit %d, %v; want a usage error pointing to -i", ExitCode(err), err)
+	}
+}
+
+// TestDecodeSetHelpNamesItsFiles: the files decode -D writes are the ones its help
+// names, NAME.img.json.
+func TestDecodeSetHelpNamesItsFiles(t *testing.T) {
+	help, _, err := runWithStdin(t, nil, "decode", "--help")
+	if err != nil || !strings.Contains(help, "FOLDER/NAME.img.json") {
+		t.Fatalf("decode --help does not name NAME.img.json: %v\n%s", err, help)
+	}
+	out := filepath.Join(t.TempDir(), "json")
+	if _, _, err := runWithStdin(t, nil, "decode", filepath.Join(fixtureDir, "counter"), "-o", out); err != nil {
+		t.Fatal(err)
+	}
+	files, err := os.ReadDir(out)
+	if err != nil || len(files) == 0 {
+		t.Fatalf("decode SET -o OUT: %v, %d files", err, len(files))
+	}
+	for _, f := range files {
+		if !strings.HasSuffix(f.Name(), ".img.json") && f.Name() != "stats-dump.json" {
+			t.Errorf("decode -D wrote %s, which its help does not describe", f.Name())
+		}
 	}
 }

@@ -1,6 +1,7 @@
 package imgtool
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -34,7 +35,9 @@ nothing changes and the error names the file.
 
 Without -o the set is decrypted in place, atomically (the same guarantee as
 encrypt: DIR is at every moment the whole encrypted set or the whole plaintext
-one). With -o OUT (a new or empty folder) DIR is left as it is.
+one). With -o OUT (a new or empty folder) DIR is left as it is. SIGINT, SIGTERM
+or SIGHUP stop it and remove the plaintext written so far (exit 1); what a SIGKILL
+or a crash leaves beside the target is removed by the next run writing it.
 
 Without --tls-key, ` + defaultKeyPath + ` is used if it exists (CRIUsec's default).
 To read an encrypted set without writing plaintext to disk, use x, inspect or
@@ -45,7 +48,7 @@ Examples:
    imgtool decrypt -D /tmp/ckpt --tls-key me.key -o /tmp/ckpt.plain
 
 Exit codes: 0 success, 1 failure (wrong, unreadable or non-recipient key, damaged
-set: nothing changed), 2 wrong command line.`,
+set, interrupted: nothing changed), 2 wrong command line.`,
 		Flags: []cli.Flag{
 			imagesDirFlag(),
 			&cli.StringFlag{Name: flagOutput, Aliases: []string{"o"}, Usage: "write the plaintext set to `OUT` (new or empty) instead of in place"},
@@ -79,14 +82,17 @@ func runDecrypt(ctx context.Context, opts decryptOptions, args []string) error {
 	if len(ids) == 0 {
 		return usageError(fmt.Errorf("decrypt: need the private key: --%s KEY.pem", flagTLSKey))
 	}
-	if err := ctx.Err(); err != nil {
-		return err
+	if ctx.Err() != nil {
+		return stoppedBefore("decrypt", ctx)
 	}
 	if opts.Output != "" {
 		warnLeftovers(opts.Err, dir)
 	}
 	progress, done := newProgress(opts.Err, opts.Quiet, "decrypting")
-	err = imgset.Decrypt(dir, imgset.DecryptOptions{Identities: ids, Output: opts.Output, Progress: progress})
+	err = imgset.DecryptContext(ctx, dir, imgset.DecryptOptions{
+		Identities: ids, Output: opts.Output, Progress: progress,
+		Cleaned: noteCleaned(opts.Err, cmp.Or(opts.Output, dir)),
+	})
 	done()
 	if errors.Is(err, imgset.ErrNotEncrypted) {
 		return fmt.Errorf("decrypt: image set %s has no %s, nothing to decrypt: %w", dir, imgset.HeaderName, imgset.ErrNotEncrypted)

@@ -15,12 +15,13 @@ import (
 
 // dumpOptions are the options of "imgtool dump".
 type dumpOptions struct {
-	Pid          int      // -t: root of the tree
-	Dir          string   // -D: the new image set
-	LeaveRunning bool     // --leave-running
-	Encrypt      bool     // -e: encrypt as written
-	Certs        []string // --cert: the recipients (with -e)
-	Cipher       string   // --cipher
+	Pid          int              // -t: root of the tree
+	Dir          string           // -D: the new image set
+	LeaveRunning bool             // --leave-running
+	Encrypt      bool             // -e: encrypt as written
+	Certs        []string         // --cert: the recipients (with -e)
+	Cipher       string           // --cipher
+	Load         recipientOptions // --allow-expired, and where --cert warnings go
 	Quiet        bool
 	Out          io.Writer // the summary
 	Err          io.Writer // progress
@@ -65,6 +66,7 @@ Exit codes: 0 success, 1 failure or refusal (the tree keeps running), 2 wrong co
 			&cli.BoolFlag{Name: flagEncrypt, Aliases: []string{"e"}, Usage: "encrypt the set as it is written"},
 			certFlag("recipient certificate `CERT.pem` for -e; repeatable (default " + defaultCertPath + " if it exists)"),
 			cipherFlag("the AEAD for -e", cipher.AES256GCM.String()),
+			allowExpiredFlag(),
 			quietFlag(),
 		},
 		OnUsageError: func(_ *cli.Context, err error, _ bool) error { return usageError(err) },
@@ -76,6 +78,7 @@ Exit codes: 0 success, 1 failure or refusal (the tree keeps running), 2 wrong co
 				Encrypt:      c.Bool(flagEncrypt),
 				Certs:        c.StringSlice(flagCert),
 				Cipher:       c.String(flagCipher),
+				Load:         recipientOptionsFrom(c),
 				Quiet:        c.Bool(flagQuiet),
 				Out:          outWriter(c),
 				Err:          errWriter(c),
@@ -101,7 +104,7 @@ func runDump(ctx context.Context, opts dumpOptions, args []string) error {
 		if err != nil {
 			return err
 		}
-		recipients, err := recipientsOrDefault("dump -e", opts.Certs)
+		recipients, err := recipientsOrDefault("dump -e", opts.Certs, opts.Load)
 		if err != nil {
 			return err
 		}
@@ -109,6 +112,7 @@ func runDump(ctx context.Context, opts dumpOptions, args []string) error {
 	} else if len(opts.Certs) > 0 {
 		return usageError(fmt.Errorf("dump: --%s only makes sense with -e", flagCert))
 	}
+	create.Cleaned = noteCleaned(opts.Err, opts.Dir)
 	w, err := imgset.Create(opts.Dir, create)
 	if err != nil {
 		return fmt.Errorf("dump: %w", err)
@@ -120,6 +124,9 @@ func runDump(ctx context.Context, opts dumpOptions, args []string) error {
 	done()
 	if err != nil {
 		_ = w.Abort() // a no-op when Dump already aborted it
+		if ie := interruptCause(ctx); ie != nil && errors.Is(err, context.Canceled) {
+			return fmt.Errorf("dump %v: the tree was put back and resumed; no set was written", ie)
+		}
 		return fmt.Errorf("dump: %w", err)
 	}
 	if opts.Quiet {

@@ -39,14 +39,9 @@ Exit codes: 0 success, 1 the JSON is not a valid image (nothing is written to -o
 			&cli.StringFlag{Name: "in", Aliases: []string{"i"}, Usage: "JSON to encode (stdin by default)"},
 			&cli.StringFlag{Name: "out", Aliases: []string{"o"}, Usage: "where to write the image (stdout by default)"},
 		}, fileOpenFlags()...),
-		OnUsageError: func(_ *cli.Context, err error, _ bool) error { return usageError(err) },
 		Action: func(c *cli.Context) error {
-			args, err := interspersedArgs(c)
-			if err != nil {
-				return err
-			}
 			opts := encodeOptions{In: c.String("in"), Out: c.String("out"), Files: fileOpenerFrom(c), Stdout: c.App.Writer}
-			return runEncode(c.Context, opts, args)
+			return runEncode(c.Context, opts, c.Args().Slice())
 		},
 	}
 }

@@ -77,3 +77,31 @@ func TestEncodeFailureWritesNothingToStdout(t *testing.T) {
 		t.Errorf("encode of good JSON to stdout: %v, %d bytes", err, len(out))
 	}
 }
+
+// TestEncodeRefusesEncryptedSetFolder: encode -o into the folder of an encrypted set
+// would put a plaintext image among its ciphertext (and a file its manifest does not
+// list): refused, nothing written. decode -o is refused there too.
+func TestEncodeRefusesEncryptedSetFolder(t *testing.T) {
+	dir := copySet(t, filepath.Join(fixtureDir, "tree"))
+	if _, _, err := runApp(t, "encrypt", "-q", "-D", dir, "--cert", keyPath("bob-p256.crt")); err != nil {
+		t.Fatal(err)
+	}
+	before, _ := os.ReadDir(dir)
+	golden := filepath.Join(fixtureDir, "tree.crit", "pstree.img.json")
+	for _, args := range [][]string{
+		{"encode", "-i", golden, "-o", filepath.Join(dir, "pstree.img")},
+		{"encode", "-i", golden, "-o", filepath.Join(dir, "new.img")},
+		{"decode", "-i", filepath.Join(fixtureDir, "tree", "pstree.img"), "-o", filepath.Join(dir, "pstree.json")},
+	} {
+		_, _, err := runWithStdin(t, nil, args...)
+		if ExitCode(err) != ExitError || !strings.Contains(err.Error(), "encrypted image set") {
+			t.Errorf("%s: exit %d, %v; want a refusal", strings.Join(args, " "), ExitCode(err), err)
+		}
+	}
+	if after, _ := os.ReadDir(dir); len(after) != len(before) {
+		t.Errorf("the encrypted set changed: %d files, then %d", len(before), len(after))
+	}
+	if _, _, err := runApp(t, "verify", "-q", dir, "--tls-key", keyPath("bob-p256.key")); err != nil {
+		t.Errorf("the set no longer verifies: %v", err)
+	}
+}

@@ -1,6 +1,7 @@
 package imgtool
 
 import (
+	"cmp"
 	"context"
 	"fmt"
 	"io"
@@ -16,10 +17,11 @@ import (
 
 // encryptOptions are the options of imgtool encrypt.
 type encryptOptions struct {
-	Dir    string   // -D: the plaintext set
-	Output string   // -o: where the encrypted set goes; "" is in place
-	Certs  []string // --cert: the recipients' certificates
-	Cipher string   // --cipher: the AEAD's name
+	Dir    string           // -D: the plaintext set
+	Output string           // -o: where the encrypted set goes; "" is in place
+	Certs  []string         // --cert: the recipients' certificates
+	Cipher string           // --cipher: the AEAD's name
+	Load   recipientOptions // --allow-expired, and where --cert warnings go
 	Quiet  bool
 	Out    io.Writer // the summary
 	Err    io.Writer // progress and notes
@@ -38,13 +40,16 @@ every file, authenticated). See docs/format.md (part 2).
 
 Without -o the set is encrypted in place, atomically: the encrypted set is built
 beside DIR and swapped in, so a crash or a kill at any moment leaves either the
-whole plaintext set or the whole encrypted one in DIR (leftovers beside DIR,
-named .DIR.imgtool-*, are removed by the next in-place encrypt, decrypt or rekey
-of DIR). Two in-place operations on one set never interleave: the second fails
-at once. The files and the folder keep their permission bits. The old plaintext
-files are deleted, not shredded: to never have plaintext on disk, encrypt at
-dump time (dump -e).
+whole plaintext set or the whole encrypted one in DIR. Two in-place operations
+on one set never interleave: the second fails at once. The files and the folder
+keep their permission bits. The old plaintext files are deleted, not shredded: to
+never have plaintext on disk, encrypt at dump time (dump -e).
 With -o OUT (a new or empty folder) DIR is left as it is.
+
+SIGINT, SIGTERM or SIGHUP stop the command before it puts the new set in place:
+it removes what it wrote and says so (exit 1). What a SIGKILL or a crash leaves
+beside the target (.DIR.imgtool-* or .OUT.imgtool-*) is removed by the next run
+writing the same target, which says so.
 
 Without --cert, ` + defaultCertPath + ` is used if it exists (CRIUsec's default).
 
@@ -54,12 +59,13 @@ Examples:
    imgtool encrypt -D /tmp/ckpt --cert ops.pem --cert backup.pem -o /tmp/ckpt.sealed
    imgtool encrypt -D /tmp/ckpt --cert me.pem --cipher chacha20-poly1305
 
-Exit codes: 0 success, 1 failure (nothing changed), 2 wrong command line.`,
+Exit codes: 0 success, 1 failure or interrupted (nothing changed), 2 wrong command line.`,
 		Flags: []cli.Flag{
 			imagesDirFlag(),
 			&cli.StringFlag{Name: flagOutput, Aliases: []string{"o"}, Usage: "write the encrypted set to `OUT` (new or empty) instead of in place"},
 			certFlag("recipient certificate `CERT.pem`; repeatable (default " + defaultCertPath + " if it exists)"),
 			cipherFlag("the AEAD", cipher.AES256GCM.String()),
+			allowExpiredFlag(),
 			quietFlag(),
 		},
 		OnUsageError: func(_ *cli.Context, err error, _ bool) error { return usageError(err) },
@@ -69,6 +75,7 @@ Exit codes: 0 success, 1 failure (nothing changed), 2 wrong command line.`,
 				Output: c.String(flagOutput),
 				Certs:  c.StringSlice(flagCert),
 				Cipher: c.String(flagCipher),
+				Load:   recipientOptionsFrom(c),
 				Quiet:  c.Bool(flagQuiet),
 				Out:    outWriter(c),
 				Err:    errWriter(c),
@@ -93,18 +100,21 @@ func runEncrypt(ctx context.Context, opts encryptOptions, args []string) error {
 	if err != nil {
 		return err
 	}
-	recipients, err := recipientsOrDefault("encrypt", opts.Certs)
+	recipients, err := recipientsOrDefault("encrypt", opts.Certs, opts.Load)
 	if err != nil {
 		return err
 	}
-	if err := ctx.Err(); err != nil {
-		return err
+	if ctx.Err() != nil {
+		return stoppedBefore("encrypt", ctx)
 	}
 	if opts.Output != "" {
 		warnLeftovers(opts.Err, dir)
 	}
 	progress, done := newProgress(opts.Err, opts.Quiet, "encrypting")
-	err = imgset.Encrypt(dir, imgset.EncryptOptions{Recipients: recipients, Algorithm: alg, Output: opts.Output, Progress: progress})
+	err = imgset.EncryptContext(ctx, dir, imgset.EncryptOptions{
+		Recipients: recipients, Algorithm: alg, Output: opts.Output, Progress: progress,
+		Cleaned: noteCleaned(opts.Err, cmp.Or(opts.Output, dir)),
+	})
 	done()
 	if err != nil {
 		return fmt.Errorf("encrypt: %w", err)
@@ -121,19 +131,12 @@ func runEncrypt(ctx context.Context, opts encryptOptions, args []string) error {
 	return printRecipients(opts.Out, recipients)
 }
 
-// printRecipients lists recipients, one a line: fingerprint, key type and subject.
+// printRecipients lists recipients, one a line, as every command prints them: key type,
+// subject, fingerprint.
 func printRecipients(w io.Writer, rs []cipher.Recipient) error {
-	fmt.Fprintf(w, "recipients (%d):\n", len(rs))
-	for _, r := range rs {
-		var err error
-		if xr, ok := r.(*cipher.X509Recipient); ok {
-			_, err = fmt.Fprintf(w, "  %s\n", xr)
-		} else {
-			_, err = fmt.Fprintf(w, "  %v\n", r)
-		}
-		if err != nil {
-			return err
-		}
+	lines := make([]string, len(rs))
+	for i, r := range rs {
+		lines[i] = certRecipientLine(r)
 	}
-	return nil
+	return writeRecipients(w, lines)
 }

@@ -10,6 +10,7 @@ import (
 	"github.com/urfave/cli/v2"
 
 	"github.com/imgtool/imgtool/image"
+	"github.com/imgtool/imgtool/imgset"
 )
 
 // Input and output of the commands that work on one file (decode, encode, info,
@@ -100,6 +101,9 @@ func createOutput(path string, stdout io.Writer) (*output, error) {
 	if fi, err := os.Stat(path); err == nil && fi.IsDir() {
 		return nil, fmt.Errorf("creating %s: is a directory", path)
 	}
+	if err := refuseEncryptedSet(path); err != nil {
+		return nil, err
+	}
 	f, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".*.tmp")
 	if err != nil {
 		var pe *os.PathError
@@ -109,6 +113,19 @@ func createOutput(path string, stdout io.Writer) (*output, error) {
 		return nil, fmt.Errorf("creating %s: %w", path, err)
 	}
 	return &output{Writer: f, file: f, path: path}, nil
+}
+
+// refuseEncryptedSet refuses an output file in the folder of an encrypted set (one
+// holding the sealed header, as imgset recognises it): the file would be plaintext
+// beside the set's ciphertext, and a file the sealed manifest does not list, so the
+// set would no longer verify.
+func refuseEncryptedSet(path string) error {
+	dir := filepath.Dir(path)
+	if _, err := os.Lstat(filepath.Join(dir, imgset.HeaderName)); err != nil {
+		return nil
+	}
+	return fmt.Errorf("refusing to write %s: %s holds an encrypted image set (%s), and the file would be plaintext in it; write it elsewhere, or decrypt the set first",
+		path, dir, imgset.HeaderName)
 }
 
 // toStdout tells whether the output goes to stdout.

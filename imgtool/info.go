@@ -31,14 +31,9 @@ Examples:
    imgtool info fixtures/criu-4.2/counter/pagemap-15654.img
 
 Exit codes: 0 success, 1 the image cannot be read, 2 wrong command line.`,
-		Flags:        fileOpenFlags(),
-		OnUsageError: func(_ *cli.Context, err error, _ bool) error { return usageError(err) },
+		Flags: fileOpenFlags(),
 		Action: func(c *cli.Context) error {
-			args, err := interspersedArgs(c)
-			if err != nil {
-				return err
-			}
-			return runInfo(c.Context, infoOptions{Files: fileOpenerFrom(c), Stdout: c.App.Writer}, args)
+			return runInfo(c.Context, infoOptions{Files: fileOpenerFrom(c), Stdout: c.App.Writer}, c.Args().Slice())
 		},
 	}
 }

@@ -22,7 +22,7 @@ func inspectCommand() *cli.Command {
 	return &cli.Command{
 		Name:      "inspect",
 		Usage:     "summarize an image set: processes, threads, memory, files, encryption",
-		ArgsUsage: "DIR",
+		ArgsUsage: "DIR   (or -D DIR)",
 		Description: `Prints a summary of the image set in DIR: its processes and threads, the memory
 its pagemaps describe (pages and bytes, and how much of it the set's pages files
 hold), its files and their size by image type, and whether it is encrypted and
@@ -33,19 +33,19 @@ Examples:
    imgtool inspect fixtures/criu-4.2/misc
    imgtool inspect --json fixtures/criu-4.2/tree | jq .memory.bytes
 
-Exit codes: 0 success, 1 the set cannot be read (a missing or foreign file is named),
-2 wrong command line.`,
+A damaged set (inventory.img missing, a pages file missing or shorter than its
+pagemaps say) is summarized, each problem on a last line "DAMAGED: FILE: ...",
+and inspect exits 1.
+
+Exit codes: 0 success, 1 the set cannot be read (a missing or foreign file is named)
+or is damaged, 2 wrong command line.`,
 		Flags: append([]cli.Flag{
 			&cli.BoolFlag{Name: "json", Usage: "print JSON instead of tables"},
+			imagesDirFlag(), // -D DIR is the same as DIR (app.go)
 		}, setOpenFlags()...),
-		OnUsageError: func(_ *cli.Context, err error, _ bool) error { return usageError(err) },
 		Action: func(c *cli.Context) error {
-			args, err := interspersedArgs(c)
-			if err != nil {
-				return err
-			}
 			opts := inspectOptions{JSON: c.Bool("json"), Set: setOpenerFrom(c), Out: c.App.Writer}
-			return runInspect(c.Context, opts, args)
+			return runInspect(c.Context, opts, c.Args().Slice())
 		},
 	}
 }
@@ -67,9 +67,30 @@ func runInspect(ctx context.Context, opts inspectOptions, args []string) error {
 		return fmt.Errorf("inspect %s: %w", args[0], err)
 	}
 	if opts.JSON {
-		return writeJSON(opts.Out, sum)
+		err = writeJSON(opts.Out, sum)
+	} else {
+		var recipients []string
+		if h := set.Header(); h != nil {
+			recipients = stanzaRecipientLines(h.Stanzas, nil)
+		}
+		err = printSummary(opts.Out, args[0], sum, recipients)
 	}
-	return printSummary(opts.Out, args[0], sum)
+	if err != nil {
+		return err
+	}
+	return damagedError(args[0], sum.Problems)
+}
+
+// damagedError fails inspect of a damaged set, after its summary is printed: a
+// script must not take it for a usable one. The error names the first problem.
+func damagedError(dir string, problems []string) error {
+	switch len(problems) {
+	case 0:
+		return nil
+	case 1:
+		return fmt.Errorf("inspect %s: the set is damaged: %s", dir, problems[0])
+	}
+	return fmt.Errorf("inspect %s: the set is damaged: %s, and %d more problem(s) listed above", dir, problems[0], len(problems)-1)
 }
 
 // storedPages describes the saved pages and the pages files that hold them, and says
@@ -95,12 +116,14 @@ func size(n uint64) string {
 	return fmt.Sprintf("%d B (%.1f %s)", n, v, units[u])
 }
 
-func printSummary(w io.Writer, dir string, s *explore.Summary) error {
+// printSummary prints the summary as a table; recipients are the set's, as every
+// command prints them (recipientLine).
+func printSummary(w io.Writer, dir string, s *explore.Summary, recipients []string) error {
 	enc := "no"
 	if s.Encrypted {
 		enc = "yes"
-		if len(s.Recipients) > 0 {
-			enc += ", for " + strings.Join(s.Recipients, ", ")
+		if len(recipients) > 0 {
+			enc += ", for " + strings.Join(recipients, "; ")
 		}
 	}
 	m := s.Memory
@@ -128,5 +151,13 @@ func printSummary(w io.Writer, dir string, s *explore.Summary) error {
 	for _, k := range s.Kinds {
 		kinds = append(kinds, []string{k.Name, itoa(k.Files), itoa(k.Bytes)})
 	}
-	return writeTable(w, []string{"KIND", "FILES", "BYTES"}, kinds)
+	if err := writeTable(w, []string{"KIND", "FILES", "BYTES"}, kinds); err != nil {
+		return err
+	}
+	for _, p := range s.Problems {
+		if _, err := fmt.Fprintf(w, "DAMAGED: %s\n", p); err != nil {
+			return err
+		}
+	}
+	return nil
 }

@@ -59,19 +59,41 @@ func TestInspect(t *testing.T) {
 	}
 }
 
-// TestInspectSaysPagesAreShort: a pages file shorter than its pagemap is a damaged set,
-// and the summary says so.
+// TestInspectSaysPagesAreShort: a pages file shorter than its pagemap is a damaged set:
+// the summary says so, its last line names the file, and inspect exits 1 (plain and
+// --json), so that a script does not take the set for a usable one.
 func TestInspectSaysPagesAreShort(t *testing.T) {
 	dir := copySet(t, filepath.Join(fixtureDir, "counter"))
 	if err := os.Truncate(filepath.Join(dir, "pages-1.img"), 4096); err != nil {
 		t.Fatal(err)
 	}
 	out, _, err := runWithStdin(t, nil, "inspect", dir)
-	if err != nil || !strings.Contains(out, "DAMAGED") {
-		t.Errorf("inspect of a set with a short pages file: %v\n%s", err, out)
+	lines := strings.Split(strings.TrimSpace(out), "\n")
+	if ExitCode(err) != ExitError || !strings.Contains(out, "(DAMAGED") ||
+		!strings.HasPrefix(lines[len(lines)-1], "DAMAGED: pages-1.img: 4096 B, shorter than the ") ||
+		!strings.Contains(err.Error(), "damaged: pages-1.img: ") {
+		t.Errorf("inspect of a set with a short pages file: exit %d, %v\n%s", ExitCode(err), err, out)
+	}
+	out, _, err = runWithStdin(t, nil, "inspect", "--json", dir)
+	if ExitCode(err) != ExitError || !strings.Contains(out, `"problems": [`) {
+		t.Errorf("inspect --json of a set with a short pages file: exit %d, %v\n%s", ExitCode(err), err, out)
 	}
 	out, _, err = runWithStdin(t, nil, "inspect", filepath.Join(fixtureDir, "counter"))
 	if err != nil || strings.Contains(out, "DAMAGED") {
 		t.Errorf("inspect of a whole set: %v\n%s", err, out)
+	}
+}
+
+// TestInspectMissingInventory: without inventory.img nothing can restore the set:
+// inspect still summarizes it, and exits 1 naming the file.
+func TestInspectMissingInventory(t *testing.T) {
+	dir := copySet(t, filepath.Join(fixtureDir, "tree"))
+	if err := os.Remove(filepath.Join(dir, "inventory.img")); err != nil {
+		t.Fatal(err)
+	}
+	out, _, err := runWithStdin(t, nil, "inspect", dir)
+	if ExitCode(err) != ExitError || !strings.Contains(out, "processes") ||
+		!strings.HasSuffix(out, "DAMAGED: inventory.img: missing (restore needs it)\n") {
+		t.Errorf("inspect without inventory.img: exit %d, %v\n%s", ExitCode(err), err, out)
 	}
 }

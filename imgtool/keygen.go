@@ -17,13 +17,17 @@ import (
 
 // keygenOptions are the options of imgtool keygen.
 type keygenOptions struct {
-	CertPath string // --cert: where the certificate goes
-	KeyPath  string // --key: where the private key goes
-	Type     string // --type: one of cipher.KeyTypes
+	CertPath string // --cert: where the certificate goes; "-" is Out
+	KeyPath  string // --key: where the private key goes; "-" is Out
+	Type     string // --type: one of cipher.KeyTypes, in any case
 	CN       string // --cn: the subject's common name
 	Quiet    bool
-	Out      io.Writer
+	Out      io.Writer // "-", and the summary when nothing goes to "-"
+	Err      io.Writer // the summary when a file goes to "-"
 }
+
+// stdoutPath is the --cert or --key that means standard output.
+const stdoutPath = "-"
 
 func keygenCommand() *cli.Command {
 	types := make([]string, len(cipher.KeyTypes))
@@ -38,13 +42,15 @@ func keygenCommand() *cli.Command {
 certificate for it (valid ten years): give the certificate to encrypt (--cert)
 and keep the key for decrypt, verify, x, inspect and restore (--tls-key). It
 refuses to overwrite either file. For production, a certificate from your own
-CA works the same way: only its public key is used.
+CA works the same way: only its public key is used. Either file may be "-",
+standard output (not both); the summary then goes to standard error.
 
-Key types: ` + strings.Join(types, ", ") + ` (default ` + types[0] + `; ECDSA keys use HPKE, RSA keys RSA-OAEP-SHA-256).
+Key types: ` + strings.Join(types, ", ") + ` (in any case; default ` + types[0] + `; ECDSA keys use HPKE, RSA keys RSA-OAEP-SHA-256).
 
 Examples:
    imgtool keygen --cert me.pem --key me.key
    imgtool keygen --cert ops.pem --key ops.key --type rsa3072 --cn "ops team"
+   imgtool keygen --cert - --key me.key > me.pem
 
 Exit codes: 0 success, 1 failure (a file exists: nothing written), 2 wrong command line.`,
 		Flags: []cli.Flag{
@@ -63,6 +69,7 @@ Exit codes: 0 success, 1 failure (a file exists: nothing written), 2 wrong comma
 				CN:       c.String("cn"),
 				Quiet:    c.Bool(flagQuiet),
 				Out:      outWriter(c),
+				Err:      errWriter(c),
 			}, c.Args().Slice())
 		},
 	}
@@ -71,47 +78,96 @@ Exit codes: 0 success, 1 failure (a file exists: nothing written), 2 wrong comma
 // runKeygen makes the key and certificate and writes them, never over an existing
 // file, and never one without the other.
 func runKeygen(ctx context.Context, opts keygenOptions, args []string) error {
-	if len(args) > 0 {
-		return usageError(fmt.Errorf("keygen: unexpected argument %q (use --cert and --key)", args[0]))
-	}
-	if opts.CertPath == "" || opts.KeyPath == "" {
-		return usageError(errors.New("keygen: need both --cert CERT.pem and --key KEY.pem (the files to write)"))
-	}
-	if opts.CertPath == opts.KeyPath {
-		return usageError(errors.New("keygen: --cert and --key must be different files"))
-	}
-	if !slices.Contains(cipher.KeyTypes, cipher.KeyType(opts.Type)) {
-		return usageError(fmt.Errorf("keygen: --type %q: want one of %v", opts.Type, cipher.KeyTypes))
+	typ, err := checkKeygen(opts, args)
+	if err != nil {
+		return err
 	}
 	// Check before the (slow, for RSA) generation; the writes below check again.
 	for _, p := range []string{opts.CertPath, opts.KeyPath} {
-		if _, err := os.Lstat(p); err == nil {
+		if _, err := os.Lstat(p); err == nil && p != stdoutPath {
 			return fmt.Errorf("keygen: %s exists; refusing to overwrite it", p)
 		}
 	}
 	if err := ctx.Err(); err != nil {
 		return err
 	}
-	certPEM, keyPEM, err := cipher.Keygen(cipher.KeygenOptions{Type: cipher.KeyType(opts.Type), CommonName: opts.CN})
+	certPEM, keyPEM, err := cipher.Keygen(cipher.KeygenOptions{Type: typ, CommonName: opts.CN})
 	if err != nil {
 		return fmt.Errorf("keygen: %w", err)
 	}
-	if err := writeNewFile(opts.KeyPath, keyPEM, 0o600); err != nil {
-		return fmt.Errorf("keygen: %w", err)
-	}
-	if err := writeNewFile(opts.CertPath, certPEM, 0o644); err != nil {
-		os.Remove(opts.KeyPath)
+	if err := writeKeygenFiles(opts, certPEM, keyPEM); err != nil {
 		return fmt.Errorf("keygen: %w", err)
 	}
 	if opts.Quiet {
 		return nil
 	}
+	return printKeygen(opts, certPEM)
+}
+
+// checkKeygen checks the command line and returns the key type.
+func checkKeygen(opts keygenOptions, args []string) (cipher.KeyType, error) {
+	typ := cipher.KeyType(strings.ToLower(opts.Type))
+	switch {
+	case len(args) > 0:
+		return "", usageError(fmt.Errorf("keygen: unexpected argument %q (use --cert and --key)", args[0]))
+	case opts.CertPath == "" || opts.KeyPath == "":
+		return "", usageError(errors.New("keygen: need both --cert CERT.pem and --key KEY.pem (the files to write)"))
+	case opts.CertPath == stdoutPath && opts.KeyPath == stdoutPath:
+		return "", usageError(errors.New("keygen: --cert and --key cannot both be - (standard output): one of them must be a file"))
+	case opts.CertPath == opts.KeyPath:
+		return "", usageError(errors.New("keygen: --cert and --key must be different files"))
+	case !slices.Contains(cipher.KeyTypes, typ):
+		return "", usageError(fmt.Errorf("keygen: --type %q: want one of %v", opts.Type, cipher.KeyTypes))
+	}
+	return typ, nil
+}
+
+// writeKeygenFiles writes the key and the certificate: the file first, then what
+// goes to standard output, so that a failure leaves neither.
+func writeKeygenFiles(opts keygenOptions, certPEM, keyPEM []byte) error {
+	type out struct {
+		path string
+		data []byte
+		mode fs.FileMode
+	}
+	outs := []out{{opts.KeyPath, keyPEM, 0o600}, {opts.CertPath, certPEM, 0o644}}
+	if opts.KeyPath == stdoutPath {
+		outs[0], outs[1] = outs[1], outs[0]
+	}
+	if err := writeNewFile(outs[0].path, outs[0].data, outs[0].mode); err != nil {
+		return err
+	}
+	var err error
+	if outs[1].path == stdoutPath {
+		_, err = opts.Out.Write(outs[1].data)
+	} else {
+		err = writeNewFile(outs[1].path, outs[1].data, outs[1].mode)
+	}
+	if err != nil {
+		os.Remove(outs[0].path)
+	}
+	return err
+}
+
+// printKeygen says what was written and the recipient made: on Out, unless a
+// file went there (then on Err, so that the PEM stays clean).
+func printKeygen(opts keygenOptions, certPEM []byte) error {
 	rs, err := cipher.ParseRecipients(certPEM)
 	if err != nil {
 		return fmt.Errorf("keygen: reading back the certificate: %w", err)
 	}
-	_, err = fmt.Fprintf(opts.Out, "wrote certificate %s and private key %s (keep it secret)\nrecipient: %s\n",
-		opts.CertPath, opts.KeyPath, rs[0])
+	w, name := opts.Out, func(p string) string { return p }
+	if opts.CertPath == stdoutPath || opts.KeyPath == stdoutPath {
+		w = opts.Err
+		name = func(p string) string {
+			if p == stdoutPath {
+				return "to standard output"
+			}
+			return p
+		}
+	}
+	_, err = fmt.Fprintf(w, "wrote certificate %s and private key %s (keep it secret)\nrecipient: %s\n",
+		name(opts.CertPath), name(opts.KeyPath), certRecipientLine(rs[0]))
 	return err
 }
 

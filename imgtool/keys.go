@@ -47,7 +47,7 @@ const (
 func tlsKeyFlag() cli.Flag {
 	return &cli.StringSliceFlag{
 		Name: flagTLSKey,
-		Usage: "private key `key.pem` (PEM PKCS#1, PKCS#8 or SEC1) to open an encrypted set; repeatable. " +
+		Usage: "private key `key.pem` (PKCS#8, PKCS#1 or SEC1; PEM or DER) to open an encrypted set; repeatable. " +
 			"Default: " + defaultKeyPath + " if it exists",
 	}
 }
@@ -105,22 +105,40 @@ func keyOptionsFrom(c *cli.Context) keyOptions {
 	return keyOptions{KeyFiles: c.StringSlice(flagTLSKey), RequireEncrypted: c.Bool(flagRequireEncrypted)}
 }
 
-// loadIdentities reads the private keys of paths. The errors name the file and tell
-// an unreadable file (missing, not PEM, damaged, password-protected) from one that
-// holds the wrong kind of key (a certificate, an Ed25519 key, a weak RSA key).
+// loadIdentities reads the private keys of paths (PEM or DER). The errors name
+// the file once and tell an unreadable file (missing, not a key, damaged,
+// password-protected) from one that holds the wrong kind of key (a certificate,
+// an Ed25519 key, a weak RSA key).
 func loadIdentities(paths []string) ([]cipher.Identity, error) {
 	ids := make([]cipher.Identity, 0, len(paths))
 	for _, p := range paths {
 		id, err := cipher.ReadIdentity(p)
-		switch {
-		case errors.Is(err, cipher.ErrUnsupportedKey):
-			return nil, fmt.Errorf("--%s %s: wrong kind of key: %w", flagTLSKey, p, err)
-		case err != nil:
-			return nil, fmt.Errorf("--%s %s: cannot read the key: %w", flagTLSKey, p, err)
+		if err != nil {
+			return nil, keyFileError(flagTLSKey, p, "key", err)
 		}
 		ids = append(ids, id)
 	}
 	return ids, nil
+}
+
+// keyFileError words an error reading the key or certificate file p given with
+// --flag: "--flag p: cannot read the what: why", naming p once (cipher's
+// *FileError names it too, and is unwrapped here).
+func keyFileError(flag, p, what string, err error) error {
+	var fe *cipher.FileError
+	if errors.As(err, &fe) {
+		err = fe.Err
+	}
+	switch {
+	case errors.Is(err, cipher.ErrUnsupportedKey):
+		if what == "key" {
+			return fmt.Errorf("--%s %s: wrong kind of key: %w", flag, p, err)
+		}
+		return fmt.Errorf("--%s %s: not a usable certificate: %w", flag, p, err)
+	case errors.Is(err, cipher.ErrCertificateValidity):
+		return fmt.Errorf("--%s %s: %w (--%s to use it anyway)", flag, p, err, flagAllowExpired)
+	}
+	return fmt.Errorf("--%s %s: cannot read the %s: %w", flag, p, what, err)
 }
 
 // identitiesOrDefault is loadIdentities, falling back to CRIUsec's default key
@@ -133,20 +151,57 @@ func identitiesOrDefault(paths []string) ([]cipher.Identity, error) {
 	return loadIdentities(paths)
 }
 
-// loadRecipients reads the certificates of paths (each file may hold several),
-// dropping repeated public keys: a key is wrapped once per set.
-func loadRecipients(paths []string) ([]cipher.Recipient, error) {
+// flagAllowExpired is --allow-expired.
+const flagAllowExpired = "allow-expired"
+
+// allowExpiredFlag is --allow-expired, for the commands that encrypt for
+// certificates (encrypt, rekey, dump -e): without it an expired or not yet valid
+// certificate is refused, since its holder may no longer have (or not yet have)
+// the key, or the key may have been retired for a reason.
+func allowExpiredFlag() cli.Flag {
+	return &cli.BoolFlag{Name: flagAllowExpired, Usage: "encrypt for expired or not yet valid certificates too"}
+}
+
+// recipientOptions are how a command that writes a set loads its --cert files.
+type recipientOptions struct {
+	AllowExpired bool      // --allow-expired
+	Warn         io.Writer // where certificates that name no recipient are listed; nil is os.Stderr
+	Now          time.Time // the time validity is checked at; zero is now
+}
+
+// recipientOptionsFrom reads --allow-expired from a command line, with warnings
+// going to the app's stderr.
+func recipientOptionsFrom(c *cli.Context) recipientOptions {
+	return recipientOptions{AllowExpired: c.Bool(flagAllowExpired), Warn: errWriter(c)}
+}
+
+// loadRecipients reads the certificates of paths (PEM or DER; each file may hold
+// several), dropping repeated public keys: a key is wrapped once per set. A
+// certificate of a file that names no recipient (a CA beside leaves, an
+// unsupported key beside usable ones) is named in a warning; an expired or not
+// yet valid one is an error unless opts.AllowExpired.
+func loadRecipients(paths []string, opts recipientOptions) ([]cipher.Recipient, error) {
+	now, warn := opts.Now, opts.Warn
+	if now.IsZero() {
+		now = time.Now()
+	}
+	if warn == nil {
+		warn = os.Stderr
+	}
 	var out []cipher.Recipient
 	seen := map[cipher.Fingerprint]bool{}
 	for _, p := range paths {
-		rs, err := cipher.ReadRecipients(p)
-		switch {
-		case errors.Is(err, cipher.ErrUnsupportedKey):
-			return nil, fmt.Errorf("--%s %s: not a usable certificate: %w", flagCert, p, err)
-		case err != nil:
-			return nil, fmt.Errorf("--%s %s: cannot read the certificate: %w", flagCert, p, err)
+		b, err := cipher.ReadBundle(p)
+		if err != nil {
+			return nil, keyFileError(flagCert, p, "certificate", err)
 		}
-		for _, r := range rs {
+		for _, sk := range b.Skipped {
+			fmt.Fprintf(warn, "imgtool: warning: --%s %s: %s\n", flagCert, p, sk)
+		}
+		for _, r := range b.Recipients {
+			if err := cipher.CheckValidity(r.Certificate(), now); err != nil && !opts.AllowExpired {
+				return nil, keyFileError(flagCert, p, "certificate", err)
+			}
 			if !seen[r.Fingerprint()] {
 				seen[r.Fingerprint()] = true
 				out = append(out, r)
@@ -156,17 +211,27 @@ func loadRecipients(paths []string) ([]cipher.Recipient, error) {
 	return out, nil
 }
 
-// recipientsOrDefault is loadRecipients, falling back to CRIUsec's default
-// certificate when paths is empty and that file exists. No certificate at all is
-// a usage error naming the command.
-func recipientsOrDefault(cmd string, paths []string) ([]cipher.Recipient, error) {
+// recipientsOrDefault is loadRecipients for the command cmd, falling back to
+// CRIUsec's default certificate when paths is empty and that file exists. No
+// certificate at all is a usage error. Errors start with cmd, once. opts is
+// optional (at most one): without it, warnings go to os.Stderr and expired
+// certificates are refused.
+func recipientsOrDefault(cmd string, paths []string, opts ...recipientOptions) ([]cipher.Recipient, error) {
 	if len(paths) == 0 && fileExists(defaultCertPath) {
 		paths = []string{defaultCertPath}
 	}
 	if len(paths) == 0 {
 		return nil, usageError(fmt.Errorf("%s: need at least one --%s CERT.pem (the recipients' certificates)", cmd, flagCert))
 	}
-	return loadRecipients(paths)
+	var o recipientOptions
+	if len(opts) > 0 {
+		o = opts[0]
+	}
+	rs, err := loadRecipients(paths, o)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", cmd, err)
+	}
+	return rs, nil
 }
 
 func fileExists(path string) bool {
@@ -281,6 +346,56 @@ func reworded(err error, format string, args ...any) error {
 	return &rewordedError{msg: fmt.Sprintf(format, args...), err: err}
 }
 
+// recipientLine is how every command (keygen, encrypt, rekey, verify, inspect)
+// shows a recipient: key type, quoted subject, fingerprint. A set's header keeps
+// only the key's type and fingerprint, so a subject is "(subject unknown)" unless
+// the certificate was given on the command line.
+func recipientLine(keyType, subject string, fp cipher.Fingerprint) string {
+	if subject == "" {
+		return fmt.Sprintf("%s (subject unknown) %s", keyType, fp)
+	}
+	return fmt.Sprintf("%s %q %s", keyType, subject, fp)
+}
+
+// certRecipientLine is recipientLine for a recipient read from a certificate.
+func certRecipientLine(r cipher.Recipient) string {
+	if xr, ok := r.(*cipher.X509Recipient); ok {
+		return recipientLine(xr.KeyType(), xr.Certificate().Subject.String(), xr.Fingerprint())
+	}
+	return fmt.Sprint(r)
+}
+
+// stanzaRecipientLine is recipientLine for a recipient of a set's header, with
+// the subject of the certificate among known that has its fingerprint, if any.
+func stanzaRecipientLine(s *cipher.Stanza, known []cipher.Recipient) string {
+	for _, r := range known {
+		if xr, ok := r.(*cipher.X509Recipient); ok && xr.Fingerprint() == s.Fingerprint {
+			return certRecipientLine(xr)
+		}
+	}
+	return recipientLine(cipher.StanzaKeyType(s), "", s.Fingerprint)
+}
+
+// stanzaRecipientLines is stanzaRecipientLine for each stanza.
+func stanzaRecipientLines(stanzas []*cipher.Stanza, known []cipher.Recipient) []string {
+	lines := make([]string, len(stanzas))
+	for i, s := range stanzas {
+		lines[i] = stanzaRecipientLine(s, known)
+	}
+	return lines
+}
+
+// writeRecipients prints "recipients (N):" and one indented recipientLine each.
+func writeRecipients(w io.Writer, lines []string) error {
+	var b strings.Builder
+	fmt.Fprintf(&b, "recipients (%d):\n", len(lines))
+	for _, l := range lines {
+		fmt.Fprintf(&b, "  %s\n", l)
+	}
+	_, err := io.WriteString(w, b.String())
+	return err
+}
+
 // describeRecipients lists fingerprints for a message.
 func describeRecipients(fps []cipher.Fingerprint) string {
 	if len(fps) == 0 {
@@ -309,26 +424,36 @@ func describeIdentities(ids []cipher.Identity) string {
 
 // newProgress returns an imgset.Progress that draws a bar on w when w is a
 // terminal and quiet is off, and nil otherwise (no progress reporting at all, so
-// the operations keep their fast paths). done clears the bar; call it when the
-// operation ends, whatever its outcome.
+// the operations keep their fast paths, and a redirected stderr gets nothing).
+// done clears the bar; call it when the operation ends, whatever its outcome.
 func newProgress(w io.Writer, quiet bool, what string) (progress imgset.Progress, done func()) {
 	f, ok := w.(*os.File)
 	if quiet || !ok || !term.IsTerminal(int(f.Fd())) {
 		return nil, func() {}
 	}
+	cols, _, err := term.GetSize(int(f.Fd()))
+	width := barWidth(cols, err == nil)
+	start := time.Now()
 	var bar *progressbar.ProgressBar
+	var shown time.Time
 	progress = func(n, total int64) {
+		now := time.Now()
 		if bar == nil {
+			// The bar draws no rate or time of its own: its first samples, over a few
+			// milliseconds, would read as TiB/s. progressText says the rate once it means
+			// something.
 			bar = progressbar.NewOptions64(total,
 				progressbar.OptionSetWriter(w),
-				progressbar.OptionSetDescription(what),
-				progressbar.OptionShowBytes(true),
-				progressbar.OptionUseIECUnits(true),
-				progressbar.OptionThrottle(100*time.Millisecond),
+				progressbar.OptionSetWidth(width),
+				progressbar.OptionSetPredictTime(false),
+				progressbar.OptionShowDescriptionAtLineEnd(),
 				progressbar.OptionClearOnFinish(),
-				progressbar.OptionFullWidth(),
 			)
+		} else if now.Sub(shown) < progressEvery && n < total {
+			return
 		}
+		shown = now
+		bar.Describe(progressText(what, n, total, now.Sub(start)))
 		bar.Set64(n)
 	}
 	return progress, func() {
@@ -336,6 +461,45 @@ func newProgress(w io.Writer, quiet bool, what string) (progress imgset.Progress
 			bar.Finish()
 		}
 	}
+}
+
+// progressEvery is how often a progress bar is redrawn.
+const progressEvery = 100 * time.Millisecond
+
+// Below both minimums a rate is noise (a first chunk read from the page cache in a
+// millisecond) and is not shown.
+const (
+	minRateTime  = 500 * time.Millisecond
+	minRateBytes = 1 << 20
+)
+
+// progressText describes progress for the bar: "encrypting 12.0 MiB of 256.0 MiB",
+// and ", 1.1 GiB/s" once elapsed and n are large enough for a rate to mean
+// something (rateOf).
+func progressText(what string, n, total int64, elapsed time.Duration) string {
+	s := fmt.Sprintf("%s %s of %s", what, humanBytes(n), humanBytes(total))
+	if r, ok := rateOf(n, elapsed); ok {
+		s += ", " + humanBytes(r) + "/s"
+	}
+	return s
+}
+
+// rateOf is n bytes over elapsed, per second, if both are past the minimums.
+func rateOf(n int64, elapsed time.Duration) (int64, bool) {
+	if elapsed < minRateTime || n < minRateBytes {
+		return 0, false
+	}
+	return int64(float64(n) / elapsed.Seconds()), true
+}
+
+// barWidth is the width of the bar itself in a terminal of cols columns: what the
+// percentage and the text (up to some 50 columns) leave, within 10..50; 30 when
+// the width is unknown.
+func barWidth(cols int, known bool) int {
+	if !known || cols <= 0 {
+		return 30
+	}
+	return min(max(cols-64, 10), 50)
 }
 
 // errWriter is the app's stderr.

@@ -214,7 +214,7 @@ func TestLoadKeyErrors(t *testing.T) {
 	}{
 		{"no-such.key", cipher.ErrUnreadableKey, []string{"cannot read the key", "no-such.key"}},
 		{"bob-p256.encrypted.key", cipher.ErrUnreadableKey, []string{"cannot read the key", "password-protected"}},
-		{"FINGERPRINTS", cipher.ErrUnreadableKey, []string{"cannot read the key", "no PEM private key"}},
+		{"FINGERPRINTS", cipher.ErrUnreadableKey, []string{"cannot read the key", "neither PEM nor a DER private key"}},
 		{"bob-p256.crt", cipher.ErrUnsupportedKey, []string{"wrong kind of key", "not a private key"}},
 		{"ed25519.key", cipher.ErrUnsupportedKey, []string{"wrong kind of key"}},
 		{"weak-rsa1024.key", cipher.ErrUnsupportedKey, []string{"wrong kind of key", "1024"}},
@@ -233,11 +233,11 @@ func TestLoadKeyErrors(t *testing.T) {
 		{"weak-rsa1024.crt", cipher.ErrUnsupportedKey, []string{"not a usable certificate", "1024"}},
 		{"ed25519.crt", cipher.ErrUnsupportedKey, []string{"not a usable certificate"}},
 	} {
-		_, err := loadRecipients([]string{keyPath(tc.file)})
+		_, err := loadRecipients([]string{keyPath(tc.file)}, recipientOptions{})
 		wantErr(t, err, ExitError, tc.sentinel, append(tc.words, "--cert")...)
 	}
 	// The same certificate twice is one recipient.
-	rs, err := loadRecipients([]string{keyPath("bob-p256.crt"), keyPath("bob-p256.crt"), keyPath("carol-p384.crt")})
+	rs, err := loadRecipients([]string{keyPath("bob-p256.crt"), keyPath("bob-p256.crt"), keyPath("carol-p384.crt")}, recipientOptions{})
 	if err != nil || len(rs) != 2 {
 		t.Errorf("got %d recipients (%v), want 2", len(rs), err)
 	}
@@ -470,7 +470,8 @@ func buildImgtool(t *testing.T) string {
 		t.Skip("no go tool to build imgtool")
 	}
 	bin := filepath.Join(t.TempDir(), "imgtool")
-	cmd := exec.Command("go", "build", "-o", bin, "../cmd/imgtool")
+	// The tag leaves out urfave/cli's man and markdown generators, as make build does.
+	cmd := exec.Command("go", "build", "-tags", "urfave_cli_no_docs", "-o", bin, "../cmd/imgtool")
 	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
 	if out, err := cmd.CombinedOutput(); err != nil {
 		t.Fatalf("go build: %v\n%s", err, out)

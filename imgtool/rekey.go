@@ -5,6 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"slices"
+	"strings"
 
 	"github.com/urfave/cli/v2"
 
@@ -14,12 +16,13 @@ import (
 
 // rekeyOptions are the options of imgtool rekey.
 type rekeyOptions struct {
-	Dir      string   // -D: the encrypted set
-	KeyFiles []string // --tls-key: a current recipient's key
-	Certs    []string // --cert: recipients to add (with --rotate: the new recipients)
-	Remove   []string // --remove: fingerprints of recipients to drop
-	Rotate   bool     // --rotate: re-encrypt under a new file key
-	Cipher   string   // --cipher: the AEAD of a rotated set; "" keeps it
+	Dir      string           // -D: the encrypted set
+	KeyFiles []string         // --tls-key: a current recipient's key
+	Certs    []string         // --cert: recipients to add (with --rotate: the new recipients)
+	Remove   []string         // --remove: fingerprints of recipients to drop
+	Rotate   bool             // --rotate: re-encrypt under a new file key
+	Cipher   string           // --cipher: the AEAD of a rotated set; "" keeps it
+	Load     recipientOptions // --allow-expired, and where --cert warnings go
 	Quiet    bool
 	Out      io.Writer
 	Err      io.Writer
@@ -57,6 +60,7 @@ Exit codes: 0 success, 1 failure (nothing changed), 2 wrong command line.`,
 			&cli.StringSliceFlag{Name: "remove", Usage: "drop the recipient with this `FINGERPRINT`; repeatable"},
 			&cli.BoolFlag{Name: "rotate", Usage: "re-encrypt the whole set under a new file key, for exactly the --cert recipients"},
 			cipherFlag("with --rotate, the new AEAD", ""),
+			allowExpiredFlag(),
 			quietFlag(),
 		},
 		OnUsageError: func(_ *cli.Context, err error, _ bool) error { return usageError(err) },
@@ -68,6 +72,7 @@ Exit codes: 0 success, 1 failure (nothing changed), 2 wrong command line.`,
 				Remove:   c.StringSlice("remove"),
 				Rotate:   c.Bool("rotate"),
 				Cipher:   c.String(flagCipher),
+				Load:     recipientOptionsFrom(c),
 				Quiet:    c.Bool(flagQuiet),
 				Out:      outWriter(c),
 				Err:      errWriter(c),
@@ -87,11 +92,23 @@ func runRekey(ctx context.Context, opts rekeyOptions, args []string) error {
 		return err
 	}
 	if err := ctx.Err(); err != nil {
-		return err
+		return stoppedBefore("rekey", ctx)
+	}
+	known := ro.Add // every --cert, for the subjects of the recipients printed
+	// Only a pure addition can be a no-op; with --remove, imgset checks the whole
+	// edit (a recipient both added and removed is refused there).
+	if !ro.Rotate && len(ro.Remove) == 0 {
+		var already []string
+		if ro.Add, already = newRecipients(dir, ro); len(ro.Add) == 0 {
+			return reportUnchanged(opts, dir, already)
+		}
+		if !opts.Quiet && len(already) > 0 {
+			fmt.Fprintf(opts.Err, "imgtool: note: already a recipient, left as it is: %s\n", strings.Join(already, "; "))
+		}
 	}
 	progress, done := newProgress(opts.Err, opts.Quiet, "re-encrypting")
-	ro.Progress = progress
-	err = imgset.Rekey(dir, ro)
+	ro.Progress, ro.Cleaned = progress, noteCleaned(opts.Err, dir)
+	err = imgset.RekeyContext(ctx, dir, ro)
 	done()
 	if errors.Is(err, imgset.ErrNotEncrypted) {
 		return fmt.Errorf("rekey: image set %s has no %s, nothing to rekey (use encrypt): %w", dir, imgset.HeaderName, imgset.ErrNotEncrypted)
@@ -102,7 +119,39 @@ func runRekey(ctx context.Context, opts rekeyOptions, args []string) error {
 	if opts.Quiet {
 		return nil
 	}
-	return printRekeyed(opts.Out, dir, opts.Rotate)
+	return printRekeyed(opts.Out, dir, opts.Rotate, known)
+}
+
+// newRecipients splits the recipients to add into those the set does not have
+// yet and the lines of those it has. It decides only once the key given opened
+// the header (so that an unauthentic header cannot make rekey skip anyone); when
+// it cannot tell, every recipient is new, and Rekey reports why.
+func newRecipients(dir string, ro imgset.RekeyOptions) (add []cipher.Recipient, already []string) {
+	h, err := imgset.ReadHeader(dir)
+	if err != nil {
+		return ro.Add, nil
+	}
+	if _, err := h.Unwrap(ro.Identities...); err != nil {
+		return ro.Add, nil
+	}
+	for _, r := range ro.Add {
+		if f, ok := r.(interface{ Fingerprint() cipher.Fingerprint }); ok && slices.Contains(h.Recipients(), f.Fingerprint()) {
+			already = append(already, certRecipientLine(r))
+		} else {
+			add = append(add, r)
+		}
+	}
+	return add, already
+}
+
+// reportUnchanged ends a rekey that had nothing to do: every --cert was already
+// a recipient. The header is not rewritten.
+func reportUnchanged(opts rekeyOptions, dir string, already []string) error {
+	if opts.Quiet {
+		return nil
+	}
+	_, err := fmt.Fprintf(opts.Out, "rekey: nothing changed in %s: already a recipient: %s\n", dir, strings.Join(already, "; "))
+	return err
 }
 
 // rekeyRequest checks the command line and loads its keys and certificates.
@@ -133,7 +182,7 @@ func rekeyRequest(opts rekeyOptions) (imgset.RekeyOptions, error) {
 		ro.Remove = append(ro.Remove, fp)
 	}
 	var err error
-	if ro.Add, err = loadRecipients(opts.Certs); err != nil {
+	if ro.Add, err = loadRecipients(opts.Certs, opts.Load); err != nil {
 		return ro, fmt.Errorf("rekey: %w", err)
 	}
 	if ro.Identities, err = identitiesOrDefault(opts.KeyFiles); err != nil {
@@ -147,7 +196,7 @@ func rekeyRequest(opts rekeyOptions) (imgset.RekeyOptions, error) {
 
 // printRekeyed says what the set is now encrypted for (read back from the new
 // header, which this process just sealed).
-func printRekeyed(w io.Writer, dir string, rotated bool) error {
+func printRekeyed(w io.Writer, dir string, rotated bool, known []cipher.Recipient) error {
 	h, err := imgset.ReadHeader(dir)
 	if err != nil {
 		return fmt.Errorf("rekey: reading back the new header: %w", err)
@@ -157,11 +206,5 @@ func printRekeyed(w io.Writer, dir string, rotated bool) error {
 	} else {
 		fmt.Fprintf(w, "rekeyed %s: header rewritten, data files untouched\n", dir)
 	}
-	fmt.Fprintf(w, "recipients now (%d):\n", len(h.Stanzas))
-	for _, s := range h.Stanzas {
-		if _, err := fmt.Fprintf(w, "  %s %s\n", s.Fingerprint, s.Type); err != nil {
-			return err
-		}
-	}
-	return nil
+	return writeRecipients(w, stanzaRecipientLines(h.Stanzas, known))
 }

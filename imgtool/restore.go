@@ -36,11 +36,14 @@ every process and thread with its old PID and TID, memory, registers, signal sta
 credentials, working directory, and open files, pipes and FIFOs with their queued
 data. Each process continues exactly where it stopped. No CRIU binary is needed.
 
-Everything is checked before any process is created: PIDs in use, files that are
-missing or changed since the dump, XSAVE features this CPU lacks, and (for an
-encrypted set) the header and manifest. A failure midway kills every process the
-restore created; the image set is never modified. An encrypted set is decrypted in
-memory only, chunk by chunk, each chunk authenticated before its pages are used.
+Before any process is created: PIDs in use or beyond pid_max, files that are missing
+or changed since the dump, XSAVE features this CPU lacks, a vDSO of another kernel,
+fd numbers above the fd limit, and (for an encrypted set) the header, the manifest and
+every image but the pages files. Pages are decrypted in memory only, chunk by chunk, each
+chunk authenticated before its pages are written; a chunk that fails, or any other
+failure midway, kills every process the restore created. The image set is never
+modified. A resource limit this machine does not allow (a hard limit above the current
+one, without CAP_SYS_RESOURCE) is clamped to what is allowed, with one warning line.
 
 Without -d, imgtool waits for the restored root process and exits with its status
 (128+N when a signal N ended it).
@@ -85,7 +88,8 @@ func runRestore(ctx context.Context, opts restoreOptions, args []string) error {
 		return fmt.Errorf("restore: %w", err)
 	}
 	progress, done := newProgress(opts.Err, opts.Quiet, "restoring")
-	err = restore.Restore(ctx, restore.Options{Detach: opts.Detach, PidFile: opts.PidFile, Progress: progress}, set)
+	warn := func(msg string) { fmt.Fprintf(opts.Err, "imgtool: warning: restore: %s\n", msg) }
+	err = restore.Restore(ctx, restore.Options{Detach: opts.Detach, PidFile: opts.PidFile, Progress: progress, Warn: warn}, set)
 	done()
 	var exit *restore.ExitError
 	if errors.As(err, &exit) {

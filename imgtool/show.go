@@ -34,14 +34,9 @@ Exit codes: 0 success, 1 the image cannot be read, 2 wrong command line.`,
 		Flags: append([]cli.Flag{
 			&cli.BoolFlag{Name: "nopl", Usage: "do not show entry payloads, only their sizes"},
 		}, fileOpenFlags()...),
-		OnUsageError: func(_ *cli.Context, err error, _ bool) error { return usageError(err) },
 		Action: func(c *cli.Context) error {
-			args, err := interspersedArgs(c)
-			if err != nil {
-				return err
-			}
 			opts := showOptions{NoPayload: c.Bool("nopl"), Files: fileOpenerFrom(c), Stdout: c.App.Writer}
-			return runShow(c.Context, opts, args)
+			return runShow(c.Context, opts, c.Args().Slice())
 		},
 	}
 }

@@ -35,8 +35,13 @@ extended, renamed, swapped, deleted or added file, a file from another set.
 
 Without a key it checks what needs none: the header's structure, the manifest
 against the folder (missing, added, truncated or foreign files) and each file's
-prefix; it then says what it could not check, and exits 0 if that much passed.
-Without --tls-key, ` + defaultKeyPath + ` is used if it exists.
+prefix; it then says what it could not check, and exits 4 if that much passed:
+nothing was authenticated (a mismatch it finds may be the file's or the
+header's: only a key tells which). Without --tls-key, ` + defaultKeyPath + ` is
+used if it exists.
+
+A header that fails authentication is reported as the header, alone: its
+manifest cannot be trusted to judge the files.
 
 A plaintext set fails: it carries nothing to authenticate.
 
@@ -44,8 +49,10 @@ Examples:
    imgtool verify -D /tmp/ckpt --tls-key me.key
    imgtool verify -D /tmp/ckpt
 
-Exit codes: 0 every check made passed, 1 the set could not be examined or the key
-is not a recipient of the set, 2 wrong command line, 3 files failed verification.`,
+Exit codes: 0 the header and every chunk of every file are authentic, 1 the set
+could not be examined or the key is not a recipient of the set, 2 wrong command
+line, 3 the header or files failed verification, 4 no check failed but nothing
+was authenticated (no key).`,
 		Flags: []cli.Flag{
 			imagesDirFlag(),
 			tlsKeyFlag(),
@@ -91,13 +98,14 @@ func runVerify(ctx context.Context, opts verifyOptions, args []string) error {
 	return reportError(dir, ids, rep)
 }
 
-// printReport prints what Verify found: the set's parameters, each problem as
-// "FAIL file: why", and what could not be checked.
+// printReport prints what Verify found: the set's parameters and recipients,
+// each problem as "FAIL file: why", what could not be checked, and a last line
+// that says what the exit status will.
 func printReport(w io.Writer, rep *imgset.Report) error {
 	var b strings.Builder
 	if rep.Encrypted {
-		fmt.Fprintf(&b, "%s: encrypted with %s, %d files in the manifest, for %s\n",
-			rep.Dir, rep.Algorithm, rep.Files, describeRecipients(rep.Recipients))
+		fmt.Fprintf(&b, "%s: encrypted with %s, %d files in the manifest\n", rep.Dir, rep.Algorithm, rep.Files)
+		writeRecipients(&b, stanzaRecipientLines(rep.Stanzas, nil))
 	} else {
 		fmt.Fprintf(&b, "%s: %d files, not encrypted\n", rep.Dir, rep.Files)
 	}
@@ -111,7 +119,7 @@ func printReport(w io.Writer, rep *imgset.Report) error {
 	case rep.OK() && rep.Authenticated:
 		fmt.Fprintf(&b, "OK: the header and all %d files (%s of plaintext) are authentic\n", rep.Files, humanBytes(rep.Bytes))
 	case rep.OK():
-		fmt.Fprintf(&b, "OK, as far as it goes: structure, manifest and file prefixes match; nothing was authenticated without a key\n")
+		fmt.Fprintf(&b, "UNCHECKED: structure, manifest and file prefixes match, but nothing was authenticated without a key (exit status %d)\n", ExitUnchecked)
 	}
 	_, err := io.WriteString(w, b.String())
 	return err
@@ -128,13 +136,22 @@ func problemReason(p imgset.Problem) string {
 
 // reportError maps a report to the command's outcome: a key that is no recipient
 // of the set says nothing about the set (ExitError); any other problem is a failed
-// verification (ExitVerify).
+// verification (ExitVerify), a damaged header named as such; an encrypted set
+// that passed without a key was not authenticated (ExitUnchecked).
 func reportError(dir string, ids []cipher.Identity, rep *imgset.Report) error {
+	if rep.OK() && !rep.Authenticated {
+		return withExitCode(ExitUnchecked, fmt.Errorf("verify: %s: nothing failed, but nothing was authenticated: give a recipient's key with --%s", dir, flagTLSKey))
+	}
 	if rep.OK() {
 		return nil
 	}
 	if len(rep.Problems) == 1 && errors.Is(rep.Problems[0].Err, cipher.ErrNoRecipient) {
 		return fmt.Errorf("verify: %w", explainOpenError(dir, ids, rep.Problems[0].Err))
+	}
+	for _, p := range rep.Problems {
+		if p.File == imgset.HeaderName && imgset.HeaderDamaged(p.Err) {
+			return withExitCode(ExitVerify, fmt.Errorf("verify: %s failed: header %s damaged: %w", dir, imgset.HeaderName, p.Err))
+		}
 	}
 	files := map[string]bool{}
 	for _, p := range rep.Problems {

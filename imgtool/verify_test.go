@@ -43,14 +43,22 @@ func TestVerifyGood(t *testing.T) {
 	if fileExists(defaultKeyPath) {
 		return
 	}
+	// Without a key nothing fails, but nothing is authenticated either: exit 4,
+	// said in the last line.
 	out, _, err = runApp(t, "verify", "-D", dir)
-	if err != nil {
-		t.Fatalf("verify without a key: %v", err)
-	}
-	for _, w := range []string{"not checked: the header MAC", "not checked: the chunks", "nothing was authenticated", testFingerprint(t, "alice-rsa2048")} {
+	wantErr(t, err, ExitUnchecked, nil, "nothing was authenticated", "--tls-key")
+	for _, w := range []string{"not checked: the header MAC", "not checked: the chunks", testFingerprint(t, "alice-rsa2048")} {
 		if !strings.Contains(out, w) {
 			t.Errorf("verify without a key does not say %q:\n%s", w, out)
 		}
+	}
+	if lines := strings.Split(strings.TrimSpace(out), "\n"); !strings.HasPrefix(lines[len(lines)-1], "UNCHECKED: ") {
+		t.Errorf("the last line does not say the set is unchecked:\n%s", out)
+	}
+	out, _, err = runApp(t, "verify", "-q", "-D", dir)
+	wantErr(t, err, ExitUnchecked, nil, "nothing was authenticated")
+	if out != "" {
+		t.Errorf("verify -q without a key printed %q", out)
 	}
 	out, _, err = runApp(t, "verify", "-q", "-D", dir, "--tls-key", keyPath("alice-rsa2048.key"))
 	if err != nil || out != "" {
@@ -202,5 +210,44 @@ func TestVerifyErrors(t *testing.T) {
 	wantErr(t, err, ExitVerify, nil, "failed")
 	if !strings.Contains(out, "FAIL "+imgset.HeaderName+": ") {
 		t.Errorf("an edited manifest is not reported on the header:\n%s", out)
+	}
+}
+
+// TestVerifyTamperedHeader: a manifest size changed in the header is the header's
+// damage. With a key it is reported on the header alone, never as an intact file
+// "truncated or extended"; without a key the file's line says the header may be
+// the culprit.
+func TestVerifyTamperedHeader(t *testing.T) {
+	dir := encryptedFixture(t, "counter", "bob-p256.crt")
+	h, err := imgset.ReadHeader(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var fs string
+	for _, f := range h.Files {
+		if strings.HasPrefix(f.Name, "fs-") {
+			fs = f.Name
+		}
+	}
+	hdr := filepath.Join(dir, imgset.HeaderName)
+	data, err := os.ReadFile(hdr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// A manifest entry is the name's length, the name, and its size (8 bytes, LE).
+	flipByte(t, hdr, int64(strings.LastIndex(string(data), fs)+len(fs)))
+
+	out, _, err := runApp(t, "verify", "-D", dir, "--tls-key", keyPath("bob-p256.key"))
+	wantErr(t, err, ExitVerify, cipher.ErrHeaderAuth, "header "+imgset.HeaderName+" damaged")
+	if !strings.Contains(out, "FAIL "+imgset.HeaderName+": header authentication failed") || strings.Contains(out, "FAIL "+fs) {
+		t.Errorf("a tampered header is not reported as the header alone:\n%s", out)
+	}
+	if fileExists(defaultKeyPath) {
+		return
+	}
+	out, _, err = runApp(t, "verify", "-D", dir)
+	wantErr(t, err, ExitVerify, nil, "failed")
+	if !strings.Contains(out, "FAIL "+fs+": ") || !strings.Contains(out, "or the header was changed") {
+		t.Errorf("without a key, the mismatch does not say the header may be at fault:\n%s", out)
 	}
 }

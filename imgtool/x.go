@@ -8,10 +8,8 @@ import (
 	"io"
 	"strconv"
 	"strings"
+	"text/tabwriter"
 
-	"github.com/olekukonko/tablewriter"
-	"github.com/olekukonko/tablewriter/renderer"
-	"github.com/olekukonko/tablewriter/tw"
 	"github.com/urfave/cli/v2"
 
 	"github.com/imgtool/imgtool/explore"
@@ -38,7 +36,7 @@ func xCommand() *cli.Command {
 	return &cli.Command{
 		Name:      "x",
 		Usage:     "explore an image set: process tree, files, memory, resident pages, sockets",
-		ArgsUsage: "DIR ps|fds|mems|rss|sk",
+		ArgsUsage: "DIR ps|fds|mems|rss|sk   (or -D DIR ps|...)",
 		Description: `Shows what crit x shows, as tables, plus the set's sockets:
    ps    the process tree: PID, PPID, PGID, SID, threads, COMM indented by depth
    fds   each process's file descriptors (crit's names: paths, pipe[ID], unix[INO (PEER)],
@@ -59,15 +57,11 @@ Exit codes: 0 success, 1 the set cannot be read (a missing or foreign file is na
 2 wrong command line.`,
 		Flags: append([]cli.Flag{
 			&cli.BoolFlag{Name: "json", Usage: "print JSON instead of a table"},
+			imagesDirFlag(), // -D DIR is the same as DIR first (app.go)
 		}, setOpenFlags()...),
-		OnUsageError: func(_ *cli.Context, err error, _ bool) error { return usageError(err) },
 		Action: func(c *cli.Context) error {
-			args, err := interspersedArgs(c)
-			if err != nil {
-				return err
-			}
 			opts := xOptions{JSON: c.Bool("json"), Set: setOpenerFrom(c), Out: c.App.Writer}
-			return runX(c.Context, opts, args)
+			return runX(c.Context, opts, c.Args().Slice())
 		},
 	}
 }
@@ -114,55 +108,6 @@ func (o setOpener) open(dir string) (*imgset.Set, error) {
 	return openSet(dir, o.keys)
 }
 
-// interspersedArgs returns the command's positional arguments, applying the flags
-// that follow them: urfave/cli stops parsing flags at the first argument, and
-// "imgtool x DIR ps --json" must work. "--" ends the flags.
-func interspersedArgs(c *cli.Context) ([]string, error) {
-	in := c.Args().Slice()
-	var args []string
-	for i := 0; i < len(in); i++ {
-		a := in[i]
-		if a == "--" {
-			return append(args, in[i+1:]...), nil
-		}
-		if len(a) < 2 || a[0] != '-' {
-			args = append(args, a)
-			continue
-		}
-		name, value, hasValue := strings.Cut(strings.TrimLeft(a, "-"), "=")
-		f := lookupFlag(c.Command.Flags, name)
-		if f == nil {
-			return nil, usageError(fmt.Errorf("flag provided but not defined: %s", a))
-		}
-		if _, isBool := f.(*cli.BoolFlag); isBool {
-			if !hasValue {
-				value = "true"
-			}
-		} else if !hasValue {
-			if i+1 >= len(in) {
-				return nil, usageError(fmt.Errorf("flag needs an argument: %s", a))
-			}
-			i++
-			value = in[i]
-		}
-		if err := c.Set(name, value); err != nil {
-			return nil, usageError(fmt.Errorf("invalid value %q for flag %s: %w", value, a, err))
-		}
-	}
-	return args, nil
-}
-
-func lookupFlag(flags []cli.Flag, name string) cli.Flag {
-	for _, f := range flags {
-		for _, n := range f.Names() {
-			if n == name {
-				return f
-			}
-		}
-	}
-	return nil
-}
-
 // writeJSON prints v as indented JSON.
 func writeJSON(w io.Writer, v any) error {
 	enc := json.NewEncoder(w)
@@ -174,31 +119,27 @@ func writeJSON(w io.Writer, v any) error {
 // columns two spaces apart. Cells are not trimmed (ps indents COMM) nor wrapped
 // (paths stay whole).
 func writeTable(w io.Writer, header []string, rows [][]string) error {
+	// text/tabwriter, not a table library: imgtool starts in a few milliseconds (a crit
+	// user runs one process per image), and the table libraries' package initialisation
+	// alone costs more than that.
 	var buf bytes.Buffer
-	t := tablewriter.NewTable(&buf,
-		tablewriter.WithRenderer(renderer.NewBlueprint(tw.Rendition{
-			Borders: tw.BorderNone,
-			Symbols: tw.NewSymbols(tw.StyleNone),
-			Settings: tw.Settings{
-				Lines:      tw.Lines{ShowHeaderLine: tw.Off},
-				Separators: tw.Separators{BetweenColumns: tw.Off, BetweenRows: tw.Off},
-			},
-		})),
-		tablewriter.WithPadding(tw.Padding{Left: tw.Empty, Right: "  ", Overwrite: true}),
-		tablewriter.WithHeaderAutoFormat(tw.Off),
-		tablewriter.WithHeaderAlignment(tw.AlignLeft),
-		tablewriter.WithRowAlignment(tw.AlignLeft),
-		tablewriter.WithTrimSpace(tw.Off),
-		tablewriter.WithRowAutoWrap(tw.WrapNone),
-		tablewriter.WithHeaderAutoWrap(tw.WrapNone),
-	)
+	tw := tabwriter.NewWriter(&buf, 0, 0, 2, ' ', 0)
+	row := func(cells []string) {
+		for i, c := range cells {
+			if i > 0 {
+				tw.Write([]byte{'\t'})
+			}
+			tw.Write([]byte(strings.ReplaceAll(c, "\t", " ")))
+		}
+		tw.Write([]byte{'\n'})
+	}
 	if header != nil {
-		t.Header(header)
+		row(header)
 	}
-	if err := t.Bulk(rows); err != nil {
-		return err
+	for _, r := range rows {
+		row(r)
 	}
-	if err := t.Render(); err != nil {
+	if err := tw.Flush(); err != nil {
 		return err
 	}
 	// The last column is padded to its width; drop the trailing blanks.

@@ -15,6 +15,7 @@ import (
 
 	"github.com/imgtool/imgtool/image"
 	"github.com/imgtool/imgtool/internal/fpu"
+	"github.com/imgtool/imgtool/internal/procfs"
 )
 
 // precheck refuses, before any process exists, every set that cannot be restored here:
@@ -25,6 +26,18 @@ func precheck(pl *plan, xs fpu.Layout) error {
 		return errors.New("the set has ghost or remapped files (remap-fpath.img): not supported")
 	}
 	if err := checkIdsFree(pl); err != nil {
+		return err
+	}
+	// Every process of this kernel has the same vDSO and vvar: imgtool's own tell what the
+	// restored processes will get.
+	self, err := procfs.ReadMaps(os.Getpid())
+	if err != nil {
+		return err
+	}
+	if err := checkKernelSpecials(pl, kernelSpecialsIn(self)); err != nil {
+		return err
+	}
+	if err := checkFdLimit(pl); err != nil {
 		return err
 	}
 	vms, fileTables := map[uint32]int{}, map[uint32]int{}
@@ -81,14 +94,35 @@ func precheck(pl *plan, xs fpu.Layout) error {
 	return nil
 }
 
-// checkIdsFree refuses when a PID or TID of the set belongs to a live task.
+// checkIdsFree refuses when a PID or TID of the set belongs to a live task, or lies beyond
+// what this machine can give (pid_max).
 func checkIdsFree(pl *plan) error {
+	pidMax, err := procfs.PidMax()
+	if err != nil {
+		return err
+	}
 	for _, p := range pl.procs {
 		for _, tid := range p.tids {
+			if tid >= pidMax {
+				return fmt.Errorf("pid %d is beyond this machine's pid_max (%d)", tid, pidMax)
+			}
 			if _, err := os.Stat(fmt.Sprintf("/proc/%d", tid)); err == nil {
 				return fmt.Errorf("pid %d is in use", tid)
 			}
 		}
+	}
+	return nil
+}
+
+// checkFdLimit refuses a set whose fd numbers the restore cannot use under this process's
+// hard RLIMIT_NOFILE (which the restore cannot raise without CAP_SYS_RESOURCE).
+func checkFdLimit(pl *plan) error {
+	var lim unix.Rlimit
+	if err := unix.Getrlimit(unix.RLIMIT_NOFILE, &lim); err != nil {
+		return err
+	}
+	if need := fdsNeeded(pl); lim.Max < need {
+		return fmt.Errorf("the set needs fd numbers up to %d, above this system's limit %d", need, lim.Max)
 	}
 	return nil
 }

@@ -5,10 +5,19 @@
 // # How it works
 //
 // Restore reads the small images (pstree, core, ids, mm, pagemap, fs, fdinfo, files, pipe
-// and FIFO data, memfd) through the image codec, then checks everything it can before any
-// process exists: every PID and TID free, every file the set names present with the
-// recorded mode, size and GNU build id, the FPU state loadable on this CPU (xstate_bv within
-// XCR0), the vDSO and vvar sizes those of this kernel, nothing it does not support.
+// and FIFO data, memfd) through the image codec (an encrypted set's are authenticated as
+// they are read), then checks everything it can before any process exists: every PID and
+// TID free and below pid_max, every file the set names present with the recorded mode,
+// size and GNU build id, the FPU state loadable on this CPU (xstate_bv within XCR0), the
+// vDSO and vvar sizes those of this kernel (read from imgtool's own, which every process
+// of this kernel shares), the set's fd numbers within the hard RLIMIT_NOFILE, nothing it
+// does not support. Tests count the helper processes started to prove a refusal comes
+// first. Only the pages files are read (and, when encrypted, authenticated) later, as the
+// processes are filled.
+//
+// Resource limits are set best-effort, as CRIU's restorer does: a saved hard limit above
+// the one imgtool runs under cannot be restored without CAP_SYS_RESOURCE, so it is clamped
+// to the current one (the soft limit with it) and reported once through Options.Warn.
 //
 // All ptrace calls then run on one goroutine locked to its OS thread (the tracer):
 //

@@ -18,6 +18,7 @@ import (
 	"github.com/imgtool/imgtool/cipher"
 	"github.com/imgtool/imgtool/image"
 	"github.com/imgtool/imgtool/imgset"
+	"github.com/imgtool/imgtool/internal/fpu"
 	"github.com/imgtool/imgtool/internal/procfs"
 	"github.com/imgtool/imgtool/internal/testproc"
 	"github.com/imgtool/imgtool/internal/testset"
@@ -55,6 +56,7 @@ func requireRoot(t *testing.T) {
 // the set recorded).
 func setupFixtureFiles(t *testing.T, set string) {
 	t.Helper()
+	requireHostable(t, set)
 	bin := filepath.Join(fixtureRoot, "bin")
 	if err := os.MkdirAll(bin, 0o755); err != nil {
 		t.Fatal(err)
@@ -111,6 +113,29 @@ func setupFixtureFiles(t *testing.T, set string) {
 			}
 			f.Close()
 			os.Chmod(name, os.FileMode(mode&0o777))
+		}
+	}
+}
+
+// requireHostable skips a test whose real CRIU set this machine cannot host whatever
+// restore does: its PIDs beyond pid_max, or FPU state of features this CPU lacks (CRIU
+// refuses both too). Machines of one kind differ in both.
+func requireHostable(t *testing.T, set string) {
+	t.Helper()
+	pl := setPlan(t, openSet(t, criuSet(t, set)))
+	pidMax, err := procfs.PidMax()
+	if err != nil {
+		t.Fatal(err)
+	}
+	xs := fpu.CPULayout()
+	for _, p := range pl.procs {
+		for i, tid := range p.tids {
+			if tid >= pidMax {
+				t.Skipf("the %s set needs pid %d; this machine's pid_max is %d", set, tid, pidMax)
+			}
+			if err := xs.Check(p.cores[i].ThreadInfo.Fpregs); err != nil {
+				t.Skipf("the %s set was dumped on a CPU this one cannot stand in for: %v", set, err)
+			}
 		}
 	}
 }

@@ -4,6 +4,7 @@ import (
 	"encoding/binary"
 	"fmt"
 	"os"
+	"sync/atomic"
 	"syscall"
 
 	"golang.org/x/sys/unix"
@@ -53,7 +54,12 @@ func helperELF() []byte {
 
 // startHelper executes the helper under ptrace from the calling (tracer) thread and returns
 // its pid, stopped at its exec stop with our ptrace options set.
+// helperStarts counts the helpers ever started, so that tests can prove a refusal came
+// before anything was created.
+var helperStarts atomic.Int64
+
 func startHelper() (int, error) {
+	helperStarts.Add(1)
 	fd, err := unix.MemfdCreate("imgtool-restore-helper", unix.MFD_CLOEXEC)
 	if err != nil {
 		return 0, fmt.Errorf("creating the restore helper: %w", err)

@@ -9,6 +9,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/imgtool/imgtool/image"
+	"github.com/imgtool/imgtool/internal/procfs"
 )
 
 // mapFlagsKept are the mmap flags of a saved VMA that are passed back to mmap.
@@ -35,13 +36,29 @@ func savedSpecials(vmas []*vma.VmaEntry) (vvar, vdso span) {
 	return vvar, vdso
 }
 
+// kernelSpecialsIn finds the kernel's special mappings among a process's maps.
+func kernelSpecialsIn(maps []procfs.Mapping) kernelSpecials {
+	var k kernelSpecials
+	for _, m := range maps {
+		switch m.Path {
+		case "[vvar]":
+			k.vvar = span{m.Start, m.End}
+		case "[vvar_vclock]":
+			k.vclock = span{m.Start, m.End}
+		case "[vdso]":
+			k.vdso = span{m.Start, m.End}
+		}
+	}
+	return k
+}
+
 // checkKernelSpecials refuses a set whose vDSO and vvar areas differ in size or in
 // relative place from this kernel's: the restored libc keeps calling vDSO code at its old
 // addresses, which only works with this kernel's vDSO put back exactly there.
-func (r *restorer) checkKernelSpecials(k kernelSpecials) error {
+func checkKernelSpecials(pl *plan, k kernelSpecials) error {
 	vvarSize := (k.vvar.end - k.vvar.start) + (k.vclock.end - k.vclock.start)
 	vdsoSize := k.vdso.end - k.vdso.start
-	for _, p := range r.pl.procs {
+	for _, p := range pl.procs {
 		vvar, vdso := savedSpecials(p.mm.Vmas)
 		if vdso.end != 0 && vdso.end-vdso.start != vdsoSize {
 			return fmt.Errorf("pid %d: the saved vDSO is %d bytes, this kernel's %d: the set was made on another kernel", p.pid, vdso.end-vdso.start, vdsoSize)

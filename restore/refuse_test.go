@@ -12,6 +12,7 @@ import (
 
 	criu_core "github.com/checkpoint-restore/go-criu/v8/crit/images/criu-core"
 	"github.com/checkpoint-restore/go-criu/v8/crit/images/fdinfo"
+	"github.com/checkpoint-restore/go-criu/v8/crit/images/mm"
 	"golang.org/x/sys/unix"
 
 	"github.com/imgtool/imgtool/cipher"
@@ -73,6 +74,18 @@ func restoreErr(t *testing.T, dir string, opts Options, ids ...cipher.Identity) 
 	return err
 }
 
+// refuseErr is restoreErr for a set that precheck must refuse: no helper, hence no
+// process, may have been started before the refusal.
+func refuseErr(t *testing.T, dir string, opts Options, ids ...cipher.Identity) error {
+	t.Helper()
+	before := helperStarts.Load()
+	err := restoreErr(t, dir, opts, ids...)
+	if n := helperStarts.Load() - before; n != 0 {
+		t.Errorf("the refusal (%v) came after %d helper process(es) were started", err, n)
+	}
+	return err
+}
+
 // ourChildren lists the children of this process.
 func ourChildren(t *testing.T) string {
 	t.Helper()
@@ -96,7 +109,11 @@ func TestRefusePidInUse(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	before := helperStarts.Load()
 	err = Restore(context.Background(), Options{Detach: true}, set)
+	if helperStarts.Load() != before {
+		t.Error("a helper was started before the PID check refused the set")
+	}
 	if want := fmt.Sprintf("pid %d is in use", pids[0]); err == nil || !strings.Contains(err.Error(), want) {
 		t.Fatalf("restoring twice: %v, want %q", err, want)
 	}
@@ -114,14 +131,14 @@ func TestRefuseChangedOrMissingFile(t *testing.T) {
 	if err := os.Truncate(log, st.Size()+1); err != nil {
 		t.Fatal(err)
 	}
-	err = restoreErr(t, dir, Options{})
+	err = refuseErr(t, dir, Options{})
 	if !strings.Contains(err.Error(), log+" has changed: size") {
 		t.Errorf("changed size: %v", err)
 	}
 	if err := os.Remove(log); err != nil {
 		t.Fatal(err)
 	}
-	err = restoreErr(t, dir, Options{})
+	err = refuseErr(t, dir, Options{})
 	if !errors.Is(err, os.ErrNotExist) && !strings.Contains(err.Error(), "no such file") {
 		t.Errorf("missing file: %v", err)
 	}
@@ -142,7 +159,7 @@ func TestRefuseChangedBuildID(t *testing.T) {
 			}
 		}
 	})
-	err := restoreErr(t, dir, Options{})
+	err := refuseErr(t, dir, Options{})
 	if !strings.Contains(err.Error(), exe+" has changed: build id") {
 		t.Errorf("changed build id: %v", err)
 	}
@@ -165,9 +182,30 @@ func TestRefuseMissingXsaveFeature(t *testing.T) {
 		x.BndcsrState = make([]uint64, 8)
 		x.Pkru = make([]uint32, 2)
 	})
-	err := restoreErr(t, dir, Options{})
+	err := refuseErr(t, dir, Options{})
 	if !strings.Contains(err.Error(), "XSAVE features") || !strings.Contains(err.Error(), "this CPU lacks") {
 		t.Errorf("missing XSAVE feature: %v", err)
+	}
+}
+
+// TestRefuseOtherKernelVDSO: a set whose vDSO differs in size from this kernel's is
+// refused before any process exists (the size is learned from imgtool's own vDSO).
+func TestRefuseOtherKernelVDSO(t *testing.T) {
+	requireRoot(t)
+	setupFixtureFiles(t, "counter")
+	dir := copySet(t, criuSet(t, "counter"))
+	pid := treePids(t, dir)[0]
+	rewriteImage(t, dir, fmt.Sprintf("mm-%d.img", pid), func(img *image.Image) {
+		for _, v := range img.Entries[0].Msg.(*mm.MmEntry).Vmas {
+			if v.GetStatus()&image.VMAAreaVDSO != 0 {
+				end := v.GetEnd() + uint64(os.Getpagesize())
+				v.End = &end
+			}
+		}
+	})
+	err := refuseErr(t, dir, Options{})
+	if !strings.Contains(err.Error(), "the set was made on another kernel") {
+		t.Errorf("other vDSO: %v", err)
 	}
 }
 

@@ -27,6 +27,9 @@ type Options struct {
 	PidFile string
 	// Progress, when set, is called as page bytes are written: done of total.
 	Progress func(done, total int64)
+	// Warn, when set, receives one line for each thing restored less than exactly but
+	// within what CRIU also accepts (a resource limit this machine does not allow).
+	Warn func(msg string)
 }
 
 // ExitError reports a restored root process that ended with a non-zero status or by a
@@ -170,6 +173,19 @@ type restorer struct {
 	pidfdFd  int // fd (in every process) of a pidfd of this process, for pidfd_getfd
 	descs    *descriptions
 	xsaveLen int
+	warned   map[string]bool // warnings already given, so each is said once per restore
+}
+
+// warn reports msg once through Options.Warn.
+func (r *restorer) warn(msg string) {
+	if r.opts.Warn == nil || r.warned[msg] {
+		return
+	}
+	if r.warned == nil {
+		r.warned = map[string]bool{}
+	}
+	r.warned[msg] = true
+	r.opts.Warn(msg)
 }
 
 // kernelSpecials is where the helper's special mappings sit once parked in the hole.
@@ -244,17 +260,7 @@ func (r *restorer) startHelper() error {
 	if err != nil {
 		return err
 	}
-	var cur kernelSpecials
-	for _, m := range maps {
-		switch m.Path {
-		case "[vvar]":
-			cur.vvar = span{m.Start, m.End}
-		case "[vvar_vclock]":
-			cur.vclock = span{m.Start, m.End}
-		case "[vdso]":
-			cur.vdso = span{m.Start, m.End}
-		}
-	}
+	cur := kernelSpecialsIn(maps)
 	if cur.vdso.end == 0 {
 		return errors.New("the helper has no vDSO: cannot inject syscalls")
 	}
@@ -266,9 +272,6 @@ func (r *restorer) startHelper() error {
 		return err
 	}
 	h.sysInsn = cur.vdso.start + cur.insnOff
-	if err := r.checkKernelSpecials(cur); err != nil {
-		return err
-	}
 
 	// The hole: free in the helper and in every restored address space.
 	var used []span
@@ -349,30 +352,38 @@ func (r *restorer) startHelper() error {
 	return nil
 }
 
-// raiseNofile computes the fd numbers the restore parks descriptions at and lets the
-// helper use them (its soft RLIMIT_NOFILE is raised to the hard one; the restored
-// processes get their own limits at the end).
+// raiseNofile lets the helper use the fd numbers the restore parks descriptions at (its
+// soft RLIMIT_NOFILE is raised to the hard one; the restored processes get their own
+// limits at the end). precheck made sure the hard limit allows them.
 func (r *restorer) raiseNofile(pid int) error {
-	maxFd := 2
-	for _, p := range r.pl.procs {
-		for _, fd := range p.fds {
-			maxFd = max(maxFd, int(fd.GetFd()))
-		}
-	}
-	r.fdBase = maxFd + 1
-	need := uint64(r.fdBase + 1 + len(r.pl.files))
+	r.fdBase = fdBase(r.pl)
 	var lim unix.Rlimit
 	if err := unix.Prlimit(pid, unix.RLIMIT_NOFILE, nil, &lim); err != nil {
 		return fmt.Errorf("reading the helper's fd limit: %w", err)
-	}
-	if lim.Max < need {
-		return fmt.Errorf("the set needs fd numbers up to %d, above this system's limit %d", need, lim.Max)
 	}
 	lim.Cur = lim.Max
 	if err := unix.Prlimit(pid, unix.RLIMIT_NOFILE, &lim, nil); err != nil {
 		return fmt.Errorf("raising the helper's fd limit: %w", err)
 	}
 	return nil
+}
+
+// fdBase is the first fd number above every fd any process of the set uses: the restore
+// parks the open file descriptions from there on.
+func fdBase(pl *plan) int {
+	maxFd := 2
+	for _, p := range pl.procs {
+		for _, fd := range p.fds {
+			maxFd = max(maxFd, int(fd.GetFd()))
+		}
+	}
+	return maxFd + 1
+}
+
+// fdsNeeded is the soft RLIMIT_NOFILE the restore needs while it builds the tree: the
+// set's fd numbers, the pidfd slot and one slot per open file description.
+func fdsNeeded(pl *plan) uint64 {
+	return uint64(fdBase(pl) + 1 + len(pl.files))
 }
 
 // createTree creates every process with its PID: the root from the helper, each other

@@ -3,8 +3,10 @@ package restore
 import (
 	"bytes"
 	"encoding/binary"
+	"errors"
 	"fmt"
 	"os"
+	"strconv"
 
 	criu_core "github.com/checkpoint-restore/go-criu/v8/crit/images/criu-core"
 	"github.com/checkpoint-restore/go-criu/v8/crit/images/siginfo"
@@ -384,17 +386,54 @@ func (r *restorer) queueSignals(p *process) error {
 // restoreRlimits sets the saved resource limits. The process sets its own, while it still
 // has imgtool's credentials: prlimit on another process needs CAP_SYS_RESOURCE unless the
 // uids match, and raising a hard limit needs it in the process itself.
+//
+// A limit this machine does not allow (a hard limit above the current one, without
+// CAP_SYS_RESOURCE) is clamped to what is allowed and reported once, as CRIU's restorer
+// sets each limit best-effort: machines of the same kind differ in their limits, and a
+// lower ceiling does not change what the program does until it reaches it.
 func (r *restorer) restoreRlimits(p *process, tc *criu_core.TaskCoreEntry) error {
 	t := p.leader()
-	for res, l := range tc.GetRlimits().GetRlimits() {
-		if err := p.poke(p.scratch+scratchArgs, pack(l.GetCur(), l.GetMax())); err != nil {
+	set := func(res int, cur, max uint64) error {
+		if err := p.poke(p.scratch+scratchArgs, pack(cur, max)); err != nil {
 			return err
 		}
-		if _, err := t.syscall(unix.SYS_PRLIMIT64, 0, uint64(res), p.scratch+scratchArgs, 0); err != nil {
-			return fmt.Errorf("resource limit %d: %w", res, err)
+		_, err := t.syscall(unix.SYS_PRLIMIT64, 0, uint64(res), p.scratch+scratchArgs, 0)
+		return err
+	}
+	for res, l := range tc.GetRlimits().GetRlimits() {
+		err := set(res, l.GetCur(), l.GetMax())
+		if !errors.Is(err, unix.EPERM) {
+			if err != nil {
+				return fmt.Errorf("resource limit %s: %w", image.RlimitName(res), err)
+			}
+			continue
 		}
+		var now unix.Rlimit
+		if err := unix.Prlimit(p.pid, res, nil, &now); err != nil {
+			return fmt.Errorf("resource limit %s: reading the current one: %w", image.RlimitName(res), err)
+		}
+		cur, max := clampRlimit(l.GetCur(), l.GetMax(), now.Max)
+		if err := set(res, cur, max); err != nil {
+			return fmt.Errorf("resource limit %s: %w", image.RlimitName(res), err)
+		}
+		r.warn(fmt.Sprintf("resource limit %s: wanted %s/%s, got %s/%s (raising a hard limit needs CAP_SYS_RESOURCE)",
+			image.RlimitName(res), rlimitString(l.GetCur()), rlimitString(l.GetMax()), rlimitString(cur), rlimitString(max)))
 	}
 	return nil
+}
+
+// clampRlimit fits a wanted soft/hard pair under the hard limit a process may not raise.
+func clampRlimit(cur, max, ceiling uint64) (uint64, uint64) {
+	max = min(max, ceiling)
+	return min(cur, max), max
+}
+
+// rlimitString prints a limit as prlimit(1) does.
+func rlimitString(v uint64) string {
+	if v == unix.RLIM_INFINITY {
+		return "unlimited"
+	}
+	return strconv.FormatUint(v, 10)
 }
 
 // setFinalRegisters gives a thread its saved signal mask, FPU state and registers. The

@@ -52,6 +52,37 @@ echo "# imgtool bench ($(date -u +%F), $(nproc) cores, $(uname -r))"
 
 ##############################################################################
 echo
+echo "## 0. Start-up: a command that does almost nothing, against cat of a small file"
+# us CMD...: wall microseconds of one run of CMD, output discarded. $EPOCHREALTIME
+# is read by bash itself: no date process is timed with the command.
+us() {
+	local t0=$EPOCHREALTIME t1
+	"$@" >/dev/null 2>&1 || true
+	t1=$EPOCHREALTIME
+	echo $(( ${t1/./} - ${t0/./} ))
+}
+median() { sort -n | awk '{a[NR]=$1} END{print a[int((NR+1)/2)]}'; }
+# startup N A B: runs A and B N times each, alternating (A B A B ...) so that both
+# see the same machine load; prints "median_A median_B" in microseconds.
+startup() {
+	local n=$1 a=$2 b=$3 i
+	: >"$W/a.us"; : >"$W/b.us"
+	for ((i = 0; i < n; i++)); do
+		us $a >>"$W/a.us"
+		us $b >>"$W/b.us"
+	done
+	echo "$(median <"$W/a.us") $(median <"$W/b.us")"
+}
+small=fixtures/criu-4.2/counter/inventory.img
+row "command (median of 201, paired)" "imgtool ms" "cat ms" "ratio"
+for cmd in "--help" "info $small"; do
+	read -r ti tc < <(startup 201 "$IMGTOOL $cmd" "cat $small")
+	row "imgtool ${cmd%% *}" "$(awk -v u="$ti" 'BEGIN{printf "%.2f", u/1000}')" \
+		"$(awk -v u="$tc" 'BEGIN{printf "%.2f", u/1000}')" "$(ratio "$ti" "$tc")x cat (target: under 5 ms)"
+done
+
+##############################################################################
+echo
 echo "## 1. Codec: decode (--pretty) every image of every fixture set, imgtool vs crit"
 echo "crit has no whole-set mode: its set time is one crit per image. imgtool is timed both"
 echo "ways: one process per image, and the whole set in one run (decode -D)."

@@ -48,8 +48,9 @@ say "grep finds neither the secret nor the PAGE%08x page headers in any file."
 
 step "3. Verify: authenticate every chunk of every file, writing no plaintext"
 show verify -D "$SET" --tls-key me.key
-say "Without the key, verify checks what it can and says what it could not:"
-show verify -D "$SET"
+say "Without the key, verify checks what it can, says what it could not, and exits 4:"
+rc=0; show verify -D "$SET" || rc=$?
+[ "$rc" -eq 4 ] || fail "verify without a key exited $rc, want 4 (unchecked)"
 
 step "4. Inspect the encrypted set"
 say "Without a key, imgtool says the set is encrypted and for whom:"

@@ -10,7 +10,11 @@ import (
 )
 
 func main() {
-	err := imgtool.NewApp().RunContext(context.Background(), os.Args)
+	// SIGINT, SIGTERM and SIGHUP cancel the context: every command stops at its next safe
+	// point and undoes what it started. The handlers stay until the process exits: a
+	// signal that comes once the command is done is absorbed, not fatal.
+	ctx, _ := imgtool.WithInterrupts(context.Background())
+	err := imgtool.NewApp().RunContext(ctx, os.Args)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "imgtool:", err)
 	}

@@ -296,3 +296,16 @@ func ReadFdinfo(pid, fd int) (*Fdinfo, error) {
 	}
 	return fi, nil
 }
+
+// PidMax returns /proc/sys/kernel/pid_max: every PID and TID is below it.
+func PidMax() (int, error) {
+	b, err := ReadFile("/proc/sys/kernel/pid_max")
+	if err != nil {
+		return 0, err
+	}
+	n, err := strconv.Atoi(strings.TrimSpace(string(b)))
+	if err != nil {
+		return 0, fmt.Errorf("pid_max: %q", b)
+	}
+	return n, nil
+}

@@ -14,6 +14,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"strconv"
 	"strings"
 	"sync"
@@ -83,22 +84,64 @@ func Build(t testing.TB, src string, flags ...string) string {
 	if bin, ok := binaries[key]; ok {
 		return bin
 	}
-	if binDir == "" {
-		if binDir, err = os.MkdirTemp("", "imgtool-testproc-"); err != nil {
-			t.Fatal(err)
-		}
-		if err := os.Chmod(binDir, 0o755); err != nil {
-			t.Fatal(err)
-		}
+	dir, err := binaryDir()
+	if err != nil {
+		t.Fatal(err)
 	}
 	name := strings.TrimSuffix(filepath.Base(src), ".c")
-	bin := filepath.Join(binDir, fmt.Sprintf("%s-%d", name, len(binaries)))
+	bin := filepath.Join(dir, fmt.Sprintf("%s-%d", name, len(binaries)))
 	args := append([]string{"-O1", "-g", "-Wall", "-o", bin, abs}, flags...)
 	if out, err := exec.Command("gcc", append(args, "-lpthread")...).CombinedOutput(); err != nil {
 		t.Fatalf("gcc %s: %v\n%s", src, err, out)
 	}
 	binaries[key] = bin
 	return bin
+}
+
+// BuildImgtool builds the imgtool binary (as `make build` does) once per test binary run
+// and returns its path. Tests that need the real command (signals, limits, other
+// credentials) run it.
+func BuildImgtool(t testing.TB) string {
+	t.Helper()
+	if _, err := exec.LookPath("go"); err != nil {
+		t.Skip("no go tool to build imgtool")
+	}
+	buildMu.Lock()
+	defer buildMu.Unlock()
+	const key = "imgtool"
+	if bin, ok := binaries[key]; ok {
+		return bin
+	}
+	dir, err := binaryDir()
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, file, _, _ := runtime.Caller(0)
+	main := filepath.Join(filepath.Dir(file), "..", "..", "cmd", "imgtool")
+	bin := filepath.Join(dir, "imgtool")
+	cmd := exec.Command("go", "build", "-trimpath", "-tags", "urfave_cli_no_docs", "-o", bin, main)
+	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("go build imgtool: %v\n%s", err, out)
+	}
+	binaries[key] = bin
+	return bin
+}
+
+// binaryDir returns the world-readable folder of the built programs; buildMu is held.
+func binaryDir() (string, error) {
+	if binDir != "" {
+		return binDir, nil
+	}
+	dir, err := os.MkdirTemp("", "imgtool-testproc-")
+	if err != nil {
+		return "", err
+	}
+	if err := os.Chmod(dir, 0o755); err != nil {
+		return "", err
+	}
+	binDir = dir
+	return dir, nil
 }
 
 // Options say how to launch a program.
@@ -197,10 +240,15 @@ func LogAfter(t testing.TB, name string, off int64) string {
 	return string(b)
 }
 
-// WaitFor polls cond until it holds, failing the test after d.
+// minWait is the shortest time a test waits for a program before failing: on a loaded
+// two-core machine a program that runs in milliseconds here can take seconds. A wait
+// ends as soon as its condition holds, so a long bound costs nothing when all is well.
+const minWait = 30 * time.Second
+
+// WaitFor polls cond until it holds, failing the test after d (at least minWait).
 func WaitFor(t testing.TB, d time.Duration, what string, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(d)
+	deadline := time.Now().Add(max(d, minWait))
 	for !cond() {
 		if time.Now().After(deadline) {
 			t.Fatalf("timed out waiting for %s", what)
@@ -248,7 +296,7 @@ func KillAndReap(pids []int) {
 // WaitGone waits until none of pids exists, reaping those that are ours.
 func WaitGone(t testing.TB, pids []int) {
 	t.Helper()
-	deadline := time.Now().Add(5 * time.Second)
+	deadline := time.Now().Add(minWait)
 	for _, pid := range pids {
 		for Exists(pid) {
 			if time.Now().After(deadline) {
