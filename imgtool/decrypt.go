@@ -88,6 +88,10 @@ func runDecrypt(ctx context.Context, opts decryptOptions, args []string) error {
 	if opts.Output != "" {
 		warnLeftovers(opts.Err, dir)
 	}
+	ip, err := resolveInPlace(dir)
+	if err != nil {
+		return fmt.Errorf("decrypt: %w", err)
+	}
 	progress, done := newProgress(opts.Err, opts.Quiet, "decrypting")
 	err = imgset.DecryptContext(ctx, dir, imgset.DecryptOptions{
 		Identities: ids, Output: opts.Output, Progress: progress,
@@ -100,14 +104,16 @@ func runDecrypt(ctx context.Context, opts decryptOptions, args []string) error {
 	if err != nil {
 		return fmt.Errorf("decrypt: %w", explainOpenError(dir, ids, err))
 	}
+	where, counted := dir, ip.abs
+	if opts.Output != "" {
+		where, counted = opts.Output, opts.Output
+	} else {
+		ip.note(opts.Err)
+	}
 	if opts.Quiet {
 		return nil
 	}
-	where := dir
-	if opts.Output != "" {
-		where = opts.Output
-	}
-	files, size := dirBytes(where)
+	files, size := dirBytes(counted)
 	_, err = fmt.Fprintf(opts.Out, "decrypted %s: %d files, %s, every chunk authenticated\n", where, files, humanBytes(size))
 	return err
 }

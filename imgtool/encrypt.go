@@ -110,6 +110,10 @@ func runEncrypt(ctx context.Context, opts encryptOptions, args []string) error {
 	if opts.Output != "" {
 		warnLeftovers(opts.Err, dir)
 	}
+	ip, err := resolveInPlace(dir)
+	if err != nil {
+		return fmt.Errorf("encrypt: %w", err)
+	}
 	progress, done := newProgress(opts.Err, opts.Quiet, "encrypting")
 	err = imgset.EncryptContext(ctx, dir, imgset.EncryptOptions{
 		Recipients: recipients, Algorithm: alg, Output: opts.Output, Progress: progress,
@@ -119,14 +123,16 @@ func runEncrypt(ctx context.Context, opts encryptOptions, args []string) error {
 	if err != nil {
 		return fmt.Errorf("encrypt: %w", err)
 	}
+	where, counted := dir, ip.abs
+	if opts.Output != "" {
+		where, counted = opts.Output, opts.Output
+	} else {
+		ip.note(opts.Err)
+	}
 	if opts.Quiet {
 		return nil
 	}
-	where := dir
-	if opts.Output != "" {
-		where = opts.Output
-	}
-	files, size := dirBytes(where)
+	files, size := dirBytes(counted)
 	fmt.Fprintf(opts.Out, "encrypted %s with %s: %d files (header included), %s\n", where, alg, files, humanBytes(size))
 	return printRecipients(opts.Out, recipients)
 }

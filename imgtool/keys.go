@@ -524,13 +524,13 @@ func setDirArg(cmd string, dir string, args []string) (string, error) {
 	case dir != "" && len(args) > 0:
 		return "", usageError(fmt.Errorf("%s: unexpected argument %q (the set is given with -D)", cmd, args[0]))
 	case dir == "" && len(args) == 1:
-		return args[0], nil
+		dir = args[0]
 	case dir == "" && len(args) == 0:
 		return "", usageError(fmt.Errorf("%s: need the image set folder: -D DIR", cmd))
 	case dir == "":
 		return "", usageError(fmt.Errorf("%s: need one image set folder, got %d arguments", cmd, len(args)))
 	}
-	return dir, nil
+	return dir, checkCwd(cmd, dir)
 }
 
 // warnLeftovers tells the user about what interrupted runs left beside the set

@@ -106,6 +106,10 @@ func runRekey(ctx context.Context, opts rekeyOptions, args []string) error {
 			fmt.Fprintf(opts.Err, "imgtool: note: already a recipient, left as it is: %s\n", strings.Join(already, "; "))
 		}
 	}
+	ip, err := resolveInPlace(dir)
+	if err != nil {
+		return fmt.Errorf("rekey: %w", err)
+	}
 	progress, done := newProgress(opts.Err, opts.Quiet, "re-encrypting")
 	ro.Progress, ro.Cleaned = progress, noteCleaned(opts.Err, dir)
 	err = imgset.RekeyContext(ctx, dir, ro)
@@ -116,10 +120,13 @@ func runRekey(ctx context.Context, opts rekeyOptions, args []string) error {
 	if err != nil {
 		return fmt.Errorf("rekey: %w", explainOpenError(dir, ro.Identities, err))
 	}
+	if opts.Rotate { // only --rotate rewrites the folder; a header change keeps it
+		ip.note(opts.Err)
+	}
 	if opts.Quiet {
 		return nil
 	}
-	return printRekeyed(opts.Out, dir, opts.Rotate, known)
+	return printRekeyed(opts.Out, ip.abs, opts.Rotate, known)
 }
 
 // newRecipients splits the recipients to add into those the set does not have
