@@ -1,8 +1,10 @@
 package dump
 
 import (
+	"errors"
 	"fmt"
 	"os"
+	"slices"
 	"strconv"
 	"strings"
 
@@ -14,14 +16,17 @@ import (
 var namespaces = []string{"ipc", "mnt", "net", "pid", "user", "uts", "cgroup", "time"}
 
 // precheck walks the tree through /proc, touching nothing, and refuses what cannot be
-// dumped. A process other than the root that exits meanwhile is no longer part of the tree;
-// one that is dead but not yet reaped is a *changedError (its parent may reap it in a
-// moment). Processes that appear between the check and the freeze are checked again once
-// the tree is stopped (collect).
+// dumped: every such object of the tree at once (Refusals), so that a user learns in one
+// run all that stands in the way. A process other than the root that exits meanwhile is no
+// longer part of the tree; one that is dead but not yet reaped is a *changedError (its
+// parent may reap it in a moment). Processes that appear between the check and the freeze
+// are checked again once the tree is stopped (collect).
 func (d *dumper) precheck() error {
 	if _, err := os.Stat(procfs.Path(d.opts.Pid, "stat")); err != nil {
 		return fmt.Errorf("no process %d: %w", d.opts.Pid, err)
 	}
+	var refused Refusals
+	var pids []int
 	seen := map[int]bool{}
 	queue := []int{d.opts.Pid}
 	for len(queue) > 0 {
@@ -34,20 +39,30 @@ func (d *dumper) precheck() error {
 		if err := d.checkCtx(); err != nil {
 			return err
 		}
-		kids, err := precheckProcess(pid)
+		kids, err := precheckProcess(pid, &refused)
 		if err != nil {
 			if pid != d.opts.Pid && vanished(err) {
 				continue
 			}
 			return err
 		}
+		pids = append(pids, pid)
 		queue = append(queue, kids...)
 	}
-	return nil
+	transient, err := checkSharing(pids, &refused)
+	if err != nil {
+		return err
+	}
+	if transient {
+		return &changedError{refused.err()}
+	}
+	return refused.err()
 }
 
-// precheckProcess checks one process and returns its children.
-func precheckProcess(pid int) ([]int, error) {
+// precheckProcess checks one process, adding what cannot be dumped to refused, and
+// returns its children. Its error is a failure to look (or a *changedError), not a
+// refusal.
+func precheckProcess(pid int, refused *Refusals) ([]int, error) {
 	stat, err := procfs.ReadStat(procfs.Path(pid, "stat"))
 	if err != nil {
 		return nil, fmt.Errorf("process %d: %w", pid, err)
@@ -60,7 +75,9 @@ func precheckProcess(pid int) ([]int, error) {
 		if isZombie(stat) {
 			return nil, &changedError{err}
 		}
-		return nil, err
+		if err := refused.add(err); err != nil {
+			return nil, err
+		}
 	}
 	fds, err := procfs.ListNumeric(procfs.Path(pid, "fd"))
 	if err != nil {
@@ -71,7 +88,9 @@ func precheckProcess(pid int) ([]int, error) {
 			if vanished(err) {
 				continue // closed meanwhile; the frozen tree is inspected again
 			}
-			return nil, err
+			if err := refused.add(err); err != nil {
+				return nil, err
+			}
 		}
 	}
 	vmas, err := procfs.ReadSmaps(pid)
@@ -80,7 +99,9 @@ func precheckProcess(pid int) ([]int, error) {
 	}
 	for i := range vmas {
 		if _, err := classifyVMA(pid, &vmas[i]); err != nil {
-			return nil, err
+			if err := refused.add(err); err != nil {
+				return nil, err
+			}
 		}
 	}
 	tids, err := procfs.ListNumeric(procfs.Path(pid, "task"))
@@ -90,8 +111,8 @@ func precheckProcess(pid int) ([]int, error) {
 	var kids []int
 	for _, tid := range tids {
 		st, err := procfs.ReadStatus(procfs.Path(pid, "task", strconv.Itoa(tid), "status"))
-		if err == nil && st["TracerPid"] != "0" {
-			return nil, refuse(pid, -1, fmt.Sprintf("thread %d", tid), "already traced by process "+st["TracerPid"])
+		if err == nil && st["TracerPid"] != "0" && tid != pid {
+			refused.add(refuse(pid, -1, fmt.Sprintf("thread %d", tid), "already traced by process "+st["TracerPid"]))
 		}
 		k, err := readChildren(pid, tid)
 		if err != nil {
@@ -100,6 +121,147 @@ func precheckProcess(pid int) ([]int, error) {
 		kids = append(kids, k...)
 	}
 	return kids, nil
+}
+
+// Refusals is everything of a tree that the dump cannot checkpoint, found at once. It
+// unwraps to each *RefusedError.
+type Refusals []*RefusedError
+
+// add records err if it is a refusal, and returns any other error.
+func (r *Refusals) add(err error) error {
+	var re *RefusedError
+	if !errors.As(err, &re) {
+		return err
+	}
+	*r = append(*r, re)
+	return nil
+}
+
+// err is nil without refusals, the one refusal, or all of them.
+func (r Refusals) err() error {
+	switch len(r) {
+	case 0:
+		return nil
+	case 1:
+		return r[0]
+	}
+	return r
+}
+
+func (r Refusals) Error() string {
+	parts := make([]string, len(r))
+	for i, re := range r {
+		parts[i] = re.what()
+	}
+	return fmt.Sprintf("cannot dump the tree, %d things in it cannot be checkpointed: %s", len(r), strings.Join(parts, "; "))
+}
+
+// Unwrap gives errors.As and errors.Is every refusal.
+func (r Refusals) Unwrap() []error {
+	out := make([]error, len(r))
+	for i, re := range r {
+		out[i] = re
+	}
+	return out
+}
+
+// sharedKinds are the kernel objects two processes can share (clone flags) and kcmp can
+// compare. Restore gives each process its own: a tree whose processes share one is
+// refused.
+var sharedKinds = []struct {
+	typ  uintptr
+	name string
+}{
+	{kcmpVM, "memory (CLONE_VM)"},
+	{kcmpFiles, "fd table (CLONE_FILES)"},
+	{kcmpFS, "fs context (CLONE_FS)"},
+	{kcmpSighand, "signal handlers (CLONE_SIGHAND)"},
+}
+
+// checkSharing refuses processes of the tree that share memory, their fd table, fs
+// context or signal handlers with another one. Each kind is grouped by sorting the
+// processes with kcmp's ordering: n log n comparisons, not n squared. Shared memory is
+// usually a child between vfork and exec (posix_spawn, shells): transient tells the
+// caller to look again in a moment before refusing it.
+func checkSharing(pids []int, refused *Refusals) (transient bool, err error) {
+	for _, k := range sharedKinds {
+		groups, err := kcmpGroups(pids, k.typ)
+		if err != nil {
+			return false, err
+		}
+		for _, g := range groups {
+			for _, pid := range g[1:] {
+				refused.add(refuse(pid, -1, "shared "+k.name, fmt.Sprintf("shares it with process %d; not supported", g[0])))
+				transient = transient || k.typ == kcmpVM
+			}
+		}
+	}
+	return transient, nil
+}
+
+// kcmpGroups returns the groups of more than one process (in the order of pids) that
+// share the object of kind typ.
+func kcmpGroups(pids []int, typ uintptr) ([][]int, error) {
+	sorted := append([]int(nil), pids...)
+	var ferr error
+	cmp := func(a, b int) int {
+		r, _, e := unix.Syscall6(unix.SYS_KCMP, uintptr(a), uintptr(b), typ, 0, 0, 0)
+		switch {
+		case e != 0:
+			if ferr == nil {
+				ferr = fmt.Errorf("kcmp %d with %d: %w", a, b, e)
+				if e == unix.ESRCH { // one exited since it was checked: look again
+					ferr = &changedError{ferr}
+				}
+			}
+			return 0
+		case r == 1:
+			return -1
+		case r == 2:
+			return 1
+		}
+		return 0
+	}
+	slices.SortStableFunc(sorted, cmp)
+	if ferr != nil {
+		return nil, ferr
+	}
+	order := map[int]int{}
+	for i, pid := range pids {
+		order[pid] = i
+	}
+	var groups [][]int
+	for i := 0; i < len(sorted); {
+		j := i + 1
+		for j < len(sorted) && cmp(sorted[i], sorted[j]) == 0 {
+			j++
+		}
+		if j-i > 1 {
+			g := append([]int(nil), sorted[i:j]...)
+			slices.SortFunc(g, func(a, b int) int { return order[a] - order[b] })
+			groups = append(groups, g)
+		}
+		i = j
+	}
+	return groups, ferr
+}
+
+// describeLocks names the locks of fdinfo "lock:" lines: "a lock (POSIX WRITE)", "2 locks
+// (FLOCK WRITE, OFDLCK READ)".
+func describeLocks(lines []string) string {
+	kinds := make([]string, len(lines))
+	for i, l := range lines {
+		f := strings.Fields(l) // "1:" TYPE ADVISORY|MANDATORY ACCESS PID DEV:INO START END
+		if len(f) >= 4 {
+			kinds[i] = f[1] + " " + f[3]
+		} else {
+			kinds[i] = l
+		}
+	}
+	if len(kinds) == 1 {
+		return "a lock (" + kinds[0] + ")"
+	}
+	return fmt.Sprintf("%d locks (%s)", len(kinds), strings.Join(kinds, ", "))
 }
 
 // isZombie tells whether a process has exited but was not reaped yet.
@@ -191,10 +353,16 @@ func inspectFd(pid, fd int) (*fdDesc, error) {
 	if fdesc.info, err = procfs.ReadFdinfo(pid, fd); err != nil {
 		return nil, err
 	}
+	if len(fdesc.info.Locks) > 0 {
+		return nil, refuse(pid, fd, link, fmt.Sprintf("holds %s: file locks are not dumped (CRIU's --file-locks), and a restore without them would let other writers in",
+			describeLocks(fdesc.info.Locks)))
+	}
 	mode := fdesc.st.Mode & unix.S_IFMT
 	switch {
 	case strings.HasPrefix(link, "pipe:"):
 		fdesc.kind = fdPipe
+	case mode == unix.S_IFIFO && fdesc.st.Nlink == 0:
+		return nil, refuse(pid, fd, "unlinked FIFO "+link, "FIFOs that were deleted are not supported")
 	case mode == unix.S_IFIFO:
 		fdesc.kind = fdFifo
 	case mode == unix.S_IFSOCK:

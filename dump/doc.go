@@ -5,11 +5,14 @@
 //
 // The tree is first inspected through /proc without being touched; what cannot be dumped
 // (sockets, terminals, namespaces other than the dumper's, io_uring, seccomp, processes
-// already traced, zombies, stopped processes, POSIX timers, unlinked files, device and
-// hugetlb mappings, SysV shared memory) is refused then with a *RefusedError naming the
-// process, the fd and the resource. Every thread is then seized (PTRACE_SEIZE +
-// PTRACE_INTERRUPT; threads and children are re-listed until stable) from one locked OS
-// thread. State the tracer can read directly comes from ptrace (registers, XSAVE, signal
+// already traced, zombies, stopped processes, POSIX timers, unlinked files and FIFOs,
+// files with locks held (POSIX, OFD, flock, leases: CRIU's --file-locks is not
+// implemented, and dropping them would let another writer in), processes sharing memory,
+// fd table, fs context or signal handlers (restore gives each its own), device and
+// hugetlb mappings, SysV shared memory) is refused then: all of it at once (Refusals,
+// one *RefusedError each, naming the process, the fd or mapping and the resource). Every
+// thread is then seized (PTRACE_SEIZE + PTRACE_INTERRUPT; threads and children are
+// re-listed until stable) from one locked OS thread. State the tracer can read directly comes from ptrace (registers, XSAVE, signal
 // mask, TLS slots, rseq, pending signals) and /proc; state only the process can report
 // (brk, sigactions, itimers, resource limits, the alternate stack, clear_child_tid, pdeath
 // signal, secure bits, dumpable, THP, child subreaper) comes from system calls injected through an existing
@@ -78,7 +81,6 @@
 //   - Registers of a thread stopped in a restart_syscall-style call (nanosleep) are stored
 //     with -EINTR as CRIU does; a process restored from the set sees the call interrupted.
 //
-// Not supported (refused): see the first paragraph; also 32-bit tasks, shadow stacks,
-// processes sharing memory, fs or signal handlers with another process of the tree (a shared
-// file table is supported), and a chroot.
+// Not supported (refused): see the first paragraph; also 32-bit tasks, shadow stacks and a
+// chroot.
 package dump

@@ -45,11 +45,14 @@ type RefusedError struct {
 	Reason   string // why it cannot be dumped
 }
 
-func (e *RefusedError) Error() string {
+func (e *RefusedError) Error() string { return "cannot dump " + e.what() }
+
+// what says what is refused and why, without the "cannot dump" of the message.
+func (e *RefusedError) what() string {
 	if e.Fd >= 0 {
-		return fmt.Sprintf("cannot dump process %d: fd %d is %s: %s", e.Pid, e.Fd, e.Resource, e.Reason)
+		return fmt.Sprintf("process %d: fd %d is %s: %s", e.Pid, e.Fd, e.Resource, e.Reason)
 	}
-	return fmt.Sprintf("cannot dump process %d: %s: %s", e.Pid, e.Resource, e.Reason)
+	return fmt.Sprintf("process %d: %s: %s", e.Pid, e.Resource, e.Reason)
 }
 
 func refuse(pid, fd int, resource, reason string) error {

@@ -106,7 +106,10 @@ func (d *dumper) checkAndFreeze() error {
 		err := d.precheck()
 		if err == nil {
 			d.stats.freezeStart = time.Now()
-			if err = d.freeze(); err != nil {
+			if err = d.freeze(); err == nil {
+				err = d.checkFrozenSharing()
+			}
+			if err != nil {
 				if terr := d.thaw(); terr != nil {
 					return fmt.Errorf("%w (and resuming the target failed: %v)", err, terr)
 				}
@@ -127,6 +130,24 @@ func (d *dumper) checkAndFreeze() error {
 		case <-time.After(time.Duration(attempt) * 5 * time.Millisecond):
 		}
 	}
+}
+
+// checkFrozenSharing checks the stopped tree for processes sharing kernel objects: one
+// that was born (say, vforked) between the check and the freeze was not checked yet.
+func (d *dumper) checkFrozenSharing() error {
+	pids := make([]int, len(d.procs))
+	for i, p := range d.procs {
+		pids[i] = p.pid
+	}
+	var refused Refusals
+	transient, err := checkSharing(pids, &refused)
+	switch {
+	case err != nil:
+		return err
+	case transient:
+		return &changedError{refused.err()}
+	}
+	return refused.err()
 }
 
 // freeze seizes and interrupts every thread of the tree, re-listing threads and children

@@ -58,9 +58,7 @@ func (d *dumper) collect() error {
 		}
 		p.mem = &memState{vmas: vmas}
 	}
-	if err := d.numberKobjs(); err != nil {
-		return err
-	}
+	d.numberKobjs()
 	s := d.set
 	for _, p := range d.procs {
 		if err := s.numberMM(p); err != nil {
@@ -102,44 +100,15 @@ func (d *dumper) collect() error {
 	return nil
 }
 
-// numberKobjs gives each process its vm/files/fs/sighand ids, sharing an id between
-// processes that share the object (kcmp). Id 1 of each kind is the dumper's own
-// (inventory root_ids); the tree starts at 2.
-func (d *dumper) numberKobjs() error {
-	next := kobjIDs{1, 1, 1, 1}
+// numberKobjs gives each process the ids of its memory, fd table, fs context and signal
+// handlers (ids-PID.img). No two processes of the tree share one (checkSharing refused
+// that, before and after the freeze), so each process gets its own, numbered from 2 in
+// tree order: 1 is the dumper's own (inventory root_ids), which CRIU requires to differ.
+func (d *dumper) numberKobjs() {
 	for i, p := range d.procs {
-		var ids kobjIDs
-		for _, k := range []struct {
-			typ  uintptr
-			get  func(*kobjIDs) *uint32
-			name string
-		}{
-			{kcmpVM, func(x *kobjIDs) *uint32 { return &x.vm }, "memory"},
-			{kcmpFiles, func(x *kobjIDs) *uint32 { return &x.files }, "file table"},
-			{kcmpFS, func(x *kobjIDs) *uint32 { return &x.fs }, "fs context"},
-			{kcmpSighand, func(x *kobjIDs) *uint32 { return &x.sighand }, "signal handlers"},
-		} {
-			for _, q := range d.procs[:i] {
-				r, _, e := unix.Syscall6(unix.SYS_KCMP, uintptr(p.pid), uintptr(q.pid), k.typ, 0, 0, 0)
-				if e != 0 {
-					return fmt.Errorf("kcmp %d with %d: %w", p.pid, q.pid, e)
-				}
-				if r == 0 {
-					if k.typ != kcmpFiles {
-						return refuse(p.pid, -1, "shared "+k.name, fmt.Sprintf("shares its %s with process %d; not supported", k.name, q.pid))
-					}
-					*k.get(&ids) = *k.get(&q.ids)
-					break
-				}
-			}
-			if *k.get(&ids) == 0 {
-				*k.get(&next)++
-				*k.get(&ids) = *k.get(&next)
-			}
-		}
-		p.ids = ids
+		n := uint32(i + 2)
+		p.ids = kobjIDs{vm: n, files: n, fs: n, sighand: n}
 	}
-	return nil
 }
 
 // scanShmem finds the pages of a shmem object that hold data (SEEK_DATA/SEEK_HOLE: pages

@@ -259,6 +259,10 @@ type Fdinfo struct {
 	Pos   uint64
 	Flags uint32
 	MntID int32
+	// Locks are the file locks held through this fd, one "lock:" line each
+	// ("1: POSIX  ADVISORY  WRITE 1234 00:2a:12 0 EOF"): POSIX locks of the process,
+	// OFD locks and flocks of the open file description, leases.
+	Locks []string
 	Extra map[string]string // the other lines, by key
 }
 
@@ -287,6 +291,8 @@ func ReadFdinfo(pid, fd int) (*Fdinfo, error) {
 			var m int64
 			m, err = strconv.ParseInt(v, 10, 32)
 			fi.MntID = int32(m)
+		case "lock":
+			fi.Locks = append(fi.Locks, v)
 		default:
 			fi.Extra[k] = v
 		}

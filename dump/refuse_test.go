@@ -1,0 +1,74 @@
+package dump
+
+import (
+	"context"
+	"errors"
+	"strings"
+	"testing"
+
+	"github.com/imgtool/imgtool/internal/procfs"
+)
+
+// refusedAtOnce dumps a launched program that must be refused before any thread is
+// seized, and returns every refusal.
+func refusedAtOnce(t *testing.T, mode string) Refusals {
+	t.Helper()
+	tg := launch(t, "refusals", mode)
+	seized := seizes.Load()
+	err := Dump(context.Background(), Options{Pid: tg.Pid}, newDirSink(t))
+	if n := seizes.Load() - seized; n != 0 {
+		t.Errorf("the refusal came after %d thread(s) were seized", n)
+	}
+	if err == nil {
+		t.Fatal("the dump succeeded")
+	}
+	if strings.Contains(err.Error(), "\n") {
+		t.Errorf("not one line: %q", err)
+	}
+	var all Refusals
+	var one *RefusedError
+	switch {
+	case errors.As(err, &all):
+	case errors.As(err, &one):
+		all = Refusals{one}
+	default:
+		t.Fatalf("err = %v, want a refusal", err)
+	}
+	if st, _ := procfs.ReadStatus(procfs.Path(tg.Pid, "status")); st["TracerPid"] != "0" || st["State"][0] == 'T' {
+		t.Errorf("target left traced or stopped: %v %v", st["TracerPid"], st["State"])
+	}
+	return all
+}
+
+// TestRefuseFileLocks: a process holding file locks is refused, every lock at once
+// (POSIX, OFD and flock), naming fd and lock: dumped without them, the restored program
+// would write while another writer thinks it holds the file (SQLite loses data so).
+func TestRefuseFileLocks(t *testing.T) {
+	all := refusedAtOnce(t, "locks")
+	want := []string{"posix.db: holds a lock (POSIX WRITE)", "ofd.db: holds a lock (OFDLCK READ)", "flock.db: holds a lock (FLOCK WRITE)"}
+	if len(all) != len(want) {
+		t.Fatalf("%d refusals, want %d: %v", len(all), len(want), all)
+	}
+	for _, w := range want {
+		if !strings.Contains(all.Error(), w) {
+			t.Errorf("%q does not say %q", all.Error(), w)
+		}
+	}
+}
+
+// TestRefuseDeletedFIFO: a FIFO whose name is gone cannot be reopened by a restore.
+func TestRefuseDeletedFIFO(t *testing.T) {
+	all := refusedAtOnce(t, "fifo")
+	if len(all) != 1 || !strings.Contains(all[0].Error(), "unlinked FIFO") || all[0].Fd < 0 {
+		t.Errorf("refusals %v, want the unlinked FIFO's fd", all)
+	}
+}
+
+// TestRefuseSharedFdTable: restore gives every process its own fd table, so a tree whose
+// processes share one (CLONE_FILES) is refused, before anything is touched.
+func TestRefuseSharedFdTable(t *testing.T) {
+	all := refusedAtOnce(t, "files")
+	if len(all) != 1 || !strings.Contains(all[0].Error(), "shared fd table (CLONE_FILES): shares it with process") {
+		t.Errorf("refusals %v, want the shared fd table", all)
+	}
+}

@@ -1,0 +1,64 @@
+/* refusals: a process holding what imgtool dump must refuse, chosen by argv[1]:
+ *   locks  a POSIX write lock, an OFD read lock and a flock, on three files
+ *   fifo   an open FIFO whose name was deleted
+ *   files  a child that shares the fd table (clone CLONE_FILES)
+ * It prints "pid=N" once set up, then sleeps. */
+#define _GNU_SOURCE
+#include <fcntl.h>
+#include <sched.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/file.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+static int open_file(const char *name)
+{
+	int fd = open(name, O_RDWR | O_CREAT, 0600);
+	if (fd < 0 || write(fd, "0123456789", 10) != 10) {
+		perror(name);
+		exit(1);
+	}
+	return fd;
+}
+
+static int sleeper(void *arg)
+{
+	(void)arg;
+	for (;;)
+		pause();
+	return 0;
+}
+
+int main(int argc, char **argv)
+{
+	const char *mode = argc > 1 ? argv[1] : "";
+	if (!strcmp(mode, "locks")) {
+		struct flock posix = { .l_type = F_WRLCK, .l_whence = SEEK_SET, .l_start = 0, .l_len = 4 };
+		if (fcntl(open_file("posix.db"), F_SETLK, &posix)) { perror("F_SETLK"); return 1; }
+		struct flock ofd = { .l_type = F_RDLCK, .l_whence = SEEK_SET, .l_start = 2, .l_len = 2 };
+		if (fcntl(open_file("ofd.db"), F_OFD_SETLK, &ofd)) { perror("F_OFD_SETLK"); return 1; }
+		if (flock(open_file("flock.db"), LOCK_EX)) { perror("flock"); return 1; }
+	} else if (!strcmp(mode, "fifo")) {
+		if (mkfifo("gone.fifo", 0600) || open("gone.fifo", O_RDWR) < 0 || unlink("gone.fifo")) {
+			perror("fifo");
+			return 1;
+		}
+	} else if (!strcmp(mode, "files")) {
+		static char stack[64 << 10];
+		if (clone(sleeper, stack + sizeof(stack), CLONE_FILES | SIGCHLD, NULL) < 0) {
+			perror("clone");
+			return 1;
+		}
+	} else {
+		fprintf(stderr, "usage: refusals locks|fifo|files\n");
+		return 2;
+	}
+	printf("pid=%d\n", getpid());
+	fflush(stdout);
+	for (;;)
+		pause();
+}
