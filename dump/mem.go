@@ -42,22 +42,59 @@ type memState struct {
 	pagesID uint32
 }
 
-// zeroPFN returns the page frame of the kernel's shared zero page (0 when PFNs are hidden):
-// anonymous pages that map it were only ever read and are not dumped, as CRIU does.
-var zeroPFN = sync.OnceValue(func() uint64 {
-	m, err := unix.Mmap(-1, 0, pageSize, unix.PROT_READ, unix.MAP_PRIVATE|unix.MAP_ANONYMOUS)
+// zeroFrames are the page frames of the kernel's shared zero pages: the 4 KiB one, and
+// the 2 MiB huge one (512 frames) that read faults map in transparent-huge-page areas.
+// Anonymous pages that map them were only ever read and are not dumped, as CRIU does.
+// Frames are 0 when the kernel hides them (no CAP_SYS_ADMIN): every page is dumped then.
+type zeroFrames struct {
+	small          uint64
+	hugeBase, huge uint64 // the huge zero page's frames: [hugeBase, hugeBase+huge)
+}
+
+func (z zeroFrames) has(pfn uint64) bool {
+	return z.small != 0 && pfn == z.small || z.huge != 0 && pfn-z.hugeBase < z.huge
+}
+
+// hugePage is the size of a transparent huge page on x86-64.
+const hugePage = 2 << 20
+
+// zeroPFNs finds the zero pages' frames once, by read-faulting areas of our own. The
+// faults are made by madvise(MADV_POPULATE_READ), which the compiler cannot drop (a
+// plain read of the mapping that nothing uses can be).
+var zeroPFNs = sync.OnceValue(func() zeroFrames {
+	var z zeroFrames
+	z.small = readFaultedFrame(pageSize, false)
+	if hz := readFaultedFrame(hugePage, true); hz != 0 && hz != z.small && hz%(hugePage/pageSize) == 0 {
+		z.hugeBase, z.huge = hz, hugePage/pageSize
+	}
+	return z
+})
+
+// readFaultedFrame maps size bytes of private anonymous memory (2 MiB aligned, with
+// MADV_HUGEPAGE, when huge), read-faults it and returns the frame of its first page, 0
+// if the kernel does not say.
+func readFaultedFrame(size uint64, huge bool) uint64 {
+	m, err := unix.Mmap(-1, 0, int(size+hugePage), unix.PROT_READ, unix.MAP_PRIVATE|unix.MAP_ANONYMOUS)
 	if err != nil {
 		return 0
 	}
 	defer unix.Munmap(m)
-	_ = *(*byte)(unsafe.Pointer(&m[0])) // fault the zero page in
+	base := uintptr(unsafe.Pointer(&m[0]))
+	off := (hugePage - base%hugePage) % hugePage
+	area := m[off : off+uintptr(size)]
+	if huge && unix.Madvise(area, unix.MADV_HUGEPAGE) != nil {
+		return 0
+	}
+	if unix.Madvise(area, unix.MADV_POPULATE_READ) != nil {
+		return 0
+	}
 	f, err := os.Open("/proc/self/pagemap")
 	if err != nil {
 		return 0
 	}
 	defer f.Close()
 	var b [8]byte
-	if _, err := f.ReadAt(b[:], int64(uintptr(unsafe.Pointer(&m[0]))/pageSize*8)); err != nil {
+	if _, err := f.ReadAt(b[:], int64((base+off)/pageSize*8)); err != nil {
 		return 0
 	}
 	e := le64(b[:])
@@ -65,7 +102,7 @@ var zeroPFN = sync.OnceValue(func() uint64 {
 		return 0
 	}
 	return e & pmePFNMask
-})
+}
 
 // scanPages reads /proc/PID/pagemap for every mapping with private pages and returns the
 // runs of pages to dump, in address order.
@@ -75,7 +112,7 @@ func (d *dumper) scanPages(pid int, vmas []*vmaDesc) ([]pageRun, uint64, error) 
 		return nil, 0, fmt.Errorf("open pagemap of %d: %w", pid, err)
 	}
 	defer f.Close()
-	zero := zeroPFN()
+	zero := zeroPFNs()
 	var runs []pageRun
 	var total uint64
 	add := func(addr uint64, flags uint32, viaMem bool) {
@@ -129,7 +166,7 @@ func (d *dumper) scanPages(pid int, vmas []*vmaDesc) ([]pageRun, uint64, error) 
 					dump = true
 				case e&pmePresent == 0:
 				case v.kind == vmaAnon:
-					dump = zero == 0 || e&pmePFNMask != zero
+					dump = !zero.has(e & pmePFNMask)
 				default: // private file mapping: only pages copied on write
 					dump = e&pmeFile == 0
 				}

@@ -12,6 +12,9 @@ import (
 	"strings"
 	"sync"
 	"testing"
+
+	"github.com/imgtool/imgtool/image"
+	"github.com/imgtool/imgtool/internal/testproc"
 )
 
 // atSink is a dirSink whose pages files take their bytes from an io.ReaderAt
@@ -105,5 +108,37 @@ func TestDumpPagesReadAt(t *testing.T) {
 	}
 	if _, err := os.Stat(filepath.Join(s.dir, fmt.Sprintf("pagemap-%d.img", tg.Pid))); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// TestReadOnlyPagesNotDumped: pages only ever read map the shared zero page (or the huge
+// zero page in a THP area) and hold nothing: they are left out of the pagemap, as CRIU
+// leaves them out, while a written page next to them is saved.
+func TestReadOnlyPagesNotDumped(t *testing.T) {
+	testproc.RequireRoot(t)
+	tg := launch(t, "readonly")
+	var a, b, c uint64
+	if _, err := fmt.Sscanf(tg.ReadLog(t), "a=0x%x b=0x%x c=0x%x", &a, &b, &c); err != nil {
+		t.Fatalf("%v: %q", err, tg.ReadLog(t))
+	}
+	s := dumpTarget(t, tg.Pid, true)
+	pm, err := image.NewPageMap(readImg(t, s.dir, fmt.Sprintf("pagemap-%d.img", tg.Pid)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	const mb = 1 << 20
+	for _, e := range pm.Entries {
+		start, end := e.GetVaddr(), e.GetVaddr()+image.NrPages(e)*pageSize
+		for _, r := range []struct {
+			name     string
+			lo, size uint64
+		}{{"read-only area", a, 16 * mb}, {"read-only THP area", b, 8 * mb}} {
+			if start < r.lo+r.size && r.lo < end {
+				t.Errorf("pagemap entry %#x-%#x covers the %s %#x-%#x", start, end, r.name, r.lo, r.lo+r.size)
+			}
+		}
+	}
+	if got := readDumped(t, s.dir, tg.Pid, c+pageSize, 1); len(got) != 1 || got[0] != 42 {
+		t.Errorf("the written page is not saved: %v", got)
 	}
 }
