@@ -53,6 +53,9 @@ func (d *dumper) precheck() error {
 	if err != nil {
 		return err
 	}
+	if err := checkFdOwners(pids, &refused); err != nil {
+		return err
+	}
 	if transient {
 		return &changedError{refused.err()}
 	}

@@ -176,8 +176,9 @@ func collectSched(tid int, s *threadState) error {
 	if e != 0 {
 		return fmt.Errorf("read scheduling policy of thread %d: %w", tid, e)
 	}
-	s.schedPolicy = uint32(pol) &^ unix.SCHED_RESET_ON_FORK
-	if s.schedPolicy == unix.SCHED_FIFO || s.schedPolicy == unix.SCHED_RR {
+	// CRIU's sched_policy keeps SCHED_RESET_ON_FORK, the flag sched_setscheduler takes back.
+	s.schedPolicy = uint32(pol)
+	if p := s.schedPolicy &^ unix.SCHED_RESET_ON_FORK; p == unix.SCHED_FIFO || p == unix.SCHED_RR {
 		var prio int32
 		_, _, e := unix.Syscall(unix.SYS_SCHED_GETPARAM, uintptr(tid), uintptr(unsafe.Pointer(&prio)), 0)
 		if e != 0 {

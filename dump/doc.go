@@ -8,8 +8,10 @@
 // already traced, zombies, stopped processes, POSIX timers, unlinked files and FIFOs,
 // files with locks held (POSIX, OFD, flock, leases: CRIU's --file-locks is not
 // implemented, and dropping them would let another writer in), processes sharing memory,
-// fd table, fs context or signal handlers (restore gives each its own), device and
-// hugetlb mappings, SysV shared memory) is refused then: all of it at once (Refusals,
+// fd table, fs context or signal handlers (restore gives each its own), files whose
+// owner (F_SETOWN) is outside the tree (a restore sets it by number), device and
+// hugetlb mappings, memory locked on fault (MLOCK_ONFAULT: vma_entry has no place for
+// it), SysV shared memory) is refused then: all of it at once (Refusals,
 // one *RefusedError each, naming the process, the fd or mapping and the resource). Every
 // thread is then seized (PTRACE_SEIZE + PTRACE_INTERRUPT; threads and children are
 // re-listed until stable) from one locked OS thread. State the tracer can read directly comes from ptrace (registers, XSAVE, signal
@@ -20,10 +22,16 @@
 // is removed again before memory is read. Pages are selected from /proc/PID/pagemap and
 // copied with batched process_vm_readv (/proc/PID/mem for unreadable areas) by a reader
 // goroutine while the caller writes; shared memory objects are read through the objects
-// themselves (SEEK_DATA/SEEK_HOLE). Pipe and FIFO contents are copied with tee(2), never
-// consumed. Registers are stored restart-fixed like CRIU's; when the tree is resumed its
-// threads get their exact original registers back and pass one more interrupt stop, so the
-// kernel restarts interrupted system calls itself.
+// themselves (SEEK_DATA/SEEK_HOLE; the bytes of the last page past the end of the object
+// through a mapping, as CRIU reads them). Locked memory ("lo" in smaps) is recorded as
+// MAP_LOCKED in vma_entry.flags, the access mode of a mapped file (the mode of its
+// map_files link) in fdflags, the scheduling policy with SCHED_RESET_ON_FORK, file owners
+// and their signals in fown_entry (a FIFO's in its reg entry), all as CRIU does; a
+// mlockall(MCL_FUTURE) of the process is not visible and not recorded. Pipe and FIFO
+// contents are copied with tee(2), never consumed. Registers are stored restart-fixed
+// like CRIU's; when the tree is resumed its threads get their exact original registers
+// back and pass one more interrupt stop, so the kernel restarts interrupted system calls
+// itself.
 //
 // Refusals come from the checks, before any thread is seized (tests count the seizes).
 // The one exception is a process that appears between the check and the freeze: it is

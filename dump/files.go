@@ -23,6 +23,8 @@ import (
 const (
 	kcmpFile       = 0
 	fGetownerUids  = 17 // F_GETOWNER_UIDS
+	fOwnerTid      = 0  // f_owner_ex types: F_OWNER_TID, F_OWNER_PID, F_OWNER_PGRP
+	fOwnerPgrp     = 2
 	fGetSeals      = 1034
 	maxPipeData    = 1 << 20 // F_GETPIPE_SZ cap for unprivileged pipes is 1 MiB; root may go higher
 	maxPipeDataAbs = 256 << 20
@@ -294,8 +296,9 @@ func (s *setState) numberFds(p *process, fds []*fdDesc) error {
 					Flags: proto.Uint32(flags), Fown: own}
 			case fdFifo:
 				regID := s.newID()
-				s.files = append(s.files, &fdinfo.FileEntry{Type: fdinfo.FdTypes_REG.Enum(), Id: proto.Uint32(regID),
-					Reg: regEntry(regID, flags, f.info.Pos, f.link, &f.st, open)})
+				reg := regEntry(regID, flags, f.info.Pos, f.link, &f.st, open)
+				reg.Fown = own // a FIFO's owner is in its reg entry, as CRIU has it
+				s.files = append(s.files, &fdinfo.FileEntry{Type: fdinfo.FdTypes_REG.Enum(), Id: proto.Uint32(regID), Reg: reg})
 				entry.Fifo = &fifo.FifoEntry{Id: proto.Uint32(id), PipeId: proto.Uint32(uint32(f.st.Ino)),
 					RegfId: proto.Uint32(regID)}
 			}
@@ -325,6 +328,73 @@ func (s *setState) sharedID(pid, fd int, k devIno) (uint32, bool, error) {
 		}
 	}
 	return 0, false, nil
+}
+
+// checkFdOwners refuses every fd of the tree whose owner (F_SETOWN) is a thread, process
+// or process group outside it: a restore sets the owner by its number (as CRIU does), and
+// that number then names another process or none. A process group counts as in the tree
+// when its leader is (only those are restored). pids is the whole tree; it reads the
+// owners through pidfd_getfd and touches nothing, for precheck.
+func checkFdOwners(pids []int, refused *Refusals) error {
+	procs, tids := map[int]bool{}, map[int]bool{}
+	for _, pid := range pids {
+		procs[pid] = true
+		ts, err := procfs.ListNumeric(procfs.Path(pid, "task"))
+		if err != nil && !vanished(err) {
+			return fmt.Errorf("list threads of %d: %w", pid, err)
+		}
+		for _, t := range ts {
+			tids[t] = true
+		}
+	}
+	for _, pid := range pids {
+		if err := checkOwnersOf(pid, procs, tids, refused); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// checkOwnersOf checks the owners of the fds of one process (see checkFdOwners).
+func checkOwnersOf(pid int, procs, tids map[int]bool, refused *Refusals) error {
+	pidfd, err := unix.PidfdOpen(pid, 0)
+	if err != nil {
+		if vanished(err) {
+			return nil
+		}
+		return fmt.Errorf("pidfd_open %d: %w", pid, err)
+	}
+	defer unix.Close(pidfd)
+	fds, err := procfs.ListNumeric(procfs.Path(pid, "fd"))
+	if err != nil {
+		if vanished(err) {
+			return nil
+		}
+		return fmt.Errorf("list fds of %d: %w", pid, err)
+	}
+	for _, fd := range fds {
+		own, err := fdOwner(pidfd, fd)
+		if err != nil {
+			if errors.Is(err, unix.EBADF) || vanished(err) {
+				continue // closed meanwhile; the frozen tree is inspected again
+			}
+			return fmt.Errorf("process %d fd %d: %w", pid, fd, err)
+		}
+		o := int(own.GetPid())
+		var in bool
+		switch own.GetPidType() {
+		case fOwnerTid:
+			in = tids[o]
+		case fOwnerPgrp:
+			in = procs[o]
+		default: // F_OWNER_PID: a process, or a thread named by its id
+			in = tids[o]
+		}
+		if o != 0 && !in {
+			refused.add(refuse(pid, fd, "file owner", fmt.Sprintf("its owner (F_SETOWN) %d is outside the tree; not supported", o)))
+		}
+	}
+	return nil
 }
 
 // fdOwner reads the F_SETOWN owner of an fd (CRIU's fown_entry).

@@ -11,9 +11,9 @@ import (
 
 // refusedAtOnce dumps a launched program that must be refused before any thread is
 // seized, and returns every refusal.
-func refusedAtOnce(t *testing.T, mode string) Refusals {
+func refusedAtOnce(t *testing.T, prog string, args ...string) Refusals {
 	t.Helper()
-	tg := launch(t, "refusals", mode)
+	tg := launch(t, prog, args...)
 	seized := seizes.Load()
 	err := Dump(context.Background(), Options{Pid: tg.Pid}, newDirSink(t))
 	if n := seizes.Load() - seized; n != 0 {
@@ -44,7 +44,7 @@ func refusedAtOnce(t *testing.T, mode string) Refusals {
 // (POSIX, OFD and flock), naming fd and lock: dumped without them, the restored program
 // would write while another writer thinks it holds the file (SQLite loses data so).
 func TestRefuseFileLocks(t *testing.T) {
-	all := refusedAtOnce(t, "locks")
+	all := refusedAtOnce(t, "refusals", "locks")
 	want := []string{"posix.db: holds a lock (POSIX WRITE)", "ofd.db: holds a lock (OFDLCK READ)", "flock.db: holds a lock (FLOCK WRITE)"}
 	if len(all) != len(want) {
 		t.Fatalf("%d refusals, want %d: %v", len(all), len(want), all)
@@ -58,7 +58,7 @@ func TestRefuseFileLocks(t *testing.T) {
 
 // TestRefuseDeletedFIFO: a FIFO whose name is gone cannot be reopened by a restore.
 func TestRefuseDeletedFIFO(t *testing.T) {
-	all := refusedAtOnce(t, "fifo")
+	all := refusedAtOnce(t, "refusals", "fifo")
 	if len(all) != 1 || !strings.Contains(all[0].Error(), "unlinked FIFO") || all[0].Fd < 0 {
 		t.Errorf("refusals %v, want the unlinked FIFO's fd", all)
 	}
@@ -67,8 +67,28 @@ func TestRefuseDeletedFIFO(t *testing.T) {
 // TestRefuseSharedFdTable: restore gives every process its own fd table, so a tree whose
 // processes share one (CLONE_FILES) is refused, before anything is touched.
 func TestRefuseSharedFdTable(t *testing.T) {
-	all := refusedAtOnce(t, "files")
+	all := refusedAtOnce(t, "refusals", "files")
 	if len(all) != 1 || !strings.Contains(all[0].Error(), "shared fd table (CLONE_FILES): shares it with process") {
 		t.Errorf("refusals %v, want the shared fd table", all)
+	}
+}
+
+// TestRefuseOwnerOutsideTheTree: an fd whose owner (F_SETOWN) is outside the tree would
+// signal whatever process gets that number after a restore: refused, before anything is
+// touched.
+func TestRefuseOwnerOutsideTheTree(t *testing.T) {
+	all := refusedAtOnce(t, "fownout", "parent")
+	if len(all) != 1 || all[0].Fd != 3 || !strings.Contains(all[0].Error(), "is outside the tree") {
+		t.Errorf("refusals %v, want fd 3's owner", all)
+	}
+}
+
+// TestDumpRefusesLockOnFault: memory locked on fault (mlock2 MLOCK_ONFAULT) has no field
+// in vma_entry; a restore would lock, and fault in, every page. It is refused before the
+// tree is touched.
+func TestDumpRefusesLockOnFault(t *testing.T) {
+	all := refusedAtOnce(t, "lockonfault")
+	if len(all) != 1 || !strings.Contains(all[0].Error(), "locked on fault") {
+		t.Errorf("refusals %v, want the memory locked on fault", all)
 	}
 }

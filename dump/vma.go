@@ -74,7 +74,10 @@ func classifyVMA(pid int, v *procfs.Mapping) (*vmaDesc, error) {
 		case "gd":
 			e.flags |= unix.MAP_GROWSDOWN
 		case "lo":
-			e.flags |= unix.MAP_LOCKED
+			e.flags |= unix.MAP_LOCKED // CRIU's record of VM_LOCKED; restore locks it again
+		case "lf":
+			// VM_LOCKONFAULT has no place in vma_entry: a restore would lock every page.
+			return nil, refuse(pid, -1, fmt.Sprintf("mapping %#x-%#x", v.Start, v.End), "memory locked on fault (MLOCK_ONFAULT, MCL_ONFAULT) is not supported")
 		case "nr":
 			e.flags |= unix.MAP_NORESERVE
 		case "ht":
@@ -141,15 +144,14 @@ func classifyVMA(pid int, v *procfs.Mapping) (*vmaDesc, error) {
 	e.pgoff = v.Pgoff
 	e.path = v.Path
 	e.mapFile = procfs.Path(pid, "map_files", fmt.Sprintf("%x-%x", v.Start, v.End))
-	if err := unix.Stat(e.mapFile, &e.st); err != nil {
+	var err error
+	if err = unix.Stat(e.mapFile, &e.st); err != nil {
 		return nil, fmt.Errorf("process %d: stat %s (%s): %w", pid, e.mapFile, v.Path, err)
 	}
-	e.hasFdflags = true
-	if v.Shared && v.Write {
-		e.fdflags = unix.O_RDWR
-	} else {
-		e.fdflags = unix.O_RDONLY
+	if e.fdflags, err = mapFileAccess(e.mapFile); err != nil {
+		return nil, fmt.Errorf("process %d: %s (%s): %w", pid, e.mapFile, v.Path, err)
 	}
+	e.hasFdflags = true
 	isShmem := strings.HasPrefix(v.Path, "/memfd:") || v.Path == "/dev/zero (deleted)"
 	switch mode := e.st.Mode & unix.S_IFMT; {
 	case isShmem && mode == unix.S_IFREG:
@@ -177,6 +179,25 @@ func classifyVMA(pid int, v *procfs.Mapping) (*vmaDesc, error) {
 		return nil, refuse(pid, -1, where, "mappings of devices are not supported")
 	}
 	return e, nil
+}
+
+// mapFileAccess returns the access mode of the file a mapping was made from, as CRIU 4.2
+// records it in vma_entry.fdflags: the map_files link's own mode says whether that file was
+// opened for reading (0400) and for writing (0200). A restore must open the file the same
+// way: a MAP_SHARED mapping of a file opened O_RDWR may be mprotect()ed writable later,
+// even if it is mapped read-only now.
+func mapFileAccess(mapFile string) (uint32, error) {
+	var lst unix.Stat_t
+	if err := unix.Lstat(mapFile, &lst); err != nil {
+		return 0, err
+	}
+	switch lst.Mode & 0o600 {
+	case 0o200:
+		return unix.O_WRONLY, nil
+	case 0o600:
+		return unix.O_RDWR, nil
+	}
+	return unix.O_RDONLY, nil
 }
 
 // buildVMAs classifies every mapping of a process and merges the vvar areas into one entry

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"runtime/debug"
 	"time"
 
 	criu_core "github.com/checkpoint-restore/go-criu/v8/crit/images/criu-core"
@@ -390,7 +391,7 @@ func (d *dumper) writeShmem(m *memfdInode) error {
 				return err
 			}
 			n := min(uint64(len(buf)), r.n*pageSize-off)
-			if _, err := f.ReadAt(buf[:n], int64(r.addr+off)); err != nil && err != io.EOF {
+			if err := readShmem(f, int64(r.addr+off), buf[:n]); err != nil {
 				return fmt.Errorf("read shared memory %s at %#x: %w", m.entry.GetName(), r.addr+off, err)
 			}
 			if _, err := w.Write(buf[:n]); err != nil {
@@ -402,6 +403,42 @@ func (d *dumper) writeShmem(m *memfdInode) error {
 	}
 	d.stats.shpagesWritten += m.pages
 	return d.finish(w)
+}
+
+// readShmem fills b with the shmem object's bytes at off. Those of the last page past the
+// end of the object cannot be read(2), but a mapping sees (and may have written) them and
+// CRIU dumps the whole page through one; so are they read here (readPastEOF).
+func readShmem(f *os.File, off int64, b []byte) error {
+	n, err := f.ReadAt(b, off)
+	if err == io.EOF {
+		return readPastEOF(f, off+int64(n), b[n:])
+	}
+	return err
+}
+
+// readPastEOF reads the bytes at off, past the end of the object but inside its last page,
+// through a mapping of that page. A fault (the object shrank meanwhile) is an error.
+func readPastEOF(f *os.File, off int64, b []byte) (err error) {
+	page := off &^ (pageSize - 1)
+	if len(b) == 0 {
+		return nil
+	}
+	if off+int64(len(b)) > page+pageSize {
+		return fmt.Errorf("%d bytes at %#x are past the last page", len(b), off)
+	}
+	m, err := unix.Mmap(int(f.Fd()), page, pageSize, unix.PROT_READ, unix.MAP_SHARED)
+	if err != nil {
+		return fmt.Errorf("mapping the last page: %w", err)
+	}
+	defer unix.Munmap(m)
+	defer debug.SetPanicOnFault(debug.SetPanicOnFault(true))
+	defer func() {
+		if r := recover(); r != nil {
+			err = fmt.Errorf("reading the last page: %v", r)
+		}
+	}()
+	copy(b, m[off-page:])
+	return nil
 }
 
 func (d *dumper) writePipeData(name, kind string, pipes []pipeData) error {

@@ -371,7 +371,8 @@ func (f *interruptFixture) checkStopped(t *testing.T, op signalOp, where string,
 		}
 	}
 	if op.inPlace {
-		if m[4] != target {
+		// "before writing anything" needs no word on the set: it was not opened.
+		if m[4] != target && !strings.Contains(stderr, "before writing anything") {
 			t.Errorf("%s: %q does not say %s is unchanged", where, stderr, target)
 		}
 		if !equalSums(rawSums(t, target), f.sums(t, op.src)) {

@@ -33,9 +33,11 @@
 //     killed; imgtool is a child subreaper, so the root becomes imgtool's child. Every open
 //     file description of the set is created once, in imgtool (files opened at their
 //     offsets and flags, pipes and FIFOs with their queued bytes, memfds filled from their
-//     shmem pages: pagemap-shmem-<shmid>.img), and handed to the root with pidfd_getfd at a slot above every fd
-//     number. Each other process is cloned, with its PID, from its parent, and inherits
-//     the slots. setsid/setpgid give sessions and groups as each process is born.
+//     shmem pages: pagemap-shmem-<shmid>.img, the bytes of the last page past the end of the
+//     memfd written through a mapping, F_SETSIG signals set), and handed to the root with
+//     pidfd_getfd at a slot above every fd number. Each other process is cloned, with its
+//     PID, from its parent, and inherits the slots. setsid/setpgid give sessions and
+//     groups as each process is born.
 //  3. Each process then rebuilds itself: vvar, vvar_vclock and vDSO are mremapped to the
 //     saved addresses (CRIU 4.2 saves vvar and vvar_vclock as one entry; it is split at
 //     this kernel's sizes), every VMA is mapped at its address with MAP_FIXED_NOREPLACE
@@ -47,12 +49,19 @@
 //     and PROT_NONE mappings) go through /proc/PID/mem. The dumped vDSO pages are skipped
 //     (this kernel's vDSO is used). PR_SET_MM_MAP sets the
 //     mm fields and exe; then signal actions, personality, root, cwd, umask, fds (dup3 from
-//     the slots, close-on-exec as saved), threads (clone3 with CLONE_THREAD and set_tid),
-//     per-thread name, altstack, robust list, clear_child_tid, rseq,
-//     nice and policy, interval timers, the slots closed, resource limits (set by the process
-//     itself: prlimit on another uid's process needs CAP_SYS_RESOURCE), credentials (only
-//     when they differ from imgtool's), parent death signals (a credential change clears
-//     them), dumpable, pending signals queued (still blocked), the scratch area unmapped.
+//     the slots, close-on-exec as saved, O_ASYNC turned on by the process on its own fd
+//     number, which the kernel reports as si_fd), threads (clone3 with CLONE_THREAD and
+//     set_tid), per-thread name, altstack, robust list, clear_child_tid, rseq, nice and
+//     policy (SCHED_RESET_ON_FORK included), interval timers, the slots closed, memory locks
+//     (mlock of every area saved with MAP_LOCKED, taken with imgtool's credentials and
+//     limits: a process may lock memory and then lower RLIMIT_MEMLOCK or drop its
+//     privileges), resource limits (set by the process itself: prlimit on another uid's
+//     process needs CAP_SYS_RESOURCE), credentials (only when they differ from imgtool's),
+//     parent death signals (a credential change clears them), dumpable, child subreaper,
+//     pending signals queued (still blocked), the scratch area unmapped. Once every process
+//     and thread exists, file owners (F_SETOWN_EX) are set from imgtool's tracer thread
+//     under the saved uid and euid (the kernel keeps them with the owner and checks them
+//     before each signal; without CAP_SETUID only imgtool's own can be set).
 //  4. Finally every thread gets its signal mask, its XSAVE area (rebuilt at this CPU's
 //     CPUID leaf 0xD offsets) and its registers (orig_rax = -1: they are stored
 //     restart-fixed), and all threads are detached one after another.
@@ -72,10 +81,11 @@
 // mappings, incremental (parent) sets, processes sharing memory or fd tables (CLONE_VM,
 // CLONE_FILES between processes), and 32-bit tasks. Not restored at all: namespaces (the
 // tree is restored into imgtool's namespaces; time namespaces are ignored, so
-// CLOCK_MONOTONIC does not jump back), cgroups, file locks, fown (F_SETOWN) settings, LDT
-// and GDT TLS entries, membarrier registrations, loginuid, oom_score_adj, child_subreaper,
-// the shadow stack. A session or process group whose leader is not in the tree is left as
-// inherited from imgtool, like CRIU's shell jobs.
+// CLOCK_MONOTONIC does not jump back), cgroups, file locks, LDT and GDT TLS entries,
+// membarrier registrations, loginuid, oom_score_adj, mlockall(MCL_FUTURE) (no image field
+// records it), the shadow stack. Which fd of a description shared by several fds turned
+// O_ASYNC on is not saved: the first one restored does. A session or process group whose
+// leader is not in the tree is left as inherited from imgtool, like CRIU's shell jobs.
 //
 // Shared memory: CRIU 4.2 and imgtool dump save MAP_SHARED|MAP_ANONYMOUS memory as a memfd
 // named "/dev/zero" (VMA_FILE_SHARED|VMA_AREA_MEMFD, shmid a MEMFD file id). Each memfd

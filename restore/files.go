@@ -22,6 +22,8 @@ type descriptions struct {
 	shm    map[uint64]*os.File // shared anonymous memory, by shmid
 	pipes  map[uint32]*pipePair
 	fifos  map[uint32]*os.File // a reading and writing end of each FIFO, by pipe_id
+	owned  map[uint32]*os.File // descriptions with a saved owner, kept for setOwners
+	async  map[uint32]bool     // descriptions O_ASYNC was turned on for (setAsync)
 }
 
 // pipePair is one pipe, by pipe_id, and which of its ends a description already took.
@@ -42,6 +44,9 @@ func (d *descriptions) close() {
 		p.ends[1].Close()
 	}
 	for _, f := range d.fifos {
+		f.Close()
+	}
+	for _, f := range d.owned {
 		f.Close()
 	}
 }
@@ -81,6 +86,8 @@ func (r *restorer) createDescriptions(root *process) (*descriptions, error) {
 		shm:    map[uint64]*os.File{},
 		pipes:  map[uint32]*pipePair{},
 		fifos:  map[uint32]*os.File{},
+		owned:  map[uint32]*os.File{},
+		async:  map[uint32]bool{},
 	}
 	t := root.leader()
 	for i, id := range usedFiles(r.pl) {
@@ -89,8 +96,17 @@ func (r *restorer) createDescriptions(root *process) (*descriptions, error) {
 			d.close()
 			return nil, err
 		}
-		fd, err := r.transfer(root, f)
-		f.Close()
+		own := ownerOf(r.pl, r.pl.files[id])
+		err = setSignal(f, own)
+		var fd uint64
+		if err == nil {
+			fd, err = r.transfer(root, f)
+		}
+		if own.GetPid() != 0 {
+			d.owned[id] = f
+		} else {
+			f.Close()
+		}
 		if err != nil {
 			d.close()
 			return nil, err
@@ -111,10 +127,14 @@ func (r *restorer) createDescriptions(root *process) (*descriptions, error) {
 
 // openFlags are the flags a description is opened with: the saved ones minus those that
 // would change the file, plus O_CLOEXEC for our own copy (the target's fd flags are set
-// when the fd is put in place).
+// when the fd is put in place). O_ASYNC is turned on later by the process itself
+// (setAsync): open(2) would set the flag without registering for signals.
 func openFlags(saved uint32) int {
-	return int(saved)&^(unix.O_CREAT|unix.O_EXCL|unix.O_TRUNC|unix.O_NOCTTY|unix.O_CLOEXEC) | unix.O_CLOEXEC
+	return int(saved)&^(unix.O_CREAT|unix.O_EXCL|unix.O_TRUNC|unix.O_NOCTTY|unix.O_CLOEXEC|unix.O_ASYNC) | unix.O_CLOEXEC
 }
+
+// settableFlags are the file status flags F_SETFL changes.
+const settableFlags = unix.O_APPEND | unix.O_NONBLOCK | unix.O_ASYNC | unix.O_DIRECT | unix.O_NOATIME
 
 // open creates the description of file id: a file of ours the target then gets a copy of.
 // The returned file is the caller's to close.
@@ -213,10 +233,10 @@ func takeEnd(f *os.File, used *bool, flags uint32) (*os.File, error) {
 	return out, nil
 }
 
-// setStatusFlags sets the file status flags (O_NONBLOCK, O_APPEND, ...) of a description.
+// setStatusFlags sets the file status flags (O_NONBLOCK, O_APPEND, ...) of a description,
+// but O_ASYNC (see setAsync).
 func setStatusFlags(f *os.File, flags uint32) error {
-	const settable = unix.O_APPEND | unix.O_NONBLOCK | unix.O_ASYNC | unix.O_DIRECT | unix.O_NOATIME
-	if _, err := unix.FcntlInt(f.Fd(), unix.F_SETFL, int(flags)&settable); err != nil {
+	if _, err := unix.FcntlInt(f.Fd(), unix.F_SETFL, int(flags)&(settableFlags&^unix.O_ASYNC)); err != nil {
 		return fmt.Errorf("%s: setting flags %#x: %w", f.Name(), flags, err)
 	}
 	return nil
@@ -319,10 +339,7 @@ func newMemfd(pl *plan, name string, shmid, size uint64) (*os.File, error) {
 	pname := fmt.Sprintf("pages-%d.img", pm.Head.GetPagesId())
 	err = streamRuns(pl.src, pname, pageRuns(pm), func(segs []segment) error {
 		for _, s := range segs {
-			if s.addr+uint64(len(s.b)) > size {
-				return fmt.Errorf("memfd %q: saved page at %#x beyond its size %d", name, s.addr, size)
-			}
-			if _, err := f.WriteAt(s.b, int64(s.addr)); err != nil {
+			if err := fillShmem(f, size, s.addr, s.b); err != nil {
 				return fmt.Errorf("memfd %q: %w", name, err)
 			}
 		}
@@ -333,6 +350,33 @@ func newMemfd(pl *plan, name string, shmid, size uint64) (*os.File, error) {
 		return nil, err
 	}
 	return f, nil
+}
+
+// fillShmem writes saved bytes at off of a shmem object of size bytes. The last page is
+// saved whole (CRIU reads it through a mapping): its bytes past the end of the object are
+// written through a mapping too, where a mapping of the process will find them.
+func fillShmem(f *os.File, size, off uint64, b []byte) error {
+	end := off + uint64(len(b))
+	if end > (size+image.PageSize-1)&^(image.PageSize-1) {
+		return fmt.Errorf("saved page at %#x beyond its size %d", off, size)
+	}
+	if off < size {
+		n := min(end, size) - off
+		if _, err := f.WriteAt(b[:n], int64(off)); err != nil {
+			return err
+		}
+		b, off = b[n:], size
+	}
+	if len(b) == 0 {
+		return nil
+	}
+	page := off &^ (image.PageSize - 1)
+	m, err := unix.Mmap(int(f.Fd()), int64(page), image.PageSize, unix.PROT_READ|unix.PROT_WRITE, unix.MAP_SHARED)
+	if err != nil {
+		return fmt.Errorf("mapping its last page: %w", err)
+	}
+	copy(m[off-page:], b)
+	return unix.Munmap(m)
 }
 
 // memfdReopen returns a new description of a memfd inode opened with flags.

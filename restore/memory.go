@@ -12,7 +12,8 @@ import (
 	"github.com/imgtool/imgtool/internal/procfs"
 )
 
-// mapFlagsKept are the mmap flags of a saved VMA that are passed back to mmap.
+// mapFlagsKept are the mmap flags of a saved VMA that are passed back to mmap. MAP_LOCKED
+// is not: the areas are locked once their pages are written (lockMemory).
 const mapFlagsKept = unix.MAP_SHARED | unix.MAP_PRIVATE | unix.MAP_ANONYMOUS | unix.MAP_GROWSDOWN | unix.MAP_NORESERVE
 
 // savedSpecials returns where a process had its vvar areas (merged: CRIU 4.2 writes
@@ -117,6 +118,27 @@ func (r *restorer) restoreMemory(p *process) error {
 		}
 	}
 	return r.writePages(p, vvar, vdso)
+}
+
+// lockMemory locks the areas that were locked (VM_LOCKED: MAP_LOCKED in vma_entry.flags,
+// as CRIU 4.2 records "lo" of smaps VmFlags), with mlock injected into p.
+//
+// It runs before the saved resource limits and credentials are applied, so the locks are
+// taken as imgtool could take them (as root, CAP_IPC_LOCK ignores RLIMIT_MEMLOCK): a
+// process may lock memory and then lower its RLIMIT_MEMLOCK or give up its privileges
+// (zdtm mlock_setuid), and its locks stay. Where imgtool cannot take a lock, the restore
+// fails rather than leave the memory unlocked.
+func (r *restorer) lockMemory(p *process) error {
+	for _, v := range p.pl.mm.Vmas {
+		if v.GetFlags()&unix.MAP_LOCKED == 0 || v.GetStatus()&image.VMAAreaRegular == 0 ||
+			v.GetStatus()&(image.VMAAreaVDSO|image.VMAAreaVVAR) != 0 {
+			continue
+		}
+		if _, err := p.leader().syscall(unix.SYS_MLOCK, v.GetStart(), v.GetEnd()-v.GetStart()); err != nil {
+			return fmt.Errorf("locking %#x-%#x (mlock): %w", v.GetStart(), v.GetEnd(), err)
+		}
+	}
+	return nil
 }
 
 // mapVMA maps one saved VMA at its address with MAP_FIXED_NOREPLACE.

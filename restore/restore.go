@@ -223,6 +223,9 @@ func (r *restorer) run() (err error) {
 			return fmt.Errorf("restoring %d: %w", p.pid, err)
 		}
 	}
+	if err := r.setOwners(); err != nil {
+		return err
+	}
 	return r.release()
 }
 

@@ -80,6 +80,9 @@ func (r *restorer) restoreProcess(p *process) error {
 	if _, err := t.syscall(unix.SYS_CLOSE_RANGE, uint64(r.fdBase), ^uint64(0)>>32, 0); err != nil {
 		return err
 	}
+	if err := r.lockMemory(p); err != nil {
+		return err
+	}
 	if err := r.restoreRlimits(p, tc); err != nil {
 		return err
 	}
@@ -96,6 +99,11 @@ func (r *restorer) restoreProcess(p *process) error {
 	}
 	if _, err := t.syscall(unix.SYS_PRCTL, unix.PR_SET_DUMPABLE, uint64(pp.mm.GetDumpable())); err != nil {
 		return err
+	}
+	if tc.GetChildSubreaper() {
+		if _, err := t.syscall(unix.SYS_PRCTL, unix.PR_SET_CHILD_SUBREAPER, 1); err != nil {
+			return fmt.Errorf("child subreaper: %w", err)
+		}
 	}
 	if err := r.queueSignals(p); err != nil {
 		return err
@@ -254,6 +262,9 @@ func (r *restorer) placeFds(p *process) error {
 		}
 		if _, err := t.syscall(unix.SYS_DUP3, uint64(slot), uint64(fd.GetFd()), flags); err != nil {
 			return fmt.Errorf("fd %d: %w", fd.GetFd(), err)
+		}
+		if err := r.setAsync(p, fd.GetId(), uint64(fd.GetFd())); err != nil {
+			return err
 		}
 	}
 	return nil
