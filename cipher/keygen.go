@@ -58,11 +58,12 @@ func Keygen(opts KeygenOptions) (certPEM, keyPEM []byte, err error) {
 		return nil, nil, err
 	}
 	now := time.Now()
-	usage := x509.KeyUsageDigitalSignature | x509.KeyUsageCertSign
+	// A recipient's certificate: its key wraps (RSA-OAEP) or agrees (ECDH, in HPKE) file
+	// keys and does nothing else. No CertSign: the certificate is not a CA (CA:FALSE), and
+	// a key that may sign certificates must not be handed out as an encryption key.
+	usage := x509.KeyUsageKeyAgreement
 	if _, ok := key.(*rsa.PrivateKey); ok {
-		usage |= x509.KeyUsageKeyEncipherment
-	} else {
-		usage |= x509.KeyUsageKeyAgreement
+		usage = x509.KeyUsageKeyEncipherment
 	}
 	tmpl := &x509.Certificate{
 		SerialNumber:          serial,

@@ -144,3 +144,25 @@ func TestUnwrapPrefersTheMostSeriousError(t *testing.T) {
 		t.Errorf("edited MAC: %v, want ErrHeaderAuth", err)
 	}
 }
+
+// TestKeygenUsage: keygen's certificates are recipients only: not a CA, no CertSign, and
+// the usage their key type needs (key encipherment for RSA, key agreement for ECDSA).
+func TestKeygenUsage(t *testing.T) {
+	for _, tc := range []struct {
+		typ  KeyType
+		want x509.KeyUsage
+	}{{KeyRSA2048, x509.KeyUsageKeyEncipherment}, {KeyP256, x509.KeyUsageKeyAgreement}} {
+		certPEM, _, err := Keygen(KeygenOptions{CommonName: "t", Type: tc.typ})
+		if err != nil {
+			t.Fatal(err)
+		}
+		block, _ := pem.Decode(certPEM)
+		cert, err := x509.ParseCertificate(block.Bytes)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if cert.IsCA || cert.KeyUsage != tc.want {
+			t.Errorf("%s: CA %v, key usage %#x, want not a CA and %#x", tc.typ, cert.IsCA, cert.KeyUsage, tc.want)
+		}
+	}
+}

@@ -32,6 +32,7 @@ type Report struct {
 	Encrypted  bool                 // the set has a header
 	Recipients []cipher.Fingerprint // from the header (authentic only if Authenticated)
 	Stanzas    []*cipher.Stanza     // the header's recipient stanzas, in order (ditto)
+	SetID      cipher.SetID         // the header's set id (ditto)
 	Algorithm  cipher.Algorithm
 	// Authenticated: a key opened the header, its MAC matched, and every chunk of
 	// every file present was authenticated (failures are in Problems).
@@ -90,6 +91,7 @@ func Verify(dir string, opts VerifyOptions) (*Report, error) {
 		return rep, nil
 	}
 	rep.Recipients, rep.Stanzas, rep.Algorithm, rep.Files = h.Recipients(), h.Stanzas, h.Algorithm, len(h.Files)
+	rep.SetID = h.SetID
 	files := without(names, HeaderName)
 	if len(opts.Identities) == 0 {
 		checkUnauthenticated(rep, dir, h, files)

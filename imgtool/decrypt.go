@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"os"
 
 	"github.com/urfave/cli/v2"
 
@@ -17,9 +18,11 @@ type decryptOptions struct {
 	Dir      string   // -D: the encrypted set
 	Output   string   // -o: where the plaintext set goes; "" is in place
 	KeyFiles []string // --tls-key
-	Quiet    bool
-	Out      io.Writer
-	Err      io.Writer
+	// ExpectSetID (--expect-set-id) refuses any other set: an older copy put back.
+	ExpectSetID string
+	Quiet       bool
+	Out         io.Writer
+	Err         io.Writer
 }
 
 func decryptCommand() *cli.Command {
@@ -53,17 +56,19 @@ set, interrupted: nothing changed), 2 wrong command line.`,
 			imagesDirFlag(),
 			&cli.StringFlag{Name: flagOutput, Aliases: []string{"o"}, Usage: "write the plaintext set to `OUT` (new or empty) instead of in place"},
 			tlsKeyFlag(),
+			expectSetIDFlag(),
 			quietFlag(),
 		},
 		OnUsageError: func(_ *cli.Context, err error, _ bool) error { return usageError(err) },
 		Action: func(c *cli.Context) error {
 			return runDecrypt(c.Context, decryptOptions{
-				Dir:      c.String(flagImagesDir),
-				Output:   c.String(flagOutput),
-				KeyFiles: c.StringSlice(flagTLSKey),
-				Quiet:    c.Bool(flagQuiet),
-				Out:      outWriter(c),
-				Err:      errWriter(c),
+				Dir:         c.String(flagImagesDir),
+				Output:      c.String(flagOutput),
+				KeyFiles:    c.StringSlice(flagTLSKey),
+				ExpectSetID: c.String(flagExpectSetID),
+				Quiet:       c.Bool(flagQuiet),
+				Out:         outWriter(c),
+				Err:         errWriter(c),
 			}, c.Args().Slice())
 		},
 	}
@@ -81,6 +86,16 @@ func runDecrypt(ctx context.Context, opts decryptOptions, args []string) error {
 	}
 	if len(ids) == 0 {
 		return usageError(fmt.Errorf("decrypt: need the private key: --%s KEY.pem", flagTLSKey))
+	}
+	if opts.ExpectSetID != "" {
+		// The id read here is checked again when decrypt authenticates the header.
+		h, err := imgset.ReadHeader(dir)
+		if err != nil && !errors.Is(err, os.ErrNotExist) {
+			return fmt.Errorf("decrypt: %w", err)
+		}
+		if err := checkSetID(dir, opts.ExpectSetID, h); err != nil {
+			return fmt.Errorf("decrypt: %w", err)
+		}
 	}
 	if ctx.Err() != nil {
 		return stoppedBefore("decrypt", ctx)

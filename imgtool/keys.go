@@ -37,6 +37,8 @@ const (
 	flagTLSKey           = "tls-key"
 	flagCert             = "cert"
 	flagRequireEncrypted = "require-encrypted"
+	flagAllowPlaintext   = "allow-plaintext"
+	flagExpectSetID      = "expect-set-id"
 	flagQuiet            = "quiet"
 	flagImagesDir        = "images-dir"
 	flagOutput           = "output"
@@ -58,9 +60,22 @@ func requireEncryptedFlag() cli.Flag {
 	return &cli.BoolFlag{Name: flagRequireEncrypted, Usage: "refuse a set that is not encrypted (no silent downgrade)"}
 }
 
-// keyFlags are the flags of commands that read a set that may be encrypted:
-// --tls-key and --require-encrypted.
-func keyFlags() []cli.Flag { return []cli.Flag{tlsKeyFlag(), requireEncryptedFlag()} }
+// allowPlaintextFlag is --allow-plaintext: read a plaintext set although a key was given.
+func allowPlaintextFlag() cli.Flag {
+	return &cli.BoolFlag{Name: flagAllowPlaintext, Usage: "read a plaintext set although a key was given " +
+		"(by default a key means an encrypted set is expected: a plaintext one may have replaced it)"}
+}
+
+// expectSetIDFlag is --expect-set-id: refuse any set but the one with this id (rollback).
+func expectSetIDFlag() cli.Flag {
+	return &cli.StringFlag{Name: flagExpectSetID, Usage: "refuse an encrypted set whose set id (`HEX`, as verify and " +
+		"inspect print it) is another: an older copy put back in its place"}
+}
+
+// keyFlags are the flags of commands that read a set that may be encrypted.
+func keyFlags() []cli.Flag {
+	return []cli.Flag{tlsKeyFlag(), requireEncryptedFlag(), allowPlaintextFlag(), expectSetIDFlag()}
+}
 
 // certFlag is --cert (alias --tls-cert, CRIUsec's name): the recipients' X.509
 // certificates.
@@ -98,11 +113,44 @@ func imagesDirFlag() cli.Flag {
 type keyOptions struct {
 	KeyFiles         []string // --tls-key, tried in order
 	RequireEncrypted bool     // --require-encrypted
+	AllowPlaintext   bool     // --allow-plaintext
+	ExpectSetID      string   // --expect-set-id
 }
 
 // keyOptionsFrom reads keyFlags from a command line.
 func keyOptionsFrom(c *cli.Context) keyOptions {
-	return keyOptions{KeyFiles: c.StringSlice(flagTLSKey), RequireEncrypted: c.Bool(flagRequireEncrypted)}
+	return keyOptions{KeyFiles: c.StringSlice(flagTLSKey), RequireEncrypted: c.Bool(flagRequireEncrypted),
+		AllowPlaintext: c.Bool(flagAllowPlaintext), ExpectSetID: c.String(flagExpectSetID)}
+}
+
+// requireEncrypted tells whether a plaintext set must be refused: asked for, or implied by
+// a key (given, or configured at the default path). Someone who can write the storage can
+// replace an encrypted set with a plaintext one of his making; a reader that holds a key
+// expects the encrypted one, so it is not silently downgraded.
+func (k keyOptions) requireEncrypted() bool {
+	if k.AllowPlaintext {
+		return false
+	}
+	return k.RequireEncrypted || len(k.KeyFiles) > 0 || fileExists(defaultKeyPath)
+}
+
+// checkSetID refuses a set whose id is not the expected one (--expect-set-id).
+func (k keyOptions) checkSetID(dir string, h *cipher.Header) error {
+	return checkSetID(dir, k.ExpectSetID, h)
+}
+
+// checkSetID refuses h unless its set id is want ("" expects nothing).
+func checkSetID(dir, want string, h *cipher.Header) error {
+	if want == "" {
+		return nil
+	}
+	if h == nil {
+		return fmt.Errorf("image set %s is not encrypted: it has no set id, --%s %s expects one", dir, flagExpectSetID, want)
+	}
+	if got := h.SetID.String(); !strings.EqualFold(got, strings.TrimSpace(want)) {
+		return withExitCode(ExitVerify, fmt.Errorf("image set %s has set id %s, not the expected %s: an older or another set is in its place", dir, got, want))
+	}
+	return nil
 }
 
 // loadIdentities reads the private keys of paths (PEM or DER). The errors name
@@ -259,6 +307,13 @@ func openSet(dir string, k keyOptions) (*imgset.Set, error) {
 	if err != nil {
 		return nil, explainOpenError(dir, ids, err)
 	}
+	if !set.Encrypted() && k.requireEncrypted() {
+		return nil, fmt.Errorf("image set %s: %w: a key was given (--%s, or %s), so an encrypted set is expected; --%s to read it anyway",
+			dir, imgset.ErrNotEncrypted, flagTLSKey, defaultKeyPath, flagAllowPlaintext)
+	}
+	if err := k.checkSetID(dir, set.Header()); err != nil {
+		return nil, err
+	}
 	return set, nil
 }
 
@@ -274,7 +329,9 @@ func openSetFile(path string, k keyOptions) (rc io.ReadCloser, handled bool, err
 			return nil, true, fmt.Errorf("%s is a file of an encrypted image set, but the set's header %s is not beside it: %w",
 				path, imgset.HeaderName, imgset.ErrHeaderMissing)
 		}
-		return nil, false, nil
+		if !k.requireEncrypted() && k.ExpectSetID == "" {
+			return nil, false, nil // a plaintext file, read as it is
+		}
 	}
 	set, err := openSet(dir, k)
 	if err != nil {

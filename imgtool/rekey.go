@@ -123,6 +123,12 @@ func runRekey(ctx context.Context, opts rekeyOptions, args []string) error {
 	if opts.Rotate { // only --rotate rewrites the folder; a header change keeps it
 		ip.note(opts.Err)
 	}
+	if len(ro.Remove) > 0 && !opts.Rotate {
+		// The file key is unchanged: whoever held a removed key still opens every copy
+		// of the set made before, and could open this one from an old header.
+		fmt.Fprintf(opts.Err, "imgtool: warning: rekey --remove: a removed recipient can still read any old copy of this set, "+
+			"and knows its file key; only --rotate (a new file key) shuts them out of new versions\n")
+	}
 	if opts.Quiet {
 		return nil
 	}

@@ -17,9 +17,11 @@ import (
 type verifyOptions struct {
 	Dir      string   // -D: the set
 	KeyFiles []string // --tls-key; none: check what needs no key
-	Quiet    bool
-	Out      io.Writer
-	Err      io.Writer
+	// ExpectSetID (--expect-set-id) refuses any other set: an older copy put back.
+	ExpectSetID string
+	Quiet       bool
+	Out         io.Writer
+	Err         io.Writer
 }
 
 func verifyCommand() *cli.Command {
@@ -56,16 +58,18 @@ was authenticated (no key).`,
 		Flags: []cli.Flag{
 			imagesDirFlag(),
 			tlsKeyFlag(),
+			expectSetIDFlag(),
 			quietFlag(),
 		},
 		OnUsageError: func(_ *cli.Context, err error, _ bool) error { return usageError(err) },
 		Action: func(c *cli.Context) error {
 			return runVerify(c.Context, verifyOptions{
-				Dir:      c.String(flagImagesDir),
-				KeyFiles: c.StringSlice(flagTLSKey),
-				Quiet:    c.Bool(flagQuiet),
-				Out:      outWriter(c),
-				Err:      errWriter(c),
+				Dir:         c.String(flagImagesDir),
+				KeyFiles:    c.StringSlice(flagTLSKey),
+				ExpectSetID: c.String(flagExpectSetID),
+				Quiet:       c.Bool(flagQuiet),
+				Out:         outWriter(c),
+				Err:         errWriter(c),
 			}, c.Args().Slice())
 		},
 	}
@@ -95,6 +99,13 @@ func runVerify(ctx context.Context, opts verifyOptions, args []string) error {
 			return err
 		}
 	}
+	if opts.ExpectSetID != "" && rep.Encrypted {
+		if err := checkSetID(dir, opts.ExpectSetID, &cipher.Header{SetID: rep.SetID}); err != nil {
+			return fmt.Errorf("verify: %w", err)
+		}
+	} else if opts.ExpectSetID != "" {
+		return fmt.Errorf("verify: %w", checkSetID(dir, opts.ExpectSetID, nil))
+	}
 	return reportError(dir, ids, rep)
 }
 
@@ -104,7 +115,7 @@ func runVerify(ctx context.Context, opts verifyOptions, args []string) error {
 func printReport(w io.Writer, rep *imgset.Report) error {
 	var b strings.Builder
 	if rep.Encrypted {
-		fmt.Fprintf(&b, "%s: encrypted with %s, %d files in the manifest\n", rep.Dir, rep.Algorithm, rep.Files)
+		fmt.Fprintf(&b, "%s: encrypted with %s, %d files in the manifest, set id %s\n", rep.Dir, rep.Algorithm, rep.Files, rep.SetID)
 		writeRecipients(&b, stanzaRecipientLines(rep.Stanzas, nil))
 	} else {
 		fmt.Fprintf(&b, "%s: %d files, not encrypted\n", rep.Dir, rep.Files)

@@ -10,6 +10,10 @@ import (
 )
 
 func main() {
+	if err := imgtool.Harden(); err != nil {
+		fmt.Fprintln(os.Stderr, "imgtool: keeping key material out of core dumps:", err)
+		os.Exit(imgtool.ExitError)
+	}
 	// SIGINT, SIGTERM and SIGHUP cancel the context: every command stops at its next safe
 	// point and undoes what it started. The handlers stay until the process exits: a
 	// signal that comes once the command is done is absorbed, not fatal.
