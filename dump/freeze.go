@@ -60,6 +60,7 @@ type dumper struct {
 	committed bool
 	stats     dumpStats
 	set       *setState
+	copyBufs  [][]byte // page copy buffers, reused from process to process
 
 	progressDone, progressTotal int64
 }

@@ -195,11 +195,13 @@ func (d *dumper) copyPages(pid int, runs []pageRun, w io.Writer) error {
 	if len(runs) == 0 {
 		return nil
 	}
-	free := make(chan []byte, copyBuffers)
-	full := make(chan batch, copyBuffers)
+	bufs := d.takeCopyBuffers(runs)
+	defer d.giveCopyBuffers(bufs)
+	free := make(chan []byte, len(bufs))
+	full := make(chan batch, len(bufs))
 	stop := make(chan struct{})
-	for i := 0; i < copyBuffers; i++ {
-		free <- make([]byte, copyBufSize)
+	for _, b := range bufs {
+		free <- b
 	}
 	go func() {
 		defer close(full)
@@ -255,6 +257,32 @@ func (d *dumper) copyPages(pid int, runs []pageRun, w io.Writer) error {
 	}
 	return nil
 }
+
+// takeCopyBuffers returns the buffers to copy runs with: as many as keep the reader and
+// the writer busy (copyBuffers at most) and no larger than the pages need, so that a
+// small process does not cost 24 MiB. They are reused from one process to the next:
+// a tree's dump holds one set, whatever its number of processes.
+func (d *dumper) takeCopyBuffers(runs []pageRun) [][]byte {
+	var need uint64
+	for _, r := range runs {
+		need += r.n * pageSize
+	}
+	size := int(min(need, copyBufSize))
+	n := int(min(uint64(copyBuffers), (need+copyBufSize-1)/copyBufSize))
+	bufs := make([][]byte, 0, n)
+	for len(bufs) < n {
+		if k := len(d.copyBufs); k > 0 && cap(d.copyBufs[k-1]) >= size {
+			bufs = append(bufs, d.copyBufs[k-1][:size])
+			d.copyBufs = d.copyBufs[:k-1]
+			continue
+		}
+		bufs = append(bufs, make([]byte, size))
+	}
+	return bufs
+}
+
+// giveCopyBuffers keeps buffers for the next process.
+func (d *dumper) giveCopyBuffers(bufs [][]byte) { d.copyBufs = append(d.copyBufs, bufs...) }
 
 // pageReader walks runs, filling buffers.
 type pageReader struct {

@@ -1,7 +1,6 @@
 package dump
 
 import (
-	"bufio"
 	"bytes"
 	"crypto/rand"
 	"fmt"
@@ -33,7 +32,6 @@ const (
 	kcmpFiles   = 2
 	kcmpFS      = 3
 	kcmpSighand = 4
-	writeBuf    = 1 << 20
 )
 
 // Namespace ids as CRIU 4.2 numbers the host's namespaces (in the order it meets them);
@@ -320,12 +318,9 @@ func (d *dumper) writeProcess(p *process, writtenFdinfo map[uint32]bool) error {
 		d.stats.pagesWritten += p.mem.pages
 		return d.finish(w)
 	}
-	bw := bufio.NewWriterSize(w, writeBuf)
-	if err := d.copyPages(p.pid, p.mem.runs, bw); err != nil {
+	// copyPages writes whole batches (up to copyBufSize): no buffering needed.
+	if err := d.copyPages(p.pid, p.mem.runs, w); err != nil {
 		return err
-	}
-	if err := bw.Flush(); err != nil {
-		return fmt.Errorf("write pages of %d: %w", p.pid, err)
 	}
 	d.stats.pagesWritten += p.mem.pages
 	return d.finish(w)
