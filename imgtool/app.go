@@ -102,6 +102,7 @@ func NewApp() *cli.App {
 			// Checkpoint and restore.
 			dumpCommand(),
 			restoreCommand(),
+			streamCommand(),
 		},
 	}
 	for _, cmd := range app.Commands {

@@ -19,7 +19,7 @@ func TestNoCoreDumps(t *testing.T) {
 	if os.Geteuid() != 0 {
 		t.Skip("running the binary as another user needs root")
 	}
-	bin := testproc.BuildImgtool(t) // in a folder other users can read
+	bin := testproc.BuildImgtool(t)               // in a folder other users can read
 	cmd := exec.Command(bin, "decode", "-i", "-") // blocks reading stdin
 	stdin, err := cmd.StdinPipe()
 	if err != nil {

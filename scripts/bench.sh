@@ -266,3 +266,32 @@ for cmd in "x %s rss" "inspect %s"; do
 done
 a=$(tm "$IMGTOOL" verify -D "$W/enc" --tls-key "$W/key.pem" --quiet)
 row "imgtool verify (256 MiB)" "$(mib "$a")" "" "MiB peak (target < 64)"
+
+##############################################################################
+if [ -n "${IMGTOOL_CRIU:-}" ] && [ -n "$CRIU" ]; then
+	echo
+	echo "## 6. CRIU's image streamer: criu dump --stream into imgtool stream capture -e, against"
+	echo "##    a plain criu dump to tmpfs (5 rounds, paired; median and min-max)"
+	start_big 6
+	pid=$(cat "$W/big.pid")
+	# captured DIR SET: one streamed dump, timed from capture's start to its exit:
+	# capture listens, says ready on fd 3, CRIU dumps into it, capture commits the set.
+	captured() {
+		rm -rf "$1" "$2"; mkdir -p "$1"
+		"$IMGTOOL" stream capture -D "$1" -o "$2" -e --cert "$W/cert.pem" -q --ready-fd 3 3>"$1.ready" &
+		local cap=$!
+		for _ in $(seq 500); do [ -s "$1.ready" ] && break; sleep 0.002; done
+		"$CRIU" dump --stream -t "$pid" -D "$1" --leave-running -o dump.log || { kill "$cap"; wait "$cap"; return 1; }
+		wait "$cap"
+	}
+	export -f captured; export IMGTOOL CRIU W pid
+	for round in 1 2 3 4 5; do
+		rm -rf "$W/d-plain"; mkdir "$W/d-plain"
+		run1 - "$W/s-plain.runs" "$CRIU" dump -t "$pid" -D "$W/d-plain" --leave-running -o dump.log
+		run1 - "$W/s-cap.runs" bash -c 'captured "$W/s-dir" "$W/s-set"'
+	done
+	kill -9 "$pid"; wait "$pid" 2>/dev/null || true
+	row "operation" "median s" "peak MiB" "min-max s  ratio"
+	show "criu dump (tmpfs)" "$W/s-plain.runs" "1.00"
+	show "criu dump --stream + capture -e" "$W/s-cap.runs" "$(ratio "$(secs "$(med "$W/s-cap.runs")")" "$(secs "$(med "$W/s-plain.runs")")")x plain criu dump (target <= 1.3)"
+fi
