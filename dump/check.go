@@ -344,9 +344,9 @@ func inspectFd(pid, fd int) (*fdDesc, error) {
 		return nil, refuse(pid, fd, link, "sockets are not supported")
 	case strings.Contains(link, "io_uring"):
 		return nil, refuse(pid, fd, link, "io_uring is not supported")
-	case strings.HasPrefix(link, "anon_inode:"):
+	case strings.HasPrefix(link, "anon_inode:") && !isAnonKind(link):
 		return nil, refuse(pid, fd, link, "this kind of file is not supported")
-	case strings.HasSuffix(link, "]") && !strings.HasPrefix(link, "/") && !strings.HasPrefix(link, "pipe:"):
+	case strings.HasSuffix(link, "]") && !strings.HasPrefix(link, "/") && !strings.HasPrefix(link, "pipe:") && !isAnonKind(link):
 		return nil, refuse(pid, fd, link, "this kind of file is not supported")
 	}
 	fdesc := &fdDesc{fd: fd, link: link}
@@ -378,8 +378,13 @@ func inspectFd(pid, fd int) (*fdDesc, error) {
 		return nil, refuse(pid, fd, "unlinked file "+link, "open files that were deleted are not supported")
 	case mode == unix.S_IFREG, mode == unix.S_IFDIR, mode == unix.S_IFCHR, mode == unix.S_IFBLK:
 		fdesc.kind = fdReg
+	case isAnonKind(link):
+		fdesc.kind = anonKinds[link]
 	default:
 		return nil, refuse(pid, fd, link, "this kind of file is not supported")
+	}
+	if err := fdKinds[fdesc.kind].check(pid, fdesc); err != nil {
+		return nil, err
 	}
 	return fdesc, nil
 }

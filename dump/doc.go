@@ -11,7 +11,10 @@
 // fd table, fs context or signal handlers (restore gives each its own), files whose
 // owner (F_SETOWN) is outside the tree (a restore sets it by number), device and
 // hugetlb mappings, memory locked on fault (MLOCK_ONFAULT: vma_entry has no place for
-// it), SysV shared memory) is refused then: all of it at once (Refusals,
+// it), SysV shared memory, anonymous-inode files other than eventfd, timerfd, signalfd
+// and epoll, an epoll watching a file that is refused or that is registered under an fd
+// number the process no longer has open, or has reused for another file) is refused then:
+// all of it at once (Refusals,
 // one *RefusedError each, naming the process, the fd or mapping and the resource). Every
 // thread is then seized (PTRACE_SEIZE + PTRACE_INTERRUPT; threads and children are
 // re-listed until stable) from one locked OS thread. State the tracer can read directly comes from ptrace (registers, XSAVE, signal
@@ -32,6 +35,27 @@
 // like CRIU's; when the tree is resumed its threads get their exact original registers
 // back and pass one more interrupt stop, so the kernel restarts interrupted system calls
 // itself.
+//
+// # File kinds
+//
+// Open files are dumped as CRIU 4.2 writes them, one file_entry in files.img per open file
+// description: regular files, directories and devices, pipes and FIFOs (with their queued
+// bytes), memfds, and anonymous inodes: eventfd (its counter, from fdinfo), timerfd (clock,
+// settime flags, the time left and the interval, the expiries not yet read; an expired
+// periodic timer is first moved on to its next expiry with timerfd_gettime on the
+// description, which is what the process's next read would do, so that the saved timer
+// keeps its phase), signalfd (its mask) and epoll (every registered target with its fd
+// number, events and data, in eventpoll_file_entry.tfd; targets may be other epolls, and an
+// epoll may be shared across processes: each fd of the tree sharing it gets its id).
+//
+// The rule for a kind: each lives whole in one file named after it (eventfd.go, timerfd.go,
+// signalfd.go, eventpoll.go; the first four kinds in files.go), and restore/ has the file
+// of the same name. Each is a fileKind (typ, check, entry) listed in fdKinds, the one table
+// from kind to handler: inspectFd classifies an fd (check.go; an anonymous inode by its
+// /proc link, anonKinds) and runs its kind's check, which refuses what cannot be saved
+// while touching nothing; numberFds asks the kind for the file_entry once the tree is
+// stopped. A new kind adds a constant, its file and one row of fdKinds here, and its file
+// and one row of restore's fdKinds there; nothing else switches on the kind.
 //
 // Refusals come from the checks, before any thread is seized (tests count the seizes).
 // The one exception is a process that appears between the check and the freeze: it is
@@ -85,6 +109,10 @@
 //     dumping task's ids, 0 for root.
 //   - Pipe data is taken from a read end in the tree, as CRIU does; a pipe whose read end
 //     lies outside the tree has no data entry.
+//   - EFD_SEMAPHORE: CRIU 4.2 does not record an eventfd's semaphore mode (its dumps lose
+//     it). imgtool keeps it in bit 0 of eventfd_file_entry.flags, a bit an eventfd's open
+//     flags never have (it is always O_RDWR); CRIU's restore sets the flags with F_SETFL,
+//     which ignores it, and so gives back a plain counter.
 //   - timens-0.img records CLOCK_MONOTONIC and CLOCK_BOOTTIME at dump time, as CRIU does.
 //   - Registers of a thread stopped in a restart_syscall-style call (nanosleep) are stored
 //     with -EINTR as CRIU does; a process restored from the set sees the call interrupted.

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"os"
 	"strconv"
+	"strings"
 	"unsafe"
 
 	"github.com/checkpoint-restore/go-criu/v8/crit/images/fdinfo"
@@ -250,6 +251,152 @@ func (s *setState) numberMM(p *process) error {
 	return nil
 }
 
+// One kind of open file, one handler: every kind the dump supports is a value of fileKind,
+// in the file named after it (eventfd.go, timerfd.go, signalfd.go, eventpoll.go; regular
+// files, pipes, FIFOs and memfds below), and fdKinds is the one table from kind to
+// handler. inspectFd classifies an fd and then runs its kind's check; numberFds asks the
+// kind for the file_entry. restore/ has the same files and one table of its own.
+
+// fileKind is how the dump handles one kind of open file.
+type fileKind interface {
+	// typ is the kind's fd_types value in fdinfo-N.img and files.img.
+	typ() fdinfo.FdTypes
+	// check refuses what the dump cannot save of fd f of pid, touching nothing (it runs in
+	// precheck and again once the tree is stopped).
+	check(pid int, f *fdDesc) error
+	// entry fills the file_entry of a new open file description: flags are the open
+	// flags without O_CLOEXEC, own the saved owner.
+	entry(s *setState, r fdRef, fe *fdinfo.FileEntry, flags uint32, own *fown.FownEntry) error
+}
+
+// fdRef is the fd a description is dumped through, in a stopped process.
+type fdRef struct {
+	pid, pidfd int
+	f          *fdDesc
+}
+
+// open is the /proc link that opens the fd's file.
+func (r fdRef) open() string { return procfs.Path(r.pid, "fd", strconv.Itoa(r.f.fd)) }
+
+// errorf names the process and fd.
+func (r fdRef) errorf(format string, args ...any) error {
+	return fmt.Errorf("process %d fd %d: %s", r.pid, r.f.fd, fmt.Sprintf(format, args...))
+}
+
+// The kinds whose files are anonymous inodes (the first four are in check.go).
+const (
+	fdEventfd  fdKind = fdMemfd + 1 + iota // eventfd
+	fdTimerfd                              // timerfd
+	fdSignalfd                             // signalfd
+	fdEpoll                                // epoll instance
+)
+
+// fdKinds is the registry: every kind of fd the dump supports.
+var fdKinds = map[fdKind]fileKind{
+	fdReg:      regKind{},
+	fdPipe:     pipeKind{},
+	fdFifo:     fifoKind{},
+	fdMemfd:    memfdKind{},
+	fdEventfd:  eventfdKind{},
+	fdTimerfd:  timerfdKind{},
+	fdSignalfd: signalfdKind{},
+	fdEpoll:    eventpollKind{},
+}
+
+// anonKinds are the kinds whose files are anonymous inodes, by their /proc/PID/fd link.
+var anonKinds = map[string]fdKind{
+	"anon_inode:[eventfd]":   fdEventfd,
+	"anon_inode:[timerfd]":   fdTimerfd,
+	"anon_inode:[signalfd]":  fdSignalfd,
+	"anon_inode:[eventpoll]": fdEpoll,
+}
+
+// isAnonKind tells whether link names an anonymous inode of a supported kind.
+func isAnonKind(link string) bool {
+	_, ok := anonKinds[link]
+	return ok
+}
+
+// fdinfoLines reads /proc/PID/fdinfo/FD as "key: value" lines, repeated keys kept in order
+// (an epoll's "tfd:" lines).
+func fdinfoLines(pid, fd int) ([][2]string, error) {
+	b, err := procfs.ReadFile(procfs.Path(pid, "fdinfo", strconv.Itoa(fd)))
+	if err != nil {
+		return nil, err
+	}
+	var out [][2]string
+	for _, line := range strings.Split(string(b), "\n") {
+		if k, v, ok := strings.Cut(line, ":"); ok {
+			out = append(out, [2]string{strings.TrimSpace(k), strings.TrimSpace(v)})
+		}
+	}
+	return out, nil
+}
+
+// fdinfoField returns the value of the first line of key, and whether there is one.
+func fdinfoField(lines [][2]string, key string) (string, bool) {
+	for _, l := range lines {
+		if l[0] == key {
+			return l[1], true
+		}
+	}
+	return "", false
+}
+
+type regKind struct{}
+
+func (regKind) typ() fdinfo.FdTypes      { return fdinfo.FdTypes_REG }
+func (regKind) check(int, *fdDesc) error { return nil }
+func (regKind) entry(s *setState, r fdRef, fe *fdinfo.FileEntry, flags uint32, own *fown.FownEntry) error {
+	fe.Reg = regEntry(fe.GetId(), flags, r.f.info.Pos, r.f.link, &r.f.st, r.open())
+	fe.Reg.Fown = own
+	return nil
+}
+
+type memfdKind struct{}
+
+func (memfdKind) typ() fdinfo.FdTypes      { return fdinfo.FdTypes_MEMFD }
+func (memfdKind) check(int, *fdDesc) error { return nil }
+func (memfdKind) entry(s *setState, r fdRef, fe *fdinfo.FileEntry, flags uint32, own *fown.FownEntry) error {
+	m, err := s.memfdInodeFor(r.f.link, r.open(), &r.f.st)
+	if err != nil {
+		return err
+	}
+	fe.Memfd = &memfd.MemfdFileEntry{Id: proto.Uint32(fe.GetId()), Flags: proto.Uint32(flags),
+		Pos: proto.Uint64(r.f.info.Pos), Fown: own, InodeId: proto.Uint32(uint32(m.entry.GetInodeId()))}
+	return nil
+}
+
+type pipeKind struct{}
+
+func (pipeKind) typ() fdinfo.FdTypes      { return fdinfo.FdTypes_PIPE }
+func (pipeKind) check(int, *fdDesc) error { return nil }
+func (pipeKind) entry(s *setState, r fdRef, fe *fdinfo.FileEntry, flags uint32, own *fown.FownEntry) error {
+	fe.Pipe = &pipe.PipeEntry{Id: proto.Uint32(fe.GetId()), PipeId: proto.Uint32(uint32(r.f.st.Ino)),
+		Flags: proto.Uint32(flags), Fown: own}
+	if flags&unix.O_ACCMODE != unix.O_WRONLY {
+		return s.stealPipeData(r.pidfd, r.pid, r.f)
+	}
+	return nil
+}
+
+type fifoKind struct{}
+
+func (fifoKind) typ() fdinfo.FdTypes      { return fdinfo.FdTypes_FIFO }
+func (fifoKind) check(int, *fdDesc) error { return nil }
+func (fifoKind) entry(s *setState, r fdRef, fe *fdinfo.FileEntry, flags uint32, own *fown.FownEntry) error {
+	regID := s.newID()
+	reg := regEntry(regID, flags, r.f.info.Pos, r.f.link, &r.f.st, r.open())
+	reg.Fown = own // a FIFO's owner is in its reg entry, as CRIU has it
+	s.files = append(s.files, &fdinfo.FileEntry{Type: fdinfo.FdTypes_REG.Enum(), Id: proto.Uint32(regID), Reg: reg})
+	fe.Fifo = &fifo.FifoEntry{Id: proto.Uint32(fe.GetId()), PipeId: proto.Uint32(uint32(r.f.st.Ino)),
+		RegfId: proto.Uint32(regID)}
+	if flags&unix.O_ACCMODE != unix.O_WRONLY {
+		return s.stealPipeData(r.pidfd, r.pid, r.f)
+	}
+	return nil
+}
+
 // numberFds gives every fd of p a file id, sharing the id of any fd in the tree with the same
 // open file description (kcmp), and collects pipe and FIFO data.
 func (s *setState) numberFds(p *process, fds []*fdDesc) error {
@@ -269,8 +416,8 @@ func (s *setState) numberFds(p *process, fds []*fdDesc) error {
 		if err != nil {
 			return err
 		}
-		typ := map[fdKind]fdinfo.FdTypes{fdReg: fdinfo.FdTypes_REG, fdPipe: fdinfo.FdTypes_PIPE,
-			fdFifo: fdinfo.FdTypes_FIFO, fdMemfd: fdinfo.FdTypes_MEMFD}[f.kind]
+		kind := fdKinds[f.kind]
+		typ := kind.typ()
 		fe.Type = typ.Enum()
 		if !shared {
 			id = s.newID()
@@ -279,35 +426,10 @@ func (s *setState) numberFds(p *process, fds []*fdDesc) error {
 				return fmt.Errorf("process %d fd %d: %w", p.pid, f.fd, err)
 			}
 			entry := &fdinfo.FileEntry{Type: typ.Enum(), Id: proto.Uint32(id)}
-			open := procfs.Path(p.pid, "fd", strconv.Itoa(f.fd))
-			switch f.kind {
-			case fdReg:
-				entry.Reg = regEntry(id, flags, f.info.Pos, f.link, &f.st, open)
-				entry.Reg.Fown = own
-			case fdMemfd:
-				m, err := s.memfdInodeFor(f.link, open, &f.st)
-				if err != nil {
-					return err
-				}
-				entry.Memfd = &memfd.MemfdFileEntry{Id: proto.Uint32(id), Flags: proto.Uint32(flags),
-					Pos: proto.Uint64(f.info.Pos), Fown: own, InodeId: proto.Uint32(uint32(m.entry.GetInodeId()))}
-			case fdPipe:
-				entry.Pipe = &pipe.PipeEntry{Id: proto.Uint32(id), PipeId: proto.Uint32(uint32(f.st.Ino)),
-					Flags: proto.Uint32(flags), Fown: own}
-			case fdFifo:
-				regID := s.newID()
-				reg := regEntry(regID, flags, f.info.Pos, f.link, &f.st, open)
-				reg.Fown = own // a FIFO's owner is in its reg entry, as CRIU has it
-				s.files = append(s.files, &fdinfo.FileEntry{Type: fdinfo.FdTypes_REG.Enum(), Id: proto.Uint32(regID), Reg: reg})
-				entry.Fifo = &fifo.FifoEntry{Id: proto.Uint32(id), PipeId: proto.Uint32(uint32(f.st.Ino)),
-					RegfId: proto.Uint32(regID)}
+			if err := kind.entry(s, fdRef{pid: p.pid, pidfd: pidfd, f: f}, entry, flags, own); err != nil {
+				return err
 			}
 			s.files = append(s.files, entry)
-			if (f.kind == fdPipe || f.kind == fdFifo) && flags&unix.O_ACCMODE != unix.O_WRONLY {
-				if err := s.stealPipeData(pidfd, p.pid, f); err != nil {
-					return err
-				}
-			}
 			s.fdsByInode[k] = append(s.fdsByInode[k], seenFd{pid: p.pid, fd: f.fd, id: id})
 		}
 		fe.Id = proto.Uint32(id)

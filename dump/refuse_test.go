@@ -92,3 +92,22 @@ func TestDumpRefusesLockOnFault(t *testing.T) {
 		t.Errorf("refusals %v, want the memory locked on fault", all)
 	}
 }
+
+// TestRefuseEpollTargets: an epoll is dumped with every target registered in it, each to
+// be registered again under its fd number; one watching a file the dump cannot save, or a
+// file registered under a number that is closed or names another file now, is refused,
+// naming the epoll's fd and the target.
+func TestRefuseEpollTargets(t *testing.T) {
+	for _, c := range []struct{ mode, want string }{
+		{"socket", "fd 3 is anon_inode:[eventpoll]: watches fd 5 (socket:["},
+		{"closed", "fd 3 is anon_inode:[eventpoll]: watches a file registered as fd 4, which is no longer open"},
+		{"reused", "fd 3 is anon_inode:[eventpoll]: watches a file registered as fd 4, but fd 4 is now another file"},
+	} {
+		t.Run(c.mode, func(t *testing.T) {
+			all := refusedAtOnce(t, "epollrefuse", c.mode)
+			if !strings.Contains(all.Error(), c.want) {
+				t.Errorf("%q does not say %q", all.Error(), c.want)
+			}
+		})
+	}
+}

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"os"
 	"sort"
+	"strings"
 
 	"github.com/checkpoint-restore/go-criu/v8/crit/images/fdinfo"
 	"github.com/checkpoint-restore/go-criu/v8/crit/images/regfile"
@@ -42,6 +43,7 @@ func precheck(pl *plan, xs fpu.Layout) error {
 	}
 	vms, fileTables := map[uint32]int{}, map[uint32]int{}
 	files := map[uint32]string{} // reg file id -> what uses it, for error messages
+	var refusedFds []string
 	for _, p := range pl.procs {
 		if other, ok := vms[p.ids.GetVmId()]; ok {
 			return fmt.Errorf("pids %d and %d share their memory (CLONE_VM): not supported", other, p.pid)
@@ -62,7 +64,7 @@ func precheck(pl *plan, xs fpu.Layout) error {
 		files[p.fs.GetRootId()] = fmt.Sprintf("the root directory of pid %d", p.pid)
 		for _, fd := range p.fds {
 			if err := checkFd(pl, p, fd, files); err != nil {
-				return err
+				refusedFds = append(refusedFds, err.Error())
 			}
 		}
 		for _, pe := range p.pagemap.Entries {
@@ -73,6 +75,9 @@ func precheck(pl *plan, xs fpu.Layout) error {
 				return fmt.Errorf("pagemap-%d.img: pages at %#x are not in the set (flags %#x)", p.pid, pe.GetVaddr(), pe.GetFlags())
 			}
 		}
+	}
+	if len(refusedFds) > 0 { // every fd of the tree that stands in the way, at once
+		return errors.New(strings.Join(refusedFds, "; "))
 	}
 	ids := make([]uint32, 0, len(files))
 	for id := range files {
@@ -213,29 +218,11 @@ func checkFd(pl *plan, p *procPlan, fd *fdinfo.FdinfoEntry, files map[uint32]str
 	if fe.GetType() != fd.GetType() {
 		return fmt.Errorf("%s: fdinfo says %v, files.img says %v", what, fd.GetType(), fe.GetType())
 	}
-	switch fe.GetType() {
-	case fdinfo.FdTypes_REG:
-		if fe.Reg == nil {
-			return fmt.Errorf("%s: file id %d has no reg entry", what, fd.GetId())
-		}
-		files[fe.GetId()] = what
-	case fdinfo.FdTypes_PIPE:
-		if fe.Pipe == nil {
-			return fmt.Errorf("%s: file id %d has no pipe entry", what, fd.GetId())
-		}
-	case fdinfo.FdTypes_FIFO:
-		if fe.Fifo == nil {
-			return fmt.Errorf("%s: file id %d has no fifo entry", what, fd.GetId())
-		}
-		files[fe.Fifo.GetRegfId()] = what + " (FIFO)"
-	case fdinfo.FdTypes_MEMFD:
-		if fe.Memfd == nil || pl.memfds[uint64(fe.Memfd.GetInodeId())] == nil {
-			return fmt.Errorf("%s: memfd inode of file id %d is not in memfd.img", what, fd.GetId())
-		}
-	default:
+	k := fdKinds[fe.GetType()]
+	if k == nil {
 		return fmt.Errorf("%s: %v files are not supported", what, fe.GetType())
 	}
-	return nil
+	return k.check(pl, p, fd, fe, what, files)
 }
 
 // checkRegFile checks that a file is where the set says, as it was: mode, size and (for

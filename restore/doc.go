@@ -34,10 +34,16 @@
 //     file description of the set is created once, in imgtool (files opened at their
 //     offsets and flags, pipes and FIFOs with their queued bytes, memfds filled from their
 //     shmem pages: pagemap-shmem-<shmid>.img, the bytes of the last page past the end of the
-//     memfd written through a mapping, F_SETSIG signals set), and handed to the root with
-//     pidfd_getfd at a slot above every fd number. Each other process is cloned, with its
-//     PID, from its parent, and inherits the slots. setsid/setpgid give sessions and
-//     groups as each process is born.
+//     memfd written through a mapping, eventfds with their counter and semaphore mode,
+//     signalfds with their mask, timerfds and epolls empty, F_SETSIG signals set), and
+//     handed to the root with pidfd_getfd at a slot above every fd number. Each other
+//     process is cloned, with its PID, from its parent, and inherits the slots.
+//     setsid/setpgid give sessions and groups as each process is born. Each kind of file
+//     is one fileKind in the file named after it (eventfd.go, timerfd.go, ...), listed in
+//     fdKinds, the one table both the pre-check (checkFd) and the creation of
+//     descriptions go through (see dump/doc.go for the rule). The per-kind images older
+//     CRIU versions wrote instead of files.img entries (eventfd.img, eventpoll.img with
+//     eventpoll-tfd.img, signalfd.img, timerfd.img; CRIU 4.2 still reads them) are read too.
 //  3. Each process then rebuilds itself: vvar, vvar_vclock and vDSO are mremapped to the
 //     saved addresses (CRIU 4.2 saves vvar and vvar_vclock as one entry; it is split at
 //     this kernel's sizes), every VMA is mapped at its address with MAP_FIXED_NOREPLACE
@@ -50,7 +56,11 @@
 //     (this kernel's vDSO is used). PR_SET_MM_MAP sets the
 //     mm fields and exe; then signal actions, personality, root, cwd, umask, fds (dup3 from
 //     the slots, close-on-exec as saved, O_ASYNC turned on by the process on its own fd
-//     number, which the kernel reports as si_fd), threads (clone3 with CLONE_THREAD and
+//     number, which the kernel reports as si_fd; then every target of an epoll registered,
+//     EPOLL_CTL_ADD with its events and data, by the first process of the tree that has
+//     the epoll, under the fd number it was registered with: epoll keys a registration by
+//     file and number, and polls a signalfd for the signals of the process that adds it),
+//     threads (clone3 with CLONE_THREAD and
 //     set_tid), per-thread name, altstack, robust list, clear_child_tid, rseq, nice and
 //     policy (SCHED_RESET_ON_FORK included), interval timers, the slots closed, memory locks
 //     (mlock of every area saved with MAP_LOCKED, taken with imgtool's credentials and
@@ -61,7 +71,12 @@
 //     pending signals queued (still blocked), the scratch area unmapped. Once every process
 //     and thread exists, file owners (F_SETOWN_EX) are set from imgtool's tracer thread
 //     under the saved uid and euid (the kernel keeps them with the owner and checks them
-//     before each signal; without CAP_SETUID only imgtool's own can be set).
+//     before each signal; without CAP_SETUID only imgtool's own can be set). Timerfds are
+//     armed last, from imgtool, so that the restore does not count as time elapsed: the
+//     time left and the interval, the unread expiries (TFD_IOC_SET_TICKS); an absolute
+//     timer at the clock's time plus the time left (nanoseconds carried: CRIU 4.2 adds
+//     the seconds only), a periodic timer saved expired and unread with no time left (as
+//     CRIU's dump leaves it) one interval from now.
 //  4. Finally every thread gets its signal mask, its XSAVE area (rebuilt at this CPU's
 //     CPUID leaf 0xD offsets) and its registers (orig_rax = -1: they are stored
 //     restart-fixed), and all threads are detached one after another.
@@ -76,15 +91,20 @@
 //
 // # What it does not restore
 //
-// Sockets, eventfd, timerfd, signalfd, epoll, inotify, ttys, ghost (unlinked) files and
-// other file types are refused, as are zombies, POSIX timers, seccomp, AIO rings, SysV IPC
+// Sockets, inotify, fanotify, ttys, ghost (unlinked) files and other file types are refused
+// (every such fd of the tree named at once), as is an epoll whose targets are not all fds,
+// of kinds restore supports, of the first process that has it (the one that dumped it, for
+// CRIU and imgtool alike); so are zombies, POSIX timers, seccomp, AIO rings, SysV IPC
 // mappings, incremental (parent) sets, processes sharing memory or fd tables (CLONE_VM,
 // CLONE_FILES between processes), and 32-bit tasks. Not restored at all: namespaces (the
 // tree is restored into imgtool's namespaces; time namespaces are ignored, so
 // CLOCK_MONOTONIC does not jump back), cgroups, file locks, LDT and GDT TLS entries,
 // membarrier registrations, loginuid, oom_score_adj, mlockall(MCL_FUTURE) (no image field
 // records it), the shadow stack. Which fd of a description shared by several fds turned
-// O_ASYNC on is not saved: the first one restored does. A session or process group whose
+// O_ASYNC on is not saved: the first one restored does. An eventfd of a CRIU set comes back
+// a plain counter even if it was a semaphore (CRIU 4.2 does not record EFD_SEMAPHORE;
+// imgtool's dump does, see dump/doc.go). Each epoll target is polled as it is added: what
+// is ready then is reported again, to an edge-triggered registration too. A session or process group whose
 // leader is not in the tree is left as inherited from imgtool, like CRIU's shell jobs.
 //
 // Shared memory: CRIU 4.2 and imgtool dump save MAP_SHARED|MAP_ANONYMOUS memory as a memfd

@@ -6,7 +6,10 @@ import (
 	"sort"
 
 	"github.com/checkpoint-restore/go-criu/v8/crit/images/fdinfo"
+	"github.com/checkpoint-restore/go-criu/v8/crit/images/fown"
+	"github.com/checkpoint-restore/go-criu/v8/crit/images/regfile"
 	"golang.org/x/sys/unix"
+	"google.golang.org/protobuf/proto"
 
 	"github.com/imgtool/imgtool/image"
 )
@@ -24,6 +27,9 @@ type descriptions struct {
 	fifos  map[uint32]*os.File // a reading and writing end of each FIFO, by pipe_id
 	owned  map[uint32]*os.File // descriptions with a saved owner, kept for setOwners
 	async  map[uint32]bool     // descriptions O_ASYNC was turned on for (setAsync)
+	armed  map[uint32]*os.File // descriptions of armer kinds, kept for arm
+	// registered are the epolls whose targets are registered (eventpoll.go).
+	registered map[uint32]bool
 }
 
 // pipePair is one pipe, by pipe_id, and which of its ends a description already took.
@@ -47,6 +53,9 @@ func (d *descriptions) close() {
 		f.Close()
 	}
 	for _, f := range d.owned {
+		f.Close()
+	}
+	for _, f := range d.armed {
 		f.Close()
 	}
 }
@@ -88,6 +97,9 @@ func (r *restorer) createDescriptions(root *process) (*descriptions, error) {
 		fifos:  map[uint32]*os.File{},
 		owned:  map[uint32]*os.File{},
 		async:  map[uint32]bool{},
+		armed:  map[uint32]*os.File{},
+
+		registered: map[uint32]bool{},
 	}
 	t := root.leader()
 	for i, id := range usedFiles(r.pl) {
@@ -102,9 +114,13 @@ func (r *restorer) createDescriptions(root *process) (*descriptions, error) {
 		if err == nil {
 			fd, err = r.transfer(root, f)
 		}
-		if own.GetPid() != 0 {
+		_, arms := fdKinds[r.pl.files[id].GetType()].(armer)
+		switch {
+		case own.GetPid() != 0:
 			d.owned[id] = f
-		} else {
+		case arms:
+			d.armed[id] = f
+		default:
 			f.Close()
 		}
 		if err != nil {
@@ -143,29 +159,191 @@ func (d *descriptions) open(pl *plan, id uint32) (*os.File, error) {
 	if fe == nil {
 		return nil, fmt.Errorf("file id %d is not in files.img", id)
 	}
-	switch fe.GetType() {
-	case fdinfo.FdTypes_REG:
-		return openReg(fe.Reg.GetName(), fe.Reg.GetFlags(), fe.Reg.GetPos())
-	case fdinfo.FdTypes_PIPE:
-		return d.openPipe(pl, fe.Pipe.GetPipeId(), fe.Pipe.GetFlags())
-	case fdinfo.FdTypes_FIFO:
-		reg := pl.files[fe.Fifo.GetRegfId()]
-		if reg == nil || reg.Reg == nil {
-			return nil, fmt.Errorf("FIFO file id %d: its path (file id %d) is not in files.img", id, fe.Fifo.GetRegfId())
-		}
-		return d.openFifo(pl, fe.Fifo.GetPipeId(), reg.Reg.GetName(), reg.Reg.GetFlags())
-	case fdinfo.FdTypes_MEMFD:
-		f, err := d.memfdReopen(pl, uint64(fe.Memfd.GetInodeId()), int(fe.Memfd.GetFlags()))
-		if err != nil {
-			return nil, err
-		}
-		if _, err := f.Seek(int64(fe.Memfd.GetPos()), 0); err != nil {
-			f.Close()
-			return nil, err
-		}
-		return f, nil
+	k := fdKinds[fe.GetType()]
+	if k == nil {
+		return nil, fmt.Errorf("file id %d: %v files are not supported", id, fe.GetType())
 	}
-	return nil, fmt.Errorf("file id %d: %v files are not supported", id, fe.GetType())
+	return k.open(d, pl, fe)
+}
+
+// One kind of open file, one handler: every kind restore supports is a value of fileKind,
+// in the file named after it (eventfd.go, timerfd.go, signalfd.go, eventpoll.go; regular
+// files, pipes, FIFOs and memfds below), and fdKinds is the one table from fd type to
+// handler. The pre-check (checkFd) and the creation of descriptions (open) both go through
+// it, so a kind cannot be accepted by one and refused by the other.
+
+// fileKind is how restore handles one kind of open file.
+type fileKind interface {
+	// check verifies, before any process exists, that fe (used by fd of p, named what in
+	// errors) can be restored; it notes the reg files it needs in files.
+	check(pl *plan, p *procPlan, fd *fdinfo.FdinfoEntry, fe *fdinfo.FileEntry, what string, files map[uint32]string) error
+	// open creates the description, in imgtool.
+	open(d *descriptions, pl *plan, fe *fdinfo.FileEntry) (*os.File, error)
+	// fown returns the saved owner (nil for none), flags the saved open flags.
+	fown(pl *plan, fe *fdinfo.FileEntry) *fown.FownEntry
+	flags(pl *plan, fe *fdinfo.FileEntry) uint32
+}
+
+// placer is a kind with work to do in a process once its fds are in place (an epoll
+// registers its targets under their fd numbers).
+type placer interface {
+	placed(r *restorer, p *process, fd *fdinfo.FdinfoEntry, fe *fdinfo.FileEntry) error
+}
+
+// armer is a kind whose description gets its last state just before the tree runs (a
+// timerfd is armed then, so that the restore itself does not count as time elapsed). Its
+// description is kept open in imgtool until then.
+type armer interface {
+	arm(f *os.File, fe *fdinfo.FileEntry) error
+}
+
+// legacyLoader is a kind older CRIU versions saved in an image of its own instead of
+// files.img (CRIU 4.2 still reads them): loadLegacy adds its entries to pl.files.
+type legacyLoader interface {
+	loadLegacy(pl *plan) error
+}
+
+// loadLegacy reads the per-kind image name (of image kind kind), when the set has one, and
+// adds each entry to pl.files as a file_entry of type typ.
+func loadLegacy[T any](pl *plan, name, kind string, typ fdinfo.FdTypes, id func(*T) uint32, set func(*fdinfo.FileEntry, *T)) error {
+	if !pl.src.has(name) {
+		return nil
+	}
+	es, _, err := readEntries[T](pl.src, name, kind)
+	if err != nil {
+		return err
+	}
+	for _, e := range es {
+		fe := &fdinfo.FileEntry{Type: typ.Enum(), Id: proto.Uint32(id(e))}
+		if pl.files[fe.GetId()] != nil {
+			return fmt.Errorf("%s: file id %d is in files.img too", name, fe.GetId())
+		}
+		set(fe, e)
+		pl.files[fe.GetId()] = fe
+	}
+	return nil
+}
+
+// fdKinds is the registry: every kind of fd restore supports.
+var fdKinds = map[fdinfo.FdTypes]fileKind{
+	fdinfo.FdTypes_REG:       regKind{},
+	fdinfo.FdTypes_PIPE:      pipeKind{},
+	fdinfo.FdTypes_FIFO:      fifoKind{},
+	fdinfo.FdTypes_MEMFD:     memfdKind{},
+	fdinfo.FdTypes_EVENTFD:   eventfdKind{},
+	fdinfo.FdTypes_TIMERFD:   timerfdKind{},
+	fdinfo.FdTypes_SIGNALFD:  signalfdKind{},
+	fdinfo.FdTypes_EVENTPOLL: eventpollKind{},
+}
+
+// noEntry is the error of a file entry without the part its type needs.
+func noEntry(what string, fe *fdinfo.FileEntry) error {
+	return fmt.Errorf("%s: file id %d has no %v entry", what, fe.GetId(), fe.GetType())
+}
+
+type regKind struct{}
+
+func (regKind) check(pl *plan, p *procPlan, fd *fdinfo.FdinfoEntry, fe *fdinfo.FileEntry, what string, files map[uint32]string) error {
+	if fe.Reg == nil {
+		return noEntry(what, fe)
+	}
+	files[fe.GetId()] = what
+	return nil
+}
+func (regKind) open(d *descriptions, pl *plan, fe *fdinfo.FileEntry) (*os.File, error) {
+	return openReg(fe.Reg.GetName(), fe.Reg.GetFlags(), fe.Reg.GetPos())
+}
+func (regKind) fown(pl *plan, fe *fdinfo.FileEntry) *fown.FownEntry { return fe.Reg.GetFown() }
+func (regKind) flags(pl *plan, fe *fdinfo.FileEntry) uint32         { return fe.Reg.GetFlags() }
+
+type pipeKind struct{}
+
+func (pipeKind) check(pl *plan, p *procPlan, fd *fdinfo.FdinfoEntry, fe *fdinfo.FileEntry, what string, files map[uint32]string) error {
+	if fe.Pipe == nil {
+		return noEntry(what, fe)
+	}
+	return nil
+}
+func (pipeKind) open(d *descriptions, pl *plan, fe *fdinfo.FileEntry) (*os.File, error) {
+	return d.openPipe(pl, fe.Pipe.GetPipeId(), fe.Pipe.GetFlags())
+}
+func (pipeKind) fown(pl *plan, fe *fdinfo.FileEntry) *fown.FownEntry { return fe.Pipe.GetFown() }
+func (pipeKind) flags(pl *plan, fe *fdinfo.FileEntry) uint32         { return fe.Pipe.GetFlags() }
+
+type fifoKind struct{}
+
+// reg is the reg entry of a FIFO: its path, flags and owner.
+func (fifoKind) reg(pl *plan, fe *fdinfo.FileEntry) *regfile.RegFileEntry {
+	if r := pl.files[fe.Fifo.GetRegfId()]; r != nil {
+		return r.Reg
+	}
+	return nil
+}
+func (k fifoKind) check(pl *plan, p *procPlan, fd *fdinfo.FdinfoEntry, fe *fdinfo.FileEntry, what string, files map[uint32]string) error {
+	if fe.Fifo == nil {
+		return noEntry(what, fe)
+	}
+	if k.reg(pl, fe) == nil {
+		return fmt.Errorf("%s: FIFO file id %d: its path (file id %d) is not in files.img", what, fe.GetId(), fe.Fifo.GetRegfId())
+	}
+	files[fe.Fifo.GetRegfId()] = what + " (FIFO)"
+	return nil
+}
+func (k fifoKind) open(d *descriptions, pl *plan, fe *fdinfo.FileEntry) (*os.File, error) {
+	reg := k.reg(pl, fe)
+	if reg == nil {
+		return nil, fmt.Errorf("FIFO file id %d: its path (file id %d) is not in files.img", fe.GetId(), fe.Fifo.GetRegfId())
+	}
+	return d.openFifo(pl, fe.Fifo.GetPipeId(), reg.GetName(), reg.GetFlags())
+}
+func (k fifoKind) fown(pl *plan, fe *fdinfo.FileEntry) *fown.FownEntry {
+	return k.reg(pl, fe).GetFown()
+}
+func (k fifoKind) flags(pl *plan, fe *fdinfo.FileEntry) uint32 { return k.reg(pl, fe).GetFlags() }
+
+type memfdKind struct{}
+
+func (memfdKind) check(pl *plan, p *procPlan, fd *fdinfo.FdinfoEntry, fe *fdinfo.FileEntry, what string, files map[uint32]string) error {
+	if fe.Memfd == nil || pl.memfds[uint64(fe.Memfd.GetInodeId())] == nil {
+		return fmt.Errorf("%s: memfd inode of file id %d is not in memfd.img", what, fe.GetId())
+	}
+	return nil
+}
+func (memfdKind) open(d *descriptions, pl *plan, fe *fdinfo.FileEntry) (*os.File, error) {
+	f, err := d.memfdReopen(pl, uint64(fe.Memfd.GetInodeId()), int(fe.Memfd.GetFlags()))
+	if err != nil {
+		return nil, err
+	}
+	if _, err := f.Seek(int64(fe.Memfd.GetPos()), 0); err != nil {
+		f.Close()
+		return nil, err
+	}
+	return f, nil
+}
+func (memfdKind) fown(pl *plan, fe *fdinfo.FileEntry) *fown.FownEntry { return fe.Memfd.GetFown() }
+func (memfdKind) flags(pl *plan, fe *fdinfo.FileEntry) uint32         { return fe.Memfd.GetFlags() }
+
+// armDescriptions gives the descriptions of armer kinds their last state, from imgtool,
+// just before the tree runs.
+func (r *restorer) armDescriptions() error {
+	for _, id := range usedFiles(r.pl) {
+		fe := r.pl.files[id]
+		a, ok := fdKinds[fe.GetType()].(armer)
+		if !ok {
+			continue
+		}
+		f := r.descs.armed[id]
+		if f == nil {
+			f = r.descs.owned[id]
+		}
+		if f == nil {
+			return fmt.Errorf("file id %d: its description was not kept", id)
+		}
+		if err := a.arm(f, fe); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // openReg opens a regular file, directory or device at its saved offset.

@@ -24,34 +24,16 @@ import (
 
 // ownerOf returns the fown_entry of a file entry, or nil.
 func ownerOf(pl *plan, fe *fdinfo.FileEntry) *fown.FownEntry {
-	switch {
-	case fe.Reg != nil:
-		return fe.Reg.GetFown()
-	case fe.Pipe != nil:
-		return fe.Pipe.GetFown()
-	case fe.Memfd != nil:
-		return fe.Memfd.GetFown()
-	case fe.Fifo != nil:
-		if reg := pl.files[fe.Fifo.GetRegfId()]; reg != nil {
-			return reg.Reg.GetFown()
-		}
+	if k := fdKinds[fe.GetType()]; k != nil {
+		return k.fown(pl, fe)
 	}
 	return nil
 }
 
 // statusFlags returns the saved open flags of a file entry's description.
 func statusFlags(pl *plan, fe *fdinfo.FileEntry) uint32 {
-	switch {
-	case fe.Reg != nil:
-		return fe.Reg.GetFlags()
-	case fe.Pipe != nil:
-		return fe.Pipe.GetFlags()
-	case fe.Memfd != nil:
-		return fe.Memfd.GetFlags()
-	case fe.Fifo != nil:
-		if reg := pl.files[fe.Fifo.GetRegfId()]; reg != nil {
-			return reg.Reg.GetFlags()
-		}
+	if k := fdKinds[fe.GetType()]; k != nil {
+		return k.flags(pl, fe)
 	}
 	return 0
 }

@@ -184,6 +184,13 @@ func loadPlan(src source) (*plan, error) {
 		}
 		pl.files[f.GetId()] = f
 	}
+	for _, k := range fdKinds {
+		if l, ok := k.(legacyLoader); ok {
+			if err := l.loadLegacy(pl); err != nil {
+				return nil, err
+			}
+		}
+	}
 	if err := loadPipeData(src, "pipes-data.img", "PIPES_DATA", pl.pipeData); err != nil {
 		return nil, err
 	}

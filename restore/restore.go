@@ -226,6 +226,9 @@ func (r *restorer) run() (err error) {
 	if err := r.setOwners(); err != nil {
 		return err
 	}
+	if err := r.armDescriptions(); err != nil {
+		return err
+	}
 	return r.release()
 }
 

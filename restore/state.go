@@ -248,7 +248,8 @@ func (r *restorer) restoreFS(p *process) error {
 	return err
 }
 
-// placeFds puts each of p's fds in place from the inherited descriptions.
+// placeFds puts each of p's fds in place from the inherited descriptions, then lets the
+// kinds that need the fds in place finish (placer: an epoll registers its targets).
 func (r *restorer) placeFds(p *process) error {
 	t := p.leader()
 	for _, fd := range p.pl.fds {
@@ -265,6 +266,14 @@ func (r *restorer) placeFds(p *process) error {
 		}
 		if err := r.setAsync(p, fd.GetId(), uint64(fd.GetFd())); err != nil {
 			return err
+		}
+	}
+	for _, fd := range p.pl.fds {
+		fe := r.pl.files[fd.GetId()]
+		if k, ok := fdKinds[fe.GetType()].(placer); ok {
+			if err := k.placed(r, p, fd, fe); err != nil {
+				return err
+			}
 		}
 	}
 	return nil

@@ -1,0 +1,136 @@
+package restore
+
+import (
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/checkpoint-restore/go-criu/v8/crit/images/eventpoll"
+	"github.com/checkpoint-restore/go-criu/v8/crit/images/fdinfo"
+
+	"github.com/imgtool/imgtool/image"
+)
+
+// TestRestoreCRIUMiscRefusesOnlySockets: the real CRIU set misc holds an eventfd, a timerfd,
+// a signalfd, an epoll, a memfd and sockets. Restore supports all but the sockets: it
+// refuses the set before creating anything, naming every socket fd and the epoll that
+// watches one of them, and nothing else.
+func TestRestoreCRIUMiscRefusesOnlySockets(t *testing.T) {
+	requireRoot(t)
+	setupFixtureFiles(t, "misc")
+	err := refuseErr(t, criuSet(t, "misc"), Options{})
+	msg := err.Error()
+	for _, want := range []string{
+		"pid 16406 fd 3: UNIXSK files are not supported",
+		"pid 16406 fd 4: UNIXSK files are not supported",
+		"pid 16406 fd 5: INETSK files are not supported",
+		"pid 16406 fd 9: the epoll watches fd 4, a UNIXSK: not supported",
+	} {
+		if !strings.Contains(msg, want) {
+			t.Errorf("%q does not say %q", msg, want)
+		}
+	}
+	if n := strings.Count(msg, "pid 16406 fd "); n != 4 {
+		t.Errorf("%d fds refused, want the 4 above: %s", n, msg)
+	}
+}
+
+// TestRestoreCRIUMiscWithoutSockets: the misc set with its socket fds taken out (and the
+// epoll's registration of one) restores, and the eventfd, timerfd, signalfd and epoll CRIU
+// saved are back as the program made them; also with the eventfd and the epoll in the
+// per-kind images older CRIU versions wrote (CRIU 4.2 still reads them).
+func TestRestoreCRIUMiscWithoutSockets(t *testing.T) {
+	requireRoot(t)
+	setupFixtureFiles(t, "misc")
+	dir := copySet(t, criuSet(t, "misc"))
+	rewriteImage(t, dir, "fdinfo-2.img", func(img *image.Image) {
+		var keep []image.Entry
+		for _, e := range img.Entries {
+			if typ := e.Msg.(*fdinfo.FdinfoEntry).GetType(); typ != fdinfo.FdTypes_UNIXSK && typ != fdinfo.FdTypes_INETSK {
+				keep = append(keep, e)
+			}
+		}
+		img.Entries = keep
+	})
+	rewriteImage(t, dir, "files.img", func(img *image.Image) {
+		for _, e := range img.Entries {
+			if ep := e.Msg.(*fdinfo.FileEntry).Epfd; ep != nil {
+				ep.Tfd = ep.Tfd[:2] // eventfd 6 and timerfd 7; the third is socket fd 4
+			}
+		}
+	})
+	t.Run("files.img", func(t *testing.T) { checkMiscPolls(t, dir) })
+	t.Run("per-kind images", func(t *testing.T) {
+		// As CRIU wrote them before files.img: eventfd.img, eventpoll.img with the targets
+		// in eventpoll-tfd.img.
+		legacy := copySet(t, dir)
+		var efd, epfd *image.Image
+		rewriteImage(t, legacy, "files.img", func(img *image.Image) {
+			efd = &image.Image{Kind: image.KindByName("EVENTFD_FILE"), Head: img.Head}
+			epfd = &image.Image{Kind: image.KindByName("EVENTPOLL_FILE"), Head: img.Head}
+			var keep []image.Entry
+			for _, e := range img.Entries {
+				fe := e.Msg.(*fdinfo.FileEntry)
+				switch {
+				case fe.Efd != nil:
+					efd.Entries = append(efd.Entries, image.Entry{Msg: fe.Efd})
+				case fe.Epfd != nil:
+					epfd.Entries = append(epfd.Entries, image.Entry{Msg: fe.Epfd})
+				default:
+					keep = append(keep, e)
+				}
+			}
+			img.Entries = keep
+		})
+		tfd := &image.Image{Kind: image.KindByName("EVENTPOLL_TFD"), Head: efd.Head}
+		for _, e := range epfd.Entries {
+			ep := e.Msg.(*eventpoll.EventpollFileEntry)
+			for _, t := range ep.Tfd {
+				t.Id = ep.Id
+				tfd.Entries = append(tfd.Entries, image.Entry{Msg: t})
+			}
+			ep.Tfd = nil
+		}
+		for name, img := range map[string]*image.Image{"eventfd.img": efd, "eventpoll.img": epfd, "eventpoll-tfd.img": tfd} {
+			f, err := os.Create(filepath.Join(legacy, name))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if _, err := img.WriteTo(f); err != nil {
+				t.Fatal(err)
+			}
+			f.Close()
+		}
+		checkMiscPolls(t, legacy)
+	})
+}
+
+// checkMiscPolls restores the misc set without sockets and checks its eventfd, timerfd,
+// signalfd and epoll.
+func checkMiscPolls(t *testing.T, dir string) {
+	t.Helper()
+	setupFixtureFiles(t, "misc") // the log at its saved size again
+	pids := restoreSet(t, dir, Options{})
+	fdinfo := func(fd int) string {
+		b, err := os.ReadFile(fmt.Sprintf("/proc/%d/fdinfo/%d", pids[0], fd))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return string(b)
+	}
+	for fd, want := range map[int][]string{
+		6: {"flags:\t04002", "eventfd-count:               2a", "eventfd-semaphore: 0"},
+		7: {"flags:\t04002", "clockid: 1", "it_interval: (5, 0)"},
+		8: {"flags:\t04002", "sigmask:\t0000000000000200"},
+		9: {"tfd:        6 events:       19 data:             1111", "tfd:        7 events:       19 data:             2222"},
+	} {
+		got := fdinfo(fd)
+		for _, w := range want {
+			if !strings.Contains(got, w) {
+				t.Errorf("fd %d: %q does not hold %q", fd, got, w)
+			}
+		}
+	}
+}
