@@ -4,7 +4,7 @@ BIN      := bin/imgtool
 GOFLAGS  := -trimpath
 export CGO_ENABLED := 0
 
-.PHONY: build test test-long demo bench fuzz vet clean
+.PHONY: build test test-long demo bench fuzz vet clean zdtm
 
 build: ## a static binary in bin/imgtool
 	$(GO) build $(GOFLAGS) -tags urfave_cli_no_docs -ldflags='-s -w' -o $(BIN) ./cmd/imgtool
@@ -23,6 +23,9 @@ demo: build ## the main job on a bundled real image set
 
 bench: build ## speed and memory, as ratios against crit, age, gpg, openssl and cp
 	./scripts/bench.sh $(BIN)
+
+zdtm: build ## CRIU's zdtm static tests through imgtool (ZDTM_SRC=criu tree; IMGTOOL_CRIU=criu to compare)
+	./scripts/zdtm/run
 
 FUZZTIME ?= 60s
 fuzz: ## each fuzz target for FUZZTIME
