@@ -56,6 +56,9 @@ func (d *dumper) precheck() error {
 	if err := checkFdOwners(pids, &refused); err != nil {
 		return err
 	}
+	if err := checkUnixPeers(pids, &refused); err != nil {
+		return err
+	}
 	if transient {
 		return &changedError{refused.err()}
 	}
@@ -340,13 +343,11 @@ func inspectFd(pid, fd int) (*fdDesc, error) {
 		return nil, fmt.Errorf("read fd %d of %d: %w", fd, pid, err)
 	}
 	switch {
-	case strings.HasPrefix(link, "socket:"):
-		return nil, refuse(pid, fd, link, "sockets are not supported")
 	case strings.Contains(link, "io_uring"):
 		return nil, refuse(pid, fd, link, "io_uring is not supported")
 	case strings.HasPrefix(link, "anon_inode:") && !isAnonKind(link):
 		return nil, refuse(pid, fd, link, "this kind of file is not supported")
-	case strings.HasSuffix(link, "]") && !strings.HasPrefix(link, "/") && !strings.HasPrefix(link, "pipe:") && !isAnonKind(link):
+	case strings.HasSuffix(link, "]") && !strings.HasPrefix(link, "/") && !strings.HasPrefix(link, "pipe:") && !strings.HasPrefix(link, "socket:") && !isAnonKind(link):
 		return nil, refuse(pid, fd, link, "this kind of file is not supported")
 	}
 	fdesc := &fdDesc{fd: fd, link: link}
@@ -369,13 +370,19 @@ func inspectFd(pid, fd int) (*fdDesc, error) {
 	case mode == unix.S_IFIFO:
 		fdesc.kind = fdFifo
 	case mode == unix.S_IFSOCK:
-		return nil, refuse(pid, fd, link, "sockets are not supported")
+		fdesc.kind = fdUnixSk // sk_unix.go: its check refuses other families
 	case mode == unix.S_IFCHR && isTTYMajor(unix.Major(fdesc.st.Rdev)):
 		return nil, refuse(pid, fd, "terminal "+link, "terminals are not supported")
 	case strings.HasPrefix(link, "/memfd:"):
 		fdesc.kind = fdMemfd
 	case mode == unix.S_IFREG && fdesc.st.Nlink == 0:
 		return nil, refuse(pid, fd, "unlinked file "+link, "open files that were deleted are not supported")
+	case (mode == unix.S_IFDIR || mode == unix.S_IFCHR || mode == unix.S_IFBLK) && fdesc.st.Nlink == 0:
+		return nil, refuse(pid, fd, "removed "+link, "directories and device nodes that were removed cannot be reopened")
+	case strings.HasPrefix(link, "/proc/"):
+		// A /proc file names the state of a process (often the holder's own): reopened
+		// by path before the restored processes exist, it would name nothing or another.
+		return nil, refuse(pid, fd, link, "files in /proc are not supported")
 	case mode == unix.S_IFREG, mode == unix.S_IFDIR, mode == unix.S_IFCHR, mode == unix.S_IFBLK:
 		fdesc.kind = fdReg
 	case isAnonKind(link):

@@ -5,7 +5,8 @@
 //
 // The tree is first inspected through /proc without being touched; what cannot be dumped
 // (sockets, terminals, namespaces other than the dumper's, io_uring, seccomp, processes
-// already traced, zombies, stopped processes, POSIX timers, unlinked files and FIFOs,
+// already traced, zombies, stopped processes, POSIX timers, unlinked files, FIFOs,
+// directories and device nodes, open files of /proc,
 // files with locks held (POSIX, OFD, flock, leases: CRIU's --file-locks is not
 // implemented, and dropping them would let another writer in), processes sharing memory,
 // fd table, fs context or signal handlers (restore gives each its own), files whose

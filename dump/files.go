@@ -71,6 +71,7 @@ type setState struct {
 	fifos       []pipeData
 	pipesDumped map[uint32]bool
 	nextPagesID uint32
+	unix        unixState // sk_unix.go
 }
 
 func newSetState() *setState {
@@ -301,6 +302,7 @@ var fdKinds = map[fdKind]fileKind{
 	fdTimerfd:  timerfdKind{},
 	fdSignalfd: signalfdKind{},
 	fdEpoll:    eventpollKind{},
+	fdUnixSk:   unixSkKind{},
 }
 
 // anonKinds are the kinds whose files are anonymous inodes, by their /proc/PID/fd link.
@@ -527,6 +529,10 @@ func fdOwner(pidfd, fd int) (*fown.FownEntry, error) {
 		return nil, fmt.Errorf("pidfd_getfd: %w", err)
 	}
 	defer unix.Close(local)
+	// An O_PATH fd has no owner, and fcntl refuses to tell (EBADF).
+	if fl, err := unix.FcntlInt(uintptr(local), unix.F_GETFL, 0); err == nil && fl&unix.O_PATH != 0 {
+		return own, nil
+	}
 	var ex struct{ Type, Pid int32 } // struct f_owner_ex
 	if _, _, e := unix.Syscall(unix.SYS_FCNTL, uintptr(local), unix.F_GETOWN_EX, uintptr(unsafe.Pointer(&ex))); e != 0 {
 		return nil, fmt.Errorf("F_GETOWN_EX: %w", e)

@@ -137,6 +137,9 @@ func (d *dumper) scanPages(pid int, vmas []*vmaDesc) ([]pageRun, uint64, error) 
 			d.stats.pagesScanned += (v.end - v.start) / pageSize
 			continue
 		case vmaAnon:
+			if v.flags&unix.MAP_DROPPABLE != 0 {
+				continue // the kernel may drop these pages whenever it likes: CRIU saves none
+			}
 			flags = image.PagemapPresent
 			if v.flags&unix.MAP_LOCKED == 0 {
 				flags |= image.PagemapLazy

@@ -7,6 +7,7 @@ import (
 	"testing"
 
 	"github.com/imgtool/imgtool/internal/procfs"
+	"github.com/imgtool/imgtool/internal/testproc"
 )
 
 // refusedAtOnce dumps a launched program that must be refused before any thread is
@@ -110,4 +111,31 @@ func TestRefuseEpollTargets(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestRefuseWhatCannotBeReopened: an open file of /proc (it names a process's state, and
+// is reopened before the restored processes exist), a removed directory and an unlinked
+// device node: zdtm's memfd02, rmdir_open and deleted_dev were dumped, then failed to
+// restore. Refused now, before anything is touched.
+func TestRefuseWhatCannotBeReopened(t *testing.T) {
+	for _, c := range []struct{ mode, want string }{
+		{"procfile", "is /proc/"},
+		{"rmdir", "gone.d (deleted): directories and device nodes that were removed"},
+		{"devnode", "null.dev (deleted): directories and device nodes that were removed"},
+	} {
+		t.Run(c.mode, func(t *testing.T) {
+			all := refusedAtOnce(t, "refusals", c.mode)
+			if len(all) != 1 || !strings.Contains(all.Error(), c.want) {
+				t.Errorf("refusals %v, want one saying %q", all, c.want)
+			}
+		})
+	}
+}
+
+// TestDumpOPathFd: an O_PATH fd has no owner to read (fcntl says EBADF): it is dumped,
+// not refused (zdtm's opath_file).
+func TestDumpOPathFd(t *testing.T) {
+	testproc.RequireRoot(t)
+	tg := launch(t, "refusals", "opath")
+	dumpTarget(t, tg.Pid, true)
 }

@@ -80,6 +80,10 @@ func classifyVMA(pid int, v *procfs.Mapping) (*vmaDesc, error) {
 			return nil, refuse(pid, -1, fmt.Sprintf("mapping %#x-%#x", v.Start, v.End), "memory locked on fault (MLOCK_ONFAULT, MCL_ONFAULT) is not supported")
 		case "nr":
 			e.flags |= unix.MAP_NORESERVE
+		case "dp":
+			// MAP_DROPPABLE is a mapping type of its own, instead of MAP_PRIVATE (as CRIU
+			// records it); its pages may be dropped at any time, so none is saved.
+			e.flags = e.flags&^unix.MAP_PRIVATE | unix.MAP_DROPPABLE
 		case "ht":
 			return nil, refuse(pid, -1, fmt.Sprintf("mapping %#x-%#x", v.Start, v.End), "hugetlb mappings are not supported")
 		case "sr":

@@ -99,7 +99,7 @@
 // CLONE_FILES between processes), and 32-bit tasks. Not restored at all: namespaces (the
 // tree is restored into imgtool's namespaces; time namespaces are ignored, so
 // CLOCK_MONOTONIC does not jump back), cgroups, file locks, LDT and GDT TLS entries,
-// membarrier registrations, loginuid, oom_score_adj, mlockall(MCL_FUTURE) (no image field
+// membarrier registrations, loginuid, mlockall(MCL_FUTURE) (no image field
 // records it), the shadow stack. Which fd of a description shared by several fds turned
 // O_ASYNC on is not saved: the first one restored does. An eventfd of a CRIU set comes back
 // a plain counter even if it was a semaphore (CRIU 4.2 does not record EFD_SEMAPHORE;

@@ -30,6 +30,7 @@ type descriptions struct {
 	armed  map[uint32]*os.File // descriptions of armer kinds, kept for arm
 	// registered are the epolls whose targets are registered (eventpoll.go).
 	registered map[uint32]bool
+	unix       unixSockets // sk_unix.go
 }
 
 // pipePair is one pipe, by pipe_id, and which of its ends a description already took.
@@ -58,6 +59,7 @@ func (d *descriptions) close() {
 	for _, f := range d.armed {
 		f.Close()
 	}
+	d.unix.close()
 }
 
 // transfer gives p a copy of our fd f (pidfd_getfd) and returns its number there.
@@ -234,6 +236,7 @@ var fdKinds = map[fdinfo.FdTypes]fileKind{
 	fdinfo.FdTypes_TIMERFD:   timerfdKind{},
 	fdinfo.FdTypes_SIGNALFD:  signalfdKind{},
 	fdinfo.FdTypes_EVENTPOLL: eventpollKind{},
+	fdinfo.FdTypes_UNIXSK:    unixSkKind{},
 }
 
 // noEntry is the error of a file entry without the part its type needs.
@@ -375,7 +378,7 @@ func (d *descriptions) openPipe(pl *plan, pipeID uint32, flags uint32) (*os.File
 			os.NewFile(uintptr(fds[1]), fmt.Sprintf("pipe:[%d] write end", pipeID)),
 		}}
 		d.pipes[pipeID] = pp
-		if err := fillPipe(pp.ends[1], pl.pipeData[pipeID], pipeID); err != nil {
+		if err := fillPipe(pp.ends[1], pl.pipeData[pipeID], pl.pipeSize[pipeID], pipeID); err != nil {
 			return nil, err
 		}
 	}
@@ -421,14 +424,17 @@ func setStatusFlags(f *os.File, flags uint32) error {
 }
 
 // fillPipe queues data in a pipe through its write end, growing the pipe if needed.
-func fillPipe(w *os.File, data []byte, pipeID uint32) error {
+func fillPipe(w *os.File, data []byte, size uint32, pipeID uint32) error {
+	// The buffer size is the program's (F_SETPIPE_SZ), saved with the data even when no
+	// data is queued; at least room for what is.
+	want := max(int(size), len(data))
+	if cur, err := unix.FcntlInt(w.Fd(), unix.F_GETPIPE_SZ, 0); err == nil && want > 0 && cur != want {
+		if _, err := unix.FcntlInt(w.Fd(), unix.F_SETPIPE_SZ, want); err != nil {
+			return fmt.Errorf("pipe %d: buffer of %d bytes (%d queued): %w", pipeID, want, len(data), err)
+		}
+	}
 	if len(data) == 0 {
 		return nil
-	}
-	if len(data) > 65536 {
-		if _, err := unix.FcntlInt(w.Fd(), unix.F_SETPIPE_SZ, len(data)); err != nil {
-			return fmt.Errorf("pipe %d: room for %d queued bytes: %w", pipeID, len(data), err)
-		}
 	}
 	if _, err := unix.FcntlInt(w.Fd(), unix.F_SETFL, unix.O_NONBLOCK); err != nil {
 		return err
@@ -449,7 +455,7 @@ func (d *descriptions) openFifo(pl *plan, pipeID uint32, name string, flags uint
 			return nil, fmt.Errorf("opening FIFO %s: %w", name, err)
 		}
 		d.fifos[pipeID] = keep
-		if err := fillPipe(keep, pl.fifoData[pipeID], pipeID); err != nil {
+		if err := fillPipe(keep, pl.fifoData[pipeID], pl.pipeSize[pipeID], pipeID); err != nil {
 			return nil, fmt.Errorf("FIFO %s: %w", name, err)
 		}
 	}

@@ -14,7 +14,7 @@ import (
 
 // mapFlagsKept are the mmap flags of a saved VMA that are passed back to mmap. MAP_LOCKED
 // is not: the areas are locked once their pages are written (lockMemory).
-const mapFlagsKept = unix.MAP_SHARED | unix.MAP_PRIVATE | unix.MAP_ANONYMOUS | unix.MAP_GROWSDOWN | unix.MAP_NORESERVE
+const mapFlagsKept = unix.MAP_SHARED | unix.MAP_PRIVATE | unix.MAP_DROPPABLE | unix.MAP_ANONYMOUS | unix.MAP_GROWSDOWN | unix.MAP_NORESERVE
 
 // savedSpecials returns where a process had its vvar areas (merged: CRIU 4.2 writes
 // [vvar] and [vvar_vclock] as one entry) and its vDSO.
@@ -149,7 +149,11 @@ func (r *restorer) mapVMA(p *process, v *vma.VmaEntry, files map[string]uint64) 
 	fd, off := ^uint64(0), uint64(0)
 	switch {
 	case st&image.VMAAnonPrivate != 0:
-		flags = flags&^unix.MAP_SHARED | unix.MAP_PRIVATE | unix.MAP_ANONYMOUS
+		// MAP_DROPPABLE is a mapping type of its own: never with MAP_PRIVATE.
+		if flags&unix.MAP_DROPPABLE == 0 {
+			flags = flags&^unix.MAP_SHARED | unix.MAP_PRIVATE
+		}
+		flags |= unix.MAP_ANONYMOUS
 	case st&(image.VMAFilePrivate|image.VMAFileShared|image.VMAAnonShared) != 0:
 		key, open, err := r.mappedFile(v)
 		if err != nil {

@@ -43,8 +43,10 @@ type plan struct {
 	files    map[uint32]*fdinfo.FileEntry
 	pipeData map[uint32][]byte // queued bytes by pipe_id
 	fifoData map[uint32][]byte // queued bytes by the FIFO's pipe_id
+	pipeSize map[uint32]uint32 // buffer size (F_GETPIPE_SZ) by pipe_id, pipes and FIFOs alike
 	memfds   map[uint64]*memfd.MemfdInodeEntry
 	shmem    map[uint64]*image.PageMap // pagemap-shmem-<shmid>.img, by shmid
+	skQueues map[uint32][]queued       // sk-queues.img, by the receiving socket's file id (sk_unix.go)
 
 	pagesTotal, pagesDone int64 // page bytes to write and written, for Options.Progress
 }
@@ -120,8 +122,10 @@ func loadPlan(src source) (*plan, error) {
 		files:    map[uint32]*fdinfo.FileEntry{},
 		pipeData: map[uint32][]byte{},
 		fifoData: map[uint32][]byte{},
+		pipeSize: map[uint32]uint32{},
 		memfds:   map[uint64]*memfd.MemfdInodeEntry{},
 		shmem:    map[uint64]*image.PageMap{},
+		skQueues: map[uint32][]queued{},
 	}
 	inv, err := readOne[inventory.InventoryEntry](src, "inventory.img", "INVENTORY")
 	if err != nil {
@@ -191,10 +195,10 @@ func loadPlan(src source) (*plan, error) {
 			}
 		}
 	}
-	if err := loadPipeData(src, "pipes-data.img", "PIPES_DATA", pl.pipeData); err != nil {
+	if err := loadPipeData(src, "pipes-data.img", "PIPES_DATA", pl.pipeData, pl.pipeSize); err != nil {
 		return nil, err
 	}
-	if err := loadPipeData(src, "fifo-data.img", "FIFO_DATA", pl.fifoData); err != nil {
+	if err := loadPipeData(src, "fifo-data.img", "FIFO_DATA", pl.fifoData, pl.pipeSize); err != nil {
 		return nil, err
 	}
 	if src.has("memfd.img") {
@@ -257,7 +261,7 @@ func loadProc(src source, pl *plan, p *procPlan) error {
 }
 
 // loadPipeData reads pipes-data.img or fifo-data.img, when the set has one.
-func loadPipeData(src source, name, kind string, into map[uint32][]byte) error {
+func loadPipeData(src source, name, kind string, into map[uint32][]byte, sizes map[uint32]uint32) error {
 	if !src.has(name) {
 		return nil
 	}
@@ -274,6 +278,9 @@ func loadPipeData(src source, name, kind string, into map[uint32][]byte) error {
 			return fmt.Errorf("%s: pipe %d: %d bytes of data, entry says %d", name, pd.GetPipeId(), len(e.Payload), pd.GetBytes())
 		}
 		into[pd.GetPipeId()] = append(into[pd.GetPipeId()], e.Payload...)
+		if pd.Size != nil {
+			sizes[pd.GetPipeId()] = pd.GetSize()
+		}
 	}
 	return nil
 }

@@ -31,6 +31,9 @@ func TestRoundTripSilentStates(t *testing.T) {
 		{"fown", nil},
 		{"mapprot", []string{"{dir}/mapped"}},
 		{"memfd", nil},
+		{"pipesize", nil},
+		{"oom", nil},
+		{"droppable", nil},
 	} {
 		t.Run(c.mode, func(t *testing.T) {
 			p := testproc.Launch(t, bin, testproc.Options{Ready: "ready pid="}, append([]string{c.mode}, c.args...)...)

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"os"
 	"strconv"
+	"strings"
 
 	criu_core "github.com/checkpoint-restore/go-criu/v8/crit/images/criu-core"
 	"github.com/checkpoint-restore/go-criu/v8/crit/images/siginfo"
@@ -84,6 +85,9 @@ func (r *restorer) restoreProcess(p *process) error {
 		return err
 	}
 	if err := r.restoreRlimits(p, tc); err != nil {
+		return err
+	}
+	if err := r.restoreOOMScoreAdj(p, tc); err != nil {
 		return err
 	}
 	if err := r.restoreCreds(p); err != nil {
@@ -438,6 +442,28 @@ func (r *restorer) restoreRlimits(p *process, tc *criu_core.TaskCoreEntry) error
 		}
 		r.warn(fmt.Sprintf("resource limit %s: wanted %s/%s, got %s/%s (raising a hard limit needs CAP_SYS_RESOURCE)",
 			image.RlimitName(res), rlimitString(l.GetCur()), rlimitString(l.GetMax()), rlimitString(cur), rlimitString(max)))
+	}
+	return nil
+}
+
+// restoreOOMScoreAdj gives the process its saved oom_score_adj (CRIU writes it the same
+// way, through /proc). Lowering it below what it inherited from imgtool needs
+// CAP_SYS_RESOURCE: without it the inherited value is kept and reported once, as a
+// resource limit is.
+func (r *restorer) restoreOOMScoreAdj(p *process, tc *criu_core.TaskCoreEntry) error {
+	if tc.OomScoreAdj == nil {
+		return nil
+	}
+	path := procfs.Path(p.pid, "oom_score_adj")
+	want := strconv.Itoa(int(tc.GetOomScoreAdj()))
+	err := os.WriteFile(path, []byte(want), 0)
+	if errors.Is(err, os.ErrPermission) || errors.Is(err, unix.EACCES) || errors.Is(err, unix.EPERM) {
+		cur, _ := os.ReadFile(path)
+		r.warn(fmt.Sprintf("oom_score_adj: wanted %s, kept %s (lowering it needs CAP_SYS_RESOURCE)", want, strings.TrimSpace(string(cur))))
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("oom_score_adj: %w", err)
 	}
 	return nil
 }

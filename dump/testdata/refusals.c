@@ -2,6 +2,10 @@
  *   locks  a POSIX write lock, an OFD read lock and a flock, on three files
  *   fifo   an open FIFO whose name was deleted
  *   files  a child that shares the fd table (clone CLONE_FILES)
+ *   procfile  an open file of /proc (its own maps)
+ *   rmdir     an open directory that was removed
+ *   devnode   an open character device node that was unlinked
+ *   opath     an O_PATH fd (not refused: dumped and restored)
  * It prints "pid=N" once set up, then sleeps. */
 #define _GNU_SOURCE
 #include <fcntl.h>
@@ -12,6 +16,7 @@
 #include <string.h>
 #include <sys/file.h>
 #include <sys/stat.h>
+#include <sys/sysmacros.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -53,8 +58,22 @@ int main(int argc, char **argv)
 			perror("clone");
 			return 1;
 		}
+	} else if (!strcmp(mode, "procfile")) {
+		if (open("/proc/self/maps", O_RDONLY) < 0) { perror("maps"); return 1; }
+	} else if (!strcmp(mode, "rmdir")) {
+		if (mkdir("gone.d", 0700) || open("gone.d", O_RDONLY | O_DIRECTORY) < 0 || rmdir("gone.d")) {
+			perror("rmdir");
+			return 1;
+		}
+	} else if (!strcmp(mode, "devnode")) {
+		if (mknod("null.dev", S_IFCHR | 0600, makedev(1, 3)) || open("null.dev", O_RDWR) < 0 || unlink("null.dev")) {
+			perror("devnode");
+			return 1;
+		}
+	} else if (!strcmp(mode, "opath")) {
+		if (open_file("plain") < 0 || open("plain", O_PATH) < 0) { perror("O_PATH"); return 1; }
 	} else {
-		fprintf(stderr, "usage: refusals locks|fifo|files\n");
+		fprintf(stderr, "usage: refusals locks|fifo|files|procfile|rmdir|devnode|opath\n");
 		return 2;
 	}
 	printf("pid=%d\n", getpid());

@@ -174,13 +174,20 @@ func ReadMaps(pid int) ([]Mapping, error) { return readMappings(Path(pid, "maps"
 // ReadSmaps parses /proc/PID/smaps: the maps lines plus each mapping's VmFlags.
 func ReadSmaps(pid int) ([]Mapping, error) { return readMappings(Path(pid, "smaps")) }
 
+// MaxMappings bounds the mappings of one process read from maps or smaps: far above the
+// kernel's default vm.max_map_count (65530), which a process cannot exceed unless raised.
+const MaxMappings = 1 << 20
+
+// readMappings streams maps or smaps: smaps takes over 1 KiB a mapping, so a process with
+// tens of thousands of mappings has a file far larger than MaxFile.
 func readMappings(path string) ([]Mapping, error) {
-	b, err := ReadFile(path)
+	f, err := os.Open(path)
 	if err != nil {
 		return nil, err
 	}
+	defer f.Close()
 	var out []Mapping
-	sc := bufio.NewScanner(bytes.NewReader(b))
+	sc := bufio.NewScanner(bufio.NewReaderSize(f, 64<<10))
 	sc.Buffer(make([]byte, 64<<10), 1<<20)
 	for sc.Scan() {
 		line := sc.Text()
@@ -194,6 +201,9 @@ func readMappings(path string) ([]Mapping, error) {
 		if v, ok, err := ParseMapsLine(line); err != nil {
 			return nil, fmt.Errorf("%s: %w", path, err)
 		} else if ok {
+			if len(out) == MaxMappings {
+				return nil, fmt.Errorf("%s: more than %d mappings", path, MaxMappings)
+			}
 			out = append(out, v)
 		}
 	}

@@ -8,6 +8,9 @@
  *   fown          F_SETOWN(_EX), F_SETSIG and O_ASYNC on pipes, one owned by a child (file_fown)
  *   mapprot       a MAP_SHARED mapping of a file opened O_RDWR, mapped read-only, argv[2] (maps_file_prot)
  *   memfd         a 5-byte memfd, O_APPEND, mode 0642, offset 3, bytes past EOF in its page (memfd00)
+ *   pipesize      an empty pipe grown to 1 MiB with F_SETPIPE_SZ (pipe03)
+ *   oom           oom_score_adj 400 (oom_score_adj)
+ *   droppable     a MAP_DROPPABLE area (maps02)
  *
  * The program sets the state, checks it once (so a test knows the check holds before the
  * dump), prints "ready", waits for SIGUSR1 (sent after the restore), checks again and prints
@@ -260,6 +263,85 @@ static int check_memfd(void)
 	return 1;
 }
 
+static int pp[2];
+
+static void set_pipesize(void)
+{
+	if (pipe(pp) || fcntl(pp[1], F_SETPIPE_SZ, 1 << 20) < 0)
+		perror("pipe size");
+}
+
+static int check_pipesize(void)
+{
+	int n = fcntl(pp[0], F_GETPIPE_SZ);
+	CHECK(n == 1 << 20, "pipe size %d, want %d", n, 1 << 20);
+	return 1;
+}
+
+static void set_oom(void)
+{
+	FILE *f = fopen("/proc/self/oom_score_adj", "w");
+	if (!f || fprintf(f, "400\n") < 0 || fclose(f))
+		perror("oom_score_adj");
+}
+
+static int check_oom(void)
+{
+	int v = -1;
+	FILE *f = fopen("/proc/self/oom_score_adj", "r");
+	if (f) {
+		if (fscanf(f, "%d", &v) != 1)
+			v = -1;
+		fclose(f);
+	}
+	CHECK(v == 400, "oom_score_adj %d, want 400", v);
+	return 1;
+}
+
+#ifndef MAP_DROPPABLE
+#define MAP_DROPPABLE 0x08
+#endif
+static char *drop;
+
+static void set_droppable(void)
+{
+	drop = mmap(NULL, 16 * PAGE, PROT_READ | PROT_WRITE, MAP_DROPPABLE | MAP_ANONYMOUS, -1, 0);
+	if (drop == MAP_FAILED)
+		perror("MAP_DROPPABLE");
+	else
+		memset(drop, 7, 16 * PAGE);
+}
+
+/* vmflag says whether the VMA holding addr has flag in its VmFlags. */
+static int vmflag(void *addr, const char *flag)
+{
+	char line[512];
+	unsigned long lo, hi, a = (unsigned long)addr;
+	int in = 0, found = 0;
+	FILE *f = fopen("/proc/self/smaps", "r");
+	if (!f)
+		return 0;
+	while (fgets(line, sizeof(line), f)) {
+		if (sscanf(line, "%lx-%lx ", &lo, &hi) == 2 && strchr(line, '-') < strchr(line, ' '))
+			in = a >= lo && a < hi;
+		else if (in && !strncmp(line, "VmFlags:", 8)) {
+			char pat[8];
+			snprintf(pat, sizeof(pat), " %s", flag);
+			found = strstr(line, pat) != NULL;
+			break;
+		}
+	}
+	fclose(f);
+	return found;
+}
+
+static int check_droppable(void)
+{
+	CHECK(drop != MAP_FAILED, "no MAP_DROPPABLE on this kernel");
+	CHECK(vmflag(drop, "dp"), "the area is not droppable (no \"dp\" in VmFlags)");
+	return 1;
+}
+
 int main(int argc, char **argv)
 {
 	const char *mode = argc > 1 ? argv[1] : "";
@@ -283,6 +365,15 @@ int main(int argc, char **argv)
 	} else if (!strcmp(mode, "memfd")) {
 		set_memfd();
 		check = check_memfd;
+	} else if (!strcmp(mode, "pipesize")) {
+		set_pipesize();
+		check = check_pipesize;
+	} else if (!strcmp(mode, "oom")) {
+		set_oom();
+		check = check_oom;
+	} else if (!strcmp(mode, "droppable")) {
+		set_droppable();
+		check = check_droppable;
 	} else {
 		fprintf(stderr, "usage: silent MODE [FILE]\n");
 		return 2;
