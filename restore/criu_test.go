@@ -20,18 +20,7 @@ import (
 // Debian's 3.17 does not run on these kernels); without it these tests are skipped.
 
 // criuBin returns the CRIU binary named by IMGTOOL_CRIU, or skips the test.
-func criuBin(t *testing.T) string {
-	t.Helper()
-	requireRoot(t)
-	bin := os.Getenv("IMGTOOL_CRIU")
-	if bin == "" {
-		t.Skip("IMGTOOL_CRIU is not set: no CRIU 4.2 binary to check interoperability with")
-	}
-	if out, err := exec.Command(bin, "--version").CombinedOutput(); err != nil || !strings.Contains(string(out), "Version: 4.") {
-		t.Fatalf("IMGTOOL_CRIU=%s: not a CRIU 4 binary: %v %s", bin, err, out)
-	}
-	return bin
-}
+func criuBin(t *testing.T) string { return testproc.CRIU(t) }
 
 // runCRIU runs criu with args, logging into dir/LOG; a failure shows the log's errors.
 func runCRIU(t *testing.T, bin, dir, log string, args ...string) {

@@ -26,15 +26,7 @@ func TestMain(m *testing.M) { os.Exit(testproc.Main(m)) }
 const secret = "imgtool-stream-canary-7f3e9a51"
 
 // criuBin returns IMGTOOL_CRIU, skipping the test without it.
-func criuBin(t *testing.T) string {
-	t.Helper()
-	bin := os.Getenv("IMGTOOL_CRIU")
-	if bin == "" {
-		t.Skip("IMGTOOL_CRIU is not set: these tests need a CRIU 4.2 binary (e.g. IMGTOOL_CRIU=/work/criu/criu/criu) and root")
-	}
-	testproc.RequireRoot(t)
-	return bin
-}
+func criuBin(t *testing.T) string { return testproc.CRIU(t) }
 
 // streamer is a running imgtool stream command.
 type streamer struct {
@@ -165,14 +157,11 @@ func restoreServed(t *testing.T, p *testproc.Proc, dir string, before int) {
 	}
 }
 
-// TestCRIUCaptureServeEncrypted: criu dump --stream into capture -e leaves no
-// plaintext anywhere; serve gives it back to criu restore --stream and the
-// process carries on.
-func TestCRIUCaptureServeEncrypted(t *testing.T) {
-	criuBin(t)
-	cert, key := keys(t)
-	p := launchCanary(t)
-	dir, set := t.TempDir(), filepath.Join(t.TempDir(), "set")
+// captureEncrypted dumps p with criu dump --stream into capture -e for cert and returns
+// CRIU's folder and the set.
+func captureEncrypted(t *testing.T, p *testproc.Proc, cert string) (dir, set string) {
+	t.Helper()
+	dir, set = t.TempDir(), filepath.Join(t.TempDir(), "set")
 	capture := startStreamer(t, nil, nil, "stream", "capture", "-D", dir, "-o", set, "-e", "--cert", cert)
 	if err := dumpCaptured(t, p, dir); err != nil {
 		t.Fatal(err)
@@ -180,6 +169,17 @@ func TestCRIUCaptureServeEncrypted(t *testing.T) {
 	if code := capture.wait(t); code != 0 {
 		t.Fatalf("capture: exit %d: %s", code, &capture.stderr)
 	}
+	return dir, set
+}
+
+// TestCRIUCaptureServeEncrypted: criu dump --stream into capture -e leaves no
+// plaintext anywhere; serve gives it back to criu restore --stream and the
+// process carries on.
+func TestCRIUCaptureServeEncrypted(t *testing.T) {
+	criuBin(t)
+	cert, key := keys(t)
+	p := launchCanary(t)
+	dir, set := captureEncrypted(t, p, cert)
 	before := lastCount(t, p)
 	noSecretUnder(t, dir, set)
 	serve := startStreamer(t, nil, nil, "stream", "serve", "-D", dir, "-i", set, "--tls-key", key)
@@ -195,14 +195,7 @@ func TestCRIUServeTampered(t *testing.T) {
 	criuBin(t)
 	cert, key := keys(t)
 	p := launchCanary(t)
-	dir, set := t.TempDir(), filepath.Join(t.TempDir(), "set")
-	capture := startStreamer(t, nil, nil, "stream", "capture", "-D", dir, "-o", set, "-e", "--cert", cert)
-	if err := dumpCaptured(t, p, dir); err != nil {
-		t.Fatal(err)
-	}
-	if code := capture.wait(t); code != 0 {
-		t.Fatalf("capture: exit %d: %s", code, &capture.stderr)
-	}
+	dir, set := captureEncrypted(t, p, cert)
 	pages := filepath.Join(set, "pages-1.img")
 	b, err := os.ReadFile(pages)
 	if err != nil {

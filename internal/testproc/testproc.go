@@ -98,6 +98,22 @@ func Build(t testing.TB, src string, flags ...string) string {
 	return bin
 }
 
+// CRIU returns the CRIU 4.2 binary named by IMGTOOL_CRIU, for the tests that prove
+// compatibility with the real thing; without it they are skipped, saying why. They need
+// root too.
+func CRIU(t testing.TB) string {
+	t.Helper()
+	bin := os.Getenv("IMGTOOL_CRIU")
+	if bin == "" {
+		t.Skip("IMGTOOL_CRIU is not set: no CRIU 4.2 binary to check against (build one from upstream's v4.2 tag)")
+	}
+	RequireRoot(t)
+	if out, err := exec.Command(bin, "--version").CombinedOutput(); err != nil || !strings.Contains(string(out), "Version: 4.") {
+		t.Fatalf("IMGTOOL_CRIU=%s: not a CRIU 4 binary: %v %s", bin, err, out)
+	}
+	return bin
+}
+
 // BuildImgtool builds the imgtool binary (as `make build` does) once per test binary run
 // and returns its path. Tests that need the real command (signals, limits, other
 // credentials) run it.
