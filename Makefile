@@ -4,7 +4,7 @@ BIN      := bin/imgtool
 GOFLAGS  := -trimpath
 export CGO_ENABLED := 0
 
-.PHONY: build test test-long demo bench fuzz vet clean zdtm
+.PHONY: build test test-long realworld demo bench fuzz vet clean zdtm
 
 build: ## a static binary in bin/imgtool
 	$(GO) build $(GOFLAGS) -tags urfave_cli_no_docs -ldflags='-s -w' -o $(BIN) ./cmd/imgtool
@@ -17,6 +17,9 @@ test: vet ## vet, then every test with the race detector (fuzz seeds included)
 
 test-long: vet ## make test, with the exhaustive variants of the slow tests (the full kill matrix)
 	IMGTOOL_TEST_LONG=1 CGO_ENABLED=1 $(GO) test -race -count=1 -timeout 20m ./...
+
+realworld: ## real programs (Node, Python, make, SQLite) dumped and restored; also part of make test
+	CGO_ENABLED=1 $(GO) test -count=1 -v ./realworld/
 
 demo: build ## the main job on a bundled real image set
 	./scripts/demo.sh $(BIN)

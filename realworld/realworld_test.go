@@ -1,0 +1,247 @@
+// Package realworld dumps and restores real programs nobody here wrote (runtimes,
+// interpreters, build tools, a database library) with the real imgtool binary: each is
+// dumped while running, restored with the same PIDs, and must carry on from the saved
+// point with no gap and no repeat in what it writes; or, for what imgtool cannot bring
+// back exactly, the dump must be refused before the program is touched, naming why, and
+// the program must run on unharmed. A program missing from the machine skips its test,
+// saying so. `make realworld` runs these alone; `make test` runs them too.
+package realworld
+
+import (
+	"encoding/json"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/imgtool/imgtool/internal/procfs"
+	"github.com/imgtool/imgtool/internal/testproc"
+)
+
+// TestMain makes the test binary the restored programs' subreaper (PID 1 here does not
+// reap orphans).
+func TestMain(m *testing.M) { os.Exit(testproc.Main(m)) }
+
+// need returns the path of program, or skips the test.
+func need(t *testing.T, program string) string {
+	t.Helper()
+	testproc.RequireRoot(t)
+	p, err := exec.LookPath(program)
+	if err != nil {
+		t.Skipf("%s is not installed: this real program is not tried", program)
+	}
+	return p
+}
+
+// imgtool runs the real binary; it fails the test unless the command exits 0.
+func imgtool(t *testing.T, args ...string) string {
+	t.Helper()
+	out, err := exec.Command(testproc.BuildImgtool(t), args...).CombinedOutput()
+	if err != nil {
+		t.Fatalf("imgtool %s: %v\n%s", strings.Join(args, " "), err, out)
+	}
+	return string(out)
+}
+
+// checkpoint dumps the tree of p (killing it) and restores it, detached; the restored
+// tree is killed when the test ends.
+func checkpoint(t *testing.T, p *testproc.Proc) {
+	t.Helper()
+	set := filepath.Join(t.TempDir(), "set")
+	imgtool(t, "dump", "-t", strconv.Itoa(p.Pid), "-D", set, "-q")
+	pids := setPids(t, set) // the tree as dumped: children come and go before that
+	testproc.WaitGone(t, pids)
+	t.Cleanup(func() { testproc.KillAndReap(pids) })
+	imgtool(t, "restore", "-D", set, "-d", "-q")
+	for _, pid := range pids {
+		if !testproc.Exists(pid) {
+			t.Errorf("pid %d of the tree was not restored", pid)
+		}
+	}
+}
+
+// setPids lists the processes of a set (imgtool x SET ps --json).
+func setPids(t *testing.T, set string) []int {
+	t.Helper()
+	var ps struct {
+		Processes []struct {
+			Pid int `json:"pid"`
+		} `json:"processes"`
+	}
+	if err := json.Unmarshal([]byte(imgtool(t, "x", set, "ps", "--json")), &ps); err != nil {
+		t.Fatal(err)
+	}
+	pids := make([]int, len(ps.Processes))
+	for i, p := range ps.Processes {
+		pids[i] = p.Pid
+	}
+	return pids
+}
+
+// ticks returns the numbers of the "tick N" lines of a log, in order.
+func ticks(t *testing.T, log string) []int {
+	t.Helper()
+	b, err := os.ReadFile(log)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out []int
+	for _, l := range strings.Split(string(b), "\n") {
+		if rest, ok := strings.CutPrefix(l, "tick "); ok {
+			n, err := strconv.Atoi(strings.TrimSpace(rest))
+			if err != nil {
+				t.Fatalf("log line %q", l)
+			}
+			out = append(out, n)
+		}
+	}
+	return out
+}
+
+// carriesOn dumps and restores a program that prints "tick N" lines with N counting up,
+// and checks that it goes on after the restore from where it was, with no gap and no
+// repeat.
+func carriesOn(t *testing.T, p *testproc.Proc) {
+	t.Helper()
+	testproc.WaitFor(t, 10*time.Second, "a few ticks", func() bool { return len(ticks(t, p.Log)) >= 3 })
+	checkpoint(t, p)
+	before := len(ticks(t, p.Log))
+	testproc.WaitFor(t, 10*time.Second, "ticks after the restore", func() bool { return len(ticks(t, p.Log)) >= before+3 })
+	for i, n := range ticks(t, p.Log) {
+		if n != i {
+			t.Fatalf("tick %d where %d was due: a gap or a repeat across the restore (log %s)", n, i, p.Log)
+		}
+	}
+}
+
+// refused checks that imgtool refuses to dump the running tree of p with a message
+// holding want, and that the tree runs on untouched (no thread stopped or traced).
+func refused(t *testing.T, p *testproc.Proc, want string) {
+	t.Helper()
+	set := filepath.Join(t.TempDir(), "set")
+	out, err := exec.Command(testproc.BuildImgtool(t), "dump", "-t", strconv.Itoa(p.Pid), "-D", set, "-q").CombinedOutput()
+	if err == nil || !strings.Contains(string(out), want) {
+		t.Fatalf("dump: %v %q, want a refusal saying %q", err, out, want)
+	}
+	if _, err := os.Stat(set); err == nil {
+		t.Error("a refused dump left a set")
+	}
+	for _, pid := range testproc.Descendants(p.Pid) {
+		st, err := procfs.ReadStatus(procfs.Path(pid, "status"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if st["TracerPid"] != "0" || strings.HasPrefix(st["State"], "T") {
+			t.Errorf("pid %d left %s, traced by %s", pid, st["State"], st["TracerPid"])
+		}
+	}
+}
+
+// TestNode: Node 20 (libuv: epoll, eventfds, pipes, a thread pool) with setInterval.
+func TestNode(t *testing.T) {
+	node := need(t, "node")
+	p := testproc.Launch(t, node, testproc.Options{Ready: "tick 0"},
+		"-e", `let i = 0; setInterval(() => console.log("tick " + i++), 20)`)
+	carriesOn(t, p)
+}
+
+// TestPythonLoop: CPython 3 with a plain loop and a thread.
+func TestPythonLoop(t *testing.T) {
+	python := need(t, "python3")
+	p := testproc.Launch(t, python, testproc.Options{Ready: "tick 0"}, "-u", "-c", `
+import threading, time
+threading.Thread(target=lambda: time.sleep(3600), daemon=True).start()
+i = 0
+while True:
+    print("tick", i); i += 1
+    time.sleep(0.02)
+`)
+	carriesOn(t, p)
+}
+
+// TestMakeJobs: GNU make -j2 running shell recipes that come and go (children that exit
+// and fork while the tree is checked and stopped); every target is built exactly once.
+func TestMakeJobs(t *testing.T) {
+	mk := need(t, "make")
+	dir := t.TempDir()
+	var rules strings.Builder
+	var all []string
+	for i := 0; i < 40; i++ {
+		all = append(all, fmt.Sprintf("t%02d", i))
+		fmt.Fprintf(&rules, "t%02d:\n\t@sleep 0.05; echo built t%02d >> built.log; touch $@\n", i, i)
+	}
+	mf := "all: " + strings.Join(all, " ") + "\n\t@echo all done >> built.log\n" + rules.String()
+	if err := os.WriteFile(filepath.Join(dir, "Makefile"), []byte(mf), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	p := testproc.Launch(t, mk, testproc.Options{Dir: dir, Ready: "make"}, "-j2", "-C", dir)
+	built := filepath.Join(dir, "built.log")
+	testproc.WaitFor(t, 20*time.Second, "some targets built", func() bool {
+		b, _ := os.ReadFile(built)
+		return strings.Count(string(b), "built") >= 6
+	})
+	checkpoint(t, p)
+	testproc.WaitFor(t, 30*time.Second, "the build to finish", func() bool {
+		b, _ := os.ReadFile(built)
+		return strings.Contains(string(b), "all done")
+	})
+	b, _ := os.ReadFile(built)
+	for _, target := range all {
+		if n := strings.Count(string(b), "built "+target+"\n"); n != 1 {
+			t.Errorf("%s built %d times:\n%s", target, n, b)
+		}
+	}
+}
+
+// TestSQLiteWriterRefused: a SQLite writer inside a transaction holds POSIX locks on
+// its database. Dumped without them, the restored writer would commit over another
+// writer's rows (SQLite reports "disk I/O error" and a row is lost): the dump is refused,
+// naming the lock, and the writer carries on.
+func TestSQLiteWriterRefused(t *testing.T) {
+	python := need(t, "python3")
+	p := testproc.Launch(t, python, testproc.Options{Ready: "locked"}, "-u", "-c", `
+import sqlite3, time
+db = sqlite3.connect("{dir}/db.sqlite", isolation_level=None)
+db.execute("CREATE TABLE IF NOT EXISTS t (x)")
+db.execute("BEGIN IMMEDIATE")
+db.execute("INSERT INTO t VALUES (1)")
+print("locked")
+while True:
+    time.sleep(0.05)
+`)
+	refused(t, p, "POSIX WRITE")
+}
+
+// TestMultiprocessingRefused: Python's multiprocessing maps POSIX semaphores whose
+// /dev/shm files are already deleted (ghost files, not supported yet): refused, naming
+// the mapping.
+func TestMultiprocessingRefused(t *testing.T) {
+	python := need(t, "python3")
+	p := testproc.Launch(t, python, testproc.Options{Ready: "pool"}, "-u", "-c", `
+import multiprocessing, time
+if __name__ == "__main__":
+    pool = multiprocessing.Pool(2)
+    print("pool")
+    while True:
+        pool.map(abs, range(4)); time.sleep(0.05)
+`)
+	refused(t, p, "deleted")
+}
+
+// TestZombieChildRefused: a process with a child that exited and was never reaped.
+func TestZombieChildRefused(t *testing.T) {
+	python := need(t, "python3")
+	p := testproc.Launch(t, python, testproc.Options{Ready: "zombie"}, "-u", "-c", `
+import os, time
+if os.fork() == 0:
+    os._exit(3)
+time.sleep(0.1)
+print("zombie")
+time.sleep(3600)
+`)
+	refused(t, p, "zombie")
+}
