@@ -4,7 +4,7 @@
 // # How
 //
 // The tree is first inspected through /proc without being touched; what cannot be dumped
-// (sockets, terminals, namespaces other than the dumper's, io_uring, seccomp, processes
+// (sockets other than UNIX ones, and the UNIX sockets sk_unix.go refuses, terminals, namespaces other than the dumper's, io_uring, seccomp, processes
 // already traced, zombies, stopped processes, POSIX timers, unlinked files, FIFOs,
 // directories and device nodes, open files of /proc,
 // files with locks held (POSIX, OFD, flock, leases: CRIU's --file-locks is not
@@ -47,10 +47,18 @@
 // description, which is what the process's next read would do, so that the saved timer
 // keeps its phase), signalfd (its mask) and epoll (every registered target with its fd
 // number, events and data, in eventpoll_file_entry.tfd; targets may be other epolls, and an
-// epoll may be shared across processes: each fd of the tree sharing it gets its id).
+// epoll may be shared across processes: each fd of the tree sharing it gets its id), and
+// UNIX sockets (unix_sk_entry: stream, dgram and seqpacket; socketpairs, listening sockets
+// bound to a path or an abstract name, connections whose both ends are in the tree; shutdown
+// state and the options of sk_opts_entry; the bytes queued in each socket in sk-queues.img,
+// peeked from a copy of the socket (pidfd_getfd) at an advancing SO_PEEK_OFF, as CRIU's
+// parasite does, never consumed; state from sock_diag, internal/sockdiag). A peer no process
+// of the tree holds, descriptors in flight (SCM_RIGHTS), a connection not accepted yet, a
+// socket filter, a deleted socket file and other families (TCP, UDP, netlink, packet: named
+// in the refusal) are refused in precheck.
 //
 // The rule for a kind: each lives whole in one file named after it (eventfd.go, timerfd.go,
-// signalfd.go, eventpoll.go; the first four kinds in files.go), and restore/ has the file
+// signalfd.go, eventpoll.go, sk_unix.go; the first four kinds in files.go), and restore/ has the file
 // of the same name. Each is a fileKind (typ, check, entry) listed in fdKinds, the one table
 // from kind to handler: inspectFd classifies an fd (check.go; an anonymous inode by its
 // /proc link, anonKinds) and runs its kind's check, which refuses what cannot be saved

@@ -346,8 +346,8 @@ func TestDumpRefusals(t *testing.T) {
 		fd         int
 		want       string
 	}{
-		{"socket", "", 3, "socket:["},
-		{"misc", "47199", 3, "socket:["},
+		{"socket", "", 3, "fd 3 is socket:["},
+		{"misc", "47199", 5, "TCP (IPv4) sockets are not supported"},
 		{"tty", "", -1, "controlling terminal"},
 		{"traced", "", -1, "already traced"},
 		{"utsns", "", -1, "uts namespace uts:["},

@@ -100,7 +100,7 @@ func TestDumpRefusesLockOnFault(t *testing.T) {
 // naming the epoll's fd and the target.
 func TestRefuseEpollTargets(t *testing.T) {
 	for _, c := range []struct{ mode, want string }{
-		{"socket", "fd 3 is anon_inode:[eventpoll]: watches fd 5 (socket:["},
+		{"socket", "fd 3 is anon_inode:[eventpoll]: watches fd 6 (socket:["},
 		{"closed", "fd 3 is anon_inode:[eventpoll]: watches a file registered as fd 4, which is no longer open"},
 		{"reused", "fd 3 is anon_inode:[eventpoll]: watches a file registered as fd 4, but fd 4 is now another file"},
 	} {

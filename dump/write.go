@@ -72,6 +72,9 @@ func (d *dumper) collect() error {
 		}
 		s.numberFs(p)
 	}
+	if err := s.finishUnix(); err != nil {
+		return err
+	}
 	d.stats.memStart = time.Now()
 	for _, m := range s.memfds {
 		if err := d.scanShmem(m); err != nil {
@@ -204,6 +207,9 @@ func (d *dumper) write() error {
 		if err := d.writePipeData("fifo-data.img", "FIFO_DATA", s.fifos); err != nil {
 			return err
 		}
+	}
+	if err := d.writeSkQueues(s); err != nil {
+		return err
 	}
 	if err := d.writeImage("seccomp.img", "SECCOMP", &seccomp.SeccompEntry{}); err != nil {
 		return err

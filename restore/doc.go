@@ -35,7 +35,9 @@
 //     offsets and flags, pipes and FIFOs with their queued bytes, memfds filled from their
 //     shmem pages: pagemap-shmem-<shmid>.img, the bytes of the last page past the end of the
 //     memfd written through a mapping, eventfds with their counter and semaphore mode,
-//     signalfds with their mask, timerfds and epolls empty, F_SETSIG signals set), and
+//     signalfds with their mask, timerfds and epolls empty, UNIX sockets as sk_unix.go
+//     describes: socketpairs for connected ends, bound and listening sockets, queues refilled
+//     from the peer, then options and shutdown; F_SETSIG signals set), and
 //     handed to the root with pidfd_getfd at a slot above every fd number. Each other
 //     process is cloned, with its PID, from its parent, and inherits the slots.
 //     setsid/setpgid give sessions and groups as each process is born. Each kind of file
@@ -91,7 +93,8 @@
 //
 // # What it does not restore
 //
-// Sockets, inotify, fanotify, ttys, ghost (unlinked) files and other file types are refused
+// Sockets other than UNIX ones (and the UNIX sockets sk_unix.go refuses: external peers,
+// connections not accepted yet, descriptors in flight), inotify, fanotify, ttys, ghost (unlinked) files and other file types are refused
 // (every such fd of the tree named at once), as is an epoll whose targets are not all fds,
 // of kinds restore supports, of the first process that has it (the one that dumped it, for
 // CRIU and imgtool alike); so are zombies, POSIX timers, seccomp, AIO rings, SysV IPC

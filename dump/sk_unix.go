@@ -1,0 +1,492 @@
+package dump
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"unsafe"
+
+	"github.com/checkpoint-restore/go-criu/v8/crit/images/fdinfo"
+	"github.com/checkpoint-restore/go-criu/v8/crit/images/fown"
+	sk_opts "github.com/checkpoint-restore/go-criu/v8/crit/images/sk-opts"
+	sk_packet "github.com/checkpoint-restore/go-criu/v8/crit/images/sk-packet"
+	sk_unix "github.com/checkpoint-restore/go-criu/v8/crit/images/sk-unix"
+	"golang.org/x/sys/unix"
+	"google.golang.org/protobuf/proto"
+
+	"github.com/imgtool/imgtool/image"
+	"github.com/imgtool/imgtool/internal/procfs"
+	"github.com/imgtool/imgtool/internal/sockdiag"
+)
+
+// fdUnixSk is a socket; only AF_UNIX ones pass the check.
+const fdUnixSk = fdEpoll + 1
+
+// Socket states as UNIX_DIAG reports them (the TCP names).
+const (
+	tcpEstablished = 1
+	tcpClose       = 7
+	tcpListen      = 10
+	siocUnixFile   = unix.SIOCPROTOPRIVATE // SIOCUNIXFILE: an O_PATH fd of a bound socket's file
+	netNsID        = 2                     // the id CRIU 4.2 gives the host's network namespace
+)
+
+// unixSkKind is a UNIX socket, as CRIU 4.2 saves it: a unix_sk_entry in files.img (type,
+// state, name, peer inode, shutdown, the socket options of sk_opts_entry, the mode and
+// owner of a bound socket's file) and the bytes queued in its receive queue in
+// sk-queues.img, one sk_packet_entry per datagram (per chunk for a stream) with the file
+// id of the receiving socket. The queue is read from a copy of the socket (pidfd_getfd)
+// with MSG_PEEK at an advancing SO_PEEK_OFF, as CRIU's parasite reads it: nothing is
+// consumed, and the peek offset is put back. State comes from sock_diag (UNIX_DIAG), by
+// inode.
+//
+// Refused, naming the fd: other address families (TCP, UDP, netlink, packet...), types
+// other than stream, dgram and seqpacket, sockets in other states than listening,
+// connected or closed, a listening socket with connections not accepted yet, a stream
+// connection whose peer is gone but which is not shut down both ways, a peer that no
+// process of the tree holds (checkUnixPeers; CRIU's --ext-unix-sk is not implemented),
+// descriptors in flight (SCM_RIGHTS in a queue), a socket filter, a bound socket whose file
+// was deleted.
+type unixSkKind struct{}
+
+func (unixSkKind) typ() fdinfo.FdTypes { return fdinfo.FdTypes_UNIXSK }
+
+// sockCopy returns a copy of fd of pid (pidfd_getfd), for getsockopt and peeking.
+func sockCopy(pid, fd int) (int, error) {
+	pidfd, err := unix.PidfdOpen(pid, 0)
+	if err != nil {
+		return -1, fmt.Errorf("process %d: pidfd_open: %w", pid, err)
+	}
+	defer unix.Close(pidfd)
+	local, err := unix.PidfdGetfd(pidfd, fd, 0)
+	if err != nil {
+		if errors.Is(err, unix.EBADF) {
+			err = errors.Join(err, os.ErrNotExist) // closed meanwhile: vanished() knows it
+		}
+		return -1, fmt.Errorf("process %d fd %d: pidfd_getfd: %w", pid, fd, err)
+	}
+	return local, nil
+}
+
+// familyName names a socket that is not AF_UNIX.
+func familyName(fd int) string {
+	dom, _ := unix.GetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_DOMAIN)
+	typ, _ := unix.GetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_TYPE)
+	proto, _ := unix.GetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_PROTOCOL)
+	switch dom {
+	case unix.AF_INET, unix.AF_INET6:
+		v := "IPv4"
+		if dom == unix.AF_INET6 {
+			v = "IPv6"
+		}
+		switch {
+		case proto == unix.IPPROTO_TCP:
+			return "TCP (" + v + ")"
+		case proto == unix.IPPROTO_UDP:
+			return "UDP (" + v + ")"
+		case typ == unix.SOCK_RAW:
+			return "raw " + v
+		}
+		return fmt.Sprintf("%s protocol %d", v, proto)
+	case unix.AF_NETLINK:
+		return "netlink"
+	case unix.AF_PACKET:
+		return "packet"
+	}
+	return fmt.Sprintf("address family %d", dom)
+}
+
+var sockTypes = map[uint8]string{unix.SOCK_STREAM: "stream", unix.SOCK_DGRAM: "dgram", unix.SOCK_SEQPACKET: "seqpacket"}
+
+func (unixSkKind) check(pid int, f *fdDesc) error {
+	local, err := sockCopy(pid, f.fd)
+	if err != nil {
+		return err
+	}
+	defer unix.Close(local)
+	if dom, err := unix.GetsockoptInt(local, unix.SOL_SOCKET, unix.SO_DOMAIN); err != nil {
+		return fmt.Errorf("process %d fd %d: SO_DOMAIN: %w", pid, f.fd, err)
+	} else if dom != unix.AF_UNIX {
+		return refuse(pid, f.fd, f.link, familyName(local)+" sockets are not supported (only UNIX sockets are)")
+	}
+	d, err := sockdiag.Lookup(uint32(f.st.Ino))
+	if err != nil {
+		return fmt.Errorf("process %d fd %d (%s): %w", pid, f.fd, f.link, err)
+	}
+	return checkUnixSk(pid, f, local, d)
+}
+
+// checkUnixSk refuses what cannot be saved of UNIX socket d, open at local.
+func checkUnixSk(pid int, f *fdDesc, local int, d *sockdiag.Unix) error {
+	no := func(why string) error { return refuse(pid, f.fd, f.link, why) }
+	if sockTypes[d.Type] == "" {
+		return no(fmt.Sprintf("UNIX sockets of type %d are not supported (only stream, dgram and seqpacket)", d.Type))
+	}
+	switch d.State {
+	case tcpListen:
+		if len(d.Icons) > 0 {
+			return no(fmt.Sprintf("listening, with %d connection(s) not accepted yet: not supported", len(d.Icons)))
+		}
+	case tcpEstablished:
+		if d.Peer == 0 && d.Type != unix.SOCK_DGRAM && d.Shutdown != 3 {
+			// A client whose connection a listener has not accepted yet (the listener lists
+			// it in its icons), or a connection whose peer is gone.
+			if l := listenerOf(d.Ino); l != 0 {
+				return no(fmt.Sprintf("in the middle of a connect: its connection waits, not accepted yet, in the queue of listening socket:[%d]: not supported", l))
+			}
+			return no("a connection whose peer is gone, not shut down: not supported")
+		}
+	case tcpClose:
+	default:
+		return no(fmt.Sprintf("in the middle of a connect (state %d): not supported", d.State))
+	}
+	if len(d.Name) > 0 && d.Name[0] != 0 {
+		if _, _, err := socketFile(local); err != nil {
+			var re *RefusedError
+			if errors.As(err, &re) {
+				return no(re.Reason)
+			}
+			return fmt.Errorf("process %d fd %d: %w", pid, f.fd, err)
+		}
+	}
+	var n uint32
+	if _, _, e := unix.Syscall6(unix.SYS_GETSOCKOPT, uintptr(local), unix.SOL_SOCKET, unix.SO_GET_FILTER, 0,
+		uintptr(unsafe.Pointer(&n)), 0); e == 0 && n > 0 {
+		return no("a socket filter (SO_ATTACH_FILTER) is attached: not supported")
+	}
+	if d.State != tcpListen {
+		_, rights, err := peekQueue(local, d.Type == unix.SOCK_STREAM)
+		if err != nil {
+			return fmt.Errorf("process %d fd %d: reading its queue: %w", pid, f.fd, err)
+		}
+		if rights {
+			return no("file descriptors in flight (SCM_RIGHTS queued in the socket): not supported")
+		}
+	}
+	return nil
+}
+
+// socketFile returns the path of a bound socket's file (SIOCUNIXFILE) and its stat; a
+// file that was deleted is refused.
+func socketFile(local int) (string, *unix.Stat_t, error) {
+	r, _, e := unix.Syscall(unix.SYS_IOCTL, uintptr(local), siocUnixFile, 0)
+	if e != 0 {
+		return "", nil, fmt.Errorf("SIOCUNIXFILE: %w", e)
+	}
+	fd := int(r)
+	defer unix.Close(fd)
+	var st unix.Stat_t
+	if err := unix.Fstat(fd, &st); err != nil {
+		return "", nil, err
+	}
+	path, err := os.Readlink("/proc/self/fd/" + strconv.Itoa(fd))
+	if err != nil {
+		return "", nil, err
+	}
+	if strings.HasSuffix(path, " (deleted)") {
+		return "", nil, refuse(0, 0, "", "bound to "+strings.TrimSuffix(path, " (deleted)")+", whose socket file was deleted: not supported")
+	}
+	return path, &st, nil
+}
+
+// peekQueue copies every packet queued in socket fd's receive queue without consuming it
+// (MSG_PEEK at an advancing SO_PEEK_OFF, put back after). rights tells whether one carries
+// file descriptors (SCM_RIGHTS; they are closed here).
+func peekQueue(fd int, stream bool) (pkts [][]byte, rights bool, err error) {
+	orig, err := unix.GetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_PEEK_OFF)
+	if err != nil {
+		return nil, false, fmt.Errorf("SO_PEEK_OFF: %w", err)
+	}
+	if err := unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_PEEK_OFF, 0); err != nil {
+		return nil, false, fmt.Errorf("SO_PEEK_OFF: %w", err)
+	}
+	defer func() {
+		if e := unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_PEEK_OFF, orig); e != nil && err == nil {
+			err = fmt.Errorf("putting SO_PEEK_OFF back: %w", e)
+		}
+	}()
+	size := 1 << 16
+	if sb, err := unix.GetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_SNDBUF); err == nil && sb > size {
+		size = sb
+	}
+	buf := make([]byte, size)
+	oob := make([]byte, 1024)
+	off := 0
+	for {
+		flags := unix.MSG_DONTWAIT | unix.MSG_PEEK | unix.MSG_CMSG_CLOEXEC
+		if !stream {
+			flags |= unix.MSG_TRUNC // the whole datagram's length, to grow the buffer
+		}
+		n, oobn, rflags, _, err := unix.Recvmsg(fd, buf, oob, flags)
+		if err != nil {
+			if errors.Is(err, unix.EAGAIN) {
+				return pkts, rights, nil
+			}
+			if errors.Is(err, unix.EINTR) {
+				continue
+			}
+			return nil, false, fmt.Errorf("recvmsg: %w", err)
+		}
+		if rflags&unix.MSG_CTRUNC != 0 {
+			rights = true
+		}
+		if oobn > 0 {
+			msgs, _ := unix.ParseSocketControlMessage(oob[:oobn])
+			for _, m := range msgs {
+				if m.Header.Level == unix.SOL_SOCKET && m.Header.Type == unix.SCM_RIGHTS {
+					rights = true
+					fds, _ := unix.ParseUnixRights(&m)
+					for _, f := range fds {
+						unix.Close(f)
+					}
+				}
+			}
+		}
+		if n == 0 {
+			return pkts, rights, nil // end of stream (or an empty datagram, as CRIU stops too)
+		}
+		if n > len(buf) { // a datagram longer than the buffer: again, whole
+			buf = make([]byte, n)
+			if err := unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_PEEK_OFF, off); err != nil {
+				return nil, false, fmt.Errorf("SO_PEEK_OFF: %w", err)
+			}
+			continue
+		}
+		pkts = append(pkts, append([]byte(nil), buf[:n]...))
+		off += n
+	}
+}
+
+// skPacket is one queued packet: the file id of the socket that holds it, its bytes.
+type skPacket struct {
+	idFor uint32
+	data  []byte
+}
+
+// unixState is what the dump keeps of the tree's UNIX sockets.
+type unixState struct {
+	packets []skPacket
+	entries []*sk_unix.UnixSkEntry
+	where   map[uint32]fdRef // inode -> the fd it was dumped through
+}
+
+func (unixSkKind) entry(s *setState, r fdRef, fe *fdinfo.FileEntry, flags uint32, own *fown.FownEntry) error {
+	local, err := unix.PidfdGetfd(r.pidfd, r.f.fd, 0)
+	if err != nil {
+		return r.errorf("pidfd_getfd: %v", err)
+	}
+	defer unix.Close(local)
+	d, err := sockdiag.Lookup(uint32(r.f.st.Ino))
+	if err != nil {
+		return r.errorf("%v", err)
+	}
+	if err := checkUnixSk(r.pid, r.f, local, d); err != nil {
+		return err
+	}
+	opts, err := dumpSkOpts(local)
+	if err != nil {
+		return r.errorf("%v", err)
+	}
+	e := &sk_unix.UnixSkEntry{
+		Id: proto.Uint32(fe.GetId()), Ino: proto.Uint32(d.Ino), Type: proto.Uint32(uint32(d.Type)),
+		State: proto.Uint32(uint32(d.State)), Flags: proto.Uint32(flags), Uflags: proto.Uint32(0),
+		Backlog: proto.Uint32(d.WQueue), Peer: proto.Uint32(d.Peer), Fown: own, Opts: opts,
+		Name: append([]byte{}, d.Name...), NsId: proto.Uint32(netNsID),
+	}
+	if d.Shutdown != 0 {
+		e.Shutdown = sk_opts.SkShutdown(d.Shutdown).Enum()
+	}
+	if len(d.Name) > 0 && d.Name[0] != 0 {
+		path, st, err := socketFile(local)
+		if err != nil {
+			return r.errorf("%v", err)
+		}
+		e.FilePerms = &sk_unix.FilePermsEntry{Mode: proto.Uint32(st.Mode), Uid: proto.Uint32(st.Uid), Gid: proto.Uint32(st.Gid)}
+		if d.Name[0] != '/' { // a relative name (the kernel reports it with its NUL)
+			dir, ok := strings.CutSuffix(path, "/"+strings.TrimRight(string(d.Name), "\x00"))
+			if !ok {
+				return r.errorf("socket name %q is not the end of its file's path %s", d.Name, path)
+			}
+			e.NameDir = proto.String(filepath.Clean(dir))
+		}
+	}
+	if d.State != tcpListen {
+		pkts, _, err := peekQueue(local, d.Type == unix.SOCK_STREAM)
+		if err != nil {
+			return r.errorf("reading its queue: %v", err)
+		}
+		for _, p := range pkts {
+			s.unix.packets = append(s.unix.packets, skPacket{idFor: fe.GetId(), data: p})
+		}
+	}
+	if s.unix.where == nil {
+		s.unix.where = map[uint32]fdRef{}
+	}
+	s.unix.where[d.Ino] = r
+	s.unix.entries = append(s.unix.entries, e)
+	fe.Usk = e
+	return nil
+}
+
+// dumpSkOpts reads the socket options CRIU saves in sk_opts_entry.
+func dumpSkOpts(fd int) (*sk_opts.SkOptsEntry, error) {
+	var firstErr error
+	geti := func(opt int) int {
+		v, err := unix.GetsockoptInt(fd, unix.SOL_SOCKET, opt)
+		if err != nil && firstErr == nil {
+			firstErr = fmt.Errorf("getsockopt %d: %w", opt, err)
+		}
+		return v
+	}
+	getb := func(opt int) *bool { return proto.Bool(geti(opt) != 0) }
+	o := &sk_opts.SkOptsEntry{
+		SoSndbuf: proto.Uint32(uint32(geti(unix.SO_SNDBUF))), SoRcvbuf: proto.Uint32(uint32(geti(unix.SO_RCVBUF))),
+		SoPriority: proto.Uint32(uint32(geti(unix.SO_PRIORITY))), SoRcvlowat: proto.Uint32(uint32(geti(unix.SO_RCVLOWAT))),
+		Reuseaddr: getb(unix.SO_REUSEADDR), SoReuseport: getb(unix.SO_REUSEPORT),
+		SoPasscred: getb(unix.SO_PASSCRED), SoPasssec: getb(unix.SO_PASSSEC),
+		SoDontroute: getb(unix.SO_DONTROUTE), SoNoCheck: getb(unix.SO_NO_CHECK),
+		SoBroadcast: getb(unix.SO_BROADCAST), SoKeepalive: getb(unix.SO_KEEPALIVE),
+		SoOobinline: proto.Uint32(uint32(geti(unix.SO_OOBINLINE))),
+	}
+	if v, err := unix.GetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_BUF_LOCK); err == nil {
+		o.SoBufLock = proto.Uint32(uint32(v))
+	}
+	if m := geti(unix.SO_MARK); m != 0 {
+		o.SoMark = proto.Uint32(uint32(m))
+	}
+	for _, t := range []struct {
+		opt      int
+		sec, use **uint64
+	}{{unix.SO_SNDTIMEO, &o.SoSndTmoSec, &o.SoSndTmoUsec}, {unix.SO_RCVTIMEO, &o.SoRcvTmoSec, &o.SoRcvTmoUsec}} {
+		tv, err := unix.GetsockoptTimeval(fd, unix.SOL_SOCKET, t.opt)
+		if err != nil {
+			return nil, fmt.Errorf("getsockopt %d: %w", t.opt, err)
+		}
+		*t.sec, *t.use = proto.Uint64(uint64(tv.Sec)), proto.Uint64(uint64(tv.Usec))
+	}
+	l, err := unix.GetsockoptLinger(fd, unix.SOL_SOCKET, unix.SO_LINGER)
+	if err != nil {
+		return nil, fmt.Errorf("SO_LINGER: %w", err)
+	}
+	if l.Onoff != 0 {
+		o.SoLinger = proto.Uint32(uint32(l.Linger))
+	}
+	if dev, err := unix.GetsockoptString(fd, unix.SOL_SOCKET, unix.SO_BINDTODEVICE); err == nil && dev != "" {
+		o.SoBoundDev = proto.String(dev)
+	}
+	return o, firstErr
+}
+
+// listenerOf returns the listening socket whose queue holds the connection of client ino
+// (UNIX_DIAG lists the clients' inodes as a listener's icons), or 0.
+func listenerOf(ino uint32) uint32 {
+	all, err := sockdiag.All()
+	if err != nil {
+		return 0
+	}
+	for _, l := range all {
+		for _, ic := range l.Icons {
+			if ic == ino {
+				return l.Ino
+			}
+		}
+	}
+	return 0
+}
+
+// checkUnixPeers refuses every UNIX socket of the tree whose peer no process of the tree
+// holds: a restore could not connect it again (CRIU's --ext-unix-sk is not implemented).
+// pids is the whole tree; it touches nothing, for precheck.
+func checkUnixPeers(pids []int, refused *Refusals) error {
+	type at struct {
+		pid, fd int
+		link    string
+	}
+	var socks []at
+	inTree := map[uint32]bool{}
+	for _, pid := range pids {
+		fds, err := procfs.ListNumeric(procfs.Path(pid, "fd"))
+		if err != nil {
+			if vanished(err) {
+				continue
+			}
+			return fmt.Errorf("list fds of %d: %w", pid, err)
+		}
+		for _, fd := range fds {
+			link, err := os.Readlink(procfs.Path(pid, "fd", strconv.Itoa(fd)))
+			ino, ok := strings.CutPrefix(link, "socket:[")
+			if err != nil || !ok {
+				continue
+			}
+			n, err := strconv.ParseUint(strings.TrimSuffix(ino, "]"), 10, 32)
+			if err != nil {
+				continue
+			}
+			inTree[uint32(n)] = true
+			socks = append(socks, at{pid, fd, link})
+		}
+	}
+	if len(socks) == 0 {
+		return nil
+	}
+	all, err := sockdiag.All()
+	if err != nil {
+		return err
+	}
+	for _, s := range socks {
+		var ino uint32
+		fmt.Sscanf(s.link, "socket:[%d]", &ino)
+		d := all[ino]
+		if d == nil || d.Peer == 0 || inTree[d.Peer] {
+			continue
+		}
+		refused.add(refuse(s.pid, s.fd, s.link, fmt.Sprintf("its peer socket:[%d] is held by no process of the tree: not supported (CRIU's --ext-unix-sk is not implemented)", d.Peer)))
+	}
+	return nil
+}
+
+// finishUnix checks, once every fd of the stopped tree has its entry, that the peer of every
+// UNIX socket is in the set (the tree may have changed since precheck).
+func (s *setState) finishUnix() error {
+	for _, e := range s.unix.entries {
+		if p := e.GetPeer(); p != 0 {
+			if _, ok := s.unix.where[p]; !ok {
+				r := s.unix.where[e.GetIno()]
+				return refuse(r.pid, r.f.fd, r.f.link, fmt.Sprintf("its peer socket:[%d] is held by no process of the tree: not supported", p))
+			}
+		}
+	}
+	return nil
+}
+
+// writeSkQueues writes sk-queues.img: every queued packet, its entry then its bytes.
+func (d *dumper) writeSkQueues(s *setState) error {
+	if len(s.unix.packets) == 0 {
+		return nil
+	}
+	const name = "sk-queues.img"
+	w, err := d.create(name)
+	if err != nil {
+		return err
+	}
+	iw, err := image.NewWriter(w, image.KindByName("SK_QUEUES"))
+	if err != nil {
+		return fmt.Errorf("%s: %w", name, err)
+	}
+	for _, p := range s.unix.packets {
+		e := &sk_packet.SkPacketEntry{IdFor: proto.Uint32(p.idFor), Length: proto.Uint32(uint32(len(p.data)))}
+		if err := iw.WriteEntry(e); err != nil {
+			return fmt.Errorf("%s: %w", name, err)
+		}
+		if _, err := iw.Write(p.data); err != nil {
+			return fmt.Errorf("%s: %w", name, err)
+		}
+	}
+	if err := iw.Close(); err != nil {
+		return fmt.Errorf("%s: %w", name, err)
+	}
+	return d.finish(w)
+}
