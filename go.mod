@@ -4,6 +4,7 @@ go 1.26.0
 
 require (
 	github.com/checkpoint-restore/go-criu/v8 v8.4.0
+	github.com/klauspost/compress v1.20.4
 	github.com/schollz/progressbar/v3 v3.19.1
 	github.com/urfave/cli/v2 v2.27.7
 	golang.org/x/crypto v0.59.0

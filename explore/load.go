@@ -3,8 +3,9 @@
 // the set's sockets and a summary of the whole set.
 //
 // Everything is read through the image codec and imgset, so plain and encrypted sets
-// look the same. Only the small protobuf images are loaded; pages files are never
-// read (resident pages come from the pagemaps alone).
+// look the same. Only the small protobuf images are loaded; pages files are read
+// only by ProcessArgs (command lines and environments) and SearchMemory, a page
+// range at a time (resident pages come from the pagemaps alone).
 //
 // Where crit prints an uninformative or wrong value, the model keeps the right one in
 // its exported fields; the test checks that crit's text can still be derived from it.

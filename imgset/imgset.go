@@ -33,7 +33,8 @@ type OpenOptions struct {
 
 // Set is an image set opened for reading.
 type Set struct {
-	dir    string
+	dir    string // the folder, or the label of a Source
+	src    Source // nil for a folder
 	names  []string
 	header *cipher.Header   // nil for a plaintext set
 	key    *cipher.SetKey   // nil for a plaintext set
@@ -82,6 +83,48 @@ func Open(dir string, opts OpenOptions) (*Set, error) {
 	return s, nil
 }
 
+// Source is what a set that is not a folder reads its files from: the members of
+// an archive (package archive), files in memory. A source holds a plaintext set.
+type Source interface {
+	// Names returns the names of the set's files, plain names, sorted.
+	Names() []string
+	// Open returns the named file's bytes, readable at any offset and concurrently,
+	// and its size; an error wrapping os.ErrNotExist when there is no such file.
+	Open(name string) (io.ReaderAt, int64, error)
+}
+
+// OpenSource opens the plaintext set that src holds; label names it in errors and
+// is what Dir returns. A file that starts like an encrypted file of a set is
+// refused: the sealed header and manifest are only checked in a folder.
+func OpenSource(label string, src Source, opts OpenOptions) (*Set, error) {
+	names := src.Names()
+	if !sort.StringsAreSorted(names) {
+		return nil, fmt.Errorf("image set %s: names not sorted", label)
+	}
+	for _, n := range names {
+		if !validName(n) {
+			return nil, fmt.Errorf("image set %s: bad file name %q", label, n)
+		}
+	}
+	if contains(names, HeaderName) {
+		return nil, fmt.Errorf("image set %s: an encrypted set (%s) can only be read from a folder", label, HeaderName)
+	}
+	if opts.RequireEncrypted {
+		return nil, fmt.Errorf("image set %s: %w (no %s) and encryption is required", label, ErrNotEncrypted, HeaderName)
+	}
+	for _, n := range names {
+		ra, _, err := src.Open(n)
+		if err != nil {
+			return nil, fmt.Errorf("image set %s: %w", label, err)
+		}
+		var magic [len(cipher.FileMagic)]byte
+		if k, _ := ra.ReadAt(magic[:], 0); k == len(magic) && string(magic[:]) == cipher.FileMagic {
+			return nil, fmt.Errorf("image set %s: %s: %w (%s)", label, n, ErrHeaderMissing, HeaderName)
+		}
+	}
+	return &Set{dir: label, src: src, names: append([]string(nil), names...)}, nil
+}
+
 func openPlain(dir string, names []string, opts OpenOptions) (*Set, error) {
 	if opts.RequireEncrypted {
 		return nil, fmt.Errorf("image set %s: %w (no %s) and encryption is required", dir, ErrNotEncrypted, HeaderName)
@@ -125,7 +168,7 @@ func without(names []string, name string) []string {
 	return out
 }
 
-// Dir returns the set's folder.
+// Dir returns the set's folder (the label of a set opened with OpenSource).
 func (s *Set) Dir() string { return s.dir }
 
 // Encrypted reports whether the set is encrypted.
@@ -157,6 +200,13 @@ func (s *Set) Size(name string) (int64, error) {
 		}
 		return size, nil
 	}
+	if s.src != nil {
+		if !s.Has(name) {
+			return 0, fmt.Errorf("image set %s: no file %s: %w", s.dir, name, os.ErrNotExist)
+		}
+		_, size, err := s.src.Open(name)
+		return size, err
+	}
 	st, err := os.Stat(filepath.Join(s.dir, name))
 	if err != nil {
 		return 0, err
@@ -172,6 +222,13 @@ func (s *Set) Open(name string) (*File, error) {
 	}
 	if !s.Has(name) {
 		return nil, fmt.Errorf("image set %s: no file %s: %w", s.dir, name, os.ErrNotExist)
+	}
+	if s.src != nil {
+		ra, size, err := s.src.Open(name)
+		if err != nil {
+			return nil, fmt.Errorf("image set %s: %w", s.dir, err)
+		}
+		return &File{name: name, size: size, ra: ra}, nil
 	}
 	f, st, err := openRegular(filepath.Join(s.dir, name))
 	if err != nil {
@@ -197,7 +254,7 @@ func validName(name string) bool {
 // WriteTo) and at offsets (ReadAt, safe for concurrent use).
 type File struct {
 	name string
-	f    *os.File
+	f    *os.File // nil for a file of a Source
 	size int64
 	ra   io.ReaderAt      // f, or dec
 	dec  *cipher.ReaderAt // nil for a plaintext file
@@ -272,7 +329,12 @@ func (f *File) ReadEach(put func(parts [][]byte, off int64) error, progress func
 }
 
 // Close closes the file.
-func (f *File) Close() error { return f.f.Close() }
+func (f *File) Close() error {
+	if f.f == nil {
+		return nil
+	}
+	return f.f.Close()
+}
 
 // problem is one thing wrong with a set: the file it concerns and the error.
 type problem struct {

@@ -232,8 +232,8 @@ func TestHelpExamplesRun(t *testing.T) {
 			}
 			args := fields[1:]
 			for i, a := range args {
-				if rest, ok := strings.CutPrefix(a, "fixtures/criu-4.2"); ok {
-					args[i] = fixtureDir + rest
+				if rest, ok := strings.CutPrefix(a, "fixtures/"); ok {
+					args[i] = "../fixtures/" + rest
 				}
 			}
 			ran++

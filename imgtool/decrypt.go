@@ -10,6 +10,7 @@ import (
 
 	"github.com/urfave/cli/v2"
 
+	"github.com/imgtool/imgtool/archive"
 	"github.com/imgtool/imgtool/imgset"
 )
 
@@ -86,6 +87,9 @@ func runDecrypt(ctx context.Context, opts decryptOptions, args []string) error {
 	}
 	if len(ids) == 0 {
 		return usageError(fmt.Errorf("decrypt: need the private key: --%s KEY.pem", flagTLSKey))
+	}
+	if archive.IsSealed(dir) { // an encrypted container checkpoint archive (archivecrypt.go)
+		return decryptArchive(ctx, opts, dir, ids)
 	}
 	if opts.ExpectSetID != "" {
 		// The id read here is checked again when decrypt authenticates the header.

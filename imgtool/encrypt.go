@@ -10,6 +10,7 @@ import (
 
 	"github.com/urfave/cli/v2"
 
+	"github.com/imgtool/imgtool/archive"
 	"github.com/imgtool/imgtool/cipher"
 	"github.com/imgtool/imgtool/image"
 	"github.com/imgtool/imgtool/imgset"
@@ -89,6 +90,17 @@ func runEncrypt(ctx context.Context, opts encryptOptions, args []string) error {
 	dir, err := setDirArg("encrypt", opts.Dir, args)
 	if err != nil {
 		return err
+	}
+	if archive.IsArchive(dir) { // a container checkpoint archive (archivecrypt.go)
+		alg, err := parseCipher("encrypt", opts.Cipher)
+		if err != nil {
+			return err
+		}
+		recipients, err := recipientsOrDefault("encrypt", opts.Certs, opts.Load)
+		if err != nil {
+			return err
+		}
+		return encryptArchive(ctx, opts, dir, alg, recipients)
 	}
 	// Every CRIU image set has an inventory: without one this is no set (an empty or
 	// wrong folder), and sealing it would only hide the mistake.

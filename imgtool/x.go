@@ -3,15 +3,20 @@ package imgtool
 import (
 	"bytes"
 	"context"
+	"encoding/hex"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
+	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"text/tabwriter"
 
 	"github.com/urfave/cli/v2"
 
+	"github.com/imgtool/imgtool/archive"
 	"github.com/imgtool/imgtool/explore"
 	"github.com/imgtool/imgtool/imgset"
 )
@@ -21,6 +26,16 @@ type xOptions struct {
 	JSON bool      // print JSON instead of a table
 	Set  setOpener // how to open the set
 	Out  io.Writer
+	Mem  memOptions // the mem view's
+}
+
+// memOptions are the options of the mem view.
+type memOptions struct {
+	PID         int
+	Search      string // a literal, or
+	SearchRegex string // a regular expression (RE2 syntax)
+	Context     int    // bytes shown around a match
+	Max         int    // matches shown at most
 }
 
 // xViews maps each view of imgtool x to the function that prints it.
@@ -30,13 +45,14 @@ var xViews = map[string]func(set *imgset.Set, opts xOptions) error{
 	"mems": printMems,
 	"rss":  printRSS,
 	"sk":   printSockets,
+	"mem":  printMem,
 }
 
 func xCommand() *cli.Command {
 	return &cli.Command{
 		Name:      "x",
 		Usage:     "explore an image set: process tree, files, memory, resident pages, sockets",
-		ArgsUsage: "DIR ps|fds|mems|rss|sk   (or -D DIR ps|...)",
+		ArgsUsage: "DIR|ARCHIVE ps|fds|mems|rss|sk|mem   (or -D DIR ps|...)",
 		Description: `Shows what crit x shows, as tables, plus the set's sockets:
    ps    the process tree: PID, PPID, PGID, SID, threads, COMM indented by depth
    fds   each process's file descriptors (crit's names: paths, pipe[ID], unix[INO (PEER)],
@@ -46,21 +62,38 @@ func xCommand() *cli.Command {
    rss   the pages saved for each area (from the pagemaps; page data is never read)
    sk    sockets: unix, inet, packet, netlink; type, state, addresses, peer, queued
          bytes, and the fds that hold them
+   mem   search the saved memory (pages) for --search TEXT or --search-regex RE
+         (RE2 syntax, a match at most 4096 bytes): each match's PID, address, the
+         area it is in, and --context N bytes (default 64) around it as hex and ASCII;
+         --pid P searches one process. An encrypted set is decrypted in memory.
 --json prints the same as JSON, for scripts (addresses as "0x..." strings).
+
+The set may also be a container checkpoint archive (Podman's checkpoint --export,
+CRI-O's, the kubelet's: a tar, plain, gzip or zstd, told by content): its
+checkpoint/ folder is read in place, nothing is unpacked to disk.
 
 Examples:
    imgtool x fixtures/criu-4.2/tree ps
    imgtool x fixtures/criu-4.2/misc fds
    imgtool x fixtures/criu-4.2/counter rss --json | jq '.processes[0].resident'
+   imgtool x fixtures/podman/ctr1b.tar ps
+   imgtool x fixtures/podman/ctr1b.tar mem --search SECRET= --context 32
 
 Exit codes: 0 success, 1 the set cannot be read (a missing or foreign file is named),
 2 wrong command line.`,
 		Flags: append([]cli.Flag{
 			&cli.BoolFlag{Name: "json", Usage: "print JSON instead of a table"},
 			imagesDirFlag(), // -D DIR is the same as DIR first (app.go)
+			&cli.IntFlag{Name: "pid", Usage: "mem: search only process `PID`"},
+			&cli.StringFlag{Name: "search", Usage: "mem: find the bytes of `TEXT`"},
+			&cli.StringFlag{Name: "search-regex", Usage: "mem: find matches of the regular expression `RE`"},
+			&cli.IntFlag{Name: "context", Value: 64, Usage: "mem: show `N` bytes before and after each match (at most 4096)"},
+			&cli.IntFlag{Name: "max-matches", Value: explore.DefaultMaxMatches, Usage: "mem: stop after `N` matches"},
 		}, setOpenFlags()...),
 		Action: func(c *cli.Context) error {
-			opts := xOptions{JSON: c.Bool("json"), Set: setOpenerFrom(c), Out: c.App.Writer}
+			opts := xOptions{JSON: c.Bool("json"), Set: setOpenerFrom(c), Out: c.App.Writer,
+				Mem: memOptions{PID: c.Int("pid"), Search: c.String("search"), SearchRegex: c.String("search-regex"),
+					Context: c.Int("context"), Max: c.Int("max-matches")}}
 			return runX(c.Context, opts, c.Args().Slice())
 		},
 	}
@@ -75,20 +108,24 @@ func runX(ctx context.Context, opts xOptions, args []string) error {
 	if !ok {
 		return usageError(fmt.Errorf("x: unknown view %q (want one of %s)", args[1], xViewNames()))
 	}
+	if err := opts.Mem.check(args[1]); err != nil {
+		return usageError(err)
+	}
 	if err := ctx.Err(); err != nil {
 		return err
 	}
-	set, err := opts.Set.open(args[0])
+	set, ar, err := opts.Set.open(args[0])
 	if err != nil {
 		return err
 	}
+	defer closeArchive(ar)
 	if err := view(set, opts); err != nil {
 		return fmt.Errorf("x %s %s: %w", args[1], args[0], err)
 	}
 	return nil
 }
 
-func xViewNames() string { return "ps, fds, mems, rss, sk" }
+func xViewNames() string { return "ps, fds, mems, rss, sk, mem" }
 
 // setOpener holds what opening a set for reading needs. Every command that reads a
 // set (x, inspect) opens it through open, so that keys for encrypted sets (a
@@ -102,10 +139,48 @@ func setOpenFlags() []cli.Flag { return keyFlags() }
 // setOpenerFrom reads the set-opening flags of a command line.
 func setOpenerFrom(c *cli.Context) setOpener { return setOpener{keys: keyOptionsFrom(c)} }
 
-// open opens the image set in dir for reading, decrypting it in memory when it is
-// encrypted (openSet in keys.go).
-func (o setOpener) open(dir string) (*imgset.Set, error) {
-	return openSet(dir, o.keys)
+// open opens the image set at path for reading: a folder, decrypted in memory when
+// it is encrypted (openSet in keys.go), or the set inside a container checkpoint
+// archive (a regular file that is a tar, plain or compressed), which is returned
+// too, to be closed with closeArchive.
+func (o setOpener) open(path string) (*imgset.Set, *archive.Archive, error) {
+	if !archive.IsArchive(path) {
+		set, err := openSet(path, o.keys)
+		return set, nil, err
+	}
+	var opts archive.Options
+	if archive.IsSealed(path) { // an encrypted archive: decrypted in memory
+		ids, err := identitiesOrDefault(o.keys.KeyFiles)
+		if err != nil {
+			return nil, nil, err
+		}
+		opts.Identities = ids
+	}
+	ar, err := archive.Open(path, opts)
+	if err != nil {
+		return nil, nil, explainOpenError(path, opts.Identities, err)
+	}
+	// The set inside is plaintext; an encrypted archive is what encryption means.
+	set, err := ar.Set(imgset.OpenOptions{RequireEncrypted: o.keys.RequireEncrypted && !ar.Encrypted()})
+	if err == nil && !ar.Encrypted() && o.keys.requireEncrypted() {
+		err = fmt.Errorf("archive %s: %w: a key was given (--%s, or %s), so an encrypted archive is expected; --%s to read it anyway",
+			path, imgset.ErrNotEncrypted, flagTLSKey, defaultKeyPath, flagAllowPlaintext)
+	}
+	if err == nil {
+		err = o.keys.checkSetID(path, ar.Header())
+	}
+	if err != nil {
+		ar.Close()
+		return nil, nil, err
+	}
+	return set, ar, nil
+}
+
+// closeArchive closes the archive a set was opened from, if any.
+func closeArchive(ar *archive.Archive) {
+	if ar != nil {
+		ar.Close()
+	}
 }
 
 // writeJSON prints v as indented JSON.
@@ -314,4 +389,118 @@ func printSockets(set *imgset.Set, opts xOptions) error {
 		return err
 	}
 	return writeTable(opts.Out, []string{"ID", "INO", "PROTO", "TYPE", "STATE", "LOCAL", "REMOTE", "QUEUED", "PID:FD"}, rows)
+}
+
+// check refuses mem options given to another view, and a mem view without a pattern.
+func (m memOptions) check(view string) error {
+	given := m.PID != 0 || m.Search != "" || m.SearchRegex != ""
+	if view != "mem" {
+		if given {
+			return fmt.Errorf("x %s: --pid, --search and --search-regex are options of the mem view", view)
+		}
+		return nil
+	}
+	switch {
+	case (m.Search == "") == (m.SearchRegex == ""):
+		return errors.New("x mem: need one of --search TEXT or --search-regex RE")
+	case m.Context < 0 || m.Context > explore.MaxSearchContext:
+		return fmt.Errorf("x mem: --context %d: want 0 to %d", m.Context, explore.MaxSearchContext)
+	case len(m.Search) > explore.MaxPattern:
+		return fmt.Errorf("x mem: --search of %d bytes, more than %d", len(m.Search), explore.MaxPattern)
+	case m.Max <= 0:
+		return fmt.Errorf("x mem: --max-matches %d: want at least 1", m.Max)
+	case m.PID < 0:
+		return fmt.Errorf("x mem: --pid %d: want a PID", m.PID)
+	}
+	if m.SearchRegex != "" {
+		if _, err := regexp.Compile(m.SearchRegex); err != nil {
+			return fmt.Errorf("x mem: --search-regex: %w", err)
+		}
+	}
+	return nil
+}
+
+// memMatch is a match as x mem --json prints it: the bytes as hex and as text.
+type memMatch struct {
+	PID         int          `json:"pid"`
+	Addr        explore.Addr `json:"addr"`
+	Length      int          `json:"length"`
+	Mapping     string       `json:"mapping"`
+	Perm        string       `json:"perm"`
+	ContextAddr explore.Addr `json:"context_addr"`
+	Before      string       `json:"before_hex"`
+	Match       string       `json:"match_hex"`
+	After       string       `json:"after_hex"`
+	Text        string       `json:"text"` // before, match and after, non-printable bytes as "."
+}
+
+func printMem(set *imgset.Set, opts xOptions) error {
+	so := explore.SearchOptions{PID: opts.Mem.PID, Literal: []byte(opts.Mem.Search), Context: opts.Mem.Context, Max: opts.Mem.Max}
+	if opts.Mem.SearchRegex != "" {
+		so.Literal = nil
+		so.Regexp = regexp.MustCompile(opts.Mem.SearchRegex) // checked by memOptions.check
+	}
+	res, err := explore.SearchMemory(set, so)
+	if err != nil {
+		return err
+	}
+	if opts.JSON {
+		out := struct {
+			Matches   []memMatch `json:"matches"`
+			Truncated bool       `json:"truncated"`
+			Searched  uint64     `json:"searched_bytes"`
+		}{Matches: []memMatch{}, Truncated: res.Truncated, Searched: res.Searched}
+		for _, m := range res.Matches {
+			all := slices.Concat(m.Before, m.Match, m.After)
+			out.Matches = append(out.Matches, memMatch{PID: m.PID, Addr: m.Addr, Length: m.Length, Mapping: m.Mapping,
+				Perm: m.Perm, ContextAddr: m.ContextAddr, Before: hex.EncodeToString(m.Before),
+				Match: hex.EncodeToString(m.Match), After: hex.EncodeToString(m.After), Text: printable(all)})
+		}
+		return writeJSON(opts.Out, out)
+	}
+	var b strings.Builder
+	for _, m := range res.Matches {
+		fmt.Fprintf(&b, "pid %d  %s  %s %s  %d bytes\n", m.PID, m.Addr, m.Perm, m.Mapping, m.Length)
+		hexDump(&b, uint64(m.ContextAddr), slices.Concat(m.Before, m.Match, m.After))
+	}
+	fmt.Fprintf(&b, "%d match(es) in %s of saved memory", len(res.Matches), size(res.Searched))
+	if res.Truncated {
+		fmt.Fprintf(&b, " (stopped at %d: --max-matches)", len(res.Matches))
+	}
+	b.WriteByte('\n')
+	_, err = io.WriteString(opts.Out, b.String())
+	return err
+}
+
+// hexDump writes data, which starts at addr, 16 bytes a line: address, hex, text.
+func hexDump(b *strings.Builder, addr uint64, data []byte) {
+	for len(data) > 0 {
+		n := min(16, len(data))
+		fmt.Fprintf(b, "  %016x  ", addr)
+		for i := range 16 {
+			if i < n {
+				fmt.Fprintf(b, "%02x ", data[i])
+			} else {
+				b.WriteString("   ")
+			}
+			if i == 7 {
+				b.WriteByte(' ')
+			}
+		}
+		fmt.Fprintf(b, " |%s|\n", printable(data[:n]))
+		addr += uint64(n)
+		data = data[n:]
+	}
+}
+
+// printable shows bytes as ASCII, others as ".".
+func printable(data []byte) string {
+	out := make([]byte, len(data))
+	for i, c := range data {
+		if c < 0x20 || c > 0x7e {
+			c = '.'
+		}
+		out[i] = c
+	}
+	return string(out)
 }
