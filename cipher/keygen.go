@@ -3,6 +3,7 @@ package cipher
 import (
 	"crypto"
 	"crypto/ecdsa"
+	"crypto/ed25519"
 	"crypto/elliptic"
 	"crypto/rand"
 	"crypto/rsa"
@@ -22,9 +23,14 @@ const (
 	KeyRSA2048 KeyType = "rsa2048"
 	KeyRSA3072 KeyType = "rsa3072"
 	KeyRSA4096 KeyType = "rsa4096"
-	KeyP256    KeyType = "p256" // ECDSA P-256 (HPKE recipient); the default
-	KeyP384    KeyType = "p384" // ECDSA P-384 (HPKE recipient)
+	KeyP256    KeyType = "p256"    // ECDSA P-256 (HPKE recipient); the default
+	KeyP384    KeyType = "p384"    // ECDSA P-384 (HPKE recipient)
+	KeyEd25519 KeyType = "ed25519" // Ed25519: signing identities only
 )
+
+// SignKeyTypes lists the key types Keygen accepts for a signing identity, the
+// default first.
+var SignKeyTypes = []KeyType{KeyP256, KeyEd25519, KeyP384, KeyRSA3072}
 
 // KeyTypes lists the key types Keygen accepts, the default first.
 var KeyTypes = []KeyType{KeyP256, KeyP384, KeyRSA2048, KeyRSA3072, KeyRSA4096}
@@ -34,6 +40,9 @@ type KeygenOptions struct {
 	Type       KeyType       // default KeyP256
 	CommonName string        // subject CN; default "imgtool"
 	Validity   time.Duration // default ten years
+	// Sign makes a signing identity (imgtool sign, --sign-key): KeyUsage
+	// DigitalSignature only, not a CA. Otherwise a recipient's key is made.
+	Sign bool
 }
 
 // Keygen makes a new private key and a self-signed certificate for it, both PEM:
@@ -64,6 +73,13 @@ func Keygen(opts KeygenOptions) (certPEM, keyPEM []byte, err error) {
 	usage := x509.KeyUsageKeyAgreement
 	if _, ok := key.(*rsa.PrivateKey); ok {
 		usage = x509.KeyUsageKeyEncipherment
+	}
+	if opts.Sign {
+		// A signer's certificate signs sets and nothing else: no encryption, no
+		// certificates (CA:FALSE).
+		usage = x509.KeyUsageDigitalSignature
+	} else if opts.Type == KeyEd25519 {
+		return nil, nil, fmt.Errorf("%w: an Ed25519 key can only sign (a signing identity), not be a recipient", ErrUnsupportedKey)
 	}
 	tmpl := &x509.Certificate{
 		SerialNumber:          serial,
@@ -99,6 +115,9 @@ func generateKey(t KeyType) (crypto.PrivateKey, error) {
 		return ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	case KeyP384:
 		return ecdsa.GenerateKey(elliptic.P384(), rand.Reader)
+	case KeyEd25519:
+		_, k, err := ed25519.GenerateKey(rand.Reader)
+		return k, err
 	}
 	return nil, fmt.Errorf("unknown key type %q (want one of %v)", t, KeyTypes)
 }

@@ -27,3 +27,22 @@ const (
 	MinRSABits = 2048
 	MaxRSABits = 8192
 )
+
+// Limits on a signature file (sign.go). Every length read from one is checked
+// against these and against the bytes left before anything is allocated.
+const (
+	// MaxSignChain bounds the certificates of a signature: the signer and the
+	// intermediate CAs up to (not necessarily including) a trust anchor.
+	MaxSignChain = 8
+	// MaxSignCertSize bounds one DER certificate of the chain.
+	MaxSignCertSize = 16 << 10
+	// MaxSignatureSize bounds the signature itself: an RSA-8192 PSS signature is
+	// 1024 bytes, an ECDSA P-384 one at most 104.
+	MaxSignatureSize = 1024
+	// MaxSignFileSize bounds a whole signature file: framing, MaxSignChain
+	// certificates of the largest size, MaxFiles entries of the longest name.
+	MaxSignFileSize = 32 << 20
+	// MaxClockSkew is how far in the future a signature's creation time may be
+	// before it is refused: clocks of the signing and the verifying machines differ.
+	MaxClockSkew = 5 * 60 // seconds
+)

@@ -28,6 +28,7 @@ func (d *dumper) precheck() error {
 	var refused Refusals
 	var pids []int
 	seen := map[int]bool{}
+	parents := map[int]int{} // child -> parent, for the copy-on-write check
 	queue := []int{d.opts.Pid}
 	for len(queue) > 0 {
 		pid := queue[0]
@@ -39,19 +40,39 @@ func (d *dumper) precheck() error {
 		if err := d.checkCtx(); err != nil {
 			return err
 		}
-		kids, err := precheckProcess(pid, &refused)
+		kids, zombie, err := precheckProcess(pid, &refused, d.zombiesOK && pid != d.opts.Pid)
 		if err != nil {
 			if pid != d.opts.Pid && vanished(err) {
 				continue
 			}
 			return err
 		}
+		if zombie {
+			continue // dumped as a zombie (zombie.go): it holds nothing to check or share
+		}
 		pids = append(pids, pid)
+		for _, k := range kids {
+			parents[k] = pid
+		}
 		queue = append(queue, kids...)
 	}
 	transient, err := checkSharing(pids, &refused)
 	if err != nil {
 		return err
+	}
+	if !d.opts.COWCopies {
+		inTree := map[int]int{}
+		for _, pid := range pids {
+			if parent, ok := parents[pid]; ok {
+				inTree[pid] = parent
+			}
+		}
+		before := len(refused)
+		if err := checkCOW(inTree, &refused); err != nil {
+			return err
+		}
+		// Right after fork, before exec, a child shares everything: look again in a moment.
+		transient = transient || len(refused) > before
 	}
 	if err := checkFdOwners(pids, &refused); err != nil {
 		return err
@@ -67,27 +88,32 @@ func (d *dumper) precheck() error {
 
 // precheckProcess checks one process, adding what cannot be dumped to refused, and
 // returns its children. Its error is a failure to look (or a *changedError), not a
-// refusal.
-func precheckProcess(pid int, refused *Refusals) ([]int, error) {
+// refusal. A zombie is a *changedError unless zombiesOK, when it is reported as one.
+func precheckProcess(pid int, refused *Refusals, zombiesOK bool) ([]int, bool, error) {
 	stat, err := procfs.ReadStat(procfs.Path(pid, "stat"))
 	if err != nil {
-		return nil, fmt.Errorf("process %d: %w", pid, err)
+		return nil, false, fmt.Errorf("process %d: %w", pid, err)
 	}
 	status, err := procfs.ReadStatus(procfs.Path(pid, "status"))
 	if err != nil {
-		return nil, fmt.Errorf("process %d: %w", pid, err)
+		return nil, false, fmt.Errorf("process %d: %w", pid, err)
+	}
+	if zombiesOK && isZombie(stat) {
+		if z, err := readZombie(pid, nil); err != nil || z != nil {
+			return nil, z != nil, err
+		}
 	}
 	if err := checkProcess(pid, stat, status, false); err != nil {
 		if isZombie(stat) {
-			return nil, &changedError{err}
+			return nil, false, &changedError{err}
 		}
 		if err := refused.add(err); err != nil {
-			return nil, err
+			return nil, false, err
 		}
 	}
 	fds, err := procfs.ListNumeric(procfs.Path(pid, "fd"))
 	if err != nil {
-		return nil, fmt.Errorf("list fds of %d: %w", pid, err)
+		return nil, false, fmt.Errorf("list fds of %d: %w", pid, err)
 	}
 	for _, fd := range fds {
 		if _, err := inspectFd(pid, fd); err != nil {
@@ -95,24 +121,24 @@ func precheckProcess(pid int, refused *Refusals) ([]int, error) {
 				continue // closed meanwhile; the frozen tree is inspected again
 			}
 			if err := refused.add(err); err != nil {
-				return nil, err
+				return nil, false, err
 			}
 		}
 	}
 	vmas, err := procfs.ReadSmaps(pid)
 	if err != nil {
-		return nil, err
+		return nil, false, err
 	}
 	for i := range vmas {
 		if _, err := classifyVMA(pid, &vmas[i]); err != nil {
 			if err := refused.add(err); err != nil {
-				return nil, err
+				return nil, false, err
 			}
 		}
 	}
 	tids, err := procfs.ListNumeric(procfs.Path(pid, "task"))
 	if err != nil {
-		return nil, fmt.Errorf("list threads of %d: %w", pid, err)
+		return nil, false, fmt.Errorf("list threads of %d: %w", pid, err)
 	}
 	var kids []int
 	for _, tid := range tids {
@@ -122,11 +148,11 @@ func precheckProcess(pid int, refused *Refusals) ([]int, error) {
 		}
 		k, err := readChildren(pid, tid)
 		if err != nil {
-			return nil, err
+			return nil, false, err
 		}
 		kids = append(kids, k...)
 	}
-	return kids, nil
+	return kids, false, nil
 }
 
 // Refusals is everything of a tree that the dump cannot checkpoint, found at once. It
@@ -286,10 +312,7 @@ func checkProcess(pid int, stat *procfs.Stat, status procfs.Status, frozen bool)
 		return refuse(pid, -1, "ptrace", "already traced by process "+status["TracerPid"])
 	}
 	if isZombie(stat) {
-		return refuse(pid, -1, "zombie", "dead (zombie) processes are not supported")
-	}
-	if stat.State == 'T' && !frozen {
-		return refuse(pid, -1, "job control", "stopped processes are not supported")
+		return refuse(pid, -1, "zombie", "dead (zombie): only a zombie child of one thread can be dumped, not the root nor a leader whose other threads still run")
 	}
 	if stat.TTYNr != 0 {
 		return refuse(pid, -1, fmt.Sprintf("controlling terminal %d:%d", unix.Major(uint64(stat.TTYNr)),
@@ -370,7 +393,7 @@ func inspectFd(pid, fd int) (*fdDesc, error) {
 	case mode == unix.S_IFIFO:
 		fdesc.kind = fdFifo
 	case mode == unix.S_IFSOCK:
-		fdesc.kind = fdUnixSk // sk_unix.go: its check refuses other families
+		fdesc.kind = sockKind(pid, fd) // sk_inet.go: TCP and UDP; sk_unix.go refuses other families
 	case mode == unix.S_IFCHR && isTTYMajor(unix.Major(fdesc.st.Rdev)):
 		return nil, refuse(pid, fd, "terminal "+link, "terminals are not supported")
 	case strings.HasPrefix(link, "/memfd:"):

@@ -64,6 +64,7 @@ type procState struct {
 	brk           uint64
 	sigactions    [image.NSignals]sigaction
 	itimers       [3][4]uint64
+	posixTimers   []posixTimer // posix_timer.go
 	subreaper     bool
 	dumpable      int32
 	thpDisabled   bool
@@ -277,11 +278,8 @@ func (d *dumper) collectProcFiles(p *process, ps *procState) error {
 	if ps.rootPath != "/" {
 		return refuse(p.pid, -1, "root directory "+ps.rootPath, "chroot is not supported")
 	}
-	timers, err := os.ReadFile(procfs.Path(p.pid, "timers"))
-	if err == nil && len(strings.TrimSpace(string(timers))) > 0 {
-		return refuse(p.pid, -1, "POSIX timers", "POSIX timers (timer_create) are not supported")
-	}
-	return nil
+	ps.posixTimers, err = readPosixTimers(p.pid)
+	return err
 }
 
 // linkAndStat returns the target of a /proc magic link and the stat of what it opens.
@@ -352,7 +350,8 @@ func (d *dumper) injectAll(p *process, ps *procState) (err error) {
 		offRlimits    = offSubreaper + 8
 		offThreads    = 4096
 	)
-	if err := in.mapScratch(leader, offThreads+uint64(len(p.threads))*threadScratch); err != nil {
+	offTimers := offThreads + uint64(len(p.threads))*threadScratch
+	if err := in.mapScratch(leader, offTimers+uint64(len(ps.posixTimers))*itimerspecLen); err != nil {
 		return err
 	}
 	brk, err := in.call(leader, unix.SYS_BRK, 0)
@@ -410,6 +409,9 @@ func (d *dumper) injectAll(p *process, ps *procState) (err error) {
 		}
 		t.state.secbits = uint32(sb)
 	}
+	if err := in.readTimerValues(leader, ps, offTimers); err != nil {
+		return err
+	}
 	// Read every result at once.
 	buf := make([]byte, in.size)
 	if err := in.read(0, buf); err != nil {
@@ -428,6 +430,10 @@ func (d *dumper) injectAll(p *process, ps *procState) (err error) {
 	for res := range ps.rlimits {
 		b := buf[offRlimits+res*rlimitSize:]
 		ps.rlimits[res] = unix.Rlimit{Cur: le64(b), Max: le64(b[8:])}
+	}
+	for i := range ps.posixTimers {
+		b := buf[offTimers+uint64(i)*itimerspecLen:]
+		ps.posixTimers[i].spec = [4]uint64{le64(b), le64(b[8:]), le64(b[16:]), le64(b[24:])}
 	}
 	for i, t := range p.threads {
 		b := buf[offThreads+i*threadScratch:]

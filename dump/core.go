@@ -147,11 +147,15 @@ func taskCore(p *process, leader *thread) *criu_core.TaskCoreEntry {
 	tc := &criu_core.TaskCoreEntry{
 		TaskState: proto.Uint32(image.TaskAlive), ExitCode: proto.Uint32(0), Personality: proto.Uint32(ps.personality),
 		Flags: proto.Uint32(ps.stat.Flags), BlkSigset: proto.Uint64(leader.origMask),
-		Comm:     proto.String(leader.state.comm),
-		Timers:   &timer.TaskTimersEntry{Real: it(ps.itimers[0]), Virt: it(ps.itimers[1]), Prof: it(ps.itimers[2])},
+		Comm: proto.String(leader.state.comm),
+		Timers: &timer.TaskTimersEntry{Real: it(ps.itimers[0]), Virt: it(ps.itimers[1]), Prof: it(ps.itimers[2]),
+			Posix: posixTimerEntries(ps.posixTimers)},
 		Rlimits:  &criu_core.TaskRlimitsEntry{},
 		SignalsS: signalQueue(ps.sharedPending), OomScoreAdj: proto.Int32(ps.oomScoreAdj),
 		ChildSubreaper: proto.Bool(ps.subreaper),
+	}
+	if p.stopSig != 0 {
+		tc.TaskState, tc.StopSigno = proto.Uint32(image.TaskStopped), proto.Uint32(p.stopSig)
 	}
 	if ps.hasLoginuid {
 		tc.Loginuid = proto.Uint32(ps.loginuid)

@@ -4,12 +4,15 @@
 // # How
 //
 // The tree is first inspected through /proc without being touched; what cannot be dumped
-// (sockets other than UNIX ones, and the UNIX sockets sk_unix.go refuses, terminals, namespaces other than the dumper's, io_uring, seccomp, processes
-// already traced, zombies, stopped processes, POSIX timers, unlinked files, FIFOs,
+// (sockets other than UNIX, TCP and UDP ones, the UNIX sockets sk_unix.go refuses and the
+// TCP and UDP sockets sk_inet.go refuses, terminals, namespaces other than the dumper's, io_uring, seccomp, processes
+// already traced, a process whose leader exited while other threads run, unlinked files, FIFOs,
 // directories and device nodes, open files of /proc,
 // files with locks held (POSIX, OFD, flock, leases: CRIU's --file-locks is not
 // implemented, and dropping them would let another writer in), processes sharing memory,
-// fd table, fs context or signal handlers (restore gives each its own), files whose
+// fd table, fs context or signal handlers (restore gives each its own), processes that
+// still share pages copy-on-write with their parent (a restore would give each a copy:
+// Options.COWCopies, --cow-copies, accepts that; see cow.go), files whose
 // owner (F_SETOWN) is outside the tree (a restore sets it by number), device and
 // hugetlb mappings, memory locked on fault (MLOCK_ONFAULT: vma_entry has no place for
 // it), SysV shared memory, anonymous-inode files other than eventfd, timerfd, signalfd
@@ -20,7 +23,7 @@
 // thread is then seized (PTRACE_SEIZE + PTRACE_INTERRUPT; threads and children are
 // re-listed until stable) from one locked OS thread. State the tracer can read directly comes from ptrace (registers, XSAVE, signal
 // mask, TLS slots, rseq, pending signals) and /proc; state only the process can report
-// (brk, sigactions, itimers, resource limits, the alternate stack, clear_child_tid, pdeath
+// (brk, sigactions, itimers, POSIX timers, resource limits, the alternate stack, clear_child_tid, pdeath
 // signal, secure bits, dumpable, THP, child subreaper) comes from system calls injected through an existing
 // `syscall` instruction of the vDSO, with every signal blocked, into a scratch mapping that
 // is removed again before memory is read. Pages are selected from /proc/PID/pagemap and
@@ -54,17 +57,49 @@
 // peeked from a copy of the socket (pidfd_getfd) at an advancing SO_PEEK_OFF, as CRIU's
 // parasite does, never consumed; state from sock_diag, internal/sockdiag). A peer no process
 // of the tree holds, descriptors in flight (SCM_RIGHTS), a connection not accepted yet, a
-// socket filter, a deleted socket file and other families (TCP, UDP, netlink, packet: named
-// in the refusal) are refused in precheck.
+// socket filter, a deleted socket file and other families (netlink, packet, raw: named in
+// the refusal) are refused in precheck. TCP and UDP sockets over IPv4 and IPv6 are
+// inet_sk_entry as CRIU 4.2 writes them without --tcp-established (sk_inet.go): family,
+// type, protocol, state, bound and connected address and port, a listener's backlog,
+// IPV6_V6ONLY, sk_opts_entry, ip_opts_entry and tcp_opts_entry, read from a copy of the
+// socket (getsockname, getpeername, getsockopt; TCP state and backlog from TCP_INFO): TCP
+// listeners and closed (unconnected) TCP sockets, UDP sockets bound or connected. A TCP
+// connection (ESTABLISHED and the closing states: named with both addresses, "use
+// --tcp-established", which is not implemented), a TCP socket in another state (SYN_SENT,
+// named), a listener with connections not accepted yet, a UDP socket with datagrams queued
+// (CRIU drops them; imgtool refuses) or corked, a link-local IPv6 address are refused
+// in precheck; a UDP socket's shutdown state is not read.
 //
 // The rule for a kind: each lives whole in one file named after it (eventfd.go, timerfd.go,
-// signalfd.go, eventpoll.go, sk_unix.go; the first four kinds in files.go), and restore/ has the file
+// signalfd.go, eventpoll.go, sk_unix.go, sk_inet.go; the first four kinds in files.go), and restore/ has the file
 // of the same name. Each is a fileKind (typ, check, entry) listed in fdKinds, the one table
 // from kind to handler: inspectFd classifies an fd (check.go; an anonymous inode by its
-// /proc link, anonKinds) and runs its kind's check, which refuses what cannot be saved
+// /proc link, anonKinds; a socket by its family and protocol, sockKind) and runs its kind's check, which refuses what cannot be saved
 // while touching nothing; numberFds asks the kind for the file_entry once the tree is
 // stopped. A new kind adds a constant, its file and one row of fdKinds here, and its file
 // and one row of restore's fdKinds there; nothing else switches on the kind.
+//
+// # Zombies, POSIX timers, stopped processes
+//
+// A child that exited and was not reaped (zombie.go) is first given a moment: the tree is
+// put back and looked at again (zombieRetries times, 5, 10 and 15 ms), as its parent may
+// reap it. After that it is dumped as CRIU's dump_one_zombie does: a pstree entry (threads:
+// its pid) and a core holding only task_core_entry with task_state TASK_DEAD (2), its name
+// and exit_code, the wait status of /proc/PID/stat (exit status << 8, or the signal, with
+// 0x80 for a core dump); no ids, mm, pagemap, fs or fdinfo image. A zombie is never seized
+// and takes no part in the other checks. The root cannot be a zombie.
+//
+// POSIX timers (posix_timer.go) are read from /proc/PID/timers (id, signal and sigev_value,
+// notification: signal, none or to a thread, and clock) and from timer_gettime and
+// timer_getoverrun injected into the process, into task_core_entry.timers.posix
+// (posix_timer_entry: interval, time left, overrun, notify_thread_id for SIGEV_THREAD_ID),
+// in /proc's order, as CRIU writes them.
+//
+// A process stopped by job control (stopped.go) is seized in its group stop; the stop
+// signal (PTRACE_GETSIGINFO) goes to stop_signo and task_state is TASK_STOPPED (3), as CRIU
+// writes them. Each thread is resumed once into the interrupt trap the seize left pending
+// (compel's skip_sigstop) so that calls can be injected; the group stop stays in force, and
+// a tree left running is stopped again as it is detached.
 //
 // Refusals come from the checks, before any thread is seized (tests count the seizes).
 // The one exception is a process that appears between the check and the freeze: it is

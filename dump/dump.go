@@ -34,6 +34,10 @@ type Options struct {
 	LeaveRunning bool
 	// Progress, when set, is called with the bytes of memory written so far and the total.
 	Progress func(done, total int64)
+	// COWCopies accepts a tree whose processes still share pages copy-on-write with their
+	// parent (after fork, before either wrote them): a restore gives each process its own
+	// copy. Without it such a tree is refused (cow.go).
+	COWCopies bool
 }
 
 // RefusedError reports something in the tree that the dump cannot checkpoint. It is returned

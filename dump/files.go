@@ -303,6 +303,7 @@ var fdKinds = map[fdKind]fileKind{
 	fdSignalfd: signalfdKind{},
 	fdEpoll:    eventpollKind{},
 	fdUnixSk:   unixSkKind{},
+	fdInetSk:   inetSkKind{},
 }
 
 // anonKinds are the kinds whose files are anonymous inodes, by their /proc/PID/fd link.

@@ -47,6 +47,7 @@ type process struct {
 	mem      *memState
 	files    *procFiles
 	ids      kobjIDs
+	stopSig  uint32 // the signal of its job-control stop (stopped.go), or 0
 }
 
 type dumper struct {
@@ -55,6 +56,8 @@ type dumper struct {
 	sink      Sink
 	root      *process
 	procs     []*process // tree order: parents before children
+	zombies   []*zombie  // dead children not reaped yet, neither seized nor in procs
+	zombiesOK bool       // zombies are dumped as such (after zombieRetries looks)
 	seized    []*thread  // every seized thread, for thaw/kill
 	open      []io.WriteCloser
 	committed bool
@@ -104,6 +107,7 @@ var seizes atomic.Int64
 // before any thread of the tree is seized.
 func (d *dumper) checkAndFreeze() error {
 	for attempt := 1; ; attempt++ {
+		d.zombiesOK = attempt > zombieRetries
 		err := d.precheck()
 		if err == nil {
 			d.stats.freezeStart = time.Now()
@@ -114,7 +118,7 @@ func (d *dumper) checkAndFreeze() error {
 				if terr := d.thaw(); terr != nil {
 					return fmt.Errorf("%w (and resuming the target failed: %v)", err, terr)
 				}
-				d.root, d.procs = nil, nil
+				d.root, d.procs, d.zombies = nil, nil, nil
 			}
 		}
 		var ce *changedError
@@ -176,6 +180,16 @@ func (d *dumper) freeze() error {
 			if err := d.checkCtx(); err != nil {
 				return err
 			}
+			if d.zombiesOK {
+				z, err := readZombie(k, p)
+				if err != nil {
+					return err
+				}
+				if z != nil {
+					d.zombies = append(d.zombies, z)
+					continue
+				}
+			}
 			c, err := d.freezeProcess(k, p)
 			if err != nil {
 				return err
@@ -221,6 +235,14 @@ func (d *dumper) freezeProcess(pid int, parent *process) (*process, error) {
 				return nil, err
 			}
 			d.seized = append(d.seized, t)
+			if sig := groupStopSignal(tid); sig != 0 {
+				if err := leaveGroupStop(tid); err != nil {
+					return nil, err
+				}
+				if tid == pid {
+					p.stopSig = sig
+				}
+			}
 			if tid == pid {
 				p.threads = append([]*thread{t}, p.threads...)
 			} else {
@@ -249,7 +271,7 @@ func threadDead(pid, tid int, err error) (bool, string) {
 		return vanished(serr), "exited during the dump"
 	}
 	if isZombie(st) {
-		return true, "dead (zombie) processes are not supported"
+		return true, "died during the dump (a zombie)"
 	}
 	return false, ""
 }

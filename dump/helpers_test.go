@@ -68,11 +68,13 @@ func (s *dirSink) Abort() error {
 	return os.RemoveAll(s.tmp)
 }
 
-// dump runs Dump on tg into a fresh sink.
+// dumpTarget runs Dump on pid into a fresh sink. Copies of pages a child still shares
+// copy-on-write with its parent are accepted: the tests that use it are about other
+// state (TestRefuseCOWSharing is about that one).
 func dumpTarget(t *testing.T, pid int, leave bool) *dirSink {
 	t.Helper()
 	s := newDirSink(t)
-	if err := Dump(context.Background(), Options{Pid: pid, LeaveRunning: leave}, s); err != nil {
+	if err := Dump(context.Background(), Options{Pid: pid, LeaveRunning: leave, COWCopies: true}, s); err != nil {
 		t.Fatalf("dump %d: %v", pid, err)
 	}
 	return s

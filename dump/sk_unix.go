@@ -110,7 +110,7 @@ func (unixSkKind) check(pid int, f *fdDesc) error {
 	if dom, err := unix.GetsockoptInt(local, unix.SOL_SOCKET, unix.SO_DOMAIN); err != nil {
 		return fmt.Errorf("process %d fd %d: SO_DOMAIN: %w", pid, f.fd, err)
 	} else if dom != unix.AF_UNIX {
-		return refuse(pid, f.fd, f.link, familyName(local)+" sockets are not supported (only UNIX sockets are)")
+		return refuse(pid, f.fd, f.link, familyName(local)+" sockets are not supported (only UNIX, TCP and UDP sockets are)")
 	}
 	d, err := sockdiag.Lookup(uint32(f.st.Ino))
 	if err != nil {
@@ -346,10 +346,12 @@ func dumpSkOpts(fd int) (*sk_opts.SkOptsEntry, error) {
 		SoSndbuf: proto.Uint32(uint32(geti(unix.SO_SNDBUF))), SoRcvbuf: proto.Uint32(uint32(geti(unix.SO_RCVBUF))),
 		SoPriority: proto.Uint32(uint32(geti(unix.SO_PRIORITY))), SoRcvlowat: proto.Uint32(uint32(geti(unix.SO_RCVLOWAT))),
 		Reuseaddr: getb(unix.SO_REUSEADDR), SoReuseport: getb(unix.SO_REUSEPORT),
-		SoPasscred: getb(unix.SO_PASSCRED), SoPasssec: getb(unix.SO_PASSSEC),
 		SoDontroute: getb(unix.SO_DONTROUTE), SoNoCheck: getb(unix.SO_NO_CHECK),
 		SoBroadcast: getb(unix.SO_BROADCAST), SoKeepalive: getb(unix.SO_KEEPALIVE),
 		SoOobinline: proto.Uint32(uint32(geti(unix.SO_OOBINLINE))),
+	}
+	if dom, _ := unix.GetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_DOMAIN); dom == unix.AF_UNIX || dom == unix.AF_NETLINK {
+		o.SoPasscred, o.SoPasssec = getb(unix.SO_PASSCRED), getb(unix.SO_PASSSEC) // UNIX and netlink only
 	}
 	if v, err := unix.GetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_BUF_LOCK); err == nil {
 		o.SoBufLock = proto.Uint32(uint32(v))

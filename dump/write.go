@@ -168,8 +168,17 @@ func (d *dumper) write() error {
 		}
 		ps = append(ps, e)
 	}
+	for _, z := range d.zombies {
+		ps = append(ps, &pstree.PstreeEntry{Pid: proto.Uint32(uint32(z.pid)), Ppid: proto.Uint32(uint32(z.parent.pid)),
+			Pgid: proto.Uint32(uint32(z.stat.Pgid)), Sid: proto.Uint32(uint32(z.stat.Sid)), Threads: []uint32{uint32(z.pid)}})
+	}
 	if err := d.writeImage("pstree.img", "PSTREE", ps...); err != nil {
 		return err
+	}
+	for _, z := range d.zombies {
+		if err := d.writeZombie(z); err != nil {
+			return err
+		}
 	}
 	for _, m := range s.memfds {
 		if err := d.writeShmem(m); err != nil {

@@ -79,10 +79,16 @@ const (
 	// MagicSeal is imgtool's own: the sealed header of an encrypted image set. Its body
 	// is defined by package cipher (docs/format.md); the image package only frames it.
 	MagicSeal uint32 = 0x5345A1ED
+	// MagicSign is imgtool's own too: the signature of an image set ("SIGN"). Its
+	// body is defined by package cipher (docs/format.md, Signatures).
+	MagicSign uint32 = 0x5349474E
 )
 
 // SealFileName is the file name of an encrypted set's sealed header (kind SEAL).
 const SealFileName = "imgtool-seal.img"
+
+// SignFileName is the file name of a set's signature (kind SIGN).
+const SignFileName = "imgtool-sign.img"
 
 // Kind describes one type of image file: one row of the table that maps magics to
 // names, message types, file names and payload codecs.
@@ -213,6 +219,7 @@ var kinds = []*Kind{
 	{Name: "STATS", Magic: 0x57093306, Head: MagicImgService, File: "stats-%s", New: newOf[stats.StatsEntry]()},
 	{Name: "IRMAP_CACHE", Magic: 0x57004059, Head: MagicImgService, File: "irmap-cache", New: newOf[fh.IrmapCacheEntry]()},
 	{Name: "SEAL", Magic: MagicSeal, File: SealFileName},
+	{Name: "SIGN", Magic: MagicSign, File: SignFileName},
 	// CRIU's kernel-feature cache (/run/criu.kdat): the magic, then a C struct kerndat_s
 	// whose layout depends on the CRIU build. Not part of an image set; kept opaque.
 	{Name: "KDAT", Magic: 0x57023458, File: "criu.kdat"},

@@ -625,8 +625,14 @@ func removeOld(dir, aside string, old *setLock, syncErr error) error {
 // written and synced beside the set (locked, so no cleaner takes it), then
 // renamed over the old header, whose mode it keeps.
 func replaceHeader(dir string, data []byte) error {
+	return replaceSetFile(dir, HeaderName, data, "the new header")
+}
+
+// replaceSetFile atomically replaces (or creates) the file name of the set at dir
+// with data, as replaceHeader does; what names it in errors.
+func replaceSetFile(dir, name string, data []byte, what string) error {
 	mode := os.FileMode(0o600)
-	if st, err := os.Stat(filepath.Join(dir, HeaderName)); err == nil {
+	if st, err := os.Stat(filepath.Join(dir, name)); err == nil {
 		mode = st.Mode().Perm()
 	}
 	f, err := os.CreateTemp(parentDir(dir), "."+setBase(dir)+headerInfix)
@@ -648,14 +654,14 @@ func replaceHeader(dir string, data []byte) error {
 		err = f.Sync()
 	}
 	if err == nil {
-		err = os.Rename(tmp, filepath.Join(dir, HeaderName))
+		err = os.Rename(tmp, filepath.Join(dir, name))
 	}
 	if cerr := f.Close(); err == nil {
 		err = cerr
 	}
 	if err != nil {
 		os.Remove(tmp)
-		return fmt.Errorf("image set %s: writing the new header: %w", dir, err)
+		return fmt.Errorf("image set %s: writing %s: %w", dir, what, err)
 	}
 	return syncDir(dir)
 }

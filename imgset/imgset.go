@@ -137,7 +137,8 @@ func openPlain(dir string, names []string, opts OpenOptions) (*Set, error) {
 	return &Set{dir: dir, names: names}, nil
 }
 
-// listFiles returns the regular files of dir, sorted.
+// listFiles returns the regular files of dir, sorted, without the signature
+// SignName: it is not one of the set's files (it is checked by VerifySignature).
 func listFiles(dir string) ([]string, error) {
 	ents, err := os.ReadDir(dir)
 	if err != nil {
@@ -145,7 +146,7 @@ func listFiles(dir string) ([]string, error) {
 	}
 	var names []string
 	for _, e := range ents {
-		if e.Type().IsRegular() {
+		if e.Type().IsRegular() && e.Name() != SignName {
 			names = append(names, e.Name())
 		}
 	}
@@ -374,7 +375,7 @@ func checkManifest(dir string, h *cipher.Header, present []string) []problem {
 	// Anything else in the folder (a subfolder, a symlink, a FIFO) is added too:
 	// the manifest is the whole set.
 	for _, n := range nonRegular(dir) {
-		if !listed[n] && n != HeaderName {
+		if !listed[n] && n != HeaderName && n != SignName {
 			probs = append(probs, problem{n, fmt.Errorf("%s: %w (not a regular file)", n, ErrUnexpectedFile)})
 		}
 	}

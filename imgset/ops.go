@@ -23,6 +23,7 @@ type EncryptOptions struct {
 	Output     string             // "" (or dir itself): encrypt in place, atomically
 	Progress   Progress
 	Cleaned    func(removed []string) // told the leftovers of dead earlier runs removed first
+	Signer     *cipher.Signer         // signs the new set (see CreateOptions.Signer)
 }
 
 // Encrypt encrypts the plaintext set in dir for opts.Recipients, into opts.Output
@@ -50,7 +51,7 @@ func EncryptContext(ctx context.Context, dir string, opts EncryptOptions) error 
 		if err != nil {
 			return err
 		}
-		copts := CreateOptions{Recipients: opts.Recipients, Algorithm: opts.Algorithm, Cleaned: opts.Cleaned}
+		copts := CreateOptions{Recipients: opts.Recipients, Algorithm: opts.Algorithm, Cleaned: opts.Cleaned, Signer: opts.Signer}
 		return rewrite(ctx, src, lock, opts.Output, copts, opts.Progress)
 	})
 }
@@ -132,6 +133,9 @@ type RekeyOptions struct {
 	Progress Progress
 	// Cleaned is told the leftovers of dead earlier runs removed first.
 	Cleaned func(removed []string)
+	// Signer re-signs the set. Without it, the set's signature (which no longer
+	// matches the new header) is removed.
+	Signer *cipher.Signer
 }
 
 // Rekey changes the recipients of the encrypted set in dir. Without Rotate it
@@ -199,7 +203,20 @@ func rekeyHeader(ctx context.Context, dir string, opts RekeyOptions) error {
 	if ctx.Err() != nil {
 		return stopped(ctx, dir, "", nil, true)
 	}
-	return replaceHeader(dir, hdr)
+	// The old signature covers the old header: it goes first, so that no moment
+	// shows the new header beside it, and a new one is made after.
+	if _, err := RemoveSignature(dir); err != nil {
+		return err
+	}
+	if err := replaceHeader(dir, hdr); err != nil {
+		return err
+	}
+	if opts.Signer != nil {
+		if _, err := Sign(dir, opts.Signer); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // editStanzas returns stanzas without the removed fingerprints, each of which must
@@ -230,7 +247,7 @@ func rotate(ctx context.Context, dir string, lock *setLock, opts RekeyOptions) e
 	if alg == 0 {
 		alg = src.header.Algorithm
 	}
-	return rewrite(ctx, src, lock, "", CreateOptions{Recipients: opts.Add, Algorithm: alg}, opts.Progress)
+	return rewrite(ctx, src, lock, "", CreateOptions{Recipients: opts.Add, Algorithm: alg, Signer: opts.Signer}, opts.Progress)
 }
 
 // rewrite copies every file of src into a new set made with copts: at out, or,

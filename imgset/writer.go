@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"sort"
 	"sync"
+	"time"
 
 	"github.com/imgtool/imgtool/cipher"
 )
@@ -23,6 +24,9 @@ type CreateOptions struct {
 	// Cleaned, if not nil, is told the leftovers of earlier runs that died while
 	// writing the same target (see ListLeftovers), which Create removed.
 	Cleaned func(removed []string)
+	// Signer, if not nil, signs the set: Commit writes SignName into the new set
+	// before it is put in place, so the set appears signed or not at all.
+	Signer *cipher.Signer
 }
 
 // Writer writes a new image set. Files go to a temporary folder beside the target,
@@ -35,6 +39,7 @@ type Writer struct {
 	ctx      context.Context // nil: never stopped; else the copy and Commit stop once it is done
 	key      *cipher.SetKey
 	stanzas  []*cipher.Stanza
+	signer   *cipher.Signer
 	files    map[string]*setFile
 	done     bool
 
@@ -69,7 +74,7 @@ func Create(dir string, opts CreateOptions) (*Writer, error) {
 // folder will have dirMode. With replace (the lock of the set at dir), Commit swaps
 // the new set with that one (an in-place rewrite).
 func createBeside(dir string, opts CreateOptions, replace *setLock, dirMode os.FileMode) (*Writer, error) {
-	w := &Writer{dir: dir, replace: replace, dirMode: dirMode.Perm(), files: map[string]*setFile{}}
+	w := &Writer{dir: dir, replace: replace, dirMode: dirMode.Perm(), files: map[string]*setFile{}, signer: opts.Signer}
 	if len(opts.Recipients) > 0 {
 		alg := opts.Algorithm
 		if alg == 0 {
@@ -355,6 +360,15 @@ func (w *Writer) finish() error {
 		// Readable by whoever may list the folder: it holds no secret, and
 		// readers need it.
 		if err := writeFileSync(filepath.Join(w.tmp, HeaderName), hdr, w.dirMode&^0o111); err != nil {
+			return fmt.Errorf("image set %s: %w", w.dir, err)
+		}
+	}
+	if w.signer != nil {
+		sig, err := signatureOf(w.tmp, w.signer, time.Now())
+		if err != nil {
+			return fmt.Errorf("image set %s: signing: %w", w.dir, err)
+		}
+		if err := writeFileSync(filepath.Join(w.tmp, SignName), sig, w.dirMode&^0o111); err != nil {
 			return fmt.Errorf("image set %s: %w", w.dir, err)
 		}
 	}

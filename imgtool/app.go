@@ -99,6 +99,7 @@ func NewApp() *cli.App {
 			decryptCommand(),
 			rekeyCommand(),
 			verifyCommand(),
+			signCommand(),
 			// Checkpoint and restore.
 			dumpCommand(),
 			restoreCommand(),

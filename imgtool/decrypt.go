@@ -21,6 +21,7 @@ type decryptOptions struct {
 	KeyFiles []string // --tls-key
 	// ExpectSetID (--expect-set-id) refuses any other set: an older copy put back.
 	ExpectSetID string
+	Signature   signaturePolicy // --trust, --require-signed
 	Quiet       bool
 	Out         io.Writer
 	Err         io.Writer
@@ -47,17 +48,23 @@ Without --tls-key, ` + defaultKeyPath + ` is used if it exists (CRIUsec's defaul
 To read an encrypted set without writing plaintext to disk, use x, inspect or
 restore with --tls-key instead.
 
+With --trust (or ` + defaultTrustPath + `) a signature of the set is checked first;
+--require-signed refuses a set without a valid one (exit 3).
+
 Examples:
    imgtool decrypt -D /tmp/ckpt --tls-key me.key
    imgtool decrypt -D /tmp/ckpt --tls-key me.key -o /tmp/ckpt.plain
 
 Exit codes: 0 success, 1 failure (wrong, unreadable or non-recipient key, damaged
-set, interrupted: nothing changed), 2 wrong command line.`,
+set, interrupted: nothing changed), 2 wrong command line, 3 the signature check
+failed.`,
 		Flags: []cli.Flag{
 			imagesDirFlag(),
 			&cli.StringFlag{Name: flagOutput, Aliases: []string{"o"}, Usage: "write the plaintext set to `OUT` (new or empty) instead of in place"},
 			tlsKeyFlag(),
 			expectSetIDFlag(),
+			trustFlag(),
+			requireSignedFlag(),
 			quietFlag(),
 		},
 		OnUsageError: func(_ *cli.Context, err error, _ bool) error { return usageError(err) },
@@ -67,6 +74,7 @@ set, interrupted: nothing changed), 2 wrong command line.`,
 				Output:      c.String(flagOutput),
 				KeyFiles:    c.StringSlice(flagTLSKey),
 				ExpectSetID: c.String(flagExpectSetID),
+				Signature:   signaturePolicy{Trust: c.StringSlice(flagTrust), Require: c.Bool(flagRequireSigned)},
 				Quiet:       c.Bool(flagQuiet),
 				Out:         outWriter(c),
 				Err:         errWriter(c),
@@ -100,6 +108,11 @@ func runDecrypt(ctx context.Context, opts decryptOptions, args []string) error {
 		if err := checkSetID(dir, opts.ExpectSetID, h); err != nil {
 			return fmt.Errorf("decrypt: %w", err)
 		}
+	}
+	// Who wrote the set, before anything of it is decrypted: checked when a trust
+	// anchor is given (--trust, or the default trust file) or --require-signed.
+	if _, err := checkSignature(dir, opts.Signature, nil); err != nil {
+		return fmt.Errorf("decrypt: %w", err)
 	}
 	if ctx.Err() != nil {
 		return stoppedBefore("decrypt", ctx)

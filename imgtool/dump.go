@@ -18,10 +18,12 @@ type dumpOptions struct {
 	Pid          int              // -t: root of the tree
 	Dir          string           // -D: the new image set
 	LeaveRunning bool             // --leave-running
+	COWCopies    bool             // --cow-copies
 	Encrypt      bool             // -e: encrypt as written
 	Certs        []string         // --cert: the recipients (with -e)
 	Cipher       string           // --cipher
 	Load         recipientOptions // --allow-expired, and where --cert warnings go
+	Sign         signOptions      // --sign-key, --sign-cert: sign the set written
 	Quiet        bool
 	Out          io.Writer // the summary
 	Err          io.Writer // progress
@@ -30,6 +32,7 @@ type dumpOptions struct {
 const (
 	flagTree         = "tree"
 	flagLeaveRunning = "leave-running"
+	flagCOWCopies    = "cow-copies"
 	flagEncrypt      = "encrypt"
 )
 
@@ -51,23 +54,28 @@ every thread is put back as it was and no set is left in DIR.
 Without --leave-running the tree is killed once the set is complete and
 committed. With -e every file is encrypted as it is written, for the certificates
 given with --cert (default ` + defaultCertPath + ` if it exists): no plaintext
-ever reaches the disk.
+ever reaches the disk. With --sign-key and --sign-cert the set is signed before it
+is committed (restore refuses an encrypted set without a trusted signature).
 
 Examples:
    imgtool dump -t 1234 -D /tmp/ckpt
    imgtool dump -t 1234 -D /tmp/ckpt --leave-running
    imgtool dump -t 1234 -D /tmp/ckpt -e --cert ops.pem
+   imgtool dump -t 1234 -D /tmp/ckpt -e --cert ops.pem --sign-key host.key --sign-cert host.pem
 
 Exit codes: 0 success, 1 failure or refusal (the tree keeps running), 2 wrong command line.`,
 		Flags: []cli.Flag{
 			&cli.IntFlag{Name: flagTree, Aliases: []string{"t"}, Usage: "`PID` of the root of the tree to dump (required)"},
 			imagesDirFlag(),
 			&cli.BoolFlag{Name: flagLeaveRunning, Aliases: []string{"R"}, Usage: "let the tree continue after the dump"},
+			&cli.BoolFlag{Name: flagCOWCopies, Usage: "accept pages a child still shares copy-on-write with its parent: " +
+				"the restore gives each its own copy (same content, more memory); without it such a tree is refused"},
 			&cli.BoolFlag{Name: flagEncrypt, Aliases: []string{"e"}, Usage: "encrypt the set as it is written"},
 			certFlag("recipient certificate `CERT.pem` for -e; repeatable (default " + defaultCertPath + " if it exists)"),
 			cipherFlag("the AEAD for -e", cipher.AES256GCM.String()),
 			allowExpiredFlag(),
 			quietFlag(),
+			signFlags()[0], signFlags()[1],
 		},
 		OnUsageError: func(_ *cli.Context, err error, _ bool) error { return usageError(err) },
 		Action: func(c *cli.Context) error {
@@ -75,10 +83,12 @@ Exit codes: 0 success, 1 failure or refusal (the tree keeps running), 2 wrong co
 				Pid:          c.Int(flagTree),
 				Dir:          c.String(flagImagesDir),
 				LeaveRunning: c.Bool(flagLeaveRunning),
+				COWCopies:    c.Bool(flagCOWCopies),
 				Encrypt:      c.Bool(flagEncrypt),
 				Certs:        c.StringSlice(flagCert),
 				Cipher:       c.String(flagCipher),
 				Load:         recipientOptionsFrom(c),
+				Sign:         signOptionsFrom(c),
 				Quiet:        c.Bool(flagQuiet),
 				Out:          outWriter(c),
 				Err:          errWriter(c),
@@ -112,6 +122,11 @@ func runDump(ctx context.Context, opts dumpOptions, args []string) error {
 	} else if len(opts.Certs) > 0 {
 		return usageError(fmt.Errorf("dump: --%s only makes sense with -e", flagCert))
 	}
+	signer, err := loadSigner("dump", opts.Sign)
+	if err != nil {
+		return err
+	}
+	create.Signer = signer
 	create.Cleaned = noteCleaned(opts.Err, opts.Dir)
 	w, err := imgset.Create(opts.Dir, create)
 	if err != nil {
@@ -120,7 +135,7 @@ func runDump(ctx context.Context, opts dumpOptions, args []string) error {
 	progress, done := newProgress(opts.Err, opts.Quiet, "dumping")
 	// dump.Dump commits w once the set is complete (before killing the tree) and aborts
 	// it on failure: *imgset.Writer is a dump.Committer.
-	err = dump.Dump(ctx, dump.Options{Pid: opts.Pid, LeaveRunning: opts.LeaveRunning, Progress: progress}, w)
+	err = dump.Dump(ctx, dump.Options{Pid: opts.Pid, LeaveRunning: opts.LeaveRunning, COWCopies: opts.COWCopies, Progress: progress}, w)
 	done()
 	if err != nil {
 		_ = w.Abort() // a no-op when Dump already aborted it

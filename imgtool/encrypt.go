@@ -23,6 +23,7 @@ type encryptOptions struct {
 	Certs  []string         // --cert: the recipients' certificates
 	Cipher string           // --cipher: the AEAD's name
 	Load   recipientOptions // --allow-expired, and where --cert warnings go
+	Sign   signOptions      // --sign-key, --sign-cert
 	Quiet  bool
 	Out    io.Writer // the summary
 	Err    io.Writer // progress and notes
@@ -47,6 +48,11 @@ keep their permission bits. The old plaintext files are deleted, not shredded: t
 never have plaintext on disk, encrypt at dump time (dump -e).
 With -o OUT (a new or empty folder) DIR is left as it is.
 
+--sign-key and --sign-cert sign the encrypted set (` + imgset.SignName + `, written
+into it before it is put in place): restore refuses an encrypted set without a
+valid signature from a signer it trusts. A signature of the plaintext set does
+not carry over.
+
 SIGINT, SIGTERM or SIGHUP stop the command before it puts the new set in place:
 it removes what it wrote and says so (exit 1). What a SIGKILL or a crash leaves
 beside the target (.DIR.imgtool-* or .OUT.imgtool-*) is removed by the next run
@@ -68,6 +74,7 @@ Exit codes: 0 success, 1 failure or interrupted (nothing changed), 2 wrong comma
 			cipherFlag("the AEAD", cipher.AES256GCM.String()),
 			allowExpiredFlag(),
 			quietFlag(),
+			signFlags()[0], signFlags()[1],
 		},
 		OnUsageError: func(_ *cli.Context, err error, _ bool) error { return usageError(err) },
 		Action: func(c *cli.Context) error {
@@ -77,6 +84,7 @@ Exit codes: 0 success, 1 failure or interrupted (nothing changed), 2 wrong comma
 				Certs:  c.StringSlice(flagCert),
 				Cipher: c.String(flagCipher),
 				Load:   recipientOptionsFrom(c),
+				Sign:   signOptionsFrom(c),
 				Quiet:  c.Bool(flagQuiet),
 				Out:    outWriter(c),
 				Err:    errWriter(c),
@@ -92,6 +100,9 @@ func runEncrypt(ctx context.Context, opts encryptOptions, args []string) error {
 		return err
 	}
 	if archive.IsArchive(dir) { // a container checkpoint archive (archivecrypt.go)
+		if opts.Sign != (signOptions{}) {
+			return usageError(fmt.Errorf("encrypt: %s is an archive: archives are not signed (--%s is for image set folders)", dir, flagSignKey))
+		}
 		alg, err := parseCipher("encrypt", opts.Cipher)
 		if err != nil {
 			return err
@@ -116,6 +127,10 @@ func runEncrypt(ctx context.Context, opts encryptOptions, args []string) error {
 	if err != nil {
 		return err
 	}
+	signer, err := loadSigner("encrypt", opts.Sign)
+	if err != nil {
+		return err
+	}
 	if ctx.Err() != nil {
 		return stoppedBefore("encrypt", ctx)
 	}
@@ -128,7 +143,7 @@ func runEncrypt(ctx context.Context, opts encryptOptions, args []string) error {
 	}
 	progress, done := newProgress(opts.Err, opts.Quiet, "encrypting")
 	err = imgset.EncryptContext(ctx, dir, imgset.EncryptOptions{
-		Recipients: recipients, Algorithm: alg, Output: opts.Output, Progress: progress,
+		Recipients: recipients, Algorithm: alg, Output: opts.Output, Progress: progress, Signer: signer,
 		Cleaned: noteCleaned(opts.Err, cmp.Or(opts.Output, dir)),
 	})
 	done()

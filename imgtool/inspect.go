@@ -100,6 +100,9 @@ func runInspect(ctx context.Context, opts inspectOptions, args []string) error {
 			recipients = stanzaRecipientLines(h.Stanzas, nil)
 		}
 		err = printSummary(opts.Out, args[0], sum, recipients)
+		if err == nil && ar == nil {
+			err = printSigner(opts.Out, args[0], opts.Set.keys)
+		}
 	}
 	if err != nil {
 		return err

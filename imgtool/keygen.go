@@ -21,10 +21,17 @@ type keygenOptions struct {
 	KeyPath  string // --key: where the private key goes; "-" is Out
 	Type     string // --type: one of cipher.KeyTypes, in any case
 	CN       string // --cn: the subject's common name
+	Usage    string // --usage: "encrypt" (a recipient, the default) or "sign" (a signer)
 	Quiet    bool
 	Out      io.Writer // "-", and the summary when nothing goes to "-"
 	Err      io.Writer // the summary when a file goes to "-"
 }
+
+// The values of keygen --usage.
+const (
+	usageEncrypt = "encrypt"
+	usageSign    = "sign"
+)
 
 // stdoutPath is the --cert or --key that means standard output.
 const stdoutPath = "-"
@@ -47,10 +54,15 @@ standard output (not both); the summary then goes to standard error.
 
 Key types: ` + strings.Join(types, ", ") + ` (in any case; default ` + types[0] + `; ECDSA keys use HPKE, RSA keys RSA-OAEP-SHA-256).
 
+--usage sign makes a signing identity instead (imgtool sign, --sign-key): KeyUsage
+DigitalSignature only, not a CA; type p256 (default), ed25519, p384 or rsa3072.
+Readers trust it with --trust CERT.pem (or put it in ` + defaultTrustPath + `).
+
 Examples:
    imgtool keygen --cert me.pem --key me.key
    imgtool keygen --cert ops.pem --key ops.key --type rsa3072 --cn "ops team"
    imgtool keygen --cert - --key me.key > me.pem
+   imgtool keygen --usage sign --cert signer.pem --key signer.key
 
 Exit codes: 0 success, 1 failure (a file exists: nothing written), 2 wrong command line.`,
 		Flags: []cli.Flag{
@@ -58,6 +70,8 @@ Exit codes: 0 success, 1 failure (a file exists: nothing written), 2 wrong comma
 			&cli.StringFlag{Name: "key", Aliases: []string{flagTLSKey}, Usage: "write the private key to `KEY.pem`"},
 			&cli.StringFlag{Name: "type", Value: types[0], Usage: "key `TYPE`: " + strings.Join(types, ", ")},
 			&cli.StringFlag{Name: "cn", Value: "imgtool", Usage: "the certificate's subject common `NAME`"},
+			&cli.StringFlag{Name: "usage", Value: usageEncrypt, Usage: "`USE` of the key: " + usageEncrypt + " (a recipient) or " +
+				usageSign + " (a signer for --sign-key: KeyUsage DigitalSignature only, not a CA; type p256 or ed25519)"},
 			quietFlag(),
 		},
 		OnUsageError: func(_ *cli.Context, err error, _ bool) error { return usageError(err) },
@@ -67,6 +81,7 @@ Exit codes: 0 success, 1 failure (a file exists: nothing written), 2 wrong comma
 				KeyPath:  c.String("key"),
 				Type:     c.String("type"),
 				CN:       c.String("cn"),
+				Usage:    c.String("usage"),
 				Quiet:    c.Bool(flagQuiet),
 				Out:      outWriter(c),
 				Err:      errWriter(c),
@@ -91,7 +106,8 @@ func runKeygen(ctx context.Context, opts keygenOptions, args []string) error {
 	if err := ctx.Err(); err != nil {
 		return err
 	}
-	certPEM, keyPEM, err := cipher.Keygen(cipher.KeygenOptions{Type: typ, CommonName: opts.CN})
+	sign := opts.Usage == usageSign
+	certPEM, keyPEM, err := cipher.Keygen(cipher.KeygenOptions{Type: typ, CommonName: opts.CN, Sign: sign})
 	if err != nil {
 		return fmt.Errorf("keygen: %w", err)
 	}
@@ -116,7 +132,11 @@ func checkKeygen(opts keygenOptions, args []string) (cipher.KeyType, error) {
 		return "", usageError(errors.New("keygen: --cert and --key cannot both be - (standard output): one of them must be a file"))
 	case opts.CertPath == opts.KeyPath:
 		return "", usageError(errors.New("keygen: --cert and --key must be different files"))
-	case !slices.Contains(cipher.KeyTypes, typ):
+	case opts.Usage != "" && opts.Usage != usageEncrypt && opts.Usage != usageSign:
+		return "", usageError(fmt.Errorf("keygen: --usage %q: want %s or %s", opts.Usage, usageEncrypt, usageSign))
+	case opts.Usage == usageSign && !slices.Contains(cipher.SignKeyTypes, typ):
+		return "", usageError(fmt.Errorf("keygen: --type %q: a signer's key is one of %v", opts.Type, cipher.SignKeyTypes))
+	case opts.Usage != usageSign && !slices.Contains(cipher.KeyTypes, typ):
 		return "", usageError(fmt.Errorf("keygen: --type %q: want one of %v", opts.Type, cipher.KeyTypes))
 	}
 	return typ, nil
@@ -152,9 +172,19 @@ func writeKeygenFiles(opts keygenOptions, certPEM, keyPEM []byte) error {
 // printKeygen says what was written and the recipient made: on Out, unless a
 // file went there (then on Err, so that the PEM stays clean).
 func printKeygen(opts keygenOptions, certPEM []byte) error {
-	rs, err := cipher.ParseRecipients(certPEM)
-	if err != nil {
-		return fmt.Errorf("keygen: reading back the certificate: %w", err)
+	var line string
+	if opts.Usage == usageSign {
+		certs, err := cipher.ParseTrust(certPEM)
+		if err != nil {
+			return fmt.Errorf("keygen: reading back the certificate: %w", err)
+		}
+		line = fmt.Sprintf("signer: %q (give the certificate to readers' --%s, the key to --%s)", certs[0].Subject.String(), flagTrust, flagSignKey)
+	} else {
+		rs, err := cipher.ParseRecipients(certPEM)
+		if err != nil {
+			return fmt.Errorf("keygen: reading back the certificate: %w", err)
+		}
+		line = "recipient: " + certRecipientLine(rs[0])
 	}
 	w, name := opts.Out, func(p string) string { return p }
 	if opts.CertPath == stdoutPath || opts.KeyPath == stdoutPath {
@@ -166,8 +196,8 @@ func printKeygen(opts keygenOptions, certPEM []byte) error {
 			return p
 		}
 	}
-	_, err = fmt.Fprintf(w, "wrote certificate %s and private key %s (keep it secret)\nrecipient: %s\n",
-		name(opts.CertPath), name(opts.KeyPath), certRecipientLine(rs[0]))
+	_, err := fmt.Fprintf(w, "wrote certificate %s and private key %s (keep it secret)\n%s\n",
+		name(opts.CertPath), name(opts.KeyPath), line)
 	return err
 }
 

@@ -74,7 +74,7 @@ func expectSetIDFlag() cli.Flag {
 
 // keyFlags are the flags of commands that read a set that may be encrypted.
 func keyFlags() []cli.Flag {
-	return []cli.Flag{tlsKeyFlag(), requireEncryptedFlag(), allowPlaintextFlag(), expectSetIDFlag()}
+	return []cli.Flag{tlsKeyFlag(), requireEncryptedFlag(), allowPlaintextFlag(), expectSetIDFlag(), trustFlag(), requireSignedFlag()}
 }
 
 // certFlag is --cert (alias --tls-cert, CRIUsec's name): the recipients' X.509
@@ -115,12 +115,28 @@ type keyOptions struct {
 	RequireEncrypted bool     // --require-encrypted
 	AllowPlaintext   bool     // --allow-plaintext
 	ExpectSetID      string   // --expect-set-id
+	Trust            []string // --trust: trust anchors for signatures
+	RequireSigned    bool     // --require-signed
+	// SignedEncrypted requires a valid signature of an encrypted set (restore's
+	// default); AllowUnsigned (--allow-unsigned) lifts both requirements.
+	SignedEncrypted bool
+	AllowUnsigned   bool
+	Warn            io.Writer // warnings; nil: none
 }
 
 // keyOptionsFrom reads keyFlags from a command line.
 func keyOptionsFrom(c *cli.Context) keyOptions {
 	return keyOptions{KeyFiles: c.StringSlice(flagTLSKey), RequireEncrypted: c.Bool(flagRequireEncrypted),
-		AllowPlaintext: c.Bool(flagAllowPlaintext), ExpectSetID: c.String(flagExpectSetID)}
+		AllowPlaintext: c.Bool(flagAllowPlaintext), ExpectSetID: c.String(flagExpectSetID),
+		Trust: c.StringSlice(flagTrust), RequireSigned: c.Bool(flagRequireSigned), Warn: errWriter(c)}
+}
+
+// signature checks the signature of the set in dir as k asks (checkSignature),
+// before anything of it is decrypted.
+func (k keyOptions) signature(dir string) (*cipher.Signature, error) {
+	encrypted := fileExists(filepath.Join(dir, imgset.HeaderName))
+	return checkSignature(dir, signaturePolicy{Trust: k.Trust, Require: k.RequireSigned || (k.SignedEncrypted && encrypted),
+		AllowUnsigned: k.AllowUnsigned}, k.Warn)
 }
 
 // requireEncrypted tells whether a plaintext set must be refused: asked for, or implied by
@@ -293,6 +309,11 @@ func fileExists(path string) bool {
 func openSet(dir string, k keyOptions) (*imgset.Set, error) {
 	ids, err := loadIdentities(k.KeyFiles)
 	if err != nil {
+		return nil, err
+	}
+	// Who wrote the set is checked before its header is opened or anything of it
+	// decrypted (docs/format.md, Signatures).
+	if _, err := k.signature(dir); err != nil {
 		return nil, err
 	}
 	opts := imgset.OpenOptions{Identities: ids, RequireEncrypted: k.RequireEncrypted}

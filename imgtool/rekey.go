@@ -23,6 +23,7 @@ type rekeyOptions struct {
 	Rotate   bool             // --rotate: re-encrypt under a new file key
 	Cipher   string           // --cipher: the AEAD of a rotated set; "" keeps it
 	Load     recipientOptions // --allow-expired, and where --cert warnings go
+	Sign     signOptions      // --sign-key, --sign-cert: re-sign the set
 	Quiet    bool
 	Out      io.Writer
 	Err      io.Writer
@@ -47,6 +48,10 @@ encrypt). --cipher changes the AEAD of a rotated set.
 
 Without --tls-key, ` + defaultKeyPath + ` is used if it exists.
 
+A signature (` + imgset.SignName + `) covers the header, so a rekey invalidates it: with
+--sign-key and --sign-cert the set is signed again; without them the signature is
+removed, with a warning.
+
 Examples:
    imgtool rekey -D /tmp/ckpt --tls-key me.key --cert colleague.pem
    imgtool rekey -D /tmp/ckpt --tls-key me.key --remove 3f2a...c9
@@ -62,6 +67,7 @@ Exit codes: 0 success, 1 failure (nothing changed), 2 wrong command line.`,
 			cipherFlag("with --rotate, the new AEAD", ""),
 			allowExpiredFlag(),
 			quietFlag(),
+			signFlags()[0], signFlags()[1],
 		},
 		OnUsageError: func(_ *cli.Context, err error, _ bool) error { return usageError(err) },
 		Action: func(c *cli.Context) error {
@@ -73,6 +79,7 @@ Exit codes: 0 success, 1 failure (nothing changed), 2 wrong command line.`,
 				Rotate:   c.Bool("rotate"),
 				Cipher:   c.String(flagCipher),
 				Load:     recipientOptionsFrom(c),
+				Sign:     signOptionsFrom(c),
 				Quiet:    c.Bool(flagQuiet),
 				Out:      outWriter(c),
 				Err:      errWriter(c),
@@ -91,9 +98,13 @@ func runRekey(ctx context.Context, opts rekeyOptions, args []string) error {
 	if err != nil {
 		return err
 	}
+	if ro.Signer, err = loadSigner("rekey", opts.Sign); err != nil {
+		return err
+	}
 	if err := ctx.Err(); err != nil {
 		return stoppedBefore("rekey", ctx)
 	}
+	wasSigned := imgset.HasSignature(dir)
 	known := ro.Add // every --cert, for the subjects of the recipients printed
 	// Only a pure addition can be a no-op; with --remove, imgset checks the whole
 	// edit (a recipient both added and removed is refused there).
@@ -122,6 +133,10 @@ func runRekey(ctx context.Context, opts rekeyOptions, args []string) error {
 	}
 	if opts.Rotate { // only --rotate rewrites the folder; a header change keeps it
 		ip.note(opts.Err)
+	}
+	if wasSigned && ro.Signer == nil {
+		fmt.Fprintf(opts.Err, "imgtool: warning: rekey: the set's signature %s covered the old header and was removed: "+
+			"the set is now unsigned (sign it again with --%s and --%s, or imgtool sign)\n", imgset.SignName, flagSignKey, flagSignCert)
 	}
 	if len(ro.Remove) > 0 && !opts.Rotate {
 		// The file key is unchanged: whoever held a removed key still opens every copy

@@ -8,6 +8,7 @@ import (
 
 	"github.com/urfave/cli/v2"
 
+	"github.com/imgtool/imgtool/imgset"
 	"github.com/imgtool/imgtool/restore"
 )
 
@@ -36,7 +37,17 @@ every process and thread with its old PID and TID, memory, registers, signal sta
 credentials, working directory, and open files, pipes and FIFOs with their queued
 data. Each process continues exactly where it stopped. No CRIU binary is needed.
 
-Before any process is created: PIDs in use or beyond pid_max, files that are missing
+Who wrote the set is checked first, before anything of it is decrypted: an
+encrypted set must carry a valid signature (` + imgset.SignName + `) from a signer
+that --trust (default ` + defaultTrustPath + `) names or that a CA it names issued,
+and every stored file must have the SHA-256 signed; otherwise restore refuses it
+(exit 3), naming what is missing: no signature, an untrusted signer, a bad
+signature, a file that differs. Anyone with a recipient's certificate can make an
+encrypted set: encryption says who can read a set, never who wrote it.
+--allow-unsigned lifts this (a failing signature is then a warning);
+--require-signed demands the same of a plain set.
+
+Then, before any process is created: PIDs in use or beyond pid_max, files that are missing
 or changed since the dump, XSAVE features this CPU lacks, a vDSO of another kernel,
 fd numbers above the fd limit, and (for an encrypted set) the header, the manifest and
 every image but the pages files. Pages are decrypted in memory only, chunk by chunk, each
@@ -51,21 +62,25 @@ Without -d, imgtool waits for the restored root process and exits with its statu
 Examples:
    imgtool restore -D /tmp/ckpt
    imgtool restore -D /tmp/ckpt -d --pidfile /run/app.pid
-   imgtool restore -D /tmp/ckpt --tls-key key.pem --require-encrypted -d
+   imgtool restore -D /tmp/ckpt --tls-key key.pem --trust signer.pem --require-encrypted -d
 
 Exit codes: the restored root's status without -d; with -d, 0 success; 1 failure
-(nothing is left running); 2 wrong command line.`,
+(nothing is left running); 2 wrong command line; 3 the signature check failed
+(nothing was started).`,
 		Flags: append([]cli.Flag{
 			imagesDirFlag(),
 			&cli.BoolFlag{Name: flagDetach, Aliases: []string{"d"}, Usage: "leave the restored tree running and exit"},
 			&cli.StringFlag{Name: flagPidFile, Usage: "write the restored root's PID to `FILE`"},
 			quietFlag(),
+			allowUnsignedFlag(),
 		}, keyFlags()...),
 		OnUsageError: func(_ *cli.Context, err error, _ bool) error { return usageError(err) },
 		Action: func(c *cli.Context) error {
+			keys := keyOptionsFrom(c)
+			keys.SignedEncrypted, keys.AllowUnsigned = true, c.Bool(flagAllowUnsigned)
 			return runRestore(c.Context, restoreOptions{
 				Dir:     c.String(flagImagesDir),
-				Keys:    keyOptionsFrom(c),
+				Keys:    keys,
 				Detach:  c.Bool(flagDetach),
 				PidFile: c.String(flagPidFile),
 				Quiet:   c.Bool(flagQuiet),

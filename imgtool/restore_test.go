@@ -101,8 +101,9 @@ func TestRestoreCommandEncryptedRefusals(t *testing.T) {
 		args []string
 		want string
 	}{
-		{"no key", []string{"restore", "-d", "-D", enc}, "key"},
-		{"another key", []string{"restore", "-d", "--tls-key", otherKey, "-D", enc}, "key"},
+		// The key checks, past the signature check (TestRestoreRefusesForgery).
+		{"no key", []string{"restore", "-d", "--allow-unsigned", "-D", enc}, "key"},
+		{"another key", []string{"restore", "-d", "--allow-unsigned", "--tls-key", otherKey, "-D", enc}, "key"},
 	} {
 		_, _, err := runApp(t, tc.args...)
 		t.Logf("%s: %v", tc.name, err)

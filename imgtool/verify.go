@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"slices"
 	"strings"
 
 	"github.com/urfave/cli/v2"
@@ -19,6 +20,7 @@ type verifyOptions struct {
 	KeyFiles []string // --tls-key; none: check what needs no key
 	// ExpectSetID (--expect-set-id) refuses any other set: an older copy put back.
 	ExpectSetID string
+	Signature   signaturePolicy // --trust, --require-signed
 	Quiet       bool
 	Out         io.Writer
 	Err         io.Writer
@@ -59,6 +61,8 @@ was authenticated (no key).`,
 			imagesDirFlag(),
 			tlsKeyFlag(),
 			expectSetIDFlag(),
+			trustFlag(),
+			requireSignedFlag(),
 			quietFlag(),
 		},
 		OnUsageError: func(_ *cli.Context, err error, _ bool) error { return usageError(err) },
@@ -67,6 +71,7 @@ was authenticated (no key).`,
 				Dir:         c.String(flagImagesDir),
 				KeyFiles:    c.StringSlice(flagTLSKey),
 				ExpectSetID: c.String(flagExpectSetID),
+				Signature:   signaturePolicy{Trust: c.StringSlice(flagTrust), Require: c.Bool(flagRequireSigned)},
 				Quiet:       c.Bool(flagQuiet),
 				Out:         outWriter(c),
 				Err:         errWriter(c),
@@ -88,16 +93,32 @@ func runVerify(ctx context.Context, opts verifyOptions, args []string) error {
 	if err := ctx.Err(); err != nil {
 		return err
 	}
+	// The signature first: who wrote the set, and the hash of every stored file.
+	sig, sigErr := checkSignature(dir, opts.Signature, nil)
+	if sigErr != nil && ExitCode(sigErr) != ExitVerify {
+		return fmt.Errorf("verify: %w", sigErr)
+	}
 	progress, done := newProgress(opts.Err, opts.Quiet, "verifying")
 	rep, err := imgset.Verify(dir, imgset.VerifyOptions{Identities: ids, Progress: progress})
 	done()
 	if err != nil {
 		return fmt.Errorf("verify: %w", err)
 	}
-	if !opts.Quiet || !rep.OK() {
-		if err := printReport(opts.Out, rep); err != nil {
+	if sig != nil && !rep.Encrypted {
+		// A plain set whose signature verified: every file is the one signed.
+		rep.Problems = slices.DeleteFunc(rep.Problems, func(p imgset.Problem) bool { return errors.Is(p.Err, imgset.ErrNotEncrypted) })
+		rep.Unchecked = nil
+	}
+	if !opts.Quiet || !rep.OK() || sigErr != nil {
+		if err := printReport(opts.Out, rep, signatureReport(dir, sig, sigErr)); err != nil {
 			return err
 		}
+	}
+	if sigErr != nil {
+		return fmt.Errorf("verify: %w", sigErr)
+	}
+	if sig != nil && !rep.Encrypted && rep.OK() {
+		return nil
 	}
 	if opts.ExpectSetID != "" && rep.Encrypted {
 		if err := checkSetID(dir, opts.ExpectSetID, &cipher.Header{SetID: rep.SetID}); err != nil {
@@ -112,7 +133,7 @@ func runVerify(ctx context.Context, opts verifyOptions, args []string) error {
 // printReport prints what Verify found: the set's parameters and recipients,
 // each problem as "FAIL file: why", what could not be checked, and a last line
 // that says what the exit status will.
-func printReport(w io.Writer, rep *imgset.Report) error {
+func printReport(w io.Writer, rep *imgset.Report, signature string) error {
 	var b strings.Builder
 	if rep.Encrypted {
 		fmt.Fprintf(&b, "%s: encrypted with %s, %d files in the manifest, set id %s\n", rep.Dir, rep.Algorithm, rep.Files, rep.SetID)
@@ -126,6 +147,7 @@ func printReport(w io.Writer, rep *imgset.Report) error {
 	for _, u := range rep.Unchecked {
 		fmt.Fprintf(&b, "not checked: %s\n", u)
 	}
+	fmt.Fprintln(&b, signature)
 	switch {
 	case rep.OK() && rep.Authenticated:
 		fmt.Fprintf(&b, "OK: the header and all %d files (%s of plaintext) are authentic\n", rep.Files, humanBytes(rep.Bytes))
@@ -169,4 +191,25 @@ func reportError(dir string, ids []cipher.Identity, rep *imgset.Report) error {
 		files[p.File] = true
 	}
 	return withExitCode(ExitVerify, fmt.Errorf("verify: %s failed: %d problem(s) in %d file(s), listed above", dir, len(rep.Problems), len(files)))
+}
+
+// signatureReport says who signed the set and whether that was verified, or why
+// the signature failed: a line of verify's report.
+func signatureReport(dir string, sig *cipher.Signature, sigErr error) string {
+	var line string
+	switch {
+	case sigErr != nil:
+		line = fmt.Sprintf("FAIL %s: %v", imgset.SignName, sigErr)
+	case sig != nil:
+		line = signerLine(sig, true) + ": every stored file is the one signed"
+	default:
+		if s, err := imgset.ReadSignature(dir); err == nil {
+			line = signerLine(s, false)
+		} else if imgset.HasSignature(dir) {
+			line = fmt.Sprintf("FAIL %s: %v", imgset.SignName, err)
+		} else {
+			line = "not signed"
+		}
+	}
+	return line
 }

@@ -106,7 +106,7 @@ func checkIdsFree(pl *plan) error {
 	if err != nil {
 		return err
 	}
-	for _, p := range pl.procs {
+	for _, p := range pl.all {
 		for _, tid := range p.tids {
 			if tid >= pidMax {
 				return fmt.Errorf("pid %d is beyond this machine's pid_max (%d)", tid, pidMax)
@@ -137,13 +137,8 @@ func checkCores(p *procPlan, xs fpu.Layout) error {
 	tc := p.leaderCore().Tc
 	switch tc.GetTaskState() {
 	case image.TaskAlive, image.TaskStopped:
-	case image.TaskDead:
-		return fmt.Errorf("pid %d was a zombie: restoring zombies is not supported", p.pid)
 	default:
 		return fmt.Errorf("core-%d.img: unknown task state %d", p.pid, tc.GetTaskState())
-	}
-	if len(tc.GetTimers().GetPosix()) > 0 {
-		return fmt.Errorf("pid %d has POSIX timers: not supported", p.pid)
 	}
 	if tc.GetOldSeccompMode() != 0 {
 		return fmt.Errorf("pid %d uses seccomp: not supported", p.pid)

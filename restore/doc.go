@@ -37,7 +37,10 @@
 //     memfd written through a mapping, eventfds with their counter and semaphore mode,
 //     signalfds with their mask, timerfds and epolls empty, UNIX sockets as sk_unix.go
 //     describes: socketpairs for connected ends, bound and listening sockets, queues refilled
-//     from the peer, then options and shutdown; F_SETSIG signals set), and
+//     from the peer, then options and shutdown; TCP and UDP sockets as sk_inet.go
+//     describes: bound to their saved address and port, TCP listeners listening with their
+//     backlog, UDP sockets connected to their peer, then IP, socket and TCP options;
+//     F_SETSIG signals set), and
 //     handed to the root with pidfd_getfd at a slot above every fd number. Each other
 //     process is cloned, with its PID, from its parent, and inherits the slots.
 //     setsid/setpgid give sessions and groups as each process is born. Each kind of file
@@ -64,13 +67,18 @@
 //     file and number, and polls a signalfd for the signals of the process that adds it),
 //     threads (clone3 with CLONE_THREAD and
 //     set_tid), per-thread name, altstack, robust list, clear_child_tid, rseq, nice and
-//     policy (SCHED_RESET_ON_FORK included), interval timers, the slots closed, memory locks
+//     policy (SCHED_RESET_ON_FORK included), interval timers, POSIX timers created with
+//     their saved ids (posix_timer.go: PR_TIMER_CREATE_RESTORE_IDS, or, on kernels without
+//     it, created in id order and the ones in between deleted, as CRIU does) and disarmed,
+//     the slots closed, memory locks
 //     (mlock of every area saved with MAP_LOCKED, taken with imgtool's credentials and
 //     limits: a process may lock memory and then lower RLIMIT_MEMLOCK or drop its
 //     privileges), resource limits (set by the process itself: prlimit on another uid's
 //     process needs CAP_SYS_RESOURCE), credentials (only when they differ from imgtool's),
 //     parent death signals (a credential change clears them), dumpable, child subreaper,
-//     pending signals queued (still blocked), the scratch area unmapped. Once every process
+//     pending signals queued (still blocked), the POSIX timers armed (time left and
+//     interval; their signals stay pending until the tree runs), the scratch area unmapped.
+//     Once every process
 //     and thread exists, file owners (F_SETOWN_EX) are set from imgtool's tracer thread
 //     under the saved uid and euid (the kernel keeps them with the owner and checks them
 //     before each signal; without CAP_SETUID only imgtool's own can be set). Timerfds are
@@ -81,7 +89,23 @@
 //     CRIU's dump leaves it) one interval from now.
 //  4. Finally every thread gets its signal mask, its XSAVE area (rebuilt at this CPU's
 //     CPUID leaf 0xD offsets) and its registers (orig_rax = -1: they are stored
-//     restart-fixed), and all threads are detached one after another.
+//     restart-fixed); a process saved stopped by job control (TASK_STOPPED) is sent its
+//     stop_signo (SIGSTOP when the set has none or another signal) while still traced, so
+//     that it stops on its way out of the ptrace stop, before running an instruction; then
+//     all threads are detached one after another, and Restore returns once every such
+//     process is seen stopped (state T; a second at most).
+//
+// Zombies (task_state TASK_DEAD: a pstree entry and a core with exit_code and comm, nothing
+// else; CRIU 4.2 writes garbage as a zombie's thread ids, which are ignored) are kept out
+// of the live processes (plan.zombies) and made in step 2 like the others, cloned from
+// their parent with their PID, session and group, in pstree order (a group may be led by a
+// zombie). Once the whole tree exists, and before any of it runs, each zombie takes its
+// name (PR_SET_NAME) and ends with its status, as CRIU's restore_one_zombie does:
+// exit_group with exit_code >> 8, or, for a signal, with the signal's default action and
+// dumpable 0 (no core file, so the status loses its core-dump bit), the signal sent to
+// itself (one that does not kill is replaced by SIGABRT, as CRIU does). imgtool, its
+// tracer, collects the death; the kernel then gives the zombie to its parent, whose wait
+// gets the status. A set whose root is a zombie, or whose zombie has children, is refused.
 //
 // If anything fails after the helper starts, every process created is killed and reaped
 // (non-leader threads before their leader). The image set is only read. An encrypted set is
@@ -93,11 +117,13 @@
 //
 // # What it does not restore
 //
-// Sockets other than UNIX ones (and the UNIX sockets sk_unix.go refuses: external peers,
-// connections not accepted yet, descriptors in flight), inotify, fanotify, ttys, ghost (unlinked) files and other file types are refused
+// Sockets other than UNIX, TCP and UDP ones (and the UNIX sockets sk_unix.go refuses:
+// external peers, connections not accepted yet, descriptors in flight; and the TCP
+// sockets sk_inet.go refuses: connections, which CRIU restores with --tcp-established,
+// not implemented, and states other than LISTEN and CLOSE), inotify, fanotify, ttys, ghost (unlinked) files and other file types are refused
 // (every such fd of the tree named at once), as is an epoll whose targets are not all fds,
 // of kinds restore supports, of the first process that has it (the one that dumped it, for
-// CRIU and imgtool alike); so are zombies, POSIX timers, seccomp, AIO rings, SysV IPC
+// CRIU and imgtool alike); so are seccomp, AIO rings, SysV IPC
 // mappings, incremental (parent) sets, processes sharing memory or fd tables (CLONE_VM,
 // CLONE_FILES between processes), and 32-bit tasks. Not restored at all: namespaces (the
 // tree is restored into imgtool's namespaces; time namespaces are ignored, so

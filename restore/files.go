@@ -237,6 +237,7 @@ var fdKinds = map[fdinfo.FdTypes]fileKind{
 	fdinfo.FdTypes_SIGNALFD:  signalfdKind{},
 	fdinfo.FdTypes_EVENTPOLL: eventpollKind{},
 	fdinfo.FdTypes_UNIXSK:    unixSkKind{},
+	fdinfo.FdTypes_INETSK:    inetSkKind{},
 }
 
 // noEntry is the error of a file entry without the part its type needs.

@@ -223,7 +223,7 @@ func setPlan(t *testing.T, set *imgset.Set) *plan {
 func setPids(t *testing.T, set *imgset.Set) []int {
 	t.Helper()
 	var pids []int
-	for _, p := range setPlan(t, set).procs {
+	for _, p := range setPlan(t, set).all {
 		pids = append(pids, p.pid)
 	}
 	return pids

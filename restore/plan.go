@@ -39,7 +39,9 @@ type imageFile interface {
 type plan struct {
 	src      source
 	inv      *inventory.InventoryEntry
-	procs    []*procPlan // pstree order: every parent before its children
+	procs    []*procPlan // live processes, pstree order: every parent before its children
+	zombies  []*procPlan // dead processes not reaped (zombie.go), pstree order
+	all      []*procPlan // procs and zombies, in pstree order
 	files    map[uint32]*fdinfo.FileEntry
 	pipeData map[uint32][]byte // queued bytes by pipe_id
 	fifoData map[uint32][]byte // queued bytes by the FIFO's pipe_id
@@ -63,6 +65,9 @@ type procPlan struct {
 	fds                  []*fdinfo.FdinfoEntry
 	parent               *procPlan
 	children             []*procPlan
+	dead                 bool   // a zombie: only pid, ppid, pgid, sid and the two below
+	exitCode             uint32 // a zombie's wait status (task_core_entry.exit_code)
+	comm                 string // a zombie's name
 }
 
 // leaderCore is the core image of the thread group leader (the one with the task core).
@@ -151,8 +156,8 @@ func loadPlan(src source) (*plan, error) {
 		for _, t := range e.Threads {
 			p.tids = append(p.tids, int(t))
 		}
-		if p.pid <= 0 || len(p.tids) == 0 || p.tids[0] != p.pid {
-			return nil, fmt.Errorf("pstree.img: entry %d: pid %d with threads %v", i, p.pid, p.tids)
+		if p.pid <= 0 {
+			return nil, fmt.Errorf("pstree.img: entry %d: pid %d", i, p.pid)
 		}
 		if byPid[p.pid] != nil {
 			return nil, fmt.Errorf("pstree.img: pid %d appears twice", p.pid)
@@ -170,13 +175,36 @@ func loadPlan(src source) (*plan, error) {
 			p.parent = par
 			par.children = append(par.children, p)
 		}
-		pl.procs = append(pl.procs, p)
+		pl.all = append(pl.all, p)
 	}
-	for _, p := range pl.procs {
+	for i, p := range pl.all {
+		dead, err := loadZombie(src, p)
+		if err != nil {
+			return nil, err
+		}
+		if !dead && (len(p.tids) == 0 || p.tids[0] != p.pid) {
+			return nil, fmt.Errorf("pstree.img: entry %d: pid %d with threads %v", i, p.pid, p.tids)
+		}
+		if dead {
+			// CRIU 4.2 writes whatever its thread table holds as a zombie's threads
+			// (garbage): a zombie has its leader only.
+			p.tids = []int{p.pid}
+			if i == 0 {
+				return nil, fmt.Errorf("pstree.img: the root %d is a zombie: nothing to restore", p.pid)
+			}
+			pl.zombies = append(pl.zombies, p)
+			continue
+		}
 		if err := loadProc(src, pl, p); err != nil {
 			return nil, err
 		}
+		pl.procs = append(pl.procs, p)
 		pl.pagesTotal += p.pagemap.PagesSize()
+	}
+	for _, z := range pl.zombies {
+		if len(z.children) > 0 {
+			return nil, fmt.Errorf("pstree.img: zombie %d has children (%d)", z.pid, z.children[0].pid)
+		}
 	}
 	files, _, err := readEntries[fdinfo.FileEntry](src, "files.img", "FILES")
 	if err != nil {

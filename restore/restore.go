@@ -83,7 +83,7 @@ func restoreFrom(ctx context.Context, opts Options, src source) error {
 	if err := unix.Prctl(unix.PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0); err != nil {
 		return fmt.Errorf("becoming a child subreaper: %w", err)
 	}
-	r := &restorer{ctx: ctx, opts: opts, pl: pl, xs: xs, byPid: map[int]*process{}}
+	r := &restorer{ctx: ctx, opts: opts, pl: pl, xs: xs, byPid: map[int]*process{}, dead: map[int]bool{}}
 	if err := ptrace.OnTracerThread(r.run); err != nil {
 		return err
 	}
@@ -159,12 +159,14 @@ func writePidFile(path string, pid int) error {
 
 // restorer holds the state of one restore; its methods run on the tracer thread.
 type restorer struct {
-	ctx   context.Context
-	opts  Options
-	pl    *plan
-	xs    fpu.Layout
-	procs []*process // created processes, in creation order
-	byPid map[int]*process
+	ctx     context.Context
+	opts    Options
+	pl      *plan
+	xs      fpu.Layout
+	procs   []*process // created processes, in creation order
+	byPid   map[int]*process
+	zombies []*process // created zombies (zombie.go), until they are dead
+	dead    map[int]bool
 
 	helper   *process
 	kern     kernelSpecials // the running kernel's vvar/vvar_vclock/vdso, as moved in the helper
@@ -234,7 +236,7 @@ func (r *restorer) run() (err error) {
 
 // abort kills every process created so far, the helper included, and reaps them.
 func (r *restorer) abort() {
-	all := append([]*process{}, r.procs...)
+	all := append(append([]*process{}, r.procs...), r.zombies...)
 	if r.helper != nil {
 		all = append(all, r.helper)
 	}
@@ -411,13 +413,21 @@ func (r *restorer) createTree() error {
 	if r.descs, err = r.createDescriptions(root); err != nil {
 		return err
 	}
-	for _, pp := range r.pl.procs[1:] {
+	for _, pp := range r.pl.all[1:] {
 		parent := r.byPid[pp.parent.pid]
+		if pp.dead {
+			if err := r.spawnZombie(parent, pp); err != nil {
+				return err
+			}
+			continue
+		}
 		if _, err := r.spawn(parent, pp); err != nil {
 			return err
 		}
 	}
-	return nil
+	// The zombies die now, before anything of the tree runs: their parents find them
+	// dead, with their status, as they were left.
+	return r.killZombies()
 }
 
 // spawn makes parent clone the process pp with its PID, and sets its session and group.
@@ -452,7 +462,7 @@ func (r *restorer) setSessionAndGroup(p *process) error {
 		_, err := t.syscall(unix.SYS_SETPGID, 0, 0)
 		return err
 	}
-	if pp.parent != nil && pp.pgid != pp.parent.pgid && r.byPid[pp.pgid] != nil {
+	if pp.parent != nil && pp.pgid != pp.parent.pgid && (r.byPid[pp.pgid] != nil || r.dead[pp.pgid]) {
 		_, err := t.syscall(unix.SYS_SETPGID, 0, uint64(pp.pgid))
 		return err
 	}
@@ -470,15 +480,41 @@ func (r *restorer) release() error {
 		}
 	}
 	for _, p := range r.procs {
+		// A process stopped by job control gets its stop signal while still traced: it
+		// is dequeued on the way out of the ptrace stop, before any instruction runs.
+		if tc := p.pl.leaderCore().GetTc(); tc.GetTaskState() == image.TaskStopped {
+			sig := unix.Signal(tc.GetStopSigno())
+			switch sig {
+			case unix.SIGSTOP, unix.SIGTSTP, unix.SIGTTIN, unix.SIGTTOU:
+			default:
+				sig = unix.SIGSTOP
+			}
+			if err := unix.Kill(p.pid, sig); err != nil {
+				return fmt.Errorf("stopping %d: %w", p.pid, err)
+			}
+		}
+	}
+	var stopped []int
+	for _, p := range r.procs {
 		for _, t := range p.threads {
 			if err := ptrace.Detach(t.tid); err != nil {
 				return err
 			}
 		}
-	}
-	for _, p := range r.procs {
 		if p.pl.leaderCore().GetTc().GetTaskState() == image.TaskStopped {
-			unix.Kill(p.pid, unix.SIGSTOP)
+			stopped = append(stopped, p.pid)
+		}
+	}
+	// A detached thread stops once it is scheduled: wait for that (briefly), so that the
+	// tree is as it was saved when Restore returns.
+	deadline := time.Now().Add(time.Second)
+	for _, pid := range stopped {
+		for time.Now().Before(deadline) {
+			st, err := procfs.ReadStat(procfs.Path(pid, "stat"))
+			if err != nil || st.State == 'T' {
+				break
+			}
+			time.Sleep(time.Millisecond)
 		}
 	}
 	return nil

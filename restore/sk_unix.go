@@ -441,11 +441,27 @@ func fillQueue(from, to *os.File, pkts []queued) error {
 // in place.
 func sockFinish(f *os.File, u *sk_unix.UnixSkEntry) error {
 	fd := int(f.Fd())
-	o := u.GetOpts()
-	if err := setBufs(fd, int(o.GetSoSndbuf()/2), int(o.GetSoRcvbuf()/2)); err != nil {
+	errs, err := setSkOpts(fd, u.GetOpts())
+	if err != nil {
 		return fmt.Errorf("%s: %w", f.Name(), err)
 	}
-	var errs []error
+	if how := u.GetShutdown(); how != sk_opts.SkShutdown_NONE {
+		if err := unix.Shutdown(fd, int(how)-1); err != nil { // READ, WRITE, BOTH: SHUT_RD, SHUT_WR, SHUT_RDWR
+			errs = append(errs, fmt.Errorf("shutdown %v: %w", how, err))
+		}
+	}
+	if err := errors.Join(errs...); err != nil {
+		return fmt.Errorf("%s: %w", f.Name(), err)
+	}
+	return nil
+}
+
+// setSkOpts sets the socket options of sk_opts_entry o on fd (the flags only when on): err
+// is about the buffer sizes, errs about the rest.
+func setSkOpts(fd int, o *sk_opts.SkOptsEntry) (errs []error, err error) {
+	if err := setBufs(fd, int(o.GetSoSndbuf()/2), int(o.GetSoRcvbuf()/2)); err != nil {
+		return nil, err
+	}
 	set := func(opt, v int) {
 		if err := unix.SetsockoptInt(fd, unix.SOL_SOCKET, opt, v); err != nil {
 			errs = append(errs, fmt.Errorf("setsockopt %d to %d: %w", opt, v, err))
@@ -497,13 +513,5 @@ func sockFinish(f *os.File, u *sk_unix.UnixSkEntry) error {
 			errs = append(errs, fmt.Errorf("SO_BINDTODEVICE %s: %w", dev, err))
 		}
 	}
-	if how := u.GetShutdown(); how != sk_opts.SkShutdown_NONE {
-		if err := unix.Shutdown(fd, int(how)-1); err != nil { // READ, WRITE, BOTH: SHUT_RD, SHUT_WR, SHUT_RDWR
-			errs = append(errs, fmt.Errorf("shutdown %v: %w", how, err))
-		}
-	}
-	if err := errors.Join(errs...); err != nil {
-		return fmt.Errorf("%s: %w", f.Name(), err)
-	}
-	return nil
+	return errs, nil
 }

@@ -78,6 +78,9 @@ func (r *restorer) restoreProcess(p *process) error {
 	if err := r.restoreItimers(p, tc); err != nil {
 		return err
 	}
+	if err := r.createPosixTimers(p, tc); err != nil {
+		return err
+	}
 	if _, err := t.syscall(unix.SYS_CLOSE_RANGE, uint64(r.fdBase), ^uint64(0)>>32, 0); err != nil {
 		return err
 	}
@@ -110,6 +113,9 @@ func (r *restorer) restoreProcess(p *process) error {
 		}
 	}
 	if err := r.queueSignals(p); err != nil {
+		return err
+	}
+	if err := r.armPosixTimers(p, tc); err != nil {
 		return err
 	}
 	if _, err := t.syscall(unix.SYS_MUNMAP, p.scratch, scratchSize); err != nil {

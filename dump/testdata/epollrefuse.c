@@ -1,7 +1,7 @@
 /* epollrefuse: an epoll whose targets a restore could not register again exactly.
  * argv[1]:
- *   socket  an epoll watching a TCP socket (fd 6; only UNIX sockets are supported: the
- *           socketpair on fds 4 and 5 is fine)
+ *   socket  an epoll watching a netlink socket (fd 6; only UNIX, TCP and UDP sockets are
+ *           supported: the socketpair on fds 4 and 5 is fine)
  *   closed  an epoll watching an eventfd registered as fd N; N closed, the eventfd kept
  *           open through a dup (the registration lives on, under a number the process no
  *           longer has)
@@ -14,6 +14,7 @@
 #include <sys/epoll.h>
 #include <sys/eventfd.h>
 #include <sys/socket.h>
+#include <linux/netlink.h>
 
 int main(int argc, char **argv)
 {
@@ -23,7 +24,7 @@ int main(int argc, char **argv)
 	if (!strcmp(mode, "socket")) {
 		int sp[2];
 		socketpair(AF_UNIX, SOCK_STREAM, 0, sp);
-		t = socket(AF_INET, SOCK_STREAM, 0);
+		t = socket(AF_NETLINK, SOCK_RAW, NETLINK_ROUTE);
 		epoll_ctl(ep, EPOLL_CTL_ADD, t, &ev);
 	} else {
 		t = eventfd(0, 0);

@@ -4,8 +4,8 @@
  *            so the peer) belongs to the test, outside the tree
  *   rights   a socketpair with a file descriptor in flight (SCM_RIGHTS queued in fd 4)
  *   icon     a listening socket (fd 3) and a client (fd 4) connected to it, not accepted
- *   inet     a TCP socket (fd 3), a UDP socket (fd 4), a netlink socket (fd 5) and a packet
- *            socket (fd 6)
+ *   inet     a TCP socket (fd 3) and a UDP socket (fd 4), both dumped, a netlink socket
+ *            (fd 5) and a packet socket (fd 6), refused
  *
  * Prints pid=PID and sleeps. */
 #include <stdio.h>

@@ -1,0 +1,230 @@
+/* states: process states a dump used to refuse. One per run, chosen by argv[1]:
+ *
+ *   zombie   two children that ended and were not reaped: one exited with status 3, one
+ *            killed by SIGTERM (zombie00)
+ *   timers   POSIX timers (timer_create) with ids 1 and 3 (0 and 2 deleted): a periodic
+ *            CLOCK_MONOTONIC timer signalling SIGRTMIN with sival 42, a one-shot
+ *            CLOCK_REALTIME hour, a SIGEV_THREAD_ID timer to the main thread, a disarmed one
+ *            (posix_timers)
+ *   stopped  a child stopped by SIGSTOP (job control) (stopped)
+ *
+ * The program sets the state, checks it once, prints "ready pid=N", waits for SIGUSR1
+ * (sent after the restore), checks again and prints "ok" or "FAIL: why". */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+#include <sys/syscall.h>
+#include <sys/types.h>
+#include <sys/wait.h>
+
+static volatile sig_atomic_t go;
+static char why[256];
+static int after; /* the check after the restore: it may consume state */
+
+#define CHECK(cond, ...)                                      \
+	do {                                                  \
+		if (!(cond)) {                                \
+			snprintf(why, sizeof(why), __VA_ARGS__); \
+			return 0;                             \
+		}                                             \
+	} while (0)
+
+static void on_usr1(int sig) { go = 1; }
+
+static char proc_state(pid_t pid)
+{
+	char path[64], buf[512], *p;
+	FILE *f;
+	snprintf(path, sizeof(path), "/proc/%d/stat", pid);
+	f = fopen(path, "r");
+	if (!f)
+		return '?';
+	if (!fgets(buf, sizeof(buf), f))
+		buf[0] = 0;
+	fclose(f);
+	p = strrchr(buf, ')');
+	return p && p[1] ? p[2] : '?';
+}
+
+/* --- zombie --- */
+static pid_t exited, killed;
+
+static void set_zombie(void)
+{
+	siginfo_t si;
+	exited = fork();
+	if (exited == 0)
+		_exit(3);
+	killed = fork();
+	if (killed == 0) {
+		kill(getpid(), SIGTERM);
+		for (;;)
+			pause();
+	}
+	waitid(P_PID, exited, &si, WEXITED | WNOWAIT);
+	waitid(P_PID, killed, &si, WEXITED | WNOWAIT);
+}
+
+static int check_zombie(void)
+{
+	int st;
+	CHECK(proc_state(exited) == 'Z', "child %d is in state %c, not a zombie", exited, proc_state(exited));
+	CHECK(proc_state(killed) == 'Z', "child %d is in state %c, not a zombie", killed, proc_state(killed));
+	if (!after)
+		return 1;
+	CHECK(waitpid(exited, &st, WNOHANG) == exited, "waitpid %d: %m", exited);
+	CHECK(WIFEXITED(st) && WEXITSTATUS(st) == 3, "child %d: status %#x, want exit 3", exited, st);
+	CHECK(waitpid(killed, &st, WNOHANG) == killed, "waitpid %d: %m", killed);
+	CHECK(WIFSIGNALED(st) && WTERMSIG(st) == SIGTERM && !WCOREDUMP(st), "child %d: status %#x, want SIGTERM", killed, st);
+	return 1;
+}
+
+/* --- timers --- */
+static timer_t tperiodic, thour, tthread, toff;
+static volatile sig_atomic_t ticks, badval;
+
+static void on_tick(int sig, siginfo_t *si, void *uc)
+{
+	if (si->si_code != SI_TIMER || si->si_value.sival_int != 42 || si->si_timerid != (int)(long)tperiodic)
+		badval = 1;
+	ticks++;
+}
+
+static void set_timers(void)
+{
+	struct sigevent ev = {0};
+	struct itimerspec its = {0};
+	struct sigaction sa = {0};
+	timer_t gone1, gone2;
+	sa.sa_sigaction = on_tick;
+	sa.sa_flags = SA_SIGINFO | SA_RESTART;
+	sigaction(SIGRTMIN, &sa, NULL);
+	signal(SIGRTMIN + 2, SIG_IGN);
+
+	ev.sigev_notify = SIGEV_NONE;
+	timer_create(CLOCK_MONOTONIC, &ev, &gone1); /* 0 */
+	ev.sigev_notify = SIGEV_SIGNAL;
+	ev.sigev_signo = SIGRTMIN;
+	ev.sigev_value.sival_int = 42;
+	timer_create(CLOCK_MONOTONIC, &ev, &tperiodic); /* 1 */
+	ev.sigev_notify = SIGEV_NONE;
+	timer_create(CLOCK_MONOTONIC, &ev, &gone2); /* 2 */
+	ev.sigev_notify = SIGEV_SIGNAL;
+	ev.sigev_signo = SIGRTMIN + 1;
+	ev.sigev_value.sival_int = 7;
+	timer_create(CLOCK_REALTIME, &ev, &thour); /* 3 */
+	ev.sigev_notify = SIGEV_THREAD_ID;
+	ev.sigev_signo = SIGRTMIN + 2;
+	ev._sigev_un._tid = syscall(SYS_gettid);
+	timer_create(CLOCK_MONOTONIC, &ev, &tthread); /* 4 */
+	ev.sigev_notify = SIGEV_SIGNAL;
+	ev.sigev_signo = SIGRTMIN + 1;
+	timer_create(CLOCK_BOOTTIME, &ev, &toff); /* 5 */
+	timer_delete(gone1);
+	timer_delete(gone2);
+
+	its.it_value.tv_nsec = its.it_interval.tv_nsec = 20 * 1000000;
+	timer_settime(tperiodic, 0, &its, NULL);
+	memset(&its, 0, sizeof(its));
+	its.it_value.tv_sec = 3600;
+	timer_settime(thour, 0, &its, NULL);
+	its.it_value.tv_sec = 100;
+	its.it_interval.tv_sec = 100;
+	timer_settime(tthread, 0, &its, NULL);
+}
+
+static int check_timers(void)
+{
+	struct itimerspec its;
+	int t0 = ticks;
+	struct timespec d = {0, 150 * 1000000};
+	CHECK((long)tperiodic == 1 && (long)thour == 3 && (long)tthread == 4 && (long)toff == 5,
+	      "timer ids %ld %ld %ld %ld", (long)tperiodic, (long)thour, (long)tthread, (long)toff);
+	CHECK(timer_gettime((timer_t)0, &its) < 0 && errno == EINVAL, "deleted timer 0 exists");
+	CHECK(timer_gettime((timer_t)2, &its) < 0 && errno == EINVAL, "deleted timer 2 exists");
+	CHECK(timer_gettime(tperiodic, &its) == 0, "timer_gettime 1: %m");
+	CHECK(its.it_interval.tv_sec == 0 && its.it_interval.tv_nsec == 20000000, "periodic interval %ld.%09ld",
+	      its.it_interval.tv_sec, its.it_interval.tv_nsec);
+	CHECK(timer_gettime(thour, &its) == 0, "timer_gettime 3: %m");
+	CHECK(its.it_interval.tv_sec == 0 && its.it_value.tv_sec > 3000 && its.it_value.tv_sec < 3600,
+	      "hour timer: %ld s left, interval %ld", its.it_value.tv_sec, its.it_interval.tv_sec);
+	CHECK(timer_gettime(tthread, &its) == 0, "timer_gettime 4: %m");
+	CHECK(its.it_interval.tv_sec == 100 && its.it_value.tv_sec > 50 && its.it_value.tv_sec < 100,
+	      "thread timer: %ld s left, interval %ld", its.it_value.tv_sec, its.it_interval.tv_sec);
+	CHECK(timer_gettime(toff, &its) == 0, "timer_gettime 5: %m");
+	CHECK(its.it_value.tv_sec == 0 && its.it_value.tv_nsec == 0, "disarmed timer armed");
+	while (nanosleep(&d, &d) < 0 && errno == EINTR)
+		;
+	CHECK(ticks - t0 >= 3, "periodic timer: %d ticks in 150 ms", ticks - t0);
+	CHECK(!badval, "periodic timer: a tick with the wrong si_value or si_timerid");
+	return 1;
+}
+
+/* --- stopped --- */
+static pid_t stopped;
+
+static void set_stopped(void)
+{
+	int st;
+	stopped = fork();
+	if (stopped == 0) {
+		for (;;)
+			pause();
+	}
+	kill(stopped, SIGSTOP);
+	waitpid(stopped, &st, WUNTRACED);
+}
+
+static int check_stopped(void)
+{
+	int st;
+	CHECK(proc_state(stopped) == 'T', "child %d is in state %c, not stopped", stopped, proc_state(stopped));
+	if (!after)
+		return 1;
+	kill(stopped, SIGCONT);
+	CHECK(waitpid(stopped, &st, WCONTINUED) == stopped && WIFCONTINUED(st), "child %d did not continue: %#x", stopped, st);
+	usleep(20000);
+	CHECK(proc_state(stopped) == 'S', "child %d is in state %c after SIGCONT", stopped, proc_state(stopped));
+	return 1;
+}
+
+int main(int argc, char **argv)
+{
+	const char *mode = argc > 1 ? argv[1] : "";
+	int (*check)(void);
+	signal(SIGUSR1, on_usr1);
+	if (!strcmp(mode, "zombie")) {
+		set_zombie();
+		check = check_zombie;
+	} else if (!strcmp(mode, "timers")) {
+		set_timers();
+		check = check_timers;
+	} else if (!strcmp(mode, "stopped")) {
+		set_stopped();
+		check = check_stopped;
+	} else {
+		fprintf(stderr, "usage: states MODE\n");
+		return 2;
+	}
+	if (!check()) {
+		printf("FAIL before the dump: %s\n", why);
+		return 1;
+	}
+	printf("ready pid=%d\n", getpid());
+	fflush(stdout);
+	while (!go)
+		usleep(10000);
+	after = 1;
+	if (check())
+		printf("ok\n");
+	else
+		printf("FAIL: %s\n", why);
+	fflush(stdout);
+	for (;;)
+		pause();
+}
