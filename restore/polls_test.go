@@ -5,8 +5,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"regexp"
-	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -110,23 +108,5 @@ func TestRoundTripGoProgram(t *testing.T) {
 	if kinds[fdinfo.FdTypes_EVENTPOLL] != 1 || kinds[fdinfo.FdTypes_EVENTFD] != 1 {
 		t.Fatalf("the Go runtime's epoll and eventfd are not in the set: %v", kinds)
 	}
-	off := savedPos(t, dir, p.Log)
-	before := testproc.LogAfter(t, p.Log, 0)[:off]
-	restoreSet(t, dir, Options{})
-	num := regexp.MustCompile(`n=(\d+)\n`)
-	var after []string
-	testproc.WaitFor(t, 5*time.Second, "ticks after the restore", func() bool {
-		after = num.FindAllString(testproc.LogAfter(t, p.Log, off), -1)
-		return len(after) >= 5
-	})
-	last := num.FindAllStringSubmatch(before, -1)
-	if len(last) == 0 {
-		t.Fatalf("no tick before the dump: %q", before)
-	}
-	n, _ := strconv.Atoi(last[len(last)-1][1])
-	for i, s := range after {
-		if want := fmt.Sprintf("n=%d\n", n+1+i); s != want {
-			t.Fatalf("after the restore, line %d is %q, want %q (last before the dump: n=%d)", i, s, want, n)
-		}
-	}
+	restoresCounting(t, p, dir)
 }

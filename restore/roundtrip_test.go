@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"regexp"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -136,4 +138,29 @@ func timeRestore(t *testing.T, dir, log string, ids ...cipher.Identity) time.Dur
 	testproc.KillAndReap(pids)
 	testproc.WaitGone(t, pids)
 	return d
+}
+
+// restoresCounting restores the set dir of p, a program printing "n=N" lines, and checks
+// that it goes on from the last line it wrote before the dump, with no gap or repeat.
+func restoresCounting(t *testing.T, p *testproc.Proc, dir string) {
+	t.Helper()
+	off := savedPos(t, dir, p.Log)
+	before := testproc.LogAfter(t, p.Log, 0)[:off]
+	restoreSet(t, dir, Options{})
+	num := regexp.MustCompile(`n=(\d+)\n`)
+	var after []string
+	testproc.WaitFor(t, 5*time.Second, "ticks after the restore", func() bool {
+		after = num.FindAllString(testproc.LogAfter(t, p.Log, off), -1)
+		return len(after) >= 5
+	})
+	last := num.FindAllStringSubmatch(before, -1)
+	if len(last) == 0 {
+		t.Fatalf("no tick before the dump: %q", before)
+	}
+	n, _ := strconv.Atoi(last[len(last)-1][1])
+	for i, s := range after {
+		if want := fmt.Sprintf("n=%d\n", n+1+i); s != want {
+			t.Fatalf("after the restore, line %d is %q, want %q (last before the dump: n=%d)", i, s, want, n)
+		}
+	}
 }
