@@ -29,6 +29,7 @@ func (d *dumper) precheck() error {
 	var pids []int
 	seen := map[int]bool{}
 	parents := map[int]int{} // child -> parent, for the copy-on-write check
+	var members []int        // every process of the tree, zombies included
 	queue := []int{d.opts.Pid}
 	for len(queue) > 0 {
 		pid := queue[0]
@@ -47,6 +48,7 @@ func (d *dumper) precheck() error {
 			}
 			return err
 		}
+		members = append(members, pid)
 		if zombie {
 			continue // dumped as a zombie (zombie.go): it holds nothing to check or share
 		}
@@ -55,6 +57,9 @@ func (d *dumper) precheck() error {
 			parents[k] = pid
 		}
 		queue = append(queue, kids...)
+	}
+	if err := checkGroupLeaders(members, &refused); err != nil {
+		return err
 	}
 	transient, err := checkSharing(pids, &refused)
 	if err != nil {
@@ -84,6 +89,39 @@ func (d *dumper) precheck() error {
 		return &changedError{refused.err()}
 	}
 	return refused.err()
+}
+
+// checkGroupLeaders refuses a process whose process group or session is led by a
+// process that is gone (it exited and was reaped: zdtm's zombie01), other than the
+// root's own, which a restore leaves as imgtool's like CRIU's shell jobs. A restore
+// cannot make a group without a leader (CRIU creates a helper task for it; imgtool does
+// not yet): the process would come back in another group.
+func checkGroupLeaders(members []int, refused *Refusals) error {
+	in := map[int]bool{}
+	for _, pid := range members {
+		in[pid] = true
+	}
+	var rootPgid, rootSid int
+	for i, pid := range members {
+		st, err := procfs.ReadStat(procfs.Path(pid, "stat"))
+		if err != nil {
+			if vanished(err) {
+				continue
+			}
+			return err
+		}
+		if i == 0 {
+			rootPgid, rootSid = st.Pgid, st.Sid
+			continue
+		}
+		if st.Pgid != rootPgid && !in[st.Pgid] {
+			refused.add(refuse(pid, -1, fmt.Sprintf("process group %d", st.Pgid), "its leader has exited: a group without a leader cannot be restored yet"))
+		}
+		if st.Sid != rootSid && !in[st.Sid] {
+			refused.add(refuse(pid, -1, fmt.Sprintf("session %d", st.Sid), "its leader has exited: a session without a leader cannot be restored yet"))
+		}
+	}
+	return nil
 }
 
 // precheckProcess checks one process, adding what cannot be dumped to refused, and

@@ -154,3 +154,12 @@ func TestRefuseCOWSharing(t *testing.T) {
 		t.Fatalf("with COWCopies: %v", err)
 	}
 }
+
+// TestRefuseLeaderlessGroup: a process whose group leader has exited would come back in
+// another group (zdtm's zombie01 did): refused until restore can make such a group.
+func TestRefuseLeaderlessGroup(t *testing.T) {
+	all := refusedAtOnce(t, "refusals", "leaderless")
+	if !strings.Contains(all.Error(), "its leader has exited") {
+		t.Errorf("refusals %v, want the group whose leader exited", all)
+	}
+}

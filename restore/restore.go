@@ -425,9 +425,31 @@ func (r *restorer) createTree() error {
 			return err
 		}
 	}
+	if err := r.joinLaterGroups(); err != nil {
+		return err
+	}
 	// The zombies die now, before anything of the tree runs: their parents find them
 	// dead, with their status, as they were left.
 	return r.killZombies()
+}
+
+// joinLaterGroups puts each process (zombies included) whose process group is led by a
+// process created after it into that group, now that every process exists: a group is
+// joined at birth only when its leader is already there.
+func (r *restorer) joinLaterGroups() error {
+	for _, p := range append(append([]*process{}, r.procs...), r.zombies...) {
+		pp := p.pl
+		if pp.sid == pp.pid || pp.pgid == pp.pid || (r.byPid[pp.pgid] == nil && !r.dead[pp.pgid]) {
+			continue
+		}
+		if cur, err := unix.Getpgid(p.pid); err == nil && cur == pp.pgid {
+			continue
+		}
+		if _, err := p.leader().syscall(unix.SYS_SETPGID, 0, uint64(pp.pgid)); err != nil {
+			return fmt.Errorf("pid %d joining process group %d: %w", p.pid, pp.pgid, err)
+		}
+	}
+	return nil
 }
 
 // spawn makes parent clone the process pp with its PID, and sets its session and group.

@@ -103,11 +103,13 @@ func (r *restorer) killZombie(z *process) error {
 	if _, err := t.syscall(unix.SYS_PRCTL, unix.PR_SET_DUMPABLE, 0); err != nil {
 		return err
 	}
-	if err := z.poke(z.scratch+scratchArgs, make([]byte, 32)); err != nil { // SIG_DFL
-		return err
-	}
-	if _, err := t.syscall(unix.SYS_RT_SIGACTION, uint64(sig), z.scratch+scratchArgs, 0, 8); err != nil {
-		return err
+	if sig != unix.SIGKILL { // SIGKILL's action is always the default, and cannot be set
+		if err := z.poke(z.scratch+scratchArgs, make([]byte, 32)); err != nil { // SIG_DFL
+			return err
+		}
+		if _, err := t.syscall(unix.SYS_RT_SIGACTION, uint64(sig), z.scratch+scratchArgs, 0, 8); err != nil {
+			return err
+		}
 	}
 	if err := ptrace.SetSigmask(t.tid, ^uint64(0)&^(1<<(sig-1))); err != nil {
 		return err
@@ -123,6 +125,11 @@ func runToDeath(tid int, pass bool) error {
 	var sig unix.Signal
 	for i := 0; i < 16; i++ {
 		if err := ptrace.Cont(tid, sig); err != nil {
+			if errors.Is(err, unix.ESRCH) { // already dying (SIGKILL): collect the death
+				if _, werr := ptrace.Wait(tid); errors.Is(werr, ptrace.ErrGone) {
+					return nil
+				}
+			}
 			return err
 		}
 		st, err := ptrace.Wait(tid)

@@ -6,6 +6,7 @@
  *   rmdir     an open directory that was removed
  *   devnode   an open character device node that was unlinked
  *   opath     an O_PATH fd (not refused: dumped and restored)
+ *   leaderless  a child in a process group whose leader exited (zdtm's zombie01)
  * It prints "pid=N" once set up, then sleeps. */
 #define _GNU_SOURCE
 #include <fcntl.h>
@@ -17,6 +18,7 @@
 #include <sys/file.h>
 #include <sys/stat.h>
 #include <sys/sysmacros.h>
+#include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -72,8 +74,18 @@ int main(int argc, char **argv)
 		}
 	} else if (!strcmp(mode, "opath")) {
 		if (open_file("plain") < 0 || open("plain", O_PATH) < 0) { perror("O_PATH"); return 1; }
+	} else if (!strcmp(mode, "leaderless")) {
+		pid_t a = fork();
+		if (a == 0) { /* a leads a new group, gives it a sibling member, and exits */
+			setpgid(0, 0);
+			if (syscall(SYS_clone, CLONE_PARENT | SIGCHLD, 0, 0, 0, 0) == 0)
+				for (;;)
+					pause();
+			_exit(0);
+		}
+		waitpid(a, NULL, 0);
 	} else {
-		fprintf(stderr, "usage: refusals locks|fifo|files|procfile|rmdir|devnode|opath\n");
+		fprintf(stderr, "usage: refusals locks|fifo|files|procfile|rmdir|devnode|opath|leaderless\n");
 		return 2;
 	}
 	printf("pid=%d\n", getpid());
