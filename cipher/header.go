@@ -337,6 +337,21 @@ func (p *parser) stanzas() []*Stanza {
 	return out
 }
 
+// listedName reads the name of entry i of a sorted file list (the manifest, a signature's
+// list): a length byte and the name, one path element, after prev.
+func (p *parser) listedName(i int, prev, list string) string {
+	nlen := int(p.u8("name length"))
+	name := string(p.bytes(nlen, "file name"))
+	if p.err == nil {
+		if err := checkName(name); err != nil {
+			p.fail("file %d: %v", i, err)
+		} else if i > 0 && prev >= name {
+			p.fail("file %d: %q is not after %q: %s must be sorted, without duplicates", i, name, prev, list)
+		}
+	}
+	return name
+}
+
 // minFileEntry is the smallest encoded manifest entry: name length, 1-byte name, size.
 const minFileEntry = 1 + 1 + 8
 
@@ -351,15 +366,11 @@ func (p *parser) manifest() []FileInfo {
 	}
 	out := make([]FileInfo, 0, n)
 	for i := 0; i < n && p.err == nil; i++ {
-		nlen := int(p.u8("name length"))
-		name := string(p.bytes(nlen, "file name"))
-		if p.err == nil {
-			if err := checkName(name); err != nil {
-				p.fail("file %d: %v", i, err)
-			} else if i > 0 && out[i-1].Name >= name {
-				p.fail("file %d: %q is not after %q: the manifest must be sorted, without duplicates", i, name, out[i-1].Name)
-			}
+		prev := ""
+		if i > 0 {
+			prev = out[i-1].Name
 		}
+		name := p.listedName(i, prev, "the manifest")
 		size := p.u64("file size")
 		if p.err == nil && size > MaxFileSize {
 			p.fail("file %q: size %d out of range (limit %d)", name, size, int64(MaxFileSize))

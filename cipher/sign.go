@@ -360,15 +360,11 @@ func (p *parser) signedFiles() []SignedFile {
 	}
 	out := make([]SignedFile, 0, n)
 	for i := 0; i < n && p.err == nil; i++ {
-		nlen := int(p.u8("name length"))
-		name := string(p.bytes(nlen, "file name"))
-		if p.err == nil {
-			if err := checkName(name); err != nil {
-				p.fail("file %d: %v", i, err)
-			} else if i > 0 && out[i-1].Name >= name {
-				p.fail("file %d: %q is not after %q: the list must be sorted, without duplicates", i, name, out[i-1].Name)
-			}
+		prev := ""
+		if i > 0 {
+			prev = out[i-1].Name
 		}
+		name := p.listedName(i, prev, "the list")
 		size := p.u64("file size")
 		if p.err == nil && size > math.MaxInt64 {
 			p.fail("file %q: size %d out of range", name, size)
