@@ -57,6 +57,26 @@ func criuRestore(t *testing.T, bin, dir string, pids []int) int {
 	return pid
 }
 
+// crossCheckpoint dumps p with one tool and restores it with the other: CRIU's dump and
+// imgtool's restore when byCRIU, else the reverse. It returns the restored root and the
+// offset of p's log saved in the set, after which the restored program writes.
+func crossCheckpoint(t *testing.T, criu string, p *testproc.Proc, byCRIU bool) (root int, off int64) {
+	t.Helper()
+	var dir string
+	if byCRIU {
+		dir = t.TempDir()
+		runCRIU(t, criu, dir, "dump.log", "dump", "-t", fmt.Sprint(p.Pid))
+		testproc.WaitGone(t, []int{p.Pid})
+	} else {
+		dir = dumpTo(t, p.Pid)
+	}
+	off = savedPos(t, dir, p.Log)
+	if byCRIU {
+		return restoreSet(t, dir, Options{})[0], off
+	}
+	return criuRestore(t, criu, dir, treePids(t, dir)), off
+}
+
 // haveCap tells whether this process has capability c in its effective set.
 func haveCap(c int) bool {
 	hdr := unix.CapUserHeader{Version: unix.LINUX_CAPABILITY_VERSION_3}

@@ -1,7 +1,6 @@
 package restore
 
 import (
-	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -63,21 +62,7 @@ func TestCRIUInteropPolls(t *testing.T) {
 				args = []string{"all", "nosem"}
 			}
 			p := testproc.Launch(t, bin, testproc.Options{Ready: "ready pid="}, args...)
-			var dir string
-			if byCRIU {
-				dir = t.TempDir()
-				runCRIU(t, criu, dir, "dump.log", "dump", "-t", fmt.Sprint(p.Pid))
-				testproc.WaitGone(t, []int{p.Pid})
-			} else {
-				dir = dumpTo(t, p.Pid)
-			}
-			off := savedPos(t, dir, p.Log)
-			var root int
-			if byCRIU {
-				root = restoreSet(t, dir, Options{})[0]
-			} else {
-				root = criuRestore(t, criu, dir, treePids(t, dir))
-			}
+			root, off := crossCheckpoint(t, criu, p, byCRIU)
 			pollsCheck(t, "all", root, p.Log, off)
 		})
 	}

@@ -110,21 +110,7 @@ func TestCRIUInteropInetSockets(t *testing.T) {
 				network, host := inetMode(mode)
 				port := freePort(t, network, host)
 				p := testproc.Launch(t, bin, testproc.Options{Ready: "ready pid="}, mode, fmt.Sprint(port))
-				var dir string
-				if byCRIU {
-					dir = t.TempDir()
-					runCRIU(t, criu, dir, "dump.log", "dump", "-t", fmt.Sprint(p.Pid))
-					testproc.WaitGone(t, []int{p.Pid})
-				} else {
-					dir = dumpTo(t, p.Pid)
-				}
-				off := savedPos(t, dir, p.Log)
-				var root int
-				if byCRIU {
-					root = restoreSet(t, dir, Options{})[0]
-				} else {
-					root = criuRestore(t, criu, dir, treePids(t, dir))
-				}
+				root, off := crossCheckpoint(t, criu, p, byCRIU)
 				checkSelf(t, root, p.Log, off)
 				talkTo(t, network, net.JoinHostPort(host, fmt.Sprint(port)))
 			})

@@ -1,7 +1,6 @@
 package restore
 
 import (
-	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -73,21 +72,7 @@ func TestCRIUInteropUnixSockets(t *testing.T) {
 				}
 				p := testproc.Launch(t, bin, testproc.Options{Ready: "ready pid="}, args...)
 				time.Sleep(20 * time.Millisecond)
-				var dir string
-				if byCRIU {
-					dir = t.TempDir()
-					runCRIU(t, criu, dir, "dump.log", "dump", "-t", fmt.Sprint(p.Pid))
-					testproc.WaitGone(t, []int{p.Pid})
-				} else {
-					dir = dumpTo(t, p.Pid)
-				}
-				off := savedPos(t, dir, p.Log)
-				var root int
-				if byCRIU {
-					root = restoreSet(t, dir, Options{})[0]
-				} else {
-					root = criuRestore(t, criu, dir, treePids(t, dir))
-				}
+				root, off := crossCheckpoint(t, criu, p, byCRIU)
 				checkSelf(t, root, p.Log, off)
 			})
 		}
