@@ -161,6 +161,9 @@ func collectThread(p *process, t *thread) error {
 	if s.pending, err = ptrace.PendingSignals(t.tid, false); err != nil {
 		return err
 	}
+	if t.jobStopped {
+		s.pending = withoutStopSignals(s.pending)
+	}
 	if fpu.HasShadowStack() {
 		s.cet = true
 		var cet [2]uint64
@@ -217,6 +220,9 @@ func (d *dumper) collectProcess(p *process) error {
 	}
 	if ps.sharedPending, err = ptrace.PendingSignals(p.pid, true); err != nil {
 		return err
+	}
+	if p.stopSig != 0 {
+		ps.sharedPending = withoutStopSignals(ps.sharedPending)
 	}
 	if err := d.collectProcFiles(p, ps); err != nil {
 		return err

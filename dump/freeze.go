@@ -33,7 +33,10 @@ type thread struct {
 	origMask uint64          // blocked signals as the thread stopped
 	masked   bool            // the mask was replaced for syscall injection
 	injected bool            // registers were changed by syscall injection
-	state    threadState
+	// jobStopped: the thread is in a job-control stop: a stop signal still pending is
+	// discarded on the way to an injected call (stopped.go).
+	jobStopped bool
+	state      threadState
 }
 
 // process is one stopped process of the tree.
@@ -239,9 +242,12 @@ func (d *dumper) freezeProcess(pid int, parent *process) (*process, error) {
 				if err := leaveGroupStop(tid); err != nil {
 					return nil, err
 				}
+				t.jobStopped = true
 				if tid == pid {
 					p.stopSig = sig
 				}
+			} else if stopping(pid, tid) {
+				return nil, &changedError{fmt.Errorf("process %d: thread %d has a stop signal pending: it is about to stop", pid, tid)}
 			}
 			if tid == pid {
 				p.threads = append([]*thread{t}, p.threads...)

@@ -70,7 +70,7 @@ func (in *injector) call(t *thread, nr uintptr, args ...uint64) (uint64, error) 
 		t.masked = true
 	}
 	t.injected = true
-	return ptrace.Injector{Insn: in.insn}.Call(t.tid, t.orig, nr, args...)
+	return ptrace.Injector{Insn: in.insn, DiscardStopSignals: t.jobStopped}.Call(t.tid, t.orig, nr, args...)
 }
 
 // mapScratch maps size bytes of private anonymous memory in the target to receive the

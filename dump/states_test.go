@@ -24,7 +24,7 @@ import (
 func TestDumpStates(t *testing.T) {
 	testproc.RequireRoot(t)
 	bin := testproc.Build(t, "../restore/testdata/states.c")
-	for _, mode := range []string{"zombie", "timers", "stopped"} {
+	for _, mode := range []string{"zombie", "timers", "stopped", "stopped-pending"} {
 		t.Run(mode, func(t *testing.T) {
 			p := testproc.Launch(t, bin, testproc.Options{Ready: "ready pid="}, mode)
 			kids := testproc.Descendants(p.Pid)
@@ -69,7 +69,7 @@ func TestDumpStates(t *testing.T) {
 				if fmt.Sprint(ids) != "[1 3 4 5]" {
 					t.Errorf("timer ids %v", ids)
 				}
-			case "stopped":
+			case "stopped", "stopped-pending":
 				tc := core(ps[1].GetPid())
 				if tc.GetTaskState() != image.TaskStopped || tc.GetStopSigno() != 19 {
 					t.Errorf("stopped child: state %d, stop signal %d", tc.GetTaskState(), tc.GetStopSigno())
@@ -83,7 +83,7 @@ func TestDumpStates(t *testing.T) {
 				if err != nil {
 					t.Fatal(err)
 				}
-				if want := map[string]string{"zombie": "Z", "stopped": "T"}[mode]; st["State"][:1] != want || st["TracerPid"] != "0" {
+				if want := map[string]string{"zombie": "Z", "stopped": "T", "stopped-pending": "T"}[mode]; st["State"][:1] != want || st["TracerPid"] != "0" {
 					t.Errorf("child %d left %s, traced by %s", k, st["State"], st["TracerPid"])
 				}
 			}

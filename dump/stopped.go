@@ -2,10 +2,12 @@ package dump
 
 import (
 	"fmt"
+	"strconv"
 	"unsafe"
 
 	"golang.org/x/sys/unix"
 
+	"github.com/imgtool/imgtool/internal/procfs"
 	"github.com/imgtool/imgtool/internal/ptrace"
 )
 
@@ -23,11 +25,28 @@ func groupStopSignal(tid int) uint32 {
 	if e != 0 {
 		return 0
 	}
-	switch sig := unix.Signal(le32(si[:])); sig {
-	case unix.SIGSTOP, unix.SIGTSTP, unix.SIGTTIN, unix.SIGTTOU:
+	if sig := unix.Signal(le32(si[:])); ptrace.IsStopSignal(sig) {
 		return uint32(sig)
 	}
 	return 0
+}
+
+// stopping tells whether thread tid of pid, running when seized, has SIGSTOP pending (for
+// it or its process): it stops as soon as it runs, and injected calls would meet the
+// signal on their way. The dump looks again once it has stopped. (SIGTSTP, SIGTTIN and
+// SIGTTOU may be caught, blocked or ignored: only SIGSTOP is sure to stop it.)
+func stopping(pid, tid int) bool {
+	st, err := procfs.ReadStatus(procfs.Path(pid, "task", strconv.Itoa(tid), "status"))
+	if err != nil {
+		return false
+	}
+	const sigstop = 1 << (unix.SIGSTOP - 1)
+	for _, k := range []string{"SigPnd", "ShdPnd"} {
+		if m, err := st.Hex(k); err == nil && m&sigstop != 0 {
+			return true
+		}
+	}
+	return false
 }
 
 // leaveGroupStop takes a seized thread out of its group stop, as CRIU's compel does: the
@@ -47,4 +66,19 @@ func leaveGroupStop(tid int) error {
 		return fmt.Errorf("thread %d: stopped by job control, then %v instead of the interrupt trap", tid, st.Sig)
 	}
 	return nil
+}
+
+// withoutStopSignals drops the job-control stop signals from a pending queue of a process
+// in a job-control stop: there they mean nothing (the stop is recorded as task_state, and
+// SIGCONT discards pending stop signals), the injected calls consume them (see
+// ptrace.Injector.DiscardStopSignals), and a restore that queued them would stop the
+// process midway, as CRIU's does (compel consumes them before it reads the queues).
+func withoutStopSignals(sigs [][]byte) [][]byte {
+	out := sigs[:0]
+	for _, si := range sigs {
+		if !ptrace.IsStopSignal(unix.Signal(le32(si))) {
+			out = append(out, si)
+		}
+	}
+	return out
 }

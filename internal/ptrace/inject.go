@@ -37,6 +37,20 @@ type Injector struct {
 	// processes being created, whose signals mean nothing yet. Without it, any stop but the
 	// syscall stops is an error, so that no signal of a live process is lost.
 	DiscardSignals bool
+	// DiscardStopSignals passes over the signal-delivery-stops of job-control stop
+	// signals (SIGSTOP, SIGTSTP, SIGTTIN, SIGTTOU), discarding them: for a process in a
+	// job-control stop, where a stop signal still pending means nothing (the stop stays in
+	// force, and SIGCONT discards pending stop signals anyway), as CRIU's compel does.
+	DiscardStopSignals bool
+}
+
+// IsStopSignal tells a job-control stop signal.
+func IsStopSignal(sig unix.Signal) bool {
+	switch sig {
+	case unix.SIGSTOP, unix.SIGTSTP, unix.SIGTTIN, unix.SIGTTOU:
+		return true
+	}
+	return false
 }
 
 // Call makes thread tid, stopped with registers regs, execute syscall nr(args) and returns
@@ -85,6 +99,9 @@ func (in Injector) toSyscallStop(tid int, nr uintptr) error {
 		}
 		if st.Kind == StopSyscall {
 			return nil
+		}
+		if st.Kind == StopSignal && in.DiscardStopSignals && IsStopSignal(st.Sig) {
+			continue
 		}
 		if !in.DiscardSignals {
 			return fmt.Errorf("thread %d: injected %s stopped by signal %v instead of a syscall stop", tid, SyscallName(nr), st.Sig)

@@ -7,6 +7,8 @@
  *            CLOCK_REALTIME hour, a SIGEV_THREAD_ID timer to the main thread, a disarmed one
  *            (posix_timers)
  *   stopped  a child stopped by SIGSTOP (job control) (stopped)
+ *   stopped-pending  the same, sent SIGSTOP again once stopped, to the process and to the
+ *            thread: both stay pending (stopped01, stopped02, stopped12)
  *
  * The program sets the state, checks it once, prints "ready pid=N", waits for SIGUSR1
  * (sent after the restore), checks again and prints "ok" or "FAIL: why". */
@@ -180,9 +182,20 @@ static void set_stopped(void)
 	waitpid(stopped, &st, WUNTRACED);
 }
 
+static void set_stopped_pending(void)
+{
+	set_stopped();
+	kill(stopped, SIGSTOP);
+	syscall(SYS_tkill, stopped, SIGSTOP);
+}
+
 static int check_stopped(void)
 {
 	int st;
+	/* A restored child stops once it is scheduled after the restorer lets it go (CRIU
+	 * sends it its stop signal last): give it a moment. */
+	for (int i = 0; i < 200 && proc_state(stopped) != 'T'; i++)
+		usleep(10000);
 	CHECK(proc_state(stopped) == 'T', "child %d is in state %c, not stopped", stopped, proc_state(stopped));
 	if (!after)
 		return 1;
@@ -206,6 +219,9 @@ int main(int argc, char **argv)
 		check = check_timers;
 	} else if (!strcmp(mode, "stopped")) {
 		set_stopped();
+		check = check_stopped;
+	} else if (!strcmp(mode, "stopped-pending")) {
+		set_stopped_pending();
 		check = check_stopped;
 	} else {
 		fprintf(stderr, "usage: states MODE\n");
