@@ -28,8 +28,9 @@ func (d *dumper) precheck() error {
 	var refused Refusals
 	var pids []int
 	seen := map[int]bool{}
-	parents := map[int]int{} // child -> parent, for the copy-on-write check
-	var members []int        // every process of the tree, zombies included
+	parents := map[int]int{}     // child -> parent, for the copy-on-write check
+	vmas := map[int][]*vmaDesc{} // each live process's mappings, for the same
+	var members []int            // every process of the tree, zombies included
 	queue := []int{d.opts.Pid}
 	for len(queue) > 0 {
 		pid := queue[0]
@@ -41,7 +42,7 @@ func (d *dumper) precheck() error {
 		if err := d.checkCtx(); err != nil {
 			return err
 		}
-		kids, zombie, err := precheckProcess(pid, &refused, d.zombiesOK && pid != d.opts.Pid)
+		kids, zombie, mapped, err := precheckProcess(pid, &refused, d.zombiesOK && pid != d.opts.Pid)
 		if err != nil {
 			if pid != d.opts.Pid && vanished(err) {
 				continue
@@ -53,6 +54,7 @@ func (d *dumper) precheck() error {
 			continue // dumped as a zombie (zombie.go): it holds nothing to check or share
 		}
 		pids = append(pids, pid)
+		vmas[pid] = mapped
 		for _, k := range kids {
 			parents[k] = pid
 		}
@@ -66,18 +68,9 @@ func (d *dumper) precheck() error {
 		return err
 	}
 	if !d.opts.COWCopies {
-		inTree := map[int]int{}
-		for _, pid := range pids {
-			if parent, ok := parents[pid]; ok {
-				inTree[pid] = parent
-			}
-		}
-		before := len(refused)
-		if err := checkCOW(inTree, &refused); err != nil {
+		if err := checkCOW(pids, parents, vmas, &refused); err != nil {
 			return err
 		}
-		// Right after fork, before exec, a child shares everything: look again in a moment.
-		transient = transient || len(refused) > before
 	}
 	if err := checkFdOwners(pids, &refused); err != nil {
 		return err
@@ -125,33 +118,33 @@ func checkGroupLeaders(members []int, refused *Refusals) error {
 }
 
 // precheckProcess checks one process, adding what cannot be dumped to refused, and
-// returns its children. Its error is a failure to look (or a *changedError), not a
+// returns its children and its mappings. Its error is a failure to look (or a *changedError), not a
 // refusal. A zombie is a *changedError unless zombiesOK, when it is reported as one.
-func precheckProcess(pid int, refused *Refusals, zombiesOK bool) ([]int, bool, error) {
+func precheckProcess(pid int, refused *Refusals, zombiesOK bool) ([]int, bool, []*vmaDesc, error) {
 	stat, err := procfs.ReadStat(procfs.Path(pid, "stat"))
 	if err != nil {
-		return nil, false, fmt.Errorf("process %d: %w", pid, err)
+		return nil, false, nil, fmt.Errorf("process %d: %w", pid, err)
 	}
 	status, err := procfs.ReadStatus(procfs.Path(pid, "status"))
 	if err != nil {
-		return nil, false, fmt.Errorf("process %d: %w", pid, err)
+		return nil, false, nil, fmt.Errorf("process %d: %w", pid, err)
 	}
 	if zombiesOK && isZombie(stat) {
 		if z, err := readZombie(pid, nil); err != nil || z != nil {
-			return nil, z != nil, err
+			return nil, z != nil, nil, err
 		}
 	}
 	if err := checkProcess(pid, stat, status, false); err != nil {
 		if isZombie(stat) {
-			return nil, false, &changedError{err}
+			return nil, false, nil, &changedError{err}
 		}
 		if err := refused.add(err); err != nil {
-			return nil, false, err
+			return nil, false, nil, err
 		}
 	}
 	fds, err := procfs.ListNumeric(procfs.Path(pid, "fd"))
 	if err != nil {
-		return nil, false, fmt.Errorf("list fds of %d: %w", pid, err)
+		return nil, false, nil, fmt.Errorf("list fds of %d: %w", pid, err)
 	}
 	for _, fd := range fds {
 		if _, err := inspectFd(pid, fd); err != nil {
@@ -159,24 +152,30 @@ func precheckProcess(pid int, refused *Refusals, zombiesOK bool) ([]int, bool, e
 				continue // closed meanwhile; the frozen tree is inspected again
 			}
 			if err := refused.add(err); err != nil {
-				return nil, false, err
+				return nil, false, nil, err
 			}
 		}
 	}
 	vmas, err := procfs.ReadSmaps(pid)
 	if err != nil {
-		return nil, false, err
+		return nil, false, nil, err
 	}
+	var mapped []*vmaDesc
 	for i := range vmas {
-		if _, err := classifyVMA(pid, &vmas[i]); err != nil {
+		v, err := classifyVMA(pid, &vmas[i])
+		if err != nil {
 			if err := refused.add(err); err != nil {
-				return nil, false, err
+				return nil, false, nil, err
 			}
+			continue
+		}
+		if v != nil {
+			mapped = append(mapped, v)
 		}
 	}
 	tids, err := procfs.ListNumeric(procfs.Path(pid, "task"))
 	if err != nil {
-		return nil, false, fmt.Errorf("list threads of %d: %w", pid, err)
+		return nil, false, nil, fmt.Errorf("list threads of %d: %w", pid, err)
 	}
 	var kids []int
 	for _, tid := range tids {
@@ -186,11 +185,11 @@ func precheckProcess(pid int, refused *Refusals, zombiesOK bool) ([]int, bool, e
 		}
 		k, err := readChildren(pid, tid)
 		if err != nil {
-			return nil, false, err
+			return nil, false, nil, err
 		}
 		kids = append(kids, k...)
 	}
-	return kids, false, nil
+	return kids, false, mapped, nil
 }
 
 // Refusals is everything of a tree that the dump cannot checkpoint, found at once. It

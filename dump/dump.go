@@ -34,9 +34,11 @@ type Options struct {
 	LeaveRunning bool
 	// Progress, when set, is called with the bytes of memory written so far and the total.
 	Progress func(done, total int64)
-	// COWCopies accepts a tree whose processes still share pages copy-on-write with their
-	// parent (after fork, before either wrote them): a restore gives each process its own
-	// copy. Without it such a tree is refused (cow.go).
+	// COWCopies accepts a tree whose processes share pages copy-on-write in a way a
+	// restore cannot share again (cow.go: siblings sharing pages their parent has since
+	// written, ...): a restore gives each process its own copy. Without it such a tree is
+	// refused. Pages a child shares with its parent since fork need nothing: a restore
+	// shares them again.
 	COWCopies bool
 }
 

@@ -19,7 +19,9 @@ const (
 	pmePresent = 1 << 63
 	pmeSwap    = 1 << 62
 	pmeFile    = 1 << 61 // file page or shared anonymous page (not copied on write)
-	pmePFNMask = 1<<55 - 1
+	// pmeExclusive: the page is mapped by this process only (PM_MMAP_EXCLUSIVE)
+	pmeExclusive = 1 << 56
+	pmePFNMask   = 1<<55 - 1
 
 	pagemapChunk = 1 << 16 // pagemap entries read per pread (512 KiB)
 	copyBufSize  = 8 << 20 // bytes per process_vm_readv batch
@@ -31,7 +33,7 @@ const (
 type pageRun struct {
 	addr, n uint64
 	flags   uint32
-	viaMem  bool // the mapping is not readable: copy through /proc/PID/mem (FOLL_FORCE)
+	viaMem  bool // the mapping is not readable, or the pages are shared: copy through /proc/PID/mem
 }
 
 // memState is what the memory images of one process hold.
@@ -174,7 +176,12 @@ func (d *dumper) scanPages(pid int, vmas []*vmaDesc) ([]pageRun, uint64, error) 
 					dump = e&pmeFile == 0
 				}
 				if dump {
-					add(a+i*pageSize, flags, !v.readable)
+					// A page mapped by other processes too (copy-on-write after fork) is
+					// read through /proc/PID/mem: process_vm_readv pins what it reads, and
+					// pinning a shared page makes the kernel give the process its own copy,
+					// undoing the sharing of a tree left running.
+					shared := e&pmePresent != 0 && e&pmeExclusive == 0
+					add(a+i*pageSize, flags, !v.readable || shared)
 				}
 			}
 			d.stats.pagesScanned += n

@@ -140,21 +140,6 @@ func TestDumpOPathFd(t *testing.T) {
 	dumpTarget(t, tg.Pid, true)
 }
 
-// TestRefuseCOWSharing: after fork, a parent and its child share their private pages
-// until one writes; a restore would give each a copy (zdtm's cow00 and cow01 saw the
-// sharing gone). A tree that still shares such pages is refused, naming the child, the
-// parent and where, unless COWCopies accepts the copies.
-func TestRefuseCOWSharing(t *testing.T) {
-	all := refusedAtOnce(t, "tree")
-	if len(all) != 2 || !strings.Contains(all.Error(), "shared copy-on-write with its parent") {
-		t.Fatalf("refusals %v, want the two children's copy-on-write pages", all)
-	}
-	tg := launch(t, "tree")
-	if err := Dump(context.Background(), Options{Pid: tg.Pid, LeaveRunning: true, COWCopies: true}, newDirSink(t)); err != nil {
-		t.Fatalf("with COWCopies: %v", err)
-	}
-}
-
 // TestRefuseLeaderlessGroup: a process whose group leader has exited would come back in
 // another group (zdtm's zombie01 did): refused until restore can make such a group.
 func TestRefuseLeaderlessGroup(t *testing.T) {

@@ -10,18 +10,6 @@ import (
 	"github.com/imgtool/imgtool/internal/procfs"
 )
 
-// madvise numbers CRIU records as bits of vma_entry.madv.
-const (
-	madvRandom     = 1
-	madvSequential = 2
-	madvDontfork   = 10
-	madvMergeable  = 12
-	madvHugepage   = 14
-	madvNohugepage = 15
-	madvDontdump   = 16
-	madvWipeonfork = 18
-)
-
 // vmaKind says how the pages of a mapping are dumped.
 type vmaKind int
 
@@ -87,21 +75,21 @@ func classifyVMA(pid int, v *procfs.Mapping) (*vmaDesc, error) {
 		case "ht":
 			return nil, refuse(pid, -1, fmt.Sprintf("mapping %#x-%#x", v.Start, v.End), "hugetlb mappings are not supported")
 		case "sr":
-			e.madv |= 1 << madvSequential
+			e.madv |= 1 << unix.MADV_SEQUENTIAL
 		case "rr":
-			e.madv |= 1 << madvRandom
+			e.madv |= 1 << unix.MADV_RANDOM
 		case "dc":
-			e.madv |= 1 << madvDontfork
+			e.madv |= 1 << unix.MADV_DONTFORK
 		case "dd":
-			e.madv |= 1 << madvDontdump
+			e.madv |= 1 << unix.MADV_DONTDUMP
 		case "mg":
-			e.madv |= 1 << madvMergeable
+			e.madv |= 1 << unix.MADV_MERGEABLE
 		case "hg":
-			e.madv |= 1 << madvHugepage
+			e.madv |= 1 << unix.MADV_HUGEPAGE
 		case "nh":
-			e.madv |= 1 << madvNohugepage
+			e.madv |= 1 << unix.MADV_NOHUGEPAGE
 		case "wf":
-			e.madv |= 1 << madvWipeonfork
+			e.madv |= 1 << unix.MADV_WIPEONFORK
 		case "io", "pf":
 			ioPf = true
 		case "ss":

@@ -20,7 +20,6 @@ import (
 	"github.com/checkpoint-restore/go-criu/v8/crit/images/seccomp"
 	"github.com/checkpoint-restore/go-criu/v8/crit/images/stats"
 	"github.com/checkpoint-restore/go-criu/v8/crit/images/timens"
-	"github.com/checkpoint-restore/go-criu/v8/crit/images/vma"
 	"golang.org/x/sys/unix"
 	"google.golang.org/protobuf/proto"
 
@@ -353,18 +352,7 @@ func mmEntry(p *process) *mm.MmEntry {
 		Dumpable: proto.Int32(p.state.dumpable), ThpDisabled: proto.Bool(p.state.thpDisabled),
 	}
 	for _, v := range p.mem.vmas {
-		ve := &vma.VmaEntry{
-			Start: proto.Uint64(v.start), End: proto.Uint64(v.end), Pgoff: proto.Uint64(v.pgoff),
-			Shmid: proto.Uint64(v.shmid), Prot: proto.Uint32(v.prot), Flags: proto.Uint32(v.flags),
-			Status: proto.Uint32(v.status), Fd: proto.Int64(-1),
-		}
-		if v.madv != 0 {
-			ve.Madv = proto.Uint64(v.madv)
-		}
-		if v.hasFdflags {
-			ve.Fdflags = proto.Uint32(v.fdflags)
-		}
-		e.Vmas = append(e.Vmas, ve)
+		e.Vmas = append(e.Vmas, v.entry())
 	}
 	return e
 }

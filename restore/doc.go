@@ -41,25 +41,36 @@
 //     describes: bound to their saved address and port, TCP listeners listening with their
 //     backlog, UDP sockets connected to their peer, then IP, socket and TCP options;
 //     F_SETSIG signals set), and
-//     handed to the root with pidfd_getfd at a slot above every fd number. Each other
-//     process is cloned, with its PID, from its parent, and inherits the slots.
+//     handed to the root with pidfd_getfd at a slot above every fd number. The root's memory is then
+//     rebuilt (step 3's mappings and pages) and locked, and each other process is cloned,
+//     with its PID, from its parent once the parent's memory is rebuilt, and inherits the
+//     slots and a copy of the parent's memory, every page shared copy-on-write. It keeps
+//     the parts of its mappings that are still copies of its parent's (image.InheritedVMA,
+//     the rule dump checks against: same kind, file and offsets, flags fork copies; the
+//     ranges may differ) and unmaps the rest; in what it keeps a saved page equal to the
+//     parent's is not written, so it stays shared as it was when dumped, and a page the
+//     parent has and it did not is dropped (MADV_DONTNEED) (cow.go; pages are compared by
+//     reading /proc/PID/mem, since process_vm_readv pins pages and pinning unshares them).
 //     setsid/setpgid give sessions and groups as each process is born. Each kind of file
 //     is one fileKind in the file named after it (eventfd.go, timerfd.go, ...), listed in
 //     fdKinds, the one table both the pre-check (checkFd) and the creation of
 //     descriptions go through (see dump/doc.go for the rule). The per-kind images older
 //     CRIU versions wrote instead of files.img entries (eventfd.img, eventpoll.img with
 //     eventpoll-tfd.img, signalfd.img, timerfd.img; CRIU 4.2 still reads them) are read too.
-//  3. Each process then rebuilds itself: vvar, vvar_vclock and vDSO are mremapped to the
-//     saved addresses (CRIU 4.2 saves vvar and vvar_vclock as one entry; it is split at
-//     this kernel's sizes), every VMA is mapped at its address with MAP_FIXED_NOREPLACE
+//  3. Each process's memory (in step 2, before its children are cloned): vvar,
+//     vvar_vclock and vDSO are mremapped to the saved addresses (CRIU 4.2 saves vvar and
+//     vvar_vclock as one entry; it is split at this kernel's sizes; a child finds them
+//     where its parent's were saved, and they are parked first if its own differ), every
+//     VMA it does not keep from its parent is mapped at its address with MAP_FIXED_NOREPLACE
 //     (files and memfds handed over with pidfd_getfd), then the saved pages are written with
 //     process_vm_writev, one call per 4 MiB buffer of the pages file (one remote iovec per
 //     run), while a goroutine reads the next buffer; an encrypted pages file streams
 //     through imgset's parallel decryption pipeline instead, so its plaintext exists only
 //     in those buffers and in the restored memory. Pages the call cannot write (read-only
 //     and PROT_NONE mappings) go through /proc/PID/mem. The dumped vDSO pages are skipped
-//     (this kernel's vDSO is used). PR_SET_MM_MAP sets the
-//     mm fields and exe; then signal actions, personality, root, cwd, umask, fds (dup3 from
+//     (this kernel's vDSO is used), and the areas saved locked are locked (see lockMemory).
+//     Then each process rebuilds the rest of itself: PR_SET_MM_MAP sets the mm fields and
+//     exe; then signal actions, personality, root, cwd, umask, fds (dup3 from
 //     the slots, close-on-exec as saved, O_ASYNC turned on by the process on its own fd
 //     number, which the kernel reports as si_fd; then every target of an epoll registered,
 //     EPOLL_CTL_ADD with its events and data, by the first process of the tree that has
@@ -70,10 +81,7 @@
 //     policy (SCHED_RESET_ON_FORK included), interval timers, POSIX timers created with
 //     their saved ids (posix_timer.go: PR_TIMER_CREATE_RESTORE_IDS, or, on kernels without
 //     it, created in id order and the ones in between deleted, as CRIU does) and disarmed,
-//     the slots closed, memory locks
-//     (mlock of every area saved with MAP_LOCKED, taken with imgtool's credentials and
-//     limits: a process may lock memory and then lower RLIMIT_MEMLOCK or drop its
-//     privileges), resource limits (set by the process itself: prlimit on another uid's
+//     the slots closed, resource limits (set by the process itself: prlimit on another uid's
 //     process needs CAP_SYS_RESOURCE), credentials (only when they differ from imgtool's),
 //     parent death signals (a credential change clears them), dumpable, child subreaper,
 //     pending signals queued (still blocked), the POSIX timers armed (time left and
@@ -135,6 +143,10 @@
 // imgtool's dump does, see dump/doc.go). Each epoll target is polled as it is added: what
 // is ready then is reported again, to an edge-triggered registration too. A session or process group whose
 // leader is not in the tree is left as inherited from imgtool, like CRIU's shell jobs.
+// Pages shared copy-on-write other than between a process and its parent (siblings
+// sharing pages their parent has since written) come back as copies: imgtool's dump
+// refuses such a tree unless --cow-copies; CRIU's dump does not tell, and CRIU's restore
+// makes the same copies.
 //
 // Shared memory: CRIU 4.2 and imgtool dump save MAP_SHARED|MAP_ANONYMOUS memory as a memfd
 // named "/dev/zero" (VMA_FILE_SHARED|VMA_AREA_MEMFD, shmid a MEMFD file id). Each memfd

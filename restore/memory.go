@@ -74,50 +74,129 @@ func checkKernelSpecials(pl *plan, k kernelSpecials) error {
 	return nil
 }
 
-// restoreMemory rebuilds the address space of p: the kernel's special mappings moved to
-// their saved addresses, every saved VMA mapped where it was, then the saved pages written.
-func (r *restorer) restoreMemory(p *process) error {
-	t := p.leader()
-	vvar, vdso := savedSpecials(p.pl.mm.Vmas)
-	remap := func(from, to uint64, n uint64) error {
-		if n == 0 {
-			return nil
+// restoreMemory rebuilds the address space of p, cloned from parent (nil for the root, cloned
+// from the blank helper): the mappings it keeps from its parent (cow.go) adjusted and the
+// others unmapped, the kernel's special mappings moved to their saved addresses, every other
+// saved VMA mapped where it was, the saved pages written, then the locked areas locked. Its
+// own children are cloned from it afterwards, and share its pages as theirs did.
+func (r *restorer) restoreMemory(p, parent *process) error {
+	var inh *inheritance
+	if parent != nil && parent.pl != nil {
+		inh = inherit(r.pl, parent.pl, p.pl)
+		if err := r.dropInherited(p, inh); err != nil {
+			return err
 		}
-		_, err := t.syscall(unix.SYS_MREMAP, from, n, n, unix.MREMAP_MAYMOVE|unix.MREMAP_FIXED, to)
+	}
+	if err := r.placeSpecials(p); err != nil {
 		return err
 	}
-	k := r.kern
-	if vvar.end != 0 {
-		if err := remap(k.vvar.start, vvar.start, k.vvar.end-k.vvar.start); err != nil {
-			return err
-		}
-		if err := remap(k.vclock.start, vvar.start+(k.vvar.end-k.vvar.start), k.vclock.end-k.vclock.start); err != nil {
-			return err
-		}
-	}
-	if vdso.end != 0 {
-		if err := remap(k.vdso.start, vdso.start, k.vdso.end-k.vdso.start); err != nil {
-			return err
-		}
-		p.sysInsn = vdso.start + k.insnOff
-	}
-
 	files := map[string]uint64{} // fd in the target of each file mapped, by key
 	defer func() {
 		for _, fd := range files {
-			t.syscall(unix.SYS_CLOSE, fd)
+			p.leader().syscall(unix.SYS_CLOSE, fd)
 		}
 	}()
 	for _, v := range p.pl.mm.Vmas {
 		st := v.GetStatus()
 		if st&(image.VMAAreaVDSO|image.VMAAreaVVAR) != 0 || st&image.VMAAreaRegular == 0 {
-			continue // moved above, or not a mapping of the process's own (vsyscall)
+			continue // placed above, or not a mapping of the process's own (vsyscall)
 		}
-		if err := r.mapVMA(p, v, files); err != nil {
+		if err := r.placeVMA(p, v, inh.keeps(v), files); err != nil {
 			return fmt.Errorf("mapping %#x-%#x: %w", v.GetStart(), v.GetEnd(), err)
 		}
 	}
-	return r.writePages(p, vvar, vdso)
+	if err := r.writePages(p, inh); err != nil {
+		return err
+	}
+	if inh != nil {
+		if err := r.dropUnsaved(p, inh); err != nil {
+			return err
+		}
+	}
+	return r.lockMemory(p)
+}
+
+// placeVMA gives p its saved mapping v: the parts it keeps from its parent adjusted, the
+// rest mapped.
+func (r *restorer) placeVMA(p *process, v *vma.VmaEntry, kept []keptPart, files map[string]uint64) error {
+	var keptSpans spans
+	for _, part := range kept {
+		if err := adjustKept(p, part, v); err != nil {
+			return err
+		}
+		keptSpans = append(keptSpans, part.span)
+	}
+	for _, s := range (spans{{v.GetStart(), v.GetEnd()}}).subtract(keptSpans) {
+		if err := r.mapVMA(p, v, s, files); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// savedSpecialsOf is where p's vvar, vvar_vclock and vDSO go: their saved addresses (this
+// kernel's sizes, checked by checkKernelSpecials), or, for one the set does not have, the
+// place they are parked at.
+func (r *restorer) savedSpecialsOf(p *process) kernelSpecials {
+	k := r.kern
+	to := k
+	vvar, vdso := savedSpecials(p.pl.mm.Vmas)
+	if vvar.end != 0 {
+		to.vvar = span{vvar.start, vvar.start + (k.vvar.end - k.vvar.start)}
+		if k.vclock.end != 0 {
+			to.vclock = span{to.vvar.end, to.vvar.end + (k.vclock.end - k.vclock.start)}
+		}
+	}
+	if vdso.end != 0 {
+		to.vdso = span{vdso.start, vdso.start + (k.vdso.end - k.vdso.start)}
+	}
+	return to
+}
+
+// placeSpecials moves the kernel's special mappings of p to their saved addresses. A
+// child has them where its parent's were saved: unless they are the same, they go back
+// to the parking place first, where nothing of the set is, so that no move lands on
+// another.
+func (r *restorer) placeSpecials(p *process) error {
+	to := r.savedSpecialsOf(p)
+	if p.specials == to {
+		return nil
+	}
+	if p.specials != r.kern {
+		if err := moveSpecials(p, r.kern); err != nil {
+			return err
+		}
+	}
+	return moveSpecials(p, to)
+}
+
+// moveSpecials mremaps p's vvar, vvar_vclock and vDSO to the places in to, and injects its
+// syscalls from the vDSO's new place afterwards.
+func moveSpecials(p *process, to kernelSpecials) error {
+	t := p.leader()
+	move := func(from, to span) error {
+		if from.end == 0 || from == to {
+			return nil
+		}
+		n := from.end - from.start
+		_, err := t.syscall(unix.SYS_MREMAP, from.start, n, n, unix.MREMAP_MAYMOVE|unix.MREMAP_FIXED, to.start)
+		return err
+	}
+	cur := p.specials
+	if err := move(cur.vvar, to.vvar); err != nil {
+		return err
+	}
+	if err := move(cur.vclock, to.vclock); err != nil {
+		return err
+	}
+	if err := move(cur.vdso, to.vdso); err != nil {
+		return err
+	}
+	if cur.vdso.end != 0 {
+		p.sysInsn = to.vdso.start + to.insnOff
+	}
+	p.specials = to
+	return nil
 }
 
 // lockMemory locks the areas that were locked (VM_LOCKED: MAP_LOCKED in vma_entry.flags,
@@ -141,8 +220,9 @@ func (r *restorer) lockMemory(p *process) error {
 	return nil
 }
 
-// mapVMA maps one saved VMA at its address with MAP_FIXED_NOREPLACE.
-func (r *restorer) mapVMA(p *process, v *vma.VmaEntry, files map[string]uint64) error {
+// mapVMA maps the range s of one saved VMA (all of it, or what a child does not keep of
+// its parent's) at its address with MAP_FIXED_NOREPLACE.
+func (r *restorer) mapVMA(p *process, v *vma.VmaEntry, s span, files map[string]uint64) error {
 	t := p.leader()
 	st := v.GetStatus()
 	flags := uint64(v.GetFlags()&mapFlagsKept) | unix.MAP_FIXED_NOREPLACE
@@ -172,7 +252,7 @@ func (r *restorer) mapVMA(p *process, v *vma.VmaEntry, files map[string]uint64) 
 			}
 			files[key] = got
 		}
-		fd, off = got, v.GetPgoff()
+		fd, off = got, v.GetPgoff()+(s.start-v.GetStart())
 		flags &^= unix.MAP_ANONYMOUS
 		if st&image.VMAFilePrivate != 0 {
 			flags = flags&^unix.MAP_SHARED | unix.MAP_PRIVATE
@@ -182,19 +262,25 @@ func (r *restorer) mapVMA(p *process, v *vma.VmaEntry, files map[string]uint64) 
 	default:
 		return fmt.Errorf("unsupported VMA status %#x", st)
 	}
-	addr, err := t.syscall(unix.SYS_MMAP, v.GetStart(), v.GetEnd()-v.GetStart(), uint64(v.GetProt()), flags, fd, off)
+	addr, err := t.syscall(unix.SYS_MMAP, s.start, s.end-s.start, uint64(v.GetProt()), flags, fd, off)
 	if err != nil {
 		return err
 	}
-	if addr != v.GetStart() {
+	if addr != s.start {
 		return fmt.Errorf("mapped at %#x", addr)
 	}
-	// madv holds 1<<MADV_x for each advice given (MADV_DONTFORK, MADV_DONTDUMP, ...).
-	for bit := uint64(0); bit < 64; bit++ {
-		if v.GetMadv()&(1<<bit) != 0 {
-			if _, err := t.syscall(unix.SYS_MADVISE, v.GetStart(), v.GetEnd()-v.GetStart(), bit); err != nil {
-				return err
-			}
+	steps, ok := image.MadviseSteps(0, v.GetMadv())
+	if !ok {
+		return fmt.Errorf("advice %#x cannot be given", v.GetMadv())
+	}
+	return madvise(t, s, steps)
+}
+
+// madvise gives the range s each advice of steps, in order.
+func madvise(t *thread, s span, steps []int) error {
+	for _, advice := range steps {
+		if _, err := t.syscall(unix.SYS_MADVISE, s.start, s.end-s.start, uint64(advice)); err != nil {
+			return fmt.Errorf("madvise %d: %w", advice, err)
 		}
 	}
 	return nil
@@ -277,15 +363,21 @@ func clipRun(run pageRun, skip []span) []pageRun {
 }
 
 // writePages writes the saved pages of p into its memory, streaming its pages file (see
-// streamRuns). The vDSO and vvar pages are skipped: this kernel's are used.
-func (r *restorer) writePages(p *process, vvar, vdso span) error {
+// streamRuns). The vDSO and vvar pages are skipped: this kernel's are used. In the mappings
+// p keeps from its parent, a page already holding the saved bytes is left shared.
+func (r *restorer) writePages(p *process, inh *inheritance) error {
 	pm := p.pl.pagemap
 	name := fmt.Sprintf("pages-%d.img", pm.Head.GetPagesId())
+	vvar, vdso := savedSpecials(p.pl.mm.Vmas)
 	runs := pageRuns(pm, vvar, vdso)
 	if len(runs) == 0 {
 		return nil
 	}
-	return streamRuns(r.pl.src, name, runs, p.writeMemory, r.progress)
+	put := p.writeMemory
+	if inh != nil && len(inh.shared) > 0 {
+		put = p.writeChanged(inh.shared)
+	}
+	return streamRuns(r.pl.src, name, runs, put, r.progress)
 }
 
 // progress reports written page bytes to Options.Progress.

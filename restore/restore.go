@@ -326,6 +326,7 @@ func (r *restorer) startHelper() error {
 	}
 	r.kern.insnOff = cur.insnOff
 	h.sysInsn = r.kern.vdso.start + r.kern.insnOff
+	h.specials = r.kern
 	// Unmap everything else the exec left: the helper's code and stack.
 	maps, err = procfs.ReadMaps(pid)
 	if err != nil {
@@ -394,10 +395,11 @@ func fdsNeeded(pl *plan) uint64 {
 	return uint64(fdBase(pl) + 1 + len(pl.files))
 }
 
-// createTree creates every process with its PID: the root from the helper, each other
-// process from its parent, sessions and groups set as each is born. The open file
-// descriptions are created in the root before it forks, so that every process inherits
-// them.
+// createTree creates every process with its PID and its memory: the root from the helper,
+// each other process from its parent once the parent's memory is restored (so that the
+// pages they shared are shared again: cow.go), sessions and groups set as each is born.
+// The open file descriptions are created in the root before it forks, so that every
+// process inherits them.
 func (r *restorer) createTree() error {
 	rootPlan := r.pl.procs[0]
 	root, err := r.spawn(r.helper, rootPlan)
@@ -413,7 +415,13 @@ func (r *restorer) createTree() error {
 	if r.descs, err = r.createDescriptions(root); err != nil {
 		return err
 	}
+	if err := r.restoreMemory(root, nil); err != nil {
+		return fmt.Errorf("restoring %d: %w", root.pid, err)
+	}
 	for _, pp := range r.pl.all[1:] {
+		if err := r.ctx.Err(); err != nil {
+			return err
+		}
 		parent := r.byPid[pp.parent.pid]
 		if pp.dead {
 			if err := r.spawnZombie(parent, pp); err != nil {
@@ -421,8 +429,12 @@ func (r *restorer) createTree() error {
 			}
 			continue
 		}
-		if _, err := r.spawn(parent, pp); err != nil {
+		p, err := r.spawn(parent, pp)
+		if err != nil {
 			return err
+		}
+		if err := r.restoreMemory(p, parent); err != nil {
+			return fmt.Errorf("restoring %d: %w", p.pid, err)
 		}
 	}
 	if err := r.joinLaterGroups(); err != nil {
@@ -457,7 +469,7 @@ func (r *restorer) spawn(parent *process, pp *procPlan) (*process, error) {
 	if err := parent.leader().clone3(0, uint64(unix.SIGCHLD), pp.pid); err != nil {
 		return nil, err
 	}
-	p := &process{pid: pp.pid, pl: pp, sysInsn: parent.sysInsn, scratch: parent.scratch}
+	p := &process{pid: pp.pid, pl: pp, sysInsn: parent.sysInsn, scratch: parent.scratch, specials: parent.specials}
 	r.procs = append(r.procs, p)
 	r.byPid[p.pid] = p
 	t, err := stopAndAttach(pp.pid, p)

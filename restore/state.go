@@ -40,9 +40,6 @@ func (r *restorer) restoreProcess(p *process) error {
 	pp := p.pl
 	t := p.leader()
 	tc := pp.leaderCore().Tc
-	if err := r.restoreMemory(p); err != nil {
-		return err
-	}
 	if err := r.restoreMM(p); err != nil {
 		return err
 	}
@@ -82,9 +79,6 @@ func (r *restorer) restoreProcess(p *process) error {
 		return err
 	}
 	if _, err := t.syscall(unix.SYS_CLOSE_RANGE, uint64(r.fdBase), ^uint64(0)>>32, 0); err != nil {
-		return err
-	}
-	if err := r.lockMemory(p); err != nil {
 		return err
 	}
 	if err := r.restoreRlimits(p, tc); err != nil {

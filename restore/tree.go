@@ -15,12 +15,13 @@ import (
 
 // process is one process being restored: traced and stopped in all its threads.
 type process struct {
-	pid     int
-	pl      *procPlan // nil for the helper
-	threads []*thread // leader first
-	mem     *os.File  // /proc/PID/mem, for arguments and pages
-	sysInsn uint64    // address of a syscall instruction (in the vDSO) to inject at
-	scratch uint64    // address of the scratch area
+	pid      int
+	pl       *procPlan      // nil for the helper
+	threads  []*thread      // leader first
+	mem      *os.File       // /proc/PID/mem, for arguments and pages
+	sysInsn  uint64         // address of a syscall instruction (in the vDSO) to inject at
+	scratch  uint64         // address of the scratch area
+	specials kernelSpecials // where its vvar, vvar_vclock and vDSO are now
 
 }
 

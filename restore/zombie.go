@@ -39,7 +39,7 @@ func (r *restorer) spawnZombie(parent *process, pp *procPlan) error {
 	if err := parent.leader().clone3(0, uint64(unix.SIGCHLD), pp.pid); err != nil {
 		return err
 	}
-	p := &process{pid: pp.pid, pl: pp, sysInsn: parent.sysInsn, scratch: parent.scratch}
+	p := &process{pid: pp.pid, pl: pp, sysInsn: parent.sysInsn, scratch: parent.scratch, specials: parent.specials}
 	r.zombies = append(r.zombies, p)
 	r.dead[p.pid] = true
 	t, err := stopAndAttach(pp.pid, p)
