@@ -11,10 +11,12 @@
 // files with locks held (POSIX, OFD, flock, leases: CRIU's --file-locks is not
 // implemented, and dropping them would let another writer in), processes sharing memory,
 // fd table, fs context or signal handlers (restore gives each its own), pages shared
-// copy-on-write in a way a restore cannot share again (between siblings whose parent has
-// since written its copy, or with a grandparent but not the parent: a restore would give
-// each a copy; Options.COWCopies, --cow-copies, accepts that; pages a child shares with
-// its parent since fork are restored shared, see cow.go), files whose
+// copy-on-write in a way a restore cannot share again (with a grandparent or a cousin but
+// not the parent, or between siblings forked in an order that would need their parent to
+// hold a page twice: a restore would give each a copy; Options.COWCopies, --cow-copies,
+// accepts that; pages a child shares with its parent since fork are restored shared, and
+// pages siblings share that their parent has since written over too, through
+// imgtool-fork-pages-PID.img: see cow.go), files whose
 // owner (F_SETOWN) is outside the tree (a restore sets it by number), device and
 // hugetlb mappings, memory locked on fault (MLOCK_ONFAULT: vma_entry has no place for
 // it), SysV shared memory, anonymous-inode files other than eventfd, timerfd, signalfd

@@ -35,7 +35,7 @@ type Options struct {
 	// Progress, when set, is called with the bytes of memory written so far and the total.
 	Progress func(done, total int64)
 	// COWCopies accepts a tree whose processes share pages copy-on-write in a way a
-	// restore cannot share again (cow.go: siblings sharing pages their parent has since
+	// restore cannot share again (cow.go: cousins sharing pages their parents have since
 	// written, ...): a restore gives each process its own copy. Without it such a tree is
 	// refused. Pages a child shares with its parent since fork need nothing: a restore
 	// shares them again.

@@ -51,6 +51,8 @@ type process struct {
 	files    *procFiles
 	ids      kobjIDs
 	stopSig  uint32 // the signal of its job-control stop (stopped.go), or 0
+	// forkPages: the pages its parent must hold when a restore forks it (cow.go)
+	forkPages []forkPage
 }
 
 type dumper struct {

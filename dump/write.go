@@ -98,7 +98,7 @@ func (d *dumper) collect() error {
 			}
 		}
 	}
-	return nil
+	return d.planSharing()
 }
 
 // numberKobjs gives each process the ids of its memory, fd table, fs context and signal
@@ -315,6 +315,11 @@ func (d *dumper) writeProcess(p *process, writtenFdinfo map[uint32]bool) error {
 	}
 	if err := d.writeImage(fmt.Sprintf("pagemap-%d.img", p.pid), "PAGEMAP", pagemapEntries(p.mem.pagesID, p.mem.runs)...); err != nil {
 		return err
+	}
+	if len(p.forkPages) > 0 {
+		if err := d.writeImage(fmt.Sprintf("imgtool-fork-pages-%d.img", p.pid), "FORK_PAGES", forkPagesEntries(p.forkPages)...); err != nil {
+			return err
+		}
 	}
 	w, err := d.create(fmt.Sprintf("pages-%d.img", p.mem.pagesID))
 	if err != nil {

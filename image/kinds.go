@@ -82,7 +82,16 @@ const (
 	// MagicSign is imgtool's own too: the signature of an image set ("SIGN"). Its
 	// body is defined by package cipher (docs/format.md, Signatures).
 	MagicSign uint32 = 0x5349474E
+	// MagicForkPages is imgtool's own: the pages a restore puts in a process's parent
+	// before forking it, so that siblings share pages their parent has since written over
+	// ("FKPG"; ForkPagesFileName). CRIU does not know it and restores without it.
+	MagicForkPages uint32 = 0x464B5047
 )
+
+// ForkPagesParentOwn marks an entry of imgtool-fork-pages-PID.img (a pagemap_entry: vaddr
+// and nr_pages) whose pages are the parent's own, saved in the parent's pages; without
+// it they are the process's own pages, saved in its pages.
+const ForkPagesParentOwn = 1
 
 // SealFileName is the file name of an encrypted set's sealed header (kind SEAL).
 const SealFileName = "imgtool-seal.img"
@@ -220,6 +229,7 @@ var kinds = []*Kind{
 	{Name: "IRMAP_CACHE", Magic: 0x57004059, Head: MagicImgService, File: "irmap-cache", New: newOf[fh.IrmapCacheEntry]()},
 	{Name: "SEAL", Magic: MagicSeal, File: SealFileName},
 	{Name: "SIGN", Magic: MagicSign, File: SignFileName},
+	{Name: "FORK_PAGES", Magic: MagicForkPages, File: "imgtool-fork-pages-%d.img", New: newOf[pagemap.PagemapEntry]()},
 	// CRIU's kernel-feature cache (/run/criu.kdat): the magic, then a C struct kerndat_s
 	// whose layout depends on the CRIU build. Not part of an image set; kept opaque.
 	{Name: "KDAT", Magic: 0x57023458, File: "criu.kdat"},

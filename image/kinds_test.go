@@ -272,7 +272,7 @@ func TestTableMatchesGoCriu(t *testing.T) {
 		}
 	}
 	// go-criu lacks CRIU 4.2's PIDFD, and the legacy names whose magic is PAGEMAP's.
-	ours := map[string]bool{"PIDFD": true, "SEAL": true, "SIGN": true, "PAGES_OLD": true, "SHM_PAGES_OLD": true}
+	ours := map[string]bool{"PIDFD": true, "SEAL": true, "SIGN": true, "FORK_PAGES": true, "PAGES_OLD": true, "SHM_PAGES_OLD": true}
 	for _, k := range allKinds() {
 		if k.Raw || ours[k.Name] {
 			continue

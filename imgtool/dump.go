@@ -68,8 +68,8 @@ Exit codes: 0 success, 1 failure or refusal (the tree keeps running), 2 wrong co
 			&cli.IntFlag{Name: flagTree, Aliases: []string{"t"}, Usage: "`PID` of the root of the tree to dump (required)"},
 			imagesDirFlag(),
 			&cli.BoolFlag{Name: flagLeaveRunning, Aliases: []string{"R"}, Usage: "let the tree continue after the dump"},
-			&cli.BoolFlag{Name: flagCOWCopies, Usage: "accept pages shared copy-on-write in a way a restore cannot share again (siblings sharing pages their parent " +
-				"has since written): the restore gives each its own copy (same content, more memory); without it such a tree is refused"},
+			&cli.BoolFlag{Name: flagCOWCopies, Usage: "accept pages shared copy-on-write in a way a restore cannot share again (cousins sharing pages their parents " +
+				"have since written): the restore gives each its own copy (same content, more memory); without it such a tree is refused"},
 			&cli.BoolFlag{Name: flagEncrypt, Aliases: []string{"e"}, Usage: "encrypt the set as it is written"},
 			certFlag("recipient certificate `CERT.pem` for -e; repeatable (default " + defaultCertPath + " if it exists)"),
 			cipherFlag("the AEAD for -e", cipher.AES256GCM.String()),

@@ -6,6 +6,7 @@ import (
 	"sort"
 	"sync"
 
+	"github.com/checkpoint-restore/go-criu/v8/crit/images/pagemap"
 	"github.com/checkpoint-restore/go-criu/v8/crit/images/vma"
 	"golang.org/x/sys/unix"
 
@@ -23,6 +24,144 @@ import (
 // (MADV_DONTNEED: it reads as zeros, or as the file, as it did). CRIU restores the same
 // way (criu/mem.c, restore_priv_vma_content).
 
+// Siblings. Children sharing a page their parent has since written over (forked one after
+// another, before the parent wrote) are given it the same way: imgtool's dump lists, in
+// imgtool-fork-pages-PID.img, the pages each such child shares with its siblings, and the
+// restore puts the child's saved content there in the parent just before forking it, if
+// the parent does not hold it already (the sibling before it put it there), so that they
+// all get the one page; a page a later child shares with the parent itself is listed too
+// (ForkPagesParentOwn): the parent's own content goes back there first. Once all children
+// exist, each parent gets its own content back where it held theirs. CRIU does not write
+// or read that image: its restore gives such siblings copies.
+
+// forkPages is one entry of imgtool-fork-pages-PID.img: pages the parent holds when the
+// process is forked, the process's own saved ones or (parentOwn) the parent's.
+type forkPages struct {
+	span
+	parentOwn bool
+}
+
+// maxForkPages bounds the entries of one imgtool-fork-pages-PID.img.
+const maxForkPages = 1 << 20
+
+// loadForkPages reads imgtool-fork-pages-PID.img, if the set has it.
+func loadForkPages(src source, pid int) ([]forkPages, error) {
+	name := fmt.Sprintf("imgtool-fork-pages-%d.img", pid)
+	if !src.has(name) {
+		return nil, nil
+	}
+	es, _, err := readEntries[pagemap.PagemapEntry](src, name, "FORK_PAGES")
+	if err != nil {
+		return nil, err
+	}
+	if len(es) > maxForkPages {
+		return nil, fmt.Errorf("%s: %d entries, more than %d", name, len(es), maxForkPages)
+	}
+	var out []forkPages
+	for _, e := range es {
+		start, n := e.GetVaddr(), e.GetNrPages()
+		if start%image.PageSize != 0 || n == 0 || n > userTop/image.PageSize || start > userTop-n*image.PageSize {
+			return nil, fmt.Errorf("%s: pages %#x+%d are not in the user address space", name, start, n)
+		}
+		out = append(out, forkPages{span{start, start + n*image.PageSize}, e.GetFlags()&image.ForkPagesParentOwn != 0})
+	}
+	return out, nil
+}
+
+// userTop is the end of the 47-bit user address space.
+const userTop = 0x7ffffffff000
+
+// holdForFork puts in parent what the fork-pages records of pp ask it to hold when pp is
+// forked: pp's saved pages, or the parent's own again. Only pages whose content differs
+// are written, so that the page a sibling got stays the one the next sibling gets.
+func (r *restorer) holdForFork(parent *process, pp *procPlan) error {
+	buf := cmpBufPool.Get().(*[]byte)
+	defer cmpBufPool.Put(buf)
+	for _, fp := range pp.forkPages {
+		from := pp
+		if fp.parentOwn {
+			from = parent.pl
+		}
+		b, err := r.savedBytes(from, fp.span)
+		if err != nil {
+			return fmt.Errorf("pages %#x-%#x %d holds when %d is forked: %w", fp.start, fp.end, parent.pid, pp.pid, err)
+		}
+		changed, err := parent.changedPages(segment{fp.start, b}, *buf)
+		if err != nil {
+			return err
+		}
+		if err := parent.writeMemory(changed); err != nil {
+			return err
+		}
+		if fp.parentOwn {
+			parent.held = parent.held.subtract(spans{fp.span})
+		} else {
+			parent.held = parent.held.union(spans{fp.span})
+		}
+	}
+	return nil
+}
+
+// restoreHeld gives each process its own content back where it held its children's for
+// their forks: its saved pages, or none (MADV_DONTNEED: zeros, or the file's page).
+func (r *restorer) restoreHeld() error {
+	for _, p := range r.procs {
+		if len(p.held) == 0 {
+			continue
+		}
+		saved := savedSpans(p.pl.pagemap)
+		for _, s := range p.held.intersect(saved) {
+			b, err := r.savedBytes(p.pl, s)
+			if err != nil {
+				return err
+			}
+			if err := p.writeMemory([]segment{{s.start, b}}); err != nil {
+				return err
+			}
+		}
+		for _, s := range p.held.subtract(saved) {
+			if _, err := p.leader().syscall(unix.SYS_MADVISE, s.start, s.end-s.start, unix.MADV_DONTNEED); err != nil {
+				return fmt.Errorf("dropping pages %#x-%#x held for forks: %w", s.start, s.end, err)
+			}
+		}
+		p.held = nil
+	}
+	return nil
+}
+
+// savedBytes reads the saved pages of pp over s, all of which must be saved.
+func (r *restorer) savedBytes(pp *procPlan, s span) ([]byte, error) {
+	pm := pp.pagemap
+	name := fmt.Sprintf("pages-%d.img", pm.Head.GetPagesId())
+	out := make([]byte, s.end-s.start)
+	covered := uint64(0)
+	var f imageFile
+	for i, e := range pm.Entries {
+		off := pm.EntryOffset(i)
+		start := e.GetVaddr()
+		end := start + image.NrPages(e)*image.PageSize
+		lo, hi := max(start, s.start), min(end, s.end)
+		if off < 0 || lo >= hi {
+			continue
+		}
+		if f == nil {
+			var err error
+			if f, err = r.pl.src.open(name); err != nil {
+				return nil, err
+			}
+			defer f.Close()
+		}
+		if _, err := f.ReadAt(out[lo-s.start:hi-s.start], off+int64(lo-start)); err != nil {
+			return nil, fmt.Errorf("%s: %w", name, err)
+		}
+		covered += hi - lo
+	}
+	if covered != s.end-s.start {
+		return nil, fmt.Errorf("process %d's set does not save all of them", pp.pid)
+	}
+	return out, nil
+}
+
 // inheritance is what a child keeps of the address space it was cloned with.
 type inheritance struct {
 	parts   map[*vma.VmaEntry][]keptPart // the kept parts of each of the child's mappings, in order
@@ -38,8 +177,9 @@ type keptPart struct {
 }
 
 // inherit works out which parts of p's saved mappings are copies of its parent's: where a
-// mapping of p overlaps one of its parent's it may keep (image.InheritedVMA).
-func inherit(pl *plan, parent, p *procPlan) *inheritance {
+// mapping of p overlaps one of its parent's it may keep (image.InheritedVMA). held are the
+// pages the parent holds for the fork besides its saved ones (holdForFork).
+func inherit(pl *plan, parent, p *procPlan, held spans) *inheritance {
 	inh := &inheritance{parts: map[*vma.VmaEntry][]keptPart{}}
 	pvmas := parent.mm.Vmas // in address order, as mm images list them
 	var locked spans
@@ -59,7 +199,7 @@ func inherit(pl *plan, parent, p *procPlan) *inheritance {
 		}
 	}
 	inh.keptAll = inh.keptAll.normal()
-	parentPages := savedSpans(parent.pagemap)
+	parentPages := savedSpans(parent.pagemap).union(held)
 	inh.shared = parentPages.intersect(inh.keptAll)
 	inh.drop = parentPages.union(locked).intersect(inh.keptAll).subtract(savedSpans(p.pagemap))
 	return inh

@@ -143,10 +143,11 @@
 // imgtool's dump does, see dump/doc.go). Each epoll target is polled as it is added: what
 // is ready then is reported again, to an edge-triggered registration too. A session or process group whose
 // leader is not in the tree is left as inherited from imgtool, like CRIU's shell jobs.
-// Pages shared copy-on-write other than between a process and its parent (siblings
-// sharing pages their parent has since written) come back as copies: imgtool's dump
-// refuses such a tree unless --cow-copies; CRIU's dump does not tell, and CRIU's restore
-// makes the same copies.
+// Children sharing pages their parent has since written over share them again when the
+// set says so (imgtool-fork-pages-PID.img, written by imgtool's dump: the parent holds
+// their content while it forks them, cow.go); in CRIU's sets, which do not say, they come
+// back as copies, as from CRIU's restore. Other sharing imgtool's dump refuses (unless
+// --cow-copies).
 //
 // Shared memory: CRIU 4.2 and imgtool dump save MAP_SHARED|MAP_ANONYMOUS memory as a memfd
 // named "/dev/zero" (VMA_FILE_SHARED|VMA_AREA_MEMFD, shmid a MEMFD file id). Each memfd

@@ -82,7 +82,7 @@ func checkKernelSpecials(pl *plan, k kernelSpecials) error {
 func (r *restorer) restoreMemory(p, parent *process) error {
 	var inh *inheritance
 	if parent != nil && parent.pl != nil {
-		inh = inherit(r.pl, parent.pl, p.pl)
+		inh = inherit(r.pl, parent.pl, p.pl, parent.held)
 		if err := r.dropInherited(p, inh); err != nil {
 			return err
 		}

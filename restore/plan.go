@@ -65,9 +65,10 @@ type procPlan struct {
 	fds                  []*fdinfo.FdinfoEntry
 	parent               *procPlan
 	children             []*procPlan
-	dead                 bool   // a zombie: only pid, ppid, pgid, sid and the two below
-	exitCode             uint32 // a zombie's wait status (task_core_entry.exit_code)
-	comm                 string // a zombie's name
+	dead                 bool        // a zombie: only pid, ppid, pgid, sid and the two below
+	exitCode             uint32      // a zombie's wait status (task_core_entry.exit_code)
+	comm                 string      // a zombie's name
+	forkPages            []forkPages // what its parent holds when it is forked (cow.go)
 }
 
 // leaderCore is the core image of the thread group leader (the one with the task core).
@@ -272,6 +273,9 @@ func loadProc(src source, pl *plan, p *procPlan) error {
 	}
 	if p.pagemap, err = image.NewPageMap(img); err != nil {
 		return fmt.Errorf("pagemap-%d.img: %w", p.pid, err)
+	}
+	if p.forkPages, err = loadForkPages(src, p.pid); err != nil {
+		return err
 	}
 	name := fmt.Sprintf("fdinfo-%d.img", p.ids.GetFilesId())
 	if src.has(name) {

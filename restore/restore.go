@@ -429,6 +429,9 @@ func (r *restorer) createTree() error {
 			}
 			continue
 		}
+		if err := r.holdForFork(parent, pp); err != nil {
+			return err
+		}
 		p, err := r.spawn(parent, pp)
 		if err != nil {
 			return err
@@ -436,6 +439,9 @@ func (r *restorer) createTree() error {
 		if err := r.restoreMemory(p, parent); err != nil {
 			return fmt.Errorf("restoring %d: %w", p.pid, err)
 		}
+	}
+	if err := r.restoreHeld(); err != nil {
+		return err
 	}
 	if err := r.joinLaterGroups(); err != nil {
 		return err

@@ -27,8 +27,8 @@ func launchFixture(t *testing.T, prog, ready string, args ...string) *testproc.P
 
 // dumpTo checkpoints the tree of pid with imgtool's dump into a new set (encrypted for
 // recipients, if any) and waits for the dumped processes to be gone (the dump kills them).
-// It accepts copies of pages shared copy-on-write (dump.Options.COWCopies): the round
-// trips check other state.
+// Nothing is accepted that a plain dump refuses (not even copies of pages shared
+// copy-on-write): every tree here must restore exactly.
 func dumpTo(t *testing.T, pid int, recipients ...cipher.Recipient) string {
 	t.Helper()
 	tree := testproc.Descendants(pid)
@@ -39,7 +39,7 @@ func dumpTo(t *testing.T, pid int, recipients ...cipher.Recipient) string {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	if err := dump.Dump(ctx, dump.Options{Pid: pid, COWCopies: true}, w); err != nil {
+	if err := dump.Dump(ctx, dump.Options{Pid: pid}, w); err != nil {
 		w.Abort()
 		t.Fatalf("imgtool dump of %d: %v", pid, err)
 	}

@@ -22,6 +22,7 @@ type process struct {
 	sysInsn  uint64         // address of a syscall instruction (in the vDSO) to inject at
 	scratch  uint64         // address of the scratch area
 	specials kernelSpecials // where its vvar, vvar_vclock and vDSO are now
+	held     spans          // pages holding a child's content for its fork (cow.go)
 
 }
 
