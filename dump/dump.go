@@ -38,6 +38,10 @@ type Options struct {
 	// parent (after fork, before either wrote them): a restore gives each process its own
 	// copy. Without it such a tree is refused (cow.go).
 	COWCopies bool
+	// FileLocks dumps the file locks the tree holds (POSIX, OFD, flock, leases) into
+	// filelocks.img, as CRIU's --file-locks; without it a held lock refuses the dump
+	// (file_lock.go).
+	FileLocks bool
 }
 
 // RefusedError reports something in the tree that the dump cannot checkpoint. It is returned
