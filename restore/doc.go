@@ -70,7 +70,11 @@
 //     policy (SCHED_RESET_ON_FORK included), interval timers, POSIX timers created with
 //     their saved ids (posix_timer.go: PR_TIMER_CREATE_RESTORE_IDS, or, on kernels without
 //     it, created in id order and the ones in between deleted, as CRIU does) and disarmed,
-//     the slots closed, memory locks
+//     the slots closed, file locks taken back (file_lock.go: with Options.FileLocks, as criu
+//     restore --file-locks; each POSIX lock, OFD lock, flock and lease of filelocks.img by
+//     the process and on the fd that held it, with F_SETLK, F_OFD_SETLK, flock or F_SETLEASE,
+//     never waiting: a lock held meanwhile by another process fails the restore, naming it;
+//     a set holding locks is refused without the option), memory locks
 //     (mlock of every area saved with MAP_LOCKED, taken with imgtool's credentials and
 //     limits: a process may lock memory and then lower RLIMIT_MEMLOCK or drop its
 //     privileges), resource limits (set by the process itself: prlimit on another uid's
@@ -123,11 +127,12 @@
 // not implemented, and states other than LISTEN and CLOSE), inotify, fanotify, ttys, ghost (unlinked) files and other file types are refused
 // (every such fd of the tree named at once), as is an epoll whose targets are not all fds,
 // of kinds restore supports, of the first process that has it (the one that dumped it, for
-// CRIU and imgtool alike); so are seccomp, AIO rings, SysV IPC
+// CRIU and imgtool alike); so are file locks without Options.FileLocks, a lease being
+// broken (CRIU restores the break) and the other locks file_lock.go lists, seccomp, AIO rings, SysV IPC
 // mappings, incremental (parent) sets, processes sharing memory or fd tables (CLONE_VM,
 // CLONE_FILES between processes), and 32-bit tasks. Not restored at all: namespaces (the
 // tree is restored into imgtool's namespaces; time namespaces are ignored, so
-// CLOCK_MONOTONIC does not jump back), cgroups, file locks, LDT and GDT TLS entries,
+// CLOCK_MONOTONIC does not jump back), cgroups, LDT and GDT TLS entries,
 // membarrier registrations, loginuid, mlockall(MCL_FUTURE) (no image field
 // records it), the shadow stack. Which fd of a description shared by several fds turned
 // O_ASYNC on is not saved: the first one restored does. An eventfd of a CRIU set comes back
