@@ -13,8 +13,10 @@ import (
 
 	file_lock "github.com/checkpoint-restore/go-criu/v8/crit/images/file-lock"
 	"golang.org/x/sys/unix"
+	"google.golang.org/protobuf/proto"
 
 	"github.com/imgtool/imgtool/dump"
+	"github.com/imgtool/imgtool/image"
 	"github.com/imgtool/imgtool/imgset"
 	"github.com/imgtool/imgtool/internal/procfs"
 	"github.com/imgtool/imgtool/internal/testproc"
@@ -302,4 +304,163 @@ func TestRoundTripLeases(t *testing.T) {
 	wantHeld(t, filepath.Join(p.Dir, "lease.rd"), "LEASE READ "+pid+" 0-EOF")
 	wantHeld(t, filepath.Join(p.Dir, "lease.wr"), "LEASE WRITE "+pid+" 0-EOF")
 	checkSelf(t, pids[0], p.Log, off)
+}
+
+// TestCRIUInteropFileLocks: testdata/locks.c's locks (POSIX ranges, OFD, flocks; the
+// parent and child of the tree mode; leases: only the read lease for CRIU's dump, which
+// breaks a write lease), dumped with --file-locks by one tool and restored with
+// --file-locks by the other, both ways, are held again by the same processes, and each
+// program finds its own in its fdinfo.
+func TestCRIUInteropFileLocks(t *testing.T) {
+	criu := criuBin(t)
+	bin := testproc.Build(t, "testdata/locks.c")
+	for _, mode := range []string{"mixed", "tree", "lease"} {
+		for _, way := range []string{"imgtool dump, CRIU restore", "CRIU dump, imgtool restore"} {
+			t.Run(mode+"/"+way, func(t *testing.T) {
+				args := []string{mode}
+				if mode == "lease" && strings.HasPrefix(way, "CRIU") {
+					// CRIU 4.2's dump opens a write-leased file (looking for a build id),
+					// which breaks the lease: it waits lease-break-time (45 s) first.
+					args = append(args, "read-only")
+				}
+				p := testproc.Launch(t, bin, testproc.Options{Ready: "ready pid="}, args...)
+				if mode == "tree" {
+					testproc.WaitFor(t, 5*time.Second, "the child", func() bool {
+						return len(testproc.Descendants(p.Pid)) == 2 && strings.Count(p.ReadLog(t), "ready pid=") == 2
+					})
+				}
+				tree := testproc.Descendants(p.Pid)
+				var dir string
+				if strings.HasPrefix(way, "imgtool") {
+					dir = dumpLocked(t, p.Pid)
+				} else {
+					dir = t.TempDir()
+					runCRIU(t, criu, dir, "dump.log", "dump", "-t", strconv.Itoa(p.Pid), "--file-locks")
+					testproc.WaitGone(t, tree)
+				}
+				if len(savedLocks(t, dir)) == 0 {
+					t.Fatal("no lock in filelocks.img")
+				}
+				off := savedPos(t, dir, p.Log)
+				if strings.HasPrefix(way, "imgtool") {
+					criuRestore(t, criu, dir, tree, "--file-locks")
+				} else {
+					restoreSet(t, dir, Options{FileLocks: true})
+				}
+				switch mode {
+				case "mixed":
+					checkMixedLocks(t, p.Dir, p.Pid)
+				case "tree":
+					c := strconv.Itoa(tree[1])
+					wantHeld(t, filepath.Join(p.Dir, "ofdshared.db"), "OFDLCK WRITE -1 0-EOF")
+					wantHeld(t, filepath.Join(p.Dir, "child.db"), "POSIX WRITE "+c+" 0-EOF")
+					if flockFree(t, filepath.Join(p.Dir, "shared.db"), unix.LOCK_SH) {
+						t.Error("shared.db: the flock is not held")
+					}
+				case "lease":
+					pid := strconv.Itoa(p.Pid)
+					wantHeld(t, filepath.Join(p.Dir, "lease.rd"), "LEASE READ "+pid+" 0-EOF")
+					if len(args) == 1 {
+						wantHeld(t, filepath.Join(p.Dir, "lease.wr"), "LEASE WRITE "+pid+" 0-EOF")
+					}
+				}
+				for _, pid := range tree {
+					if err := unix.Kill(pid, unix.SIGUSR1); err != nil {
+						t.Fatal(err)
+					}
+				}
+				testproc.WaitFor(t, 5*time.Second, "the programs' checks", func() bool {
+					out := testproc.LogAfter(t, p.Log, off)
+					return strings.Count(out, "ok\n")+strings.Count(out, "FAIL") >= len(tree)
+				})
+				if out := testproc.LogAfter(t, p.Log, off); strings.Contains(out, "FAIL") {
+					t.Fatalf("after the restore: %s", out)
+				}
+			})
+		}
+	}
+}
+
+// withLocks rewrites the filelocks.img of the set in dir with locks.
+func withLocks(t *testing.T, dir string, locks ...*file_lock.FileLockEntry) {
+	t.Helper()
+	f, err := os.Create(filepath.Join(dir, "filelocks.img"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	w, err := image.NewWriter(f, image.KindByName("FILE_LOCKS"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, l := range locks {
+		if err := w.WriteEntry(l); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := w.Close(); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestRestoreRefusesLocks: a saved lock restore cannot take back is refused before any
+// process exists, naming it: one of a process or fd the set does not have, of an unknown
+// kind, a mandatory flock, a lease being broken, a write lock through a read-only fd, and
+// one another process holds now.
+func TestRestoreRefusesLocks(t *testing.T) {
+	requireRoot(t)
+	bin := testproc.Build(t, "testdata/locks.c")
+	p := testproc.Launch(t, bin, testproc.Options{Ready: "ready pid="}, "mixed")
+	dir := dumpLocked(t, p.Pid)
+	saved := savedLocks(t, dir)
+	pid := int32(p.Pid)
+	lock := func(flag, typ uint32, pid, fd int32, start, n int64) *file_lock.FileLockEntry {
+		return &file_lock.FileLockEntry{Flag: proto.Uint32(flag), Type: proto.Uint32(typ), Pid: proto.Int32(pid),
+			Fd: proto.Int32(fd), Start: proto.Int64(start), Len: proto.Int64(n)}
+	}
+	posixDB := filepath.Join(p.Dir, "posix.db")
+	for _, c := range []struct {
+		name string
+		lock *file_lock.FileLockEntry
+		want string
+	}{
+		{"no such process", lock(flPosix, unix.F_WRLCK, pid+100000, 3, 0, 0), "no such live process in the set"},
+		{"no such fd", lock(flPosix, unix.F_WRLCK, pid, 99, 0, 0), "the process has no such fd"},
+		{"unknown kind", lock(16, unix.F_WRLCK, pid, 3, 0, 0), "unknown kind 16"},
+		{"mandatory flock", lock(flFlock, lockMand|64, pid, 5, 0, 0), "mandatory flocks"},
+		{"breaking lease", lock(flLease, unix.F_RDLCK|leaseBreaking, pid, 3, 0, 0), "a lease being broken"},
+		{"bad range", lock(flOFD, unix.F_WRLCK, pid, 4, -1, 0), "bad range"},
+		{"stdin is read-only", lock(flPosix, unix.F_WRLCK, pid, 0, 0, 0), "access mode"},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			withLocks(t, dir, c.lock)
+			err := Restore(context.Background(), Options{Detach: true, FileLocks: true}, openSet(t, dir))
+			if err == nil || !strings.Contains(err.Error(), c.want) || !strings.Contains(err.Error(), "filelocks.img: ") {
+				t.Fatalf("restore: %v, want a refusal saying %q", err, c.want)
+			}
+			if testproc.Exists(p.Pid) {
+				t.Fatal("the refused restore created the process")
+			}
+		})
+	}
+	t.Run("held now", func(t *testing.T) {
+		withLocks(t, dir, saved...)
+		f, err := os.OpenFile(posixDB, os.O_RDWR, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer f.Close()
+		l := unix.Flock_t{Type: unix.F_RDLCK, Start: 25, Len: 1}
+		if err := unix.FcntlFlock(f.Fd(), unix.F_OFD_SETLK, &l); err != nil {
+			t.Fatal(err)
+		}
+		err = Restore(context.Background(), Options{Detach: true, FileLocks: true}, openSet(t, dir))
+		if err == nil || !strings.Contains(err.Error(), "POSIX WRITE lock 20-29 of pid") ||
+			!strings.Contains(err.Error(), "an OFD lock holds a conflicting lock on "+posixDB+" now (OFDLCK READ 25-25)") {
+			t.Fatalf("restore: %v, want a refusal naming the lock held now", err)
+		}
+		if testproc.Exists(p.Pid) {
+			t.Fatal("the refused restore created the process")
+		}
+	})
 }

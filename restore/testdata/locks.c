@@ -11,7 +11,8 @@
  *            process holds it: prints "got" once granted
  *   flockwait  the same with flock(LOCK_EX)
  *   lease    a read lease on lease.rd (opened O_RDONLY) and a write lease on lease.wr
- *            (O_WRONLY), as zdtm's file_lease00; the check also asks F_GETLEASE
+ *            (O_WRONLY), as zdtm's file_lease00; the check also asks F_GETLEASE; with
+ *            argv[2] "read-only", the read lease alone
  *
  * It prints "ready pid=N" (pending: "waiting pid=N" before it asks), ticks, and on SIGUSR1
  * checks the locks it holds in its own fdinfo and prints "ok" or "FAIL: why". */
@@ -94,7 +95,7 @@ static int check(const struct want *w, int n)
 			return 0;
 		}
 	}
-	if (lease_rd >= 0 && (fcntl(lease_rd, F_GETLEASE) != F_RDLCK || fcntl(lease_wr, F_GETLEASE) != F_WRLCK)) {
+	if (lease_rd >= 0 && (fcntl(lease_rd, F_GETLEASE) != F_RDLCK || (lease_wr >= 0 && fcntl(lease_wr, F_GETLEASE) != F_WRLCK))) {
 		snprintf(why, sizeof(why), "F_GETLEASE: %d and %d", fcntl(lease_rd, F_GETLEASE), fcntl(lease_wr, F_GETLEASE));
 		return 0;
 	}
@@ -164,14 +165,19 @@ int main(int argc, char **argv)
 	} else if (!strcmp(mode, "lease")) {
 		close(open_file("lease.rd"));
 		close(open_file("lease.wr"));
+		int both = argc < 3 || strcmp(argv[2], "read-only");
 		lease_rd = open("lease.rd", O_RDONLY);
 		lease_wr = open("lease.wr", O_WRONLY);
-		if (lease_rd < 0 || lease_wr < 0 || fcntl(lease_rd, F_SETLEASE, F_RDLCK) || fcntl(lease_wr, F_SETLEASE, F_WRLCK)) {
+		if (lease_rd < 0 || lease_wr < 0 || fcntl(lease_rd, F_SETLEASE, F_RDLCK) ||
+		    (both && fcntl(lease_wr, F_SETLEASE, F_WRLCK))) {
 			perror("lease");
 			return 1;
 		}
 		w[n++] = (struct want){ lease_rd, "LEASE", "READ", 0, "EOF", 1 };
-		w[n++] = (struct want){ lease_wr, "LEASE", "WRITE", 0, "EOF", 1 };
+		if (both)
+			w[n++] = (struct want){ lease_wr, "LEASE", "WRITE", 0, "EOF", 1 };
+		else
+			lease_wr = -1;
 	} else {
 		fprintf(stderr, "unknown mode %s\n", mode);
 		return 2;
