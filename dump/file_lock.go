@@ -67,9 +67,13 @@ func keyOf(l procfs.Lock) lockKey {
 	return lockKey{l.Class, l.Type, l.Dev, l.Ino, l.Start, l.End, l.Pid}
 }
 
-// describeLock names a lock: "POSIX WRITE 0-3", "FLOCK READ", "LEASE READ".
+// describeLock names a lock: "POSIX WRITE 0-3", "FLOCK READ", "LEASE READ", "LEASE
+// BREAKING READ" (a lease being broken, with the type it is broken to).
 func describeLock(l procfs.Lock) string {
 	s := l.Class + " " + l.Type
+	if l.Class == "LEASE" && l.Mode != "ACTIVE" {
+		s = l.Class + " " + l.Mode + " " + l.Type
+	}
 	if l.Class == "POSIX" || l.Class == "OFDLCK" {
 		s += " " + l.Range()
 	}
@@ -151,7 +155,7 @@ func readLocks(pids []int, fileLocks bool, refused *Refusals) ([]heldLocks, erro
 	mapped := &treeMappings{pids: pids}
 	seen := map[lockKey]bool{}
 	for _, h := range held {
-		var ok, bad []procfs.Lock
+		var savable, bad []procfs.Lock
 		var why string
 		for _, l := range h.locks {
 			seen[keyOf(l)] = true
@@ -160,7 +164,7 @@ func readLocks(pids []int, fileLocks bool, refused *Refusals) ([]heldLocks, erro
 				return nil, err
 			}
 			if w == "" {
-				ok = append(ok, l)
+				savable = append(savable, l)
 			} else if why == "" {
 				bad, why = append(bad, l), w
 			} else {
@@ -170,9 +174,9 @@ func readLocks(pids []int, fileLocks bool, refused *Refusals) ([]heldLocks, erro
 		if len(bad) > 0 {
 			refused.add(refuse(h.pid, h.fd, h.link, fmt.Sprintf("holds %s: %s", describeLocks(bad), why)))
 		}
-		if len(ok) > 0 && !fileLocks {
+		if len(savable) > 0 && !fileLocks {
 			refused.add(refuse(h.pid, h.fd, h.link, fmt.Sprintf("holds %s: file locks are only dumped with --file-locks "+
-				"(CRIU's flag), and a restore without them would let other writers in", describeLocks(ok))))
+				"(CRIU's flag), and a restore without them would let other writers in", describeLocks(savable))))
 		}
 	}
 	inTree := map[int]bool{}
@@ -190,13 +194,13 @@ func readLocks(pids []int, fileLocks bool, refused *Refusals) ([]heldLocks, erro
 		if m == nil {
 			continue // held through a description outside the tree
 		}
-		who := "an OFD lock, whose holder /proc does not name,"
+		who := " (/proc names no holder for OFD locks)"
 		if l.Class != "OFDLCK" {
-			who = fmt.Sprintf("process %d", l.Pid)
+			who = fmt.Sprintf(", taken by process %d,", l.Pid)
 		}
 		refused.add(refuse(m.pid, -1, fmt.Sprintf("mapping of %s (%s)", m.path, l.File()), fmt.Sprintf(
-			"%s holds a lock (%s) on the file through no fd of the tree, maybe through this mapping: a restore could not take it back",
-			who, describeLock(l))))
+			"a lock (%s) on the file%s is held through no fd of the tree, maybe through this mapping: a restore could not take it back",
+			describeLock(l), who)))
 	}
 	return held, nil
 }
@@ -295,7 +299,7 @@ func (r fdRef) buildIDPath() string {
 
 // lockEntries are the file_lock_entry records of the locks held by the stopped tree:
 // each lock once (see above), in tree order.
-func (d *dumper) lockEntries() []proto.Message {
+func (d *dumper) lockEntries() ([]proto.Message, error) {
 	ids := map[[2]int]uint32{} // pid, fd -> file id
 	for _, p := range d.procs {
 		for _, fe := range p.files.fds {
@@ -303,14 +307,20 @@ func (d *dumper) lockEntries() []proto.Message {
 		}
 	}
 	var out []*file_lock.FileLockEntry
-	index := map[lockKey]int{}
+	type owned struct {
+		lockKey
+		owner [2]int // {pid, 0} for a POSIX lock, {0, file id} for the description's
+	}
+	index := map[owned]int{}
 	for _, h := range d.held {
 		for _, l := range h.locks {
-			k := keyOf(l)
-			if l.Class == "POSIX" {
-				k.pid = h.pid // the process owns it
-			} else {
-				k.pid = -int(ids[[2]int{h.pid, h.fd}]) // the description owns it
+			k := owned{keyOf(l), [2]int{h.pid, 0}} // a POSIX lock: the process owns it
+			if l.Class != "POSIX" {
+				id, ok := ids[[2]int{h.pid, h.fd}]
+				if !ok {
+					return nil, fmt.Errorf("process %d fd %d holds %s but has no file id", h.pid, h.fd, describeLock(l))
+				}
+				k.owner = [2]int{0, int(id)} // the open file description owns it
 			}
 			if i, ok := index[k]; ok {
 				// Taken back through the process that took it, when it still has it.
@@ -327,7 +337,7 @@ func (d *dumper) lockEntries() []proto.Message {
 	for i, e := range out {
 		msgs[i] = e
 	}
-	return msgs
+	return msgs, nil
 }
 
 // lockEntry is a lock as CRIU's dump_file_locks writes it: the length is 0 for a lock to
@@ -348,9 +358,9 @@ func lockEntry(pid, fd int, l procfs.Lock) *file_lock.FileLockEntry {
 // writeFileLocks writes filelocks.img when the tree holds locks (CRIU writes none
 // otherwise).
 func (d *dumper) writeFileLocks() error {
-	es := d.lockEntries()
-	if len(es) == 0 {
-		return nil
+	es, err := d.lockEntries()
+	if err != nil || len(es) == 0 {
+		return err
 	}
 	return d.writeImage("filelocks.img", "FILE_LOCKS", es...)
 }

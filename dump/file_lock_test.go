@@ -73,9 +73,10 @@ func TestRefuseLocksDumpCannotSave(t *testing.T) {
 		mode string
 		want []string
 	}{
-		{"maplock", []string{"flock.map", "holds a lock (FLOCK WRITE) on the file through no fd of the tree, maybe through this mapping",
-			"ofd.map", "an OFD lock, whose holder /proc does not name, holds a lock (OFDLCK READ 0-EOF)"}},
-		{"breaking", []string{"lease.wr: holds a lock (LEASE", "a lease being broken"}},
+		{"maplock", []string{"flock.map", "a lock (FLOCK WRITE) on the file, taken by process",
+			"is held through no fd of the tree, maybe through this mapping", "ofd.map",
+			"a lock (OFDLCK READ 0-EOF) on the file (/proc names no holder for OFD locks) is held through no fd"}},
+		{"breaking", []string{"lease.wr: holds a lock (LEASE BREAKING READ): a lease being broken"}},
 		{"maplease", []string{"lease.map: holds a lock (LEASE WRITE): a write lease on a file process"}},
 	} {
 		t.Run(c.mode, func(t *testing.T) {
