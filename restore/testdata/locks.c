@@ -19,6 +19,7 @@
 #define _GNU_SOURCE
 #include <fcntl.h>
 #include <signal.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -27,6 +28,20 @@
 
 static volatile sig_atomic_t go;
 static void on_usr1(int sig) { go = 1; }
+
+/* say prints a line with one write: a parent and its child share the log. */
+static void say(const char *fmt, ...)
+{
+	char buf[512];
+	va_list ap;
+	va_start(ap, fmt);
+	int n = vsnprintf(buf, sizeof(buf), fmt, ap);
+	va_end(ap);
+	if (n > (int)sizeof(buf) - 1)
+		n = sizeof(buf) - 1;
+	if (write(1, buf, n) != n)
+		exit(3);
+}
 
 static int open_file(const char *name)
 {
@@ -108,7 +123,6 @@ int main(int argc, char **argv)
 	struct want w[8];
 	int n = 0;
 	signal(SIGUSR1, on_usr1);
-	setvbuf(stdout, NULL, _IONBF, 0);
 	if (!strcmp(mode, "mixed")) {
 		int p = open_file("posix.db"), o = open_file("ofd.db"), fx = open_file("flock.db"), fs = open_file("flocksh.db");
 		setlk(p, F_SETLK, F_RDLCK, 0, 10);
@@ -139,14 +153,14 @@ int main(int argc, char **argv)
 			w[n++] = (struct want){ s, "FLOCK", "WRITE", 0, "EOF", 0 };
 			w[n++] = (struct want){ o, "OFDLCK", "WRITE", 0, "EOF", 0 };
 			w[n++] = (struct want){ c, "POSIX", "WRITE", 0, "EOF", 1 };
-			printf("child pid=%d\n", getpid());
+			say("child pid=%d\n", getpid());
 		} else {
 			close(s);
 			w[n++] = (struct want){ o, "OFDLCK", "WRITE", 0, "EOF", 0 };
 		}
 	} else if (!strcmp(mode, "pending") || !strcmp(mode, "flockwait")) {
 		int p = open_file("pending.db");
-		printf("waiting pid=%d\n", getpid());
+		say("waiting pid=%d\n", getpid());
 		if (!strcmp(mode, "pending")) {
 			struct flock l = { .l_type = F_WRLCK, .l_whence = SEEK_SET };
 			if (fcntl(p, F_SETLKW, &l)) {
@@ -161,7 +175,7 @@ int main(int argc, char **argv)
 			}
 			w[n++] = (struct want){ p, "FLOCK", "WRITE", 0, "EOF", 1 };
 		}
-		printf("got\n");
+		say("got\n");
 	} else if (!strcmp(mode, "lease")) {
 		close(open_file("lease.rd"));
 		close(open_file("lease.wr"));
@@ -183,17 +197,17 @@ int main(int argc, char **argv)
 		return 2;
 	}
 	if (!check(w, n)) {
-		printf("FAIL before the dump: %s\n", why);
+		say("FAIL before the dump: %s\n", why);
 		return 1;
 	}
-	printf("ready pid=%d\n", getpid());
+	say("ready pid=%d\n", getpid());
 	for (int i = 0;; i++) {
 		if (go) {
 			go = 0;
 			if (check(w, n))
-				printf("ok\n");
+				say("ok\n");
 			else
-				printf("FAIL: %s\n", why);
+				say("FAIL: %s\n", why);
 		}
 		usleep(10000);
 	}
