@@ -78,6 +78,9 @@ func (d *dumper) precheck() error {
 	if err := checkUnixPeers(pids, &refused); err != nil {
 		return err
 	}
+	if err := checkFileLocks(pids, d.opts.FileLocks, &refused); err != nil {
+		return err
+	}
 	if transient {
 		return &changedError{refused.err()}
 	}
@@ -315,24 +318,6 @@ func kcmpGroups(pids []int, typ uintptr) ([][]int, error) {
 	return groups, ferr
 }
 
-// describeLocks names the locks of fdinfo "lock:" lines: "a lock (POSIX WRITE)", "2 locks
-// (FLOCK WRITE, OFDLCK READ)".
-func describeLocks(lines []string) string {
-	kinds := make([]string, len(lines))
-	for i, l := range lines {
-		f := strings.Fields(l) // "1:" TYPE ADVISORY|MANDATORY ACCESS PID DEV:INO START END
-		if len(f) >= 4 {
-			kinds[i] = f[1] + " " + f[3]
-		} else {
-			kinds[i] = l
-		}
-	}
-	if len(kinds) == 1 {
-		return "a lock (" + kinds[0] + ")"
-	}
-	return fmt.Sprintf("%d locks (%s)", len(kinds), strings.Join(kinds, ", "))
-}
-
 // isZombie tells whether a process has exited but was not reaped yet.
 func isZombie(stat *procfs.Stat) bool {
 	switch stat.State {
@@ -416,10 +401,6 @@ func inspectFd(pid, fd int) (*fdDesc, error) {
 	}
 	if fdesc.info, err = procfs.ReadFdinfo(pid, fd); err != nil {
 		return nil, err
-	}
-	if len(fdesc.info.Locks) > 0 {
-		return nil, refuse(pid, fd, link, fmt.Sprintf("holds %s: file locks are not dumped (CRIU's --file-locks), and a restore without them would let other writers in",
-			describeLocks(fdesc.info.Locks)))
 	}
 	mode := fdesc.st.Mode & unix.S_IFMT
 	switch {

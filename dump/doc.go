@@ -8,8 +8,8 @@
 // TCP and UDP sockets sk_inet.go refuses, terminals, namespaces other than the dumper's, io_uring, seccomp, processes
 // already traced, a process whose leader exited while other threads run, unlinked files, FIFOs,
 // directories and device nodes, open files of /proc,
-// files with locks held (POSIX, OFD, flock, leases: CRIU's --file-locks is not
-// implemented, and dropping them would let another writer in), processes sharing memory,
+// files with locks held (POSIX, OFD, flock, leases) unless Options.FileLocks (see file_lock.go;
+// dropping them would let another writer in), processes sharing memory,
 // fd table, fs context or signal handlers (restore gives each its own), pages shared
 // copy-on-write in a way a restore cannot share again (with a grandparent or a cousin but
 // not the parent, or between siblings forked in an order that would need their parent to
@@ -82,6 +82,24 @@
 // while touching nothing; numberFds asks the kind for the file_entry once the tree is
 // stopped. A new kind adds a constant, its file and one row of fdKinds here, and its file
 // and one row of restore's fdKinds there; nothing else switches on the kind.
+//
+// # File locks
+//
+// With Options.FileLocks (--file-locks, as CRIU's) the locks the tree holds are dumped into
+// filelocks.img as CRIU 4.2 writes it (file_lock.go): each POSIX lock (for the process that
+// owns it), OFD lock, flock and lease (for the open file description that owns it, through
+// the fd of the process that took it if it still has one, else the first fd of the tree
+// that has the description) once, with its kind, type, pid, fd, start and length, found
+// through the "lock:" lines of /proc/PID/fdinfo/FD as CRIU finds them. Without the option a
+// held lock is refused, naming the process, fd and lock. Refused with it: a lease being
+// broken, a write lease on a memfd or on a file the tree maps (the dump would open the file,
+// which breaks the lease; the build id of a write-leased file is not read, for the same
+// reason), a mandatory flock, a lock of an unknown class, and a lock that /proc/locks lists
+// for a process of the tree (or as an OFD lock) on a file the tree maps but that no fd of
+// the tree lists: it may be held through the mapping. A request waiting for a lock is no
+// lock: the freeze interrupts the wait, and the restored call asks again (as with CRIU).
+// The locks are read in precheck and again once the tree is stopped, before any file of
+// the tree is opened.
 //
 // # Zombies, POSIX timers, stopped processes
 //

@@ -40,6 +40,10 @@ type Options struct {
 	// refused. Pages a child shares with its parent since fork need nothing: a restore
 	// shares them again.
 	COWCopies bool
+	// FileLocks dumps the file locks the tree holds (POSIX, OFD, flock, leases) into
+	// filelocks.img, as CRIU's --file-locks; without it a held lock refuses the dump
+	// (file_lock.go).
+	FileLocks bool
 }
 
 // RefusedError reports something in the tree that the dump cannot checkpoint. It is returned

@@ -351,7 +351,7 @@ type regKind struct{}
 func (regKind) typ() fdinfo.FdTypes      { return fdinfo.FdTypes_REG }
 func (regKind) check(int, *fdDesc) error { return nil }
 func (regKind) entry(s *setState, r fdRef, fe *fdinfo.FileEntry, flags uint32, own *fown.FownEntry) error {
-	fe.Reg = regEntry(fe.GetId(), flags, r.f.info.Pos, r.f.link, &r.f.st, r.open())
+	fe.Reg = regEntry(fe.GetId(), flags, r.f.info.Pos, r.f.link, &r.f.st, r.buildIDPath())
 	fe.Reg.Fown = own
 	return nil
 }

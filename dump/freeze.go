@@ -71,6 +71,8 @@ type dumper struct {
 	copyBufs  [][]byte // page copy buffers, reused from process to process
 
 	progressDone, progressTotal int64
+
+	held []heldLocks // the file locks of the stopped tree (file_lock.go)
 }
 
 type dumpStats struct {

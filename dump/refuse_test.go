@@ -14,9 +14,16 @@ import (
 // seized, and returns every refusal.
 func refusedAtOnce(t *testing.T, prog string, args ...string) Refusals {
 	t.Helper()
+	return refusedWith(t, Options{}, prog, args...)
+}
+
+// refusedWith is refusedAtOnce with the dump's options opts (Pid set here).
+func refusedWith(t *testing.T, opts Options, prog string, args ...string) Refusals {
+	t.Helper()
 	tg := launch(t, prog, args...)
 	seized := seizes.Load()
-	err := Dump(context.Background(), Options{Pid: tg.Pid}, newDirSink(t))
+	opts.Pid = tg.Pid
+	err := Dump(context.Background(), opts, newDirSink(t))
 	if n := seizes.Load() - seized; n != 0 {
 		t.Errorf("the refusal came after %d thread(s) were seized", n)
 	}
@@ -46,7 +53,8 @@ func refusedAtOnce(t *testing.T, prog string, args ...string) Refusals {
 // would write while another writer thinks it holds the file (SQLite loses data so).
 func TestRefuseFileLocks(t *testing.T) {
 	all := refusedAtOnce(t, "refusals", "locks")
-	want := []string{"posix.db: holds a lock (POSIX WRITE)", "ofd.db: holds a lock (OFDLCK READ)", "flock.db: holds a lock (FLOCK WRITE)"}
+	want := []string{"posix.db: holds a lock (POSIX WRITE 0-3): file locks are only dumped with --file-locks",
+		"ofd.db: holds a lock (OFDLCK READ 2-3)", "flock.db: holds a lock (FLOCK WRITE)"}
 	if len(all) != len(want) {
 		t.Fatalf("%d refusals, want %d: %v", len(all), len(want), all)
 	}

@@ -43,6 +43,9 @@ type kobjIDs struct{ vm, files, fs, sighand uint32 }
 // collect inspects the stopped tree: every process, its memory layout, its files.
 func (d *dumper) collect() error {
 	d.set = newSetState()
+	if err := d.holdLocks(); err != nil {
+		return err
+	}
 	for _, p := range d.procs {
 		if err := d.checkCtx(); err != nil {
 			return err
@@ -217,6 +220,9 @@ func (d *dumper) write() error {
 		}
 	}
 	if err := d.writeSkQueues(s); err != nil {
+		return err
+	}
+	if err := d.writeFileLocks(); err != nil {
 		return err
 	}
 	if err := d.writeImage("seccomp.img", "SECCOMP", &seccomp.SeccompEntry{}); err != nil {

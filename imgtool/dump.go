@@ -19,6 +19,7 @@ type dumpOptions struct {
 	Dir          string           // -D: the new image set
 	LeaveRunning bool             // --leave-running
 	COWCopies    bool             // --cow-copies
+	FileLocks    bool             // --file-locks
 	Encrypt      bool             // -e: encrypt as written
 	Certs        []string         // --cert: the recipients (with -e)
 	Cipher       string           // --cipher
@@ -33,6 +34,7 @@ const (
 	flagTree         = "tree"
 	flagLeaveRunning = "leave-running"
 	flagCOWCopies    = "cow-copies"
+	flagFileLocks    = "file-locks"
 	flagEncrypt      = "encrypt"
 )
 
@@ -51,6 +53,14 @@ than the host's, io_uring and processes already traced are refused then, and the
 tree keeps running unharmed. If anything fails later (or the dump is interrupted),
 every thread is put back as it was and no set is left in DIR.
 
+File locks held by the tree (POSIX fcntl locks, OFD locks, flocks, leases) refuse
+the dump, naming the process, fd and lock, unless --file-locks is given, as with
+criu dump: the locks are then saved (filelocks.img, CRIU's format) and restore takes
+them back when it is given --file-locks too. Refused even then: a lease being
+broken, a write lease on a file the tree maps, and a lock the tree holds through a
+mapping rather than an fd. A process waiting for a lock is fine: it asks again
+once restored.
+
 Without --leave-running the tree is killed once the set is complete and
 committed. With -e every file is encrypted as it is written, for the certificates
 given with --cert (default ` + defaultCertPath + ` if it exists): no plaintext
@@ -60,6 +70,7 @@ is committed (restore refuses an encrypted set without a trusted signature).
 Examples:
    imgtool dump -t 1234 -D /tmp/ckpt
    imgtool dump -t 1234 -D /tmp/ckpt --leave-running
+   imgtool dump -t 1234 -D /tmp/ckpt --file-locks
    imgtool dump -t 1234 -D /tmp/ckpt -e --cert ops.pem
    imgtool dump -t 1234 -D /tmp/ckpt -e --cert ops.pem --sign-key host.key --sign-cert host.pem
 
@@ -70,6 +81,8 @@ Exit codes: 0 success, 1 failure or refusal (the tree keeps running), 2 wrong co
 			&cli.BoolFlag{Name: flagLeaveRunning, Aliases: []string{"R"}, Usage: "let the tree continue after the dump"},
 			&cli.BoolFlag{Name: flagCOWCopies, Usage: "accept pages shared copy-on-write in a way a restore cannot share again (cousins sharing pages their parents " +
 				"have since written): the restore gives each its own copy (same content, more memory); without it such a tree is refused"},
+			&cli.BoolFlag{Name: flagFileLocks, Aliases: []string{"l"}, Usage: "dump the file locks the tree holds " +
+				"(CRIU's --file-locks; restore needs it too); without it a held lock refuses the dump"},
 			&cli.BoolFlag{Name: flagEncrypt, Aliases: []string{"e"}, Usage: "encrypt the set as it is written"},
 			certFlag("recipient certificate `CERT.pem` for -e; repeatable (default " + defaultCertPath + " if it exists)"),
 			cipherFlag("the AEAD for -e", cipher.AES256GCM.String()),
@@ -84,6 +97,7 @@ Exit codes: 0 success, 1 failure or refusal (the tree keeps running), 2 wrong co
 				Dir:          c.String(flagImagesDir),
 				LeaveRunning: c.Bool(flagLeaveRunning),
 				COWCopies:    c.Bool(flagCOWCopies),
+				FileLocks:    c.Bool(flagFileLocks),
 				Encrypt:      c.Bool(flagEncrypt),
 				Certs:        c.StringSlice(flagCert),
 				Cipher:       c.String(flagCipher),
@@ -135,7 +149,8 @@ func runDump(ctx context.Context, opts dumpOptions, args []string) error {
 	progress, done := newProgress(opts.Err, opts.Quiet, "dumping")
 	// dump.Dump commits w once the set is complete (before killing the tree) and aborts
 	// it on failure: *imgset.Writer is a dump.Committer.
-	err = dump.Dump(ctx, dump.Options{Pid: opts.Pid, LeaveRunning: opts.LeaveRunning, COWCopies: opts.COWCopies, Progress: progress}, w)
+	err = dump.Dump(ctx, dump.Options{Pid: opts.Pid, LeaveRunning: opts.LeaveRunning, COWCopies: opts.COWCopies,
+		FileLocks: opts.FileLocks, Progress: progress}, w)
 	done()
 	if err != nil {
 		_ = w.Abort() // a no-op when Dump already aborted it

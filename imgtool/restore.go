@@ -18,6 +18,7 @@ type restoreOptions struct {
 	Keys    keyOptions // --tls-key, --require-encrypted
 	Detach  bool       // -d: leave the restored tree running and exit
 	PidFile string     // --pidfile: where to write the restored root's PID
+	Locks   bool       // --file-locks: take back the set's file locks
 	Quiet   bool
 	Err     io.Writer // progress
 }
@@ -56,12 +57,19 @@ failure midway, kills every process the restore created. The image set is never
 modified. A resource limit this machine does not allow (a hard limit above the current
 one, without CAP_SYS_RESOURCE) is clamped to what is allowed, with one warning line.
 
+File locks saved by dump --file-locks or criu dump --file-locks (filelocks.img) are
+taken back, each by the process and on the fd that held it, before the tree runs,
+only with --file-locks, as criu restore needs it too; where CRIU would then drop
+them without a word, imgtool refuses such a set without the flag. A lock another
+process holds now fails the restore, naming it (CRIU would wait for it).
+
 Without -d, imgtool waits for the restored root process and exits with its status
 (128+N when a signal N ended it).
 
 Examples:
    imgtool restore -D /tmp/ckpt
    imgtool restore -D /tmp/ckpt -d --pidfile /run/app.pid
+   imgtool restore -D /tmp/ckpt --file-locks
    imgtool restore -D /tmp/ckpt --tls-key key.pem --trust signer.pem --require-encrypted -d
 
 Exit codes: the restored root's status without -d; with -d, 0 success; 1 failure
@@ -71,6 +79,8 @@ Exit codes: the restored root's status without -d; with -d, 0 success; 1 failure
 			imagesDirFlag(),
 			&cli.BoolFlag{Name: flagDetach, Aliases: []string{"d"}, Usage: "leave the restored tree running and exit"},
 			&cli.StringFlag{Name: flagPidFile, Usage: "write the restored root's PID to `FILE`"},
+			&cli.BoolFlag{Name: flagFileLocks, Aliases: []string{"l"}, Usage: "take back the file locks the set holds " +
+				"(as criu restore --file-locks); a set holding locks is refused without it"},
 			quietFlag(),
 			allowUnsignedFlag(),
 		}, keyFlags()...),
@@ -83,6 +93,7 @@ Exit codes: the restored root's status without -d; with -d, 0 success; 1 failure
 				Keys:    keys,
 				Detach:  c.Bool(flagDetach),
 				PidFile: c.String(flagPidFile),
+				Locks:   c.Bool(flagFileLocks),
 				Quiet:   c.Bool(flagQuiet),
 				Err:     errWriter(c),
 			}, c.Args().Slice())
@@ -104,7 +115,7 @@ func runRestore(ctx context.Context, opts restoreOptions, args []string) error {
 	}
 	progress, done := newProgress(opts.Err, opts.Quiet, "restoring")
 	warn := func(msg string) { fmt.Fprintf(opts.Err, "imgtool: warning: restore: %s\n", msg) }
-	err = restore.Restore(ctx, restore.Options{Detach: opts.Detach, PidFile: opts.PidFile, Progress: progress, Warn: warn}, set)
+	err = restore.Restore(ctx, restore.Options{Detach: opts.Detach, PidFile: opts.PidFile, FileLocks: opts.Locks, Progress: progress, Warn: warn}, set)
 	done()
 	var exit *restore.ExitError
 	if errors.As(err, &exit) {

@@ -51,16 +51,16 @@ func imgtool(t *testing.T, args ...string) string {
 	return string(out)
 }
 
-// checkpoint dumps the tree of p (killing it) and restores it, detached; the restored
-// tree is killed when the test ends.
-func checkpoint(t *testing.T, p *testproc.Proc) {
+// checkpoint dumps the tree of p (killing it) and restores it, detached, both with the
+// options opts; the restored tree is killed when the test ends.
+func checkpoint(t *testing.T, p *testproc.Proc, opts ...string) {
 	t.Helper()
 	set := filepath.Join(t.TempDir(), "set")
-	imgtool(t, "dump", "-t", strconv.Itoa(p.Pid), "-D", set, "-q")
+	imgtool(t, append([]string{"dump", "-t", strconv.Itoa(p.Pid), "-D", set, "-q"}, opts...)...)
 	pids := setPids(t, set) // the tree as dumped: children come and go before that
 	testproc.WaitGone(t, pids)
 	t.Cleanup(func() { testproc.KillAndReap(pids) })
-	imgtool(t, "restore", "-D", set, "-d", "-q")
+	imgtool(t, append([]string{"restore", "-D", set, "-d", "-q"}, opts...)...)
 	for _, pid := range pids {
 		if !testproc.Exists(pid) {
 			t.Errorf("pid %d of the tree was not restored", pid)
@@ -201,23 +201,69 @@ func TestMakeJobs(t *testing.T) {
 	}
 }
 
-// TestSQLiteWriterRefused: a SQLite writer inside a transaction holds POSIX locks on
-// its database. Dumped without them, the restored writer would commit over another
-// writer's rows (SQLite reports "disk I/O error" and a row is lost): the dump is refused,
-// naming the lock, and the writer carries on.
-func TestSQLiteWriterRefused(t *testing.T) {
-	python := need(t, "python3")
-	p := testproc.Launch(t, python, testproc.Options{Ready: "locked"}, "-u", "-c", `
-import sqlite3, time
+// sqliteWriter is a SQLite writer caught inside a transaction, holding its POSIX locks on
+// the database: it prints "locked", waits for the file "go", then writes a second row,
+// commits and prints the row count and the integrity check.
+const sqliteWriter = `
+import os, sqlite3, time
 db = sqlite3.connect("{dir}/db.sqlite", isolation_level=None)
 db.execute("CREATE TABLE IF NOT EXISTS t (x)")
 db.execute("BEGIN IMMEDIATE")
 db.execute("INSERT INTO t VALUES (1)")
 print("locked")
+while not os.path.exists("{dir}/go"):
+    time.sleep(0.05)
+db.execute("INSERT INTO t VALUES (2)")
+db.execute("COMMIT")
+print("committed", db.execute("SELECT count(*) FROM t").fetchone()[0])
+print("integrity", db.execute("PRAGMA integrity_check").fetchone()[0])
 while True:
     time.sleep(0.05)
-`)
+`
+
+// TestSQLiteWriterRefused: a SQLite writer inside a transaction holds POSIX locks on
+// its database. Dumped without them, the restored writer would commit over another
+// writer's rows (SQLite reports "disk I/O error" and a row is lost): without --file-locks
+// the dump is refused, naming the lock, and the writer carries on.
+func TestSQLiteWriterRefused(t *testing.T) {
+	python := need(t, "python3")
+	p := testproc.Launch(t, python, testproc.Options{Ready: "locked"}, "-u", "-c", sqliteWriter)
 	refused(t, p, "POSIX WRITE")
+	refused(t, p, "only dumped with --file-locks")
+}
+
+// TestSQLiteWriterFileLocks: the same writer dumped and restored with --file-locks holds
+// its locks again: an outside writer gets "database is locked", the restored writer
+// commits its transaction, and the database is whole, the outside row added after.
+func TestSQLiteWriterFileLocks(t *testing.T) {
+	python := need(t, "python3")
+	p := testproc.Launch(t, python, testproc.Options{Ready: "locked"}, "-u", "-c", sqliteWriter)
+	checkpoint(t, p, "--file-locks")
+	outside := func() string {
+		out, _ := exec.Command(python, "-c", `
+import sqlite3, sys
+db = sqlite3.connect(sys.argv[1], isolation_level=None, timeout=0)
+try:
+    db.execute("INSERT INTO t VALUES (3)")
+    print("inserted", db.execute("SELECT count(*) FROM t").fetchone()[0], db.execute("PRAGMA integrity_check").fetchone()[0])
+except sqlite3.OperationalError as e:
+    print(e)
+`, filepath.Join(p.Dir, "db.sqlite")).CombinedOutput()
+		return strings.TrimSpace(string(out))
+	}
+	if got := outside(); got != "database is locked" {
+		t.Fatalf("an outside writer after the restore: %q, want \"database is locked\"", got)
+	}
+	if err := os.WriteFile(filepath.Join(p.Dir, "go"), nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	p.WaitLog(t, "integrity ", 10*time.Second)
+	if log := p.ReadLog(t); !strings.Contains(log, "committed 2\nintegrity ok\n") {
+		t.Fatalf("the restored writer: %q", log)
+	}
+	if got := outside(); got != "inserted 3 ok" {
+		t.Fatalf("an outside writer once the restored one committed: %q", got)
+	}
 }
 
 // TestMultiprocessingRefused: Python's multiprocessing maps POSIX semaphores whose

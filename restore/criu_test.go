@@ -38,14 +38,14 @@ func runCRIU(t *testing.T, bin, dir, log string, args ...string) {
 	}
 }
 
-// criuRestore restores dir with CRIU, detached, and returns the root's pid; the restored
-// tree is killed when the test ends.
-func criuRestore(t *testing.T, bin, dir string, pids []int) int {
+// criuRestore restores dir with CRIU, detached, with the options extra, and returns the
+// root's pid; the restored tree is killed when the test ends.
+func criuRestore(t *testing.T, bin, dir string, pids []int, extra ...string) int {
 	t.Helper()
 	t.Cleanup(func() { testproc.KillAndReap(pids) })
 	testproc.WaitGone(t, pids)
 	pidfile := filepath.Join(t.TempDir(), "pid")
-	runCRIU(t, bin, dir, "restore.log", "restore", "-d", "--pidfile", pidfile)
+	runCRIU(t, bin, dir, "restore.log", append([]string{"restore", "-d", "--pidfile", pidfile}, extra...)...)
 	b, err := os.ReadFile(pidfile)
 	if err != nil {
 		t.Fatal(err)

@@ -81,8 +81,12 @@
 //     policy (SCHED_RESET_ON_FORK included), interval timers, POSIX timers created with
 //     their saved ids (posix_timer.go: PR_TIMER_CREATE_RESTORE_IDS, or, on kernels without
 //     it, created in id order and the ones in between deleted, as CRIU does) and disarmed,
-//     the slots closed, resource limits (set by the process itself: prlimit on another uid's
-//     process needs CAP_SYS_RESOURCE), credentials (only when they differ from imgtool's),
+//     the slots closed, file locks taken back (file_lock.go: with Options.FileLocks, as criu
+//     restore --file-locks; each POSIX lock, OFD lock, flock and lease of filelocks.img by
+//     the process and on the fd that held it, with F_SETLK, F_OFD_SETLK, flock or F_SETLEASE,
+//     never waiting: a lock held meanwhile by another process fails the restore, naming it;
+//     a set holding locks is refused without the option), resource limits (set by the
+//     process itself: prlimit on another uid's process needs CAP_SYS_RESOURCE), credentials (only when they differ from imgtool's),
 //     parent death signals (a credential change clears them), dumpable, child subreaper,
 //     pending signals queued (still blocked), the POSIX timers armed (time left and
 //     interval; their signals stay pending until the tree runs), the scratch area unmapped.
@@ -131,11 +135,12 @@
 // not implemented, and states other than LISTEN and CLOSE), inotify, fanotify, ttys, ghost (unlinked) files and other file types are refused
 // (every such fd of the tree named at once), as is an epoll whose targets are not all fds,
 // of kinds restore supports, of the first process that has it (the one that dumped it, for
-// CRIU and imgtool alike); so are seccomp, AIO rings, SysV IPC
+// CRIU and imgtool alike); so are file locks without Options.FileLocks, a lease being
+// broken (CRIU restores the break) and the other locks file_lock.go lists, seccomp, AIO rings, SysV IPC
 // mappings, incremental (parent) sets, processes sharing memory or fd tables (CLONE_VM,
 // CLONE_FILES between processes), and 32-bit tasks. Not restored at all: namespaces (the
 // tree is restored into imgtool's namespaces; time namespaces are ignored, so
-// CLOCK_MONOTONIC does not jump back), cgroups, file locks, LDT and GDT TLS entries,
+// CLOCK_MONOTONIC does not jump back), cgroups, LDT and GDT TLS entries,
 // membarrier registrations, loginuid, mlockall(MCL_FUTURE) (no image field
 // records it), the shadow stack. Which fd of a description shared by several fds turned
 // O_ASYNC on is not saved: the first one restored does. An eventfd of a CRIU set comes back

@@ -9,6 +9,7 @@ import (
 
 	criu_core "github.com/checkpoint-restore/go-criu/v8/crit/images/criu-core"
 	"github.com/checkpoint-restore/go-criu/v8/crit/images/fdinfo"
+	file_lock "github.com/checkpoint-restore/go-criu/v8/crit/images/file-lock"
 	fsimg "github.com/checkpoint-restore/go-criu/v8/crit/images/fs"
 	"github.com/checkpoint-restore/go-criu/v8/crit/images/inventory"
 	"github.com/checkpoint-restore/go-criu/v8/crit/images/memfd"
@@ -51,6 +52,8 @@ type plan struct {
 	skQueues map[uint32][]queued       // sk-queues.img, by the receiving socket's file id (sk_unix.go)
 
 	pagesTotal, pagesDone int64 // page bytes to write and written, for Options.Progress
+
+	locks []*file_lock.FileLockEntry // filelocks.img, with Options.FileLocks (file_lock.go)
 }
 
 // procPlan is one process of the tree.

@@ -30,6 +30,9 @@ type Options struct {
 	// Warn, when set, receives one line for each thing restored less than exactly but
 	// within what CRIU also accepts (a resource limit this machine does not allow).
 	Warn func(msg string)
+	// FileLocks takes back the file locks of the set (filelocks.img), as criu restore
+	// --file-locks does; a set holding locks is refused without it (file_lock.go).
+	FileLocks bool
 }
 
 // ExitError reports a restored root process that ended with a non-zero status or by a
@@ -75,6 +78,9 @@ func restoreFrom(ctx context.Context, opts Options, src source) error {
 	}
 	xs := fpu.CPULayout()
 	if err := precheck(pl, xs); err != nil {
+		return err
+	}
+	if err := checkLocks(pl, opts.FileLocks); err != nil {
 		return err
 	}
 	if err := ctx.Err(); err != nil {

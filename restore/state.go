@@ -81,6 +81,9 @@ func (r *restorer) restoreProcess(p *process) error {
 	if _, err := t.syscall(unix.SYS_CLOSE_RANGE, uint64(r.fdBase), ^uint64(0)>>32, 0); err != nil {
 		return err
 	}
+	if err := r.takeLocks(p); err != nil { // file_lock.go: once the slots are closed
+		return err
+	}
 	if err := r.restoreRlimits(p, tc); err != nil {
 		return err
 	}
