@@ -38,6 +38,11 @@ type Options struct {
 	// parent (after fork, before either wrote them): a restore gives each process its own
 	// copy. Without it such a tree is refused (cow.go).
 	COWCopies bool
+	// GhostLimit is the largest content, in bytes, of a deleted file the dump saves as a
+	// ghost file (ghost.go; CRIU's --ghost-limit): 0 means DefaultGhostLimit (1 MiB), a
+	// negative value allows only ghosts without content (directories, FIFOs, empty
+	// files). A deleted file with more is refused, named.
+	GhostLimit int64
 }
 
 // RefusedError reports something in the tree that the dump cannot checkpoint. It is returned
