@@ -5,6 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
+	"strconv"
 
 	"github.com/urfave/cli/v2"
 
@@ -19,6 +21,7 @@ type dumpOptions struct {
 	Dir          string           // -D: the new image set
 	LeaveRunning bool             // --leave-running
 	COWCopies    bool             // --cow-copies
+	GhostLimit   string           // --ghost-limit: SIZE, K, M or G suffixed; "" for the default
 	Encrypt      bool             // -e: encrypt as written
 	Certs        []string         // --cert: the recipients (with -e)
 	Cipher       string           // --cipher
@@ -33,6 +36,7 @@ const (
 	flagTree         = "tree"
 	flagLeaveRunning = "leave-running"
 	flagCOWCopies    = "cow-copies"
+	flagGhostLimit   = "ghost-limit"
 	flagEncrypt      = "encrypt"
 )
 
@@ -70,6 +74,9 @@ Exit codes: 0 success, 1 failure or refusal (the tree keeps running), 2 wrong co
 			&cli.BoolFlag{Name: flagLeaveRunning, Aliases: []string{"R"}, Usage: "let the tree continue after the dump"},
 			&cli.BoolFlag{Name: flagCOWCopies, Usage: "accept pages a child still shares copy-on-write with its parent: " +
 				"the restore gives each its own copy (same content, more memory); without it such a tree is refused"},
+			&cli.StringFlag{Name: flagGhostLimit, Usage: "the largest content of a deleted file still open, mapped or used as " +
+				"working directory that is saved in the set (a ghost file, as CRIU's): `SIZE` in bytes, or with a K, M or G " +
+				"suffix; a larger one is refused, named (default 1M, CRIU's)"},
 			&cli.BoolFlag{Name: flagEncrypt, Aliases: []string{"e"}, Usage: "encrypt the set as it is written"},
 			certFlag("recipient certificate `CERT.pem` for -e; repeatable (default " + defaultCertPath + " if it exists)"),
 			cipherFlag("the AEAD for -e", cipher.AES256GCM.String()),
@@ -84,6 +91,7 @@ Exit codes: 0 success, 1 failure or refusal (the tree keeps running), 2 wrong co
 				Dir:          c.String(flagImagesDir),
 				LeaveRunning: c.Bool(flagLeaveRunning),
 				COWCopies:    c.Bool(flagCOWCopies),
+				GhostLimit:   c.String(flagGhostLimit),
 				Encrypt:      c.Bool(flagEncrypt),
 				Certs:        c.StringSlice(flagCert),
 				Cipher:       c.String(flagCipher),
@@ -107,6 +115,10 @@ func runDump(ctx context.Context, opts dumpOptions, args []string) error {
 	}
 	if opts.Dir == "" {
 		return usageError(errors.New("dump needs the image set folder: -D DIR"))
+	}
+	ghostLimit, err := parseGhostLimit(opts.GhostLimit)
+	if err != nil {
+		return err
 	}
 	var create imgset.CreateOptions
 	if opts.Encrypt {
@@ -135,7 +147,8 @@ func runDump(ctx context.Context, opts dumpOptions, args []string) error {
 	progress, done := newProgress(opts.Err, opts.Quiet, "dumping")
 	// dump.Dump commits w once the set is complete (before killing the tree) and aborts
 	// it on failure: *imgset.Writer is a dump.Committer.
-	err = dump.Dump(ctx, dump.Options{Pid: opts.Pid, LeaveRunning: opts.LeaveRunning, COWCopies: opts.COWCopies, Progress: progress}, w)
+	err = dump.Dump(ctx, dump.Options{Pid: opts.Pid, LeaveRunning: opts.LeaveRunning, COWCopies: opts.COWCopies,
+		GhostLimit: ghostLimit, Progress: progress}, w)
 	done()
 	if err != nil {
 		_ = w.Abort() // a no-op when Dump already aborted it
@@ -159,6 +172,32 @@ func runDump(ctx context.Context, opts dumpOptions, args []string) error {
 	_, err = fmt.Fprintf(opts.Out, "dumped process tree %d to %s (%s): %d files, %s; the tree was %s\n",
 		opts.Pid, opts.Dir, enc, files, humanBytes(size), state)
 	return err
+}
+
+// parseGhostLimit reads --ghost-limit as CRIU does: a number of bytes, or of KiB, MiB or
+// GiB with a K, M or G suffix. It returns dump.Options.GhostLimit: 0 for the default (no
+// flag), -1 for a limit of 0 bytes.
+func parseGhostLimit(s string) (int64, error) {
+	if s == "" {
+		return 0, nil
+	}
+	num, shift := s, 0
+	switch s[len(s)-1] {
+	case 'K', 'k':
+		num, shift = s[:len(s)-1], 10
+	case 'M', 'm':
+		num, shift = s[:len(s)-1], 20
+	case 'G', 'g':
+		num, shift = s[:len(s)-1], 30
+	}
+	n, err := strconv.ParseInt(num, 10, 64)
+	if err != nil || n < 0 || n > math.MaxInt64>>shift {
+		return 0, usageError(fmt.Errorf("--%s %q: want a size in bytes, or with a K, M or G suffix", flagGhostLimit, s))
+	}
+	if n == 0 {
+		return -1, nil
+	}
+	return n << shift, nil
 }
 
 var _ dump.Committer = (*imgset.Writer)(nil)
