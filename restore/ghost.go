@@ -89,6 +89,9 @@ func loadGhosts(pl *plan) error {
 		if pl.ghosts[fe.GetId()] != nil {
 			return fmt.Errorf("%s: file id %d is remapped twice", name, fe.GetId())
 		}
+		if n := fe.Reg.GetName(); !filepath.IsAbs(n) || filepath.Clean(n) != n || n == "/" {
+			return fmt.Errorf("%s: deleted file id %d: %q is not a clean absolute path", name, fe.GetId(), n)
+		}
 		g := byID[id]
 		if g == nil {
 			g = &ghostPlan{id: id, file: image.KindByName("GHOST_FILE").FileName(id)}
@@ -204,11 +207,11 @@ func readGhostHeader(src source, g *ghostPlan) error {
 func ghostReader(f imageFile, name string) (*image.Reader, *ghost_file.GhostFileEntry, error) {
 	rd, err := image.NewReaderKind(f, image.KindByName("GHOST_FILE"))
 	if err != nil {
-		return nil, nil, fmt.Errorf("%s: %w", name, err)
+		return nil, nil, err // the reader names the image
 	}
 	m, err := rd.Next()
 	if err != nil {
-		return nil, nil, fmt.Errorf("%s: %w", name, err)
+		return nil, nil, err
 	}
 	e, ok := m.(*ghost_file.GhostFileEntry)
 	if !ok {
@@ -465,7 +468,7 @@ func fillGhost(src source, g *ghostPlan, f *os.File) error {
 	if !e.GetChunks() {
 		n, err := io.Copy(f, rd)
 		if err != nil {
-			return fmt.Errorf("%s: %w", g.file, err)
+			return err // the reader names the image
 		}
 		if n != g.size {
 			return fmt.Errorf("%s: %d bytes of content, %d expected", g.file, n, g.size)
@@ -481,7 +484,7 @@ func fillGhost(src source, g *ghostPlan, f *os.File) error {
 			return nil
 		}
 		if err != nil {
-			return fmt.Errorf("%s: %w", g.file, err)
+			return err
 		}
 		c, ok := m.(*ghost_file.GhostChunkEntry)
 		if !ok {
@@ -493,7 +496,7 @@ func fillGhost(src source, g *ghostPlan, f *os.File) error {
 		}
 		got, err := io.Copy(io.NewOffsetWriter(f, int64(off)), rd)
 		if err != nil {
-			return fmt.Errorf("%s: chunk at %d: %w", g.file, off, err)
+			return fmt.Errorf("chunk at %d: %w", off, err)
 		}
 		if uint64(got) != n {
 			return fmt.Errorf("%s: chunk at %d: %d bytes, %d expected", g.file, off, got, n)

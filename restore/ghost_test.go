@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/checkpoint-restore/go-criu/v8/crit/images/fdinfo"
+	ghost_file "github.com/checkpoint-restore/go-criu/v8/crit/images/ghost-file"
 	remap_file_path "github.com/checkpoint-restore/go-criu/v8/crit/images/remap-file-path"
 	"golang.org/x/sys/unix"
 
@@ -20,12 +21,21 @@ import (
 )
 
 // ghostModes are the states of testdata/ghosts.c.
-var ghostModes = []string{"files", "mmap", "fifo", "cwd", "devzero"}
+var ghostModes = []string{"files", "mmap", "fifo", "cwd", "devzero", "exe"}
 
-// launchGhosts starts testdata/ghosts.c in mode, in a fresh directory.
+// launchGhosts starts a copy of testdata/ghosts.c (its exe mode deletes it) in mode, in
+// a fresh directory; the copy is alone in a directory of its own.
 func launchGhosts(t *testing.T, mode string) *testproc.Proc {
 	t.Helper()
-	return testproc.Launch(t, testproc.Build(t, "testdata/ghosts.c"), testproc.Options{Ready: "ready pid="}, mode)
+	b, err := os.ReadFile(testproc.Build(t, "testdata/ghosts.c"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	bin := filepath.Join(t.TempDir(), "ghosts")
+	if err := os.WriteFile(bin, b, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	return testproc.Launch(t, bin, testproc.Options{Ready: "ready pid="}, mode)
 }
 
 // dirNames lists a directory.
@@ -43,10 +53,17 @@ func dirNames(t *testing.T, dir string) []string {
 	return out
 }
 
-// onlyLog checks that nothing but the program's log is left in its directory: the ghosts
-// were made and removed again, temporary names and all.
+// onlyLog checks that nothing but the program's log is left in its directory, and nothing
+// but the program (or nothing, once deleted) in the program's: the ghosts were made and
+// removed again, temporary names and all.
 func onlyLog(t *testing.T, p *testproc.Proc) {
 	t.Helper()
+	if exe, err := os.Readlink(fmt.Sprintf("/proc/%d/exe", p.Pid)); err == nil {
+		bindir := filepath.Dir(strings.TrimSuffix(exe, " (deleted)"))
+		if names := dirNames(t, bindir); len(names) > 1 || len(names) == 1 && names[0] != "ghosts" {
+			t.Errorf("the program's own directory holds %v", names)
+		}
+	}
 	if got, want := fmt.Sprint(dirNames(t, p.Dir)), fmt.Sprint([]string{filepath.Base(p.Log)}); got != want {
 		t.Errorf("the program's directory holds %s, want only %s", got, want)
 	}
@@ -78,12 +95,13 @@ func ghostCount(t *testing.T, dir string) (ghosts, remaps int) {
 // with its holes, one of an O_TMPFILE), owner, mode and mtime, two descriptions of one
 // deleted inode still one inode, a deleted file mapped private and shared, a POSIX
 // semaphore whose /dev/shm file is gone, a deleted FIFO with its queued bytes, a removed
-// working directory; each fd still NAME (deleted) in /proc; nothing left on disk. And what
+// working directory, a deleted executable; each fd still NAME (deleted) in /proc; nothing
+// left on disk. And what
 // is not a ghost: an fd of shared anonymous memory ("/dev/zero (deleted)") is saved with
 // the memory, as a memfd.
 func TestRoundTripGhosts(t *testing.T) {
 	requireRoot(t)
-	wantGhosts := map[string]int{"files": 5, "mmap": 2, "fifo": 1, "cwd": 1, "devzero": 0}
+	wantGhosts := map[string]int{"files": 5, "mmap": 2, "fifo": 1, "cwd": 1, "devzero": 0, "exe": 1}
 	for _, mode := range ghostModes {
 		t.Run(mode, func(t *testing.T) {
 			p := launchGhosts(t, mode)
@@ -137,6 +155,7 @@ func TestRoundTripGhostsEncrypted(t *testing.T) {
 		t.Fatal(err)
 	}
 	err := restoreErr(t, damaged, Options{}, id)
+	t.Logf("damaged ghost: %v", err)
 	if !errors.Is(err, cipher.ErrChunkAuth) || !strings.Contains(err.Error(), largest) {
 		t.Errorf("damaged ghost: %v, want a chunk authentication error naming %s", err, largest)
 	}
@@ -271,5 +290,24 @@ func TestCRIUInteropGhosts(t *testing.T) {
 			onlyLog(t, p)
 			checkSelf(t, root, p.Log, off)
 		})
+	}
+}
+
+// TestGhostChunkPastSize: a chunk of a ghost past the file's saved size (a damaged or
+// hostile set) fails the restore when the ghost is made, after the tree exists: the tree
+// is killed and the ghost, partly made, removed.
+func TestGhostChunkPastSize(t *testing.T) {
+	requireRoot(t)
+	setupFixtureFiles(t, "ghost")
+	dir := copySet(t, criuSet(t, "ghost"))
+	rewriteImage(t, dir, "ghost-file-2.img", func(img *image.Image) {
+		img.Entries[2].Msg.(*ghost_file.GhostChunkEntry).Off = ptr(uint64(30000))
+	})
+	err := restoreErr(t, dir, Options{})
+	if !strings.Contains(err.Error(), "chunk of 12288 bytes at 30000 is past the file's size 40960") {
+		t.Errorf("restore: %v, want the chunk past the size", err)
+	}
+	if got := fmt.Sprint(dirNames(t, fixtureRoot+"/run/ghost")); got != "[ghost.log]" {
+		t.Errorf("the directory holds %s after the failed restore", got)
 	}
 }

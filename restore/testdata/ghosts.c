@@ -17,6 +17,7 @@
  *   devzero  not a ghost: an fd of MAP_SHARED anonymous memory ("/dev/zero (deleted)", opened
  *          through /proc/self/map_files, zdtm's shmemfd), O_APPEND, 5 bytes, offset 3, mapped
  *          again shared and private
+ *   exe    its own executable, deleted (run it from a copy)
  *   all    every state above, in one process (the CRIU interop program)
  *
  * The program sets the state, checks it once (so a test knows the check holds before the
@@ -293,6 +294,30 @@ static int check_devzero(void)
 	return 1;
 }
 
+/* --- exe --- */
+static char exe[4096];
+
+static void set_exe(void)
+{
+	ssize_t n = readlink("/proc/self/exe", exe, sizeof(exe) - 1);
+	if (n < 0)
+		die("readlink exe");
+	exe[n] = 0;
+	if (unlink(exe))
+		die("unlink exe");
+	strcat(exe, " (deleted)");
+}
+
+static int check_exe(void)
+{
+	char now[4096];
+	ssize_t n = readlink("/proc/self/exe", now, sizeof(now) - 1);
+	CHECK(n > 0, "readlink exe: %s", strerror(errno));
+	now[n] = 0;
+	CHECK(!strcmp(now, exe), "exe %s, want %s", now, exe);
+	return 1;
+}
+
 static int all;
 
 static int check(const char *mode)
@@ -306,6 +331,8 @@ static int check(const char *mode)
 	if ((all || !strcmp(mode, "cwd")) && !check_cwd())
 		return 0;
 	if ((all || !strcmp(mode, "devzero")) && !check_devzero())
+		return 0;
+	if ((all || !strcmp(mode, "exe")) && !check_exe())
 		return 0;
 	return 1;
 }
@@ -323,10 +350,13 @@ int main(int argc, char **argv)
 		set_fifo();
 	if (all || !strcmp(mode, "devzero"))
 		set_devzero();
+	if (all || !strcmp(mode, "exe"))
+		set_exe();
 	if (all || !strcmp(mode, "cwd"))
 		set_cwd(); /* last: the other states use relative names */
-	if (!all && strcmp(mode, "files") && strcmp(mode, "mmap") && strcmp(mode, "fifo") && strcmp(mode, "cwd") && strcmp(mode, "devzero")) {
-		fprintf(stderr, "usage: ghosts files|mmap|fifo|cwd|devzero|all\n");
+	if (!all && strcmp(mode, "files") && strcmp(mode, "mmap") && strcmp(mode, "fifo") && strcmp(mode, "cwd") && strcmp(mode, "devzero") &&
+	    strcmp(mode, "exe")) {
+		fprintf(stderr, "usage: ghosts files|mmap|fifo|cwd|devzero|exe|all\n");
 		return 2;
 	}
 	if (!check(mode)) {
