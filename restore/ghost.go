@@ -289,13 +289,16 @@ func nameGhost(h *os.File, tmp, name string, dir bool, warn func(string)) (*os.F
 	}
 	if dir {
 		err = unix.Renameat2(unix.AT_FDCWD, tmp, unix.AT_FDCWD, name, unix.RENAME_NOREPLACE)
-		if err == nil {
+		switch {
+		case err == nil:
 			// h's dentry moved with the directory: it is now name's.
-			nh, err := dupHandle(h)
-			if err == nil {
-				err = removeName(name, true)
+			if err := removeName(name, true); err != nil {
+				return nil, err
 			}
-			return nh, err
+			return dupHandle(h)
+		case errors.Is(err, unix.ENOENT):
+			// A directory has one name: it took an earlier one of its entries.
+			return dupHandle(h)
 		}
 	} else {
 		err = unix.Linkat(unix.AT_FDCWD, tmp, unix.AT_FDCWD, name, 0)
