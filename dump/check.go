@@ -81,6 +81,9 @@ func (d *dumper) precheck() error {
 	if err := checkFileLocks(pids, d.opts.FileLocks, &refused); err != nil {
 		return err
 	}
+	if err := checkGhosts(pids, d.opts.GhostLimit, &refused); err != nil {
+		return err
+	}
 	if transient {
 		return &changedError{refused.err()}
 	}
@@ -406,26 +409,26 @@ func inspectFd(pid, fd int) (*fdDesc, error) {
 	switch {
 	case strings.HasPrefix(link, "pipe:"):
 		fdesc.kind = fdPipe
-	case mode == unix.S_IFIFO && fdesc.st.Nlink == 0:
-		return nil, refuse(pid, fd, "unlinked FIFO "+link, "FIFOs that were deleted are not supported")
-	case mode == unix.S_IFIFO:
+	case isRemapped(link, &fdesc.st):
+		return nil, refuse(pid, fd, link, "its name was removed but it has another: link-remap (CRIU's --link-remap) is not supported")
+	case mode == unix.S_IFIFO: // deleted ones too: ghost.go
 		fdesc.kind = fdFifo
 	case mode == unix.S_IFSOCK:
 		fdesc.kind = sockKind(pid, fd) // sk_inet.go: TCP and UDP; sk_unix.go refuses other families
 	case mode == unix.S_IFCHR && isTTYMajor(unix.Major(fdesc.st.Rdev)):
 		return nil, refuse(pid, fd, "terminal "+link, "terminals are not supported")
-	case strings.HasPrefix(link, "/memfd:"):
+	case isShmem(link, &fdesc.st): // a memfd, or MAP_SHARED anonymous memory ("/dev/zero (deleted)")
 		fdesc.kind = fdMemfd
-	case mode == unix.S_IFREG && fdesc.st.Nlink == 0:
-		return nil, refuse(pid, fd, "unlinked file "+link, "open files that were deleted are not supported")
-	case (mode == unix.S_IFDIR || mode == unix.S_IFCHR || mode == unix.S_IFBLK) && fdesc.st.Nlink == 0:
-		return nil, refuse(pid, fd, "removed "+link, "directories and device nodes that were removed cannot be reopened")
+	case (mode == unix.S_IFCHR || mode == unix.S_IFBLK) && fdesc.st.Nlink == 0:
+		return nil, refuse(pid, fd, "removed "+link, "device nodes that were removed cannot be recreated")
+	case (mode == unix.S_IFREG || mode == unix.S_IFDIR) && fdesc.st.Nlink == 0 && !isGhost(link, &fdesc.st) && !strings.HasPrefix(link, "/proc/"):
+		return nil, refuse(pid, fd, "unlinked file "+link, "this kind of deleted file cannot be made again")
 	case strings.HasPrefix(link, "/proc/"):
 		// A /proc file names the state of a process (often the holder's own): reopened
 		// by path before the restored processes exist, it would name nothing or another.
 		return nil, refuse(pid, fd, link, "files in /proc are not supported")
 	case mode == unix.S_IFREG, mode == unix.S_IFDIR, mode == unix.S_IFCHR, mode == unix.S_IFBLK:
-		fdesc.kind = fdReg
+		fdesc.kind = fdReg // deleted files and directories too: ghost.go
 	case isAnonKind(link):
 		fdesc.kind = anonKinds[link]
 	default:

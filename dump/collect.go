@@ -275,11 +275,13 @@ func (d *dumper) collectProcFiles(p *process, ps *procState) error {
 	if ps.rootPath, ps.rootStat, err = linkAndStat(procfs.Path(p.pid, "root")); err != nil {
 		return err
 	}
-	if strings.HasSuffix(ps.exePath, " (deleted)") {
-		return refuse(p.pid, -1, "executable "+ps.exePath, "the executable was deleted")
+	// A deleted executable or working directory is a ghost file (ghost.go); one whose
+	// name was removed while it keeps another cannot be reopened.
+	if isRemapped(ps.exePath, &ps.exeStat) {
+		return refuse(p.pid, -1, "executable "+ps.exePath, "its name was removed but it has another: link-remap is not supported")
 	}
-	if strings.HasSuffix(ps.cwdPath, " (deleted)") {
-		return refuse(p.pid, -1, "working directory "+ps.cwdPath, "the working directory was deleted")
+	if isRemapped(ps.cwdPath, &ps.cwdStat) {
+		return refuse(p.pid, -1, "working directory "+ps.cwdPath, "its name was removed but it has another: link-remap is not supported")
 	}
 	if ps.rootPath != "/" {
 		return refuse(p.pid, -1, "root directory "+ps.rootPath, "chroot is not supported")

@@ -6,8 +6,10 @@
 // The tree is first inspected through /proc without being touched; what cannot be dumped
 // (sockets other than UNIX, TCP and UDP ones, the UNIX sockets sk_unix.go refuses and the
 // TCP and UDP sockets sk_inet.go refuses, terminals, namespaces other than the dumper's, io_uring, seccomp, processes
-// already traced, a process whose leader exited while other threads run, unlinked files, FIFOs,
-// directories and device nodes, open files of /proc,
+// already traced, a process whose leader exited while other threads run, device nodes that
+// were removed, files unlinked by the name they were opened by while another name remains
+// (CRIU's link-remap), deleted files whose content passes the ghost file limit (see Ghost
+// files), open files of /proc,
 // files with locks held (POSIX, OFD, flock, leases) unless Options.FileLocks (see file_lock.go;
 // dropping them would let another writer in), processes sharing memory,
 // fd table, fs context or signal handlers (restore gives each its own), pages shared
@@ -76,7 +78,8 @@
 //
 // The rule for a kind: each lives whole in one file named after it (eventfd.go, timerfd.go,
 // signalfd.go, eventpoll.go, sk_unix.go, sk_inet.go; the first four kinds in files.go), and restore/ has the file
-// of the same name. Each is a fileKind (typ, check, entry) listed in fdKinds, the one table
+// of the same name (as ghost.go, in both, holds deleted files: not a kind of its own, but
+// the remap of the reg entries of regular files, FIFOs and directories). Each is a fileKind (typ, check, entry) listed in fdKinds, the one table
 // from kind to handler: inspectFd classifies an fd (check.go; an anonymous inode by its
 // /proc link, anonKinds; a socket by its family and protocol, sockKind) and runs its kind's check, which refuses what cannot be saved
 // while touching nothing; numberFds asks the kind for the file_entry once the tree is
@@ -100,6 +103,34 @@
 // lock: the freeze interrupts the wait, and the restored call asks again (as with CRIU).
 // The locks are read in precheck and again once the tree is stopped, before any file of
 // the tree is opened.
+//
+// # Ghost files
+//
+// A file the tree still uses after its last name was removed (link count 0) is saved as
+// CRIU 4.2's ghost files (ghost.go, after CRIU's files-reg.c): an open regular file,
+// directory or FIFO, a mapping of a deleted file (private or shared: the /dev/shm/sem.*
+// files of POSIX named semaphores, as Python's multiprocessing has them), a removed working
+// directory, a deleted executable, and files made with O_TMPFILE. Its reg_file_entry keeps
+// the name it had, without the " (deleted)" of /proc, and its size, mode and build id as
+// for any file; remap-fpath.img gets a remap_file_path_entry (orig_id the reg entry,
+// remap_type GHOST, remap_id the ghost), and ghost-file-ID.img (ID in hex, numbered from
+// 1) the ghost_file_entry: uid, gid, mode, dev (the kernel's encoding, major << 20 |
+// minor) and ino, atime and mtime (microseconds) and, for a regular file, the content:
+// read through the stopped process's own fd or map_files link, whole after the entry
+// below 12 KiB, from 12 KiB on in chunks (chunks and size set; one ghost_chunk_entry per
+// run of data SEEK_DATA and SEEK_HOLE find, followed by its bytes; the holes are not
+// saved), exactly as CRIU writes them. Each inode is one ghost, however many fds,
+// descriptions, mappings and processes use it (each reg entry has its remap). A FIFO's
+// queued bytes are saved as for any FIFO (fifo-data.img). The content of each ghost must
+// stay within Options.GhostLimit (CRIU's --ghost-limit, 1 MiB by default; imgtool counts
+// the bytes saved, CRIU the blocks allocated): a larger one is refused in the pre-check,
+// naming the process, the fd or mapping, the file and its size, and again, should it
+// have grown, once the tree is stopped. Shared memory is not a ghost although it has no
+// name either: memfds, and an fd of MAP_SHARED anonymous memory ("/dev/zero (deleted)",
+// opened through /proc/PID/map_files: zdtm's shmemfd), are saved with the memory they
+// are, in memfd.img. Removed device nodes, other deleted files of the kernel's internal
+// mounts, and a file whose name was removed while it keeps another (CRIU's link-remap,
+// --link-remap, not implemented) are refused.
 //
 // # Zombies, POSIX timers, stopped processes
 //

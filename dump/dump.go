@@ -44,6 +44,11 @@ type Options struct {
 	// filelocks.img, as CRIU's --file-locks; without it a held lock refuses the dump
 	// (file_lock.go).
 	FileLocks bool
+	// GhostLimit is the largest content, in bytes, of a deleted file the dump saves as a
+	// ghost file (ghost.go; CRIU's --ghost-limit): 0 means DefaultGhostLimit (1 MiB), a
+	// negative value allows only ghosts without content (directories, FIFOs, empty
+	// files). A deleted file with more is refused, named.
+	GhostLimit int64
 }
 
 // RefusedError reports something in the tree that the dump cannot checkpoint. It is returned

@@ -71,7 +71,8 @@ type setState struct {
 	fifos       []pipeData
 	pipesDumped map[uint32]bool
 	nextPagesID uint32
-	unix        unixState // sk_unix.go
+	unix        unixState  // sk_unix.go
+	ghosts      ghostState // ghost.go
 }
 
 func newSetState() *setState {
@@ -172,17 +173,27 @@ func buildID(path string, size int64) []uint32 {
 }
 
 // mapFileID returns the files.img id of the file behind a mapping (or the exe), creating the
-// reg entry the first time the inode is seen anywhere in the tree.
-func (s *setState) mapFileID(path, open string, st *unix.Stat_t) uint32 {
+// reg entry the first time the inode is seen anywhere in the tree; a file that was deleted
+// is a ghost (ghost.go), what names it in a refusal.
+func (s *setState) mapFileID(pid int, what, path, open string, st *unix.Stat_t) (uint32, error) {
 	k := devIno{st.Dev, st.Ino}
 	if id, ok := s.mapFiles[k]; ok {
-		return id
+		return id, nil
 	}
 	id := s.newID()
 	s.mapFiles[k] = id
+	ghost := isGhost(path, st)
+	if ghost {
+		path = ghostName(path)
+	}
 	s.files = append(s.files, &fdinfo.FileEntry{Type: fdinfo.FdTypes_REG.Enum(), Id: proto.Uint32(id),
 		Reg: regEntry(id, 0, 0, path, st, open)})
-	return id
+	if ghost {
+		return id, s.ghostFor(id, open, st, func(reason string) error {
+			return refuse(pid, -1, what+" "+path+deletedSuffix, reason)
+		})
+	}
+	return id, nil
 }
 
 // memfdInodeFor returns the shmem object with inode st.Ino, creating it from an fd that opens
@@ -232,8 +243,12 @@ func (s *setState) memfdMapID(v *vmaDesc) (uint32, error) {
 func (s *setState) numberMM(p *process) error {
 	ps := p.state
 	p.files = &procFiles{}
-	p.files.exeID = s.mapFileID(ps.exePath, procfs.Path(p.pid, "exe"), &ps.exeStat)
+	var err error
+	if p.files.exeID, err = s.mapFileID(p.pid, "executable", ps.exePath, procfs.Path(p.pid, "exe"), &ps.exeStat); err != nil {
+		return err
+	}
 	for _, v := range p.mem.vmas {
+		what := fmt.Sprintf("mapping %#x-%#x", v.start, v.end)
 		switch v.kind {
 		case vmaShmem, vmaFilePrivMem:
 			id, err := s.memfdMapID(v)
@@ -242,10 +257,18 @@ func (s *setState) numberMM(p *process) error {
 			}
 			v.shmid = uint64(id)
 		case vmaFilePriv:
-			v.shmid = uint64(s.mapFileID(v.path, v.mapFile, &v.st))
+			id, err := s.mapFileID(p.pid, what, v.path, v.mapFile, &v.st)
+			if err != nil {
+				return err
+			}
+			v.shmid = uint64(id)
 		case vmaNoPages:
 			if v.mapFile != "" {
-				v.shmid = uint64(s.mapFileID(v.path, v.mapFile, &v.st))
+				id, err := s.mapFileID(p.pid, what, v.path, v.mapFile, &v.st)
+				if err != nil {
+					return err
+				}
+				v.shmid = uint64(id)
 			}
 		}
 	}
@@ -351,9 +374,29 @@ type regKind struct{}
 func (regKind) typ() fdinfo.FdTypes      { return fdinfo.FdTypes_REG }
 func (regKind) check(int, *fdDesc) error { return nil }
 func (regKind) entry(s *setState, r fdRef, fe *fdinfo.FileEntry, flags uint32, own *fown.FownEntry) error {
-	fe.Reg = regEntry(fe.GetId(), flags, r.f.info.Pos, r.f.link, &r.f.st, r.buildIDPath())
+	fe.Reg = regOrGhost(r, fe.GetId(), flags)
 	fe.Reg.Fown = own
-	return nil
+	return s.ghostOf(r, fe.Reg)
+}
+
+// regOrGhost builds the reg entry of an fd's file: a deleted one (a ghost, ghost.go) under
+// the name it had.
+func regOrGhost(r fdRef, id, flags uint32) *regfile.RegFileEntry {
+	name := r.f.link
+	if isGhost(name, &r.f.st) {
+		name = ghostName(name)
+	}
+	return regEntry(id, flags, r.f.info.Pos, name, &r.f.st, r.buildIDPath())
+}
+
+// ghostOf saves the ghost of reg, the entry of fd r's file, when it was deleted.
+func (s *setState) ghostOf(r fdRef, reg *regfile.RegFileEntry) error {
+	if !isGhost(r.f.link, &r.f.st) {
+		return nil
+	}
+	return s.ghostFor(reg.GetId(), r.open(), &r.f.st, func(reason string) error {
+		return refuse(r.pid, r.f.fd, "unlinked file "+r.f.link, reason)
+	})
 }
 
 type memfdKind struct{}
@@ -389,9 +432,12 @@ func (fifoKind) typ() fdinfo.FdTypes      { return fdinfo.FdTypes_FIFO }
 func (fifoKind) check(int, *fdDesc) error { return nil }
 func (fifoKind) entry(s *setState, r fdRef, fe *fdinfo.FileEntry, flags uint32, own *fown.FownEntry) error {
 	regID := s.newID()
-	reg := regEntry(regID, flags, r.f.info.Pos, r.f.link, &r.f.st, r.open())
+	reg := regOrGhost(r, regID, flags)
 	reg.Fown = own // a FIFO's owner is in its reg entry, as CRIU has it
 	s.files = append(s.files, &fdinfo.FileEntry{Type: fdinfo.FdTypes_REG.Enum(), Id: proto.Uint32(regID), Reg: reg})
+	if err := s.ghostOf(r, reg); err != nil {
+		return err
+	}
 	fe.Fifo = &fifo.FifoEntry{Id: proto.Uint32(fe.GetId()), PipeId: proto.Uint32(uint32(r.f.st.Ino)),
 		RegfId: proto.Uint32(regID)}
 	if flags&unix.O_ACCMODE != unix.O_WRONLY {
@@ -606,15 +652,29 @@ func (s *setState) stealPipeData(pidfd, pid int, f *fdDesc) error {
 	return nil
 }
 
-// numberFs gives the cwd and root their reg entries (one each per process, as CRIU does).
-func (s *setState) numberFs(p *process) {
+// numberFs gives the cwd and root their reg entries (one each per process, as CRIU does);
+// a working directory that was removed is a ghost (ghost.go).
+func (s *setState) numberFs(p *process) error {
 	ps := p.state
 	p.files.cwdID = s.newID()
+	cwd, ghost := ps.cwdPath, isGhost(ps.cwdPath, &ps.cwdStat)
+	if ghost {
+		cwd = ghostName(cwd)
+	}
 	s.files = append(s.files, &fdinfo.FileEntry{Type: fdinfo.FdTypes_REG.Enum(), Id: proto.Uint32(p.files.cwdID),
-		Reg: regEntry(p.files.cwdID, 0, 0, ps.cwdPath, &ps.cwdStat, "")})
+		Reg: regEntry(p.files.cwdID, 0, 0, cwd, &ps.cwdStat, "")})
+	if ghost {
+		err := s.ghostFor(p.files.cwdID, procfs.Path(p.pid, "cwd"), &ps.cwdStat, func(reason string) error {
+			return refuse(p.pid, -1, "working directory "+ps.cwdPath, reason)
+		})
+		if err != nil {
+			return err
+		}
+	}
 	p.files.rootID = s.newID()
 	s.files = append(s.files, &fdinfo.FileEntry{Type: fdinfo.FdTypes_REG.Enum(), Id: proto.Uint32(p.files.rootID),
 		Reg: regEntry(p.files.rootID, 0, 0, ps.rootPath, &ps.rootStat, "")})
+	return nil
 }
 
 // collectFds inspects every fd of p.

@@ -65,14 +65,6 @@ func TestRefuseFileLocks(t *testing.T) {
 	}
 }
 
-// TestRefuseDeletedFIFO: a FIFO whose name is gone cannot be reopened by a restore.
-func TestRefuseDeletedFIFO(t *testing.T) {
-	all := refusedAtOnce(t, "refusals", "fifo")
-	if len(all) != 1 || !strings.Contains(all[0].Error(), "unlinked FIFO") || all[0].Fd < 0 {
-		t.Errorf("refusals %v, want the unlinked FIFO's fd", all)
-	}
-}
-
 // TestRefuseSharedFdTable: restore gives every process its own fd table, so a tree whose
 // processes share one (CLONE_FILES) is refused, before anything is touched.
 func TestRefuseSharedFdTable(t *testing.T) {
@@ -122,14 +114,14 @@ func TestRefuseEpollTargets(t *testing.T) {
 }
 
 // TestRefuseWhatCannotBeReopened: an open file of /proc (it names a process's state, and
-// is reopened before the restored processes exist), a removed directory and an unlinked
-// device node: zdtm's memfd02, rmdir_open and deleted_dev were dumped, then failed to
-// restore. Refused now, before anything is touched.
+// is reopened before the restored processes exist), an unlinked device node (zdtm's
+// memfd02 and deleted_dev were dumped, then failed to restore), a file whose name was
+// removed while it keeps another (CRIU's link-remap). Refused, before anything is touched.
 func TestRefuseWhatCannotBeReopened(t *testing.T) {
 	for _, c := range []struct{ mode, want string }{
 		{"procfile", "is /proc/"},
-		{"rmdir", "gone.d (deleted): directories and device nodes that were removed"},
-		{"devnode", "null.dev (deleted): directories and device nodes that were removed"},
+		{"devnode", "null.dev (deleted): device nodes that were removed cannot be recreated"},
+		{"linkremap", "a.txt (deleted): its name was removed but it has another: link-remap"},
 	} {
 		t.Run(c.mode, func(t *testing.T) {
 			all := refusedAtOnce(t, "refusals", c.mode)

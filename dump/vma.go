@@ -144,9 +144,8 @@ func classifyVMA(pid int, v *procfs.Mapping) (*vmaDesc, error) {
 		return nil, fmt.Errorf("process %d: %s (%s): %w", pid, e.mapFile, v.Path, err)
 	}
 	e.hasFdflags = true
-	isShmem := strings.HasPrefix(v.Path, "/memfd:") || v.Path == "/dev/zero (deleted)"
 	switch mode := e.st.Mode & unix.S_IFMT; {
-	case isShmem && mode == unix.S_IFREG:
+	case isShmem(v.Path, &e.st):
 		e.status = image.VMAAreaRegular | image.VMAAreaMemfd
 		if v.Shared {
 			e.status |= image.VMAFileShared
@@ -156,8 +155,11 @@ func classifyVMA(pid int, v *procfs.Mapping) (*vmaDesc, error) {
 			e.kind = vmaFilePrivMem
 		}
 	case mode == unix.S_IFREG:
-		if e.st.Nlink == 0 || strings.HasSuffix(v.Path, " (deleted)") {
-			return nil, refuse(pid, -1, where, "mappings of deleted files are not supported")
+		if isRemapped(v.Path, &e.st) {
+			return nil, refuse(pid, -1, where, "its name was removed but it has another: link-remap (CRIU's --link-remap) is not supported")
+		}
+		if e.st.Nlink == 0 && !isGhost(v.Path, &e.st) { // other deleted files are ghosts: ghost.go
+			return nil, refuse(pid, -1, where, "this kind of deleted file cannot be made again")
 		}
 		e.status = image.VMAAreaRegular
 		if v.Shared {

@@ -43,6 +43,7 @@ type kobjIDs struct{ vm, files, fs, sighand uint32 }
 // collect inspects the stopped tree: every process, its memory layout, its files.
 func (d *dumper) collect() error {
 	d.set = newSetState()
+	d.set.ghosts.limit = ghostLimit(d.opts.GhostLimit)
 	if err := d.holdLocks(); err != nil {
 		return err
 	}
@@ -72,7 +73,9 @@ func (d *dumper) collect() error {
 		if err := s.numberFds(p, fds); err != nil {
 			return err
 		}
-		s.numberFs(p)
+		if err := s.numberFs(p); err != nil {
+			return err
+		}
 	}
 	if err := s.finishUnix(); err != nil {
 		return err
@@ -208,6 +211,9 @@ func (d *dumper) write() error {
 		if err := d.writeImage("memfd.img", "MEMFD_INODE", ms...); err != nil {
 			return err
 		}
+	}
+	if err := d.writeGhosts(); err != nil {
+		return err
 	}
 	if len(s.pipes) > 0 {
 		if err := d.writePipeData("pipes-data.img", "PIPES_DATA", s.pipes); err != nil {

@@ -5,6 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
+	"strconv"
 
 	"github.com/urfave/cli/v2"
 
@@ -20,6 +22,7 @@ type dumpOptions struct {
 	LeaveRunning bool             // --leave-running
 	COWCopies    bool             // --cow-copies
 	FileLocks    bool             // --file-locks
+	GhostLimit   string           // --ghost-limit: SIZE, K, M or G suffixed; "" for the default
 	Encrypt      bool             // -e: encrypt as written
 	Certs        []string         // --cert: the recipients (with -e)
 	Cipher       string           // --cipher
@@ -35,6 +38,7 @@ const (
 	flagLeaveRunning = "leave-running"
 	flagCOWCopies    = "cow-copies"
 	flagFileLocks    = "file-locks"
+	flagGhostLimit   = "ghost-limit"
 	flagEncrypt      = "encrypt"
 )
 
@@ -83,6 +87,9 @@ Exit codes: 0 success, 1 failure or refusal (the tree keeps running), 2 wrong co
 				"have since written): the restore gives each its own copy (same content, more memory); without it such a tree is refused"},
 			&cli.BoolFlag{Name: flagFileLocks, Aliases: []string{"l"}, Usage: "dump the file locks the tree holds " +
 				"(CRIU's --file-locks; restore needs it too); without it a held lock refuses the dump"},
+			&cli.StringFlag{Name: flagGhostLimit, Usage: "the largest content of a deleted file still open, mapped or used as " +
+				"working directory that is saved in the set (a ghost file, as CRIU's): `SIZE` in bytes, or with a K, M or G " +
+				"suffix; a larger one is refused, named (default 1M, CRIU's)"},
 			&cli.BoolFlag{Name: flagEncrypt, Aliases: []string{"e"}, Usage: "encrypt the set as it is written"},
 			certFlag("recipient certificate `CERT.pem` for -e; repeatable (default " + defaultCertPath + " if it exists)"),
 			cipherFlag("the AEAD for -e", cipher.AES256GCM.String()),
@@ -98,6 +105,7 @@ Exit codes: 0 success, 1 failure or refusal (the tree keeps running), 2 wrong co
 				LeaveRunning: c.Bool(flagLeaveRunning),
 				COWCopies:    c.Bool(flagCOWCopies),
 				FileLocks:    c.Bool(flagFileLocks),
+				GhostLimit:   c.String(flagGhostLimit),
 				Encrypt:      c.Bool(flagEncrypt),
 				Certs:        c.StringSlice(flagCert),
 				Cipher:       c.String(flagCipher),
@@ -121,6 +129,10 @@ func runDump(ctx context.Context, opts dumpOptions, args []string) error {
 	}
 	if opts.Dir == "" {
 		return usageError(errors.New("dump needs the image set folder: -D DIR"))
+	}
+	ghostLimit, err := parseGhostLimit(opts.GhostLimit)
+	if err != nil {
+		return err
 	}
 	var create imgset.CreateOptions
 	if opts.Encrypt {
@@ -150,7 +162,7 @@ func runDump(ctx context.Context, opts dumpOptions, args []string) error {
 	// dump.Dump commits w once the set is complete (before killing the tree) and aborts
 	// it on failure: *imgset.Writer is a dump.Committer.
 	err = dump.Dump(ctx, dump.Options{Pid: opts.Pid, LeaveRunning: opts.LeaveRunning, COWCopies: opts.COWCopies,
-		FileLocks: opts.FileLocks, Progress: progress}, w)
+		FileLocks: opts.FileLocks, GhostLimit: ghostLimit, Progress: progress}, w)
 	done()
 	if err != nil {
 		_ = w.Abort() // a no-op when Dump already aborted it
@@ -174,6 +186,32 @@ func runDump(ctx context.Context, opts dumpOptions, args []string) error {
 	_, err = fmt.Fprintf(opts.Out, "dumped process tree %d to %s (%s): %d files, %s; the tree was %s\n",
 		opts.Pid, opts.Dir, enc, files, humanBytes(size), state)
 	return err
+}
+
+// parseGhostLimit reads --ghost-limit as CRIU does: a number of bytes, or of KiB, MiB or
+// GiB with a K, M or G suffix. It returns dump.Options.GhostLimit: 0 for the default (no
+// flag), -1 for a limit of 0 bytes.
+func parseGhostLimit(s string) (int64, error) {
+	if s == "" {
+		return 0, nil
+	}
+	num, shift := s, 0
+	switch s[len(s)-1] {
+	case 'K', 'k':
+		num, shift = s[:len(s)-1], 10
+	case 'M', 'm':
+		num, shift = s[:len(s)-1], 20
+	case 'G', 'g':
+		num, shift = s[:len(s)-1], 30
+	}
+	n, err := strconv.ParseInt(num, 10, 64)
+	if err != nil || n < 0 || n > math.MaxInt64>>shift {
+		return 0, usageError(fmt.Errorf("--%s %q: want a size in bytes, or with a K, M or G suffix", flagGhostLimit, s))
+	}
+	if n == 0 {
+		return -1, nil
+	}
+	return n << shift, nil
 }
 
 var _ dump.Committer = (*imgset.Writer)(nil)

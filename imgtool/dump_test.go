@@ -141,6 +141,8 @@ func TestDumpCommandUsage(t *testing.T) {
 		{"dump", "-t", "1"},
 		{"dump", "-t", "1", "-D", t.TempDir(), "--cert", "x.pem"},
 		{"dump", "-t", "1", "-D", t.TempDir(), "extra"},
+		{"dump", "-t", "1", "-D", t.TempDir(), "--ghost-limit", "1X"},
+		{"dump", "-t", "1", "-D", t.TempDir(), "--ghost-limit", "-5"},
 	} {
 		if _, _, err := runApp(t, args...); ExitCode(err) != ExitUsage {
 			t.Errorf("%v: exit %d (%v), want %d", args, ExitCode(err), err, ExitUsage)
@@ -154,5 +156,20 @@ func TestDumpCommandUsage(t *testing.T) {
 	}
 	if _, err := os.Stat(dir); err == nil {
 		t.Errorf("a set was left for a failed dump")
+	}
+}
+
+// TestParseGhostLimit: --ghost-limit as CRIU reads it, a size in bytes or with a K, M or G
+// suffix; 0 allows no ghost content at all (-1 for dump.Options), no flag the default.
+func TestParseGhostLimit(t *testing.T) {
+	for in, want := range map[string]int64{"": 0, "0": -1, "4096": 4096, "64K": 64 << 10, "2M": 2 << 20, "1G": 1 << 30, "3m": 3 << 20} {
+		if got, err := parseGhostLimit(in); err != nil || got != want {
+			t.Errorf("%q: %d %v, want %d", in, got, err, want)
+		}
+	}
+	for _, bad := range []string{"M", "1.5M", "-1", "1T", "99999999999G", " 1M"} {
+		if _, err := parseGhostLimit(bad); ExitCode(err) != ExitUsage {
+			t.Errorf("%q: %v, want a usage error", bad, err)
+		}
 	}
 }

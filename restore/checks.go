@@ -23,8 +23,8 @@ import (
 // ids in use, missing or changed files, FPU state this CPU cannot load, and what restore
 // does not support.
 func precheck(pl *plan, xs fpu.Layout) error {
-	if pl.src.has("remap-fpath.img") {
-		return errors.New("the set has ghost or remapped files (remap-fpath.img): not supported")
+	if err := checkGhosts(pl); err != nil { // deleted files: ghost.go
+		return err
 	}
 	if err := checkIdsFree(pl); err != nil {
 		return err
@@ -89,8 +89,8 @@ func precheck(pl *plan, xs fpu.Layout) error {
 		if fe == nil {
 			return fmt.Errorf("%s: file id %d is not in files.img", files[id], id)
 		}
-		if fe.GetType() != fdinfo.FdTypes_REG || fe.Reg == nil {
-			continue
+		if fe.GetType() != fdinfo.FdTypes_REG || fe.Reg == nil || pl.ghosts[id] != nil {
+			continue // a ghost is made from the set (checkGhosts)
 		}
 		if err := checkRegFile(fe.Reg); err != nil {
 			return fmt.Errorf("%s: %w", files[id], err)

@@ -5,14 +5,14 @@
 // # How it works
 //
 // Restore reads the small images (pstree, core, ids, mm, pagemap, fs, fdinfo, files, pipe
-// and FIFO data, memfd) through the image codec (an encrypted set's are authenticated as
+// and FIFO data, memfd, remap-fpath) through the image codec (an encrypted set's are authenticated as
 // they are read), then checks everything it can before any process exists: every PID and
 // TID free and below pid_max, every file the set names present with the recorded mode,
 // size and GNU build id, the FPU state loadable on this CPU (xstate_bv within XCR0), the
 // vDSO and vvar sizes those of this kernel (read from imgtool's own, which every process
 // of this kernel shares), the set's fd numbers within the hard RLIMIT_NOFILE, nothing it
-// does not support. Tests count the helper processes started to prove a refusal comes
-// first. Only the pages files are read (and, when encrypted, authenticated) later, as the
+// does not support, every ghost file makeable (see Ghost files). Tests count the helper
+// processes started to prove a refusal comes first. Only the pages files are read (and, when encrypted, authenticated) later, as the
 // processes are filled.
 //
 // Resource limits are set best-effort, as CRIU's restorer does: a saved hard limit above
@@ -132,7 +132,9 @@
 // Sockets other than UNIX, TCP and UDP ones (and the UNIX sockets sk_unix.go refuses:
 // external peers, connections not accepted yet, descriptors in flight; and the TCP
 // sockets sk_inet.go refuses: connections, which CRIU restores with --tcp-established,
-// not implemented, and states other than LISTEN and CLOSE), inotify, fanotify, ttys, ghost (unlinked) files and other file types are refused
+// not implemented, and states other than LISTEN and CLOSE), inotify, fanotify, ttys, remaps
+// other than ghost files (CRIU's link-remap, a dead process's /proc directory), ghost files
+// other than regular files, directories and FIFOs (device nodes, symlinks) and other file types are refused
 // (every such fd of the tree named at once), as is an epoll whose targets are not all fds,
 // of kinds restore supports, of the first process that has it (the one that dumped it, for
 // CRIU and imgtool alike); so are file locks without Options.FileLocks, a lease being
@@ -153,6 +155,35 @@
 // their content while it forks them, cow.go); in CRIU's sets, which do not say, they come
 // back as copies, as from CRIU's restore. Other sharing imgtool's dump refuses (unless
 // --cow-copies).
+//
+// # Ghost files
+//
+// A reg entry remap-fpath.img remaps to a ghost (REMAP_TYPE GHOST; images older than
+// remap_type mark it in remap_id's top bit) is a file that was deleted (dump/doc.go):
+// ghost-file-ID.img holds it. The pre-check reads each ghost's entry (an encrypted set's
+// authenticated as it is read) and refuses, before any process exists, a ghost of
+// another type than a regular file, directory or FIFO, one whose mode or size disagrees
+// with its reg entries, a chunked one without a size, one whose temporary name is taken
+// or whose directory cannot be written. The first time the restore needs a ghost (an fd's
+// description, a mapping, a working directory, an executable), ghost.go makes it as
+// CRIU's files-reg.c does: under NAME.cr.ID.ghost next to its old NAME, a regular file
+// with its content (streamed from the image: the whole file, or each chunk written at its
+// offset in a file truncated to the saved size, so the holes stay holes; a chunk past that
+// size fails), then its owner, mode (after the owner: chown clears set-id bits), atime and
+// mtime. For each name its reg entries give it, it is linked there (a directory: renamed
+// there), opened O_PATH, checked to be the same inode, and that name removed again;
+// directories missing on the way are made for the moment and removed too; then the
+// temporary name is removed. Nothing of it is left on disk, even if the restore fails
+// later: the inode lives on in imgtool's handles, each on a dentry of the old name, and
+// every description, mapping, working directory or executable reopens one through
+// /proc/self/fd with its own flags (O_TMPFILE dropped, as CRIU does) and offset, so the
+// restored process sees a file with no name, "NAME (deleted)" in /proc as before, the
+// same inode wherever it used one (two descriptions, a mapping and an fd, several
+// processes: shared mappings stay shared). A name that exists again is left alone: the
+// file is then named after its temporary name in /proc, and Options.Warn says so. The
+// ctime, and the atime once the process reads, are this restore's. An encrypted set's
+// ghost content is authenticated chunk by chunk as it is read; a chunk that fails kills
+// the tree, and the ghost, partly made, is removed.
 //
 // Shared memory: CRIU 4.2 and imgtool dump save MAP_SHARED|MAP_ANONYMOUS memory as a memfd
 // named "/dev/zero" (VMA_FILE_SHARED|VMA_AREA_MEMFD, shmid a MEMFD file id). Each memfd

@@ -31,6 +31,10 @@ type descriptions struct {
 	// registered are the epolls whose targets are registered (eventpoll.go).
 	registered map[uint32]bool
 	unix       unixSockets // sk_unix.go
+	// ghosts are the deleted files made again (ghost.go): by ghost id, a handle of each
+	// of its names.
+	ghosts map[uint32]map[string]*os.File
+	warn   func(string) // Options.Warn, once per message
 }
 
 // pipePair is one pipe, by pipe_id, and which of its ends a description already took.
@@ -60,6 +64,11 @@ func (d *descriptions) close() {
 		f.Close()
 	}
 	d.unix.close()
+	for _, hs := range d.ghosts {
+		for _, h := range hs {
+			h.Close()
+		}
+	}
 }
 
 // transfer gives p a copy of our fd f (pidfd_getfd) and returns its number there.
@@ -102,6 +111,8 @@ func (r *restorer) createDescriptions(root *process) (*descriptions, error) {
 		armed:  map[uint32]*os.File{},
 
 		registered: map[uint32]bool{},
+		ghosts:     map[uint32]map[string]*os.File{},
+		warn:       r.warn,
 	}
 	t := root.leader()
 	for i, id := range usedFiles(r.pl) {
@@ -147,9 +158,17 @@ func (r *restorer) createDescriptions(root *process) (*descriptions, error) {
 // would change the file, plus O_CLOEXEC for our own copy (the target's fd flags are set
 // when the fd is put in place). O_ASYNC is turned on later by the process itself
 // (setAsync): open(2) would set the flag without registering for signals.
+// A file opened O_TMPFILE (made without a name) is reopened without it: made again from
+// its ghost, or by the name it was given since.
 func openFlags(saved uint32) int {
+	if saved&oTmpfileOnly != 0 {
+		saved &^= unix.O_TMPFILE
+	}
 	return int(saved)&^(unix.O_CREAT|unix.O_EXCL|unix.O_TRUNC|unix.O_NOCTTY|unix.O_CLOEXEC|unix.O_ASYNC) | unix.O_CLOEXEC
 }
+
+// oTmpfileOnly is __O_TMPFILE, the bit of O_TMPFILE that is not O_DIRECTORY.
+const oTmpfileOnly = unix.O_TMPFILE &^ unix.O_DIRECTORY
 
 // settableFlags are the file status flags F_SETFL changes.
 const settableFlags = unix.O_APPEND | unix.O_NONBLOCK | unix.O_ASYNC | unix.O_DIRECT | unix.O_NOATIME
@@ -255,7 +274,15 @@ func (regKind) check(pl *plan, p *procPlan, fd *fdinfo.FdinfoEntry, fe *fdinfo.F
 	return nil
 }
 func (regKind) open(d *descriptions, pl *plan, fe *fdinfo.FileEntry) (*os.File, error) {
-	return openReg(fe.Reg.GetName(), fe.Reg.GetFlags(), fe.Reg.GetPos())
+	path, err := d.regPath(pl, fe) // a deleted file's is made again: ghost.go
+	if err != nil {
+		return nil, err
+	}
+	f, err := openReg(path, fe.Reg.GetFlags(), fe.Reg.GetPos())
+	if err != nil && path != fe.Reg.GetName() {
+		return nil, fmt.Errorf("deleted file %s: %w", fe.Reg.GetName(), err)
+	}
+	return f, err
 }
 func (regKind) fown(pl *plan, fe *fdinfo.FileEntry) *fown.FownEntry { return fe.Reg.GetFown() }
 func (regKind) flags(pl *plan, fe *fdinfo.FileEntry) uint32         { return fe.Reg.GetFlags() }
@@ -298,7 +325,11 @@ func (k fifoKind) open(d *descriptions, pl *plan, fe *fdinfo.FileEntry) (*os.Fil
 	if reg == nil {
 		return nil, fmt.Errorf("FIFO file id %d: its path (file id %d) is not in files.img", fe.GetId(), fe.Fifo.GetRegfId())
 	}
-	return d.openFifo(pl, fe.Fifo.GetPipeId(), reg.GetName(), reg.GetFlags())
+	path, err := d.regPath(pl, pl.files[fe.Fifo.GetRegfId()]) // a deleted FIFO's is made again: ghost.go
+	if err != nil {
+		return nil, err
+	}
+	return d.openFifo(pl, fe.Fifo.GetPipeId(), path, reg.GetFlags())
 }
 func (k fifoKind) fown(pl *plan, fe *fdinfo.FileEntry) *fown.FownEntry {
 	return k.reg(pl, fe).GetFown()

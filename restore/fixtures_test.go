@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/checkpoint-restore/go-criu/v8/crit/images/fdinfo"
+	remap_file_path "github.com/checkpoint-restore/go-criu/v8/crit/images/remap-file-path"
 	"golang.org/x/sys/unix"
 
 	"github.com/imgtool/imgtool/cipher"
@@ -69,12 +70,25 @@ func setupFixtureFiles(t *testing.T, set string) {
 	for _, e := range ents {
 		installFile(t, filepath.Join(src, e.Name()), filepath.Join(bin, e.Name()), 0o755)
 	}
+	ghosts := map[uint32]bool{} // deleted files (remap-fpath.img): made by the restore
+	if remaps := filepath.Join(criuSet(t, set), "remap-fpath.img"); fileExists(remaps) {
+		for _, e := range readImageFile(t, remaps).Entries {
+			ghosts[e.Msg.(*remap_file_path.RemapFilePathEntry).GetOrigId()] = true
+		}
+	}
 	for _, fe := range readFiles(t, criuSet(t, set)) {
 		if fe.GetType() != fdinfo.FdTypes_REG {
 			continue
 		}
 		name := fe.Reg.GetName()
 		if !strings.HasPrefix(name, fixtureRoot+"/run/") && name != fixtureRoot+"/run" {
+			continue
+		}
+		if ghosts[fe.GetId()] {
+			if err := os.MkdirAll(filepath.Dir(name), 0o755); err != nil {
+				t.Fatal(err)
+			}
+			os.Remove(name) // it was deleted: the name must be free
 			continue
 		}
 		mode := fe.Reg.GetMode()

@@ -306,8 +306,11 @@ func (r *restorer) mappedFile(v *vma.VmaEntry) (string, func() (*os.File, error)
 	if fe.Reg == nil {
 		return "", nil, fmt.Errorf("file id %d (%v) cannot be mapped", v.GetShmid(), fe.GetType())
 	}
-	name := fe.Reg.GetName()
 	return fmt.Sprintf("reg:%d:%d", fe.GetId(), acc), func() (*os.File, error) {
+		name, err := r.descs.regPath(r.pl, fe) // a deleted file is made again: ghost.go
+		if err != nil {
+			return nil, err
+		}
 		f, err := os.OpenFile(name, int(acc)|unix.O_CLOEXEC, 0)
 		if err != nil {
 			return nil, fmt.Errorf("opening mapped file: %w", err)

@@ -50,6 +50,10 @@ type plan struct {
 	memfds   map[uint64]*memfd.MemfdInodeEntry
 	shmem    map[uint64]*image.PageMap // pagemap-shmem-<shmid>.img, by shmid
 	skQueues map[uint32][]queued       // sk-queues.img, by the receiving socket's file id (sk_unix.go)
+	// ghosts are the deleted files of the set, by the id of each reg entry remapped to one
+	// (remap-fpath.img; ghost.go); remapRefused names the remaps restore does not make.
+	ghosts       map[uint32]*ghostPlan
+	remapRefused []string
 
 	pagesTotal, pagesDone int64 // page bytes to write and written, for Options.Progress
 
@@ -135,6 +139,7 @@ func loadPlan(src source) (*plan, error) {
 		memfds:   map[uint64]*memfd.MemfdInodeEntry{},
 		shmem:    map[uint64]*image.PageMap{},
 		skQueues: map[uint32][]queued{},
+		ghosts:   map[uint32]*ghostPlan{},
 	}
 	inv, err := readOne[inventory.InventoryEntry](src, "inventory.img", "INVENTORY")
 	if err != nil {
@@ -226,6 +231,9 @@ func loadPlan(src source) (*plan, error) {
 				return nil, err
 			}
 		}
+	}
+	if err := loadGhosts(pl); err != nil {
+		return nil, err
 	}
 	if err := loadPipeData(src, "pipes-data.img", "PIPES_DATA", pl.pipeData, pl.pipeSize); err != nil {
 		return nil, err

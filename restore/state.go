@@ -143,7 +143,11 @@ func (r *restorer) restoreMM(p *process) error {
 	if fe == nil || fe.Reg == nil {
 		return fmt.Errorf("exe file id %d is not a regular file of files.img", m.GetExeFileId())
 	}
-	exe, err := os.Open(fe.Reg.GetName())
+	name, err := r.descs.regPath(r.pl, fe) // a deleted executable is made again: ghost.go
+	if err != nil {
+		return err
+	}
+	exe, err := os.Open(name)
 	if err != nil {
 		return fmt.Errorf("opening the executable: %w", err)
 	}
@@ -219,7 +223,11 @@ func (r *restorer) restoreFS(p *process) error {
 		if fe == nil || fe.Reg == nil {
 			return 0, fmt.Errorf("directory file id %d is not in files.img", id)
 		}
-		f, err := os.OpenFile(fe.Reg.GetName(), unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+		name, err := r.descs.regPath(r.pl, fe) // a removed directory is made again: ghost.go
+		if err != nil {
+			return 0, err
+		}
+		f, err := os.OpenFile(name, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
 		if err != nil {
 			return 0, fmt.Errorf("opening directory: %w", err)
 		}

@@ -1,12 +1,16 @@
 /* refusals: a process holding what imgtool dump must refuse, chosen by argv[1]:
  *   locks  a POSIX write lock, an OFD read lock and a flock, on three files
- *   fifo   an open FIFO whose name was deleted
+ *   fifo   an open FIFO whose name was deleted (dumped: a ghost FIFO)
  *   files  a child that shares the fd table (clone CLONE_FILES)
  *   procfile  an open file of /proc (its own maps)
- *   rmdir     an open directory that was removed
+ *   rmdir     an open directory that was removed (dumped: a ghost directory)
  *   devnode   an open character device node that was unlinked
  *   opath     an O_PATH fd (not refused: dumped and restored)
  *   leaderless  a child in a process group whose leader exited (zdtm's zombie01)
+ *   ghostbig    big.bin (2 MiB) open and gone.map (1.5 MiB) mapped, both deleted: over the
+ *               default ghost file limit
+ *   linkremap   a.txt open, linked as b.txt, then a.txt unlinked: the file has a name, not
+ *               the one it was opened by
  * It prints "pid=N" once set up, then sleeps. */
 #define _GNU_SOURCE
 #include <fcntl.h>
@@ -16,6 +20,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/file.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
 #include <sys/sysmacros.h>
 #include <sys/syscall.h>
@@ -84,8 +89,25 @@ int main(int argc, char **argv)
 			_exit(0);
 		}
 		waitpid(a, NULL, 0);
+	} else if (!strcmp(mode, "ghostbig")) {
+		static char buf[2 << 20];
+		memset(buf, 'g', sizeof(buf));
+		int b = open("big.bin", O_RDWR | O_CREAT, 0600), m = open("gone.map", O_RDWR | O_CREAT, 0600);
+		if (b < 0 || m < 0 || write(b, buf, 2 << 20) != 2 << 20 || write(m, buf, 3 << 19) != 3 << 19) {
+			perror("ghostbig");
+			return 1;
+		}
+		if (mmap(NULL, 3 << 19, PROT_READ, MAP_SHARED, m, 0) == MAP_FAILED || close(m) || unlink("big.bin") || unlink("gone.map")) {
+			perror("ghostbig");
+			return 1;
+		}
+	} else if (!strcmp(mode, "linkremap")) {
+		if (open_file("a.txt") < 0 || link("a.txt", "b.txt") || unlink("a.txt")) {
+			perror("linkremap");
+			return 1;
+		}
 	} else {
-		fprintf(stderr, "usage: refusals locks|fifo|files|procfile|rmdir|devnode|opath|leaderless\n");
+		fprintf(stderr, "usage: refusals locks|fifo|files|procfile|rmdir|devnode|opath|leaderless|ghostbig|linkremap\n");
 		return 2;
 	}
 	printf("pid=%d\n", getpid());
