@@ -362,6 +362,9 @@ func (d *dumper) injectAll(p *process, ps *procState) (err error) {
 	if err := in.mapScratch(leader, offTimers+uint64(len(ps.posixTimers))*itimerspecLen); err != nil {
 		return err
 	}
+	if err := in.checkLockFuture(); err != nil {
+		return err
+	}
 	brk, err := in.call(leader, unix.SYS_BRK, 0)
 	if err != nil {
 		return err

@@ -6,6 +6,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/imgtool/imgtool/internal/procfs"
 	"github.com/imgtool/imgtool/internal/ptrace"
 )
 
@@ -83,6 +84,28 @@ func (in *injector) mapScratch(t *thread, size uint64) error {
 		return err
 	}
 	in.scratch, in.size = ret, size
+	return nil
+}
+
+// checkLockFuture refuses a process that called mlockall(MCL_FUTURE): every mapping it
+// makes from then on is locked, which no image field records (CRIU drops it too), so a
+// restored process would lock nothing new. It is seen on the scratch mapping, just made:
+// the kernel locked it ("lo", or "lf" with MCL_ONFAULT).
+func (in *injector) checkLockFuture() error {
+	maps, err := procfs.ReadSmaps(in.pid)
+	if err != nil {
+		return err
+	}
+	for _, m := range maps {
+		if m.Start != in.scratch {
+			continue
+		}
+		for _, f := range m.VMFlags {
+			if f == "lo" || f == "lf" {
+				return refuse(in.pid, -1, "mlockall(MCL_FUTURE)", "memory locked as it is mapped is not recorded by CRIU's images: a restored process would lock nothing it maps")
+			}
+		}
+	}
 	return nil
 }
 

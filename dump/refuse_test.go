@@ -5,6 +5,7 @@ import (
 	"errors"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/imgtool/imgtool/internal/procfs"
 	"github.com/imgtool/imgtool/internal/testproc"
@@ -147,4 +148,24 @@ func TestRefuseLeaderlessGroup(t *testing.T) {
 	if !strings.Contains(all.Error(), "its leader has exited") {
 		t.Errorf("refusals %v, want the group whose leader exited", all)
 	}
+}
+
+// TestRefuseLockFuture: mlockall(MCL_FUTURE) locks every mapping made later, which no
+// image field records: refused, naming it (seen once the tree is stopped, on the dump's
+// own scratch mapping), and the process carries on untraced.
+func TestRefuseLockFuture(t *testing.T) {
+	testproc.RequireRoot(t)
+	p := testproc.Launch(t, testproc.Build(t, "testdata/lockfuture.c"), testproc.Options{Ready: "ready"})
+	err := Dump(context.Background(), Options{Pid: p.Pid, LeaveRunning: true}, newDirSink(t))
+	var one *RefusedError
+	if !errors.As(err, &one) || !strings.Contains(err.Error(), "mlockall(MCL_FUTURE)") {
+		t.Fatalf("err = %v, want a refusal of mlockall(MCL_FUTURE)", err)
+	}
+	if st, _ := procfs.ReadStatus(procfs.Path(p.Pid, "status")); st["TracerPid"] != "0" || st["State"][0] == 'T' {
+		t.Errorf("target left traced or stopped: %v %v", st["TracerPid"], st["State"])
+	}
+	before := strings.Count(testproc.LogAfter(t, p.Log, 0), "tick")
+	testproc.WaitFor(t, 5*time.Second, "ticks after the refusal", func() bool {
+		return strings.Count(testproc.LogAfter(t, p.Log, 0), "tick") > before+1
+	})
 }

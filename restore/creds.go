@@ -2,8 +2,10 @@ package restore
 
 import (
 	"fmt"
+	"os"
 	"slices"
 	"strconv"
+	"strings"
 	"unsafe"
 
 	"github.com/checkpoint-restore/go-criu/v8/crit/images/creds"
@@ -176,6 +178,39 @@ func (r *restorer) applyCreds(p *process, t *thread, want, have credsState) erro
 	}
 	if want.noNewPrivs != 0 {
 		return call(unix.SYS_PRCTL, unix.PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0)
+	}
+	return nil
+}
+
+// restoreLoginuid gives the process its saved audit login uid (task_core_entry.loginuid,
+// as CRIU restores it) when it differs from the one it inherited from imgtool. Only the
+// process itself may write its /proc/PID/loginuid, and only with CAP_AUDIT_CONTROL (or
+// while it is unset): it writes it before its credentials are restored.
+func (r *restorer) restoreLoginuid(p *process, want *uint32) error {
+	if want == nil {
+		return nil
+	}
+	b, err := os.ReadFile(procfs.Path(p.pid, "loginuid"))
+	if err != nil {
+		return nil // no audit support in this kernel: nothing to restore into
+	}
+	if cur, err := strconv.ParseUint(strings.TrimSpace(string(b)), 10, 32); err == nil && uint32(cur) == *want {
+		return nil
+	}
+	t := p.leader()
+	path := []byte("/proc/self/loginuid\x00")
+	val := []byte(strconv.FormatUint(uint64(*want), 10))
+	if err := p.poke(p.scratch+scratchStrBuf, append(path, val...)); err != nil {
+		return err
+	}
+	fd, err := t.syscall(unix.SYS_OPEN, p.scratch+scratchStrBuf, unix.O_WRONLY|unix.O_CLOEXEC)
+	if err != nil {
+		return fmt.Errorf("login uid %d: %w", *want, err)
+	}
+	_, err = t.syscall(unix.SYS_WRITE, fd, p.scratch+scratchStrBuf+uint64(len(path)), uint64(len(val)))
+	t.syscall(unix.SYS_CLOSE, fd)
+	if err != nil {
+		return fmt.Errorf("login uid %d: %w", *want, err)
 	}
 	return nil
 }

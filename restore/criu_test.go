@@ -94,7 +94,7 @@ var silentModes = []struct {
 }{
 	{"mlock", nil}, {"mlock-setuid", nil}, {"subreaper", nil}, {"sched", nil},
 	{"fown", nil}, {"mapprot", []string{"{dir}/mapped"}}, {"memfd", nil},
-	{"pipesize", nil}, {"oom", nil}, {"droppable", nil},
+	{"pipesize", nil}, {"oom", nil}, {"droppable", nil}, {"loginuid", nil},
 }
 
 // checkSelf signals the restored program to check its own state and waits for its

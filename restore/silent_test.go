@@ -20,21 +20,7 @@ import (
 func TestRoundTripSilentStates(t *testing.T) {
 	requireRoot(t)
 	bin := testproc.Build(t, "testdata/silent.c")
-	for _, c := range []struct {
-		mode string
-		args []string
-	}{
-		{"mlock", nil},
-		{"mlock-setuid", nil},
-		{"subreaper", nil},
-		{"sched", nil},
-		{"fown", nil},
-		{"mapprot", []string{"{dir}/mapped"}},
-		{"memfd", nil},
-		{"pipesize", nil},
-		{"oom", nil},
-		{"droppable", nil},
-	} {
+	for _, c := range silentModes {
 		t.Run(c.mode, func(t *testing.T) {
 			p := testproc.Launch(t, bin, testproc.Options{Ready: "ready pid="}, append([]string{c.mode}, c.args...)...)
 			dir := dumpTo(t, p.Pid)

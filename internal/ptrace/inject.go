@@ -136,7 +136,7 @@ var syscallNames = map[uintptr]string{
 	unix.SYS_MADVISE: "madvise", unix.SYS_SETGROUPS: "setgroups", unix.SYS_SETRESUID: "setresuid",
 	unix.SYS_SETRESGID: "setresgid", unix.SYS_CAPSET: "capset", unix.SYS_SETFSUID: "setfsuid",
 	unix.SYS_SETFSGID: "setfsgid", unix.SYS_RT_TGSIGQUEUEINFO: "rt_tgsigqueueinfo",
-	unix.SYS_RT_SIGQUEUEINFO: "rt_sigqueueinfo",
+	unix.SYS_RT_SIGQUEUEINFO: "rt_sigqueueinfo", unix.SYS_OPEN: "open", unix.SYS_WRITE: "write",
 }
 
 // SyscallName names syscall nr for error messages.

@@ -11,6 +11,7 @@
  *   pipesize      an empty pipe grown to 1 MiB with F_SETPIPE_SZ (pipe03)
  *   oom           oom_score_adj 400 (oom_score_adj)
  *   droppable     a MAP_DROPPABLE area (maps02)
+ *   loginuid      the audit login uid set to 4242 (/proc/self/loginuid, as root)
  *
  * The program sets the state, checks it once (so a test knows the check holds before the
  * dump), prints "ready", waits for SIGUSR1 (sent after the restore), checks again and prints
@@ -298,6 +299,26 @@ static int check_oom(void)
 	return 1;
 }
 
+static void set_loginuid(void)
+{
+	FILE *f = fopen("/proc/self/loginuid", "w");
+	if (!f || fprintf(f, "4242") < 0 || fclose(f))
+		perror("loginuid");
+}
+
+static int check_loginuid(void)
+{
+	unsigned v = 0;
+	FILE *f = fopen("/proc/self/loginuid", "r");
+	if (f) {
+		if (fscanf(f, "%u", &v) != 1)
+			v = 0;
+		fclose(f);
+	}
+	CHECK(v == 4242, "loginuid %u, want 4242", v);
+	return 1;
+}
+
 #ifndef MAP_DROPPABLE
 #define MAP_DROPPABLE 0x08
 #endif
@@ -371,6 +392,9 @@ int main(int argc, char **argv)
 	} else if (!strcmp(mode, "oom")) {
 		set_oom();
 		check = check_oom;
+	} else if (!strcmp(mode, "loginuid")) {
+		set_loginuid();
+		check = check_loginuid;
 	} else if (!strcmp(mode, "droppable")) {
 		set_droppable();
 		check = check_droppable;
