@@ -365,6 +365,9 @@ func (d *dumper) injectAll(p *process, ps *procState) (err error) {
 	if err := in.checkLockFuture(); err != nil {
 		return err
 	}
+	if err := in.checkMembarrier(leader); err != nil {
+		return err
+	}
 	brk, err := in.call(leader, unix.SYS_BRK, 0)
 	if err != nil {
 		return err

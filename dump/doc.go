@@ -41,7 +41,8 @@
 // map_files link) in fdflags, the scheduling policy with SCHED_RESET_ON_FORK, file owners
 // and their signals in fown_entry (a FIFO's in its reg entry), all as CRIU does; a
 // mlockall(MCL_FUTURE) (every later mapping locked) has no image field: it is seen on the
-// dump's own scratch mapping, which the kernel then locks, and refused. Pipe and FIFO
+// dump's own scratch mapping, which the kernel then locks, and refused, as are membarrier
+// registrations (MEMBARRIER_CMD_GET_REGISTRATIONS, asked of the process: none recorded). Pipe and FIFO
 // contents are copied with tee(2), never consumed. Registers are stored restart-fixed
 // like CRIU's; when the tree is resumed its threads get their exact original registers
 // back and pass one more interrupt stop, so the kernel restarts interrupted system calls

@@ -2,6 +2,7 @@ package dump
 
 import (
 	"encoding/binary"
+	"errors"
 	"fmt"
 
 	"golang.org/x/sys/unix"
@@ -105,6 +106,28 @@ func (in *injector) checkLockFuture() error {
 				return refuse(in.pid, -1, "mlockall(MCL_FUTURE)", "memory locked as it is mapped is not recorded by CRIU's images: a restored process would lock nothing it maps")
 			}
 		}
+	}
+	return nil
+}
+
+// membarrierGetRegistrations is MEMBARRIER_CMD_GET_REGISTRATIONS (Linux 6.3).
+const membarrierGetRegistrations = 1 << 9
+
+// checkMembarrier refuses a process registered for membarrier's expedited commands
+// (MEMBARRIER_CMD_REGISTER_*: .NET, liburcu): no image field records the registrations,
+// and a restored process that was not registered again gets EPERM from the command it
+// relies on. The process reports its own (a kernel without the query answers EINVAL:
+// nothing can be known there).
+func (in *injector) checkMembarrier(t *thread) error {
+	regs, err := in.call(t, unix.SYS_MEMBARRIER, membarrierGetRegistrations, 0, 0)
+	var serr *ptrace.SyscallError
+	switch {
+	case errors.As(err, &serr) && serr.Errno == unix.EINVAL:
+		return nil
+	case err != nil:
+		return err
+	case regs != 0:
+		return refuse(in.pid, -1, fmt.Sprintf("membarrier registrations %#x", regs), "no image field records them: a restored process would not be registered")
 	}
 	return nil
 }

@@ -150,16 +150,23 @@ func TestRefuseLeaderlessGroup(t *testing.T) {
 	}
 }
 
-// TestRefuseLockFuture: mlockall(MCL_FUTURE) locks every mapping made later, which no
-// image field records: refused, naming it (seen once the tree is stopped, on the dump's
-// own scratch mapping), and the process carries on untraced.
-func TestRefuseLockFuture(t *testing.T) {
+// TestRefuseUnrecordedState: state no image field records, seen once the tree is stopped
+// (the process is asked): mlockall(MCL_FUTURE), which locks every mapping made later (the
+// dump's own scratch mapping shows it), and membarrier registrations. Each is refused,
+// named, and the process carries on untraced.
+func TestRefuseUnrecordedState(t *testing.T) {
+	for prog, want := range map[string]string{"lockfuture": "mlockall(MCL_FUTURE)", "membarrier": "membarrier registrations"} {
+		t.Run(prog, func(t *testing.T) { refusedStopped(t, prog, want) })
+	}
+}
+
+func refusedStopped(t *testing.T, prog, want string) {
 	testproc.RequireRoot(t)
-	p := testproc.Launch(t, testproc.Build(t, "testdata/lockfuture.c"), testproc.Options{Ready: "ready"})
+	p := testproc.Launch(t, testproc.Build(t, "testdata/"+prog+".c"), testproc.Options{Ready: "ready"})
 	err := Dump(context.Background(), Options{Pid: p.Pid, LeaveRunning: true}, newDirSink(t))
 	var one *RefusedError
-	if !errors.As(err, &one) || !strings.Contains(err.Error(), "mlockall(MCL_FUTURE)") {
-		t.Fatalf("err = %v, want a refusal of mlockall(MCL_FUTURE)", err)
+	if !errors.As(err, &one) || !strings.Contains(err.Error(), want) {
+		t.Fatalf("err = %v, want a refusal of %s", err, want)
 	}
 	if st, _ := procfs.ReadStatus(procfs.Path(p.Pid, "status")); st["TracerPid"] != "0" || st["State"][0] == 'T' {
 		t.Errorf("target left traced or stopped: %v %v", st["TracerPid"], st["State"])

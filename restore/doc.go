@@ -143,8 +143,8 @@
 // CLONE_FILES between processes), and 32-bit tasks. Not restored at all: namespaces (the
 // tree is restored into imgtool's namespaces; time namespaces are ignored, so
 // CLOCK_MONOTONIC does not jump back), cgroups, LDT and GDT TLS entries,
-// membarrier registrations, mlockall(MCL_FUTURE) (no image field records it: imgtool's
-// dump refuses it, CRIU's drops it), the shadow stack. The audit login uid is restored
+// membarrier registrations and mlockall(MCL_FUTURE) (no image field records them:
+// imgtool's dump refuses them, CRIU's drops them), the shadow stack. The audit login uid is restored
 // (written by the process itself, before its credentials, when it differs from imgtool's). Which fd of a description shared by several fds turned
 // O_ASYNC on is not saved: the first one restored does. An eventfd of a CRIU set comes back
 // a plain counter even if it was a semaphore (CRIU 4.2 does not record EFD_SEMAPHORE;
