@@ -439,3 +439,13 @@ func inspectFd(pid, fd int) (*fdDesc, error) {
 	}
 	return fdesc, nil
 }
+
+// procFds lists the fds of a process of the tree; none if it is gone meanwhile (the
+// stopped tree is checked again).
+func procFds(pid int) ([]int, error) {
+	fds, err := procfs.ListNumeric(procfs.Path(pid, "fd"))
+	if err != nil && !vanished(err) {
+		return nil, fmt.Errorf("list fds of %d: %w", pid, err)
+	}
+	return fds, nil
+}

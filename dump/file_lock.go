@@ -9,6 +9,7 @@ import (
 	file_lock "github.com/checkpoint-restore/go-criu/v8/crit/images/file-lock"
 	"google.golang.org/protobuf/proto"
 
+	"github.com/imgtool/imgtool/image"
 	"github.com/imgtool/imgtool/internal/procfs"
 )
 
@@ -34,19 +35,14 @@ import (
 // for a lock is not a lock: the freeze interrupts the wait, and the restored process makes
 // its (restarted) call again, as with CRIU.
 
-// CRIU's lock kinds (file_lock_entry.flag) and types (file_lock_entry.type).
+// The lock types of file_lock_entry.type (image has the kinds and the other bits).
 const (
-	flPosix = 1 // FL_POSIX
-	flFlock = 2 // FL_FLOCK
-	flOFD   = 4 // FL_OFD
-	flLease = 8 // FL_LEASE
-
 	lockRead  = 0 // F_RDLCK
 	lockWrite = 1 // F_WRLCK
 )
 
 // lockKinds are the lock classes of /proc that can be dumped, by CRIU kind.
-var lockKinds = map[string]uint32{"POSIX": flPosix, "FLOCK": flFlock, "OFDLCK": flOFD, "LEASE": flLease}
+var lockKinds = map[string]uint32{"POSIX": image.FileLockPosix, "FLOCK": image.FileLockFlock, "OFDLCK": image.FileLockOFD, "LEASE": image.FileLockLease}
 
 // heldLocks are the locks an fd of the tree lists in its fdinfo.
 type heldLocks struct {
@@ -132,12 +128,9 @@ func readLocks(pids []int, fileLocks bool, refused *Refusals) ([]heldLocks, erro
 	}
 	var held []heldLocks
 	for _, pid := range pids {
-		fds, err := procfs.ListNumeric(procfs.Path(pid, "fd"))
+		fds, err := procFds(pid)
 		if err != nil {
-			if vanished(err) {
-				continue
-			}
-			return nil, fmt.Errorf("list fds of %d: %w", pid, err)
+			return nil, err
 		}
 		for _, fd := range fds {
 			h, err := fdLocks(pid, fd)
@@ -234,13 +227,13 @@ func unsavable(h heldLocks, l procfs.Lock, mapped *treeMappings) (string, error)
 		return "locks of class " + l.Class + " cannot be taken back by a restore", nil
 	case l.Mode == "MSNFS":
 		return "mandatory flocks (LOCK_MAND) are no longer granted by Linux", nil
-	case kind == flLease && l.Mode != "ACTIVE":
+	case kind == image.FileLockLease && l.Mode != "ACTIVE":
 		return "a lease being broken (another process opens the file) is not restored by imgtool", nil
 	case l.Type != "READ" && l.Type != "WRITE":
 		return "a lock of type " + l.Type + " cannot be taken back", nil
-	case kind == flLease && l.Type == "WRITE" && strings.HasPrefix(h.link, "/memfd:"):
+	case kind == image.FileLockLease && l.Type == "WRITE" && strings.HasPrefix(h.link, "/memfd:"):
 		return "a write lease on a memfd: the dump reads a memfd through a new open, which breaks the lease", nil
-	case kind == flLease && l.Type == "WRITE":
+	case kind == image.FileLockLease && l.Type == "WRITE":
 		m, err := mapped.of(l.File())
 		if err != nil || m == nil {
 			return "", err

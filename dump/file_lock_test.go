@@ -11,6 +11,8 @@ import (
 	file_lock "github.com/checkpoint-restore/go-criu/v8/crit/images/file-lock"
 	"golang.org/x/sys/unix"
 	"google.golang.org/protobuf/proto"
+
+	"github.com/imgtool/imgtool/image"
 )
 
 // TestDumpFileLocks: with FileLocks the locks of testdata/refusals.c's locks mode are
@@ -28,9 +30,9 @@ func TestDumpFileLocks(t *testing.T) {
 	}
 	pid := int32(tg.Pid)
 	want := []*file_lock.FileLockEntry{ // fds 3, 4 and 5: posix.db, ofd.db, flock.db
-		{Flag: proto.Uint32(flPosix), Type: proto.Uint32(lockWrite), Pid: proto.Int32(pid), Fd: proto.Int32(3), Start: proto.Int64(0), Len: proto.Int64(4)},
-		{Flag: proto.Uint32(flOFD), Type: proto.Uint32(lockRead), Pid: proto.Int32(pid), Fd: proto.Int32(4), Start: proto.Int64(2), Len: proto.Int64(2)},
-		{Flag: proto.Uint32(flFlock), Type: proto.Uint32(lockWrite), Pid: proto.Int32(pid), Fd: proto.Int32(5), Start: proto.Int64(0), Len: proto.Int64(0)},
+		{Flag: proto.Uint32(image.FileLockPosix), Type: proto.Uint32(lockWrite), Pid: proto.Int32(pid), Fd: proto.Int32(3), Start: proto.Int64(0), Len: proto.Int64(4)},
+		{Flag: proto.Uint32(image.FileLockOFD), Type: proto.Uint32(lockRead), Pid: proto.Int32(pid), Fd: proto.Int32(4), Start: proto.Int64(2), Len: proto.Int64(2)},
+		{Flag: proto.Uint32(image.FileLockFlock), Type: proto.Uint32(lockWrite), Pid: proto.Int32(pid), Fd: proto.Int32(5), Start: proto.Int64(0), Len: proto.Int64(0)},
 	}
 	if len(img.Entries) != len(want) {
 		t.Fatalf("%d entries, want %d", len(img.Entries), len(want))

@@ -242,12 +242,9 @@ func checkGhosts(pids []int, opt int64, refused *Refusals) error {
 		return refused.add(refuse(pid, fd, what+link, limitReason(total, limit)))
 	}
 	for _, pid := range pids {
-		fds, err := procfs.ListNumeric(procfs.Path(pid, "fd"))
+		fds, err := procFds(pid)
 		if err != nil {
-			if vanished(err) {
-				continue
-			}
-			return fmt.Errorf("list fds of %d: %w", pid, err)
+			return err
 		}
 		for _, fd := range fds {
 			if err := check(pid, fd, procfs.Path(pid, "fd", strconv.Itoa(fd)), "unlinked file "); err != nil && !vanished(err) {

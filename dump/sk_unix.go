@@ -410,12 +410,9 @@ func checkUnixPeers(pids []int, refused *Refusals) error {
 	var socks []at
 	inTree := map[uint32]bool{}
 	for _, pid := range pids {
-		fds, err := procfs.ListNumeric(procfs.Path(pid, "fd"))
+		fds, err := procFds(pid)
 		if err != nil {
-			if vanished(err) {
-				continue
-			}
-			return fmt.Errorf("list fds of %d: %w", pid, err)
+			return err
 		}
 		for _, fd := range fds {
 			link, err := os.Readlink(procfs.Path(pid, "fd", strconv.Itoa(fd)))

@@ -8,6 +8,7 @@ import (
 	file_lock "github.com/checkpoint-restore/go-criu/v8/crit/images/file-lock"
 	"golang.org/x/sys/unix"
 
+	"github.com/imgtool/imgtool/image"
 	"github.com/imgtool/imgtool/internal/procfs"
 )
 
@@ -30,31 +31,24 @@ import (
 // /proc/locks; a file system whose stat device differs from its superblock's, such as a
 // btrfs subvolume, is not matched, and the lock then fails when it is taken).
 
-// CRIU's lock kinds (file_lock_entry.flag) and lease and flock bits of its types.
+// The fcntl commands that take locks back, and the image they come from (image has the
+// kinds and type bits of file_lock_entry).
 const (
-	flPosix = 1 // FL_POSIX
-	flFlock = 2 // FL_FLOCK
-	flOFD   = 4 // FL_OFD
-	flLease = 8 // FL_LEASE
-
-	leaseBreaking = 4  // LEASE_BREAKING in a lease's type
-	lockMand      = 32 // LOCK_MAND in a flock's type
-
 	fOFDSetlk   = 37   // F_OFD_SETLK
 	fSetlease   = 1024 // F_SETLEASE
 	fileLockImg = "filelocks.img"
 )
 
-var lockKindNames = map[uint32]string{flPosix: "POSIX", flFlock: "FLOCK", flOFD: "OFD", flLease: "LEASE"}
+var lockKindNames = map[uint32]string{image.FileLockPosix: "POSIX", image.FileLockFlock: "FLOCK", image.FileLockOFD: "OFD", image.FileLockLease: "LEASE"}
 
 // describeEntry names a saved lock: "POSIX WRITE lock 0-3 of pid 12 fd 3".
 func describeEntry(e *file_lock.FileLockEntry) string {
 	typ := "READ"
-	if e.GetType()&^leaseBreaking == unix.F_WRLCK {
+	if e.GetType()&^image.FileLockLeaseBreaking == unix.F_WRLCK {
 		typ = "WRITE"
 	}
 	s := lockKindNames[e.GetFlag()] + " " + typ + " lock"
-	if e.GetFlag() == flPosix || e.GetFlag() == flOFD {
+	if e.GetFlag() == image.FileLockPosix || e.GetFlag() == image.FileLockOFD {
 		if e.GetLen() == 0 {
 			s += fmt.Sprintf(" %d-EOF", e.GetStart())
 		} else {
@@ -117,7 +111,7 @@ func checkLock(pl *plan, live map[int]*procPlan, all []procfs.Lock, e *file_lock
 	flags := fdKinds[fe.GetType()].flags(pl, fe)
 	typ := e.GetType()
 	switch e.GetFlag() {
-	case flPosix, flOFD:
+	case image.FileLockPosix, image.FileLockOFD:
 		switch {
 		case typ != unix.F_RDLCK && typ != unix.F_WRLCK:
 			return fmt.Errorf("unknown type %d", typ)
@@ -127,15 +121,15 @@ func checkLock(pl *plan, live map[int]*procPlan, all []procfs.Lock, e *file_lock
 			(typ == unix.F_WRLCK && flags&unix.O_ACCMODE == unix.O_RDONLY):
 			return fmt.Errorf("the fd's access mode (flags %#o) does not allow it", flags)
 		}
-	case flFlock:
-		if typ&lockMand != 0 {
+	case image.FileLockFlock:
+		if typ&image.FileLockMand != 0 {
 			return errors.New("mandatory flocks (LOCK_MAND) are no longer granted by Linux")
 		}
 		if typ != unix.F_RDLCK && typ != unix.F_WRLCK {
 			return fmt.Errorf("unknown type %d", typ)
 		}
-	case flLease:
-		if typ&leaseBreaking != 0 {
+	case image.FileLockLease:
+		if typ&image.FileLockLeaseBreaking != 0 {
 			return errors.New("a lease being broken is not restored by imgtool")
 		}
 		if typ != unix.F_RDLCK && typ != unix.F_WRLCK {
@@ -192,8 +186,8 @@ func checkHeldNow(all []procfs.Lock, e *file_lock.FileLockEntry, name string) er
 			continue
 		}
 		switch {
-		case e.GetFlag() == flFlock && l.Class == "FLOCK":
-		case e.GetFlag() != flFlock && (l.Class == "POSIX" || l.Class == "OFDLCK") &&
+		case e.GetFlag() == image.FileLockFlock && l.Class == "FLOCK":
+		case e.GetFlag() != image.FileLockFlock && (l.Class == "POSIX" || l.Class == "OFDLCK") &&
 			(end < 0 || l.Start <= end) && (l.End < 0 || start <= l.End):
 		default:
 			continue
@@ -217,9 +211,9 @@ func (r *restorer) takeLocks(p *process) error {
 		fd := uint64(e.GetFd())
 		var err error
 		switch e.GetFlag() {
-		case flPosix, flOFD:
+		case image.FileLockPosix, image.FileLockOFD:
 			cmd := uint64(unix.F_SETLK)
-			if e.GetFlag() == flOFD {
+			if e.GetFlag() == image.FileLockOFD {
 				cmd = fOFDSetlk
 			}
 			// struct flock: l_type, l_whence (SEEK_SET), l_start, l_len, l_pid (0)
@@ -227,13 +221,13 @@ func (r *restorer) takeLocks(p *process) error {
 				return err
 			}
 			_, err = t.syscall(unix.SYS_FCNTL, fd, cmd, p.scratch+scratchArgs)
-		case flFlock:
+		case image.FileLockFlock:
 			how := uint64(unix.LOCK_SH | unix.LOCK_NB)
 			if e.GetType() == unix.F_WRLCK {
 				how = unix.LOCK_EX | unix.LOCK_NB
 			}
 			_, err = t.syscall(unix.SYS_FLOCK, fd, how)
-		case flLease:
+		case image.FileLockLease:
 			_, err = t.syscall(unix.SYS_FCNTL, fd, fSetlease, uint64(e.GetType()))
 		}
 		if errors.Is(err, unix.EAGAIN) || errors.Is(err, unix.EACCES) {

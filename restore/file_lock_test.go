@@ -424,13 +424,13 @@ func TestRestoreRefusesLocks(t *testing.T) {
 		lock *file_lock.FileLockEntry
 		want string
 	}{
-		{"no such process", lock(flPosix, unix.F_WRLCK, pid+100000, 3, 0, 0), "no such live process in the set"},
-		{"no such fd", lock(flPosix, unix.F_WRLCK, pid, 99, 0, 0), "the process has no such fd"},
+		{"no such process", lock(image.FileLockPosix, unix.F_WRLCK, pid+100000, 3, 0, 0), "no such live process in the set"},
+		{"no such fd", lock(image.FileLockPosix, unix.F_WRLCK, pid, 99, 0, 0), "the process has no such fd"},
 		{"unknown kind", lock(16, unix.F_WRLCK, pid, 3, 0, 0), "unknown kind 16"},
-		{"mandatory flock", lock(flFlock, lockMand|64, pid, 5, 0, 0), "mandatory flocks"},
-		{"breaking lease", lock(flLease, unix.F_RDLCK|leaseBreaking, pid, 3, 0, 0), "a lease being broken"},
-		{"bad range", lock(flOFD, unix.F_WRLCK, pid, 4, -1, 0), "bad range"},
-		{"stdin is read-only", lock(flPosix, unix.F_WRLCK, pid, 0, 0, 0), "access mode"},
+		{"mandatory flock", lock(image.FileLockFlock, image.FileLockMand|64, pid, 5, 0, 0), "mandatory flocks"},
+		{"breaking lease", lock(image.FileLockLease, unix.F_RDLCK|image.FileLockLeaseBreaking, pid, 3, 0, 0), "a lease being broken"},
+		{"bad range", lock(image.FileLockOFD, unix.F_WRLCK, pid, 4, -1, 0), "bad range"},
+		{"stdin is read-only", lock(image.FileLockPosix, unix.F_WRLCK, pid, 0, 0, 0), "access mode"},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			withLocks(t, dir, c.lock)
