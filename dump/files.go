@@ -1,8 +1,6 @@
 package dump
 
 import (
-	"debug/elf"
-	"encoding/binary"
 	"errors"
 	"fmt"
 	"os"
@@ -16,6 +14,7 @@ import (
 	"github.com/checkpoint-restore/go-criu/v8/crit/images/memfd"
 	"github.com/checkpoint-restore/go-criu/v8/crit/images/pipe"
 	"github.com/checkpoint-restore/go-criu/v8/crit/images/regfile"
+	"github.com/imgtool/imgtool/internal/buildid"
 	"github.com/imgtool/imgtool/internal/procfs"
 	"golang.org/x/sys/unix"
 	"google.golang.org/protobuf/proto"
@@ -30,7 +29,6 @@ const (
 	maxPipeData    = 1 << 20 // F_GETPIPE_SZ cap for unprivileged pipes is 1 MiB; root may go higher
 	maxPipeDataAbs = 256 << 20
 	fdCloexec      = 1
-	ntGNUBuildID   = 3 // NT_GNU_BUILD_ID
 )
 
 // devIno identifies an inode.
@@ -128,48 +126,11 @@ func buildID(path string, size int64) []uint32 {
 	if size < 5 {
 		return nil
 	}
-	f, err := os.Open(path)
+	id, err := buildid.Read(path)
 	if err != nil {
 		return nil
 	}
-	defer f.Close()
-	var magic [4]byte
-	if _, err := f.ReadAt(magic[:], 0); err != nil || string(magic[:]) != elf.ELFMAG {
-		return nil
-	}
-	ef, err := elf.NewFile(f)
-	if err != nil {
-		return nil
-	}
-	for _, p := range ef.Progs {
-		if p.Type != elf.PT_NOTE || p.Filesz > 1<<20 {
-			continue
-		}
-		b := make([]byte, p.Filesz)
-		if _, err := p.ReadAt(b, 0); err != nil {
-			continue
-		}
-		for len(b) >= 12 {
-			nsz, dsz, typ := ef.ByteOrder.Uint32(b), ef.ByteOrder.Uint32(b[4:]), ef.ByteOrder.Uint32(b[8:])
-			nameEnd := 12 + (int(nsz)+3)&^3
-			descEnd := nameEnd + (int(dsz)+3)&^3
-			if nsz > 1<<16 || dsz > 1<<16 || descEnd > len(b) {
-				break
-			}
-			if typ == ntGNUBuildID && nsz == 4 && string(b[12:15]) == "GNU" {
-				desc := b[nameEnd : nameEnd+int(dsz)]
-				padded := make([]byte, (len(desc)+3)&^3)
-				copy(padded, desc)
-				out := make([]uint32, len(padded)/4)
-				for i := range out {
-					out[i] = binary.LittleEndian.Uint32(padded[i*4:])
-				}
-				return out
-			}
-			b = b[descEnd:]
-		}
-	}
-	return nil
+	return buildid.Words(id)
 }
 
 // mapFileID returns the files.img id of the file behind a mapping (or the exe), creating the

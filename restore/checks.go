@@ -1,9 +1,6 @@
 package restore
 
 import (
-	"bytes"
-	"debug/elf"
-	"encoding/binary"
 	"errors"
 	"fmt"
 	"os"
@@ -15,6 +12,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/imgtool/imgtool/image"
+	"github.com/imgtool/imgtool/internal/buildid"
 	"github.com/imgtool/imgtool/internal/fpu"
 	"github.com/imgtool/imgtool/internal/procfs"
 )
@@ -235,48 +233,13 @@ func checkRegFile(r *regfile.RegFileEntry) error {
 		return fmt.Errorf("%s has changed: size %d, the set says %d", name, st.Size, r.GetSize())
 	}
 	if len(r.BuildId) > 0 {
-		id, err := gnuBuildID(name)
+		id, err := buildid.Read(name)
 		if err != nil {
-			return err
+			return fmt.Errorf("%s: reading its build id: %w", name, err)
 		}
-		want := make([]byte, 4*len(r.BuildId))
-		for i, w := range r.BuildId {
-			binary.LittleEndian.PutUint32(want[4*i:], w)
-		}
-		if !bytes.Equal(id, want) {
-			return fmt.Errorf("%s has changed: build id %x, the set says %x", name, id, want)
+		if !buildid.Matches(id, r.BuildId) {
+			return fmt.Errorf("%s has changed: build id %x, the set says %x", name, id, r.BuildId)
 		}
 	}
 	return nil
-}
-
-// gnuBuildID returns the GNU build id note of an ELF file, or nil if it has none.
-func gnuBuildID(name string) ([]byte, error) {
-	f, err := elf.Open(name)
-	if err != nil {
-		return nil, fmt.Errorf("%s: reading its build id: %w", name, err)
-	}
-	defer f.Close()
-	for _, prog := range f.Progs {
-		if prog.Type != elf.PT_NOTE || prog.Filesz > 1<<20 {
-			continue
-		}
-		b := make([]byte, prog.Filesz)
-		if _, err := prog.ReadAt(b, 0); err != nil {
-			return nil, fmt.Errorf("%s: reading its notes: %w", name, err)
-		}
-		for len(b) >= 12 {
-			nsz, dsz, typ := f.ByteOrder.Uint32(b), f.ByteOrder.Uint32(b[4:]), f.ByteOrder.Uint32(b[8:])
-			nEnd := 12 + (uint64(nsz)+3)&^3
-			dEnd := nEnd + (uint64(dsz)+3)&^3
-			if dEnd > uint64(len(b)) {
-				break
-			}
-			if typ == 3 /* NT_GNU_BUILD_ID */ && nsz == 4 && string(b[12:15]) == "GNU" {
-				return b[nEnd : nEnd+uint64(dsz)], nil
-			}
-			b = b[dEnd:]
-		}
-	}
-	return nil, nil
 }
