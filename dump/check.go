@@ -343,9 +343,6 @@ func checkProcess(pid int, stat *procfs.Stat, status procfs.Status, frozen bool)
 		return refuse(pid, -1, fmt.Sprintf("controlling terminal %d:%d", unix.Major(uint64(stat.TTYNr)),
 			unix.Minor(uint64(stat.TTYNr))), "terminals are not supported")
 	}
-	if s := status["Seccomp"]; s != "" && s != "0" {
-		return refuse(pid, -1, "seccomp mode "+s, "seccomp filters are not supported")
-	}
 	for _, ns := range namespaces {
 		mine, err1 := os.Readlink("/proc/self/ns/" + ns)
 		theirs, err2 := os.Readlink(procfs.Path(pid, "ns", ns))

@@ -113,6 +113,11 @@ func collectThread(p *process, t *thread) error {
 	}
 	t.orig = regs
 	t.regs = fixRestart(regs)
+	if t.seccompMode == seccompModeFilter {
+		if t.seccompFilters, err = readSeccompFilters(p.pid, t.tid); err != nil {
+			return err
+		}
+	}
 	if t.origMask, err = ptrace.GetSigmask(t.tid); err != nil {
 		return err
 	}

@@ -5,7 +5,7 @@
 //
 // The tree is first inspected through /proc without being touched; what cannot be dumped
 // (sockets other than UNIX, TCP and UDP ones, the UNIX sockets sk_unix.go refuses and the
-// TCP and UDP sockets sk_inet.go refuses, terminals, namespaces other than the dumper's, io_uring, seccomp, processes
+// TCP and UDP sockets sk_inet.go refuses, terminals, namespaces other than the dumper's, io_uring, seccomp filters that notify a listener (seccomp.go), processes
 // already traced, a process whose leader exited while other threads run, device nodes that
 // were removed, files unlinked by the name they were opened by while another name remains
 // (CRIU's link-remap), deleted files whose content passes the ghost file limit (see Ghost

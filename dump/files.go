@@ -58,6 +58,7 @@ type memfdInode struct {
 
 // setState holds everything numbered across the whole tree.
 type setState struct {
+	seccomp     *seccompState // seccomp.img and each thread's place in it (seccomp.go)
 	nextFileID  uint32
 	files       []*fdinfo.FileEntry
 	mapFiles    map[devIno]uint32

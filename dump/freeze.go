@@ -36,7 +36,10 @@ type thread struct {
 	// jobStopped: the thread is in a job-control stop: a stop signal still pending is
 	// discarded on the way to an injected call (stopped.go).
 	jobStopped bool
-	state      threadState
+	// seccompMode and seccompFilters (oldest first) are its seccomp state (seccomp.go).
+	seccompMode    int
+	seccompFilters []seccompFilter
+	state          threadState
 }
 
 // process is one stopped process of the tree.
@@ -229,8 +232,17 @@ func (d *dumper) freezeProcess(pid int, parent *process) (*process, error) {
 			}
 			seen[tid] = true
 			t := &thread{tid: tid}
+			mode, err := threadSeccompMode(pid, tid)
+			if err != nil && !vanished(err) {
+				return nil, err
+			}
+			t.seccompMode = mode
+			opts := 0
+			if mode != 0 {
+				opts = unix.PTRACE_O_SUSPEND_SECCOMP // seccomp.go
+			}
 			seizes.Add(1)
-			if err := ptrace.Seize(tid); err != nil {
+			if err := ptrace.SeizeWith(tid, opts); err != nil {
 				// A failed seize may still have attached: detach it like the others.
 				_ = ptrace.Detach(tid)
 				if dead, why := threadDead(pid, tid, err); dead {

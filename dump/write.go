@@ -17,7 +17,6 @@ import (
 	"github.com/checkpoint-restore/go-criu/v8/crit/images/pagemap"
 	pipe_data "github.com/checkpoint-restore/go-criu/v8/crit/images/pipe-data"
 	"github.com/checkpoint-restore/go-criu/v8/crit/images/pstree"
-	"github.com/checkpoint-restore/go-criu/v8/crit/images/seccomp"
 	"github.com/checkpoint-restore/go-criu/v8/crit/images/stats"
 	"github.com/checkpoint-restore/go-criu/v8/crit/images/timens"
 	"golang.org/x/sys/unix"
@@ -104,6 +103,7 @@ func (d *dumper) collect() error {
 			}
 		}
 	}
+	s.seccomp = collectSeccomp(d.procs)
 	return d.planSharing()
 }
 
@@ -231,7 +231,7 @@ func (d *dumper) write() error {
 	if err := d.writeFileLocks(); err != nil {
 		return err
 	}
-	if err := d.writeImage("seccomp.img", "SECCOMP", &seccomp.SeccompEntry{}); err != nil {
+	if err := d.writeImage("seccomp.img", "SECCOMP", &s.seccomp.entry); err != nil {
 		return err
 	}
 	if err := d.writeImage("timens-0.img", "TIMENS", timensNow()); err != nil {
@@ -301,6 +301,7 @@ func (d *dumper) writeProcess(p *process, writtenFdinfo map[uint32]bool) error {
 		if err != nil {
 			return err
 		}
+		d.set.seccomp.setCore(t.tid, c.ThreadCore)
 		if err := d.writeImage(fmt.Sprintf("core-%d.img", t.tid), "CORE", c); err != nil {
 			return err
 		}

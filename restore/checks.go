@@ -138,9 +138,6 @@ func checkCores(p *procPlan, xs fpu.Layout) error {
 	default:
 		return fmt.Errorf("core-%d.img: unknown task state %d", p.pid, tc.GetTaskState())
 	}
-	if tc.GetOldSeccompMode() != 0 {
-		return fmt.Errorf("pid %d uses seccomp: not supported", p.pid)
-	}
 	if rl := tc.GetRlimits().GetRlimits(); len(rl) > image.NRlimits {
 		return fmt.Errorf("core-%d.img: %d resource limits, at most %d", p.pid, len(rl), image.NRlimits)
 	}
@@ -148,9 +145,6 @@ func checkCores(p *procPlan, xs fpu.Layout) error {
 		tid := p.tids[i]
 		if c.ThreadCore == nil {
 			return fmt.Errorf("core-%d.img: no thread core", tid)
-		}
-		if c.ThreadCore.GetSeccompMode() != 0 {
-			return fmt.Errorf("thread %d uses seccomp: not supported", tid)
 		}
 		if c.ThreadInfo.Gpregs.GetMode() != 1 { // NATIVE
 			return fmt.Errorf("thread %d runs 32-bit code: not supported", tid)

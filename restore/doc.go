@@ -85,7 +85,9 @@
 //     restore --file-locks; each POSIX lock, OFD lock, flock and lease of filelocks.img by
 //     the process and on the fd that held it, with F_SETLK, F_OFD_SETLK, flock or F_SETLEASE,
 //     never waiting: a lock held meanwhile by another process fails the restore, naming it;
-//     a set holding locks is refused without the option), resource limits (set by the
+//     a set holding locks is refused without the option), seccomp (seccomp.go: strict
+//     mode, or the thread's filters installed oldest first; imgtool's later calls pass
+//     with PTRACE_O_SUSPEND_SECCOMP), resource limits (set by the
 //     process itself: prlimit on another uid's process needs CAP_SYS_RESOURCE), credentials (only when they differ from imgtool's),
 //     parent death signals (a credential change clears them), dumpable, child subreaper,
 //     pending signals queued (still blocked), the POSIX timers armed (time left and
@@ -138,7 +140,7 @@
 // (every such fd of the tree named at once), as is an epoll whose targets are not all fds,
 // of kinds restore supports, of the first process that has it (the one that dumped it, for
 // CRIU and imgtool alike); so are file locks without Options.FileLocks, a lease being
-// broken (CRIU restores the break) and the other locks file_lock.go lists, seccomp, AIO rings, SysV IPC
+// broken (CRIU restores the break) and the other locks file_lock.go lists, AIO rings, SysV IPC
 // mappings, incremental (parent) sets, processes sharing memory or fd tables (CLONE_VM,
 // CLONE_FILES between processes), and 32-bit tasks. Not restored at all: namespaces (the
 // tree is restored into imgtool's namespaces; time namespaces are ignored, so

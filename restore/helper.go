@@ -52,6 +52,11 @@ func helperELF() []byte {
 	return b
 }
 
+// tracerOptions are the ptrace options of the helper, which every process and thread
+// cloned from it inherits: each is traced from its birth, and killed if imgtool dies.
+const tracerOptions = unix.PTRACE_O_TRACESYSGOOD | unix.PTRACE_O_TRACEFORK | unix.PTRACE_O_TRACECLONE |
+	unix.PTRACE_O_TRACEVFORK | unix.PTRACE_O_EXITKILL
+
 // startHelper executes the helper under ptrace from the calling (tracer) thread and returns
 // its pid, stopped at its exec stop with our ptrace options set.
 // helperStarts counts the helpers ever started, so that tests can prove a refusal came
@@ -82,9 +87,7 @@ func startHelper() (int, error) {
 		reapThread(pid)
 		return 0, err
 	}
-	opts := unix.PTRACE_O_TRACESYSGOOD | unix.PTRACE_O_TRACEFORK | unix.PTRACE_O_TRACECLONE |
-		unix.PTRACE_O_TRACEVFORK | unix.PTRACE_O_EXITKILL
-	if err := unix.PtraceSetOptions(pid, opts); err != nil {
+	if err := unix.PtraceSetOptions(pid, tracerOptions); err != nil {
 		unix.Kill(pid, unix.SIGKILL)
 		reapThread(pid)
 		return 0, fmt.Errorf("tracing the restore helper: %w", err)

@@ -16,6 +16,7 @@ import (
 	"github.com/checkpoint-restore/go-criu/v8/crit/images/mm"
 	pipe_data "github.com/checkpoint-restore/go-criu/v8/crit/images/pipe-data"
 	"github.com/checkpoint-restore/go-criu/v8/crit/images/pstree"
+	"github.com/checkpoint-restore/go-criu/v8/crit/images/seccomp"
 
 	"github.com/imgtool/imgtool/image"
 )
@@ -50,6 +51,7 @@ type plan struct {
 	memfds   map[uint64]*memfd.MemfdInodeEntry
 	shmem    map[uint64]*image.PageMap // pagemap-shmem-<shmid>.img, by shmid
 	skQueues map[uint32][]queued       // sk-queues.img, by the receiving socket's file id (sk_unix.go)
+	seccomp  []*seccomp.SeccompFilter  // seccomp.img (seccomp.go)
 	// ghosts are the deleted files of the set, by the id of each reg entry remapped to one
 	// (remap-fpath.img; ghost.go); remapRefused names the remaps restore does not make.
 	ghosts       map[uint32]*ghostPlan
@@ -213,6 +215,14 @@ func loadPlan(src source) (*plan, error) {
 	for _, z := range pl.zombies {
 		if len(z.children) > 0 {
 			return nil, fmt.Errorf("pstree.img: zombie %d has children (%d)", z.pid, z.children[0].pid)
+		}
+	}
+	if pl.seccomp, err = loadSeccomp(src); err != nil {
+		return nil, err
+	}
+	for _, p := range pl.procs {
+		if err := checkSeccomp(pl, p); err != nil {
+			return nil, err
 		}
 	}
 	files, _, err := readEntries[fdinfo.FileEntry](src, "files.img", "FILES")

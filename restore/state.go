@@ -90,6 +90,9 @@ func (r *restorer) restoreProcess(p *process) error {
 	if err := r.restoreOOMScoreAdj(p, tc); err != nil {
 		return err
 	}
+	if err := r.restoreSeccomp(p); err != nil {
+		return err
+	}
 	if err := r.restoreLoginuid(p, tc.Loginuid); err != nil {
 		return err
 	}

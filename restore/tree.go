@@ -49,10 +49,10 @@ func (p *process) poke(addr uint64, b []byte) error {
 // The scratch area: a few pages mapped at the same free address in every process for the
 // arguments of injected syscalls, unmapped at the end.
 const (
-	scratchSize   = 4 * 4096
-	scratchArgs   = 0    // clone_args, prctl_mm_map, sigaction, ...
-	scratchExtra  = 1024 // set_tid array, auxv, strings
-	scratchStrBuf = 8192 // paths and names
+	scratchSize   = 16 * 4096 // a seccomp filter takes up to 32 KiB (seccomp.go)
+	scratchArgs   = 0         // clone_args, prctl_mm_map, sigaction, ...
+	scratchExtra  = 1024      // set_tid array, auxv, strings
+	scratchStrBuf = 8192      // paths and names
 )
 
 // stopAndAttach records a new process or thread whose first stop is awaited, with all

@@ -137,7 +137,7 @@ var syscallNames = map[uintptr]string{
 	unix.SYS_SETRESGID: "setresgid", unix.SYS_CAPSET: "capset", unix.SYS_SETFSUID: "setfsuid",
 	unix.SYS_SETFSGID: "setfsgid", unix.SYS_RT_TGSIGQUEUEINFO: "rt_tgsigqueueinfo",
 	unix.SYS_RT_SIGQUEUEINFO: "rt_sigqueueinfo", unix.SYS_OPEN: "open", unix.SYS_WRITE: "write",
-	unix.SYS_MEMBARRIER: "membarrier",
+	unix.SYS_MEMBARRIER: "membarrier", unix.SYS_SECCOMP: "seccomp",
 }
 
 // SyscallName names syscall nr for error messages.

@@ -144,8 +144,12 @@ func Wait(tid int) (Stop, error) {
 // Seize attaches to tid without stopping it (PTRACE_SEIZE with PTRACE_O_TRACESYSGOOD) and
 // then stops it with PTRACE_INTERRUPT, so no signal is ever sent to it. It returns once
 // the thread sits in the interrupt stop.
-func Seize(tid int) error {
-	if err := request(reqSeize, tid, 0, unix.PTRACE_O_TRACESYSGOOD); err != nil {
+func Seize(tid int) error { return SeizeWith(tid, 0) }
+
+// SeizeWith is Seize with more ptrace options (PTRACE_O_SUSPEND_SECCOMP, for a thread
+// whose seccomp filters would refuse the calls injected into it).
+func SeizeWith(tid int, opts int) error {
+	if err := request(reqSeize, tid, 0, uintptr(unix.PTRACE_O_TRACESYSGOOD|opts)); err != nil {
 		if err == unix.ESRCH {
 			return &GoneError{Tid: tid, How: "no longer exists"}
 		}

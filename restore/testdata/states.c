@@ -9,6 +9,12 @@
  *   stopped  a child stopped by SIGSTOP (job control) (stopped)
  *   stopped-pending  the same, sent SIGSTOP again once stopped, to the process and to the
  *            thread: both stay pending (stopped01, stopped02, stopped12)
+ *   seccomp  seccomp filters: getppid fails with EPERM in both threads (installed with
+ *            TSYNC), getpgrp with EACCES in the main thread only (seccomp_filter)
+ *   seccomp-tsync  one filter on both threads (TSYNC): afterwards another TSYNC filter
+ *            must still be taken (one filter tree), and getppid fails with EPERM in both
+ *   seccomp-strict  a child in strict mode (prctl PR_SET_SECCOMP 1) that echoes what it
+ *            reads from a pipe (seccomp_strict)
  *
  * The program sets the state, checks it once, prints "ready pid=N", waits for SIGUSR1
  * (sent after the restore), checks again and prints "ok" or "FAIL: why". */
@@ -206,6 +212,136 @@ static int check_stopped(void)
 	return 1;
 }
 
+
+/* --- seccomp --- */
+#include <linux/filter.h>
+#include <linux/seccomp.h>
+#include <pthread.h>
+#include <stddef.h>
+#include <sys/prctl.h>
+#include <sys/syscall.h>
+
+static pid_t strict_child;
+static int strict_in, strict_out;
+static volatile pid_t second_tid;
+static volatile int second_ok = -1, second_go;
+
+/* deny installs a filter making syscall nr fail with errno err; flags for seccomp(2). */
+static int deny(int nr, int err, unsigned flags)
+{
+	struct sock_filter f[] = {
+		BPF_STMT(BPF_LD | BPF_W | BPF_ABS, offsetof(struct seccomp_data, nr)),
+		BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, nr, 0, 1),
+		BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ERRNO | err),
+		BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ALLOW),
+	};
+	struct sock_fprog prog = { .len = 4, .filter = f };
+	return syscall(SYS_seccomp, SECCOMP_SET_MODE_FILTER, flags, &prog);
+}
+
+static int denied(long nr, int err) { errno = 0; return syscall(nr) == -1 && errno == err; }
+
+static void *second(void *arg)
+{
+	(void)arg;
+	second_tid = syscall(SYS_gettid);
+	for (;;) {
+		if (second_go) {
+			second_ok = denied(SYS_getppid, EPERM) && syscall(SYS_getpgrp) == getpgrp();
+			second_go = 0;
+		}
+		usleep(10000);
+	}
+	return NULL;
+}
+
+static int seccomp_tsync_mode;
+
+static void set_seccomp(int tsync_only)
+{
+	pthread_t th;
+	seccomp_tsync_mode = tsync_only;
+	prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0);
+	pthread_create(&th, NULL, second, NULL);
+	while (!second_tid)
+		usleep(1000);
+	if (deny(SYS_getppid, EPERM, SECCOMP_FILTER_FLAG_TSYNC))
+		perror("seccomp tsync");
+	if (!tsync_only && deny(SYS_getpgrp, EACCES, 0))
+		perror("seccomp");
+}
+
+static int status_field(pid_t pid, const char *key)
+{
+	char path[64], line[256];
+	int v = -1;
+	snprintf(path, sizeof(path), "/proc/%d/status", pid);
+	FILE *f = fopen(path, "r");
+	if (!f)
+		return -1;
+	while (fgets(line, sizeof(line), f))
+		if (!strncmp(line, key, strlen(key)) && line[strlen(key)] == ':')
+			v = atoi(line + strlen(key) + 1);
+	fclose(f);
+	return v;
+}
+
+static int check_seccomp(void)
+{
+	CHECK(status_field(getpid(), "Seccomp") == 2, "main thread: seccomp mode %d", status_field(getpid(), "Seccomp"));
+	CHECK(denied(SYS_getppid, EPERM), "main thread: getppid not denied");
+	if (!seccomp_tsync_mode)
+		CHECK(denied(SYS_getpgrp, EACCES), "main thread: getpgrp not denied");
+	second_go = 1;
+	while (second_go)
+		usleep(1000);
+	CHECK(second_ok == 1, "second thread: getppid not denied, or getpgrp denied");
+	if (seccomp_tsync_mode && after)
+		/* One filter tree for both threads: TSYNC works (it fails naming a thread whose
+		 * filters are not an ancestor of the caller's). */
+		CHECK(deny(SYS_getsid, EPERM, SECCOMP_FILTER_FLAG_TSYNC) == 0, "a new TSYNC filter was refused");
+	return 1;
+}
+
+static void set_seccomp_strict(void)
+{
+	int in[2], out[2];
+	if (pipe(in) || pipe(out))
+		exit(1);
+	strict_child = fork();
+	if (strict_child == 0) {
+		char c;
+		close(in[1]);
+		close(out[0]);
+		prctl(PR_SET_SECCOMP, SECCOMP_MODE_STRICT);
+		c = '!';
+		if (write(out[1], &c, 1) != 1) /* in strict mode now */
+			syscall(SYS_exit, 1);
+		for (;;) {
+			if (read(in[0], &c, 1) != 1)
+				syscall(SYS_exit, 1);
+			c++;
+			if (write(out[1], &c, 1) != 1)
+				syscall(SYS_exit, 1);
+		}
+	}
+	close(in[0]);
+	close(out[1]);
+	strict_in = in[1];
+	strict_out = out[0];
+	char c;
+	if (read(strict_out, &c, 1) != 1 || c != '!')
+		exit(1);
+}
+
+static int check_seccomp_strict(void)
+{
+	char c = 'a';
+	CHECK(status_field(strict_child, "Seccomp") == 1, "child %d: seccomp mode %d", strict_child, status_field(strict_child, "Seccomp"));
+	CHECK(write(strict_in, &c, 1) == 1 && read(strict_out, &c, 1) == 1 && c == 'b', "child %d did not echo", strict_child);
+	return 1;
+}
+
 int main(int argc, char **argv)
 {
 	const char *mode = argc > 1 ? argv[1] : "";
@@ -223,6 +359,12 @@ int main(int argc, char **argv)
 	} else if (!strcmp(mode, "stopped-pending")) {
 		set_stopped_pending();
 		check = check_stopped;
+	} else if (!strcmp(mode, "seccomp") || !strcmp(mode, "seccomp-tsync")) {
+		set_seccomp(!strcmp(mode, "seccomp-tsync"));
+		check = check_seccomp;
+	} else if (!strcmp(mode, "seccomp-strict")) {
+		set_seccomp_strict();
+		check = check_seccomp_strict;
 	} else {
 		fprintf(stderr, "usage: states MODE\n");
 		return 2;
