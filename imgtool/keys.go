@@ -313,10 +313,12 @@ func openSet(dir string, k keyOptions) (*imgset.Set, error) {
 	}
 	// Who wrote the set is checked before its header is opened or anything of it
 	// decrypted (docs/format.md, Signatures).
-	if _, err := k.signature(dir); err != nil {
+	sig, err := k.signature(dir)
+	if err != nil {
 		return nil, err
 	}
-	opts := imgset.OpenOptions{Identities: ids, RequireEncrypted: k.RequireEncrypted}
+	// Every stored chunk is checked against the signature as it is read.
+	opts := imgset.OpenOptions{Identities: ids, RequireEncrypted: k.RequireEncrypted, Signature: sig}
 	set, err := imgset.Open(dir, opts)
 	var kre *imgset.KeyRequiredError
 	if errors.As(err, &kre) && len(k.KeyFiles) == 0 && fileExists(defaultKeyPath) {
@@ -332,7 +334,12 @@ func openSet(dir string, k keyOptions) (*imgset.Set, error) {
 		return nil, fmt.Errorf("image set %s: %w: a key was given (--%s, or %s), so an encrypted set is expected; --%s to read it anyway",
 			dir, imgset.ErrNotEncrypted, flagTLSKey, defaultKeyPath, flagAllowPlaintext)
 	}
-	if err := k.checkSetID(dir, set.Header()); err != nil {
+	if h := set.Header(); h == nil && sig != nil {
+		// A plain set's id is its signature's, verified.
+		if err := checkSetID(dir, k.ExpectSetID, &cipher.Header{SetID: sig.SetID}); err != nil {
+			return nil, err
+		}
+	} else if err := k.checkSetID(dir, h); err != nil {
 		return nil, err
 	}
 	return set, nil

@@ -93,21 +93,32 @@ func runVerify(ctx context.Context, opts verifyOptions, args []string) error {
 	if err := ctx.Err(); err != nil {
 		return err
 	}
-	// The signature first: who wrote the set, and the hash of every stored file.
+	// The signature first: who wrote the set, its header, its files' names and
+	// sizes. Every stored chunk is checked against it as Verify authenticates it.
 	sig, sigErr := checkSignature(dir, opts.Signature, nil)
 	if sigErr != nil && ExitCode(sigErr) != ExitVerify {
 		return fmt.Errorf("verify: %w", sigErr)
 	}
 	progress, done := newProgress(opts.Err, opts.Quiet, "verifying")
-	rep, err := imgset.Verify(dir, imgset.VerifyOptions{Identities: ids, Progress: progress})
+	rep, err := imgset.Verify(dir, imgset.VerifyOptions{Identities: ids, Signature: sig, Progress: progress})
 	done()
 	if err != nil {
 		return fmt.Errorf("verify: %w", err)
 	}
 	if sig != nil && !rep.Encrypted {
-		// A plain set whose signature verified: every file is the one signed.
+		// A plain set whose signature verified: what is left to say is whether
+		// every file is the one signed.
 		rep.Problems = slices.DeleteFunc(rep.Problems, func(p imgset.Problem) bool { return errors.Is(p.Err, imgset.ErrNotEncrypted) })
 		rep.Unchecked = nil
+	}
+	if sig != nil && sigErr == nil {
+		// A file that is not the one signed fails the signature check.
+		for _, p := range rep.Problems {
+			if signedFileError(p.Err) {
+				sigErr = withExitCode(ExitVerify, signatureFailure(p.Err, false))
+				break
+			}
+		}
 	}
 	if !opts.Quiet || !rep.OK() || sigErr != nil {
 		if err := printReport(opts.Out, rep, signatureReport(dir, sig, sigErr)); err != nil {
@@ -118,6 +129,10 @@ func runVerify(ctx context.Context, opts verifyOptions, args []string) error {
 		return fmt.Errorf("verify: %w", sigErr)
 	}
 	if sig != nil && !rep.Encrypted && rep.OK() {
+		// A plain set's id is its signature's, verified.
+		if err := checkSetID(dir, opts.ExpectSetID, &cipher.Header{SetID: sig.SetID}); err != nil {
+			return fmt.Errorf("verify: %w", err)
+		}
 		return nil
 	}
 	if opts.ExpectSetID != "" && rep.Encrypted {
@@ -201,7 +216,7 @@ func signatureReport(dir string, sig *cipher.Signature, sigErr error) string {
 	case sigErr != nil:
 		line = fmt.Sprintf("FAIL %s: %v", imgset.SignName, sigErr)
 	case sig != nil:
-		line = signerLine(sig, true) + ": every stored file is the one signed"
+		line = signerLine(sig, true) + ": every stored chunk is the one signed"
 	default:
 		if s, err := imgset.ReadSignature(dir); err == nil {
 			line = signerLine(s, false)
