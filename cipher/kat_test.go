@@ -6,6 +6,7 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"os"
+	"os/exec"
 	"strconv"
 	"strings"
 	"testing"
@@ -108,4 +109,36 @@ func TestKnownAnswers(t *testing.T) {
 	if checked[1] != 16 || checked[2] != 16 {
 		t.Fatalf("checked %d v1 and %d v2 answers, want 16 and 16", checked[1], checked[2])
 	}
+}
+
+// TestKnownAnswersFromPython runs the independent implementation itself
+// (testdata/kat.py, pyca/cryptography) and checks that it still gives
+// testdata/kat.txt, the answers TestKnownAnswers holds the Go code to. It skips,
+// saying why, without python3 or its cryptography module.
+func TestKnownAnswersFromPython(t *testing.T) {
+	out := runPython(t, "testdata/kat.py")
+	want, err := os.ReadFile("testdata/kat.txt")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if out != string(want) {
+		t.Fatalf("kat.py gives other answers than testdata/kat.txt:\n%s", out)
+	}
+}
+
+// runPython runs python3 with args and returns its output; it skips the test
+// when python3 or the cryptography module is missing (the script exits 77).
+func runPython(t *testing.T, args ...string) string {
+	t.Helper()
+	if _, err := exec.LookPath("python3"); err != nil {
+		t.Skip("python3 not found: the independent Python check is skipped")
+	}
+	out, err := exec.Command("python3", args...).Output()
+	if ee, ok := err.(*exec.ExitError); ok && ee.ExitCode() == 77 {
+		t.Skipf("the independent Python check is skipped: %s", strings.TrimSpace(string(out)))
+	}
+	if err != nil {
+		t.Fatalf("python3 %v: %v\n%s", args, err, out)
+	}
+	return string(out)
 }

@@ -7,6 +7,7 @@ import (
 	"crypto/hkdf"
 	"crypto/sha256"
 	"encoding/binary"
+	"fmt"
 	"io"
 	"os"
 	"path/filepath"
@@ -372,4 +373,35 @@ func TestRecipientForgeryRefused(t *testing.T) {
 		t.Errorf("the genuine set restored as %q, want process %d running", b, pid)
 	}
 	syscall.Kill(restored, syscall.SIGKILL)
+}
+
+// TestPlainSignedSetID: a signed plain set's id is its signature's, which
+// --expect-set-id checks once the signature is verified: an older signed set
+// put back is refused by verify and by the readers (exit 3).
+func TestPlainSignedSetID(t *testing.T) {
+	tmp := t.TempDir()
+	signCert, signKey := writeSigner(t, tmp, "ops")
+	older := copySet(t, fixtureDir+"/counter")
+	current := copySet(t, fixtureDir+"/counter")
+	for _, set := range []string{older, current} {
+		if _, _, err := runApp(t, "sign", "-D", set, "--sign-key", signKey, "--sign-cert", signCert, "-q"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	sig, err := imgset.ReadSignature(current)
+	if err != nil {
+		t.Fatal(err)
+	}
+	id := sig.SetID.String()
+	for _, cmd := range [][]string{{"verify", "-q"}, {"x", "ps"}, {"inspect"}} {
+		args := append(append([]string{cmd[0], current}, cmd[1:]...), "--trust", signCert, "--expect-set-id", id)
+		if _, _, err := runApp(t, args...); err != nil {
+			t.Errorf("%v: %v", args, err)
+		}
+		args[1] = older
+		_, _, err := runApp(t, args...)
+		if ExitCode(err) != ExitVerify || !strings.Contains(fmt.Sprint(err), "not the expected") {
+			t.Errorf("%v, an older signed set: exit %d, %v", args, ExitCode(err), err)
+		}
+	}
 }
