@@ -349,6 +349,14 @@ func TestRecipientForgeryRefused(t *testing.T) {
 	if !strings.Contains(out, "FAIL pages-1.img") {
 		t.Errorf("verify's report does not name the forged file:\n%s", out)
 	}
+	// Without a key, the chunk hashes alone catch it; the genuine set passes them
+	// (exit 4: no chunk was authenticated).
+	_, _, err = runApp(t, "verify", forged, "--trust", signCert)
+	wantSignRefusal(t, "verify of the forgery without a key", err, "pages-1.img")
+	out, _, err = runApp(t, "verify", genuine, "--trust", signCert)
+	if ExitCode(err) != ExitUnchecked || !strings.Contains(out, "every stored chunk is the one signed") {
+		t.Errorf("verify of the genuine set without a key: exit %d, %v\n%s", ExitCode(err), err, out)
+	}
 	before := childrenOf(t)
 	_, _, err = runApp(t, "restore", "-d", "-D", forged, "--tls-key", key, "--trust", signCert)
 	wantSignRefusal(t, "restore of the forgery", err, "differs")

@@ -121,7 +121,7 @@ func runVerify(ctx context.Context, opts verifyOptions, args []string) error {
 		}
 	}
 	if !opts.Quiet || !rep.OK() || sigErr != nil {
-		if err := printReport(opts.Out, rep, signatureReport(dir, sig, sigErr)); err != nil {
+		if err := printReport(opts.Out, rep, signatureReport(dir, sig, sigErr), sig != nil && sigErr == nil); err != nil {
 			return err
 		}
 	}
@@ -148,7 +148,7 @@ func runVerify(ctx context.Context, opts verifyOptions, args []string) error {
 // printReport prints what Verify found: the set's parameters and recipients,
 // each problem as "FAIL file: why", what could not be checked, and a last line
 // that says what the exit status will.
-func printReport(w io.Writer, rep *imgset.Report, signature string) error {
+func printReport(w io.Writer, rep *imgset.Report, signature string, signed bool) error {
 	var b strings.Builder
 	if rep.Encrypted {
 		fmt.Fprintf(&b, "%s: encrypted with %s, %d files in the manifest, set id %s\n", rep.Dir, rep.Algorithm, rep.Files, rep.SetID)
@@ -166,6 +166,8 @@ func printReport(w io.Writer, rep *imgset.Report, signature string) error {
 	switch {
 	case rep.OK() && rep.Authenticated:
 		fmt.Fprintf(&b, "OK: the header and all %d files (%s of plaintext) are authentic\n", rep.Files, humanBytes(rep.Bytes))
+	case rep.OK() && signed && rep.Encrypted:
+		fmt.Fprintf(&b, "UNCHECKED: every stored chunk is the one signed, but no chunk was authenticated without a key (exit status %d)\n", ExitUnchecked)
 	case rep.OK():
 		fmt.Fprintf(&b, "UNCHECKED: structure, manifest and file prefixes match, but nothing was authenticated without a key (exit status %d)\n", ExitUnchecked)
 	}
