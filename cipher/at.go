@@ -62,6 +62,9 @@ func (k *SetKey) encryptAt(dst io.WriterAt, src io.ReaderAt, size int64, f FileI
 	chunks := numChunks(size)
 	var hashes ChunkHashes
 	if hash {
+		if err := checkHashCount(name, chunks); err != nil {
+			return nil, err
+		}
 		hashes = make(ChunkHashes, chunks*HashSize)
 	}
 	err = runBatches(chunks, size, batchChunks, progress, func(b int64, buf []byte) error {

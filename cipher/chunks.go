@@ -47,6 +47,15 @@ func (c ChunkHashes) matches(i int64, chunk []byte) bool {
 	return i >= 0 && i < int64(c.Len()) && bytes.Equal(c.At(int(i)), h[:])
 }
 
+// checkHashCount refuses to hash more chunks than a signature can list (a file
+// of about 2 TiB), before the hashes are allocated.
+func checkHashCount(name string, chunks int64) error {
+	if chunks > MaxSignFileSize/HashSize {
+		return fmt.Errorf("%s: %d chunks: more than a signature can list (%d bytes of hashes at most)", name, chunks, int64(MaxSignFileSize))
+	}
+	return nil
+}
+
 // StoredChunks returns the number of chunks of a stored file of size bytes: the
 // sealed chunks of an encrypted file (at least one), the ChunkSize blocks of a
 // plain one (none when it is empty). An encrypted file of a size no plaintext
@@ -101,6 +110,9 @@ func HashStored(src io.ReaderAt, size int64, encrypted bool, name string, progre
 	l, err := layoutOf(size, encrypted)
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", name, err)
+	}
+	if err := checkHashCount(name, l.chunks); err != nil {
+		return nil, err
 	}
 	hashes := make(ChunkHashes, l.chunks*HashSize)
 	err = l.eachBatch(src, name, progress, func(i int64, chunk []byte) error {

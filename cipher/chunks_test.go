@@ -237,3 +237,23 @@ func TestSignedReaderAt(t *testing.T) {
 		}
 	}
 }
+
+// TestHashCountLimit checks that nothing hashes a file whose chunk hashes a
+// signature could not hold, before allocating them.
+func TestHashCountLimit(t *testing.T) {
+	huge := int64(MaxSignFileSize/HashSize+1) * ChunkSize
+	if _, err := HashStored(bytes.NewReader(nil), huge, false, "huge", nil); err == nil {
+		t.Error("HashStored of a file too large to sign")
+	}
+	key, _ := NewSetKey(AES256GCM)
+	if _, _, err := key.EncryptAt(newMemFile(), bytes.NewReader(nil), huge, "huge", nil, true); err == nil {
+		t.Error("EncryptAt hashing a file too large to sign")
+	}
+	var ct bytes.Buffer
+	w, _ := key.NewWriter(&ct, "huge")
+	w.HashChunks()
+	w.hashes = make(ChunkHashes, 0)
+	if err := w.growHashes(uint64(MaxSignFileSize/HashSize + 1)); err == nil {
+		t.Error("a Writer kept more chunk hashes than a signature can list")
+	}
+}

@@ -243,10 +243,15 @@ func (w *Writer) ChunkHashes() ChunkHashes {
 
 // growHashes makes room in hashes for the chunks before index end. It runs on
 // the caller's goroutine before a round, when no sealer touches hashes.
-func (w *Writer) growHashes(end uint64) {
-	if w.hashing && uint64(w.hashes.Len()) < end {
-		w.hashes = append(w.hashes, make([]byte, int(end)*HashSize-len(w.hashes))...)
+func (w *Writer) growHashes(end uint64) error {
+	if !w.hashing || uint64(w.hashes.Len()) >= end {
+		return nil
 	}
+	if err := checkHashCount(w.name, int64(end)); err != nil {
+		return err
+	}
+	w.hashes = append(w.hashes, make([]byte, int(end)*HashSize-len(w.hashes))...)
+	return nil
 }
 
 // keep returns where sealed chunks put their hashes: nil when not hashing.
@@ -296,7 +301,9 @@ func (w *Writer) write(p []byte) error {
 	w.units = w.units[:0]
 	next := w.addUnits(w.pend, w.chunk)
 	next = w.addUnits(p[:len(p)-keep], next)
-	w.growHashes(next)
+	if err := w.growHashes(next); err != nil {
+		return err
+	}
 	w.seal()
 	if err := w.out.failed(); err != nil {
 		return err
@@ -402,12 +409,14 @@ func (w *Writer) Close() error {
 func (w *Writer) finish() error {
 	n := len(w.pend) + TagSize*int(numChunks(int64(len(w.pend))))
 	u := sealedUnit{first: w.chunk, chunks: numChunks(int64(len(w.pend)))}
+	if err := w.growHashes(w.chunk + uint64(u.chunks)); err != nil {
+		return err
+	}
 	if w.home != nil && n <= unitCT {
 		u.ct, u.home = w.home.get(w.out), w.home
 	} else {
 		u.ct = make([]byte, n) // a small file, or a last batch of small writes
 	}
-	w.growHashes(w.chunk + uint64(u.chunks))
 	u.n = sealBatch(w.aead, u.ct, w.pend, w.chunk, true, w.keep())
 	if w.hashing {
 		w.hashes = w.hashes[:int(w.chunk+uint64(u.chunks))*HashSize]
@@ -495,7 +504,10 @@ func (w *Writer) ReadFromAt(src io.ReaderAt, size int64, progress func(n int64))
 	// Everything in pend now precedes more data: none of it ends the file.
 	w.units = w.units[:0]
 	next := w.addUnits(w.pend, w.chunk)
-	w.growHashes(next + uint64(max(0, (size-off)/ChunkSize)))
+	if err := w.growHashes(next + uint64(max(0, (size-off)/ChunkSize))); err != nil {
+		w.err = err
+		return err
+	}
 	w.seal()
 	if err := w.out.failed(); err != nil {
 		w.err = err
