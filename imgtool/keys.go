@@ -139,6 +139,12 @@ func (k keyOptions) signature(dir string) (*cipher.Signature, error) {
 		AllowUnsigned: k.AllowUnsigned}, k.Warn)
 }
 
+// checksSignature tells whether k has the signature of the set in dir checked:
+// it is required, or the set has one and a trust anchor is given.
+func (k keyOptions) checksSignature(dir string) bool {
+	return k.RequireSigned || (imgset.HasSignature(dir) && (len(k.Trust) > 0 || fileExists(defaultTrustPath)))
+}
+
 // requireEncrypted tells whether a plaintext set must be refused: asked for, or implied by
 // a key (given, or configured at the default path). Someone who can write the storage can
 // replace an encrypted set with a plaintext one of his making; a reader that holds a key
@@ -357,7 +363,7 @@ func openSetFile(path string, k keyOptions) (rc io.ReadCloser, handled bool, err
 			return nil, true, fmt.Errorf("%s is a file of an encrypted image set, but the set's header %s is not beside it: %w",
 				path, imgset.HeaderName, imgset.ErrHeaderMissing)
 		}
-		if !k.requireEncrypted() && k.ExpectSetID == "" {
+		if !k.requireEncrypted() && k.ExpectSetID == "" && !k.checksSignature(dir) {
 			return nil, false, nil // a plaintext file, read as it is
 		}
 	}

@@ -175,6 +175,13 @@ func TestSignPlainSet(t *testing.T) {
 	os.WriteFile(f, b, 0o644)
 	_, _, err = runApp(t, "verify", set, "--trust", signCert)
 	wantSignRefusal(t, "verify of a changed file", err, "pstree.img")
+	// One image of it, decoded alone, with a trust anchor: read through the set,
+	// checked against the signature.
+	_, _, err = runApp(t, "decode", "-i", f, "--trust", signCert)
+	wantSignRefusal(t, "decode of a changed file", err, "pstree.img")
+	if _, _, err := runApp(t, "decode", "-i", filepath.Join(set, "core-15654.img"), "--trust", signCert); err != nil {
+		t.Errorf("decode of an unchanged file of a signed set: %v", err)
+	}
 	// An added file.
 	set2 := copySet(t, fixtureDir+"/counter")
 	if _, _, err := runApp(t, "sign", "-D", set2, "--sign-key", signKey, "--sign-cert", signCert, "-q"); err != nil {
