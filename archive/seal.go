@@ -49,7 +49,14 @@ func Encrypt(w io.Writer, src io.Reader, size int64, recipients []cipher.Recipie
 	if err != nil {
 		return err
 	}
-	hdr, err := cipher.SealHeader(imgset.HeaderFraming, key, stanzas, []cipher.FileInfo{{Name: SealedName, Size: size}})
+	// The header comes first in the archive: the file's nonce is drawn before
+	// the file is written.
+	file, err := key.NewFile(SealedName)
+	if err != nil {
+		return err
+	}
+	file.Size = size
+	hdr, err := cipher.SealHeader(imgset.HeaderFraming, key, stanzas, []cipher.FileInfo{file})
 	if err != nil {
 		return err
 	}
@@ -67,7 +74,7 @@ func Encrypt(w io.Writer, src io.Reader, size int64, recipients []cipher.Recipie
 	if err := member(SealedName, cipher.CiphertextSize(size)); err != nil {
 		return err
 	}
-	cw, err := key.NewWriter(tw, SealedName)
+	cw, err := key.NewWriterFor(tw, file)
 	if err != nil {
 		return err
 	}
@@ -110,7 +117,7 @@ func openSealed(name string, ra io.ReaderAt, size int64, opts Options) (*Archive
 	if err != nil {
 		return nil, fmt.Errorf("encrypted archive: %w", err)
 	}
-	dec, err := key.NewReaderAt(ct, ct.Size(), SealedName, h.Files[0].Size)
+	dec, err := key.NewReaderAt(ct, ct.Size(), h.Files[0])
 	if err != nil {
 		return nil, fmt.Errorf("encrypted archive: %w", err)
 	}

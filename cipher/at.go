@@ -21,26 +21,53 @@ import (
 // are is up to dst and src (imgset gives files of tmpfs raw system calls).
 
 // EncryptAt encrypts the size bytes at the start of src, the whole plaintext of
-// the file called name, into dst as that file's encrypted form: the prefix at
+// a new file called name, into dst as that file's encrypted form: the prefix at
 // offset 0 and each chunk at its place. dst should be empty; its bytes past the
 // encrypted file are left alone. progress, if not nil, is called with the
 // plaintext bytes done as batches are written, from the caller's goroutine.
+// It returns the file's manifest entry (with its new nonce) and, with hash, the
+// SHA-256 of every sealed chunk, each computed right after the chunk is sealed.
 // On error dst holds an incomplete file, to be discarded.
-func (k *SetKey) EncryptAt(dst io.WriterAt, src io.ReaderAt, size int64, name string, progress func(n int64)) error {
+func (k *SetKey) EncryptAt(dst io.WriterAt, src io.ReaderAt, size int64, name string, progress func(n int64), hash bool) (FileInfo, ChunkHashes, error) {
 	if size < 0 || size > MaxFileSize {
-		return fmt.Errorf("%s: plaintext size %d out of range (0 to %d bytes)", name, size, int64(MaxFileSize))
+		return FileInfo{}, nil, fmt.Errorf("%s: plaintext size %d out of range (0 to %d bytes)", name, size, int64(MaxFileSize))
 	}
-	aead, err := k.fileAEAD(name)
+	f, err := k.NewFile(name)
 	if err != nil {
-		return err
+		return FileInfo{}, nil, err
+	}
+	if err := k.take(f); err != nil {
+		return FileInfo{}, nil, err
+	}
+	hashes, err := k.encryptAt(dst, src, size, f, progress, hash)
+	if err != nil {
+		return FileInfo{}, nil, err
+	}
+	f.Size = size
+	return f, hashes, nil
+}
+
+// encryptAt is EncryptAt for the file f, whatever its nonce.
+func (k *SetKey) encryptAt(dst io.WriterAt, src io.ReaderAt, size int64, f FileInfo, progress func(n int64), hash bool) (ChunkHashes, error) {
+	name := f.Name
+	aead, _, err := k.fileCipher(f, false)
+	if err != nil {
+		return nil, err
 	}
 	prefix := make([]byte, 0, PrefixSize)
 	prefix = append(append(prefix, FileMagic...), k.id[:]...)
 	if _, err := dst.WriteAt(prefix, 0); err != nil {
-		return err
+		return nil, err
 	}
 	chunks := numChunks(size)
-	return runBatches(chunks, size, batchChunks, progress, func(b int64, buf []byte) error {
+	var hashes ChunkHashes
+	if hash {
+		if err := checkHashCount(name, chunks); err != nil {
+			return nil, err
+		}
+		hashes = make(ChunkHashes, chunks*HashSize)
+	}
+	err = runBatches(chunks, size, batchChunks, progress, func(b int64, buf []byte) error {
 		first := b * batchChunks
 		n := int(min(batchChunks, chunks-first))
 		plain := int(min(batchPlain, size-first*ChunkSize))
@@ -58,11 +85,15 @@ func (k *SetKey) EncryptAt(dst io.WriterAt, src io.ReaderAt, size int64, name st
 			copy(buf[at:at+hi-lo], buf[lo:hi])
 			idx := uint64(first) + uint64(j)
 			nc := nonce(idx, idx == uint64(chunks-1))
-			aead.Seal(buf[at:at], nc[:], buf[at:at+hi-lo], nil)
+			hashes.put(idx, aead.Seal(buf[at:at], nc[:], buf[at:at+hi-lo], nil))
 		}
 		_, err := dst.WriteAt(buf[:ctLen], int64(PrefixSize)+first*chunkCT)
 		return err
 	})
+	if err != nil {
+		return nil, err
+	}
+	return hashes, nil
 }
 
 // DecryptAt decrypts the whole file into dst, each plaintext byte at its offset in
@@ -83,6 +114,9 @@ func (r *ReaderAt) DecryptAt(dst io.WriterAt, progress func(n int64)) error {
 		for i := 0; i < j.n; i++ {
 			idx := j.first + int64(i)
 			clen := chunkPlainLen(r.size, idx) + TagSize
+			if err := r.checkSigned(idx, ct[:clen]); err != nil {
+				return err
+			}
 			nc := nonce(uint64(idx), idx == r.chunks-1)
 			if _, err := r.aead.Open(ct[:0], nc[:], ct[:clen], nil); err != nil {
 				return errorf(ErrChunkAuth, r.name, int64(PrefixSize)+idx*chunkCT, "chunk %d of %d", idx, r.chunks)
@@ -122,6 +156,9 @@ func (r *ReaderAt) DecryptEach(put func(chunks [][]byte, off int64) error, progr
 		for i := 0; i < j.n; i++ {
 			idx := j.first + int64(i)
 			clen := chunkPlainLen(r.size, idx) + TagSize
+			if err := r.checkSigned(idx, ct[:clen]); err != nil {
+				return err
+			}
 			nc := nonce(uint64(idx), idx == r.chunks-1)
 			plain, err := r.aead.Open(ct[:0], nc[:], ct[:clen], nil)
 			if err != nil {

@@ -45,11 +45,17 @@ func testPlain(size int) []byte {
 	return plain
 }
 
-// streamEncrypt encrypts plain as name with the streaming Writer.
-func streamEncrypt(t *testing.T, key *SetKey, name string, plain []byte) []byte {
+// testFile is a file of a set with a fixed nonce, for tests that encrypt the
+// same file several ways and compare the bytes.
+func testFile(name string) FileInfo {
+	return FileInfo{Name: name, Size: -1, Nonce: FileNonce{0xf1, 0x1e}}
+}
+
+// streamEncrypt encrypts plain as the file f with the streaming Writer.
+func streamEncrypt(t *testing.T, key *SetKey, f FileInfo, plain []byte) []byte {
 	t.Helper()
 	var ct bytes.Buffer
-	w, err := key.NewWriter(&ct, name)
+	w, err := key.newWriter(&ct, f)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -76,16 +82,22 @@ func TestEncryptAtMatchesStream(t *testing.T) {
 			plain := testPlain(size)
 			ct := newMemFile()
 			var progress int64
-			if err := key.EncryptAt(ct, bytes.NewReader(plain), int64(size), "pages-1.img", func(n int64) { progress += n }); err != nil {
+			f := testFile("pages-1.img")
+			hashes, err := key.encryptAt(ct, bytes.NewReader(plain), int64(size), f, func(n int64) { progress += n }, true)
+			if err != nil {
 				t.Fatalf("%v, size %d: %v", alg, size, err)
 			}
-			if want := streamEncrypt(t, key, "pages-1.img", plain); !bytes.Equal(ct.data, want) {
+			if want := streamEncrypt(t, key, f, plain); !bytes.Equal(ct.data, want) {
 				t.Fatalf("%v, size %d: EncryptAt wrote %d bytes that differ from the stream's %d", alg, size, len(ct.data), len(want))
 			}
 			if progress != int64(size) {
 				t.Errorf("%v, size %d: encrypt progress added up to %d", alg, size, progress)
 			}
-			r, err := key.NewReaderAt(bytes.NewReader(ct.data), int64(len(ct.data)), "pages-1.img", int64(size))
+			if want, err := HashStored(bytes.NewReader(ct.data), int64(len(ct.data)), true, "f", nil); err != nil || !bytes.Equal(hashes, want) {
+				t.Fatalf("%v, size %d: EncryptAt's chunk hashes differ from the stored chunks' (%v)", alg, size, err)
+			}
+			f.Size = int64(size)
+			r, err := key.NewReaderAt(bytes.NewReader(ct.data), int64(len(ct.data)), f)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -105,17 +117,17 @@ func TestEncryptAtErrors(t *testing.T) {
 	key, _ := NewSetKey(AES256GCM)
 	plain := testPlain(3*batchPlain + 100)
 	// A source shorter than announced (a file that shrank) fails, naming the file.
-	err := key.EncryptAt(newMemFile(), bytes.NewReader(plain[:2*batchPlain+5]), int64(len(plain)), "pages-1.img", nil)
+	_, _, err := key.EncryptAt(newMemFile(), bytes.NewReader(plain[:2*batchPlain+5]), int64(len(plain)), "pages-1.img", nil, false)
 	if !errors.Is(err, io.ErrUnexpectedEOF) {
 		t.Errorf("short source: %v, want io.ErrUnexpectedEOF", err)
 	}
 	// A failing write is reported.
 	dst := newMemFile()
 	dst.failAt = PrefixSize + 2*batchCT
-	if err := key.EncryptAt(dst, bytes.NewReader(plain), int64(len(plain)), "pages-1.img", nil); !errors.Is(err, errDiskFull) {
+	if _, _, err := key.EncryptAt(dst, bytes.NewReader(plain), int64(len(plain)), "pages-1.img", nil, true); !errors.Is(err, errDiskFull) {
 		t.Errorf("failing write: %v, want %v", err, errDiskFull)
 	}
-	if err := key.EncryptAt(newMemFile(), bytes.NewReader(nil), -1, "x", nil); err == nil {
+	if _, _, err := key.EncryptAt(newMemFile(), bytes.NewReader(nil), -1, "x", nil, false); err == nil {
 		t.Error("negative size: no error")
 	}
 }
@@ -125,12 +137,14 @@ func TestEncryptAtErrors(t *testing.T) {
 func TestDecryptAtWritesOnlyAuthenticated(t *testing.T) {
 	key, _ := NewSetKey(AES256GCM)
 	plain := testPlain(4*batchPlain + 1000)
-	ct := streamEncrypt(t, key, "pages-1.img", plain)
+	f := testFile("pages-1.img")
+	ct := streamEncrypt(t, key, f, plain)
 	bad := bytes.Clone(ct)
 	firstBad := int64(batchChunks + 3) // in batch 1
 	bad[PrefixSize+firstBad*chunkCT+10] ^= 1
 	bad[PrefixSize+(3*batchChunks+1)*chunkCT+10] ^= 1 // in batch 3
-	r, err := key.NewReaderAt(bytes.NewReader(bad), int64(len(bad)), "pages-1.img", int64(len(plain)))
+	f.Size = int64(len(plain))
+	r, err := key.NewReaderAt(bytes.NewReader(bad), int64(len(bad)), f)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -166,14 +180,16 @@ func TestDecryptEach(t *testing.T) {
 		for _, size := range []int{0, 1, ChunkSize, ChunkSize + 1, unitPlain - 1, unitPlain, unitPlain + 1,
 			batchPlain + 17, 7*unitPlain + ChunkSize} {
 			plain := testPlain(size)
-			ct := streamEncrypt(t, key, "pages-1.img", plain)
+			f := testFile("pages-1.img")
+			ct := streamEncrypt(t, key, f, plain)
+			f.Size = int64(size)
 			last := int(numChunks(int64(size))) - 1
 			for _, damaged := range []int{-1, 0, last / 2, last} {
 				data := append([]byte(nil), ct...)
 				if damaged >= 0 {
 					data[PrefixSize+damaged*chunkCT+3] ^= 1
 				}
-				r, err := key.NewReaderAt(bytes.NewReader(data), int64(len(data)), "pages-1.img", int64(size))
+				r, err := key.NewReaderAt(bytes.NewReader(data), int64(len(data)), f)
 				if err != nil {
 					t.Fatal(err)
 				}

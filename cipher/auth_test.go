@@ -12,7 +12,7 @@ import (
 // accepts.
 func TestTagAuthMatchesGCM(t *testing.T) {
 	key, _ := NewSetKey(AES256GCM)
-	aead, auth, err := key.fileCipher("pages-1.img", true)
+	aead, auth, err := key.fileCipher(testFile("pages-1.img"), true)
 	if err != nil || auth == nil {
 		t.Fatalf("no tag checker for AES-GCM: %v", err)
 	}
@@ -57,7 +57,7 @@ func TestVerifyReportsLikeDecrypt(t *testing.T) {
 	for _, alg := range []Algorithm{AES256GCM, ChaCha20Poly1305} {
 		key, _ := NewSetKey(alg)
 		plain := bytes.Repeat([]byte("page"), (5*batchPlain+3*ChunkSize+77)/4)
-		ct := roundTrip(t, key, "pages-7.img", plain, true)
+		ct, fi := roundTrip(t, key, "pages-7.img", plain, true)
 		chunkAt := func(i int) int { return PrefixSize + i*chunkCT }
 		lastChunk := int(numChunks(int64(len(plain)))) - 1
 		for _, tc := range []struct {
@@ -76,7 +76,7 @@ func TestVerifyReportsLikeDecrypt(t *testing.T) {
 			for _, off := range tc.flips {
 				bad[off] ^= 0x40
 			}
-			r, err := key.NewReaderAt(bytes.NewReader(bad), int64(len(bad)), "pages-7.img", int64(len(plain)))
+			r, err := key.NewReaderAt(bytes.NewReader(bad), int64(len(bad)), fi)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -93,7 +93,9 @@ func TestVerifyReportsLikeDecrypt(t *testing.T) {
 		}
 		// A truncated file without a manifest: the last-chunk flag catches it.
 		cut := ct[:chunkAt(3*batchChunks)]
-		r, err := key.NewReaderAt(bytes.NewReader(cut), int64(len(cut)), "pages-7.img", -1)
+		unsized := fi
+		unsized.Size = -1
+		r, err := key.NewReaderAt(bytes.NewReader(cut), int64(len(cut)), unsized)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -101,7 +103,7 @@ func TestVerifyReportsLikeDecrypt(t *testing.T) {
 			t.Errorf("%v: truncated at a batch boundary: %v", alg, err)
 		}
 		// An intact file reports every byte.
-		r, _ = key.NewReaderAt(bytes.NewReader(ct), int64(len(ct)), "pages-7.img", int64(len(plain)))
+		r, _ = key.NewReaderAt(bytes.NewReader(ct), int64(len(ct)), fi)
 		var checked int64
 		if err := r.Verify(func(n int64) { checked += n }); err != nil || checked != int64(len(plain)) {
 			t.Errorf("%v: intact file: %v, %d of %d bytes reported", alg, err, checked, len(plain))

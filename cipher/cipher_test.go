@@ -111,7 +111,7 @@ func TestKeyLoadingErrors(t *testing.T) {
 
 // roundTrip encrypts plain as name and decrypts it three ways: sequentially through
 // WriteTo, at random offsets, and with Verify.
-func roundTrip(t *testing.T, key *SetKey, name string, plain []byte, viaReadFrom bool) []byte {
+func roundTrip(t *testing.T, key *SetKey, name string, plain []byte, viaReadFrom bool) ([]byte, FileInfo) {
 	t.Helper()
 	var ct bytes.Buffer
 	w, err := key.NewWriter(&ct, name)
@@ -137,14 +137,20 @@ func roundTrip(t *testing.T, key *SetKey, name string, plain []byte, viaReadFrom
 	if w.Size() != int64(len(plain)) || int64(ct.Len()) != CiphertextSize(int64(len(plain))) {
 		t.Fatalf("size %d: writer says %d, ciphertext %d, want %d", len(plain), w.Size(), ct.Len(), CiphertextSize(int64(len(plain))))
 	}
-	got, err := key.Decrypt(ct.Bytes(), name)
+	fi := w.Info()
+	if fi.Name != name || fi.Size != int64(len(plain)) || fi.Nonce == (FileNonce{}) {
+		t.Fatalf("size %d: Info() = %+v", len(plain), fi)
+	}
+	unsized := fi
+	unsized.Size = -1
+	got, err := key.Decrypt(ct.Bytes(), unsized)
 	if err != nil {
 		t.Fatal(err)
 	}
 	if !bytes.Equal(got, plain) {
 		t.Fatalf("size %d: decrypted plaintext differs", len(plain))
 	}
-	r, err := key.NewReaderAt(bytes.NewReader(ct.Bytes()), int64(ct.Len()), name, int64(len(plain)))
+	r, err := key.NewReaderAt(bytes.NewReader(ct.Bytes()), int64(ct.Len()), fi)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -165,7 +171,7 @@ func roundTrip(t *testing.T, key *SetKey, name string, plain []byte, viaReadFrom
 			t.Fatalf("ReadAt(%d, %d) = %d, %v; want %d bytes", n, off, m, err, want)
 		}
 	}
-	return ct.Bytes()
+	return ct.Bytes(), fi
 }
 
 func TestStreamRoundTrip(t *testing.T) {
@@ -204,7 +210,12 @@ func TestPlaintextSize(t *testing.T) {
 func TestStreamAttacks(t *testing.T) {
 	key, _ := NewSetKey(AES256GCM)
 	plain := bytes.Repeat([]byte("PAGE"), (2*ChunkSize+1000)/4)
-	ct := roundTrip(t, key, "pages-1.img", plain, false)
+	ct, fi := roundTrip(t, key, "pages-1.img", plain, false)
+	fi.Size = -1
+	renamed := fi
+	renamed.Name = "pages-2.img"
+	renonced := fi
+	renonced.Nonce[3] ^= 1
 	chunk := func(i int) []byte { return ct[PrefixSize+i*chunkCT : min(len(ct), PrefixSize+(i+1)*chunkCT)] }
 	cat := func(parts ...[]byte) []byte { return bytes.Join(parts, nil) }
 	prefix := ct[:PrefixSize]
@@ -213,19 +224,20 @@ func TestStreamAttacks(t *testing.T) {
 		name string
 		ct   []byte
 		key  *SetKey
-		as   string
+		as   FileInfo
 		want error
 	}{
-		{"truncated at chunk boundary", cat(prefix, chunk(0), chunk(1)), key, "pages-1.img", ErrChunkAuth},
-		{"truncated after first chunk", cat(prefix, chunk(0)), key, "pages-1.img", ErrChunkAuth},
-		{"truncated inside last chunk", ct[:len(ct)-100], key, "pages-1.img", ErrChunkAuth},
-		{"truncated to a tag-sized tail", ct[:PrefixSize+chunkCT+10], key, "pages-1.img", ErrMalformed},
-		{"chunks swapped", cat(prefix, chunk(1), chunk(0), chunk(2)), key, "pages-1.img", ErrChunkAuth},
-		{"chunk duplicated", cat(prefix, chunk(0), chunk(0), chunk(2)), key, "pages-1.img", ErrChunkAuth},
-		{"extra chunk appended", cat(prefix, chunk(0), chunk(1), chunk(1), chunk(2)), key, "pages-1.img", ErrChunkAuth},
-		{"renamed", ct, key, "pages-2.img", ErrChunkAuth},
-		{"other set's key", ct, other, "pages-1.img", ErrForeignFile},
-		{"not encrypted", plain, key, "pages-1.img", ErrMalformed},
+		{"truncated at chunk boundary", cat(prefix, chunk(0), chunk(1)), key, fi, ErrChunkAuth},
+		{"truncated after first chunk", cat(prefix, chunk(0)), key, fi, ErrChunkAuth},
+		{"truncated inside last chunk", ct[:len(ct)-100], key, fi, ErrChunkAuth},
+		{"truncated to a tag-sized tail", ct[:PrefixSize+chunkCT+10], key, fi, ErrMalformed},
+		{"chunks swapped", cat(prefix, chunk(1), chunk(0), chunk(2)), key, fi, ErrChunkAuth},
+		{"chunk duplicated", cat(prefix, chunk(0), chunk(0), chunk(2)), key, fi, ErrChunkAuth},
+		{"extra chunk appended", cat(prefix, chunk(0), chunk(1), chunk(1), chunk(2)), key, fi, ErrChunkAuth},
+		{"renamed", ct, key, renamed, ErrChunkAuth},
+		{"another writing of the same name (other nonce)", ct, key, renonced, ErrChunkAuth},
+		{"other set's key", ct, other, fi, ErrForeignFile},
+		{"not encrypted", plain, key, fi, ErrMalformed},
 	} {
 		_, err := tc.key.Decrypt(tc.ct, tc.as)
 		if !errors.Is(err, tc.want) {
@@ -237,7 +249,7 @@ func TestStreamAttacks(t *testing.T) {
 		PrefixSize + chunkCT + 5, len(ct) - TagSize - 1, len(ct) - 1} {
 		bad := bytes.Clone(ct)
 		bad[off] ^= 0x10
-		if _, err := key.Decrypt(bad, "pages-1.img"); err == nil {
+		if _, err := key.Decrypt(bad, fi); err == nil {
 			t.Errorf("bit flipped at %d: no error", off)
 		}
 	}
@@ -248,9 +260,9 @@ func TestStreamAttacks(t *testing.T) {
 func TestReaderAtNeverLeaksUnauthenticated(t *testing.T) {
 	key, _ := NewSetKey(ChaCha20Poly1305)
 	plain := bytes.Repeat([]byte{0xAB}, 3*ChunkSize)
-	ct := roundTrip(t, key, "x", plain, true)
+	ct, fi := roundTrip(t, key, "x", plain, true)
 	ct[PrefixSize+chunkCT+100] ^= 1
-	r, err := key.NewReaderAt(bytes.NewReader(ct), int64(len(ct)), "x", int64(len(plain)))
+	r, err := key.NewReaderAt(bytes.NewReader(ct), int64(len(ct)), fi)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -279,7 +291,7 @@ func TestHeaderRoundTrip(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	files := []FileInfo{{"pstree.img", 26}, {"inventory.img", 86}, {"pages-1.img", 1 << 20}}
+	files := testManifest(t, key, map[string]int64{"pstree.img": 26, "inventory.img": 86, "pages-1.img": 1 << 20})
 	hdr, err := SealHeader(testFraming, key, stanzas, files)
 	if err != nil {
 		t.Fatal(err)
@@ -293,10 +305,10 @@ func TestHeaderRoundTrip(t *testing.T) {
 		if err != nil {
 			t.Fatalf("%s: %v", idFile, err)
 		}
-		if got.fileKey != key.fileKey || got.ID() != key.ID() || got.Algorithm() != AES256GCM {
+		if got.fileKey != key.fileKey || got.ID() != key.ID() || got.Algorithm() != AES256GCM || got.Version() != HeaderVersion {
 			t.Fatalf("%s: unwrapped another key", idFile)
 		}
-		if fi, ok := h.File("pages-1.img"); !ok || fi.Size != 1<<20 || h.Files[0].Name != "inventory.img" {
+		if fi, ok := h.File("pages-1.img"); !ok || fi.Size != 1<<20 || h.Files[0].Name != "inventory.img" || fi.Nonce == (FileNonce{}) {
 			t.Fatalf("manifest not sorted or lost: %v", h.Files)
 		}
 	}
@@ -323,4 +335,20 @@ func TestHeaderRoundTrip(t *testing.T) {
 			t.Fatalf("bit flipped at offset %d of %d went unnoticed", off, len(hdr))
 		}
 	}
+}
+
+// testManifest makes the manifest entries of files of the given sizes, each with
+// a nonce drawn by key.
+func testManifest(t testing.TB, key *SetKey, sizes map[string]int64) []FileInfo {
+	t.Helper()
+	var files []FileInfo
+	for name, size := range sizes {
+		f, err := key.NewFile(name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		f.Size = size
+		files = append(files, f)
+	}
+	return files
 }

@@ -35,6 +35,9 @@ var (
 	ErrSizeMismatch = errors.New("file size does not match the manifest")
 	// ErrForeignFile: an encrypted file carries the set id of another set.
 	ErrForeignFile = errors.New("file belongs to another set")
+	// ErrSignedChunk: a stored chunk (or, in a plain set, a 64 KiB block) is not
+	// the one the set's signature lists: changed, swapped or forged since signing.
+	ErrSignedChunk = errors.New("stored chunk differs from the signed one")
 	// ErrMalformed: the bytes do not follow the format (bad magic, a length out of
 	// range, a size that no encryption of the manifest's size can have).
 	ErrMalformed = errors.New("malformed encrypted data")

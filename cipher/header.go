@@ -16,16 +16,15 @@ import (
 // own image magic there, so that CRIU tools see a CRIU image of an unknown type.
 type Framing [8]byte
 
-// HeaderVersion is the version of the header layout this package writes and reads.
-const HeaderVersion = 1
-
 // MACSize is the size of the header MAC (HMAC-SHA-256).
 const MACSize = 32
 
-// FileInfo is one manifest entry: a file of the set and its plaintext size.
+// FileInfo is one manifest entry: a file of the set, its plaintext size and (v2)
+// its random nonce.
 type FileInfo struct {
-	Name string
-	Size int64
+	Name  string
+	Size  int64
+	Nonce FileNonce // zero in v1
 }
 
 // Header is a parsed header: the set's parameters, its recipient stanzas and its
@@ -33,7 +32,7 @@ type FileInfo struct {
 // until Unwrap has checked the MAC.
 type Header struct {
 	Framing   Framing
-	Version   int
+	Version   int // MinHeaderVersion..HeaderVersion
 	Algorithm Algorithm
 	ChunkSize int
 	SetID     SetID
@@ -62,15 +61,15 @@ func (h *Header) File(name string) (FileInfo, bool) {
 	return h.Files[i], true
 }
 
-// Unwrap recovers the set key with the identities, tried in order, and checks
+// Unwrap recovers the set's key with the identities, tried in order, and checks
 // the header MAC with it: the first identity whose stanza opens to a key that
-// authenticates the header wins. When none does, the error is the most serious
+// authenticates the header wins. The key only opens files (see OpenKey). When none does, the error is the most serious
 // failure met, in this order: ErrHeaderAuth (a key was recovered but the MAC
 // does not match: the header was changed), ErrWrongKey (a stanza names a key but
 // does not open with it: damaged or forged), any other error, and last
 // ErrNoRecipient (no stanza names any key), as a *NoRecipientError that names
 // every key tried.
-func (h *Header) Unwrap(ids ...Identity) (*SetKey, error) {
+func (h *Header) Unwrap(ids ...Identity) (*OpenKey, error) {
 	if len(ids) == 0 {
 		return nil, fmt.Errorf("%w: no key given", ErrNoRecipient)
 	}
@@ -98,8 +97,8 @@ func (h *Header) Unwrap(ids ...Identity) (*SetKey, error) {
 
 // unwrapOne tries one identity: the set key if its stanza opens and the MAC
 // matches. A failure to find a stanza is always a *NoRecipientError.
-func (h *Header) unwrapOne(id Identity) (*SetKey, error) {
-	fileKey, err := id.Unwrap(h.Stanzas)
+func (h *Header) unwrapOne(id Identity) (*OpenKey, error) {
+	fileKey, err := id.Unwrap(h.Stanzas, WrapContext{Version: h.Version, SetID: h.SetID})
 	if err != nil {
 		if errors.Is(err, ErrNoRecipient) {
 			var nre *NoRecipientError
@@ -114,7 +113,7 @@ func (h *Header) unwrapOne(id Identity) (*SetKey, error) {
 		}
 		return nil, err
 	}
-	key := newSetKeyFrom(fileKey, h.SetID, h.Algorithm)
+	key := newOpenKey(fileKey, h.SetID, h.Algorithm, h.Version)
 	if !hmac.Equal(key.headerMAC(h.signed), h.MAC[:]) {
 		return nil, errorf(ErrHeaderAuth, "", -1,
 			"the MAC does not match: parameters, recipients or manifest were changed after sealing")
@@ -133,9 +132,33 @@ func unwrapRank(err error) int {
 	return 1
 }
 
-// SealHeader encodes a header for key with the given stanzas and manifest, and
-// seals it with a MAC under key. files need not be sorted.
+// SealHeader encodes the header of a new set for key with the given stanzas and
+// manifest, and seals it with a MAC under key. files need not be sorted; in a v2
+// set each must have been made by key (NewFile, or a Writer's Info).
 func SealHeader(framing Framing, key *SetKey, stanzas []*Stanza, files []FileInfo) ([]byte, error) {
+	if key.version >= 2 {
+		for _, f := range files {
+			if !key.drew(f) {
+				return nil, fmt.Errorf("file %q: its nonce was not drawn by this key", f.Name)
+			}
+		}
+	}
+	return sealHeader(framing, &key.OpenKey, stanzas, files)
+}
+
+// Reseal encodes h again with other stanzas, sealed under key, which must be the
+// key h opens with (Unwrap's): the version, the parameters, the set id and the
+// manifest stay as they are. This is how rekey changes the recipients of a set
+// without touching its files.
+func (h *Header) Reseal(key *OpenKey, stanzas []*Stanza) ([]byte, error) {
+	if key.id != h.SetID || key.algorithm != h.Algorithm || key.version != h.Version || !hmac.Equal(key.headerMAC(h.signed), h.MAC[:]) {
+		return nil, errorf(ErrHeaderAuth, "", -1, "the key does not open this header")
+	}
+	return sealHeader(h.Framing, key, stanzas, h.Files)
+}
+
+// sealHeader encodes and seals a header of key's version.
+func sealHeader(framing Framing, key *OpenKey, stanzas []*Stanza, files []FileInfo) ([]byte, error) {
 	if len(stanzas) == 0 || len(stanzas) > MaxStanzas {
 		return nil, fmt.Errorf("a set needs 1 to %d recipients, got %d", MaxStanzas, len(stanzas))
 	}
@@ -145,9 +168,9 @@ func SealHeader(framing Framing, key *SetKey, stanzas []*Stanza, files []FileInf
 	files = slices.Clone(files)
 	slices.SortFunc(files, func(a, b FileInfo) int { return strings.Compare(a.Name, b.Name) })
 	seen := make(map[Fingerprint]bool)
-	b := make([]byte, 0, 64+len(stanzas)*300+len(files)*32)
+	b := make([]byte, 0, 64+len(stanzas)*300+len(files)*48)
 	b = append(b, framing[:]...)
-	b = binary.LittleEndian.AppendUint16(b, HeaderVersion)
+	b = binary.LittleEndian.AppendUint16(b, uint16(key.version))
 	b = binary.LittleEndian.AppendUint16(b, uint16(key.algorithm))
 	b = binary.LittleEndian.AppendUint32(b, ChunkSize)
 	b = append(b, key.id[:]...)
@@ -183,6 +206,12 @@ func SealHeader(framing Framing, key *SetKey, stanzas []*Stanza, files []FileInf
 		b = append(b, byte(len(f.Name)))
 		b = append(b, f.Name...)
 		b = binary.LittleEndian.AppendUint64(b, uint64(f.Size))
+		if key.version >= 2 {
+			if f.Nonce == (FileNonce{}) {
+				return nil, fmt.Errorf("file %q has no nonce", f.Name)
+			}
+			b = append(b, f.Nonce[:]...)
+		}
 	}
 	b = append(b, key.headerMAC(b)...)
 	if len(b) > MaxHeaderSize {
@@ -214,8 +243,8 @@ func ParseHeader(data []byte, framing Framing) (*Header, error) {
 		return nil, errorf(ErrMalformed, "", 0, "framing % x, want % x: not a header", h.Framing[:], framing[:])
 	}
 	h.Version = int(p.u16("version"))
-	if p.err == nil && h.Version != HeaderVersion {
-		return nil, errorf(ErrMalformed, "", p.last, "header version %d, this build reads %d", h.Version, HeaderVersion)
+	if p.err == nil && (h.Version < MinHeaderVersion || h.Version > HeaderVersion) {
+		return nil, errorf(ErrMalformed, "", p.last, "header version %d, this build reads %d to %d", h.Version, MinHeaderVersion, HeaderVersion)
 	}
 	h.Algorithm = Algorithm(p.u16("AEAD"))
 	if p.err == nil && !h.Algorithm.valid() {
@@ -227,7 +256,7 @@ func ParseHeader(data []byte, framing Framing) (*Header, error) {
 	}
 	copy(h.SetID[:], p.bytes(SetIDSize, "set id"))
 	h.Stanzas = p.stanzas()
-	h.Files = p.manifest()
+	h.Files = p.manifest(h.Version)
 	macAt := p.off
 	copy(h.MAC[:], p.bytes(MACSize, "MAC"))
 	if p.err != nil {
@@ -352,15 +381,21 @@ func (p *parser) listedName(i int, prev, list string) string {
 	return name
 }
 
-// minFileEntry is the smallest encoded manifest entry: name length, 1-byte name, size.
-const minFileEntry = 1 + 1 + 8
+// minFileEntry is the smallest encoded manifest entry: name length, 1-byte name,
+// size, and from v2 on the nonce.
+func minFileEntry(version int) int {
+	if version >= 2 {
+		return 1 + 1 + 8 + FileNonceSize
+	}
+	return 1 + 1 + 8
+}
 
-func (p *parser) manifest() []FileInfo {
+func (p *parser) manifest(version int) []FileInfo {
 	n := int(p.u32("file count"))
 	if p.err != nil {
 		return nil
 	}
-	if n > MaxFiles || n*minFileEntry > len(p.data)-p.off {
+	if n > MaxFiles || n*minFileEntry(version) > len(p.data)-p.off {
 		p.fail("file count %d out of range (0 to %d, and the bytes left)", n, MaxFiles)
 		return nil
 	}
@@ -375,7 +410,14 @@ func (p *parser) manifest() []FileInfo {
 		if p.err == nil && size > MaxFileSize {
 			p.fail("file %q: size %d out of range (limit %d)", name, size, int64(MaxFileSize))
 		}
-		out = append(out, FileInfo{Name: name, Size: int64(size)})
+		f := FileInfo{Name: name, Size: int64(size)}
+		if version >= 2 {
+			copy(f.Nonce[:], p.bytes(FileNonceSize, "file nonce"))
+			if p.err == nil && f.Nonce == (FileNonce{}) {
+				p.fail("file %q: zero nonce", name)
+			}
+		}
+		out = append(out, f)
 	}
 	return out
 }

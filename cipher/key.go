@@ -10,6 +10,7 @@ import (
 	"encoding/binary"
 	"encoding/hex"
 	"fmt"
+	"sync"
 
 	"golang.org/x/crypto/chacha20poly1305"
 )
@@ -78,21 +79,86 @@ type SetID [SetIDSize]byte
 // String returns the id in lower-case hex.
 func (id SetID) String() string { return hex.EncodeToString(id[:]) }
 
-// Domain-separation labels of the key schedule (see docs/format.md (part 2)).
+// Versions of the format (the header's version field; see docs/format.md, part 2).
 const (
-	labelHeaderMAC = "imgtool-seal/v1 header mac"
-	labelPayload   = "imgtool-seal/v1 payload"
-	labelRSA       = "imgtool-seal/v1 rsa-oaep-sha256"
-	labelHPKE      = "imgtool-seal/v1 hpke"
+	// HeaderVersion is the version this package writes.
+	HeaderVersion = 2
+	// MinHeaderVersion is the oldest version it reads. v1 sets are read, never
+	// written: their files have no nonce of their own (see FileNonce).
+	MinHeaderVersion = 1
 )
 
-// SetKey is everything needed to encrypt or decrypt the files of one set: the file
-// key, the set id and the AEAD. It is created by NewSetKey for a new set, or
-// recovered from a header by Header.Unwrap.
-type SetKey struct {
+// FileNonceSize is the size of a file's random nonce.
+const FileNonceSize = 16
+
+// FileNonce is the random nonce of one file of a v2 set, drawn when the file is
+// created and recorded in the manifest. It is part of the file's payload key, so
+// every writing of a file, even of the same name in the same set under the same
+// file key, has a key of its own: no rewrite can ever reuse an AEAD nonce. It is
+// zero in v1, whose payload keys depend on the name alone.
+type FileNonce [FileNonceSize]byte
+
+// labels are the domain-separation strings of one version's key schedule.
+type labels struct{ headerMAC, payload, rsa, hpke string }
+
+func labelsOf(version int) labels {
+	if version == 1 {
+		return labels{"imgtool-seal/v1 header mac", "imgtool-seal/v1 payload", "imgtool-seal/v1 rsa-oaep-sha256", "imgtool-seal/v1 hpke"}
+	}
+	return labels{"imgtool-seal/v2 header mac", "imgtool-seal/v2 payload", "imgtool-seal/v2 rsa-oaep-sha256", "imgtool-seal/v2 hpke"}
+}
+
+// WrapContext is what a stanza is bound to: the version of its header and the set
+// id. From v2 on the set id is in the RSA-OAEP label and in the HPKE info, so a
+// stanza opens in no other set; v1 binds neither.
+type WrapContext struct {
+	Version int
+	SetID   SetID
+}
+
+// rsaLabel is the OAEP label of the context.
+func (c WrapContext) rsaLabel() []byte {
+	l := []byte(labelsOf(c.Version).rsa)
+	if c.Version >= 2 {
+		l = append(append(l, 0), c.SetID[:]...)
+	}
+	return l
+}
+
+// hpkeInfo is the HPKE info of a stanza for the recipient fp.
+func (c WrapContext) hpkeInfo(fp Fingerprint) []byte {
+	info := append(append([]byte(labelsOf(c.Version).hpke), 0), fp[:]...)
+	if c.Version >= 2 {
+		info = append(info, c.SetID[:]...)
+	}
+	return info
+}
+
+// OpenKey opens the files of one set: the file key, the set id, the AEAD and the
+// version, recovered from a header by Header.Unwrap. It only decrypts: nothing
+// made from a header can encrypt, so no file can be written under a file key that
+// already sealed files (a nonce reused). It can wrap the same file key for more
+// recipients and reseal the header it came from (Header.Reseal), which rekey does.
+type OpenKey struct {
 	fileKey   [FileKeySize]byte
 	id        SetID
 	algorithm Algorithm
+	version   int
+}
+
+// SetKey is the key of a new set, from NewSetKey: it encrypts files (each with a
+// nonce of its own), seals the header, and opens what it sealed.
+type SetKey struct {
+	OpenKey
+
+	mu    sync.Mutex
+	files map[FileNonce]nonceUse // the nonces drawn by NewFile
+}
+
+// nonceUse is a nonce drawn for a file: its name, and whether a writer took it.
+type nonceUse struct {
+	name  string
+	taken bool
 }
 
 // NewSetKey returns a fresh random file key and set id for a new set sealed with alg.
@@ -100,30 +166,42 @@ func NewSetKey(alg Algorithm) (*SetKey, error) {
 	if !alg.valid() {
 		return nil, fmt.Errorf("unknown AEAD %d", uint16(alg))
 	}
-	k := &SetKey{algorithm: alg}
+	k := &SetKey{OpenKey: OpenKey{algorithm: alg, version: HeaderVersion}}
 	rand.Read(k.fileKey[:])
 	rand.Read(k.id[:])
 	return k, nil
 }
 
-// newSetKeyFrom builds a SetKey from known parts (tests and unwrapping).
-func newSetKeyFrom(fileKey []byte, id SetID, alg Algorithm) *SetKey {
-	k := &SetKey{id: id, algorithm: alg}
+// newSetKeyFrom builds a SetKey from known parts, of any version (the known
+// answers of v1 and v2).
+func newSetKeyFrom(fileKey []byte, id SetID, alg Algorithm, version int) *SetKey {
+	k := &SetKey{OpenKey: *newOpenKey(fileKey, id, alg, version)}
+	return k
+}
+
+func newOpenKey(fileKey []byte, id SetID, alg Algorithm, version int) *OpenKey {
+	k := &OpenKey{id: id, algorithm: alg, version: version}
 	copy(k.fileKey[:], fileKey)
 	return k
 }
 
 // ID returns the set id.
-func (k *SetKey) ID() SetID { return k.id }
+func (k *OpenKey) ID() SetID { return k.id }
 
 // Algorithm returns the AEAD that seals the set's chunks.
-func (k *SetKey) Algorithm() Algorithm { return k.algorithm }
+func (k *OpenKey) Algorithm() Algorithm { return k.algorithm }
 
-// Wrap wraps the file key for each recipient, in order.
-func (k *SetKey) Wrap(recipients ...Recipient) ([]*Stanza, error) {
+// Version returns the format version of the set.
+func (k *OpenKey) Version() int { return k.version }
+
+// context is what the set's stanzas are bound to.
+func (k *OpenKey) context() WrapContext { return WrapContext{Version: k.version, SetID: k.id} }
+
+// Wrap wraps the file key for each recipient, in order, bound to this set.
+func (k *OpenKey) Wrap(recipients ...Recipient) ([]*Stanza, error) {
 	stanzas := make([]*Stanza, 0, len(recipients))
 	for i, r := range recipients {
-		s, err := r.Wrap(k.fileKey[:])
+		s, err := r.Wrap(k.fileKey[:], k.context())
 		if err != nil {
 			return nil, fmt.Errorf("wrapping the file key for recipient %d: %w", i+1, err)
 		}
@@ -132,9 +210,65 @@ func (k *SetKey) Wrap(recipients ...Recipient) ([]*Stanza, error) {
 	return stanzas, nil
 }
 
+// NewFile draws the random nonce of a new file of the set called name and returns
+// its manifest entry (size 0), for a caller that writes the header before the
+// file (an encrypted archive); NewWriterFor then writes the file, once.
+func (k *SetKey) NewFile(name string) (FileInfo, error) {
+	if err := checkName(name); err != nil {
+		return FileInfo{}, err
+	}
+	f := FileInfo{Name: name}
+	if k.version < 2 {
+		return f, nil // v1: no nonce (only the known answers write v1)
+	}
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	if len(k.files) >= MaxFiles {
+		return FileInfo{}, fmt.Errorf("too many files: the limit is %d", MaxFiles)
+	}
+	if k.files == nil {
+		k.files = make(map[FileNonce]nonceUse)
+	}
+	for {
+		rand.Read(f.Nonce[:])
+		if _, dup := k.files[f.Nonce]; !dup && f.Nonce != (FileNonce{}) {
+			break
+		}
+	}
+	k.files[f.Nonce] = nonceUse{name: name}
+	return f, nil
+}
+
+// take marks the nonce of f as used by a writer: each is used once.
+func (k *SetKey) take(f FileInfo) error {
+	if k.version < 2 {
+		return nil
+	}
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	u, ok := k.files[f.Nonce]
+	switch {
+	case !ok || u.name != f.Name:
+		return fmt.Errorf("%s: the file was not made by this key's NewFile", f.Name)
+	case u.taken:
+		return fmt.Errorf("%s: its nonce was used already: a file is written once", f.Name)
+	}
+	u.taken = true
+	k.files[f.Nonce] = u
+	return nil
+}
+
+// drew reports whether the nonce of f was drawn by this key for its name.
+func (k *SetKey) drew(f FileInfo) bool {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	u, ok := k.files[f.Nonce]
+	return ok && u.name == f.Name
+}
+
 // macKey derives the key of the header MAC.
-func (k *SetKey) macKey() []byte {
-	key, err := hkdf.Key(sha256.New, k.fileKey[:], k.id[:], labelHeaderMAC, 32)
+func (k *OpenKey) macKey() []byte {
+	key, err := hkdf.Key(sha256.New, k.fileKey[:], k.id[:], labelsOf(k.version).headerMAC, 32)
 	if err != nil {
 		panic("cipher: HKDF failed: " + err.Error()) // only on absurd lengths
 	}
@@ -142,22 +276,26 @@ func (k *SetKey) macKey() []byte {
 }
 
 // headerMAC returns HMAC-SHA-256 of the header bytes under the MAC key.
-func (k *SetKey) headerMAC(signed []byte) []byte {
+func (k *OpenKey) headerMAC(signed []byte) []byte {
 	h := hmac.New(sha256.New, k.macKey())
 	h.Write(signed)
 	return h.Sum(nil)
 }
 
-// payloadKey derives the key that seals the chunks of the file called name. The info
-// string binds the AEAD, the chunk size and the name, so a file renamed, or read
-// with other parameters, does not open.
-func (k *SetKey) payloadKey(name string) []byte {
-	info := make([]byte, 0, len(labelPayload)+1+2+4+len(name))
-	info = append(info, labelPayload...)
+// payloadKey derives the key that seals the chunks of the file f. The info string
+// binds the AEAD, the chunk size, the file's nonce (v2) and its name, so a file
+// renamed, read with other parameters, or written again, does not open.
+func (k *OpenKey) payloadKey(f FileInfo) []byte {
+	l := labelsOf(k.version)
+	info := make([]byte, 0, len(l.payload)+1+2+4+FileNonceSize+len(f.Name))
+	info = append(info, l.payload...)
 	info = append(info, 0)
 	info = binary.LittleEndian.AppendUint16(info, uint16(k.algorithm))
 	info = binary.LittleEndian.AppendUint32(info, ChunkSize)
-	info = append(info, name...)
+	if k.version >= 2 {
+		info = append(info, f.Nonce[:]...)
+	}
+	info = append(info, f.Name...)
 	key, err := hkdf.Key(sha256.New, k.fileKey[:], k.id[:], string(info), 32)
 	if err != nil {
 		panic("cipher: HKDF failed: " + err.Error())
@@ -165,20 +303,17 @@ func (k *SetKey) payloadKey(name string) []byte {
 	return key
 }
 
-// fileAEAD returns the AEAD instance for the file called name.
-func (k *SetKey) fileAEAD(name string) (stdcipher.AEAD, error) {
-	aead, _, err := k.fileCipher(name, false)
-	return aead, err
-}
-
-// fileCipher returns the AEAD instance for the file called name and, with
-// withAuth and where the algorithm has one, the checker that authenticates its
-// chunks without decrypting them.
-func (k *SetKey) fileCipher(name string, withAuth bool) (stdcipher.AEAD, *tagAuth, error) {
-	if err := checkName(name); err != nil {
+// fileCipher returns the AEAD instance for the file f and, with withAuth and
+// where the algorithm has one, the checker that authenticates its chunks without
+// decrypting them.
+func (k *OpenKey) fileCipher(f FileInfo, withAuth bool) (stdcipher.AEAD, *tagAuth, error) {
+	if err := checkName(f.Name); err != nil {
 		return nil, nil, err
 	}
-	key := k.payloadKey(name)
+	if k.version >= 2 && f.Nonce == (FileNonce{}) {
+		return nil, nil, fmt.Errorf("%s: no file nonce (a v%d set gives each file one)", f.Name, k.version)
+	}
+	key := k.payloadKey(f)
 	aead, err := k.algorithm.newAEAD(key)
 	if err != nil || !withAuth {
 		return aead, nil, err

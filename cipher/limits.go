@@ -40,8 +40,10 @@ const (
 	// 1024 bytes, an ECDSA P-384 one at most 104.
 	MaxSignatureSize = 1024
 	// MaxSignFileSize bounds a whole signature file: framing, MaxSignChain
-	// certificates of the largest size, MaxFiles entries of the longest name.
-	MaxSignFileSize = 32 << 20
+	// certificates of the largest size, MaxFiles entries of the longest name, and
+	// a 32-byte hash per 64 KiB chunk of the stored set (0.05% of it): sets of up
+	// to about 2 TiB. It is read whole, as the set's own size requires.
+	MaxSignFileSize = 1 << 30
 	// MaxClockSkew is how far in the future a signature's creation time may be
 	// before it is refused: clocks of the signing and the verifying machines differ.
 	MaxClockSkew = 5 * 60 // seconds

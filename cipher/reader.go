@@ -20,6 +20,7 @@ type ReaderAt struct {
 	name   string
 	size   int64 // plaintext size
 	chunks int64
+	signed ChunkHashes // the signed hash of each stored chunk; nil: none
 
 	mu     sync.Mutex
 	cached int64 // index of the chunk in buf, -1 when none
@@ -27,14 +28,15 @@ type ReaderAt struct {
 	buf    []byte
 }
 
-// NewReaderAt checks the prefix of the encrypted file called name, of ctSize bytes
-// in src, and returns a ReaderAt for its plaintext. plainSize is the size the
-// manifest records; with it the file's length is checked before anything else, so
-// truncation or extension fails here. Pass -1 when there is no manifest: the size
-// is then inferred from ctSize, and truncation at a chunk boundary is caught by the
-// last-chunk flag when the last chunk is read.
-func (k *SetKey) NewReaderAt(src io.ReaderAt, ctSize int64, name string, plainSize int64) (*ReaderAt, error) {
-	aead, auth, err := k.fileCipher(name, true)
+// NewReaderAt checks the prefix of the encrypted file f (its manifest entry), of
+// ctSize bytes in src, and returns a ReaderAt for its plaintext. f.Size is the
+// size the manifest records; with it the file's length is checked before anything
+// else, so truncation or extension fails here. Pass a size of -1 when there is no
+// manifest: the size is then inferred from ctSize, and truncation at a chunk
+// boundary is caught by the last-chunk flag when the last chunk is read.
+func (k *OpenKey) NewReaderAt(src io.ReaderAt, ctSize int64, f FileInfo) (*ReaderAt, error) {
+	name, plainSize := f.Name, f.Size
+	aead, auth, err := k.fileCipher(f, true)
 	if err != nil {
 		return nil, err
 	}
@@ -53,7 +55,7 @@ func (k *SetKey) NewReaderAt(src io.ReaderAt, ctSize int64, name string, plainSi
 }
 
 // checkPrefix checks the magic and the set id at the start of an encrypted file.
-func (k *SetKey) checkPrefix(src io.ReaderAt, name string) error {
+func (k *OpenKey) checkPrefix(src io.ReaderAt, name string) error {
 	_, err := CheckPrefix(src, name, k.id)
 	return err
 }
@@ -82,6 +84,27 @@ func CheckPrefix(src io.ReaderAt, name string, want SetID) (SetID, error) {
 
 // Size returns the plaintext size.
 func (r *ReaderAt) Size() int64 { return r.size }
+
+// CheckSigned makes every read check each chunk against hashes, the SHA-256 of
+// each stored chunk (ciphertext and tag) that a verified signature lists, before
+// the chunk is authenticated or decrypted: one that differs fails with
+// ErrSignedChunk. The hash is computed where the chunk is authenticated, while it
+// is in that core's cache. Call it before any read.
+func (r *ReaderAt) CheckSigned(hashes ChunkHashes) error {
+	if int64(hashes.Len()) != r.chunks || len(hashes)%HashSize != 0 {
+		return errorf(ErrSignedChunk, r.name, -1, "the signature lists %d chunks, the file has %d", hashes.Len(), r.chunks)
+	}
+	r.signed = hashes
+	return nil
+}
+
+// checkSigned checks one stored chunk against the signature, if any.
+func (r *ReaderAt) checkSigned(idx int64, sealed []byte) error {
+	if r.signed == nil || r.signed.matches(idx, sealed) {
+		return nil
+	}
+	return errorf(ErrSignedChunk, r.name, int64(PrefixSize)+idx*chunkCT, "chunk %d of %d is not the one signed", idx, r.chunks)
+}
 
 // ReadAt implements io.ReaderAt over the plaintext.
 func (r *ReaderAt) ReadAt(p []byte, off int64) (int, error) {
@@ -129,6 +152,9 @@ func (r *ReaderAt) chunkLocked(idx int64) ([]byte, error) {
 			err = io.ErrUnexpectedEOF
 		}
 		return nil, &Error{File: r.name, Offset: at + int64(n), Reason: fmt.Sprintf("reading chunk %d: %v", idx, err), Err: err}
+	}
+	if err := r.checkSigned(idx, ct); err != nil {
+		return nil, err
 	}
 	if err := openChunk(r.aead, r.buf[:0], ct, uint64(idx), idx == r.chunks-1); err != nil {
 		return nil, errorf(ErrChunkAuth, r.name, at, "chunk %d of %d", idx, r.chunks)
@@ -254,6 +280,9 @@ func (r *ReaderAt) authenticate(j *openJob) {
 	for i := 0; i < j.n; i++ {
 		idx := j.first + int64(i)
 		sealed := ct[:chunkPlainLen(r.size, idx)+TagSize]
+		if j.err = r.checkSigned(idx, sealed); j.err != nil {
+			return
+		}
 		nc := nonce(uint64(idx), idx == r.chunks-1)
 		var ok bool
 		if r.auth != nil {
@@ -377,6 +406,9 @@ func (r *ReaderAt) open(j *openJob) {
 	for i := 0; i < j.n; i++ {
 		idx := j.first + int64(i)
 		clen := chunkPlainLen(r.size, idx) + TagSize
+		if j.err = r.checkSigned(idx, ct[:clen]); j.err != nil {
+			return
+		}
 		var err error
 		j.plain, err = r.aead.Open(j.plain, nonceSlice(uint64(idx), idx == r.chunks-1), ct[:clen], nil)
 		if err != nil {
@@ -392,10 +424,10 @@ func nonceSlice(i uint64, last bool) []byte {
 	return n[:]
 }
 
-// Decrypt decrypts a whole standalone encrypted file (no manifest: the size comes
-// from the data) held in memory. It is meant for tests and small files.
-func (k *SetKey) Decrypt(ct []byte, name string) ([]byte, error) {
-	r, err := k.NewReaderAt(bytes.NewReader(ct), int64(len(ct)), name, -1)
+// Decrypt decrypts a whole encrypted file held in memory, the file f of the set
+// (f.Size -1: the size comes from the data). It is meant for tests and small files.
+func (k *OpenKey) Decrypt(ct []byte, f FileInfo) ([]byte, error) {
+	r, err := k.NewReaderAt(bytes.NewReader(ct), int64(len(ct)), f)
 	if err != nil {
 		return nil, err
 	}

@@ -25,19 +25,19 @@ import (
 // Signatures: who wrote a set. Encryption says who can read a set, never who
 // wrote it: anyone with a recipient's certificate can make a set for it. A
 // signature block names the writer (an X.509 chain, signer first) and binds the
-// exact bytes of every file of the set to it. This file knows the block's layout
-// and the cryptography; which files a set has and how they are framed is the
-// caller's (package imgset). See docs/format.md, part "Signatures".
+// exact bytes of every file of the set to it: the SHA-256 of each stored chunk
+// (chunks.go), so that readers check each chunk where they already read it. This
+// file knows the block's layout and the cryptography; which files a set has and
+// how they are framed is the caller's (package imgset). See docs/format.md,
+// part 5.
 
-// SignVersion is the version of the signature layout this package writes and reads.
-const SignVersion = 1
-
-// HashSize is the size of the file hashes of a signature (SHA-256).
-const HashSize = sha256.Size
+// SignVersion is the version of the signature layout this package writes and
+// reads. Version 1 (one SHA-256 per file) is no longer read.
+const SignVersion = 2
 
 // signContext starts every signed message, so that a signature of a set can never
 // be taken for a signature of anything else made with the same key.
-const signContext = "imgtool-sign/v1\x00"
+const signContext = "imgtool-sign/v2\x00"
 
 // SignAlgorithm is a signature algorithm of the block.
 type SignAlgorithm uint16
@@ -92,12 +92,13 @@ var (
 	ErrUntrustedSigner = errors.New("untrusted signer")
 )
 
-// SignedFile is one entry of a signature's file list: a stored file and the
-// SHA-256 of its stored bytes (the ciphertext for an encrypted set).
+// SignedFile is one entry of a signature's file list: a stored file, its stored
+// size, and the SHA-256 of each of its stored chunks (StoredChunks): the sealed
+// chunks of an encrypted file, the 64 KiB blocks of a plain one.
 type SignedFile struct {
-	Name string
-	Size int64
-	Hash [HashSize]byte
+	Name   string
+	Size   int64
+	Chunks ChunkHashes
 }
 
 // Signature is a parsed signature block. Parsing checks only the structure;
@@ -113,8 +114,16 @@ type Signature struct {
 	Files     []SignedFile        // sorted by name, no duplicates
 	Sig       []byte
 
-	signed []byte // from the version to the end of the file list
+	signed   []byte // from the version to the end of the file list
+	verified bool   // Verify returned nil
 }
+
+// Encrypted reports whether the signed set is encrypted (it lists a header).
+func (s *Signature) Encrypted() bool { return s.SealHash != [HashSize]byte{} }
+
+// Verified reports whether Verify accepted the signature: only then are its
+// hashes to be checked against (ReaderAt.CheckSigned, NewSignedReaderAt).
+func (s *Signature) Verified() bool { return s.verified }
 
 // Signer returns the signer's certificate.
 func (s *Signature) Signer() *x509.Certificate { return s.Chain[0] }
@@ -204,7 +213,7 @@ func checkSignUsage(c *x509.Certificate) error {
 
 // Sign encodes and signs a signature block for the set setID, made at created,
 // whose header file has the SHA-256 sealHash (zero for a plain set) and whose
-// files are files (in any order).
+// files are files (in any order), each with the hash of every stored chunk.
 func (s *Signer) Sign(framing Framing, setID SetID, created time.Time, sealHash [HashSize]byte, files []SignedFile) ([]byte, error) {
 	if len(files) > MaxFiles {
 		return nil, fmt.Errorf("too many files: %d (limit %d)", len(files), MaxFiles)
@@ -234,13 +243,17 @@ func (s *Signer) Sign(framing Framing, setID SetID, created time.Time, sealHash 
 		if i > 0 && files[i-1].Name == f.Name {
 			return nil, fmt.Errorf("file %q listed twice", f.Name)
 		}
-		if f.Size < 0 {
-			return nil, fmt.Errorf("file %q: size %d out of range", f.Name, f.Size)
+		n, err := StoredChunks(f.Size, sealHash != [HashSize]byte{})
+		if err != nil {
+			return nil, fmt.Errorf("file %q: %w", f.Name, err)
+		}
+		if len(f.Chunks) != int(n)*HashSize {
+			return nil, fmt.Errorf("file %q: %d bytes of chunk hashes for %d chunks", f.Name, len(f.Chunks), n)
 		}
 		b = append(b, byte(len(f.Name)))
 		b = append(b, f.Name...)
 		b = binary.LittleEndian.AppendUint64(b, uint64(f.Size))
-		b = append(b, f.Hash[:]...)
+		b = append(b, f.Chunks...)
 	}
 	sig, err := s.sign(s.alg.digest(b[len(framing):]))
 	if err != nil {
@@ -283,12 +296,13 @@ func ReadSignature(r io.Reader, framing Framing) (*Signature, error) {
 }
 
 // minSignedEntry is the smallest encoded file entry: name length, 1-byte name,
-// size, hash.
-const minSignedEntry = 1 + 1 + 8 + HashSize
+// size (an empty plain file has no chunk).
+const minSignedEntry = 1 + 1 + 8
 
 // ParseSignature parses the structure of a signature block: the framing, every
 // length against its limit and the bytes left, the certificates, and that nothing
-// follows the signature. It does not verify anything (see Verify).
+// follows the signature. It does not verify anything (see Verify). The Signature
+// refers to data, which must not change afterwards.
 func ParseSignature(data []byte, framing Framing) (*Signature, error) {
 	p := &parser{data: data}
 	s := &Signature{}
@@ -298,6 +312,9 @@ func ParseSignature(data []byte, framing Framing) (*Signature, error) {
 	}
 	start := p.off
 	s.Version = int(p.u16("version"))
+	if p.err == nil && s.Version == 1 {
+		return nil, errorf(ErrMalformed, "", p.last, "signature version 1 is no longer read (version %d hashes each chunk): sign the set again with imgtool sign", SignVersion)
+	}
 	if p.err == nil && s.Version != SignVersion {
 		return nil, errorf(ErrMalformed, "", p.last, "signature version %d, this build reads %d", s.Version, SignVersion)
 	}
@@ -332,7 +349,7 @@ func ParseSignature(data []byte, framing Framing) (*Signature, error) {
 		s.Chain = append(s.Chain, c)
 	}
 	copy(s.SealHash[:], p.bytes(HashSize, "header hash"))
-	s.Files = p.signedFiles()
+	s.Files = p.signedFiles(s.Encrypted())
 	end := p.off
 	slen := int(p.u16("signature length"))
 	if p.err == nil && (slen == 0 || slen > MaxSignatureSize) {
@@ -349,7 +366,7 @@ func ParseSignature(data []byte, framing Framing) (*Signature, error) {
 	return s, nil
 }
 
-func (p *parser) signedFiles() []SignedFile {
+func (p *parser) signedFiles(encrypted bool) []SignedFile {
 	n := int(p.u32("file count"))
 	if p.err != nil {
 		return nil
@@ -369,8 +386,19 @@ func (p *parser) signedFiles() []SignedFile {
 		if p.err == nil && size > math.MaxInt64 {
 			p.fail("file %q: size %d out of range", name, size)
 		}
+		var chunks int64
+		if p.err == nil {
+			var err error
+			if chunks, err = StoredChunks(int64(size), encrypted); err != nil {
+				p.fail("file %q: %v", name, err)
+			} else if chunks > int64(len(p.data)-p.off)/HashSize {
+				p.fail("file %q: %d chunk hashes, more than the bytes left", name, chunks)
+			}
+		}
 		f := SignedFile{Name: name, Size: int64(size)}
-		copy(f.Hash[:], p.bytes(HashSize, "file hash"))
+		if p.err == nil {
+			f.Chunks = ChunkHashes(p.bytes(int(chunks)*HashSize, "chunk hashes"))
+		}
 		out = append(out, f)
 	}
 	return out
@@ -411,6 +439,7 @@ func (s *Signature) Verify(anchors []*x509.Certificate, now time.Time) error {
 	if !ok {
 		return fmt.Errorf("%w: the signature of %q does not match the signed data: changed after signing, or forged", ErrBadSignature, signer.Subject.String())
 	}
+	s.verified = true
 	return nil
 }
 

@@ -1,6 +1,7 @@
 package cipher
 
 import (
+	"bytes"
 	"crypto"
 	"crypto/ecdsa"
 	"crypto/ed25519"
@@ -11,6 +12,7 @@ import (
 	"crypto/x509/pkix"
 	"errors"
 	"math/big"
+	"strings"
 	"testing"
 	"time"
 )
@@ -36,8 +38,19 @@ func testCert(t testing.TB, cn string, key crypto.Signer, parent *x509.Certifica
 	return c
 }
 
-func testFiles() []SignedFile {
-	return []SignedFile{{Name: "pages-1.img", Size: 4096, Hash: [32]byte{1}}, {Name: "core-1.img", Size: 10, Hash: [32]byte{2}}}
+// testFiles is a file list of an encrypted or plain set, with made-up hashes of
+// the right count.
+func testFiles(encrypted bool) []SignedFile {
+	sizes := map[string]int64{"pages-1.img": 70000, "core-1.img": 10, "empty.img": 0}
+	var files []SignedFile
+	for name, size := range sizes {
+		if encrypted {
+			size = CiphertextSize(size)
+		}
+		n, _ := StoredChunks(size, encrypted)
+		files = append(files, SignedFile{Name: name, Size: size, Chunks: bytes.Repeat([]byte{byte(len(name))}, int(n)*HashSize)})
+	}
+	return files
 }
 
 func TestSignRoundTrip(t *testing.T) {
@@ -58,7 +71,7 @@ func TestSignRoundTrip(t *testing.T) {
 		if s.Algorithm() != tc.alg {
 			t.Errorf("%s: algorithm %s", tc.alg, s.Algorithm())
 		}
-		data, err := s.Sign(testSignFraming, SetID{9}, now, [32]byte{7}, testFiles())
+		data, err := s.Sign(testSignFraming, SetID{9}, now, [32]byte{7}, testFiles(true))
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -66,10 +79,14 @@ func TestSignRoundTrip(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if err := sig.Verify([]*x509.Certificate{cert}, now); err != nil {
+		if sig.Verified() {
+			t.Errorf("%s: verified before Verify", tc.alg)
+		}
+		if err := sig.Verify([]*x509.Certificate{cert}, now); err != nil || !sig.Verified() {
 			t.Errorf("%s: %v", tc.alg, err)
 		}
-		if sig.Files[0].Name != "core-1.img" || sig.SetID != (SetID{9}) || sig.SealHash != ([32]byte{7}) || !sig.Created.Equal(now) {
+		if sig.Files[0].Name != "core-1.img" || sig.SetID != (SetID{9}) || sig.SealHash != ([32]byte{7}) || !sig.Created.Equal(now) ||
+			!sig.Encrypted() || sig.Files[2].Chunks.Len() != 2 || sig.Files[2].Chunks.At(1)[0] != byte(len("pages-1.img")) {
 			t.Errorf("%s: parsed %+v", tc.alg, sig)
 		}
 		// Any bit of the signed part changed: a bad signature (or a parse error).
@@ -168,11 +185,16 @@ func FuzzParseSignature(f *testing.F) {
 	if err != nil {
 		f.Fatal(err)
 	}
-	data, err := s.Sign(testSignFraming, SetID{1}, now, [32]byte{}, testFiles())
+	data, err := s.Sign(testSignFraming, SetID{1}, now, [32]byte{}, testFiles(false))
+	if err != nil {
+		f.Fatal(err)
+	}
+	enc, err := s.Sign(testSignFraming, SetID{1}, now, [32]byte{1}, testFiles(true))
 	if err != nil {
 		f.Fatal(err)
 	}
 	f.Add(data)
+	f.Add(enc)
 	f.Add(data[:len(data)/2])
 	f.Add(testSignFraming[:])
 	f.Fuzz(func(t *testing.T, b []byte) {
@@ -183,6 +205,56 @@ func FuzzParseSignature(f *testing.F) {
 		if len(sig.Chain) == 0 || len(sig.Sig) == 0 || len(sig.Chain) > MaxSignChain {
 			t.Fatalf("parsed a signature without chain or signature")
 		}
+		for _, sf := range sig.Files {
+			if n, err := StoredChunks(sf.Size, sig.Encrypted()); err != nil || int64(sf.Chunks.Len()) != n || len(sf.Chunks)%HashSize != 0 {
+				t.Fatalf("%s: %d bytes of hashes for a stored size of %d", sf.Name, len(sf.Chunks), sf.Size)
+			}
+		}
 		_ = sig.Verify([]*x509.Certificate{cert}, now)
 	})
+}
+
+// TestSignFileList checks what Sign and ParseSignature demand of the file list:
+// as many hashes as the stored size has chunks, a stored size an encrypted file
+// can have, and no signature of the old version.
+func TestSignFileList(t *testing.T) {
+	now := time.Now()
+	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	cert := testCert(t, "signer", key, nil, nil, false, x509.KeyUsageDigitalSignature, now.Add(-time.Hour), now.Add(time.Hour))
+	s, err := NewSigner(key, []*x509.Certificate{cert})
+	if err != nil {
+		t.Fatal(err)
+	}
+	short := testFiles(true)
+	short[0].Chunks = short[0].Chunks[:len(short[0].Chunks)-HashSize]
+	if _, err := s.Sign(testSignFraming, SetID{}, now, [32]byte{1}, short); err == nil {
+		t.Error("a list missing a chunk hash was signed")
+	}
+	bad := []SignedFile{{Name: "x", Size: PrefixSize + 3}}
+	if _, err := s.Sign(testSignFraming, SetID{}, now, [32]byte{1}, bad); err == nil {
+		t.Error("an encrypted file of an impossible size was signed")
+	}
+	data, err := s.Sign(testSignFraming, SetID{}, now, [32]byte{}, testFiles(false))
+	if err != nil {
+		t.Fatal(err)
+	}
+	old := bytes.Clone(data)
+	old[8] = 1
+	if _, err := ParseSignature(old, testSignFraming); !errors.Is(err, ErrMalformed) || !strings.Contains(err.Error(), "sign the set again") {
+		t.Errorf("version 1: %v", err)
+	}
+	// The plain list read as an encrypted one (the header hash set): the sizes
+	// are no encrypted files' sizes, or the hashes do not add up.
+	enc := bytes.Clone(data)
+	at := bytes.Index(enc, cert.Raw) + len(cert.Raw)
+	enc[at] = 1
+	if _, err := ParseSignature(enc, testSignFraming); !errors.Is(err, ErrMalformed) {
+		t.Errorf("a plain list as an encrypted one: %v", err)
+	}
+	// Cut anywhere: malformed, never a panic or an allocation beyond the data.
+	for n := 0; n < len(data); n++ {
+		if _, err := ParseSignature(data[:n], testSignFraming); !errors.Is(err, ErrMalformed) {
+			t.Fatalf("cut to %d bytes: %v", n, err)
+		}
+	}
 }

@@ -17,18 +17,19 @@ type Stanza struct {
 	Body        []byte      // the wrapped file key
 }
 
-// Recipient wraps a file key for one public key. Implementations must not reuse
-// randomness between calls.
+// Recipient wraps a file key for one public key, bound to the set c names (see
+// WrapContext). Implementations must not reuse randomness between calls.
 type Recipient interface {
-	Wrap(fileKey []byte) (*Stanza, error)
+	Wrap(fileKey []byte, c WrapContext) (*Stanza, error)
 }
 
-// Identity recovers the file key from the stanzas of a header. It returns an error
-// wrapping ErrNoRecipient when no stanza is meant for it, so that callers can try
-// the next identity; any other error is final (ErrWrongKey: the stanza named this
-// identity but did not open).
+// Identity recovers the file key from the stanzas of a header whose version and
+// set id are c. It returns an error wrapping ErrNoRecipient when no stanza is
+// meant for it, so that callers can try the next identity; any other error is
+// final (ErrWrongKey: the stanza named this identity but did not open). Stanzas
+// of types it does not know are skipped unless they name its fingerprint.
 type Identity interface {
-	Unwrap(stanzas []*Stanza) (fileKey []byte, err error)
+	Unwrap(stanzas []*Stanza, c WrapContext) (fileKey []byte, err error)
 }
 
 // FingerprintSize is the size of a recipient fingerprint: a SHA-256 digest.

@@ -96,8 +96,10 @@ func nonce(i uint64, last bool) [12]byte {
 
 // sealBatch seals the plaintext plain (whole chunks, except possibly the last)
 // into ct, chunk by chunk starting at chunk index first; if last, its final chunk
-// is the file's last. It returns the ciphertext length.
-func sealBatch(aead stdcipher.AEAD, ct, plain []byte, first uint64, last bool) int {
+// is the file's last. It returns the ciphertext length. With hashes (not nil),
+// the SHA-256 of each sealed chunk is put in its place there, while the chunk is
+// still in the core's cache.
+func sealBatch(aead stdcipher.AEAD, ct, plain []byte, first uint64, last bool, hashes ChunkHashes) int {
 	n := len(plain)
 	chunks := (n + ChunkSize - 1) / ChunkSize
 	if chunks == 0 {
@@ -108,7 +110,9 @@ func sealBatch(aead stdcipher.AEAD, ct, plain []byte, first uint64, last bool) i
 		lo := j * ChunkSize
 		hi := min(lo+ChunkSize, n)
 		nc := nonce(first+uint64(j), last && j == chunks-1)
-		out += len(aead.Seal(ct[out:out], nc[:], plain[lo:hi], nil))
+		sealed := aead.Seal(ct[out:out], nc[:], plain[lo:hi], nil)
+		hashes.put(first+uint64(j), sealed)
+		out += len(sealed)
 	}
 	return out
 }
@@ -131,6 +135,10 @@ type Writer struct {
 	out  *sealOut
 	aead stdcipher.AEAD
 	name string
+	info FileInfo // name and nonce; the size once closed
+
+	hashing bool        // keep the SHA-256 of every sealed chunk
+	hashes  ChunkHashes // one per chunk index, grown before each round
 
 	pend   []byte // plaintext not sealed yet, since it may end the file
 	chunk  uint64 // index of pend's first chunk
@@ -144,18 +152,42 @@ type Writer struct {
 	done   bool
 }
 
-// NewWriter writes the prefix of the encrypted file called name to dst and returns
-// a Writer for its plaintext. name binds the file: renamed, it no longer opens.
+// NewWriter writes the prefix of a new encrypted file called name to dst and
+// returns a Writer for its plaintext. The file gets a random nonce of its own
+// (Info gives it, for the manifest); name and nonce bind the file: renamed, or
+// read as another writing of the same name, it does not open.
 //
 // If dst is also an io.WriterAt and an io.Seeker (an *os.File not opened for
 // appending, say), sealed chunks are written at their offsets from the position
 // dst is at, as they are ready, and Close moves dst's offset to the end of the
 // file, where sequential writes would have left it.
 func (k *SetKey) NewWriter(dst io.Writer, name string) (*Writer, error) {
-	aead, err := k.fileAEAD(name)
+	f, err := k.NewFile(name)
 	if err != nil {
 		return nil, err
 	}
+	return k.NewWriterFor(dst, f)
+}
+
+// NewWriterFor is NewWriter for the file f made by NewFile. Each file is written
+// once: a second Writer for the same f is refused.
+func (k *SetKey) NewWriterFor(dst io.Writer, f FileInfo) (*Writer, error) {
+	if err := checkName(f.Name); err != nil {
+		return nil, err
+	}
+	if err := k.take(f); err != nil {
+		return nil, err
+	}
+	return k.newWriter(dst, f)
+}
+
+// newWriter is NewWriterFor without the check that f's nonce is new.
+func (k *SetKey) newWriter(dst io.Writer, f FileInfo) (*Writer, error) {
+	aead, _, err := k.fileCipher(f, false)
+	if err != nil {
+		return nil, err
+	}
+	name := f.Name
 	prefix := make([]byte, 0, PrefixSize)
 	prefix = append(append(prefix, FileMagic...), k.id[:]...)
 	if _, err := dst.Write(prefix); err != nil {
@@ -174,12 +206,61 @@ func (k *SetKey) NewWriter(dst io.Writer, name string) (*Writer, error) {
 			}
 		}
 	}
-	return &Writer{out: out, aead: aead, name: name}, nil
+	return &Writer{out: out, aead: aead, name: name, info: FileInfo{Name: name, Nonce: f.Nonce}}, nil
 }
 
 // Size returns the plaintext bytes written so far: after Close, the file's size
 // for the manifest.
 func (w *Writer) Size() int64 { return w.size }
+
+// Info returns the file's manifest entry: its name, nonce and the plaintext
+// bytes written so far (after Close, its size).
+func (w *Writer) Info() FileInfo {
+	f := w.info
+	f.Size = w.size
+	return f
+}
+
+// HashChunks makes the Writer keep the SHA-256 of every sealed chunk, computed as
+// each is sealed (ChunkHashes, after Close): what a signature commits to. It
+// must be called before anything is written.
+func (w *Writer) HashChunks() error {
+	if w.size > 0 || w.done {
+		return fmt.Errorf("%s: HashChunks after data was written", w.name)
+	}
+	w.hashing = true
+	return nil
+}
+
+// ChunkHashes returns the SHA-256 of every sealed chunk of the file, in order,
+// once Close succeeded with HashChunks; nil otherwise.
+func (w *Writer) ChunkHashes() ChunkHashes {
+	if !w.hashing || !w.done || w.err != nil {
+		return nil
+	}
+	return w.hashes
+}
+
+// growHashes makes room in hashes for the chunks before index end. It runs on
+// the caller's goroutine before a round, when no sealer touches hashes.
+func (w *Writer) growHashes(end uint64) error {
+	if !w.hashing || uint64(w.hashes.Len()) >= end {
+		return nil
+	}
+	if err := checkHashCount(w.name, int64(end)); err != nil {
+		return err
+	}
+	w.hashes = append(w.hashes, make([]byte, int(end)*HashSize-len(w.hashes))...)
+	return nil
+}
+
+// keep returns where sealed chunks put their hashes: nil when not hashing.
+func (w *Writer) keep() ChunkHashes {
+	if !w.hashing {
+		return nil
+	}
+	return w.hashes
+}
 
 // Write encrypts p. It returns an error if an earlier batch failed to be written.
 func (w *Writer) Write(p []byte) (int, error) {
@@ -220,6 +301,9 @@ func (w *Writer) write(p []byte) error {
 	w.units = w.units[:0]
 	next := w.addUnits(w.pend, w.chunk)
 	next = w.addUnits(p[:len(p)-keep], next)
+	if err := w.growHashes(next); err != nil {
+		return err
+	}
 	w.seal()
 	if err := w.out.failed(); err != nil {
 		return err
@@ -325,12 +409,18 @@ func (w *Writer) Close() error {
 func (w *Writer) finish() error {
 	n := len(w.pend) + TagSize*int(numChunks(int64(len(w.pend))))
 	u := sealedUnit{first: w.chunk, chunks: numChunks(int64(len(w.pend)))}
+	if err := w.growHashes(w.chunk + uint64(u.chunks)); err != nil {
+		return err
+	}
 	if w.home != nil && n <= unitCT {
 		u.ct, u.home = w.home.get(w.out), w.home
 	} else {
 		u.ct = make([]byte, n) // a small file, or a last batch of small writes
 	}
-	u.n = sealBatch(w.aead, u.ct, w.pend, w.chunk, true)
+	u.n = sealBatch(w.aead, u.ct, w.pend, w.chunk, true, w.keep())
+	if w.hashing {
+		w.hashes = w.hashes[:int(w.chunk+uint64(u.chunks))*HashSize]
+	}
 	w.out.push(u)
 	w.out.drain(true)
 	if err := w.out.failed(); err != nil {
@@ -414,6 +504,10 @@ func (w *Writer) ReadFromAt(src io.ReaderAt, size int64, progress func(n int64))
 	// Everything in pend now precedes more data: none of it ends the file.
 	w.units = w.units[:0]
 	next := w.addUnits(w.pend, w.chunk)
+	if err := w.growHashes(next + uint64(max(0, (size-off)/ChunkSize))); err != nil {
+		w.err = err
+		return err
+	}
 	w.seal()
 	if err := w.out.failed(); err != nil {
 		w.err = err
@@ -573,7 +667,7 @@ func (r *round) sealUnit(ct []byte, i int) (sealedUnit, error) {
 	w := r.w
 	if r.src == nil {
 		u := r.units[i]
-		n := sealBatch(w.aead, ct, u.plain, u.first, false)
+		n := sealBatch(w.aead, ct, u.plain, u.first, false, w.keep())
 		r.bytes.Add(int64(len(u.plain)))
 		return sealedUnit{ct: ct, n: n, first: u.first, chunks: int64(len(u.plain) / ChunkSize)}, nil
 	}
@@ -594,7 +688,7 @@ func (r *round) sealUnit(ct []byte, i int) (sealedUnit, error) {
 			return sealedUnit{}, err
 		}
 		nc := nonce(first+uint64(j), false)
-		w.aead.Seal(slot[:0], nc[:], slot, nil)
+		w.keep().put(first+uint64(j), w.aead.Seal(slot[:0], nc[:], slot, nil))
 	}
 	r.bytes.Add(int64(n) * ChunkSize)
 	return sealedUnit{ct: ct, n: n * chunkCT, first: first, chunks: int64(n)}, nil

@@ -112,6 +112,9 @@ func encryptTo(t *testing.T, key *SetKey, dest string, pattern writePattern, pla
 	if err != nil {
 		t.Fatal(err)
 	}
+	if err := w.HashChunks(); err != nil {
+		t.Fatal(err)
+	}
 	if dest == "file" && w.out.at == nil {
 		t.Fatal("a file is not written positionally")
 	}
@@ -124,6 +127,19 @@ func encryptTo(t *testing.T, key *SetKey, dest string, pattern writePattern, pla
 	if w.Size() != int64(len(plain)) {
 		t.Fatalf("%s: Size %d, wrote %d", pattern.name, w.Size(), len(plain))
 	}
+	// The hashes the sealers kept are those of the stored chunks.
+	defer func() {
+		ct := buf.Bytes()
+		if f != nil {
+			data, _ := os.ReadFile(f.Name())
+			ct = data[len(lead):]
+		}
+		want, err := HashStored(bytes.NewReader(ct), int64(len(ct)), true, "pages-1.img", nil)
+		if err != nil || !bytes.Equal(w.ChunkHashes(), want) {
+			t.Fatalf("%s to %s: the Writer's chunk hashes (%d) differ from the stored chunks' (%d, %v)",
+				pattern.name, dest, w.ChunkHashes().Len(), want.Len(), err)
+		}
+	}()
 	if f == nil {
 		return buf.Bytes()
 	}
@@ -165,10 +181,10 @@ func TestWriterMatchesGolden(t *testing.T) {
 		}
 		alg, _ := strconv.Atoi(kv["alg"])
 		size, _ := strconv.Atoi(kv["size"])
-		key := newSetKeyFrom(bytes.Repeat([]byte{7}, FileKeySize), SetID{1, 2, 3}, Algorithm(alg))
+		key := newSetKeyFrom(bytes.Repeat([]byte{7}, FileKeySize), SetID{1, 2, 3}, Algorithm(alg), 1)
 		plain := testPlain(size)
 		at := newMemFile()
-		if err := key.EncryptAt(at, bytes.NewReader(plain), int64(size), "pages-1.img", nil); err != nil {
+		if _, _, err := key.EncryptAt(at, bytes.NewReader(plain), int64(size), "pages-1.img", nil, false); err != nil {
 			t.Fatal(err)
 		}
 		if sum := sha256.Sum256(at.data); hex.EncodeToString(sum[:]) != kv["sha256"] {
@@ -315,7 +331,9 @@ func TestWriterAppendFileInOrder(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if got, err := key.Decrypt(ct, "pages-1.img"); err != nil || !bytes.Equal(got, plain) {
+	fi := w.Info()
+	fi.Size = -1
+	if got, err := key.Decrypt(ct, fi); err != nil || !bytes.Equal(got, plain) {
 		t.Fatalf("does not decrypt: %v", err)
 	}
 }
@@ -376,7 +394,7 @@ func (f failingReaderAt) ReadAt(p []byte, off int64) (int, error) {
 // TestWriterReadFromAtFails checks that a failing source fails ReadFromAt and
 // every later call, whichever chunk fails, and leaves no complete file.
 func TestWriterReadFromAtFails(t *testing.T) {
-	key := newSetKeyFrom(bytes.Repeat([]byte{7}, FileKeySize), SetID{1, 2, 3}, AES256GCM)
+	key := newSetKeyFrom(bytes.Repeat([]byte{7}, FileKeySize), SetID{1, 2, 3}, AES256GCM, HeaderVersion)
 	plain := testPlain(40*unitPlain + 123)
 	for _, dest := range destinations {
 		for _, limit := range []int64{0, ChunkSize + 1, 17 * unitPlain, int64(len(plain)) - 1} {

@@ -39,11 +39,6 @@ func suiteFor(c ecdh.Curve) (*hpkeSuite, error) {
 	return nil, fmt.Errorf("%w: ECDSA curve %v (want P-256 or P-384)", ErrUnsupportedKey, c)
 }
 
-// hpkeInfo binds a wrapped key to its recipient's fingerprint.
-func hpkeInfo(fp Fingerprint) []byte {
-	return append(append([]byte(labelHPKE), 0), fp[:]...)
-}
-
 // X509Recipient is a recipient named by an X.509 certificate with an RSA key
 // (wrapped with RSA-OAEP-SHA-256) or an ECDSA P-256/P-384 key (wrapped with HPKE).
 type X509Recipient struct {
@@ -105,16 +100,17 @@ func (r *X509Recipient) String() string {
 	return fmt.Sprintf("%s %q %s", describeKey(r.cert.PublicKey), r.cert.Subject.String(), r.fp)
 }
 
-// Wrap implements Recipient.
-func (r *X509Recipient) Wrap(fileKey []byte) (*Stanza, error) {
+// Wrap implements Recipient: RSA-OAEP with the context's label, or HPKE base mode
+// with the context's info (which names the recipient) and no associated data.
+func (r *X509Recipient) Wrap(fileKey []byte, c WrapContext) (*Stanza, error) {
 	if r.rsaPub != nil {
-		body, err := rsa.EncryptOAEP(sha256.New(), rand.Reader, r.rsaPub, fileKey, []byte(labelRSA))
+		body, err := rsa.EncryptOAEP(sha256.New(), rand.Reader, r.rsaPub, fileKey, c.rsaLabel())
 		if err != nil {
 			return nil, err
 		}
 		return &Stanza{Type: StanzaRSA, Fingerprint: r.fp, Body: body}, nil
 	}
-	body, err := hpke.Seal(r.hpkePk, r.suite.kdf, r.suite.aead, hpkeInfo(r.fp), fileKey)
+	body, err := hpke.Seal(r.hpkePk, r.suite.kdf, r.suite.aead, c.hpkeInfo(r.fp), fileKey)
 	if err != nil {
 		return nil, err
 	}
@@ -169,13 +165,14 @@ func (id *KeyIdentity) Fingerprint() Fingerprint { return id.fp }
 // String describes the identity: key type and fingerprint.
 func (id *KeyIdentity) String() string { return describeKey(id.public) + " " + id.fp.String() }
 
-// Unwrap implements Identity.
-func (id *KeyIdentity) Unwrap(stanzas []*Stanza) ([]byte, error) {
+// Unwrap implements Identity: only the stanza that names the key's fingerprint is
+// opened, whatever the others are (of unknown types, say).
+func (id *KeyIdentity) Unwrap(stanzas []*Stanza, c WrapContext) ([]byte, error) {
 	for _, s := range stanzas {
 		if s.Fingerprint != id.fp {
 			continue
 		}
-		key, err := id.unwrapOne(s)
+		key, err := id.unwrapOne(s, c)
 		if err != nil {
 			return nil, fmt.Errorf("%w (key %s): %v", ErrWrongKey, id.fp, err)
 		}
@@ -184,7 +181,7 @@ func (id *KeyIdentity) Unwrap(stanzas []*Stanza) ([]byte, error) {
 	return nil, noRecipientError(id.fp, stanzas)
 }
 
-func (id *KeyIdentity) unwrapOne(s *Stanza) ([]byte, error) {
+func (id *KeyIdentity) unwrapOne(s *Stanza, c WrapContext) ([]byte, error) {
 	var key []byte
 	var err error
 	switch {
@@ -192,7 +189,7 @@ func (id *KeyIdentity) unwrapOne(s *Stanza) ([]byte, error) {
 		if s.Type != StanzaRSA {
 			return nil, fmt.Errorf("stanza type %q for an RSA key", s.Type)
 		}
-		key, err = rsa.DecryptOAEP(sha256.New(), nil, id.rsaPriv, s.Body, []byte(labelRSA))
+		key, err = rsa.DecryptOAEP(sha256.New(), nil, id.rsaPriv, s.Body, c.rsaLabel())
 	default:
 		if s.Type != id.suite.stanza {
 			return nil, fmt.Errorf("stanza type %q for a %s key", s.Type, id.suite.stanza)
@@ -200,7 +197,7 @@ func (id *KeyIdentity) unwrapOne(s *Stanza) ([]byte, error) {
 		if len(s.Body) != id.suite.body {
 			return nil, fmt.Errorf("stanza body is %d bytes, want %d", len(s.Body), id.suite.body)
 		}
-		key, err = hpke.Open(id.hpkeSk, id.suite.kdf, id.suite.aead, hpkeInfo(id.fp), s.Body)
+		key, err = hpke.Open(id.hpkeSk, id.suite.kdf, id.suite.aead, c.hpkeInfo(id.fp), s.Body)
 	}
 	if err != nil {
 		return nil, err

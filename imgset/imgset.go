@@ -9,6 +9,7 @@
 package imgset
 
 import (
+	"crypto/sha256"
 	"errors"
 	"fmt"
 	"io"
@@ -29,6 +30,11 @@ type OpenOptions struct {
 	// RequireEncrypted refuses a set without a valid sealed header, so that removing
 	// the header cannot silently downgrade a set to plaintext.
 	RequireEncrypted bool
+	// Signature, if not nil, is the set's signature, verified (CheckSignature):
+	// the header must be the one it signed, and every stored chunk of every file
+	// is checked against its signed hash as it is read, before it is decrypted or
+	// handed out.
+	Signature *cipher.Signature
 }
 
 // Set is an image set opened for reading.
@@ -36,9 +42,10 @@ type Set struct {
 	dir    string // the folder, or the label of a Source
 	src    Source // nil for a folder
 	names  []string
-	header *cipher.Header   // nil for a plaintext set
-	key    *cipher.SetKey   // nil for a plaintext set
-	sizes  map[string]int64 // plaintext sizes from the manifest
+	header *cipher.Header             // nil for a plaintext set
+	key    *cipher.OpenKey            // nil for a plaintext set
+	files  map[string]cipher.FileInfo // the manifest
+	signed map[string]cipher.SignedFile
 }
 
 // Open opens the image set in dir. For an encrypted set it authenticates the header
@@ -58,12 +65,26 @@ func Open(dir string, opts OpenOptions) (*Set, error) {
 	if err != nil {
 		return nil, err
 	}
-	if !contains(names, HeaderName) {
-		return openPlain(dir, names, opts)
-	}
-	h, err := ReadHeader(dir)
+	signed, err := signedFiles(dir, opts.Signature)
 	if err != nil {
 		return nil, err
+	}
+	if !contains(names, HeaderName) {
+		if opts.Signature != nil && opts.Signature.Encrypted() {
+			return nil, fmt.Errorf("image set %s: %s: %w: the signed set was encrypted, its header is gone", dir, HeaderName, ErrSignedFile)
+		}
+		s, err := openPlain(dir, names, opts)
+		if err == nil {
+			s.signed = signed
+		}
+		return s, err
+	}
+	h, data, err := readHeader(dir)
+	if err != nil {
+		return nil, err
+	}
+	if opts.Signature != nil && sha256.Sum256(data) != opts.Signature.SealHash {
+		return nil, fmt.Errorf("image set %s: %s: %w: the header is not the one signed", dir, HeaderName, ErrSignedFile)
 	}
 	if len(opts.Identities) == 0 {
 		return nil, &KeyRequiredError{Dir: dir, Recipients: h.Recipients()}
@@ -75,12 +96,27 @@ func Open(dir string, opts OpenOptions) (*Set, error) {
 	if probs := checkManifest(dir, h, without(names, HeaderName)); len(probs) > 0 {
 		return nil, fmt.Errorf("image set %s: %w", dir, joinProblems(probs))
 	}
-	s := &Set{dir: dir, header: h, key: key, sizes: make(map[string]int64, len(h.Files))}
+	s := &Set{dir: dir, header: h, key: key, files: make(map[string]cipher.FileInfo, len(h.Files)), signed: signed}
 	for _, f := range h.Files {
 		s.names = append(s.names, f.Name)
-		s.sizes[f.Name] = f.Size
+		s.files[f.Name] = f
 	}
 	return s, nil
+}
+
+// signedFiles returns the files of a verified signature by name, nil without one.
+func signedFiles(dir string, sig *cipher.Signature) (map[string]cipher.SignedFile, error) {
+	if sig == nil {
+		return nil, nil
+	}
+	if !sig.Verified() {
+		return nil, fmt.Errorf("image set %s: %s: the signature given was not verified", dir, SignName)
+	}
+	out := make(map[string]cipher.SignedFile, len(sig.Files))
+	for _, f := range sig.Files {
+		out[f.Name] = f
+	}
+	return out, nil
 }
 
 // Source is what a set that is not a folder reads its files from: the members of
@@ -195,11 +231,11 @@ func (s *Set) Has(name string) bool { return contains(s.names, name) }
 // Size returns the plaintext size of a file of the set.
 func (s *Set) Size(name string) (int64, error) {
 	if s.header != nil {
-		size, ok := s.sizes[name]
+		f, ok := s.files[name]
 		if !ok {
 			return 0, fmt.Errorf("image set %s: no file %s: %w", s.dir, name, os.ErrNotExist)
 		}
-		return size, nil
+		return f.Size, nil
 	}
 	if s.src != nil {
 		if !s.Has(name) {
@@ -235,16 +271,54 @@ func (s *Set) Open(name string) (*File, error) {
 	if err != nil {
 		return nil, err
 	}
-	if s.header == nil {
-		return &File{name: name, f: f, size: st.Size(), ra: positional(f)}, nil
-	}
-	dec, err := s.key.NewReaderAt(positional(f), st.Size(), name, s.sizes[name])
+	file, err := s.open(name, f, st.Size())
 	if err != nil {
 		f.Close()
 		return nil, fmt.Errorf("image set %s: %w", s.dir, err)
 	}
+	return file, nil
+}
+
+// open makes the File of name, stored as f of size bytes: decrypting it, and
+// checking each stored chunk against the signature, as the set needs.
+func (s *Set) open(name string, f *os.File, size int64) (*File, error) {
+	var hashes cipher.ChunkHashes
+	if s.signed != nil {
+		sf, ok := s.signed[name]
+		switch {
+		case !ok:
+			return nil, fmt.Errorf("%s: %w: not listed in the signature (added)", name, ErrSignedFile)
+		case sf.Size != size:
+			return nil, fmt.Errorf("%s: %w: %d bytes, %d signed", name, ErrSignedFile, size, sf.Size)
+		}
+		hashes = sf.Chunks
+	}
+	if s.header == nil {
+		var ra io.ReaderAt = positional(f)
+		if s.signed != nil {
+			sra, err := cipher.NewSignedReaderAt(ra, size, name, hashes)
+			if err != nil {
+				return nil, err
+			}
+			ra = sra
+		}
+		return &File{name: name, f: f, size: size, ra: ra}, nil
+	}
+	dec, err := s.key.NewReaderAt(positional(f), size, s.files[name])
+	if err != nil {
+		return nil, err
+	}
+	if s.signed != nil {
+		if err := dec.CheckSigned(hashes); err != nil {
+			return nil, err
+		}
+	}
 	return &File{name: name, f: f, size: dec.Size(), ra: dec, dec: dec}, nil
 }
+
+// Signed reports whether the set was opened with a verified signature: then
+// every stored chunk read is checked against it.
+func (s *Set) Signed() bool { return s.signed != nil }
 
 // validName accepts plain file names only: no separators, no "." or "..".
 func validName(name string) bool {

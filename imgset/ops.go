@@ -93,6 +93,9 @@ type DecryptOptions struct {
 	Output     string // "" (or dir itself): decrypt in place, atomically
 	Progress   Progress
 	Cleaned    func(removed []string) // told the leftovers of dead earlier runs removed first
+	// Signature, if not nil, is the set's verified signature (CheckSignature):
+	// every stored chunk is checked against it before it is decrypted.
+	Signature *cipher.Signature
 }
 
 // Decrypt decrypts the encrypted set in dir into opts.Output or in place, with the
@@ -106,7 +109,7 @@ func Decrypt(dir string, opts DecryptOptions) error {
 // partial plaintext written so far is removed.
 func DecryptContext(ctx context.Context, dir string, opts DecryptOptions) error {
 	return withSet(ctx, dir, opts.Output, opts.Cleaned, func(lock *setLock) error {
-		src, err := Open(dir, OpenOptions{Identities: opts.Identities, RequireEncrypted: true})
+		src, err := Open(dir, OpenOptions{Identities: opts.Identities, RequireEncrypted: true, Signature: opts.Signature})
 		if err != nil {
 			return err
 		}
@@ -196,7 +199,7 @@ func rekeyHeader(ctx context.Context, dir string, opts RekeyOptions) error {
 	if len(stanzas) == 0 {
 		return fmt.Errorf("image set %s: no recipient would be left", dir)
 	}
-	hdr, err := cipher.SealHeader(HeaderFraming, key, stanzas, h.Files)
+	hdr, err := h.Reseal(key, stanzas)
 	if err != nil {
 		return fmt.Errorf("image set %s: %w", dir, err)
 	}

@@ -4,7 +4,6 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
-	"path/filepath"
 
 	"github.com/imgtool/imgtool/cipher"
 	"github.com/imgtool/imgtool/image"
@@ -64,20 +63,22 @@ func (e *KeyRequiredError) Unwrap() error { return ErrKeyRequired }
 // what it says (recipients, manifest, algorithm) is not yet authenticated. It
 // returns an error wrapping os.ErrNotExist when the set has no header.
 func ReadHeader(dir string) (*cipher.Header, error) {
-	path := filepath.Join(dir, HeaderName)
-	f, st, err := openRegular(path)
+	h, _, err := readHeader(dir)
+	return h, err
+}
+
+// readHeader is ReadHeader that also returns the header's bytes (for a
+// signature's hash of them).
+func readHeader(dir string) (*cipher.Header, []byte, error) {
+	data, err := readSetFile(dir, HeaderName, cipher.MaxHeaderSize)
 	if err != nil {
-		return nil, fmt.Errorf("image set %s: %w", dir, err)
+		return nil, nil, err
 	}
-	defer f.Close()
-	if st.Size() > cipher.MaxHeaderSize {
-		return nil, fmt.Errorf("image set %s: %s: %d bytes exceeds the limit of %d", dir, HeaderName, st.Size(), cipher.MaxHeaderSize)
-	}
-	h, err := cipher.ReadHeader(f, HeaderFraming)
+	h, err := cipher.ParseHeader(data, HeaderFraming)
 	if err != nil {
-		return nil, fmt.Errorf("image set %s: %s: %w", dir, HeaderName, err)
+		return nil, nil, fmt.Errorf("image set %s: %s: %w", dir, HeaderName, err)
 	}
-	return h, nil
+	return h, data, nil
 }
 
 // isEncryptedFile reports whether the file at path starts with the encrypted-file

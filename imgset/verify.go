@@ -1,6 +1,7 @@
 package imgset
 
 import (
+	"crypto/sha256"
 	"errors"
 	"fmt"
 	"os"
@@ -14,7 +15,12 @@ import (
 type VerifyOptions struct {
 	// Identities open the header. Without any, Verify checks what needs no key.
 	Identities []cipher.Identity
-	Progress   Progress
+	// Signature, if not nil, is the set's verified signature (CheckSignature):
+	// every stored chunk is also checked against its signed hash, in the same
+	// pass and on the same core that authenticates it; a plain set's files, and
+	// an encrypted set's without a key, are checked against it alone.
+	Signature *cipher.Signature
+	Progress  Progress
 }
 
 // Problem is one thing wrong with a set: the file it concerns (HeaderName for the
@@ -78,13 +84,17 @@ func Verify(dir string, opts VerifyOptions) (*Report, error) {
 		return nil, err
 	}
 	rep := &Report{Dir: dir}
+	sig := opts.Signature
+	if sig != nil && !sig.Verified() {
+		return nil, fmt.Errorf("image set %s: %s: the signature given was not verified", dir, SignName)
+	}
 	if !contains(names, HeaderName) {
 		rep.Files = len(names)
-		verifyPlain(rep, dir, names)
+		verifyPlain(rep, dir, names, sig, opts.Progress)
 		return rep, nil
 	}
 	rep.Encrypted = true
-	h, err := ReadHeader(dir)
+	h, data, err := readHeader(dir)
 	if err != nil {
 		rep.add(HeaderName, err)
 		rep.Unchecked = append(rep.Unchecked, "the manifest and every file (the header does not parse)")
@@ -93,6 +103,23 @@ func Verify(dir string, opts VerifyOptions) (*Report, error) {
 	rep.Recipients, rep.Stanzas, rep.Algorithm, rep.Files = h.Recipients(), h.Stanzas, h.Algorithm, len(h.Files)
 	rep.SetID = h.SetID
 	files := without(names, HeaderName)
+	if sig != nil && sha256.Sum256(data) != sig.SealHash {
+		rep.add(HeaderName, fmt.Errorf("%s: %w: the header is not the one signed", HeaderName, ErrSignedFile))
+		rep.Unchecked = append(rep.Unchecked, "the files: the header is not the one signed")
+		return rep, nil
+	}
+	if len(opts.Identities) == 0 && sig != nil {
+		// The signature makes the header authentic (its hash is signed), and
+		// every stored chunk is checked against it; only the tags are left.
+		bad := map[string]bool{}
+		for _, p := range checkManifest(dir, h, files) {
+			rep.add(p.file, p.err)
+			bad[p.file] = true
+		}
+		checkSignedFiles(rep, dir, sig, bad, opts.Progress, func(name string) int64 { fi, _ := h.File(name); return fi.Size })
+		rep.Unchecked = append(rep.Unchecked, "the chunks' tags (no key): every stored chunk is the one signed, but none was decrypted")
+		return rep, nil
+	}
 	if len(opts.Identities) == 0 {
 		checkUnauthenticated(rep, dir, h, files)
 		rep.Unchecked = append(rep.Unchecked,
@@ -119,7 +146,24 @@ func Verify(dir string, opts VerifyOptions) (*Report, error) {
 		rep.add(p.file, p.err)
 		bad[p.file] = true
 	}
-	errs := verifyFiles(key, dir, h.Files, bad, opts.Progress)
+	signed := map[string]cipher.SignedFile{}
+	if sig != nil {
+		for _, f := range sig.Files {
+			signed[f.Name] = f
+		}
+	}
+	sizes := make([]int64, len(h.Files))
+	for i, f := range h.Files {
+		sizes[i] = f.Size
+		if _, ok := signed[f.Name]; sig != nil && !ok && !bad[f.Name] {
+			rep.add(f.Name, fmt.Errorf("%s: %w: not listed in the signature", f.Name, ErrSignedFile))
+			bad[f.Name] = true
+		}
+	}
+	errs := eachFileProgress(len(h.Files), sizes, func(i int) bool { return bad[h.Files[i].Name] }, opts.Progress,
+		func(i int, progress func(int64)) error {
+			return verifyFile(key, dir, h.Files[i], signed[h.Files[i].Name].Chunks, sig != nil, progress)
+		})
 	for i, f := range h.Files {
 		if bad[f.Name] {
 			continue
@@ -164,52 +208,89 @@ func (r *Report) add(file string, err error) {
 	r.Problems = append(r.Problems, Problem{File: file, Err: err})
 }
 
-// verifyPlain reports a plaintext set: not encrypted (a problem for verify), and
-// any file that is encrypted although the header is gone.
-func verifyPlain(rep *Report, dir string, names []string) {
+// verifyPlain reports a plaintext set: not encrypted (a problem for verify),
+// any file that is encrypted although the header is gone, and, with a verified
+// signature, every file whose stored bytes are not the signed ones.
+func verifyPlain(rep *Report, dir string, names []string, sig *cipher.Signature, progress Progress) {
 	rep.add(HeaderName, fmt.Errorf("%w: no %s", ErrNotEncrypted, HeaderName))
 	for _, n := range names {
 		if isEncryptedFile(filepath.Join(dir, n)) {
 			rep.add(n, fmt.Errorf("%s: %w", n, ErrHeaderMissing))
 		}
 	}
-	rep.Unchecked = append(rep.Unchecked, "the files: a plaintext set carries nothing to authenticate")
+	if sig == nil {
+		rep.Unchecked = append(rep.Unchecked, "the files: a plaintext set carries nothing to authenticate")
+		return
+	}
+	if sig.Encrypted() {
+		rep.add(HeaderName, fmt.Errorf("%s: %w: the signed set was encrypted, its header is gone", HeaderName, ErrSignedFile))
+		return
+	}
+	checkSignedFiles(rep, dir, sig, nil, progress, func(name string) int64 {
+		f, _ := sig.File(name)
+		return f.Size
+	})
 }
 
-// verifyFiles authenticates every file of the manifest but the bad ones and
-// returns each one's error, in manifest order. Files are checked by
-// pipelineWorkers goroutines at once, since a set is mostly small files whose cost
-// is opening and keying rather than bytes; a large file also spreads its batches
-// over both cores (cipher.ReaderAt.Verify). progress is called from the calling
-// goroutine only.
-func verifyFiles(key *cipher.SetKey, dir string, files []cipher.FileInfo, bad map[string]bool, progress Progress) []error {
-	var total int64
-	for _, f := range files {
-		total += f.Size
+// checkSignedFiles checks every stored chunk of the signed files of dir against
+// sig, all but the bad ones, adding a problem for each file that fails and the
+// plaintext size (sizeOf) of each that passes to rep.Bytes.
+func checkSignedFiles(rep *Report, dir string, sig *cipher.Signature, bad map[string]bool, progress Progress, sizeOf func(string) int64) {
+	sizes := make([]int64, len(sig.Files))
+	for i, f := range sig.Files {
+		sizes[i] = f.Size
 	}
-	errs := make([]error, len(files))
+	errs := eachFileProgress(len(sig.Files), sizes, func(i int) bool { return bad[sig.Files[i].Name] }, progress,
+		func(i int, progress func(int64)) error {
+			return checkFiles(dir, sig, sig.Files[i:i+1], progress)[0]
+		})
+	for i, f := range sig.Files {
+		switch {
+		case bad[f.Name]:
+		case errs[i] != nil:
+			rep.add(f.Name, errs[i])
+		default:
+			rep.Bytes += sizeOf(f.Name)
+		}
+	}
+}
+
+// eachFileProgress runs check on every file i of n but the skipped ones,
+// verifyWorkers at a time (a set is mostly small files, whose cost is opening
+// and keying rather than bytes; a large file also spreads its batches over the
+// cores), and returns each one's error in order. sizes are the files' sizes for
+// progress, which is called from the calling goroutine only; a file that fails
+// or is skipped counts as done.
+func eachFileProgress(n int, sizes []int64, skip func(i int) bool, progress Progress, check func(i int, progress func(int64)) error) []error {
+	var total int64
+	for _, s := range sizes {
+		total += s
+	}
+	errs := make([]error, n)
 	next := make(chan int)
 	checked := make(chan int64, 64)
 	var wg sync.WaitGroup
-	for range min(len(files), verifyWorkers) {
+	for range min(n, verifyWorkers) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
 			for i := range next {
 				var done int64
-				errs[i] = verifyFile(key, dir, files[i], func(n int64) {
-					done += n
-					checked <- n
+				errs[i] = check(i, func(d int64) {
+					done += d
+					checked <- d
 				})
-				if rest := files[i].Size - done; rest > 0 {
-					checked <- rest // a failed file counts as done
+				if rest := sizes[i] - done; rest > 0 {
+					checked <- rest
 				}
 			}
 		}()
 	}
 	go func() {
-		for i, f := range files {
-			if !bad[f.Name] {
+		for i := range n {
+			if skip(i) {
+				checked <- sizes[i]
+			} else {
 				next <- i
 			}
 		}
@@ -218,8 +299,8 @@ func verifyFiles(key *cipher.SetKey, dir string, files []cipher.FileInfo, bad ma
 		close(checked)
 	}()
 	var done int64
-	for n := range checked {
-		done += n
+	for d := range checked {
+		done += d
 		if progress != nil {
 			progress(done, total)
 		}
@@ -230,16 +311,22 @@ func verifyFiles(key *cipher.SetKey, dir string, files []cipher.FileInfo, bad ma
 // verifyWorkers is the number of files verified at once.
 const verifyWorkers = 2
 
-// verifyFile authenticates every chunk of one file.
-func verifyFile(key *cipher.SetKey, dir string, fi cipher.FileInfo, progress func(int64)) error {
+// verifyFile authenticates every chunk of one file and, when signed, checks it
+// against its signed hash first.
+func verifyFile(key *cipher.OpenKey, dir string, fi cipher.FileInfo, hashes cipher.ChunkHashes, signed bool, progress func(int64)) error {
 	f, st, err := openRegular(filepath.Join(dir, fi.Name))
 	if err != nil {
 		return err
 	}
 	defer f.Close()
-	r, err := key.NewReaderAt(f, st.Size(), fi.Name, fi.Size)
+	r, err := key.NewReaderAt(positional(f), st.Size(), fi)
 	if err != nil {
 		return err
+	}
+	if signed {
+		if err := r.CheckSigned(hashes); err != nil {
+			return err
+		}
 	}
 	return r.Verify(progress)
 }

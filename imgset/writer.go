@@ -162,7 +162,10 @@ func (w *Writer) createFile(name string, perm os.FileMode, stream bool) (*setFil
 	}
 	sf := &setFile{name: name, f: f, w: w}
 	if w.key != nil && stream {
-		if sf.enc, err = w.key.NewWriter(streamFile{File: f, at: w.positional(f)}, name); err != nil {
+		if sf.enc, err = w.key.NewWriter(streamFile{File: f, at: w.positional(f)}, name); err == nil && w.signer != nil {
+			err = sf.enc.HashChunks() // for the signature, as each chunk is sealed
+		}
+		if err != nil {
 			f.Close()
 			return nil, fmt.Errorf("image set %s: %s: %w", w.dir, name, err)
 		}
@@ -177,7 +180,9 @@ type setFile struct {
 	w      *Writer
 	f      *os.File
 	enc    *cipher.Writer
-	size   int64 // plaintext bytes written
+	size   int64              // plaintext bytes written
+	info   cipher.FileInfo    // an encrypted file's manifest entry, once closed
+	hashes cipher.ChunkHashes // an encrypted file's sealed chunk hashes, when signing
 	closed bool
 	err    error // first error, sticky
 }
@@ -218,7 +223,7 @@ func (s *setFile) ReadFrom(r io.Reader) (int64, error) {
 func (s *setFile) copyAt(in *File, progress func(int64)) error {
 	switch {
 	case s.w.key != nil && in.dec == nil:
-		s.err = s.w.key.EncryptAt(s.w.positional(s.f), in.ra, in.size, s.name, progress)
+		s.info, s.hashes, s.err = s.w.key.EncryptAt(s.w.positional(s.f), in.ra, in.size, s.name, progress, s.w.signer != nil)
 	case s.w.key == nil && in.dec != nil:
 		s.err = in.dec.DecryptAt(s.w.positional(s.f), progress)
 	default:
@@ -240,8 +245,8 @@ func (s *setFile) Close() error {
 	if s.enc != nil {
 		if s.err != nil {
 			s.enc.Abort()
-		} else {
-			s.err = s.enc.Close()
+		} else if s.err = s.enc.Close(); s.err == nil {
+			s.info, s.hashes = s.enc.Info(), s.enc.ChunkHashes()
 		}
 	}
 	if s.err != nil {
@@ -344,7 +349,11 @@ func (w *Writer) finish() error {
 			w.syncClosed(false)
 			return fmt.Errorf("image set %s: %s: %w", w.dir, name, err)
 		}
-		manifest = append(manifest, cipher.FileInfo{Name: name, Size: sf.size})
+		fi := sf.info
+		if fi.Name != name || fi.Size != sf.size {
+			fi = cipher.FileInfo{Name: name, Size: sf.size} // a plain set's file
+		}
+		manifest = append(manifest, fi)
 	}
 	w.syncClosed(true)
 	for _, name := range names {
@@ -364,7 +373,15 @@ func (w *Writer) finish() error {
 		}
 	}
 	if w.signer != nil {
-		sig, err := signatureOf(w.tmp, w.signer, time.Now())
+		// An encrypted file's chunks were hashed as they were sealed; a plain
+		// set's files are read and hashed now.
+		known := map[string]cipher.ChunkHashes{}
+		for name, sf := range w.files {
+			if sf.hashes != nil {
+				known[name] = sf.hashes
+			}
+		}
+		sig, err := signatureOf(w.tmp, w.signer, time.Now(), known)
 		if err != nil {
 			return fmt.Errorf("image set %s: signing: %w", w.dir, err)
 		}

@@ -53,6 +53,11 @@ func ExitCode(err error) int {
 	if errors.As(err, &ee) {
 		return ee.code
 	}
+	if signedFileError(err) {
+		// A stored chunk found, as it was read, not to be the one signed: the
+		// signature check failed, whichever command read it.
+		return ExitVerify
+	}
 	return ExitError
 }
 

@@ -111,7 +111,8 @@ func runDecrypt(ctx context.Context, opts decryptOptions, args []string) error {
 	}
 	// Who wrote the set, before anything of it is decrypted: checked when a trust
 	// anchor is given (--trust, or the default trust file) or --require-signed.
-	if _, err := checkSignature(dir, opts.Signature, nil); err != nil {
+	sig, err := checkSignature(dir, opts.Signature, nil)
+	if err != nil {
 		return fmt.Errorf("decrypt: %w", err)
 	}
 	if ctx.Err() != nil {
@@ -126,7 +127,7 @@ func runDecrypt(ctx context.Context, opts decryptOptions, args []string) error {
 	}
 	progress, done := newProgress(opts.Err, opts.Quiet, "decrypting")
 	err = imgset.DecryptContext(ctx, dir, imgset.DecryptOptions{
-		Identities: ids, Output: opts.Output, Progress: progress,
+		Identities: ids, Output: opts.Output, Progress: progress, Signature: sig,
 		Cleaned: noteCleaned(opts.Err, cmp.Or(opts.Output, dir)),
 	})
 	done()
@@ -134,7 +135,7 @@ func runDecrypt(ctx context.Context, opts decryptOptions, args []string) error {
 		return fmt.Errorf("decrypt: image set %s has no %s, nothing to decrypt: %w", dir, imgset.HeaderName, imgset.ErrNotEncrypted)
 	}
 	if err != nil {
-		return fmt.Errorf("decrypt: %w", explainOpenError(dir, ids, err))
+		return fmt.Errorf("decrypt: %w", explainSigned(explainOpenError(dir, ids, err)))
 	}
 	where, counted := dir, ip.abs
 	if opts.Output != "" {

@@ -139,6 +139,12 @@ func (k keyOptions) signature(dir string) (*cipher.Signature, error) {
 		AllowUnsigned: k.AllowUnsigned}, k.Warn)
 }
 
+// checksSignature tells whether k has the signature of the set in dir checked:
+// it is required, or the set has one and a trust anchor is given.
+func (k keyOptions) checksSignature(dir string) bool {
+	return k.RequireSigned || (imgset.HasSignature(dir) && (len(k.Trust) > 0 || fileExists(defaultTrustPath)))
+}
+
 // requireEncrypted tells whether a plaintext set must be refused: asked for, or implied by
 // a key (given, or configured at the default path). Someone who can write the storage can
 // replace an encrypted set with a plaintext one of his making; a reader that holds a key
@@ -313,10 +319,12 @@ func openSet(dir string, k keyOptions) (*imgset.Set, error) {
 	}
 	// Who wrote the set is checked before its header is opened or anything of it
 	// decrypted (docs/format.md, Signatures).
-	if _, err := k.signature(dir); err != nil {
+	sig, err := k.signature(dir)
+	if err != nil {
 		return nil, err
 	}
-	opts := imgset.OpenOptions{Identities: ids, RequireEncrypted: k.RequireEncrypted}
+	// Every stored chunk is checked against the signature as it is read.
+	opts := imgset.OpenOptions{Identities: ids, RequireEncrypted: k.RequireEncrypted, Signature: sig}
 	set, err := imgset.Open(dir, opts)
 	var kre *imgset.KeyRequiredError
 	if errors.As(err, &kre) && len(k.KeyFiles) == 0 && fileExists(defaultKeyPath) {
@@ -332,7 +340,12 @@ func openSet(dir string, k keyOptions) (*imgset.Set, error) {
 		return nil, fmt.Errorf("image set %s: %w: a key was given (--%s, or %s), so an encrypted set is expected; --%s to read it anyway",
 			dir, imgset.ErrNotEncrypted, flagTLSKey, defaultKeyPath, flagAllowPlaintext)
 	}
-	if err := k.checkSetID(dir, set.Header()); err != nil {
+	if h := set.Header(); h == nil && sig != nil {
+		// A plain set's id is its signature's, verified.
+		if err := checkSetID(dir, k.ExpectSetID, &cipher.Header{SetID: sig.SetID}); err != nil {
+			return nil, err
+		}
+	} else if err := k.checkSetID(dir, h); err != nil {
 		return nil, err
 	}
 	return set, nil
@@ -350,7 +363,7 @@ func openSetFile(path string, k keyOptions) (rc io.ReadCloser, handled bool, err
 			return nil, true, fmt.Errorf("%s is a file of an encrypted image set, but the set's header %s is not beside it: %w",
 				path, imgset.HeaderName, imgset.ErrHeaderMissing)
 		}
-		if !k.requireEncrypted() && k.ExpectSetID == "" {
+		if !k.requireEncrypted() && k.ExpectSetID == "" && !k.checksSignature(dir) {
 			return nil, false, nil // a plaintext file, read as it is
 		}
 	}

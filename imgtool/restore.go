@@ -41,9 +41,11 @@ data. Each process continues exactly where it stopped. No CRIU binary is needed.
 Who wrote the set is checked first, before anything of it is decrypted: an
 encrypted set must carry a valid signature (` + imgset.SignName + `) from a signer
 that --trust (default ` + defaultTrustPath + `) names or that a CA it names issued,
-and every stored file must have the SHA-256 signed; otherwise restore refuses it
-(exit 3), naming what is missing: no signature, an untrusted signer, a bad
-signature, a file that differs. Anyone with a recipient's certificate can make an
+its header and files must be the signed ones (names, sizes, and the set id in each
+file); otherwise restore refuses it (exit 3), naming what is missing: no signature,
+an untrusted signer, a bad signature, a file that differs. Every stored chunk must
+then have its signed SHA-256, checked as it is read, before it is decrypted: every
+image but the pages files before any process is created, pages chunk by chunk. Anyone with a recipient's certificate can make an
 encrypted set: encryption says who can read a set, never who wrote it.
 --allow-unsigned lifts this (a failing signature is then a warning);
 --require-signed demands the same of a plain set.
@@ -74,7 +76,7 @@ Examples:
 
 Exit codes: the restored root's status without -d; with -d, 0 success; 1 failure
 (nothing is left running); 2 wrong command line; 3 the signature check failed
-(nothing was started).`,
+(nothing is left running).`,
 		Flags: append([]cli.Flag{
 			imagesDirFlag(),
 			&cli.BoolFlag{Name: flagDetach, Aliases: []string{"d"}, Usage: "leave the restored tree running and exit"},
@@ -111,7 +113,7 @@ func runRestore(ctx context.Context, opts restoreOptions, args []string) error {
 	}
 	set, err := openSet(opts.Dir, opts.Keys)
 	if err != nil {
-		return fmt.Errorf("restore: %w", err)
+		return fmt.Errorf("restore: %w", explainSigned(err))
 	}
 	progress, done := newProgress(opts.Err, opts.Quiet, "restoring")
 	warn := func(msg string) { fmt.Fprintf(opts.Err, "imgtool: warning: restore: %s\n", msg) }
@@ -123,7 +125,7 @@ func runRestore(ctx context.Context, opts restoreOptions, args []string) error {
 		return withExitCode(exit.ExitCode(), err)
 	}
 	if err != nil {
-		return fmt.Errorf("restore: %w", err)
+		return fmt.Errorf("restore: %w", explainSigned(err))
 	}
 	return nil
 }

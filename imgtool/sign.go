@@ -11,6 +11,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"strings"
 	"time"
 
 	"github.com/urfave/cli/v2"
@@ -117,10 +118,14 @@ type signaturePolicy struct {
 
 // checkSignature applies p to the set in dir, before anything of it is
 // decrypted: without a signature, it refuses when required; with one, it
-// verifies it (signer, signature, then the hash of every stored file) when
-// trust anchors are given or it is required. A failure is ExitVerify, one line
-// naming what is missing or wrong. warn gets a failure that --allow-unsigned
-// lets pass. sig is the verified signature, nil when none was verified.
+// checks it when trust anchors are given or it is required: the signer, the
+// signature, the header, the files' names, sizes and prefixes. The stored chunks
+// are not read here: the signature returned must be passed on to the reads
+// (imgset's OpenOptions, VerifyOptions, DecryptOptions), which check every chunk
+// against it as they read it. With --allow-unsigned the chunks are all checked
+// here, so that a failure is a warning (given to warn) before anything is used.
+// A failure is ExitVerify, one line naming what is missing or wrong. sig is the
+// verified signature, nil when none was verified.
 func checkSignature(dir string, p signaturePolicy, warn io.Writer) (sig *cipher.Signature, err error) {
 	trust, err := loadTrust(p.Trust)
 	if err != nil {
@@ -136,23 +141,15 @@ func checkSignature(dir string, p signaturePolicy, warn io.Writer) (sig *cipher.
 	if len(trust) == 0 && !p.Require {
 		return nil, nil // nothing to judge it by: readers say it is not verified
 	}
-	sig, err = imgset.VerifySignature(dir, imgset.SignatureOptions{Trust: trust})
+	check := imgset.CheckSignature
+	if p.AllowUnsigned {
+		check = imgset.VerifySignature
+	}
+	sig, err = check(dir, imgset.SignatureOptions{Trust: trust})
 	if err == nil {
 		return sig, nil
 	}
-	what := "bad signature"
-	switch {
-	case errors.Is(err, cipher.ErrUntrustedSigner):
-		what = "untrusted signer"
-		if len(trust) == 0 {
-			what += " (no --" + flagTrust + " given, and no " + defaultTrustPath + ")"
-		}
-	case errors.Is(err, imgset.ErrSignedFile):
-		what = "a file differs from the signed one"
-	case errors.Is(err, cipher.ErrMalformed):
-		what = "malformed signature"
-	}
-	err = fmt.Errorf("signature check failed: %s: %w", what, err)
+	err = signatureFailure(err, len(trust) == 0)
 	if p.AllowUnsigned {
 		if warn != nil {
 			fmt.Fprintf(warn, "imgtool: warning: %v (--%s: going on)\n", err, flagAllowUnsigned)
@@ -160,6 +157,39 @@ func checkSignature(dir string, p signaturePolicy, warn io.Writer) (sig *cipher.
 		return nil, nil
 	}
 	return nil, withExitCode(ExitVerify, err)
+}
+
+// signatureFailure says what a failed signature check means, in one line.
+func signatureFailure(err error, noTrust bool) error {
+	what := "bad signature"
+	switch {
+	case errors.Is(err, cipher.ErrUntrustedSigner):
+		what = "untrusted signer"
+		if noTrust {
+			what += " (no --" + flagTrust + " given, and no " + defaultTrustPath + ")"
+		}
+	case signedFileError(err):
+		what = "a file differs from the signed one"
+	case errors.Is(err, cipher.ErrMalformed):
+		what = "malformed signature"
+	}
+	return fmt.Errorf("signature check failed: %s: %w", what, err)
+}
+
+// explainSigned says, of an error that is a stored chunk found not to be the one
+// signed as it was read, that the signature check failed (exit 3); any other
+// error is returned as it is.
+func explainSigned(err error) error {
+	if err == nil || !signedFileError(err) || strings.HasPrefix(err.Error(), "signature check failed") {
+		return err
+	}
+	return withExitCode(ExitVerify, signatureFailure(err, false))
+}
+
+// signedFileError reports whether err is a stored file or chunk that is not the
+// one signed (found up front, or as it was read).
+func signedFileError(err error) bool {
+	return errors.Is(err, imgset.ErrSignedFile) || errors.Is(err, cipher.ErrSignedChunk)
 }
 
 // signerLine says who signed a set and when, for verify and inspect.
@@ -179,10 +209,10 @@ func signCommand() *cli.Command {
 		Usage:     "sign an image set, plain or encrypted, in place",
 		ArgsUsage: " ",
 		Description: `Signs the image set in DIR with the private key --sign-key, whose certificate
-(and any intermediate CAs after it) is --sign-cert: it hashes every stored file of
-the set (the ciphertext of an encrypted set, and its header) and writes
-` + imgset.SignName + ` into the set, atomically (written and synced beside, then renamed
-in). An existing signature is replaced. Nothing else changes.
+(and any intermediate CAs after it) is --sign-cert: it hashes every 64 KiB chunk of
+every stored file of the set (the ciphertext of an encrypted set) and its header,
+and writes ` + imgset.SignName + ` into the set, atomically (written and synced beside,
+then renamed in). An existing signature is replaced. Nothing else changes.
 
 Readers check it against their trust anchors (--trust, default ` + defaultTrustPath + `):
 restore refuses an encrypted set without a valid signature from a trusted signer.

@@ -1,10 +1,21 @@
 package imgtool
 
 import (
+	"bytes"
+	"crypto/aes"
+	stdcipher "crypto/cipher"
+	"crypto/hkdf"
+	"crypto/sha256"
+	"encoding/binary"
+	"fmt"
+	"io"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
+	"syscall"
 	"testing"
+	"time"
 
 	"github.com/imgtool/imgtool/cipher"
 	"github.com/imgtool/imgtool/imgset"
@@ -164,6 +175,13 @@ func TestSignPlainSet(t *testing.T) {
 	os.WriteFile(f, b, 0o644)
 	_, _, err = runApp(t, "verify", set, "--trust", signCert)
 	wantSignRefusal(t, "verify of a changed file", err, "pstree.img")
+	// One image of it, decoded alone, with a trust anchor: read through the set,
+	// checked against the signature.
+	_, _, err = runApp(t, "decode", "-i", f, "--trust", signCert)
+	wantSignRefusal(t, "decode of a changed file", err, "pstree.img")
+	if _, _, err := runApp(t, "decode", "-i", filepath.Join(set, "core-15654.img"), "--trust", signCert); err != nil {
+		t.Errorf("decode of an unchanged file of a signed set: %v", err)
+	}
 	// An added file.
 	set2 := copySet(t, fixtureDir+"/counter")
 	if _, _, err := runApp(t, "sign", "-D", set2, "--sign-key", signKey, "--sign-cert", signCert, "-q"); err != nil {
@@ -241,5 +259,164 @@ func TestKeygenUsageSign(t *testing.T) {
 	if _, _, err := runApp(t, "sign", copySet(t, fixtureDir+"/counter"), "--sign-key", key, "--sign-cert", cert); err == nil ||
 		!strings.Contains(err.Error(), "digital signatures") {
 		t.Errorf("a recipient's key signs: %v", err)
+	}
+}
+
+// forgeAsRecipient does what any recipient of an encrypted set can: it unwraps the
+// set's file key with its own key, and writes other plaintext (edit of the
+// file's) as the file name, under the very payload key and nonce of the genuine
+// file (docs/format.md, part 2), leaving the header and the signature as they are.
+// Every chunk of the forgery authenticates; only the signature's chunk hashes
+// tell it from the genuine file.
+func forgeAsRecipient(t *testing.T, dir, keyPath, name string, edit func([]byte) []byte) {
+	t.Helper()
+	h, err := imgset.ReadHeader(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	id, err := cipher.ReadIdentity(keyPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	fileKey, err := id.Unwrap(h.Stanzas, cipher.WrapContext{Version: h.Version, SetID: h.SetID})
+	if err != nil {
+		t.Fatal(err)
+	}
+	set, err := imgset.Open(dir, imgset.OpenOptions{Identities: []cipher.Identity{id}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	f, err := set.Open(name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	plain, err := io.ReadAll(f)
+	f.Close()
+	if err != nil {
+		t.Fatal(err)
+	}
+	plain = edit(plain)
+	fi, _ := h.File(name)
+	if h.Version != 2 || h.Algorithm != cipher.AES256GCM || int64(len(plain)) != fi.Size {
+		t.Fatalf("forging needs a v2 AES-GCM set and a same-size edit")
+	}
+	info := append([]byte("imgtool-seal/v2 payload\x00"), binary.LittleEndian.AppendUint16(nil, uint16(h.Algorithm))...)
+	info = binary.LittleEndian.AppendUint32(info, cipher.ChunkSize)
+	info = append(append(info, fi.Nonce[:]...), name...)
+	key, err := hkdf.Key(sha256.New, fileKey, h.SetID[:], string(info), 32)
+	if err != nil {
+		t.Fatal(err)
+	}
+	block, _ := aes.NewCipher(key)
+	gcm, _ := stdcipher.NewGCM(block)
+	out := append([]byte(cipher.FileMagic), h.SetID[:]...)
+	for i := 0; i == 0 || i*cipher.ChunkSize < len(plain); i++ {
+		chunk := plain[i*cipher.ChunkSize : min(len(plain), (i+1)*cipher.ChunkSize)]
+		var nonce [12]byte
+		binary.BigEndian.PutUint64(nonce[3:11], uint64(i))
+		if (i+1)*cipher.ChunkSize >= len(plain) {
+			nonce[11] = 1
+		}
+		out = gcm.Seal(out, nonce[:], chunk, nil)
+	}
+	if err := os.WriteFile(filepath.Join(dir, name), out, 0o600); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestRecipientForgeryRefused is the forgery a signature exists for, end to end
+// with a real process: a signed, encrypted checkpoint; a recipient rewrites the
+// process's pages under the set's own keys, keeping the signed header and the
+// signature. The forged set authenticates, and nothing but the signature's chunk
+// hashes catch it: verify and restore refuse it (exit 3, naming the file), and
+// the refused restore leaves nothing running. The genuine set restores.
+func TestRecipientForgeryRefused(t *testing.T) {
+	pid := startCounter(t, "forge5c1")
+	tmp := t.TempDir()
+	cert, key := writeKeyPair(t, tmp, "owner")
+	signCert, signKey := writeSigner(t, tmp, "ops")
+	genuine := filepath.Join(tmp, "ckpt")
+	if _, _, err := runApp(t, "dump", "-t", strconv.Itoa(pid), "-D", genuine, "-e", "--cert", cert,
+		"--sign-key", signKey, "--sign-cert", signCert, "--quiet"); err != nil {
+		t.Fatalf("dump -e --sign-key: %v", err)
+	}
+	for deadline := time.Now().Add(5 * time.Second); syscall.Kill(pid, 0) == nil && time.Now().Before(deadline); {
+		time.Sleep(10 * time.Millisecond)
+	}
+	forged := copySet(t, genuine)
+	forgeAsRecipient(t, forged, key, "pages-1.img", func(b []byte) []byte {
+		return bytes.ReplaceAll(b, []byte("IMGTOOL-SECRET-CANARY-forge5c1"), []byte("IMGTOOL-FORGED-BY-RECIPIENT-01"))
+	})
+	id, _ := cipher.ReadIdentity(key)
+	if rep, err := imgset.Verify(forged, imgset.VerifyOptions{Identities: []cipher.Identity{id}}); err != nil || !rep.OK() || !rep.Authenticated {
+		t.Fatalf("the forgery should authenticate without its signature: %v %v", err, rep.Err())
+	}
+	out, _, err := runApp(t, "verify", forged, "--tls-key", key, "--trust", signCert)
+	wantSignRefusal(t, "verify of the forgery", err, "pages-1.img")
+	if !strings.Contains(out, "FAIL pages-1.img") {
+		t.Errorf("verify's report does not name the forged file:\n%s", out)
+	}
+	// Without a key, the chunk hashes alone catch it; the genuine set passes them
+	// (exit 4: no chunk was authenticated).
+	_, _, err = runApp(t, "verify", forged, "--trust", signCert)
+	wantSignRefusal(t, "verify of the forgery without a key", err, "pages-1.img")
+	out, _, err = runApp(t, "verify", genuine, "--trust", signCert)
+	if ExitCode(err) != ExitUnchecked || !strings.Contains(out, "every stored chunk is the one signed") {
+		t.Errorf("verify of the genuine set without a key: exit %d, %v\n%s", ExitCode(err), err, out)
+	}
+	before := childrenOf(t)
+	_, _, err = runApp(t, "restore", "-d", "-D", forged, "--tls-key", key, "--trust", signCert)
+	wantSignRefusal(t, "restore of the forgery", err, "differs")
+	wantSignRefusal(t, "restore of the forgery", err, "pages-1.img")
+	if after := childrenOf(t); after != before {
+		t.Errorf("a refused restore left processes: %q, then %q", before, after)
+	}
+	if syscall.Kill(pid, 0) == nil {
+		t.Errorf("the refused restore left process %d running", pid)
+	}
+	// The genuine set passes, and restores.
+	if _, _, err := runApp(t, "verify", genuine, "--tls-key", key, "--trust", signCert, "-q"); err != nil {
+		t.Errorf("verify of the genuine set: %v", err)
+	}
+	pidFile := filepath.Join(tmp, "restored.pid")
+	if _, _, err := runApp(t, "restore", "-d", "-D", genuine, "--tls-key", key, "--trust", signCert, "--pidfile", pidFile); err != nil {
+		t.Fatalf("restore of the genuine set: %v", err)
+	}
+	b, _ := os.ReadFile(pidFile)
+	restored, _ := strconv.Atoi(strings.TrimSpace(string(b)))
+	if restored != pid || syscall.Kill(restored, 0) != nil {
+		t.Errorf("the genuine set restored as %q, want process %d running", b, pid)
+	}
+	syscall.Kill(restored, syscall.SIGKILL)
+}
+
+// TestPlainSignedSetID: a signed plain set's id is its signature's, which
+// --expect-set-id checks once the signature is verified: an older signed set
+// put back is refused by verify and by the readers (exit 3).
+func TestPlainSignedSetID(t *testing.T) {
+	tmp := t.TempDir()
+	signCert, signKey := writeSigner(t, tmp, "ops")
+	older := copySet(t, fixtureDir+"/counter")
+	current := copySet(t, fixtureDir+"/counter")
+	for _, set := range []string{older, current} {
+		if _, _, err := runApp(t, "sign", "-D", set, "--sign-key", signKey, "--sign-cert", signCert, "-q"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	sig, err := imgset.ReadSignature(current)
+	if err != nil {
+		t.Fatal(err)
+	}
+	id := sig.SetID.String()
+	for _, cmd := range [][]string{{"verify", "-q"}, {"x", "ps"}, {"inspect"}} {
+		args := append(append([]string{cmd[0], current}, cmd[1:]...), "--trust", signCert, "--expect-set-id", id)
+		if _, _, err := runApp(t, args...); err != nil {
+			t.Errorf("%v: %v", args, err)
+		}
+		args[1] = older
+		_, _, err := runApp(t, args...)
+		if ExitCode(err) != ExitVerify || !strings.Contains(fmt.Sprint(err), "not the expected") {
+			t.Errorf("%v, an older signed set: exit %d, %v", args, ExitCode(err), err)
+		}
 	}
 }

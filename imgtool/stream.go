@@ -443,7 +443,7 @@ func (f *sealedFile) Close() error {
 		return err
 	}
 	f.s.mu.Lock()
-	f.s.files = append(f.s.files, cipher.FileInfo{Name: f.name, Size: f.cw.Size()})
+	f.s.files = append(f.s.files, f.cw.Info())
 	f.s.mu.Unlock()
 	return nil
 }

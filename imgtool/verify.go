@@ -93,24 +93,35 @@ func runVerify(ctx context.Context, opts verifyOptions, args []string) error {
 	if err := ctx.Err(); err != nil {
 		return err
 	}
-	// The signature first: who wrote the set, and the hash of every stored file.
+	// The signature first: who wrote the set, its header, its files' names and
+	// sizes. Every stored chunk is checked against it as Verify authenticates it.
 	sig, sigErr := checkSignature(dir, opts.Signature, nil)
 	if sigErr != nil && ExitCode(sigErr) != ExitVerify {
 		return fmt.Errorf("verify: %w", sigErr)
 	}
 	progress, done := newProgress(opts.Err, opts.Quiet, "verifying")
-	rep, err := imgset.Verify(dir, imgset.VerifyOptions{Identities: ids, Progress: progress})
+	rep, err := imgset.Verify(dir, imgset.VerifyOptions{Identities: ids, Signature: sig, Progress: progress})
 	done()
 	if err != nil {
 		return fmt.Errorf("verify: %w", err)
 	}
 	if sig != nil && !rep.Encrypted {
-		// A plain set whose signature verified: every file is the one signed.
+		// A plain set whose signature verified: what is left to say is whether
+		// every file is the one signed.
 		rep.Problems = slices.DeleteFunc(rep.Problems, func(p imgset.Problem) bool { return errors.Is(p.Err, imgset.ErrNotEncrypted) })
 		rep.Unchecked = nil
 	}
+	if sig != nil && sigErr == nil {
+		// A file that is not the one signed fails the signature check.
+		for _, p := range rep.Problems {
+			if signedFileError(p.Err) {
+				sigErr = withExitCode(ExitVerify, signatureFailure(p.Err, false))
+				break
+			}
+		}
+	}
 	if !opts.Quiet || !rep.OK() || sigErr != nil {
-		if err := printReport(opts.Out, rep, signatureReport(dir, sig, sigErr)); err != nil {
+		if err := printReport(opts.Out, rep, signatureReport(dir, sig, sigErr), sig != nil && sigErr == nil); err != nil {
 			return err
 		}
 	}
@@ -118,6 +129,10 @@ func runVerify(ctx context.Context, opts verifyOptions, args []string) error {
 		return fmt.Errorf("verify: %w", sigErr)
 	}
 	if sig != nil && !rep.Encrypted && rep.OK() {
+		// A plain set's id is its signature's, verified.
+		if err := checkSetID(dir, opts.ExpectSetID, &cipher.Header{SetID: sig.SetID}); err != nil {
+			return fmt.Errorf("verify: %w", err)
+		}
 		return nil
 	}
 	if opts.ExpectSetID != "" && rep.Encrypted {
@@ -133,7 +148,7 @@ func runVerify(ctx context.Context, opts verifyOptions, args []string) error {
 // printReport prints what Verify found: the set's parameters and recipients,
 // each problem as "FAIL file: why", what could not be checked, and a last line
 // that says what the exit status will.
-func printReport(w io.Writer, rep *imgset.Report, signature string) error {
+func printReport(w io.Writer, rep *imgset.Report, signature string, signed bool) error {
 	var b strings.Builder
 	if rep.Encrypted {
 		fmt.Fprintf(&b, "%s: encrypted with %s, %d files in the manifest, set id %s\n", rep.Dir, rep.Algorithm, rep.Files, rep.SetID)
@@ -151,6 +166,8 @@ func printReport(w io.Writer, rep *imgset.Report, signature string) error {
 	switch {
 	case rep.OK() && rep.Authenticated:
 		fmt.Fprintf(&b, "OK: the header and all %d files (%s of plaintext) are authentic\n", rep.Files, humanBytes(rep.Bytes))
+	case rep.OK() && signed && rep.Encrypted:
+		fmt.Fprintf(&b, "UNCHECKED: every stored chunk is the one signed, but no chunk was authenticated without a key (exit status %d)\n", ExitUnchecked)
 	case rep.OK():
 		fmt.Fprintf(&b, "UNCHECKED: structure, manifest and file prefixes match, but nothing was authenticated without a key (exit status %d)\n", ExitUnchecked)
 	}
@@ -201,7 +218,7 @@ func signatureReport(dir string, sig *cipher.Signature, sigErr error) string {
 	case sigErr != nil:
 		line = fmt.Sprintf("FAIL %s: %v", imgset.SignName, sigErr)
 	case sig != nil:
-		line = signerLine(sig, true) + ": every stored file is the one signed"
+		line = signerLine(sig, true) + ": every stored chunk is the one signed"
 	default:
 		if s, err := imgset.ReadSignature(dir); err == nil {
 			line = signerLine(s, false)

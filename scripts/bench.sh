@@ -160,11 +160,17 @@ fi
 ossl_one() { openssl enc -aes-256-ctr -pbkdf2 -pass pass:bench -in "$1" -out "$2"; }; export -f ossl_one
 rm -f "$W"/*.runs
 "$IMGTOOL" encrypt -D "$W/set" --cert "$W/cert.pem" -o "$W/enc" --quiet
+# A signing identity, and a signed copy of the set for the signature's rows.
+"$IMGTOOL" keygen --usage sign --cert "$W/sign.pem" --key "$W/sign.key" >/dev/null
+SIGN=(--sign-key "$W/sign.key" --sign-cert "$W/sign.pem")
+"$IMGTOOL" encrypt -D "$W/set" --cert "$W/cert.pem" -o "$W/encsig" --quiet "${SIGN[@]}"
 for round in 1 2 3 4 5; do
 	run1 "$W/cp.out" "$W/cp.runs" cp -r "$W/set" "$W/cp.out"
 	run1 "$W/enc.out" "$W/enc.runs" "$IMGTOOL" encrypt -D "$W/set" --cert "$W/cert.pem" -o "$W/enc.out" --quiet
+	run1 "$W/enc.out" "$W/encs.runs" "$IMGTOOL" encrypt -D "$W/set" --cert "$W/cert.pem" -o "$W/enc.out" --quiet "${SIGN[@]}"
 	run1 "$W/dec.out" "$W/dec.runs" "$IMGTOOL" decrypt -D "$W/enc" --tls-key "$W/key.pem" -o "$W/dec.out" --quiet
-	run1 - "$W/ver.runs" "$IMGTOOL" verify -D "$W/enc" --tls-key "$W/key.pem" --quiet
+	run1 - "$W/ver.runs" "$IMGTOOL" verify -D "$W/encsig" --tls-key "$W/key.pem" --quiet
+	run1 - "$W/vers.runs" "$IMGTOOL" verify -D "$W/encsig" --tls-key "$W/key.pem" --trust "$W/sign.pem" --quiet
 	# rekey: add a second recipient, then remove it (both header-only), timed each.
 	run1 - "$W/rekey.runs" "$IMGTOOL" rekey -D "$W/enc" --tls-key "$W/key.pem" --cert "$W/cert2.pem" --quiet
 	run1 - "$W/rekey.runs" "$IMGTOOL" rekey -D "$W/enc" --tls-key "$W/key.pem" --remove "$fp2" --quiet
@@ -181,6 +187,10 @@ show "cp -r" "$W/cp.runs" "1.00 (the floor)"
 show "imgtool encrypt" "$W/enc.runs" "$(ratio "$(secs "$(med "$W/enc.runs")")" "$(secs "$cp_m")")x cp (target <= 1.15)"
 show "imgtool decrypt" "$W/dec.runs" "$(ratio "$(secs "$(med "$W/dec.runs")")" "$(secs "$cp_m")")x cp (target <= 1.15)"
 show "imgtool verify" "$W/ver.runs" "$(ratio "$(secs "$(med "$W/ver.runs")")" "$(secs "$cp_m")")x cp (target <= 0.6)"
+# signed: what a signature adds to the same command (goal: < 5%; its floor is one
+# SHA-256 of every stored byte, docs/format.md part 5, Cost)
+show "imgtool encrypt --sign-key" "$W/encs.runs" "$(ratio "$(secs "$(med "$W/encs.runs")")" "$(secs "$(med "$W/enc.runs")")")x encrypt (goal < 1.05)"
+show "imgtool verify --trust" "$W/vers.runs" "$(ratio "$(secs "$(med "$W/vers.runs")")" "$(secs "$(med "$W/ver.runs")")")x verify (goal < 1.05)"
 show "imgtool rekey (add or remove one)" "$W/rekey.runs" "(target < 0.020 s)"
 for peer in age gpg ossl; do
 	[ -s "$W/$peer.runs" ] || continue
@@ -205,6 +215,7 @@ pid=$(cat "$W/big.pid")
 for round in 1 2 3 4 5; do
 	run1 "$W/d-img" "$W/d-img.runs" "$IMGTOOL" dump -t "$pid" -D "$W/d-img" --leave-running --quiet
 	run1 "$W/d-enc" "$W/d-enc.runs" "$IMGTOOL" dump -t "$pid" -D "$W/d-enc" --leave-running --quiet -e --cert "$W/cert.pem"
+	run1 "$W/d-encs" "$W/d-encs.runs" "$IMGTOOL" dump -t "$pid" -D "$W/d-encs" --leave-running --quiet -e --cert "$W/cert.pem" "${SIGN[@]}"
 	if [ -n "$CRIU" ]; then
 		rm -rf "$W/d-criu"; mkdir "$W/d-criu"
 		run1 - "$W/d-criu.runs" "$CRIU" dump -t "$pid" -D "$W/d-criu" --leave-running -o dump.log
@@ -233,16 +244,19 @@ logsize() { # the size of big's log as SET recorded it (files.img)
 print(next(e["reg"]["size"] for e in json.load(sys.stdin)["entries"] if e.get("reg", {}).get("name", "").endswith("big-3.log")))'
 }
 logsize "$W/d-img" >"$W/d-img.logsize"; logsize "$W/d-enc" "$W/key.pem" >"$W/d-enc.logsize"
+logsize "$W/d-encs" "$W/key.pem" >"$W/d-encs.logsize"
 [ -n "$CRIU" ] && logsize "$W/d-criu" >"$W/d-criu.logsize"
 for round in 1 2 3 4 5; do
 	restore1 imgtool "$W/d-img" "$W/r-img.runs"
 	restore1 imgtool "$W/d-enc" "$W/r-enc.runs" --tls-key "$W/key.pem" --allow-unsigned
+	restore1 imgtool "$W/d-encs" "$W/r-encs.runs" --tls-key "$W/key.pem" --trust "$W/sign.pem"
 	[ -n "$CRIU" ] && restore1 criu "$W/d-criu" "$W/r-criu.runs"
 done
 dmed=$(secs "$(med "$W/d-img.runs")"); rmed=$(secs "$(med "$W/r-img.runs")")
 row "operation" "median s" "peak MiB" "min-max s  rate, ratio"
 show "imgtool dump" "$W/d-img.runs" "$(rate "$dmed")"
 show "imgtool dump -e" "$W/d-enc.runs" "$(ratio "$(secs "$(med "$W/d-enc.runs")")" "$dmed")x plain dump (target <= 1.1)"
+show "imgtool dump -e --sign-key" "$W/d-encs.runs" "$(ratio "$(secs "$(med "$W/d-encs.runs")")" "$(secs "$(med "$W/d-enc.runs")")")x dump -e"
 if [ -n "$CRIU" ]; then
 	show "CRIU dump" "$W/d-criu.runs" "imgtool takes $(ratio "$dmed" "$(secs "$(med "$W/d-criu.runs")")")x CRIU's time (target <= 0.8)"
 else
@@ -250,6 +264,7 @@ else
 fi
 show "imgtool restore" "$W/r-img.runs" "$(rate "$rmed")"
 show "imgtool restore, encrypted" "$W/r-enc.runs" "$(ratio "$(secs "$(med "$W/r-enc.runs")")" "$rmed")x plain restore (target <= 1.1)"
+show "imgtool restore, signed (--trust)" "$W/r-encs.runs" "$(ratio "$(secs "$(med "$W/r-encs.runs")")" "$(secs "$(med "$W/r-enc.runs")")")x encrypted restore"
 if [ -n "$CRIU" ]; then
 	show "CRIU restore" "$W/r-criu.runs" "imgtool takes $(ratio "$rmed" "$(secs "$(med "$W/r-criu.runs")")")x CRIU's time (target <= 0.5)"
 else

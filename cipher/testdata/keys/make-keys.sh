@@ -21,7 +21,12 @@ cert carol-p384
 # mallory: ECDSA P-256, a recipient of no set
 openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256 -out mallory-p256.key
 cert mallory-p256
-# unsupported keys: RSA-1024, P-521, Ed25519; a password-protected key
+# signer: ECDSA P-256, a signing identity (KeyUsage digitalSignature, not a CA), the
+# trusted signer of the signed test vectors (mallory signs the untrusted ones)
+openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256 -out signer-p256.key
+openssl req -new -x509 -key signer-p256.key -subj "/CN=imgtool test signer-p256" -days 36500 \
+	-addext "keyUsage=critical,digitalSignature" -addext "basicConstraints=critical,CA:FALSE" -out signer-p256.crt 2>/dev/null
+# unsupported keys: RSA-1024, P-521, Ed25519 (for encryption; Ed25519 signs); a password-protected key
 openssl genpkey -algorithm RSA -pkeyopt rsa_keygen_bits:1024 -out weak-rsa1024.key 2>/dev/null
 cert weak-rsa1024
 openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-521 -out p521.key
