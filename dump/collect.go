@@ -288,9 +288,6 @@ func (d *dumper) collectProcFiles(p *process, ps *procState) error {
 	if isRemapped(ps.cwdPath, &ps.cwdStat) {
 		return refuse(p.pid, -1, "working directory "+ps.cwdPath, "its name was removed but it has another: link-remap is not supported")
 	}
-	if ps.rootPath != "/" {
-		return refuse(p.pid, -1, "root directory "+ps.rootPath, "chroot is not supported")
-	}
 	ps.posixTimers, err = readPosixTimers(p.pid)
 	return err
 }

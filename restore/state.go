@@ -49,6 +49,10 @@ func (r *restorer) restoreProcess(p *process) error {
 	if _, err := t.syscall(unix.SYS_PERSONALITY, uint64(tc.GetPersonality())); err != nil {
 		return err
 	}
+	// Before the process is chrooted: it opens /proc/self/loginuid itself.
+	if err := r.restoreLoginuid(p, tc.Loginuid); err != nil {
+		return err
+	}
 	if err := r.restoreFS(p); err != nil {
 		return err
 	}
@@ -91,9 +95,6 @@ func (r *restorer) restoreProcess(p *process) error {
 		return err
 	}
 	if err := r.restoreSeccomp(p); err != nil {
-		return err
-	}
-	if err := r.restoreLoginuid(p, tc.Loginuid); err != nil {
 		return err
 	}
 	if err := r.restoreCreds(p); err != nil {

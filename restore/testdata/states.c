@@ -15,6 +15,7 @@
  *            must still be taken (one filter tree), and getppid fails with EPERM in both
  *   seccomp-strict  a child in strict mode (prctl PR_SET_SECCOMP 1) that echoes what it
  *            reads from a pipe (seccomp_strict)
+ *   chroot   chrooted into chroot.d, made in its working directory (chroot)
  *
  * The program sets the state, checks it once, prints "ready pid=N", waits for SIGUSR1
  * (sent after the restore), checks again and prints "ok" or "FAIL: why". */
@@ -342,6 +343,27 @@ static int check_seccomp_strict(void)
 	return 1;
 }
 
+/* --- chroot --- */
+#include <sys/stat.h>
+
+static struct stat chroot_dir;
+
+static void set_chroot(void)
+{
+	mkdir("chroot.d", 0755);
+	if (stat("chroot.d", &chroot_dir) || chroot("chroot.d") || chdir("/"))
+		perror("chroot");
+}
+
+static int check_chroot(void)
+{
+	struct stat root, up;
+	CHECK(stat("/", &root) == 0 && root.st_dev == chroot_dir.st_dev && root.st_ino == chroot_dir.st_ino,
+	      "/ is not chroot.d");
+	CHECK(stat("/..", &up) == 0 && up.st_ino == root.st_ino, "/.. leaves the chroot");
+	return 1;
+}
+
 int main(int argc, char **argv)
 {
 	const char *mode = argc > 1 ? argv[1] : "";
@@ -362,6 +384,9 @@ int main(int argc, char **argv)
 	} else if (!strcmp(mode, "seccomp") || !strcmp(mode, "seccomp-tsync")) {
 		set_seccomp(!strcmp(mode, "seccomp-tsync"));
 		check = check_seccomp;
+	} else if (!strcmp(mode, "chroot")) {
+		set_chroot();
+		check = check_chroot;
 	} else if (!strcmp(mode, "seccomp-strict")) {
 		set_seccomp_strict();
 		check = check_seccomp_strict;
