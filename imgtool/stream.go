@@ -83,6 +83,7 @@ type captureOptions struct {
 	Certs   []string         // --cert
 	Cipher  string           // --cipher
 	Load    recipientOptions // --allow-expired
+	Sign    signOptions      // --sign-key, --sign-cert: sign the set written
 	ReadyFD int              // --ready-fd; -1: none
 	Quiet   bool
 	Out     io.Writer // the stream with -o -, else the summary
@@ -100,7 +101,9 @@ default DIR), a new or empty folder, committed atomically once CRIU is done. Wit
 -e each file is encrypted in memory as it arrives, for the certificates of
 --cert: no plaintext reaches any file. With -o - the set goes to stdout in
 imgtool's stream format (docs/format.md), encrypted files staying encrypted, for
-"stream serve -i -" on the same or another machine.
+"stream serve -i -" on the same or another machine. With --sign-key and
+--sign-cert the set is signed before it is committed, as by dump (not with -o -):
+restore then knows who made it.
 
 Readiness: the socket exists and listens before "ready" is written to --ready-fd
 (then closed), or, without it, before the line "imgtool: stream capture: ready on
@@ -130,6 +133,7 @@ Exit codes: 0 the set is complete, 1 CRIU's dump failed, a failure or an interru
 			certFlag("recipient certificate `CERT.pem` for -e; repeatable (default " + defaultCertPath + " if it exists)"),
 			cipherFlag("the AEAD for -e", cipher.AES256GCM.String()),
 			allowExpiredFlag(),
+			signFlags()[0], signFlags()[1],
 			readyFDFlag(),
 			quietFlag(),
 		},
@@ -141,6 +145,7 @@ Exit codes: 0 the set is complete, 1 CRIU's dump failed, a failure or an interru
 				Certs:   c.StringSlice(flagCert),
 				Cipher:  c.String(flagCipher),
 				Load:    recipientOptionsFrom(c),
+				Sign:    signOptionsFrom(c),
 				ReadyFD: c.Int(flagReadyFD),
 				Quiet:   c.Bool(flagQuiet),
 				Out:     outWriter(c),
@@ -166,6 +171,12 @@ func runStreamCapture(ctx context.Context, opts captureOptions, args []string) e
 	create, err := captureCreateOptions(opts)
 	if err != nil {
 		return err
+	}
+	if create.Signer, err = loadSigner("stream capture", opts.Sign); err != nil {
+		return err
+	}
+	if create.Signer != nil && set == "-" {
+		return usageError(errors.New("stream capture: --sign-key with -o -: a stream is not signed; capture into a set, or sign it once written (imgtool sign)"))
 	}
 	if set == "-" {
 		if f, ok := opts.Out.(*os.File); ok && term.IsTerminal(int(f.Fd())) {

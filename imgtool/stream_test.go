@@ -120,3 +120,83 @@ func TestStreamCaptureInterrupted(t *testing.T) {
 		t.Errorf("leftovers beside the set: %v", left)
 	}
 }
+
+// TestStreamCaptureSigned: capture -e with --sign-key and --sign-cert signs the set it
+// writes (a fake CRIU sends a real set's files, inventory.img last): verify with the
+// signer as trust anchor says who signed it, and with another anchor refuses it; -o -
+// with signing is a usage error.
+func TestStreamCaptureSigned(t *testing.T) {
+	tmp := t.TempDir()
+	cert, key := writeKeyPair(t, tmp, "owner")
+	signCert, signKey := writeSigner(t, tmp, "ops")
+	otherCert, _ := writeSigner(t, tmp, "other")
+	if _, _, err := runApp(t, "stream", "capture", "-D", tmp, "-o", "-", "--sign-key", signKey, "--sign-cert", signCert); ExitCode(err) != ExitUsage {
+		t.Errorf("-o - with --sign-key: exit %d (%v), want %d", ExitCode(err), err, ExitUsage)
+	}
+	bin := testproc.BuildImgtool(t)
+	dir, set := t.TempDir(), filepath.Join(t.TempDir(), "set")
+	cmd := exec.Command(bin, "stream", "capture", "-D", dir, "-o", set, "-e", "--cert", cert,
+		"--sign-key", signKey, "--sign-cert", signCert, "--ready-fd", "3", "-q")
+	r, w, err := os.Pipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var stderr bytes.Buffer
+	cmd.ExtraFiles, cmd.Stderr = []*os.File{w}, &stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	w.Close()
+	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
+	if line, _ := bufio.NewReader(r).ReadString('\n'); line != "ready\n" {
+		t.Fatalf("no ready line: %q %s", line, &stderr)
+	}
+	c, err := net.DialUnix("unix", nil, &net.UnixAddr{Name: filepath.Join(dir, stream.CaptureSocket), Net: "unix"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	conn := stream.NewConn(c)
+	src := restoreFixtureSet(t, "counter")
+	ents, err := os.ReadDir(src)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var names []string
+	for _, e := range ents {
+		if e.Name() != stream.Inventory {
+			names = append(names, e.Name())
+		}
+	}
+	for _, name := range append(names, stream.Inventory) {
+		data, err := os.ReadFile(filepath.Join(src, name))
+		if err != nil {
+			t.Fatal(err)
+		}
+		pr, pw, err := os.Pipe()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := conn.WriteRequest(name); err != nil {
+			t.Fatal(err)
+		}
+		if err := conn.SendPipe(pr); err != nil {
+			t.Fatal(err)
+		}
+		pr.Close()
+		if _, err := pw.Write(data); err != nil {
+			t.Fatal(err)
+		}
+		pw.Close()
+	}
+	conn.Close()
+	if err := cmd.Wait(); err != nil {
+		t.Fatalf("capture: %v %s", err, &stderr)
+	}
+	out, _, err := runApp(t, "verify", set, "--tls-key", key, "--trust", signCert)
+	if err != nil || !strings.Contains(out, "ops") {
+		t.Fatalf("verify with the signer trusted: %v %q, want it named", err, out)
+	}
+	if _, _, err := runApp(t, "verify", set, "--tls-key", key, "--trust", otherCert); ExitCode(err) != ExitVerify {
+		t.Errorf("verify trusting another signer: exit %d (%v), want %d", ExitCode(err), err, ExitVerify)
+	}
+}
