@@ -63,7 +63,7 @@ func (d *dumper) precheck() error {
 	if err := checkGroupLeaders(members, &refused); err != nil {
 		return err
 	}
-	transient, err := checkSharing(pids, &refused)
+	transient, err := checkSharing(pids, parents, &refused)
 	if err != nil {
 		return err
 	}
@@ -241,8 +241,9 @@ func (r Refusals) Unwrap() []error {
 }
 
 // sharedKinds are the kernel objects two processes can share (clone flags) and kcmp can
-// compare. Restore gives each process its own: a tree whose processes share one is
-// refused.
+// compare. Restore gives each process its own, but for an fd table a child shares with
+// its parent (CLONE_FILES): it is cloned sharing it, as CRIU does. A tree whose processes
+// share one otherwise is refused.
 var sharedKinds = []struct {
 	typ  uintptr
 	name string
@@ -258,7 +259,8 @@ var sharedKinds = []struct {
 // processes with kcmp's ordering: n log n comparisons, not n squared. Shared memory is
 // usually a child between vfork and exec (posix_spawn, shells): transient tells the
 // caller to look again in a moment before refusing it.
-func checkSharing(pids []int, refused *Refusals) (transient bool, err error) {
+// parents maps each process of the tree to its parent.
+func checkSharing(pids []int, parents map[int]int, refused *Refusals) (transient bool, err error) {
 	for _, k := range sharedKinds {
 		groups, err := kcmpGroups(pids, k.typ)
 		if err != nil {
@@ -266,12 +268,21 @@ func checkSharing(pids []int, refused *Refusals) (transient bool, err error) {
 		}
 		for _, g := range groups {
 			for _, pid := range g[1:] {
-				refused.add(refuse(pid, -1, "shared "+k.name, fmt.Sprintf("shares it with process %d; not supported", g[0])))
+				if k.typ == kcmpFiles && slices.Contains(g, parents[pid]) {
+					continue // cloned with its parent's fd table: restored so
+				}
+				refused.add(refuse(pid, -1, "shared "+k.name, fmt.Sprintf("shares it with process %d, not through its parent; not supported", g[0])))
 				transient = transient || k.typ == kcmpVM
 			}
 		}
 	}
 	return transient, nil
+}
+
+// sharesFiles reports whether a process uses its parent's fd table (CLONE_FILES).
+func sharesFiles(parent, pid int) bool {
+	r, _, e := unix.Syscall6(unix.SYS_KCMP, uintptr(parent), uintptr(pid), kcmpFiles, 0, 0, 0)
+	return e == 0 && r == 0
 }
 
 // kcmpGroups returns the groups of more than one process (in the order of pids) that

@@ -12,7 +12,9 @@
 // files), open files of /proc,
 // files with locks held (POSIX, OFD, flock, leases) unless Options.FileLocks (see file_lock.go;
 // dropping them would let another writer in), processes sharing memory,
-// fd table, fs context or signal handlers (restore gives each its own), pages shared
+// fs context or signal handlers, or an fd table other than with their parent (a child
+// cloned with its parent's, CLONE_FILES, gets its files id and is restored sharing it),
+// pages shared
 // copy-on-write in a way a restore cannot share again (with a grandparent or a cousin but
 // not the parent, or between siblings forked in an order that would need their parent to
 // hold a page twice: a restore would give each a copy; Options.COWCopies, --cow-copies,

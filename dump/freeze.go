@@ -151,11 +151,15 @@ func (d *dumper) checkAndFreeze() error {
 // that was born (say, vforked) between the check and the freeze was not checked yet.
 func (d *dumper) checkFrozenSharing() error {
 	pids := make([]int, len(d.procs))
+	parents := map[int]int{}
 	for i, p := range d.procs {
 		pids[i] = p.pid
+		if p.parent != nil {
+			parents[p.pid] = p.parent.pid
+		}
 	}
 	var refused Refusals
-	transient, err := checkSharing(pids, &refused)
+	transient, err := checkSharing(pids, parents, &refused)
 	switch {
 	case err != nil:
 		return err

@@ -3,9 +3,13 @@ package dump
 import (
 	"context"
 	"errors"
+	"fmt"
 	"strings"
 	"testing"
 	"time"
+
+	criu_core "github.com/checkpoint-restore/go-criu/v8/crit/images/criu-core"
+	"github.com/checkpoint-restore/go-criu/v8/crit/images/pstree"
 
 	"github.com/imgtool/imgtool/internal/procfs"
 	"github.com/imgtool/imgtool/internal/testproc"
@@ -66,12 +70,19 @@ func TestRefuseFileLocks(t *testing.T) {
 	}
 }
 
-// TestRefuseSharedFdTable: restore gives every process its own fd table, so a tree whose
-// processes share one (CLONE_FILES) is refused, before anything is touched.
-func TestRefuseSharedFdTable(t *testing.T) {
-	all := refusedAtOnce(t, "refusals", "files")
-	if !strings.Contains(all.Error(), "shared fd table (CLONE_FILES): shares it with process") {
-		t.Errorf("refusals %v, want the shared fd table", all)
+// TestDumpSharedFdTable: a child cloned with its parent's fd table (CLONE_FILES) is
+// dumped with its parent's files id, the table's fds written once (restore clones it
+// sharing the table, as CRIU does).
+func TestDumpSharedFdTable(t *testing.T) {
+	tg := launch(t, "refusals", "files")
+	s := dumpTarget(t, tg.Pid, true)
+	var ids []uint32
+	for _, e := range readImg(t, s.dir, "pstree.img").Entries {
+		pid := e.Msg.(*pstree.PstreeEntry).GetPid()
+		ids = append(ids, readImg(t, s.dir, fmt.Sprintf("ids-%d.img", pid)).Entries[0].Msg.(*criu_core.TaskKobjIdsEntry).GetFilesId())
+	}
+	if len(ids) != 2 || ids[0] != ids[1] {
+		t.Fatalf("files ids %v, want the parent's and the child's the same", ids)
 	}
 }
 

@@ -109,12 +109,16 @@ func (d *dumper) collect() error {
 
 // numberKobjs gives each process the ids of its memory, fd table, fs context and signal
 // handlers (ids-PID.img). No two processes of the tree share one (checkSharing refused
-// that, before and after the freeze), so each process gets its own, numbered from 2 in
-// tree order: 1 is the dumper's own (inventory root_ids), which CRIU requires to differ.
+// that, before and after the freeze) but for a child cloned with its parent's fd table,
+// which gets its parent's files id; each other gets its own, numbered from 2 in tree
+// order: 1 is the dumper's own (inventory root_ids), which CRIU requires to differ.
 func (d *dumper) numberKobjs() {
 	for i, p := range d.procs {
 		n := uint32(i + 2)
 		p.ids = kobjIDs{vm: n, files: n, fs: n, sighand: n}
+		if p.parent != nil && sharesFiles(p.parent.pid, p.pid) {
+			p.ids.files = p.parent.ids.files
+		}
 	}
 }
 

@@ -47,8 +47,8 @@ func precheck(pl *plan, xs fpu.Layout) error {
 			return fmt.Errorf("pids %d and %d share their memory (CLONE_VM): not supported", other, p.pid)
 		}
 		vms[p.ids.GetVmId()] = p.pid
-		if other, ok := fileTables[p.ids.GetFilesId()]; ok {
-			return fmt.Errorf("pids %d and %d share their fd table (CLONE_FILES): not supported", other, p.pid)
+		if other, ok := fileTables[p.ids.GetFilesId()]; ok && !p.sharesFiles() {
+			return fmt.Errorf("pids %d and %d share their fd table (CLONE_FILES), not as a parent and its child: not supported", other, p.pid)
 		}
 		fileTables[p.ids.GetFilesId()] = p.pid
 		if err := checkCores(p, xs); err != nil {

@@ -141,8 +141,10 @@
 // of kinds restore supports, of the first process that has it (the one that dumped it, for
 // CRIU and imgtool alike); so are file locks without Options.FileLocks, a lease being
 // broken (CRIU restores the break) and the other locks file_lock.go lists, AIO rings, SysV IPC
-// mappings, incremental (parent) sets, processes sharing memory or fd tables (CLONE_VM,
-// CLONE_FILES between processes), and 32-bit tasks. Not restored at all: namespaces (the
+// mappings, incremental (parent) sets, processes sharing memory (CLONE_VM), an fd table
+// shared other than by a parent and its children (those are cloned sharing it,
+// CLONE_FILES: the parent places the fds, and the table's slots are closed once all of
+// them are restored), and 32-bit tasks. Not restored at all: namespaces (the
 // tree is restored into imgtool's namespaces; time namespaces are ignored, so
 // CLOCK_MONOTONIC does not jump back), cgroups, LDT and GDT TLS entries,
 // membarrier registrations and mlockall(MCL_FUTURE) (no image field records them:

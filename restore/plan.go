@@ -80,6 +80,25 @@ type procPlan struct {
 	forkPages            []forkPages // what its parent holds when it is forked (cow.go)
 }
 
+// sharesFiles reports whether the process uses its parent's fd table (CLONE_FILES): it is
+// cloned sharing it, and its fds are its parent's, restored by the parent.
+func (p *procPlan) sharesFiles() bool {
+	return p.parent != nil && !p.dead && !p.parent.dead && p.ids.GetFilesId() == p.parent.ids.GetFilesId()
+}
+
+// tableShared reports whether the process's fd table is shared with its parent or a child.
+func (p *procPlan) tableShared() bool {
+	if p.sharesFiles() {
+		return true
+	}
+	for _, c := range p.children {
+		if c.sharesFiles() {
+			return true
+		}
+	}
+	return false
+}
+
 // leaderCore is the core image of the thread group leader (the one with the task core).
 func (p *procPlan) leaderCore() *criu_core.CoreEntry { return p.cores[0] }
 

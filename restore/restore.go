@@ -231,6 +231,9 @@ func (r *restorer) run() (err error) {
 			return fmt.Errorf("restoring %d: %w", p.pid, err)
 		}
 	}
+	if err := r.closeSharedSlots(); err != nil {
+		return err
+	}
 	if err := r.setOwners(); err != nil {
 		return err
 	}
@@ -478,7 +481,11 @@ func (r *restorer) joinLaterGroups() error {
 
 // spawn makes parent clone the process pp with its PID, and sets its session and group.
 func (r *restorer) spawn(parent *process, pp *procPlan) (*process, error) {
-	if err := parent.leader().clone3(0, uint64(unix.SIGCHLD), pp.pid); err != nil {
+	var flags uint64
+	if pp.sharesFiles() {
+		flags = unix.CLONE_FILES
+	}
+	if err := parent.leader().clone3(flags, uint64(unix.SIGCHLD), pp.pid); err != nil {
 		return nil, err
 	}
 	p := &process{pid: pp.pid, pl: pp, sysInsn: parent.sysInsn, scratch: parent.scratch, specials: parent.specials}

@@ -35,6 +35,37 @@ func pack(vals ...any) []byte {
 	return b.Bytes()
 }
 
+// closeSlots closes the slots p inherited (the descriptions and imgtool's pidfd, from
+// fdBase on), then takes its file locks back: closing any fd of a file drops the POSIX
+// locks the process holds on it (file_lock.go).
+func (r *restorer) closeSlots(p *process) error {
+	if _, err := p.leader().syscall(unix.SYS_CLOSE_RANGE, uint64(r.fdBase), ^uint64(0)>>32, 0); err != nil {
+		return err
+	}
+	return r.takeLocks(p)
+}
+
+// closeSharedSlots closes the slots of every fd table shared by a parent and its
+// children (CLONE_FILES) once all of them are restored: until then each of them hands
+// files over through the pidfd slot of the one table. Then each takes its locks back.
+func (r *restorer) closeSharedSlots() error {
+	for _, p := range r.procs {
+		if p.pl.tableShared() && !p.pl.sharesFiles() {
+			if _, err := p.leader().syscall(unix.SYS_CLOSE_RANGE, uint64(r.fdBase), ^uint64(0)>>32, 0); err != nil {
+				return err
+			}
+		}
+	}
+	for _, p := range r.procs {
+		if p.pl.tableShared() {
+			if err := r.takeLocks(p); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
 // restoreProcess restores everything of p but its final registers and signal mask.
 func (r *restorer) restoreProcess(p *process) error {
 	pp := p.pl
@@ -56,8 +87,10 @@ func (r *restorer) restoreProcess(p *process) error {
 	if err := r.restoreFS(p); err != nil {
 		return err
 	}
-	if err := r.placeFds(p); err != nil {
-		return err
+	if !pp.sharesFiles() { // its parent, restored before it, placed them in their table
+		if err := r.placeFds(p); err != nil {
+			return err
+		}
 	}
 	for _, tid := range pp.tids[1:] {
 		const threadFlags = unix.CLONE_VM | unix.CLONE_FS | unix.CLONE_FILES | unix.CLONE_SIGHAND |
@@ -82,11 +115,10 @@ func (r *restorer) restoreProcess(p *process) error {
 	if err := r.createPosixTimers(p, tc); err != nil {
 		return err
 	}
-	if _, err := t.syscall(unix.SYS_CLOSE_RANGE, uint64(r.fdBase), ^uint64(0)>>32, 0); err != nil {
-		return err
-	}
-	if err := r.takeLocks(p); err != nil { // file_lock.go: once the slots are closed
-		return err
+	if !pp.tableShared() { // else once every process of the table is restored (closeSharedSlots)
+		if err := r.closeSlots(p); err != nil {
+			return err
+		}
 	}
 	if err := r.restoreRlimits(p, tc); err != nil {
 		return err

@@ -1,7 +1,7 @@
 /* refusals: a process holding what imgtool dump must refuse, chosen by argv[1]:
  *   locks  a POSIX write lock, an OFD read lock and a flock, on three files
  *   fifo   an open FIFO whose name was deleted (dumped: a ghost FIFO)
- *   files  a child that shares the fd table (clone CLONE_FILES)
+ *   files  a child that shares the fd table (clone CLONE_FILES): dumped, not refused
  *   procfile  an open file of /proc (its own maps)
  *   rmdir     an open directory that was removed (dumped: a ghost directory)
  *   devnode   an open character device node that was unlinked

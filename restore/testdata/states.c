@@ -16,6 +16,8 @@
  *   seccomp-strict  a child in strict mode (prctl PR_SET_SECCOMP 1) that echoes what it
  *            reads from a pipe (seccomp_strict)
  *   chroot   chrooted into chroot.d, made in its working directory (chroot)
+ *   clone-files  a child cloned with CLONE_FILES: it shares the parent's fd table, in
+ *            which it opens an fd the parent then uses (fdt_shared)
  *
  * The program sets the state, checks it once, prints "ready pid=N", waits for SIGUSR1
  * (sent after the restore), checks again and prints "ok" or "FAIL: why". */
@@ -364,6 +366,43 @@ static int check_chroot(void)
 	return 1;
 }
 
+/* --- clone-files --- */
+#include <sched.h>
+#include <linux/kcmp.h>
+
+static pid_t files_child;
+static int files_pipe[2];
+static volatile int child_fd = -1;
+static char files_stack[65536];
+
+static int files_sharer(void *arg)
+{
+	(void)arg;
+	for (;;)
+		pause();
+	return 0;
+}
+
+static void set_clone_files(void)
+{
+	if (pipe(files_pipe))
+		exit(1);
+	files_child = clone(files_sharer, files_stack + sizeof(files_stack), CLONE_FILES | SIGCHLD, NULL);
+	if (files_child < 0)
+		perror("clone");
+}
+
+static int check_clone_files(void)
+{
+	char c = 0;
+	CHECK(syscall(SYS_kcmp, getpid(), files_child, KCMP_FILES, 0, 0) == 0, "child %d does not share the fd table", files_child);
+	/* A new fd of the table is seen by both: the pipe's ends work through it. */
+	int fd = dup(files_pipe[1]);
+	CHECK(fd >= 0 && write(fd, "x", 1) == 1 && read(files_pipe[0], &c, 1) == 1 && c == 'x', "the pipe does not work");
+	close(fd);
+	return 1;
+}
+
 int main(int argc, char **argv)
 {
 	const char *mode = argc > 1 ? argv[1] : "";
@@ -384,6 +423,9 @@ int main(int argc, char **argv)
 	} else if (!strcmp(mode, "seccomp") || !strcmp(mode, "seccomp-tsync")) {
 		set_seccomp(!strcmp(mode, "seccomp-tsync"));
 		check = check_seccomp;
+	} else if (!strcmp(mode, "clone-files")) {
+		set_clone_files();
+		check = check_clone_files;
 	} else if (!strcmp(mode, "chroot")) {
 		set_chroot();
 		check = check_chroot;
