@@ -93,8 +93,9 @@ func (d *dumper) precheck() error {
 // checkGroupLeaders refuses a process whose process group or session is led by a
 // process that is gone (it exited and was reaped: zdtm's zombie01), other than the
 // root's own, which a restore leaves as imgtool's like CRIU's shell jobs. A restore
-// cannot make a group without a leader (CRIU creates a helper task for it; imgtool does
-// not yet): the process would come back in another group.
+// cannot make a session without a leader: the process would come back in another one.
+// A group whose leader exited is restored with a helper leading it (restore/group.go),
+// when the member's parent, which clones the helper, is in the member's session.
 func checkGroupLeaders(members []int, refused *Refusals) error {
 	in := map[int]bool{}
 	for _, pid := range members {
@@ -113,14 +114,26 @@ func checkGroupLeaders(members []int, refused *Refusals) error {
 			rootPgid, rootSid = st.Pgid, st.Sid
 			continue
 		}
-		if st.Pgid != rootPgid && !in[st.Pgid] {
-			refused.add(refuse(pid, -1, fmt.Sprintf("process group %d", st.Pgid), "its leader has exited: a group without a leader cannot be restored yet"))
+		// A group whose leader is gone is restored with a helper leading it, cloned by the
+		// member's parent (restore/group.go): that parent must be in the member's session.
+		if st.Pgid != rootPgid && !in[st.Pgid] && !sameSessionAsParent(pid, st.Sid) {
+			refused.add(refuse(pid, -1, fmt.Sprintf("process group %d", st.Pgid), "its leader has exited and its parent is in another session: such a group cannot be restored"))
 		}
 		if st.Sid != rootSid && !in[st.Sid] {
 			refused.add(refuse(pid, -1, fmt.Sprintf("session %d", st.Sid), "its leader has exited: a session without a leader cannot be restored yet"))
 		}
 	}
 	return nil
+}
+
+// sameSessionAsParent tells whether pid's parent is in session sid.
+func sameSessionAsParent(pid, sid int) bool {
+	st, err := procfs.ReadStat(procfs.Path(pid, "stat"))
+	if err != nil {
+		return false
+	}
+	pst, err := procfs.ReadStat(procfs.Path(st.Ppid, "stat"))
+	return err == nil && pst.Sid == sid
 }
 
 // precheckProcess checks one process, adding what cannot be dumped to refused, and

@@ -152,15 +152,6 @@ func TestDumpOPathFd(t *testing.T) {
 	dumpTarget(t, tg.Pid, true)
 }
 
-// TestRefuseLeaderlessGroup: a process whose group leader has exited would come back in
-// another group (zdtm's zombie01 did): refused until restore can make such a group.
-func TestRefuseLeaderlessGroup(t *testing.T) {
-	all := refusedAtOnce(t, "refusals", "leaderless")
-	if !strings.Contains(all.Error(), "its leader has exited") {
-		t.Errorf("refusals %v, want the group whose leader exited", all)
-	}
-}
-
 // TestRefuseUnrecordedState: state no image field records, seen once the tree is stopped
 // (the process is asked): mlockall(MCL_FUTURE), which locks every mapping made later (the
 // dump's own scratch mapping shows it), and membarrier registrations. Each is refused,

@@ -24,6 +24,9 @@ func precheck(pl *plan, xs fpu.Layout) error {
 	if err := checkGhosts(pl); err != nil { // deleted files: ghost.go
 		return err
 	}
+	if err := checkGroups(pl); err != nil {
+		return err
+	}
 	if err := checkIdsFree(pl); err != nil {
 		return err
 	}
@@ -105,7 +108,11 @@ func checkIdsFree(pl *plan) error {
 		return err
 	}
 	for _, p := range pl.all {
-		for _, tid := range p.tids {
+		ids := p.tids
+		if g := pl.groupHelperFor(p); g != 0 {
+			ids = append(ids[:len(ids):len(ids)], g) // the helper leading its group (group.go)
+		}
+		for _, tid := range ids {
 			if tid >= pidMax {
 				return fmt.Errorf("pid %d is beyond this machine's pid_max (%d)", tid, pidMax)
 			}

@@ -153,8 +153,10 @@
 // O_ASYNC on is not saved: the first one restored does. An eventfd of a CRIU set comes back
 // a plain counter even if it was a semaphore (CRIU 4.2 does not record EFD_SEMAPHORE;
 // imgtool's dump does, see dump/doc.go). Each epoll target is polled as it is added: what
-// is ready then is reported again, to an edge-triggered registration too. A session or process group whose
-// leader is not in the tree is left as inherited from imgtool, like CRIU's shell jobs.
+// is ready then is reported again, to an edge-triggered registration too. The root's session and process group,
+// when their leader is not in the tree, are left as inherited from imgtool, like CRIU's
+// shell jobs; another group whose leader is gone is led by a helper while its members are
+// born (group.go); another session whose leader is gone is refused.
 // Children sharing pages their parent has since written over share them again when the
 // set says so (imgtool-fork-pages-PID.img, written by imgtool's dump: the parent holds
 // their content while it forks them, cow.go); in CRIU's sets, which do not say, they come

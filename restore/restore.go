@@ -89,7 +89,8 @@ func restoreFrom(ctx context.Context, opts Options, src source) error {
 	if err := unix.Prctl(unix.PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0); err != nil {
 		return fmt.Errorf("becoming a child subreaper: %w", err)
 	}
-	r := &restorer{ctx: ctx, opts: opts, pl: pl, xs: xs, byPid: map[int]*process{}, dead: map[int]bool{}}
+	r := &restorer{ctx: ctx, opts: opts, pl: pl, xs: xs, byPid: map[int]*process{}, dead: map[int]bool{},
+		groupLeaders: map[int]*process{}, groupParents: map[int]*process{}}
 	if err := ptrace.OnTracerThread(r.run); err != nil {
 		return err
 	}
@@ -173,6 +174,9 @@ type restorer struct {
 	byPid   map[int]*process
 	zombies []*process // created zombies (zombie.go), until they are dead
 	dead    map[int]bool
+	// groupLeaders are the helpers leading groups whose leader is gone, by group id,
+	// until they are reaped, and groupParents the processes that cloned them (group.go).
+	groupLeaders, groupParents map[int]*process
 
 	helper   *process
 	kern     kernelSpecials // the running kernel's vvar/vvar_vclock/vdso, as moved in the helper
@@ -243,9 +247,18 @@ func (r *restorer) run() (err error) {
 	return r.release()
 }
 
+// groupExists tells whether the leader of group pgid exists now: a process of the tree,
+// a zombie made from one, or a helper (group.go).
+func (r *restorer) groupExists(pgid int) bool {
+	return r.byPid[pgid] != nil || r.dead[pgid] || r.groupLeaders[pgid] != nil
+}
+
 // abort kills every process created so far, the helper included, and reaps them.
 func (r *restorer) abort() {
 	all := append(append([]*process{}, r.procs...), r.zombies...)
+	for _, h := range r.groupLeaders {
+		all = append(all, h)
+	}
 	if r.helper != nil {
 		all = append(all, r.helper)
 	}
@@ -432,6 +445,11 @@ func (r *restorer) createTree() error {
 			return err
 		}
 		parent := r.byPid[pp.parent.pid]
+		if g := r.pl.groupHelperFor(pp); g != 0 && r.groupLeaders[g] == nil {
+			if err := r.spawnGroupLeader(parent, g); err != nil {
+				return err
+			}
+		}
 		if pp.dead {
 			if err := r.spawnZombie(parent, pp); err != nil {
 				return err
@@ -455,6 +473,9 @@ func (r *restorer) createTree() error {
 	if err := r.joinLaterGroups(); err != nil {
 		return err
 	}
+	if err := r.reapGroupLeaders(); err != nil {
+		return err
+	}
 	// The zombies die now, before anything of the tree runs: their parents find them
 	// dead, with their status, as they were left.
 	return r.killZombies()
@@ -466,7 +487,7 @@ func (r *restorer) createTree() error {
 func (r *restorer) joinLaterGroups() error {
 	for _, p := range append(append([]*process{}, r.procs...), r.zombies...) {
 		pp := p.pl
-		if pp.sid == pp.pid || pp.pgid == pp.pid || (r.byPid[pp.pgid] == nil && !r.dead[pp.pgid]) {
+		if pp.sid == pp.pid || pp.pgid == pp.pid || !r.groupExists(pp.pgid) {
 			continue
 		}
 		if cur, err := unix.Getpgid(p.pid); err == nil && cur == pp.pgid {
@@ -515,7 +536,7 @@ func (r *restorer) setSessionAndGroup(p *process) error {
 		_, err := t.syscall(unix.SYS_SETPGID, 0, 0)
 		return err
 	}
-	if pp.parent != nil && pp.pgid != pp.parent.pgid && (r.byPid[pp.pgid] != nil || r.dead[pp.pgid]) {
+	if pp.parent != nil && pp.pgid != pp.parent.pgid && r.groupExists(pp.pgid) {
 		_, err := t.syscall(unix.SYS_SETPGID, 0, uint64(pp.pgid))
 		return err
 	}

@@ -6,7 +6,8 @@
  *   rmdir     an open directory that was removed (dumped: a ghost directory)
  *   devnode   an open character device node that was unlinked
  *   opath     an O_PATH fd (not refused: dumped and restored)
- *   leaderless  a child in a process group whose leader exited (zdtm's zombie01)
+ *   leaderless  a child in a process group whose leader exited (zdtm's zombie01): dumped;
+ *               restore/testdata/states.c's leaderless-group checks its restore
  *   ghostbig    big.bin (2 MiB) open and gone.map (1.5 MiB) mapped, both deleted: over the
  *               default ghost file limit
  *   linkremap   a.txt open, linked as b.txt, then a.txt unlinked: the file has a name, not

@@ -18,6 +18,9 @@
  *   chroot   chrooted into chroot.d, made in its working directory (chroot)
  *   clone-files  a child cloned with CLONE_FILES: it shares the parent's fd table, in
  *            which it opens an fd the parent then uses (fdt_shared)
+ *   leaderless-group  a child in a process group whose leader (its sibling, which made
+ *            the group and then cloned it with CLONE_PARENT) exited and was reaped
+ *            (zombie01, alive)
  *
  * The program sets the state, checks it once, prints "ready pid=N", waits for SIGUSR1
  * (sent after the restore), checks again and prints "ok" or "FAIL: why". */
@@ -403,6 +406,39 @@ static int check_clone_files(void)
 	return 1;
 }
 
+/* --- leaderless-group --- */
+static pid_t lg_member, lg_id;
+
+static void set_leaderless_group(void)
+{
+	int p[2];
+	if (pipe(p))
+		exit(1);
+	lg_id = fork();
+	if (lg_id == 0) {
+		setpgid(0, 0);
+		pid_t m = syscall(SYS_clone, CLONE_PARENT | SIGCHLD, 0, 0, 0, 0);
+		if (m == 0) {
+			for (;;)
+				pause();
+		}
+		if (write(p[1], &m, sizeof(m)) != sizeof(m))
+			_exit(1);
+		_exit(0);
+	}
+	if (read(p[0], &lg_member, sizeof(lg_member)) != sizeof(lg_member))
+		exit(1);
+	waitpid(lg_id, NULL, 0);
+}
+
+static int check_leaderless_group(void)
+{
+	CHECK(getpgid(lg_member) == lg_id, "member %d is in group %d, want %d", lg_member, getpgid(lg_member), lg_id);
+	CHECK(kill(lg_id, 0) < 0 && errno == ESRCH, "the group's leader %d exists", lg_id);
+	CHECK(waitpid(-1, NULL, WNOHANG | __WALL) == 0, "a child other than the member was there to reap");
+	return 1;
+}
+
 int main(int argc, char **argv)
 {
 	const char *mode = argc > 1 ? argv[1] : "";
@@ -423,6 +459,9 @@ int main(int argc, char **argv)
 	} else if (!strcmp(mode, "seccomp") || !strcmp(mode, "seccomp-tsync")) {
 		set_seccomp(!strcmp(mode, "seccomp-tsync"));
 		check = check_seccomp;
+	} else if (!strcmp(mode, "leaderless-group")) {
+		set_leaderless_group();
+		check = check_leaderless_group;
 	} else if (!strcmp(mode, "clone-files")) {
 		set_clone_files();
 		check = check_clone_files;
