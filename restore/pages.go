@@ -133,8 +133,9 @@ func readAhead(srcs []io.ReaderAt, name string, from, to int64, w io.Writer) err
 	for b := int64(0); b < nblocks && err == nil; b++ {
 		rd := readers[b%int64(len(srcs))]
 		blk, ok := <-rd.full
-		if !ok {
-			return fmt.Errorf("%s: block %d was not read", name, b) // cannot happen: readers stop only after an error, or with stop
+		if !ok { // cannot happen: readers stop only after an error, or with stop
+			err = fmt.Errorf("%s: block %d was not read", name, b)
+			break // and still stop the readers and take the buffers back, below
 		}
 		if err = blk.err; err == nil {
 			_, err = w.Write((*blk.buf)[:blk.n])
