@@ -63,28 +63,8 @@ func TestStreamServeMissingSet(t *testing.T) {
 // TestStreamCaptureInterrupted: SIGTERM in the middle of a transfer cuts the
 // sender off, leaves no set, says so in one line and exits 1.
 func TestStreamCaptureInterrupted(t *testing.T) {
-	bin := testproc.BuildImgtool(t)
-	dir, set := t.TempDir(), filepath.Join(t.TempDir(), "set")
-	cmd := exec.Command(bin, "stream", "capture", "-D", dir, "-o", set, "--ready-fd", "3")
-	r, w, err := os.Pipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	var stderr bytes.Buffer
-	cmd.ExtraFiles, cmd.Stderr = []*os.File{w}, &stderr
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	w.Close()
-	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
-	if line, _ := bufio.NewReader(r).ReadString('\n'); line != "ready\n" {
-		t.Fatalf("no ready line: %q %s", line, &stderr)
-	}
-	c, err := net.DialUnix("unix", nil, &net.UnixAddr{Name: filepath.Join(dir, stream.CaptureSocket), Net: "unix"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	conn := stream.NewConn(c)
+	set := filepath.Join(t.TempDir(), "set")
+	cmd, stderr, conn := startCapture(t, "-o", set)
 	pr, pw, err := os.Pipe()
 	if err != nil {
 		t.Fatal(err)
@@ -133,29 +113,8 @@ func TestStreamCaptureSigned(t *testing.T) {
 	if _, _, err := runApp(t, "stream", "capture", "-D", tmp, "-o", "-", "--sign-key", signKey, "--sign-cert", signCert); ExitCode(err) != ExitUsage {
 		t.Errorf("-o - with --sign-key: exit %d (%v), want %d", ExitCode(err), err, ExitUsage)
 	}
-	bin := testproc.BuildImgtool(t)
-	dir, set := t.TempDir(), filepath.Join(t.TempDir(), "set")
-	cmd := exec.Command(bin, "stream", "capture", "-D", dir, "-o", set, "-e", "--cert", cert,
-		"--sign-key", signKey, "--sign-cert", signCert, "--ready-fd", "3", "-q")
-	r, w, err := os.Pipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	var stderr bytes.Buffer
-	cmd.ExtraFiles, cmd.Stderr = []*os.File{w}, &stderr
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	w.Close()
-	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
-	if line, _ := bufio.NewReader(r).ReadString('\n'); line != "ready\n" {
-		t.Fatalf("no ready line: %q %s", line, &stderr)
-	}
-	c, err := net.DialUnix("unix", nil, &net.UnixAddr{Name: filepath.Join(dir, stream.CaptureSocket), Net: "unix"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	conn := stream.NewConn(c)
+	set := filepath.Join(t.TempDir(), "set")
+	cmd, stderr, conn := startCapture(t, "-o", set, "-e", "--cert", cert, "--sign-key", signKey, "--sign-cert", signCert, "-q")
 	src := restoreFixtureSet(t, "counter")
 	ents, err := os.ReadDir(src)
 	if err != nil {
@@ -190,7 +149,7 @@ func TestStreamCaptureSigned(t *testing.T) {
 	}
 	conn.Close()
 	if err := cmd.Wait(); err != nil {
-		t.Fatalf("capture: %v %s", err, &stderr)
+		t.Fatalf("capture: %v %s", err, stderr)
 	}
 	out, _, err := runApp(t, "verify", set, "--tls-key", key, "--trust", signCert)
 	if err != nil || !strings.Contains(out, "ops") {
@@ -199,4 +158,31 @@ func TestStreamCaptureSigned(t *testing.T) {
 	if _, _, err := runApp(t, "verify", set, "--tls-key", key, "--trust", otherCert); ExitCode(err) != ExitVerify {
 		t.Errorf("verify trusting another signer: exit %d (%v), want %d", ExitCode(err), err, ExitVerify)
 	}
+}
+
+// startCapture runs the real binary's stream capture on a new folder with args, waits
+// for its ready line, and connects to it as CRIU would.
+func startCapture(t *testing.T, args ...string) (*exec.Cmd, *bytes.Buffer, *stream.Conn) {
+	t.Helper()
+	dir := t.TempDir()
+	cmd := exec.Command(testproc.BuildImgtool(t), append([]string{"stream", "capture", "-D", dir, "--ready-fd", "3"}, args...)...)
+	r, w, err := os.Pipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	stderr := new(bytes.Buffer)
+	cmd.ExtraFiles, cmd.Stderr = []*os.File{w}, stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	w.Close()
+	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
+	if line, _ := bufio.NewReader(r).ReadString('\n'); line != "ready\n" {
+		t.Fatalf("no ready line: %q %s", line, stderr)
+	}
+	c, err := net.DialUnix("unix", nil, &net.UnixAddr{Name: filepath.Join(dir, stream.CaptureSocket), Net: "unix"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return cmd, stderr, stream.NewConn(c)
 }
