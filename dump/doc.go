@@ -23,7 +23,8 @@
 // imgtool-fork-pages-PID.img: see cow.go), files whose
 // owner (F_SETOWN) is outside the tree (a restore sets it by number), device and
 // hugetlb mappings, memory locked on fault (MLOCK_ONFAULT: vma_entry has no place for
-// it), SysV shared memory, anonymous-inode files other than eventfd, timerfd, signalfd
+// it), SysV shared memory, an inotify with events not read yet or watching a file gone
+// (inotify.go), anonymous-inode files other than eventfd, timerfd, signalfd, inotify
 // and epoll, an epoll watching a file that is refused or that is registered under an fd
 // number the process no longer has open, or has reused for another file) is refused then:
 // all of it at once (Refusals,

@@ -287,6 +287,7 @@ var fdKinds = map[fdKind]fileKind{
 	fdTimerfd:  timerfdKind{},
 	fdSignalfd: signalfdKind{},
 	fdEpoll:    eventpollKind{},
+	fdInotify:  inotifyKind{},
 	fdUnixSk:   unixSkKind{},
 	fdInetSk:   inetSkKind{},
 }
@@ -294,6 +295,7 @@ var fdKinds = map[fdKind]fileKind{
 // anonKinds are the kinds whose files are anonymous inodes, by their /proc/PID/fd link.
 var anonKinds = map[string]fdKind{
 	"anon_inode:[eventfd]":   fdEventfd,
+	"anon_inode:inotify":     fdInotify,
 	"anon_inode:[timerfd]":   fdTimerfd,
 	"anon_inode:[signalfd]":  fdSignalfd,
 	"anon_inode:[eventpoll]": fdEpoll,

@@ -152,6 +152,15 @@ func TestDumpOPathFd(t *testing.T) {
 	dumpTarget(t, tg.Pid, true)
 }
 
+// TestRefuseInotifyQueued: an inotify's events not read yet would be lost (no image
+// keeps them): refused, naming how much, before anything is seized.
+func TestRefuseInotifyQueued(t *testing.T) {
+	all := refusedAtOnce(t, "refusals", "inotifyq")
+	if len(all) != 1 || !strings.Contains(all.Error(), "anon_inode:inotify") || !strings.Contains(all.Error(), "events not read yet") {
+		t.Errorf("refusals %v, want the inotify's queued events", all)
+	}
+}
+
 // TestRefuseUnrecordedState: state no image field records, seen once the tree is stopped
 // (the process is asked): mlockall(MCL_FUTURE), which locks every mapping made later (the
 // dump's own scratch mapping shows it), and membarrier registrations. Each is refused,

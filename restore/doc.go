@@ -134,7 +134,7 @@
 // Sockets other than UNIX, TCP and UDP ones (and the UNIX sockets sk_unix.go refuses:
 // external peers, connections not accepted yet, descriptors in flight; and the TCP
 // sockets sk_inet.go refuses: connections, which CRIU restores with --tcp-established,
-// not implemented, and states other than LISTEN and CLOSE), inotify, fanotify, ttys, remaps
+// not implemented, and states other than LISTEN and CLOSE), fanotify, ttys, remaps
 // other than ghost files (CRIU's link-remap, a dead process's /proc directory), ghost files
 // other than regular files, directories and FIFOs (device nodes, symlinks) and other file types are refused
 // (every such fd of the tree named at once), as is an epoll whose targets are not all fds,

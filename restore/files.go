@@ -257,6 +257,7 @@ var fdKinds = map[fdinfo.FdTypes]fileKind{
 	fdinfo.FdTypes_EVENTPOLL: eventpollKind{},
 	fdinfo.FdTypes_UNIXSK:    unixSkKind{},
 	fdinfo.FdTypes_INETSK:    inetSkKind{},
+	fdinfo.FdTypes_INOTIFY:   inotifyKind{},
 }
 
 // noEntry is the error of a file entry without the part its type needs.

@@ -34,7 +34,7 @@ func pollsCheck(t *testing.T, mode string, pid int, log string, off int64) {
 func TestRoundTripPolls(t *testing.T) {
 	requireRoot(t)
 	bin := testproc.Build(t, "testdata/polls.c")
-	for _, mode := range []string{"eventfd", "timerfd", "signalfd", "epoll", "shared"} {
+	for _, mode := range []string{"eventfd", "timerfd", "signalfd", "epoll", "shared", "inotify"} {
 		t.Run(mode, func(t *testing.T) {
 			p := testproc.Launch(t, bin, testproc.Options{Ready: "ready pid="}, mode)
 			dir := dumpTo(t, p.Pid)

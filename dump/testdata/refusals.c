@@ -6,6 +6,7 @@
  *   rmdir     an open directory that was removed (dumped: a ghost directory)
  *   devnode   an open character device node that was unlinked
  *   opath     an O_PATH fd (not refused: dumped and restored)
+ *   inotifyq  an inotify with an event queued and not read
  *   leaderless  a child in a process group whose leader exited (zdtm's zombie01): dumped;
  *               restore/testdata/states.c's leaderless-group checks its restore
  *   ghostbig    big.bin (2 MiB) open and gone.map (1.5 MiB) mapped, both deleted: over the
@@ -27,6 +28,7 @@
 #include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
+#include <sys/inotify.h>
 
 static int open_file(const char *name)
 {
@@ -107,8 +109,14 @@ int main(int argc, char **argv)
 			perror("linkremap");
 			return 1;
 		}
+	} else if (!strcmp(mode, "inotifyq")) {
+		int in = inotify_init1(0);
+		if (in < 0 || inotify_add_watch(in, ".", IN_CREATE) != 1 || open_file("made") < 0) {
+			perror("inotify");
+			return 1;
+		}
 	} else {
-		fprintf(stderr, "usage: refusals locks|fifo|files|procfile|rmdir|devnode|opath|leaderless|ghostbig|linkremap\n");
+		fprintf(stderr, "usage: refusals locks|fifo|files|procfile|rmdir|devnode|opath|leaderless|ghostbig|linkremap|inotifyq\n");
 		return 2;
 	}
 	printf("pid=%d\n", getpid());

@@ -11,6 +11,9 @@
  *   epoll     an epoll over a pipe, an eventfd, a timerfd and another epoll (itself over an
  *             eventfd), each with its own data
  *   shared    an epoll over an eventfd shared by the process and its child, which waits in it
+ *   inotify   a nonblocking inotify with watch 1 on a folder (IN_CREATE), watch 3 on a file
+ *             (IN_MODIFY | IN_ONESHOT; watch 2 was removed): the events after the restore
+ *             come with those numbers, and the next watch added gets number 4
  *   all       every state above but shared, in one process (the CRIU interop program)
  *
  * argv[2] "nosem" expects the semaphore eventfd to come back as a plain counter (CRIU 4.2
@@ -28,6 +31,7 @@
 #include <string.h>
 #include <time.h>
 #include <unistd.h>
+#include <sys/stat.h>
 #include <sys/epoll.h>
 #include <sys/eventfd.h>
 #include <sys/signalfd.h>
@@ -262,6 +266,51 @@ static int check_shared(void)
 	return 1;
 }
 
+/* --- inotify --- */
+#include <sys/inotify.h>
+
+static int ino_fd;
+
+static void set_inotify(void)
+{
+	mkdir("watched.d", 0755);
+	close(open("watched.f", O_CREAT | O_WRONLY, 0644));
+	close(open("other.f", O_CREAT | O_WRONLY, 0644));
+	ino_fd = inotify_init1(IN_NONBLOCK);
+	int w1 = inotify_add_watch(ino_fd, "watched.d", IN_CREATE);
+	int w2 = inotify_add_watch(ino_fd, "other.f", IN_MODIFY);
+	inotify_rm_watch(ino_fd, w2);
+	int w3 = inotify_add_watch(ino_fd, "watched.f", IN_MODIFY | IN_ONESHOT);
+	char buf[256];
+	while (read(ino_fd, buf, sizeof(buf)) > 0) /* IN_IGNORED of watch 2: read, the queue empty */
+		;
+	if (w1 != 1 || w2 != 2 || w3 != 3)
+		printf("FAIL before the dump: watches %d %d %d\n", w1, w2, w3);
+}
+
+static int check_inotify(void)
+{
+	char buf[4096] __attribute__((aligned(8)));
+	CHECK(read(ino_fd, buf, sizeof(buf)) < 0 && errno == EAGAIN, "events queued after the restore");
+	close(open("watched.d/new", O_CREAT | O_WRONLY, 0644));
+	int fd = open("watched.f", O_WRONLY | O_APPEND);
+	CHECK(fd >= 0 && write(fd, "x", 1) == 1, "writing watched.f");
+	close(fd);
+	ssize_t n = read(ino_fd, buf, sizeof(buf));
+	int created = 0, modified = 0;
+	for (char *p = buf; n > 0 && p < buf + n;) {
+		struct inotify_event *e = (struct inotify_event *)p;
+		if (e->wd == 1 && (e->mask & IN_CREATE) && !strcmp(e->name, "new"))
+			created = 1;
+		if (e->wd == 3 && (e->mask & IN_MODIFY))
+			modified = 1;
+		p += sizeof(*e) + e->len;
+	}
+	CHECK(created && modified, "events: created %d (watch 1), modified %d (watch 3)", created, modified);
+	CHECK(inotify_add_watch(ino_fd, "other.f", IN_MODIFY) == 4, "the next watch is not number 4");
+	return 1;
+}
+
 int main(int argc, char **argv)
 {
 	const char *mode = argc > 1 ? argv[1] : "all";
@@ -279,6 +328,8 @@ int main(int argc, char **argv)
 		set_epoll();
 	if (!strcmp(mode, "shared"))
 		set_shared();
+	if (all || !strcmp(mode, "inotify"))
+		set_inotify();
 	printf("ready pid=%d\n", getpid());
 	fflush(stdout);
 	while (!go) /* polled: after a restore, a signal may arrive before pause() is re-entered */
@@ -294,6 +345,8 @@ int main(int argc, char **argv)
 		ok = check_epoll();
 	if (ok && !strcmp(mode, "shared"))
 		ok = check_shared();
+	if (ok && (all || !strcmp(mode, "inotify")))
+		ok = check_inotify();
 	if (ok)
 		printf("ok\n");
 	else
