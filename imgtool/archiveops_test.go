@@ -1,0 +1,128 @@
+package imgtool
+
+import (
+	"bytes"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+// archiveKeys makes a recipient's certificate and key for the archive tests.
+func archiveKeys(t *testing.T, name string) (cert, key string) {
+	t.Helper()
+	dir := t.TempDir()
+	cert, key = filepath.Join(dir, name+".pem"), filepath.Join(dir, name+".key")
+	if _, _, err := runApp(t, "keygen", "--cert", cert, "--key", key, "--type", "p256"); err != nil {
+		t.Fatal(err)
+	}
+	return cert, key
+}
+
+// sealedVariants encrypts every variant of the fixture archive for cert.
+func sealedVariants(t *testing.T, cert string) map[string]string {
+	t.Helper()
+	dir := t.TempDir()
+	out := map[string]string{}
+	for comp, path := range podmanVariants(t) {
+		sealed := filepath.Join(dir, comp+".sealed.tar")
+		if _, _, err := runApp(t, "encrypt", path, "-o", sealed, "--cert", cert, "-q"); err != nil {
+			t.Fatalf("%s: %v", comp, err)
+		}
+		out[comp] = sealed
+	}
+	return out
+}
+
+// TestDecodeArchive: decode -D ARCHIVE and -i ARCHIVE:MEMBER write exactly what
+// decoding the unpacked set writes, for every compression, plain and encrypted.
+func TestDecodeArchive(t *testing.T) {
+	set := extractSet(t)
+	want := filepath.Join(t.TempDir(), "want")
+	if _, _, err := runApp(t, "decode", "-D", set, "-o", want); err != nil {
+		t.Fatal(err)
+	}
+	wantFiles, err := os.ReadDir(want)
+	if err != nil || len(wantFiles) < 20 {
+		t.Fatalf("%v: %d files", err, len(wantFiles))
+	}
+	cert, key := archiveKeys(t, "me")
+	archives := podmanVariants(t)
+	for comp, p := range sealedVariants(t, cert) {
+		archives["sealed "+comp] = p
+	}
+	for name, path := range archives {
+		var keyArgs []string
+		if strings.HasPrefix(name, "sealed") {
+			keyArgs = []string{"--tls-key", key}
+		}
+		got := filepath.Join(t.TempDir(), "got")
+		if _, _, err := runApp(t, append([]string{"decode", "-D", path, "-o", got}, keyArgs...)...); err != nil {
+			t.Fatalf("%s: decode -D: %v", name, err)
+		}
+		gotFiles, _ := os.ReadDir(got)
+		if len(gotFiles) != len(wantFiles) {
+			t.Errorf("%s: %d files decoded, want %d", name, len(gotFiles), len(wantFiles))
+		}
+		for _, f := range wantFiles {
+			w, _ := os.ReadFile(filepath.Join(want, f.Name()))
+			g, err := os.ReadFile(filepath.Join(got, f.Name()))
+			if err != nil || !bytes.Equal(g, w) {
+				t.Errorf("%s: %s differs from the unpacked set's: %v", name, f.Name(), err)
+			}
+		}
+		for _, img := range []string{"core-1.img", "pstree.img", "mm-122.img", "pagemap-1.img", "fdinfo-2.img"} {
+			for _, pretty := range [][]string{nil, {"--pretty"}} {
+				args := append([]string{"decode", "-i", filepath.Join(set, img)}, pretty...)
+				w, _, err := runApp(t, args...)
+				if err != nil {
+					t.Fatal(err)
+				}
+				args = append(append([]string{"decode", "-i", path + ":checkpoint/" + img}, pretty...), keyArgs...)
+				g, _, err := runApp(t, args...)
+				if err != nil || g != w {
+					t.Errorf("%s: decode -i :checkpoint/%s %v: %v, output differs: %t", name, img, pretty, err, g != w)
+				}
+			}
+		}
+		if keyArgs != nil {
+			_, _, err := runApp(t, "decode", "-i", path+":checkpoint/core-1.img")
+			wantErr(t, err, ExitError, nil, "--tls-key")
+			_, _, err = runApp(t, "decode", "-D", path, "-o", filepath.Join(t.TempDir(), "x"))
+			wantErr(t, err, ExitError, nil, "--tls-key")
+		}
+	}
+	// The statistics at the top of the archive are a CRIU image too.
+	if out, _, err := runApp(t, "decode", "-i", podmanArchive+":stats-dump"); err != nil || !strings.HasPrefix(out, `{"magic": "STATS"`) {
+		t.Errorf("stats-dump: %v %q", err, out)
+	}
+	// A real file wins over the ARCHIVE:MEMBER reading of its name.
+	dir := t.TempDir()
+	odd := filepath.Join(dir, "a.tar:checkpoint")
+	data, _ := os.ReadFile(filepath.Join(set, "core-1.img"))
+	if err := os.WriteFile(odd, data, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "a.tar"), mustRead(t, podmanArchive), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if out, _, err := runApp(t, "decode", "-i", odd); err != nil || !strings.Contains(out, `"CORE"`) {
+		t.Errorf("real file a.tar:checkpoint: %v", err)
+	}
+	if out, _, err := runApp(t, "decode", "-i", filepath.Join(dir, "a.tar")+":checkpoint/pstree.img"); err != nil || !strings.Contains(out, `"PSTREE"`) {
+		t.Errorf("a.tar:checkpoint/pstree.img: %v", err)
+	}
+
+	_, _, err = runApp(t, "decode", "-i", podmanArchive+":core-1.img")
+	wantErr(t, err, ExitError, os.ErrNotExist, "no member core-1.img", "did you mean "+podmanArchive+":checkpoint/core-1.img", "under checkpoint/")
+	_, _, err = runApp(t, "decode", "-i", podmanArchive+":checkpoint/core-9.img")
+	wantErr(t, err, ExitError, os.ErrNotExist, "no member checkpoint/core-9.img", "core-122.img")
+	_, _, err = runApp(t, "decode", "-i", podmanArchive)
+	wantErr(t, err, ExitUsage, nil, "container checkpoint archive", ":checkpoint/NAME.img", "-D")
+	_, _, err = runApp(t, "decode", "-i", podmanArchive+":")
+	wantErr(t, err, ExitUsage, nil, "no member named")
+	_, _, err = runApp(t, "decode", "-i", podmanArchive+":checkpoint/pages-1.img")
+	wantErr(t, err, ExitError, nil, "raw PAGES image")
+	_, _, err = runApp(t, "decode", "-D", podmanArchive)
+	wantErr(t, err, ExitUsage, nil, "-o")
+}
