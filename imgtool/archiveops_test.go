@@ -6,6 +6,9 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/imgtool/imgtool/cipher"
+	"github.com/imgtool/imgtool/imgset"
 )
 
 // archiveKeys makes a recipient's certificate and key for the archive tests.
@@ -125,4 +128,100 @@ func TestDecodeArchive(t *testing.T) {
 	wantErr(t, err, ExitError, nil, "raw PAGES image")
 	_, _, err = runApp(t, "decode", "-D", podmanArchive)
 	wantErr(t, err, ExitUsage, nil, "-o")
+}
+
+// TestVerifyArchive: verify authenticates an encrypted archive whole with a key,
+// checks what it can without, catches a flipped bit anywhere, and fails a plain
+// archive, writing nothing.
+func TestVerifyArchive(t *testing.T) {
+	cert, key := archiveKeys(t, "me")
+	_, other := archiveKeys(t, "other")
+	for comp, sealed := range sealedVariants(t, cert) {
+		before := dirNames(t, filepath.Dir(sealed))
+		out, _, err := runApp(t, "verify", sealed, "--tls-key", key)
+		if err != nil || !strings.Contains(out, "OK: the framing, the header and every chunk") || !strings.Contains(out, "not supported") {
+			t.Errorf("%s: %v\n%s", comp, err, out)
+		}
+		out, _, err = runApp(t, "verify", "-D", sealed)
+		wantErr(t, err, ExitUnchecked, nil, "--tls-key")
+		if !strings.Contains(out, "UNCHECKED") || !strings.Contains(out, "ECDSA-P-256") {
+			t.Errorf("%s without a key:\n%s", comp, out)
+		}
+		_, _, err = runApp(t, "verify", sealed, "--tls-key", other)
+		wantErr(t, err, ExitError, cipher.ErrNoRecipient, "not a recipient")
+		_, _, err = runApp(t, "verify", sealed, "--tls-key", key, "--require-signed")
+		wantErr(t, err, ExitVerify, nil, "not supported")
+		_, _, err = runApp(t, "verify", sealed, "--tls-key", key, "--expect-set-id", strings.Repeat("ab", 16))
+		if err == nil {
+			t.Errorf("%s: --expect-set-id of another set passed", comp)
+		}
+		if after := dirNames(t, filepath.Dir(sealed)); after != before {
+			t.Errorf("%s: verify wrote files: %s, before %s", comp, after, before)
+		}
+	}
+	for comp, path := range podmanVariants(t) {
+		out, _, err := runApp(t, "verify", path)
+		wantErr(t, err, ExitVerify, imgset.ErrNotEncrypted, "nothing to authenticate")
+		if !strings.Contains(out, "not encrypted") || !strings.Contains(out, "("+comp+")") {
+			t.Errorf("%s plain:\n%s", comp, out)
+		}
+	}
+
+	// A flipped bit anywhere: the tar header of either member, the sealed header,
+	// its padding, the encrypted archive (start, middle, last chunk), the end.
+	sealed := sealedVariants(t, cert)["zstd"]
+	data := mustRead(t, sealed)
+	hdrLen := int(tarSize(data[:512]))
+	body := 512 + (hdrLen+511)/512*512 + 512
+	offsets := map[string]int{
+		"first tar header (name)":   3,
+		"first tar header (mtime)":  140,
+		"sealed header":             512 + hdrLen/2,
+		"sealed header's MAC":       512 + hdrLen - 1,
+		"second tar header":         body - 512 + 130,
+		"encrypted archive, prefix": body + 5,
+		"encrypted archive, middle": body + (len(data)-body)/2,
+		"encrypted archive, end":    len(data) - 1024 - 600,
+		"end of the tar":            len(data) - 3,
+	}
+	if hdrLen%512 != 0 {
+		offsets["padding of the sealed header"] = 512 + hdrLen + 1
+	}
+	dir := t.TempDir()
+	for what, off := range offsets {
+		bad := bytes.Clone(data)
+		bad[off] ^= 0x10
+		p := filepath.Join(dir, "bad.tar")
+		if err := os.WriteFile(p, bad, 0o600); err != nil {
+			t.Fatal(err)
+		}
+		_, _, err := runApp(t, "verify", p, "--tls-key", key)
+		if ExitCode(err) != ExitVerify || strings.Contains(err.Error(), "\n") {
+			t.Errorf("%s (byte %d): %v (exit %d), want exit %d", what, off, err, ExitCode(err), ExitVerify)
+		}
+	}
+}
+
+// tarSize reads the size field of a ustar header block.
+func tarSize(block []byte) int64 {
+	var n int64
+	for _, c := range block[124:136] {
+		if c >= '0' && c <= '7' {
+			n = n*8 + int64(c-'0')
+		}
+	}
+	return n
+}
+
+func dirNames(t *testing.T, dir string) string {
+	t.Helper()
+	ents, err := os.ReadDir(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var names []string
+	for _, e := range ents {
+		names = append(names, e.Name())
+	}
+	return strings.Join(names, ",")
 }

@@ -10,6 +10,7 @@ import (
 
 	"github.com/urfave/cli/v2"
 
+	"github.com/imgtool/imgtool/archive"
 	"github.com/imgtool/imgtool/cipher"
 	"github.com/imgtool/imgtool/imgset"
 )
@@ -97,6 +98,9 @@ func runRekey(ctx context.Context, opts rekeyOptions, args []string) error {
 	ro, err := rekeyRequest(opts)
 	if err != nil {
 		return err
+	}
+	if archive.IsArchive(dir) { // a container checkpoint archive (archiveops.go)
+		return rekeyArchive(ctx, opts, dir, ro)
 	}
 	if ro.Signer, err = loadSigner("rekey", opts.Sign); err != nil {
 		return err
