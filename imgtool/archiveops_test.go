@@ -1,12 +1,18 @@
 package imgtool
 
 import (
+	"archive/tar"
 	"bytes"
+	"context"
+	"errors"
+	"io"
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 
+	"github.com/imgtool/imgtool/archive"
 	"github.com/imgtool/imgtool/cipher"
 	"github.com/imgtool/imgtool/imgset"
 )
@@ -224,4 +230,170 @@ func dirNames(t *testing.T, dir string) string {
 		names = append(names, e.Name())
 	}
 	return strings.Join(names, ",")
+}
+
+// sealedBody returns the encrypted original (the second member) of an
+// encrypted archive.
+func sealedBody(t *testing.T, path string) []byte {
+	t.Helper()
+	tr := tar.NewReader(bytes.NewReader(mustRead(t, path)))
+	for {
+		h, err := tr.Next()
+		if err != nil {
+			t.Fatalf("%s: %v", path, err)
+		}
+		if h.Name == archive.SealedName {
+			b, err := io.ReadAll(tr)
+			if err != nil {
+				t.Fatal(err)
+			}
+			return b
+		}
+	}
+}
+
+// TestRekeyArchive: rekey changes an encrypted archive's recipients in its
+// header only (the encrypted original is copied unchanged), or with --rotate
+// re-encrypts it; decrypting gives the original archive byte for byte; a removed
+// key no longer opens it; failures change nothing and leave nothing.
+func TestRekeyArchive(t *testing.T) {
+	certA, keyA := archiveKeys(t, "a")
+	certB, keyB := archiveKeys(t, "b")
+	_, keyC := archiveKeys(t, "c")
+	orig := mustRead(t, podmanArchive)
+	sealed := sealedVariants(t, certA)["none"]
+	dir := filepath.Dir(sealed)
+	listing := dirNames(t, dir)
+	if err := os.Chmod(sealed, 0o640); err != nil {
+		t.Fatal(err)
+	}
+	decrypts := func(key string) error {
+		back := filepath.Join(t.TempDir(), "back.tar")
+		if _, _, err := runApp(t, "decrypt", sealed, "-o", back, "--tls-key", key, "-q"); err != nil {
+			return err
+		}
+		if !bytes.Equal(mustRead(t, back), orig) {
+			t.Errorf("decrypt with %s: not the original archive", filepath.Base(key))
+		}
+		return nil
+	}
+	fp := func(cert string) string {
+		c, err := cipher.ParseRecipients(mustRead(t, cert))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return c[0].Fingerprint().String()
+	}
+
+	body := sealedBody(t, sealed)
+	out, _, err := runApp(t, "rekey", sealed, "--tls-key", keyA, "--cert", certB)
+	if err != nil || !strings.Contains(out, "header rewritten") || !strings.Contains(out, "recipients (2)") {
+		t.Fatalf("add: %v\n%s", err, out)
+	}
+	if !bytes.Equal(sealedBody(t, sealed), body) {
+		t.Error("add: the encrypted original changed")
+	}
+	if st, err := os.Stat(sealed); err != nil || st.Mode().Perm() != 0o640 {
+		t.Errorf("add: mode %v", st.Mode())
+	}
+	for _, k := range []string{keyA, keyB} {
+		if err := decrypts(k); err != nil {
+			t.Errorf("after add, %s: %v", filepath.Base(k), err)
+		}
+	}
+	if _, _, err := runApp(t, "verify", sealed, "--tls-key", keyB, "-q"); err != nil {
+		t.Errorf("verify after add: %v", err)
+	}
+	// Adding a recipient already there changes nothing.
+	before := mustRead(t, sealed)
+	out, _, err = runApp(t, "rekey", sealed, "--tls-key", keyA, "--cert", certB)
+	if err != nil || !strings.Contains(out, "nothing changed") || !bytes.Equal(mustRead(t, sealed), before) {
+		t.Errorf("again: %v\n%s", err, out)
+	}
+
+	// --remove: the removed key no longer opens it.
+	_, errOut, err := runApp(t, "rekey", "-D", sealed, "--tls-key", keyB, "--remove", fp(certA))
+	if err != nil || !strings.Contains(errOut, "only --rotate") {
+		t.Fatalf("remove: %v\n%s", err, errOut)
+	}
+	if !bytes.Equal(sealedBody(t, sealed), body) {
+		t.Error("remove: the encrypted original changed")
+	}
+	wantErr(t, decrypts(keyA), ExitError, cipher.ErrNoRecipient)
+	if err := decrypts(keyB); err != nil {
+		t.Errorf("after remove, b: %v", err)
+	}
+
+	// --rotate: a new file key, for exactly the --cert recipients.
+	out, _, err = runApp(t, "rekey", sealed, "--tls-key", keyB, "--rotate", "--cert", certA)
+	if err != nil || !strings.Contains(out, "under a new file key") {
+		t.Fatalf("rotate: %v\n%s", err, out)
+	}
+	if bytes.Equal(sealedBody(t, sealed), body) {
+		t.Error("rotate: the encrypted original is the same")
+	}
+	wantErr(t, decrypts(keyB), ExitError, cipher.ErrNoRecipient)
+	if err := decrypts(keyA); err != nil {
+		t.Errorf("after rotate, a: %v", err)
+	}
+	if _, _, err := runApp(t, "verify", sealed, "--tls-key", keyA, "-q"); err != nil {
+		t.Errorf("verify after rotate: %v", err)
+	}
+
+	// Failures change nothing and leave nothing beside the archive.
+	before = mustRead(t, sealed)
+	plain := filepath.Join(dir, "plain.tar")
+	if err := os.WriteFile(plain, orig, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	listing = dirNames(t, dir)
+	for _, c := range []struct {
+		args     []string
+		code     int
+		sentinel error
+		msg      string
+	}{
+		{[]string{"rekey", sealed, "--tls-key", keyC, "--cert", certB}, ExitError, cipher.ErrNoRecipient, "not a recipient"},
+		{[]string{"rekey", sealed, "--tls-key", keyA, "--remove", fp(certB)}, ExitError, nil, "not in the archive"},
+		{[]string{"rekey", sealed, "--tls-key", keyA, "--remove", fp(certA)}, ExitError, nil, "no recipient would be left"},
+		{[]string{"rekey", sealed, "--tls-key", keyA, "--cert", certB, "--sign-key", keyA, "--sign-cert", certA}, ExitUsage, nil, "not signed"},
+		{[]string{"rekey", sealed, "--tls-key", keyA}, ExitUsage, nil, "nothing to do"},
+		{[]string{"rekey", plain, "--tls-key", keyA, "--cert", certB}, ExitError, imgset.ErrNotEncrypted, "not encrypted"},
+	} {
+		_, _, err := runApp(t, c.args...)
+		wantErr(t, err, c.code, c.sentinel, c.msg)
+	}
+	if !bytes.Equal(mustRead(t, sealed), before) || !bytes.Equal(mustRead(t, plain), orig) {
+		t.Error("a failed rekey changed the archive")
+	}
+	if got := dirNames(t, dir); got != listing {
+		t.Errorf("left behind: %s, want %s", got, listing)
+	}
+
+	// Interrupted (the context cancelled, as SIGINT does): nothing changes.
+	ctx, cancel := context.WithCancelCause(context.Background())
+	cancel(&InterruptedError{Signal: syscall.SIGINT})
+	err = runRekey(ctx, rekeyOptions{Dir: sealed, KeyFiles: []string{keyA}, Certs: []string{certB}, Out: io.Discard, Err: io.Discard}, nil)
+	if err == nil || !strings.Contains(err.Error(), "SIGINT") {
+		t.Errorf("interrupted: %v", err)
+	}
+	// Stopped while the new archive is written: the temporary file goes.
+	err = writeFileAtomic(context.Background(), sealed, nil, 0o600, func(w io.Writer) error {
+		w.Write(bytes.Repeat([]byte{1}, 100000))
+		cancel(nil)
+		return errors.New("stopped midway")
+	})
+	if err == nil {
+		t.Error("a failed write succeeded")
+	}
+	err = writeFileAtomic(ctx, sealed, nil, 0o600, func(w io.Writer) error { return nil })
+	if err == nil {
+		t.Error("an interrupted write was renamed into place")
+	}
+	if !bytes.Equal(mustRead(t, sealed), before) {
+		t.Error("an interrupted rekey changed the archive")
+	}
+	if got := dirNames(t, dir); got != listing {
+		t.Errorf("left behind: %s, want %s", got, listing)
+	}
 }
