@@ -456,3 +456,19 @@ func (s *source) Open(name string) (io.ReaderAt, int64, error) {
 	}
 	return ra, s.sizes[name], nil
 }
+
+// OpenMember returns a reader of the content of the regular member name (as
+// Members names it: "checkpoint/core-1.img", "stats-dump"), read in place or from
+// memory; an error wrapping os.ErrNotExist when the archive has no such regular
+// member.
+func (a *Archive) OpenMember(name string) (*io.SectionReader, error) {
+	size, ok := a.sizes[name]
+	if !ok {
+		return nil, fmt.Errorf("archive %s: no member %s: %w", a.path, name, os.ErrNotExist)
+	}
+	ra, ok := a.data[name]
+	if !ok {
+		return nil, fmt.Errorf("archive %s: member %s of a compressed archive is not kept in memory (only %s/ and the metadata files are): decompress the archive to a file first", a.path, name, CheckpointDir)
+	}
+	return io.NewSectionReader(ra, 0, size), nil
+}

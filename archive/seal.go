@@ -60,18 +60,8 @@ func Encrypt(w io.Writer, src io.Reader, size int64, recipients []cipher.Recipie
 	if err != nil {
 		return err
 	}
-	tw := tar.NewWriter(w)
-	member := func(name string, n int64) error {
-		return tw.WriteHeader(&tar.Header{Typeflag: tar.TypeReg, Name: name, Mode: 0o600, Size: n,
-			ModTime: sealedTime, Format: tar.FormatUSTAR})
-	}
-	if err := member(imgset.HeaderName, int64(len(hdr))); err != nil {
-		return err
-	}
-	if _, err := tw.Write(hdr); err != nil {
-		return err
-	}
-	if err := member(SealedName, cipher.CiphertextSize(size)); err != nil {
+	tw, err := writeFraming(w, hdr, cipher.CiphertextSize(size))
+	if err != nil {
 		return err
 	}
 	cw, err := key.NewWriterFor(tw, file)
@@ -89,6 +79,29 @@ func Encrypt(w io.Writer, src io.Reader, size int64, recipients []cipher.Recipie
 		return err
 	}
 	return tw.Close()
+}
+
+// writeFraming starts an encrypted archive on w: the tar header of the sealed
+// header's member, the sealed header hdr, and the tar header of the encrypted
+// original's member, ctSize bytes, which the caller writes to the tar writer
+// returned before closing it. Every encrypted archive is framed so, byte for byte
+// (VerifySealed checks it).
+func writeFraming(w io.Writer, hdr []byte, ctSize int64) (*tar.Writer, error) {
+	tw := tar.NewWriter(w)
+	member := func(name string, n int64) error {
+		return tw.WriteHeader(&tar.Header{Typeflag: tar.TypeReg, Name: name, Mode: 0o600, Size: n,
+			ModTime: sealedTime, Format: tar.FormatUSTAR})
+	}
+	if err := member(imgset.HeaderName, int64(len(hdr))); err != nil {
+		return nil, err
+	}
+	if _, err := tw.Write(hdr); err != nil {
+		return nil, err
+	}
+	if err := member(SealedName, ctSize); err != nil {
+		return nil, err
+	}
+	return tw, nil
 }
 
 // sealed reports whether the file starts like an encrypted archive: a tar whose
@@ -133,55 +146,61 @@ func openSealed(name string, ra io.ReaderAt, size int64, opts Options) (*Archive
 // sealedParts reads an encrypted archive's header (not yet authenticated) and
 // returns it with the encrypted original, checking their shape against each other.
 func sealedParts(ra io.ReaderAt, size int64) (*cipher.Header, *io.SectionReader, error) {
+	h, _, ct, err := sealedPartsRaw(ra, size)
+	return h, ct, err
+}
+
+// sealedPartsRaw is sealedParts that also returns the header's bytes.
+func sealedPartsRaw(ra io.ReaderAt, size int64) (*cipher.Header, []byte, *io.SectionReader, error) {
 	pos := &posReader{r: io.NewSectionReader(ra, 0, size)}
 	tr := tar.NewReader(pos)
 	hdr, err := tr.Next()
 	if err != nil {
-		return nil, nil, fmt.Errorf("tar: %w", err)
+		return nil, nil, nil, fmt.Errorf("tar: %w", err)
 	}
 	if hdr.Name != imgset.HeaderName || hdr.Typeflag != tar.TypeReg {
-		return nil, nil, fmt.Errorf("first member %q, want the regular file %s", hdr.Name, imgset.HeaderName)
+		return nil, nil, nil, fmt.Errorf("first member %q, want the regular file %s", hdr.Name, imgset.HeaderName)
 	}
 	if hdr.Size < 0 || hdr.Size > cipher.MaxHeaderSize {
-		return nil, nil, fmt.Errorf("%s: %d bytes, more than the limit of %d", imgset.HeaderName, hdr.Size, cipher.MaxHeaderSize)
+		return nil, nil, nil, fmt.Errorf("%s: %d bytes, more than the limit of %d", imgset.HeaderName, hdr.Size, cipher.MaxHeaderSize)
 	}
 	data := make([]byte, hdr.Size)
 	if _, err := io.ReadFull(tr, data); err != nil {
-		return nil, nil, fmt.Errorf("%s: %w", imgset.HeaderName, unexpected(err))
+		return nil, nil, nil, fmt.Errorf("%s: %w", imgset.HeaderName, unexpected(err))
 	}
 	h, err := cipher.ParseHeader(data, imgset.HeaderFraming)
 	if err != nil {
-		return nil, nil, fmt.Errorf("%s: %w", imgset.HeaderName, err)
+		return nil, nil, nil, fmt.Errorf("%s: %w", imgset.HeaderName, err)
 	}
 	hdr, err = tr.Next()
 	if err != nil {
-		return nil, nil, fmt.Errorf("tar: %w", unexpected(err))
+		return nil, nil, nil, fmt.Errorf("tar: %w", unexpected(err))
 	}
 	if hdr.Name != SealedName || hdr.Typeflag != tar.TypeReg {
-		return nil, nil, fmt.Errorf("second member %q, want the regular file %s", hdr.Name, SealedName)
+		return nil, nil, nil, fmt.Errorf("second member %q, want the regular file %s", hdr.Name, SealedName)
 	}
 	off := pos.pos
 	if hdr.Size < 0 || hdr.Size > size-off {
-		return nil, nil, fmt.Errorf("%s: %d bytes, beyond the end of the file: truncated", SealedName, hdr.Size)
+		return nil, nil, nil, fmt.Errorf("%s: %d bytes, beyond the end of the file: truncated", SealedName, hdr.Size)
 	}
 	if _, err := tr.Next(); err != io.EOF {
 		if err == nil {
 			err = errors.New("more than two members")
 		}
-		return nil, nil, fmt.Errorf("tar: %w", err)
+		return nil, nil, nil, fmt.Errorf("tar: %w", err)
 	}
 	if len(h.Files) != 1 || h.Files[0].Name != SealedName {
-		return nil, nil, fmt.Errorf("%s: the manifest does not list exactly %s", imgset.HeaderName, SealedName)
+		return nil, nil, nil, fmt.Errorf("%s: the manifest does not list exactly %s", imgset.HeaderName, SealedName)
 	}
 	if want := cipher.CiphertextSize(h.Files[0].Size); hdr.Size != want {
-		return nil, nil, fmt.Errorf("%s: %d bytes, but its %d plaintext bytes encrypt to %d: truncated or extended",
+		return nil, nil, nil, fmt.Errorf("%s: %d bytes, but its %d plaintext bytes encrypt to %d: truncated or extended",
 			SealedName, hdr.Size, h.Files[0].Size, want)
 	}
 	ct := io.NewSectionReader(ra, off, hdr.Size)
 	if _, err := cipher.CheckPrefix(ct, SealedName, h.SetID); err != nil {
-		return nil, nil, err
+		return nil, nil, nil, err
 	}
-	return h, ct, nil
+	return h, data, ct, nil
 }
 
 // Encrypted reports whether the archive was encrypted (and opened with a key).

@@ -101,13 +101,22 @@ func writeFileAtomic(ctx context.Context, path string, stdout io.Writer, perm os
 	if cerr := f.Close(); err == nil {
 		err = cerr
 	}
+	if err == nil && ctx.Err() != nil {
+		err = context.Cause(ctx) // interrupted: path stays as it was
+	}
 	if err == nil {
 		err = os.Rename(f.Name(), path)
 	}
 	if err != nil {
 		os.Remove(f.Name())
+		return err
 	}
-	return err
+	// The rename itself made durable (best effort: the file is in place either way).
+	if d, derr := os.Open(filepath.Dir(path)); derr == nil {
+		d.Sync()
+		d.Close()
+	}
+	return nil
 }
 
 // ctxWriter fails once ctx is done, so an interrupted run stops.

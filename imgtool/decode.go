@@ -10,6 +10,7 @@ import (
 
 	"github.com/urfave/cli/v2"
 
+	"github.com/imgtool/imgtool/archive"
 	"github.com/imgtool/imgtool/image"
 	"github.com/imgtool/imgtool/imgset"
 )
@@ -28,7 +29,7 @@ func decodeCommand() *cli.Command {
 	return &cli.Command{
 		Name:      "decode",
 		Usage:     "convert a CRIU image to JSON, as crit decode does",
-		UsageText: "imgtool decode [-i IMAGE] [-o JSON] [--pretty]\n   imgtool decode -D SET -o FOLDER [--pretty]   (or: imgtool decode SET -o FOLDER)",
+		UsageText: "imgtool decode [-i IMAGE] [-o JSON] [--pretty]\n   imgtool decode -D SET -o FOLDER [--pretty]   (or: imgtool decode SET -o FOLDER)\n   imgtool decode -i ARCHIVE:checkpoint/NAME.img | -D ARCHIVE -o FOLDER",
 		Description: `Prints a CRIU image as crit 4.2's JSON, byte for byte: {"magic": ..., "entries": [...]},
 each entry's set fields in field-number order, enums by name, bytes in base64, and the
 payload that follows an entry (pipe and socket queues, ghost file contents, ...) as
@@ -44,11 +45,23 @@ stats-dump.json for stats-dump), as decode -i SET/NAME.img -o FOLDER/NAME.img.js
 would write it. Pages and other raw images are skipped; a SET without protobuf
 images is an error.
 
+A container checkpoint archive (podman container checkpoint --export, CRI-O's,
+the kubelet's: tar, tar.gz or tar.zst, told by content) is read wherever a set is,
+without unpacking it: -D ARCHIVE decodes every protobuf image of its checkpoint/
+folder, and one of its members is given to -i as ARCHIVE:MEMBER, MEMBER being the
+member's name in the archive (ARCHIVE:checkpoint/core-1.img, ARCHIVE:stats-dump).
+An encrypted archive (imgtool encrypt ARCHIVE) is decrypted in memory with
+--tls-key. A path that exists is always that file; a MEMBER the archive lacks is
+an error that says where its images are. The JSON is that of the same image
+decoded from the unpacked set, byte for byte.
+
 Examples:
    imgtool decode -i fixtures/criu-4.2/counter/pstree.img
    imgtool decode -i core-1.img --pretty -o core-1.json
    imgtool decode --pretty < inventory.img | jq '.entries[0]'
    imgtool decode -D fixtures/criu-4.2/tree -o /tmp/tree-json --pretty
+   imgtool decode -i fixtures/podman/ctr1b.tar:checkpoint/core-1.img --pretty
+   imgtool decode -D ctr.tar.zst -o /tmp/ctr-json --tls-key me.key   (an encrypted archive)
 
 Exit codes: 0 success, 1 the image cannot be read or the output written (no partial
 output file is left), 2 wrong command line.`,
@@ -79,8 +92,8 @@ func runDecode(ctx context.Context, opts decodeOptions, args []string) error {
 		}
 		if fi, err := os.Stat(opts.Dir); err != nil {
 			return fmt.Errorf("decode: %w", err) // said first: a mistyped set is the likelier mistake
-		} else if !fi.IsDir() {
-			return usageError(fmt.Errorf("decode: %s is a file, not an image set folder (an image is given with -i)", opts.Dir))
+		} else if !fi.IsDir() && !archive.IsArchive(opts.Dir) {
+			return usageError(fmt.Errorf("decode: %s is a file, not an image set folder nor a container checkpoint archive (an image is given with -i)", opts.Dir))
 		}
 		if opts.Out == "" || opts.Out == "-" {
 			return usageError(errors.New("decode: -D SET takes an output folder with -o"))
@@ -96,16 +109,18 @@ func runDecode(ctx context.Context, opts decodeOptions, args []string) error {
 	return nil
 }
 
-// decodeSet writes every protobuf image of the set in dir as outDir/NAME.json, as
+// decodeSet writes every protobuf image of the set in dir (a folder, or the
+// checkpoint/ folder of the container checkpoint archive dir) as outDir/NAME.json, as
 // decode -i NAME -o NAME.json would, in one run. Files that are not protobuf images
 // (pages and other raw images, the sealed header) are skipped. outDir must not exist or
 // be empty; it is filled in a temporary folder beside it and renamed into place, so a
 // failure leaves nothing.
 func decodeSet(ctx context.Context, dir, outDir string, keys keyOptions, jopts image.JSONOptions) error {
-	set, err := openSet(dir, keys)
+	set, ar, err := setOpener{keys: keys}.open(dir) // a folder, or an archive's checkpoint/
 	if err != nil {
 		return err
 	}
+	defer closeArchive(ar)
 	if ents, err := os.ReadDir(outDir); err == nil && len(ents) > 0 {
 		return fmt.Errorf("%s: folder exists and is not empty", outDir)
 	}

@@ -47,6 +47,9 @@ func (o fileOpener) open(path string) (io.ReadCloser, error) {
 		}
 		return namedReader{Reader: o.stdin, name: "stdin"}, nil
 	}
+	if rc, handled, err := openArchiveMember(path, o.keys); handled {
+		return rc, err
+	}
 	if rc, handled, err := openSetFile(path, o.keys); handled {
 		return rc, err
 	}

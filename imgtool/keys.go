@@ -20,6 +20,7 @@ import (
 	"github.com/urfave/cli/v2"
 	"golang.org/x/term"
 
+	"github.com/imgtool/imgtool/archive"
 	"github.com/imgtool/imgtool/cipher"
 	"github.com/imgtool/imgtool/imgset"
 )
@@ -412,6 +413,8 @@ func explainOpenError(dir string, ids []cipher.Identity, err error) error {
 	case errors.Is(err, cipher.ErrNoRecipient):
 		var fps []cipher.Fingerprint
 		if h, herr := imgset.ReadHeader(dir); herr == nil {
+			fps = h.Recipients()
+		} else if h, herr := archive.SealedHeader(dir); herr == nil {
 			fps = h.Recipients()
 		}
 		return reworded(err, "image set %s: the key given is not a recipient of this set (key %s; the set is encrypted for %s)",

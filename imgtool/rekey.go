@@ -10,6 +10,7 @@ import (
 
 	"github.com/urfave/cli/v2"
 
+	"github.com/imgtool/imgtool/archive"
 	"github.com/imgtool/imgtool/cipher"
 	"github.com/imgtool/imgtool/imgset"
 )
@@ -32,7 +33,7 @@ type rekeyOptions struct {
 func rekeyCommand() *cli.Command {
 	return &cli.Command{
 		Name:      "rekey",
-		Usage:     "add or remove recipients of an encrypted image set, or rotate its key",
+		Usage:     "add or remove recipients of an encrypted image set or archive, or rotate its key",
 		ArgsUsage: " ",
 		Description: `Changes who can open the encrypted set in DIR. --tls-key is the private key of a
 current recipient; --cert adds the recipients of a certificate file (repeatable);
@@ -52,10 +53,21 @@ A signature (` + imgset.SignName + `) covers the header, so a rekey invalidates 
 --sign-key and --sign-cert the set is signed again; without them the signature is
 removed, with a warning.
 
+DIR may also be an encrypted container checkpoint archive (imgtool encrypt
+ARCHIVE -o OUT), with the same flags and warnings: without --rotate only its
+header changes (the encrypted original's bytes are copied unchanged), with
+--rotate the original is decrypted, every chunk authenticated, and encrypted
+again under a new file key. The new archive is written to a temporary file in
+the same folder, synced and renamed over the old one (which keeps its
+permissions): a failure or an interruption (SIGINT, SIGTERM, SIGHUP) leaves the
+old archive as it was and nothing beside it. decrypt of the result gives back the
+original archive byte for byte. Archives are not signed (--sign-key is refused).
+
 Examples:
    imgtool rekey -D /tmp/ckpt --tls-key me.key --cert colleague.pem
    imgtool rekey -D /tmp/ckpt --tls-key me.key --remove 3f2a...c9
    imgtool rekey -D /tmp/ckpt --tls-key me.key --rotate --cert me.pem --cert new-ops.pem
+   imgtool rekey ctr.sealed.tar --tls-key me.key --remove 3f2a...c9
 
 Exit codes: 0 success, 1 failure (nothing changed), 2 wrong command line.`,
 		Flags: []cli.Flag{
@@ -97,6 +109,9 @@ func runRekey(ctx context.Context, opts rekeyOptions, args []string) error {
 	ro, err := rekeyRequest(opts)
 	if err != nil {
 		return err
+	}
+	if archive.IsArchive(dir) { // a container checkpoint archive (archiveops.go)
+		return rekeyArchive(ctx, opts, dir, ro)
 	}
 	if ro.Signer, err = loadSigner("rekey", opts.Sign); err != nil {
 		return err

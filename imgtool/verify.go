@@ -10,6 +10,7 @@ import (
 
 	"github.com/urfave/cli/v2"
 
+	"github.com/imgtool/imgtool/archive"
 	"github.com/imgtool/imgtool/cipher"
 	"github.com/imgtool/imgtool/imgset"
 )
@@ -29,7 +30,7 @@ type verifyOptions struct {
 func verifyCommand() *cli.Command {
 	return &cli.Command{
 		Name:      "verify",
-		Usage:     "authenticate every file of an encrypted image set without decrypting it to disk",
+		Usage:     "authenticate every file of an encrypted image set (or an encrypted archive) without decrypting it to disk",
 		ArgsUsage: " ",
 		Description: `Checks the encrypted image set in DIR and writes no plaintext anywhere. With a
 recipient's key (--tls-key) it authenticates the header (its recipients,
@@ -49,9 +50,22 @@ manifest cannot be trusted to judge the files.
 
 A plaintext set fails: it carries nothing to authenticate.
 
+DIR may also be a container checkpoint archive (podman container checkpoint
+--export, CRI-O's, the kubelet's). An encrypted one (imgtool encrypt ARCHIVE -o
+OUT) is checked whole, with the same exit codes: every byte outside its sealed
+header and its encrypted original (tar headers, padding, end) must be the one
+encrypt writes, then, with a key, the header's MAC and every chunk of the original
+are authenticated, decrypted into nothing (no plaintext is written anywhere).
+Without a key the framing, the header's structure, the manifest and the
+encrypted original's size and prefix are checked (exit 4 if they pass). A plain
+archive (tar, tar.gz or tar.zst) fails, as a plain set does: it carries nothing
+to authenticate. Archives are not signed: signatures of archives are not
+supported, and --require-signed fails for any archive.
+
 Examples:
    imgtool verify -D /tmp/ckpt --tls-key me.key
    imgtool verify -D /tmp/ckpt
+   imgtool verify ctr.sealed.tar --tls-key me.key
 
 Exit codes: 0 the header and every chunk of every file are authentic, 1 the set
 could not be examined or the key is not a recipient of the set, 2 wrong command
@@ -92,6 +106,9 @@ func runVerify(ctx context.Context, opts verifyOptions, args []string) error {
 	}
 	if err := ctx.Err(); err != nil {
 		return err
+	}
+	if archive.IsArchive(dir) { // a container checkpoint archive (archiveops.go)
+		return verifyArchive(ctx, opts, dir, ids)
 	}
 	// The signature first: who wrote the set, its header, its files' names and
 	// sizes. Every stored chunk is checked against it as Verify authenticates it.

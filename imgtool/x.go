@@ -148,32 +148,50 @@ func (o setOpener) open(path string) (*imgset.Set, *archive.Archive, error) {
 		set, err := openSet(path, o.keys)
 		return set, nil, err
 	}
-	var opts archive.Options
-	if archive.IsSealed(path) { // an encrypted archive: decrypted in memory
-		ids, err := identitiesOrDefault(o.keys.KeyFiles)
-		if err != nil {
-			return nil, nil, err
-		}
-		opts.Identities = ids
-	}
-	ar, err := archive.Open(path, opts)
+	ar, err := openArchive(path, o.keys)
 	if err != nil {
-		return nil, nil, explainOpenError(path, opts.Identities, err)
+		return nil, nil, err
 	}
 	// The set inside is plaintext; an encrypted archive is what encryption means.
 	set, err := ar.Set(imgset.OpenOptions{RequireEncrypted: o.keys.RequireEncrypted && !ar.Encrypted()})
-	if err == nil && !ar.Encrypted() && o.keys.requireEncrypted() {
-		err = fmt.Errorf("archive %s: %w: a key was given (--%s, or %s), so an encrypted archive is expected; --%s to read it anyway",
-			path, imgset.ErrNotEncrypted, flagTLSKey, defaultKeyPath, flagAllowPlaintext)
-	}
-	if err == nil {
-		err = o.keys.checkSetID(path, ar.Header())
-	}
 	if err != nil {
 		ar.Close()
 		return nil, nil, err
 	}
 	return set, ar, nil
+}
+
+// openArchive opens the container checkpoint archive at path for reading: an
+// encrypted one with the keys given (or the default key), decrypted in memory; a
+// plain one is refused when a key implies that encryption is expected, as a
+// plain set is, and with --expect-set-id.
+func openArchive(path string, keys keyOptions) (*archive.Archive, error) {
+	var opts archive.Options
+	if archive.IsSealed(path) { // an encrypted archive: decrypted in memory
+		ids, err := identitiesOrDefault(keys.KeyFiles)
+		if err != nil {
+			return nil, err
+		}
+		opts.Identities = ids
+	}
+	ar, err := archive.Open(path, opts)
+	if err != nil {
+		return nil, explainOpenError(path, opts.Identities, err)
+	}
+	switch {
+	case !ar.Encrypted() && keys.RequireEncrypted:
+		err = fmt.Errorf("archive %s: %w (--%s)", path, imgset.ErrNotEncrypted, flagRequireEncrypted)
+	case !ar.Encrypted() && keys.requireEncrypted():
+		err = fmt.Errorf("archive %s: %w: a key was given (--%s, or %s), so an encrypted archive is expected; --%s to read it anyway",
+			path, imgset.ErrNotEncrypted, flagTLSKey, defaultKeyPath, flagAllowPlaintext)
+	default:
+		err = keys.checkSetID(path, ar.Header())
+	}
+	if err != nil {
+		ar.Close()
+		return nil, err
+	}
+	return ar, nil
 }
 
 // closeArchive closes the archive a set was opened from, if any.
