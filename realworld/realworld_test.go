@@ -56,7 +56,19 @@ func imgtool(t *testing.T, args ...string) string {
 func checkpoint(t *testing.T, p *testproc.Proc, opts ...string) {
 	t.Helper()
 	set := filepath.Join(t.TempDir(), "set")
-	imgtool(t, append([]string{"dump", "-t", strconv.Itoa(p.Pid), "-D", set, "-q"}, opts...)...)
+	dumpArgs := append([]string{"dump", "-t", strconv.Itoa(p.Pid), "-D", set, "-q"}, opts...)
+	// Data in flight between two processes of the tree (a datagram on its way to be
+	// echoed) is refused, as it would be lost: a user tries again a moment later.
+	for try := 1; ; try++ {
+		out, err := exec.Command(testproc.BuildImgtool(t), dumpArgs...).CombinedOutput()
+		if err == nil {
+			break
+		}
+		if try == 5 || !strings.Contains(string(out), "queued") {
+			t.Fatalf("imgtool %s: %v\n%s", strings.Join(dumpArgs, " "), err, out)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
 	pids := setPids(t, set) // the tree as dumped: children come and go before that
 	testproc.WaitGone(t, pids)
 	t.Cleanup(func() { testproc.KillAndReap(pids) })
@@ -377,4 +389,100 @@ func TestHTTPServer(t *testing.T) {
 	})
 	checkpoint(t, p)
 	get()
+}
+
+// TestGoTicker: a Go program (its runtime: threads, epoll, an eventfd or pipe, signals)
+// whose goroutines count through a channel fed by a time.Ticker.
+func TestGoTicker(t *testing.T) {
+	goBin := need(t, "go")
+	dir := t.TempDir()
+	src := `package main
+
+import (
+	"fmt"
+	"time"
+)
+
+func main() {
+	ticks := make(chan int)
+	for w := 0; w < 4; w++ {
+		go func() {
+			for n := range ticks {
+				fmt.Println("tick", n)
+			}
+		}()
+	}
+	tk := time.NewTicker(20 * time.Millisecond)
+	for n := 0; ; n++ {
+		<-tk.C
+		ticks <- n
+		time.Sleep(time.Millisecond) // one line at a time: the workers print in order
+	}
+}
+`
+	if err := os.WriteFile(filepath.Join(dir, "main.go"), []byte(src), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	bin := filepath.Join(dir, "ticker")
+	cmd := exec.Command(goBin, "build", "-o", bin, "main.go")
+	cmd.Dir, cmd.Env = dir, append(os.Environ(), "GO111MODULE=off", "CGO_ENABLED=0")
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Skipf("go build of the ticker failed: %v %s", err, out)
+	}
+	p := testproc.Launch(t, bin, testproc.Options{Ready: "tick 0"})
+	carriesOn(t, p)
+}
+
+// TestPythonAsyncio: asyncio's event loop (epoll and its self-pipe socketpair), a task
+// passing each count through a socketpair with bytes queued both ways, and one that
+// echoes them back.
+func TestPythonAsyncio(t *testing.T) {
+	python := need(t, "python3")
+	p := testproc.Launch(t, python, testproc.Options{Ready: "tick 0"}, "-u", "-c", `
+import asyncio, socket
+async def main():
+    a, b = socket.socketpair()
+    ra, wa = await asyncio.open_connection(sock=a)
+    rb, wb = await asyncio.open_connection(sock=b)
+    wb.write(b"queued-b\n"); wa.write(b"queued-a\n")   # one line queued each way, always
+    await wa.drain(); await wb.drain()
+    async def echo():
+        while True:
+            wb.write(await rb.readline()); await wb.drain()
+    asyncio.ensure_future(echo())
+    assert await ra.readline() == b"queued-b\n"
+    i = 0
+    while True:
+        wa.write(b"%d\n" % i); await wa.drain()
+        line = await ra.readline()
+        if line == b"queued-a\n":
+            line = await ra.readline()
+        print("tick", int(line)); i += 1
+        await asyncio.sleep(0.02)
+asyncio.run(main())
+`)
+	carriesOn(t, p)
+}
+
+// TestUDPEchoPair: two processes counting through UDP on loopback, each socket bound and
+// connected to the other's.
+func TestUDPEchoPair(t *testing.T) {
+	python := need(t, "python3")
+	p := testproc.Launch(t, python, testproc.Options{Ready: "tick 0"}, "-u", "-c", `
+import os, socket, time
+a = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); a.bind(("127.0.0.1", 0))
+b = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); b.bind(("127.0.0.1", 0))
+a.connect(b.getsockname()); b.connect(a.getsockname())
+if os.fork() == 0:
+    a.close()
+    while True:
+        b.send(b.recv(64))
+b.close()
+i = 0
+while True:
+    a.send(b"%d" % i)
+    print("tick", int(a.recv(64))); i += 1
+    time.sleep(0.02)
+`)
+	carriesOn(t, p)
 }
