@@ -73,6 +73,7 @@ type setState struct {
 	nextPagesID uint32
 	unix        unixState  // sk_unix.go
 	ghosts      ghostState // ghost.go
+	tty         ttyState   // tty.go
 }
 
 func newSetState() *setState {
@@ -327,6 +328,7 @@ var fdKinds = map[fdKind]fileKind{
 	fdEpoll:    eventpollKind{},
 	fdUnixSk:   unixSkKind{},
 	fdInetSk:   inetSkKind{},
+	fdTTY:      ttyKind{},
 }
 
 // anonKinds are the kinds whose files are anonymous inodes, by their /proc/PID/fd link.

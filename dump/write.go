@@ -231,6 +231,9 @@ func (d *dumper) write() error {
 	if err := d.writeFileLocks(); err != nil {
 		return err
 	}
+	if err := d.writeTTYs(); err != nil {
+		return err
+	}
 	if err := d.writeImage("seccomp.img", "SECCOMP", &seccomp.SeccompEntry{}); err != nil {
 		return err
 	}

@@ -1,0 +1,169 @@
+package restore
+
+import (
+	"fmt"
+	"os"
+	"regexp"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/checkpoint-restore/go-criu/v8/crit/images/fdinfo"
+	"golang.org/x/sys/unix"
+
+	"github.com/imgtool/imgtool/internal/procfs"
+	"github.com/imgtool/imgtool/internal/testproc"
+)
+
+// ptyTree is testdata/pty.c launched: its root (holding the master), the session leader
+// (the slave its controlling terminal), the foreground group's answerer, and the slave.
+type ptyTree struct {
+	p                *testproc.Proc
+	leader, fg       int
+	slave            string
+	slaveRdev, index int
+}
+
+func launchPty(t *testing.T, args ...string) *ptyTree {
+	t.Helper()
+	bin := testproc.Build(t, "testdata/pty.c")
+	p := testproc.Launch(t, bin, testproc.Options{Ready: "ready pid="}, args...)
+	m := regexp.MustCompile(`ready pid=\d+ leader=(\d+) fg=(\d+) slave=(\S+)`).FindStringSubmatch(testproc.LogAfter(t, p.Log, 0))
+	if m == nil {
+		t.Fatalf("pty.c: %s", testproc.LogAfter(t, p.Log, 0))
+	}
+	tr := &ptyTree{p: p, slave: m[3]}
+	tr.leader, _ = strconv.Atoi(m[1])
+	tr.fg, _ = strconv.Atoi(m[2])
+	var st unix.Stat_t
+	if err := unix.Stat(tr.slave, &st); err != nil {
+		t.Fatal(err)
+	}
+	tr.slaveRdev = int(st.Rdev)
+	tr.index, _ = strconv.Atoi(strings.TrimPrefix(tr.slave, "/dev/pts/"))
+	p.WaitLog(t, "n=3\n", 5*time.Second)
+	return tr
+}
+
+// checkSessions checks, in /proc, that the leader and the answerer have the slave as
+// their controlling terminal, in the leader's session, with the answerer's group in the
+// foreground, and that the root has none.
+func (tr *ptyTree) checkSessions(t *testing.T) {
+	t.Helper()
+	for _, c := range []struct{ pid, sid, tty, tpgid int }{
+		{tr.leader, tr.leader, tr.slaveRdev, tr.fg},
+		{tr.fg, tr.leader, tr.slaveRdev, tr.fg},
+		{tr.p.Pid, tr.p.Pid, 0, -1},
+	} {
+		st, err := procfs.ReadStat(procfs.Path(c.pid, "stat"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if st.Sid != c.sid || st.TTYNr != c.tty || st.Tpgid != c.tpgid {
+			t.Errorf("process %d: session %d, tty_nr %#x, foreground group %d; want %d, %#x, %d", c.pid, st.Sid, st.TTYNr, st.Tpgid, c.sid, c.tty, c.tpgid)
+		}
+	}
+}
+
+// checkSelf signals pty.c's root to check its terminal and waits for its verdict (it logs
+// "ok" between its ticks).
+func (tr *ptyTree) checkSelf(t *testing.T, root int) {
+	t.Helper()
+	off := int64(len(testproc.LogAfter(t, tr.p.Log, 0)))
+	if err := unix.Kill(root, unix.SIGUSR1); err != nil {
+		t.Fatal(err)
+	}
+	var out string
+	testproc.WaitFor(t, 5*time.Second, "the restored program's own check", func() bool {
+		out = testproc.LogAfter(t, tr.p.Log, off)
+		return strings.Contains(out, "ok\n") || strings.Contains(out, "FAIL")
+	})
+	if strings.Contains(out, "FAIL") {
+		t.Fatalf("after the restore: %s", strings.TrimSpace(out))
+	}
+}
+
+// TestRoundTripPty: a pty pair whose both ends are in the tree (testdata/pty.c: termios
+// changed, a window size, a session whose controlling terminal is the slave, another
+// group in the foreground) carries its counter on with no gap after a restore, with the
+// same index, sessions and foreground group, and the program's own checks pass.
+func TestRoundTripPty(t *testing.T) {
+	requireRoot(t)
+	tr := launchPty(t)
+	tr.checkSessions(t)
+	dir := dumpTo(t, tr.p.Pid)
+	kinds := map[fdinfo.FdTypes]int{}
+	for _, fe := range readFiles(t, dir) {
+		kinds[fe.GetType()]++
+	}
+	if kinds[fdinfo.FdTypes_TTY] != 2 {
+		t.Fatalf("%d tty files in the set, want the master and the slave", kinds[fdinfo.FdTypes_TTY])
+	}
+	restoresCounting(t, tr.p, dir)
+	if _, err := os.Stat(tr.slave); err != nil {
+		t.Fatalf("the pty was not made again with its index: %v", err)
+	}
+	tr.checkSessions(t)
+	tr.checkSelf(t, tr.p.Pid)
+}
+
+// TestCRIUInteropPty: testdata/pty.c dumped by one tool and restored by the other carries
+// on and checks itself. CRIU 4.2's restore gives the session leader its terminal after it
+// has forked, so that its child would have none: with CRIU restoring, the session leader
+// answers itself ("leader" mode).
+func TestCRIUInteropPty(t *testing.T) {
+	criu := criuBin(t)
+	for _, way := range []string{"imgtool dump, CRIU restore", "CRIU dump, imgtool restore"} {
+		t.Run(way, func(t *testing.T) {
+			byCRIU := strings.HasPrefix(way, "CRIU")
+			args := []string{"ctty"}
+			if !byCRIU {
+				args = []string{"leader"}
+			}
+			tr := launchPty(t, args...)
+			root, off := crossCheckpoint(t, criu, tr.p, byCRIU)
+			testproc.WaitFor(t, 5*time.Second, "ticks after the restore", func() bool {
+				return strings.Count(testproc.LogAfter(t, tr.p.Log, off), "n=") >= 3
+			})
+			if byCRIU {
+				tr.checkSessions(t)
+			}
+			tr.checkSelf(t, root)
+		})
+	}
+}
+
+// TestRestoreRefusesPtyInUse: a set whose pty index is taken (by another pair opened
+// since) is refused before any process exists.
+func TestRestoreRefusesPtyInUse(t *testing.T) {
+	requireRoot(t)
+	tr := launchPty(t)
+	dir := dumpTo(t, tr.p.Pid)
+	var held []*os.File
+	defer func() {
+		for _, f := range held {
+			f.Close()
+		}
+	}()
+	for {
+		f, err := os.OpenFile("/dev/ptmx", os.O_RDWR|unix.O_NOCTTY, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		held = append(held, f)
+		n, err := unix.IoctlGetUint32(int(f.Fd()), unix.TIOCGPTN)
+		if err != nil || int(n) >= tr.index {
+			break
+		}
+	}
+	err := Restore(t.Context(), Options{Detach: true}, openSet(t, dir))
+	if err == nil || !strings.Contains(err.Error(), fmt.Sprintf("pty index %d is in use", tr.index)) {
+		t.Fatalf("restore with /dev/pts/%d taken: %v", tr.index, err)
+	}
+	for _, pid := range []int{tr.p.Pid, tr.leader, tr.fg} {
+		if _, err := os.Stat(fmt.Sprintf("/proc/%d", pid)); err == nil {
+			t.Errorf("process %d exists after a refused restore", pid)
+		}
+	}
+}
