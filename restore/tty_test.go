@@ -3,9 +3,12 @@ package restore
 import (
 	"fmt"
 	"os"
+	"os/exec"
+	"path/filepath"
 	"regexp"
 	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -165,5 +168,107 @@ func TestRestoreRefusesPtyInUse(t *testing.T) {
 		if _, err := os.Stat(fmt.Sprintf("/proc/%d", pid)); err == nil {
 			t.Errorf("process %d exists after a refused restore", pid)
 		}
+	}
+}
+
+// openPty returns a new pty pair: the master and the slave.
+func openPty(t *testing.T) (*os.File, *os.File) {
+	t.Helper()
+	m, err := os.OpenFile("/dev/ptmx", os.O_RDWR|unix.O_NOCTTY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { m.Close() })
+	if err := unix.IoctlSetPointerInt(int(m.Fd()), unix.TIOCSPTLCK, 0); err != nil {
+		t.Fatal(err)
+	}
+	n, err := unix.IoctlGetUint32(int(m.Fd()), unix.TIOCGPTN)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, err := os.OpenFile(fmt.Sprintf("/dev/pts/%d", n), os.O_RDWR|unix.O_NOCTTY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Close() })
+	return m, s
+}
+
+// onTerminal starts name with args in a new session whose controlling terminal is slave,
+// its standard streams on it, as a shell in a terminal is; the test ends it.
+func onTerminal(t *testing.T, slave *os.File, name string, args ...string) *exec.Cmd {
+	t.Helper()
+	cmd := exec.Command(name, args...)
+	cmd.Stdin, cmd.Stdout, cmd.Stderr = slave, slave, slave
+	cmd.Env = testproc.Env
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true, Setctty: true, Ctty: 0}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		cmd.Process.Kill()
+		cmd.Wait()
+	})
+	return cmd
+}
+
+// TestRestoreShellJob: a job of a shell (testdata/pty.c shell: its own process group in the
+// foreground of the shell's terminal, a session the shell leads) is dumped with --shell-job
+// and restored with imgtool restore --shell-job from another terminal: it carries on,
+// on imgtool's terminal (its controlling terminal, its stdin), its group in the
+// foreground. Without --shell-job the restore is refused before any process exists.
+func TestRestoreShellJob(t *testing.T) {
+	requireRoot(t)
+	bin := testproc.Build(t, "testdata/pty.c")
+	imgtool := testproc.BuildImgtool(t)
+	log := filepath.Join(t.TempDir(), "job.log")
+	_, slave := openPty(t)
+	onTerminal(t, slave, "/bin/sh", "-c", `exec 3<&0; "$0" shell <&3 3<&- >"$1" 2>&1 & wait`, bin, log)
+	var pid int
+	testproc.WaitFor(t, 5*time.Second, "the job", func() bool {
+		m := regexp.MustCompile(`ready pid=(\d+)\n`).FindStringSubmatch(testproc.LogAfter(t, log, 0))
+		if m != nil {
+			pid, _ = strconv.Atoi(m[1])
+		}
+		return m != nil && strings.Contains(testproc.LogAfter(t, log, 0), "n=3\n")
+	})
+	dir := filepath.Join(t.TempDir(), "set")
+	if out, err := exec.Command(imgtool, "dump", "-t", strconv.Itoa(pid), "-D", dir).CombinedOutput(); err == nil || !strings.Contains(string(out), "use --shell-job") {
+		t.Fatalf("dump without --shell-job: %v %s", err, out)
+	}
+	if out, err := exec.Command(imgtool, "dump", "-t", strconv.Itoa(pid), "-D", dir, "--shell-job").CombinedOutput(); err != nil {
+		t.Fatalf("dump --shell-job: %v %s", err, out)
+	}
+	testproc.WaitGone(t, []int{pid})
+	off := savedPos(t, dir, log)
+
+	err := Restore(t.Context(), Options{Detach: true}, openSet(t, dir))
+	if err == nil || !strings.Contains(err.Error(), "restore it with --shell-job") {
+		t.Fatalf("restore without --shell-job: %v", err)
+	}
+	_, slave2 := openPty(t)
+	onTerminal(t, slave2, imgtool, "restore", "-D", dir, "--shell-job")
+	t.Cleanup(func() { testproc.KillAndReap([]int{pid}) })
+	testproc.WaitFor(t, 5*time.Second, "ticks after the restore", func() bool {
+		return strings.Count(testproc.LogAfter(t, log, off), "n=") >= 3
+	})
+	var st2 unix.Stat_t
+	if err := unix.Fstat(int(slave2.Fd()), &st2); err != nil {
+		t.Fatal(err)
+	}
+	st, err := procfs.ReadStat(procfs.Path(pid, "stat"))
+	if err != nil || st.TTYNr != int(st2.Rdev) || st.Tpgid != pid {
+		t.Fatalf("restored job: %+v (%v), want the terminal %#x, its group %d in the foreground", st, err, st2.Rdev, pid)
+	}
+	before := int64(len(testproc.LogAfter(t, log, 0)))
+	if err := unix.Kill(pid, unix.SIGUSR1); err != nil {
+		t.Fatal(err)
+	}
+	testproc.WaitFor(t, 5*time.Second, "the job's own check", func() bool {
+		out := testproc.LogAfter(t, log, before)
+		return strings.Contains(out, "ok\n") || strings.Contains(out, "FAIL")
+	})
+	if out := testproc.LogAfter(t, log, before); strings.Contains(out, "FAIL") {
+		t.Fatalf("after the restore: %s", out)
 	}
 }

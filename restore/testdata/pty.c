@@ -119,7 +119,6 @@ static int shellMode(void)
 		return 1;
 	}
 	struct stat st;
-	fstat(0, &st);
 	printf("ready pid=%d\n", getpid());
 	fflush(stdout);
 	for (long n = 1;; n++) {
@@ -127,6 +126,7 @@ static int shellMode(void)
 		fflush(stdout);
 		if (check) {
 			check = 0;
+			fstat(0, &st); /* the terminal it has now */
 			if (ttyNr() != (int)st.st_rdev)
 				printf("FAIL controlling terminal %d, stdin %d\n", ttyNr(), (int)st.st_rdev);
 			else if (tcgetpgrp(0) != getpgrp())
