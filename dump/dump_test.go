@@ -348,7 +348,7 @@ func TestDumpRefusals(t *testing.T) {
 	}{
 		{"socket", "", 3, "has datagrams queued in its receive queue"},
 		{"tcp", "47198", 4, "use --tcp-established"},
-		{"tty", "devtty", 5, "the current-terminal alias /dev/tty is not supported"},
+		{"tty", "devtty", 5, "which is not the controlling terminal of the process now"},
 		{"tty", "queued", 3, "bytes are queued to be read from it"},
 		{"tty", "master", 3, "a master alone is not supported"},
 		{"traced", "", -1, "already traced"},

@@ -27,6 +27,7 @@ const (
 	vtMajor     = 4    // TTY_MAJOR: virtual consoles (1 to 63), serial ports above
 	ptsMajor    = 136  // UNIX98_PTY_SLAVE_MAJOR: /dev/pts/N is 136:N
 	maxPtyIndex = 1000 // CRIU's MAX_PTY_INDEX: CRIU refuses larger indices
+	cttyInfoID  = 2012 // the tty_info id CRIU gives /dev/tty: its CTTY_INDEX, 1006, times two
 	termiosNCC  = 19   // CRIU's TERMIOS_NCC: termios_entry.c_cc has 19 words
 )
 
@@ -42,29 +43,43 @@ const (
 // characters packed four to a word, as CRIU writes them (it copies the bytes of a glibc
 // termios over the words); the words past the eighth are zero.
 //
-// The tree-level rules are checkTTYs'. Refused, naming the fd: /dev/tty (the
-// current-terminal alias), /dev/console, virtual consoles and serial ports, a pty of
-// another devpts instance, an index above CRIU's 1000, a terminal that was hung up.
+// /dev/tty (the current-terminal alias) opened on a pty that is still the holder's
+// controlling terminal is saved as CRIU saves it: a tty_file_entry of tty_info id 2012
+// (CRIU's CTTY_INDEX times two), a CTTY tty_info_entry (the terminal's state, no index:
+// a restore opens /dev/tty in a process whose controlling terminal it is), the reg entry
+// /dev/tty. The pty is told by TIOCGDEV; /dev/tty fds on two different terminals are
+// refused (CRIU keeps one CTTY entry for all).
+//
+// The tree-level rules are checkTTYs'. Refused, naming the fd: /dev/console, virtual
+// consoles and serial ports, a pty of another devpts instance, an index above CRIU's
+// 1000, a terminal that was hung up, /dev/tty of a terminal that is not the holder's.
 type ttyKind struct{}
 
 func (ttyKind) typ() fdinfo.FdTypes { return fdinfo.FdTypes_TTY }
 
-// ptyEnd is one end of a pseudo-terminal.
+// ptyEnd is one end of a pseudo-terminal, or /dev/tty opened on its slave (alias).
 type ptyEnd struct {
 	index  int
 	master bool
+	alias  bool
 }
 
 // name is the path of the end ("/dev/ptmx" for every master, with its index).
 func (e ptyEnd) name() string {
-	if e.master {
+	switch {
+	case e.master:
 		return fmt.Sprintf("/dev/ptmx (pty %d)", e.index)
+	case e.alias:
+		return fmt.Sprintf("/dev/tty (/dev/pts/%d)", e.index)
 	}
 	return fmt.Sprintf("/dev/pts/%d", e.index)
 }
 
 // infoID is the id of the end's tty_info_entry, as CRIU numbers them.
 func (e ptyEnd) infoID() uint32 {
+	if e.alias {
+		return cttyInfoID
+	}
 	id := uint32(e.index) << 1
 	if e.master {
 		id++
@@ -86,7 +101,19 @@ func endOf(pid, fd int, link string, st *unix.Stat_t) (ptyEnd, error) {
 	no := func(what, why string) (ptyEnd, error) { return ptyEnd{}, refuse(pid, fd, what, why) }
 	switch {
 	case major == ttyAuxMajor && minor == 0:
-		return no("/dev/tty", "the current-terminal alias /dev/tty is not supported (open the terminal by its name)")
+		local, err := sockCopy(pid, fd)
+		if err != nil {
+			return ptyEnd{}, err
+		}
+		dev, err := unix.IoctlGetUint32(local, unix.TIOCGDEV)
+		unix.Close(local)
+		if err != nil {
+			return no("/dev/tty", fmt.Sprintf("its terminal cannot be told (TIOCGDEV: %v)", err))
+		}
+		if unix.Major(uint64(dev)) != ptsMajor {
+			return no("/dev/tty", "it is "+ttyName(uint64(dev))+": only pseudo-terminals are supported")
+		}
+		return ptyEnd{index: int(unix.Minor(uint64(dev))), alias: true}, nil
 	case major == ttyAuxMajor && minor == 1:
 		return no("console "+link, "the console is not supported")
 	case major == ttyAuxMajor && minor == 2:
@@ -98,6 +125,8 @@ func endOf(pid, fd int, link string, st *unix.Stat_t) (ptyEnd, error) {
 			return no(fmt.Sprintf("pty master %s (index %d)", link, idx), fmt.Sprintf("pty indices above %d are not supported (CRIU's limit)", maxPtyIndex))
 		}
 		return ptyEnd{index: idx, master: true}, nil
+	case major == ptsMajor && strings.HasSuffix(link, deletedSuffix):
+		return no("terminal "+link, "it was hung up (its master was closed, its /dev/pts name removed): not supported")
 	case major == ptsMajor:
 		n, ok := strings.CutPrefix(link, "/dev/pts/")
 		idx, err := strconv.Atoi(n)
@@ -208,6 +237,9 @@ func ttyInfo(r fdRef, local int, end ptyEnd) (*tty.TtyInfoEntry, error) {
 		Rdev: proto.Uint32(uint32(r.f.st.Rdev)), Dev: proto.Uint32(uint32(r.f.st.Dev)),
 		Uid: proto.Uint32(r.f.st.Uid), Gid: proto.Uint32(r.f.st.Gid),
 		Pty: &tty.TtyPtyEntry{Index: proto.Uint32(uint32(end.index))}}
+	if end.alias {
+		e.Type, e.Pty = tty.TtyType_CTTY.Enum(), nil
+	}
 	excl, err := get(unix.TIOCGEXCL)
 	if err != nil {
 		return nil, err
@@ -229,7 +261,7 @@ func ttyInfo(r fdRef, local int, end ptyEnd) (*tty.TtyInfoEntry, error) {
 		}
 	} else if st, err := procfs.ReadStat(procfs.Path(r.pid, "stat")); err != nil {
 		return nil, err
-	} else if uint64(st.TTYNr) == r.f.st.Rdev { // its controlling terminal: CRIU's parasite sees the session
+	} else if uint64(st.TTYNr) == r.f.st.Rdev || end.alias { // its controlling terminal: CRIU's parasite sees the session
 		sid, pgrp = st.Sid, max(st.Tpgid, 0)
 	}
 	e.Exclusive, e.PacketMode, e.Locked = proto.Bool(excl != 0), proto.Bool(pkt != 0), proto.Bool(lck != 0)
@@ -282,6 +314,8 @@ func termiosEntry(t *unix.Termios) *tty.TermiosEntry {
 //   - a master whose slave is neither open nor a controlling terminal in the tree;
 //   - a slave whose master is not in the tree, unless shellJob and it is the one terminal
 //     the tree takes from outside (restored as the caller's);
+//   - /dev/tty opened on a pty that is not the holder's controlling terminal now, or on two
+//     different ptys;
 //   - bytes queued in either end of a pair of the tree (terminal data is not saved: CRIU
 //     replays it through the line discipline, which echoes and translates it again). The
 //     queue may be in flight: transient tells the caller to look again in a moment.
@@ -413,12 +447,27 @@ func checkTTYs(pids []int, shellJob bool, refused *Refusals) (transient bool, er
 		idxs = append(idxs, idx)
 	}
 	slices.Sort(idxs)
+	alias := -1 // the pty /dev/tty fds are open on
 	for _, idx := range idxs {
 		us := ends[idx]
 		mi := slices.IndexFunc(us, func(u use) bool { return u.end.master })
-		si := slices.IndexFunc(us, func(u use) bool { return !u.end.master })
+		si := slices.IndexFunc(us, func(u use) bool { return !u.end.master && !u.end.alias })
+		for _, u := range us {
+			if !u.end.alias {
+				continue
+			}
+			if got := uint64(stats[u.pid].TTYNr); got != unix.Mkdev(ptsMajor, uint32(idx)) {
+				refused.add(refuse(u.pid, u.fd, u.end.name(), fmt.Sprintf("it was opened on /dev/pts/%d, which is not the controlling terminal of the process now: not supported", idx)))
+			} else if alias >= 0 && alias != idx {
+				refused.add(refuse(u.pid, u.fd, u.end.name(), fmt.Sprintf("/dev/tty is open on /dev/pts/%d too: /dev/tty of two terminals is not supported (CRIU saves one)", alias)))
+			}
+			alias = idx
+		}
+		if si < 0 {
+			si = slices.IndexFunc(us, func(u use) bool { return u.end.alias })
+		}
 		switch {
-		case mi >= 0 && si < 0 && !ctty[idx]:
+		case mi >= 0 && (si < 0 || us[si].end.alias) && !ctty[idx]:
 			u := us[mi]
 			refused.add(refuse(u.pid, u.fd, u.end.name(), fmt.Sprintf("its slave /dev/pts/%d is neither open nor a controlling terminal in the tree: a master alone is not supported", idx)))
 			continue
@@ -427,7 +476,11 @@ func checkTTYs(pids []int, shellJob bool, refused *Refusals) (transient bool, er
 			takeExternal(u.pid, u.fd, u.link, idx)
 			continue // the caller's terminal: what is queued in it is not the tree's
 		}
+		told := map[bool]bool{} // once per end, not per fd
 		for _, u := range us {
+			if told[u.end.master] {
+				continue
+			}
 			n, err := queued(u.pid, u.fd)
 			if err != nil {
 				if vanished(err) {
@@ -436,6 +489,7 @@ func checkTTYs(pids []int, shellJob bool, refused *Refusals) (transient bool, er
 				return false, err
 			}
 			if n > 0 {
+				told[u.end.master] = true
 				transient = true
 				refused.add(refuse(u.pid, u.fd, u.end.name(), fmt.Sprintf("%d bytes are queued to be read from it: terminal data is not saved (CRIU replays it through the line discipline, which echoes and translates it again)", n)))
 			}

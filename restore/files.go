@@ -118,6 +118,10 @@ func (r *restorer) createDescriptions(root *process) (*descriptions, error) {
 	}
 	t := root.leader()
 	for i, id := range usedFiles(r.pl) {
+		if d.late(r.pl, id) { // tty.go: /dev/tty, opened by a session leader once it has its terminal
+			d.slot[id] = r.fdBase + 1 + i
+			continue
+		}
 		f, err := d.open(r.pl, id)
 		if err != nil {
 			d.close()

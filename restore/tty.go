@@ -38,6 +38,14 @@ import (
 // inherits), so that every process of the session inherits it as at the dump; once the
 // whole tree exists the leader sets the foreground process group (TIOCSPGRP).
 //
+// /dev/tty (a CTTY entry: CRIU saves no index for it) is the controlling terminal of the
+// processes that hold it: a description of it is opened, O_NOCTTY with the saved flags,
+// by the leader of their session right after it took its terminal (openat injected, the
+// fd moved to the description's slot, which the processes it forks inherit); the
+// pre-check refuses one held outside the leader's descendants, or shared by processes of
+// different terminals. Held by a shell's job (its session led outside the tree), it is
+// imgtool's own /dev/tty, with Options.ShellJob.
+//
 // A slave whose master is not in the set is a terminal the tree took from outside (a
 // shell's: dump --shell-job, criu dump --shell-job). With Options.ShellJob it is replaced
 // by imgtool's standard input, which must be imgtool's controlling terminal (each such
@@ -56,6 +64,7 @@ const (
 	ttyInfoImg    = "tty-info.img"
 	ptmxMaxOpens  = 4096 // ptmx opens to reach an index (the kernel's default pty limit)
 	ttyIndexLimit = 1 << 20
+	ttyAlias      = "/dev/tty"
 )
 
 // ttyPlan is what the set says of its terminals.
@@ -65,6 +74,7 @@ type ttyPlan struct {
 	leaders  map[int]int    // session leader pid -> the pty index it takes as its terminal
 	fg       map[int]int    // pty index -> foreground process group to set
 	external int            // the pty index taken from outside the tree (Options.ShellJob), or -1
+	aliases  map[uint32]int // /dev/tty descriptions, by file id: the session leader that opens it, 0 for imgtool's own
 	checked  bool
 }
 
@@ -74,12 +84,14 @@ type ttyEnd struct {
 	info   *tty.TtyInfoEntry
 	index  int
 	master bool
+	alias  bool   // /dev/tty: its terminal is its holder's
 	path   string // the path it was opened by
 }
 
 // loadLegacy reads tty-info.img and the sizes of what tty-data.img holds.
 func (ttyKind) loadLegacy(pl *plan) error {
-	pl.tty = ttyPlan{infos: map[uint32]*tty.TtyInfoEntry{}, data: map[uint32]int{}, leaders: map[int]int{}, fg: map[int]int{}, external: -1}
+	pl.tty = ttyPlan{infos: map[uint32]*tty.TtyInfoEntry{}, data: map[uint32]int{}, leaders: map[int]int{}, fg: map[int]int{},
+		external: -1, aliases: map[uint32]int{}}
 	if pl.src.has(ttyInfoImg) {
 		infos, _, err := readEntries[tty.TtyInfoEntry](pl.src, ttyInfoImg, "TTY_INFO")
 		if err != nil {
@@ -116,6 +128,9 @@ func ttyEndOf(pl *plan, fe *fdinfo.FileEntry) (*ttyEnd, error) {
 	}
 	rdev := uint64(info.GetRdev())
 	major, minor := unix.Major(rdev), unix.Minor(rdev)
+	if info.GetType() == tty.TtyType_CTTY && major == ttyAuxMajor && minor == 0 && info.Pty == nil {
+		return &ttyEnd{fe: fe, info: info, index: -1, alias: true, path: ttyAlias}, nil
+	}
 	if info.GetType() != tty.TtyType_PTY || info.Pty == nil {
 		return nil, fmt.Errorf("a %v terminal (device %d:%d): only pseudo-terminals are supported", info.GetType(), major, minor)
 	}
@@ -163,6 +178,10 @@ func (ttyKind) check(pl *plan, p *procPlan, fd *fdinfo.FdinfoEntry, fe *fdinfo.F
 		return fmt.Errorf("%s: %w", what, err)
 	}
 	switch {
+	case e.alias && fe.Tty.GetFown().GetPid() != 0:
+		return fmt.Errorf("%s: %s has an owner (F_SETOWN): not supported", what, e.name())
+	case e.alias:
+		return nil // the terminal's state is its pty's
 	case e.info.Termios == nil:
 		return fmt.Errorf("%s: %s was hung up when dumped: not supported", what, e.name())
 	case pl.tty.data[e.info.GetId()] > 0:
@@ -189,7 +208,9 @@ func ttyEnds(pl *plan) (map[int][]*ttyEnd, error) {
 		if err != nil {
 			return nil, err
 		}
-		out[e.index] = append(out[e.index], e)
+		if !e.alias {
+			out[e.index] = append(out[e.index], e)
+		}
 	}
 	return out, nil
 }
@@ -248,8 +269,61 @@ func checkTTYs(pl *plan, shellJob bool) error {
 			pl.tty.fg[idx] = pgrp
 		}
 	}
+	if err := checkAliases(pl, procs, shellJob); err != nil {
+		return err
+	}
 	pl.tty.checked = true
 	return nil
+}
+
+// checkAliases finds, for each /dev/tty description, who opens it: the leader of the
+// session of the processes holding it, which must all be that leader or processes it
+// forks (they inherit it); imgtool itself for a shell's job.
+func checkAliases(pl *plan, procs map[int]*procPlan, shellJob bool) error {
+	for _, p := range pl.procs {
+		for _, fd := range p.fds {
+			fe := pl.files[fd.GetId()]
+			if fe == nil || fe.GetType() != fdinfo.FdTypes_TTY {
+				continue
+			}
+			e, err := ttyEndOf(pl, fe)
+			if err != nil || !e.alias {
+				continue
+			}
+			what := fmt.Sprintf("pid %d fd %d: /dev/tty", p.pid, fd.GetFd())
+			opener := 0
+			if _, ok := pl.tty.leaders[p.sid]; ok {
+				opener = p.sid
+				q := p
+				for q != nil && q.pid != opener {
+					q = q.parent
+				}
+				if q == nil {
+					return fmt.Errorf("%s: its session leader %d is not its ancestor, which opens it: not supported", what, opener)
+				}
+			} else if procs[p.sid] != nil {
+				return fmt.Errorf("%s: its session %d has no terminal in the set: not supported", what, p.sid)
+			} else if !shellJob {
+				return fmt.Errorf("%s: it is the terminal of a session led outside the tree (a shell's, dumped with --shell-job): restore it with --shell-job, onto this terminal", what)
+			} else if f, err := os.OpenFile(ttyAlias, unix.O_RDWR|unix.O_NOCTTY|unix.O_CLOEXEC, 0); err != nil {
+				return fmt.Errorf("%s: --shell-job: imgtool has no controlling terminal to give it: %w", what, err)
+			} else {
+				f.Close()
+			}
+			if prev, ok := pl.tty.aliases[fe.GetId()]; ok && prev != opener {
+				return fmt.Errorf("%s: file id %d is /dev/tty of processes of different terminals: not supported", what, fe.GetId())
+			}
+			pl.tty.aliases[fe.GetId()] = opener
+		}
+	}
+	return nil
+}
+
+// late tells the descriptions createDescriptions leaves to a process: /dev/tty, which a
+// session leader opens once it has its terminal (setCtty).
+func (d *descriptions) late(pl *plan, id uint32) bool {
+	opener, ok := pl.tty.aliases[id]
+	return ok && opener != 0
 }
 
 // checkExternal checks a terminal the tree took from outside (a slave without its master).
@@ -307,6 +381,16 @@ func (ttyKind) open(d *descriptions, pl *plan, fe *fdinfo.FileEntry) (*os.File, 
 	}
 	if d.tty.files == nil {
 		d.tty = ttyDescs{made: map[int]bool{}, files: map[uint32]*os.File{}}
+	}
+	if e.alias {
+		if pl.tty.aliases[fe.GetId()] != 0 {
+			return nil, fmt.Errorf("%s (file id %d) is opened by its session leader", e.name(), fe.GetId())
+		}
+		f, err := os.OpenFile(ttyAlias, openFlags(fe.Tty.GetFlags())|unix.O_NOCTTY, 0) // a shell's job: imgtool's terminal
+		if err != nil {
+			return nil, fmt.Errorf("opening %s: %w", ttyAlias, err)
+		}
+		return f, nil
 	}
 	if e.index == pl.tty.external && !e.master {
 		return openExternal(d, e)
@@ -536,8 +620,33 @@ func (r *restorer) setCtty(p *process) error {
 	if err != nil {
 		return err
 	}
-	if _, err := p.leader().syscall(unix.SYS_IOCTL, uint64(slot), unix.TIOCSCTTY, 0); err != nil {
+	t := p.leader()
+	if _, err := t.syscall(unix.SYS_IOCTL, uint64(slot), unix.TIOCSCTTY, 0); err != nil {
 		return fmt.Errorf("pid %d: taking pty %d as its controlling terminal: %w", p.pid, idx, err)
+	}
+	ids := make([]uint32, 0, len(r.pl.tty.aliases))
+	for id, opener := range r.pl.tty.aliases {
+		if opener == p.pid {
+			ids = append(ids, id)
+		}
+	}
+	slices.Sort(ids)
+	for _, id := range ids {
+		if err := p.poke(p.scratch+scratchStrBuf, append([]byte(ttyAlias), 0)); err != nil {
+			return err
+		}
+		atFdcwd := int64(unix.AT_FDCWD)
+		fd, err := t.syscall(unix.SYS_OPENAT, uint64(atFdcwd), p.scratch+scratchStrBuf,
+			uint64(openFlags(r.pl.files[id].Tty.GetFlags())|unix.O_NOCTTY))
+		if err != nil {
+			return fmt.Errorf("pid %d: opening /dev/tty: %w", p.pid, err)
+		}
+		if _, err := t.syscall(unix.SYS_DUP3, fd, uint64(r.descs.slot[id]), 0); err != nil {
+			return err
+		}
+		if _, err := t.syscall(unix.SYS_CLOSE, fd); err != nil {
+			return err
+		}
 	}
 	return nil
 }

@@ -91,24 +91,35 @@ func (tr *ptyTree) checkSelf(t *testing.T, root int) {
 // changed, a window size, a session whose controlling terminal is the slave, another
 // group in the foreground) carries its counter on with no gap after a restore, with the
 // same index, sessions and foreground group, and the program's own checks pass.
+// In "devtty" mode the answerer talks through /dev/tty, which comes back open on the
+// terminal (opened by the session leader once it has it, inherited by the answerer).
 func TestRoundTripPty(t *testing.T) {
 	requireRoot(t)
-	tr := launchPty(t)
-	tr.checkSessions(t)
-	dir := dumpTo(t, tr.p.Pid)
-	kinds := map[fdinfo.FdTypes]int{}
-	for _, fe := range readFiles(t, dir) {
-		kinds[fe.GetType()]++
+	for _, mode := range []string{"ctty", "devtty"} {
+		t.Run(mode, func(t *testing.T) {
+			tr := launchPty(t, mode)
+			tr.checkSessions(t)
+			dir := dumpTo(t, tr.p.Pid)
+			kinds := map[fdinfo.FdTypes]int{}
+			for _, fe := range readFiles(t, dir) {
+				kinds[fe.GetType()]++
+			}
+			if want := map[string]int{"ctty": 2, "devtty": 3}[mode]; kinds[fdinfo.FdTypes_TTY] != want {
+				t.Fatalf("%d tty files in the set, want %d (the master, the slave, /dev/tty)", kinds[fdinfo.FdTypes_TTY], want)
+			}
+			restoresCounting(t, tr.p, dir)
+			if _, err := os.Stat(tr.slave); err != nil {
+				t.Fatalf("the pty was not made again with its index: %v", err)
+			}
+			tr.checkSessions(t)
+			tr.checkSelf(t, tr.p.Pid)
+			if mode == "devtty" {
+				if link, err := os.Readlink(fmt.Sprintf("/proc/%d/fd/3", tr.fg)); err != nil || link != "/dev/tty" {
+					t.Errorf("the answerer's fd 3 is %q (%v), want /dev/tty", link, err)
+				}
+			}
+		})
 	}
-	if kinds[fdinfo.FdTypes_TTY] != 2 {
-		t.Fatalf("%d tty files in the set, want the master and the slave", kinds[fdinfo.FdTypes_TTY])
-	}
-	restoresCounting(t, tr.p, dir)
-	if _, err := os.Stat(tr.slave); err != nil {
-		t.Fatalf("the pty was not made again with its index: %v", err)
-	}
-	tr.checkSessions(t)
-	tr.checkSelf(t, tr.p.Pid)
 }
 
 // TestCRIUInteropPty: testdata/pty.c dumped by one tool and restored by the other carries

@@ -1,6 +1,6 @@
 /*
  * tty: terminals the dump refuses, one per mode, then loops.
- *   devtty  a session whose terminal is a new pty (both ends here) and /dev/tty open (fd 5)
+ *   devtty  /dev/tty open (fd 5) on a pty that is no longer its controlling terminal (TIOCNOTTY)
  *   queued  the same, with a line written into the master that nobody reads (fd 3, the master)
  *   master  a pty master whose slave was closed and is nobody's terminal (fd 3)
  *   shell   a session leader with a pty as its terminal and a child in its session: the child
@@ -8,6 +8,7 @@
  */
 #define _GNU_SOURCE
 #include <fcntl.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -34,8 +35,11 @@ int main(int argc, char **argv)
 	int s = open(ptsname(m), O_RDWR); /* a session leader without a terminal: it becomes its ctty */
 	if (s != 4)
 		return 1;
-	if (!strcmp(mode, "devtty") && open("/dev/tty", O_RDWR) != 5)
-		return 1;
+	if (!strcmp(mode, "devtty")) {
+		signal(SIGHUP, SIG_IGN); /* giving the terminal up hangs its foreground group up */
+		if (open("/dev/tty", O_RDWR) != 5 || ioctl(s, TIOCNOTTY))
+			return 1;
+	}
 	if (!strcmp(mode, "queued") && write(m, "hello\n", 6) != 6)
 		return 1;
 	if (!strcmp(mode, "shell")) {

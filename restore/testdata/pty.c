@@ -10,8 +10,8 @@
  * controlling terminal in /proc/self/stat, the foreground group), then logs "ok" or
  * "FAIL ...".
  *
- * Modes: "ctty" (above), "leader": the session leader answers itself, its own group in
- * the foreground; "shell": no pty of its own, a counter on stdout and a check of
+ * Modes: "ctty" (above), "devtty": the same, the answerer reading and writing through
+ * /dev/tty; "leader": the session leader answers itself, its own group in the foreground; "shell": no pty of its own, a counter on stdout and a check of
  * its controlling terminal (stdin must be one, in a session led outside the tree: a shell
  * job; it leads a process group of its own, made the terminal's foreground group).
  */
@@ -183,6 +183,12 @@ int main(int argc, char **argv)
 			dup2(s, 1);
 			close(s);
 			close(sync[1]);
+			if (argc > 1 && !strcmp(argv[1], "devtty")) {
+				int tty = open("/dev/tty", O_RDWR);
+				if (tty < 0)
+					exit(1);
+				answer(tty, st.st_rdev);
+			}
 			answer(1, st.st_rdev);
 		}
 		setpgid(fg, fg);
