@@ -10,6 +10,7 @@ import (
 
 	"github.com/checkpoint-restore/go-criu/v8/crit/images/fdinfo"
 	"github.com/checkpoint-restore/go-criu/v8/crit/images/tty"
+	"golang.org/x/sys/unix"
 
 	"github.com/imgtool/imgtool/internal/testproc"
 )
@@ -50,5 +51,22 @@ func TestDumpShellJob(t *testing.T) {
 	}
 	if ttys != 1 || !testproc.Alive(child) {
 		t.Errorf("%d tty files, child alive %v", ttys, testproc.Alive(child))
+	}
+}
+
+// TestFixRestartPoll: a poll without a timeout interrupted by the freeze is saved to run
+// again (script(1), the pty master's keeper, takes EINTR from its poll for an error and
+// ends its job); with a timeout it returns EINTR, as CRIU saves it.
+func TestFixRestartPoll(t *testing.T) {
+	for _, c := range []struct {
+		timeout uint64
+		rax     int64
+		rip     uint64
+	}{{0xffffffff, unix.SYS_POLL, 0x1000 - 2}, {500, -int64(unix.EINTR), 0x1000}} {
+		restart := int64(-errRestartBlk)
+		r := fixRestart(unix.PtraceRegs{Orig_rax: unix.SYS_POLL, Rax: uint64(restart), Rdx: c.timeout, Rip: 0x1000})
+		if int64(r.Rax) != c.rax || r.Rip != c.rip {
+			t.Errorf("poll timeout %#x: rax %d rip %#x, want %d %#x", c.timeout, int64(r.Rax), r.Rip, c.rax, c.rip)
+		}
 	}
 }
