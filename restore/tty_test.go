@@ -225,11 +225,25 @@ func onTerminal(t *testing.T, slave *os.File, name string, args ...string) *exec
 
 // TestRestoreShellJob: a job of a shell (testdata/pty.c shell: its own process group in the
 // foreground of the shell's terminal, a session the shell leads) is dumped with --shell-job
-// and restored with imgtool restore --shell-job from another terminal: it carries on,
-// on imgtool's terminal (its controlling terminal, its stdin), its group in the
-// foreground. Without --shell-job the restore is refused before any process exists.
+// and restored with restore --shell-job from another terminal: it carries on, on the
+// restorer's terminal (its controlling terminal, its stdin), its group in the foreground.
+// Without --shell-job the dump and the restore are refused before anything is touched.
+// With IMGTOOL_CRIU, CRIU's dump --shell-job is restored by imgtool and imgtool's by CRIU.
 func TestRestoreShellJob(t *testing.T) {
 	requireRoot(t)
+	for _, way := range []string{"imgtool", "CRIU dump, imgtool restore", "imgtool dump, CRIU restore"} {
+		t.Run(way, func(t *testing.T) {
+			var criu string
+			if way != "imgtool" {
+				criu = criuBin(t)
+			}
+			shellJob(t, criu, strings.HasPrefix(way, "CRIU"), strings.HasSuffix(way, "CRIU restore"))
+		})
+	}
+}
+
+// shellJob runs TestRestoreShellJob one way: criuDump, criuRestore tell which tool does what.
+func shellJob(t *testing.T, criu string, criuDump, criuRestore bool) {
 	bin := testproc.Build(t, "testdata/pty.c")
 	imgtool := testproc.BuildImgtool(t)
 	log := filepath.Join(t.TempDir(), "job.log")
@@ -237,29 +251,40 @@ func TestRestoreShellJob(t *testing.T) {
 	onTerminal(t, slave, "/bin/sh", "-c", `exec 3<&0; "$0" shell <&3 3<&- >"$1" 2>&1 & wait`, bin, log)
 	var pid int
 	testproc.WaitFor(t, 5*time.Second, "the job", func() bool {
-		m := regexp.MustCompile(`ready pid=(\d+)\n`).FindStringSubmatch(testproc.LogAfter(t, log, 0))
+		b, _ := os.ReadFile(log) // the shell creates it
+		m := regexp.MustCompile(`ready pid=(\d+)\n`).FindSubmatch(b)
 		if m != nil {
-			pid, _ = strconv.Atoi(m[1])
+			pid, _ = strconv.Atoi(string(m[1]))
 		}
-		return m != nil && strings.Contains(testproc.LogAfter(t, log, 0), "n=3\n")
+		return m != nil && strings.Contains(string(b), "n=3\n")
 	})
+	t.Cleanup(func() { testproc.KillAndReap([]int{pid}) })
 	dir := filepath.Join(t.TempDir(), "set")
-	if out, err := exec.Command(imgtool, "dump", "-t", strconv.Itoa(pid), "-D", dir).CombinedOutput(); err == nil || !strings.Contains(string(out), "use --shell-job") {
-		t.Fatalf("dump without --shell-job: %v %s", err, out)
-	}
-	if out, err := exec.Command(imgtool, "dump", "-t", strconv.Itoa(pid), "-D", dir, "--shell-job").CombinedOutput(); err != nil {
-		t.Fatalf("dump --shell-job: %v %s", err, out)
+	if criuDump {
+		os.MkdirAll(dir, 0o755)
+		runCRIU(t, criu, dir, "dump.log", "dump", "-t", strconv.Itoa(pid), "--shell-job")
+	} else {
+		if out, err := exec.Command(imgtool, "dump", "-t", strconv.Itoa(pid), "-D", dir).CombinedOutput(); err == nil || !strings.Contains(string(out), "use --shell-job") {
+			t.Fatalf("dump without --shell-job: %v %s", err, out)
+		}
+		if out, err := exec.Command(imgtool, "dump", "-t", strconv.Itoa(pid), "-D", dir, "--shell-job").CombinedOutput(); err != nil {
+			t.Fatalf("dump --shell-job: %v %s", err, out)
+		}
 	}
 	testproc.WaitGone(t, []int{pid})
 	off := savedPos(t, dir, log)
-
-	err := Restore(t.Context(), Options{Detach: true}, openSet(t, dir))
-	if err == nil || !strings.Contains(err.Error(), "restore it with --shell-job") {
-		t.Fatalf("restore without --shell-job: %v", err)
+	if !criuRestore {
+		err := Restore(t.Context(), Options{Detach: true}, openSet(t, dir))
+		if err == nil || !strings.Contains(err.Error(), "restore it with --shell-job") {
+			t.Fatalf("restore without --shell-job: %v", err)
+		}
 	}
 	_, slave2 := openPty(t)
-	onTerminal(t, slave2, imgtool, "restore", "-D", dir, "--shell-job")
-	t.Cleanup(func() { testproc.KillAndReap([]int{pid}) })
+	if criuRestore {
+		onTerminal(t, slave2, criu, "restore", "-D", dir, "--shell-job", "-o", "restore.log", "-v4")
+	} else {
+		onTerminal(t, slave2, imgtool, "restore", "-D", dir, "--shell-job")
+	}
 	testproc.WaitFor(t, 5*time.Second, "ticks after the restore", func() bool {
 		return strings.Count(testproc.LogAfter(t, log, off), "n=") >= 3
 	})
