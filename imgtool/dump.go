@@ -54,21 +54,22 @@ signal state, credentials, open files, pipes and FIFOs with their queued data) i
 DIR, a new or empty folder, as an image set CRIU 4.2 and imgtool restore accept.
 No CRIU binary is needed.
 
-The tree is inspected before it is touched: sockets, terminals, namespaces other
-than the host's, io_uring and processes already traced are refused then, and the
-tree keeps running unharmed.
+The tree is inspected before it is touched: the sockets and terminals it cannot
+save, namespaces other than the host's, io_uring and processes already traced are
+refused then, and the tree keeps running unharmed. If anything fails later (or the dump is interrupted),
+every thread is put back as it was and no set is left in DIR.
 
 Terminals: pseudo-terminal pairs whose both ends are in the tree (script, tmux,
 screen with their shells) are saved as CRIU 4.2 saves them (tty-info.img: termios,
-window size, packet mode, lock state, index, session and foreground group), and
-the sessions they are the controlling terminal of. A tree run from a shell has the
-shell's terminal as its controlling terminal, in a session led outside the tree: it
-is refused unless --shell-job is given (as with criu dump), which saves that
-terminal as one from outside, and restore --shell-job puts the tree on its own
-caller's terminal. Refused: /dev/tty, consoles, virtual consoles and serial ports, a
-master whose slave is not in the tree, and bytes queued in a terminal (terminal data
-is not saved; a busy terminal is looked at again for about a second). If anything fails later (or the dump is interrupted),
-every thread is put back as it was and no set is left in DIR.
+window size, packet mode, lock state, index, session and foreground group), with
+the sessions they are the controlling terminal of, and /dev/tty open on them. A
+tree run from a shell has the shell's terminal as its controlling terminal, in a
+session led outside the tree: it is refused unless --shell-job is given (as with
+criu dump), which saves that terminal as one from outside; restore --shell-job then
+puts the tree on its own caller's terminal. Refused: consoles, virtual consoles and
+serial ports, a master whose slave is not in the tree, and bytes queued in a
+terminal (terminal data is not saved; a busy terminal is looked at again for about
+a second).
 
 File locks held by the tree (POSIX fcntl locks, OFD locks, flocks, leases) refuse
 the dump, naming the process, fd and lock, unless --file-locks is given, as with

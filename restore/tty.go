@@ -452,7 +452,7 @@ func makePair(d *descriptions, pl *plan, idx int) error {
 	if err := unix.IoctlSetPointerInt(int(master.Fd()), unix.TIOCSPTLCK, 0); err != nil {
 		return fmt.Errorf("%s: unlocking: %w", m.name(), err)
 	}
-	if err := setTTYParams(master, m.info, true); err != nil {
+	if err := setTTYParams(master, m.info, false); err != nil { // /dev/ptmx's owner is the system's
 		return err
 	}
 	if m.info.GetPacketMode() {
@@ -514,7 +514,7 @@ func openPtmx(m *ttyEnd) (*os.File, error) {
 			f.Close()
 		}
 	}()
-	flags := openFlags(m.fe.Tty.GetFlags())&^unix.O_ACCMODE | unix.O_RDWR | unix.O_NOCTTY
+	flags := openFlags(m.fe.Tty.GetFlags()) | unix.O_NOCTTY
 	for range ptmxMaxOpens {
 		f, err := os.OpenFile(m.path, flags, 0)
 		if err != nil {

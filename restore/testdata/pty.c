@@ -91,6 +91,10 @@ static int ttyNr(void)
 static void answer(int fd, dev_t rdev)
 {
 	char buf[128];
+	/* Reading before the session leader made this group the foreground one would stop it
+	 * (SIGTTIN). */
+	while (tcgetpgrp(fd) != getpgrp())
+		usleep(1000);
 	for (;;) {
 		if (readLine(fd, buf, sizeof(buf)) < 0)
 			exit(1);
