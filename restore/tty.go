@@ -238,6 +238,11 @@ func checkTTYs(pl *plan, shellJob bool) error {
 		es := ends[idx]
 		mi := slices.IndexFunc(es, func(e *ttyEnd) bool { return e.master })
 		if mi < 0 {
+			for _, e := range es {
+				if l := procs[int(e.info.GetSid())]; l != nil && l.sid == l.pid {
+					return fmt.Errorf("%s is the controlling terminal of session %d, whose leader is in the set but not its master: not supported", e.name(), l.pid)
+				}
+			}
 			if err := checkExternal(pl, es[0], shellJob); err != nil {
 				return err
 			}
