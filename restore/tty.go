@@ -25,7 +25,8 @@ import (
 // held meanwhile and closed after, as CRIU does), unlocked, given its locked termios,
 // termios (TCSETS2) and window size, and its packet mode; then every slave description
 // of the set is opened by its path, its mode, owner and termios set as saved; then the
-// exclusive mode of each end and the lock of the master. The pre-check refuses an index
+// exclusive mode of each end; the master is locked once the whole tree exists (the
+// session leaders open /dev/tty meanwhile, which a lock would refuse). The pre-check refuses an index
 // in use (waiting up to pidRetry for a pair that is being released), other terminal
 // types (console, virtual consoles, serial ports, /dev/tty, an external tty), a hung-up
 // end, queued data (tty-data.img: CRIU replays it through the line discipline, which
@@ -368,10 +369,14 @@ func waitPtyFree(e *ttyEnd) error {
 type ttyDescs struct {
 	made  map[int]bool
 	files map[uint32]*os.File
+	lock  []*os.File // masters to lock once the tree exists (lockPtys)
 }
 
 func (t *ttyDescs) close() {
 	for _, f := range t.files {
+		f.Close()
+	}
+	for _, f := range t.lock {
 		f.Close()
 	}
 }
@@ -503,9 +508,22 @@ func makePair(d *descriptions, pl *plan, idx int) error {
 			return fmt.Errorf("%s: exclusive mode: %w", m.name(), err)
 		}
 	}
-	if m.info.GetLocked() {
-		if err := unix.IoctlSetPointerInt(int(master.Fd()), unix.TIOCSPTLCK, 1); err != nil {
-			return fmt.Errorf("%s: locking: %w", m.name(), err)
+	if m.info.GetLocked() { // locked once /dev/tty is open on it: a locked pty opens no more
+		fd, err := unix.FcntlInt(master.Fd(), unix.F_DUPFD_CLOEXEC, 0)
+		if err != nil {
+			return err
+		}
+		d.tty.lock = append(d.tty.lock, os.NewFile(uintptr(fd), master.Name()))
+	}
+	return nil
+}
+
+// lockPtys locks the masters saved locked, once every process exists (TIOCSPTLCK: no
+// slave or /dev/tty can be opened on a locked pty).
+func (r *restorer) lockPtys() error {
+	for _, f := range r.descs.tty.lock {
+		if err := unix.IoctlSetPointerInt(int(f.Fd()), unix.TIOCSPTLCK, 1); err != nil {
+			return fmt.Errorf("%s: locking: %w", f.Name(), err)
 		}
 	}
 	return nil
@@ -658,8 +676,12 @@ func (r *restorer) setCtty(p *process) error {
 
 // setForeground gives each terminal its saved foreground process group, from its session
 // leader, once every process exists; and with a terminal taken from outside (a shell's
-// job), gives it to the root's group when the root leads one, as CRIU's restore does.
+// job), gives it to the root's group when the root leads one, as CRIU's restore does. The
+// ptys saved locked are locked then.
 func (r *restorer) setForeground() error {
+	if err := r.lockPtys(); err != nil {
+		return err
+	}
 	set := func(p *process, slot, pgrp int) error {
 		b := make([]byte, 4)
 		binary.LittleEndian.PutUint32(b, uint32(pgrp))

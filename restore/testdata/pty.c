@@ -6,9 +6,12 @@
  * child's own child is made the terminal's foreground process group and answers each
  * number the parent writes with its double. The parent logs "n=N" per exchange; on
  * SIGUSR1 it checks, through the master, the terminal's termios, window size, session,
- * foreground group, packet mode and lock state, and the answerer checks its side (its
- * controlling terminal in /proc/self/stat, the foreground group), then logs "ok" or
- * "FAIL ...".
+ * foreground group, packet mode, lock state and exclusive mode, and the answerer checks
+ * its side at each exchange (its controlling terminal in /proc/self/stat, the foreground
+ * group, termios, the slave's exclusive mode), then logs "ok" or "FAIL ...". Once the
+ * answerer runs, the master is put in packet mode, locked (no new slave can be opened)
+ * and made exclusive, and the answerer makes the slave exclusive; not in "leader" mode
+ * (CRIU's restore, which it is for, does not restore exclusive modes).
  *
  * Modes: "ctty" (above), "devtty": the same, the answerer reading and writing through
  * /dev/tty; "leader": the session leader answers itself, its own group in the foreground; "shell": no pty of its own, a counter on stdout and a check of
@@ -54,6 +57,28 @@ static int sameTermios(const struct termios *a, const struct termios *b)
 	       cfgetispeed(a) == cfgetispeed(b) && cfgetospeed(a) == cfgetospeed(b);
 }
 
+static int extras; /* packet mode, lock, exclusive modes: see above */
+
+/* readMaster reads a line from the master, dropping the packet-mode header of each read. */
+static int readMaster(int fd, char *buf, size_t n)
+{
+	size_t got = 0;
+	while (got + 1 < n) {
+		char b[128];
+		ssize_t r = read(fd, b, sizeof(b)); /* the answers come one at a time */
+		if (r < 0 && errno == EINTR)
+			continue;
+		if (r < extras || got + r - extras + 1 > n)
+			return -1;
+		memcpy(buf + got, b + extras, r - extras);
+		got += r - extras;
+		if (got && buf[got - 1] == '\n')
+			break;
+	}
+	buf[got] = 0;
+	return got;
+}
+
 static int readLine(int fd, char *buf, size_t n)
 {
 	size_t got = 0;
@@ -95,6 +120,8 @@ static void answer(int fd, dev_t rdev)
 	 * (SIGTTIN). */
 	while (tcgetpgrp(fd) != getpgrp())
 		usleep(1000);
+	if (extras && ioctl(fd, TIOCEXCL))
+		exit(1);
 	for (;;) {
 		if (readLine(fd, buf, sizeof(buf)) < 0)
 			exit(1);
@@ -106,6 +133,11 @@ static void answer(int fd, dev_t rdev)
 			bad = "not the foreground group";
 		else if (ttyNr() != (int)rdev)
 			bad = "controlling terminal";
+		else {
+			int excl = 0;
+			if (extras && (ioctl(fd, TIOCGEXCL, &excl) || !excl))
+				bad = "the slave is not exclusive";
+		}
 		if (bad)
 			dprintf(fd, "FAIL %s\n", bad);
 		else
@@ -147,6 +179,7 @@ int main(int argc, char **argv)
 {
 	if (argc > 1 && !strcmp(argv[1], "shell"))
 		return shellMode();
+	extras = !(argc > 1 && !strcmp(argv[1], "leader"));
 	int m = posix_openpt(O_RDWR | O_NOCTTY);
 	if (m < 0 || grantpt(m) || unlockpt(m))
 		return 1;
@@ -186,13 +219,14 @@ int main(int argc, char **argv)
 			dup2(s, 0);
 			dup2(s, 1);
 			close(s);
-			close(sync[1]);
 			if (argc > 1 && !strcmp(argv[1], "devtty")) {
-				int tty = open("/dev/tty", O_RDWR);
+				int tty = open("/dev/tty", O_RDWR); /* before the parent locks the pty */
 				if (tty < 0)
 					exit(1);
+				close(sync[1]);
 				answer(tty, st.st_rdev);
 			}
+			close(sync[1]);
 			answer(1, st.st_rdev);
 		}
 		setpgid(fg, fg);
@@ -212,12 +246,18 @@ int main(int argc, char **argv)
 	int fgpgrp = 0;
 	if (ioctl(m, TIOCGPGRP, &fgpgrp) || (fgpgrp == leader) != (argc > 1 && !strcmp(argv[1], "leader")))
 		return 1;
+	if (extras) {
+		int one = 1;
+		/* the answerer has its slave open: the pty can be locked now */
+		if (ioctl(m, TIOCPKT, &one) || ioctl(m, TIOCSPTLCK, &one) || ioctl(m, TIOCEXCL))
+			return 1;
+	}
 	printf("ready pid=%d leader=%d fg=%d slave=%s\n", getpid(), leader, fgpgrp, slave);
 	fflush(stdout);
 	char buf[128];
 	for (long n = 1;; n++) {
 		dprintf(m, "%ld\n", n);
-		if (readLine(m, buf, sizeof(buf)) < 0) {
+		if (readMaster(m, buf, sizeof(buf)) < 0) {
 			printf("FAIL reading the master: %s\n", strerror(errno));
 			return 1;
 		}
@@ -232,7 +272,7 @@ int main(int argc, char **argv)
 			check = 0;
 			struct termios t;
 			struct winsize w;
-			int sid = 0, pgrp = 0, pkt = -1, lck = -1;
+			int sid = 0, pgrp = 0, pkt = -1, lck = -1, excl = -1;
 			if (tcgetattr(m, &t) || !sameTermios(&t, &want))
 				printf("FAIL termios\n");
 			else if (ioctl(m, TIOCGWINSZ, &w) || memcmp(&w, &wantWin, sizeof(w)))
@@ -241,8 +281,10 @@ int main(int argc, char **argv)
 				printf("FAIL session %d, want %d\n", sid, leader);
 			else if (ioctl(m, TIOCGPGRP, &pgrp) || pgrp != fgpgrp)
 				printf("FAIL foreground group %d, want %d\n", pgrp, fgpgrp);
-			else if (ioctl(m, TIOCGPKT, &pkt) || pkt != 0 || ioctl(m, TIOCGPTLCK, &lck) || lck != 0)
+			else if (ioctl(m, TIOCGPKT, &pkt) || pkt != extras || ioctl(m, TIOCGPTLCK, &lck) || lck != extras)
 				printf("FAIL packet mode %d, locked %d\n", pkt, lck);
+			else if (ioctl(m, TIOCGEXCL, &excl) || excl != extras)
+				printf("FAIL master exclusive %d\n", excl);
 			else
 				printf("ok\n");
 			fflush(stdout);
