@@ -168,8 +168,8 @@
 // meanwhile and then closed, as CRIU does), unlocked, given its locked termios (only if
 // they differ: setting them takes CAP_SYS_ADMIN), termios (TCSETS2), window size and
 // packet mode; then every slave description of the set is opened by its path, with its
-// saved flags, mode, owner and termios; then the exclusive mode of each end and the lock
-// of the master. Each session whose pty the master records (TIOCGSID at the dump) gets it
+// saved flags, mode, owner and termios; then the exclusive mode of each end (the master
+// is locked, if it was, once the tree exists). Each session whose pty the master records (TIOCGSID at the dump) gets it
 // as controlling terminal in its leader, right after the leader's setsid and before it
 // forks (TIOCSCTTY on a description of the pair, which every process inherits), so that
 // the processes of the session inherit it as they had it; /dev/tty fds (CRIU's CTTY
