@@ -308,3 +308,26 @@ func shellJob(t *testing.T, criu string, criuDump, criuRestore bool) {
 		t.Fatalf("after the restore: %s", out)
 	}
 }
+
+// TestRestoreRefusesCRIUTtyData: CRIU saves the bytes queued in a pty (tty-data.img) and
+// replays them through the line discipline, which echoes and translates them again: a
+// CRIU set holding them (dump/testdata/tty.c queued: a line written into the master and
+// not read) is refused before any process exists, naming the terminal.
+func TestRestoreRefusesCRIUTtyData(t *testing.T) {
+	criu := criuBin(t)
+	bin := testproc.Build(t, "../dump/testdata/tty.c")
+	p := testproc.Launch(t, bin, testproc.Options{}, "queued")
+	dir := t.TempDir()
+	runCRIU(t, criu, dir, "dump.log", "dump", "-t", strconv.Itoa(p.Pid))
+	testproc.WaitGone(t, []int{p.Pid})
+	if _, err := os.Stat(filepath.Join(dir, "tty-data.img")); err != nil {
+		t.Fatalf("CRIU saved no terminal data: %v", err)
+	}
+	err := Restore(t.Context(), Options{Detach: true}, openSet(t, dir))
+	if err == nil || !strings.Contains(err.Error(), "terminal data is not restored") || !strings.Contains(err.Error(), "/dev/pts/") {
+		t.Fatalf("restore of a set with tty-data.img: %v", err)
+	}
+	if testproc.Exists(p.Pid) {
+		t.Errorf("process %d exists after a refused restore", p.Pid)
+	}
+}
