@@ -498,14 +498,18 @@ func checkTTYs(pids []int, shellJob bool, refused *Refusals) (transient bool, er
 	return transient, nil
 }
 
-// queued is how many bytes wait to be read from fd of pid (FIONREAD): whole lines only,
-// for a slave in canonical mode.
+// queued is how many bytes wait to be read from fd of pid (FIONREAD, after a poll that
+// pushes the bytes still in flight into the line discipline): whole lines only, for a
+// slave in canonical mode.
 func queued(pid, fd int) (int, error) {
 	local, err := sockCopy(pid, fd)
 	if err != nil {
 		return 0, err
 	}
 	defer unix.Close(local)
+	// A poll pushes what the other end wrote and the kernel has not yet handed to this
+	// end's line discipline (its flip buffers); FIONREAD alone would not see it.
+	unix.Poll([]unix.PollFd{{Fd: int32(local), Events: unix.POLLIN}}, 0)
 	n, err := unix.IoctlGetInt(local, unix.TIOCINQ)
 	if errors.Is(err, unix.EIO) {
 		return 0, nil // hung up: refused by the fd's own check
