@@ -43,13 +43,13 @@ int main(int argc, char **argv)
 	if (!strcmp(mode, "queued") && write(m, "hello\n", 6) != 6)
 		return 1;
 	if (!strcmp(mode, "shell")) {
-		pid_t child = fork();
-		if (child == 0) {
+		if (fork() == 0) {
 			close(m);
+			printf("pid=%d child=%d\n", getppid(), getpid()); /* once it holds no master */
+			fflush(stdout);
 			for (;;)
 				pause();
 		}
-		printf("pid=%d child=%d\n", getpid(), child);
 	} else {
 		printf("pid=%d\n", getpid());
 	}
