@@ -418,10 +418,19 @@ func TestTmux(t *testing.T) {
 	}
 	run("send-keys", "-t", "rw", "echo before-$((6*7))", "Enter")
 	screen("before-42")
-	// The client connections are gone and the pane's output read: the server waits.
-	time.Sleep(200 * time.Millisecond)
+	// Once the clients' connections are gone the server waits; until then (a connection
+	// whose client has exited) the dump refuses it, untouched: try again.
 	set := filepath.Join(t.TempDir(), "set")
-	imgtool(t, "dump", "-t", strconv.Itoa(server), "-D", set, "-q")
+	for i := 0; ; i++ {
+		time.Sleep(100 * time.Millisecond)
+		out, err := exec.Command(testproc.BuildImgtool(t), "dump", "-t", strconv.Itoa(server), "-D", set, "-q").CombinedOutput()
+		if err == nil {
+			break
+		}
+		if i == 20 || !strings.Contains(string(out), "cannot dump") {
+			t.Fatalf("imgtool dump: %v %s", err, out)
+		}
+	}
 	testproc.WaitGone(t, pids)
 	imgtool(t, "restore", "-D", set, "-d", "-q")
 	run("send-keys", "-t", "rw", "echo after-$((6*9)) $$", "Enter")
