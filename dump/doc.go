@@ -106,8 +106,10 @@
 // the tree is stopped) that every process of a session led in the tree has its leader's
 // controlling terminal, that it is a pty whose master is in the tree, and that the
 // terminal's foreground group has a process in the tree. Refused, naming the process or
-// fd: a master whose slave is neither open nor a controlling terminal in the tree, a
-// hung-up end, /dev/console, virtual consoles, serial ports, a pty of another devpts than
+// fd: a master whose slave is neither open nor a controlling terminal in the tree (what
+// its slave holds cannot be seen), a controlling terminal no fd holds whose slave was
+// never opened (its master reports no hang-up; a restore, like CRIU's, opens and closes
+// the slave of such a terminal, which the master then reports), a hung-up end, /dev/console, virtual consoles, serial ports, a pty of another devpts than
 // /dev/pts or of an index above CRIU's 1000, /dev/tty on a terminal that is not its
 // holder's any more or on two terminals, and bytes queued in either end of a pair (CRIU
 // saves them in tty-data.img and replays them through the line discipline, which echoes

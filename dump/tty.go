@@ -476,6 +476,23 @@ func checkTTYs(pids []int, shellJob bool, refused *Refusals) (transient bool, er
 			takeExternal(u.pid, u.fd, u.link, idx)
 			continue // the caller's terminal: what is queued in it is not the tree's
 		}
+		if mi >= 0 && si < 0 {
+			// A controlling terminal no fd holds: its slave was opened and closed (the
+			// master reports a hang-up; a restore opens and closes it the same way), or
+			// never opened (taken through the master), which a restore cannot tell.
+			u := us[mi]
+			hup, err := hungUp(u.pid, u.fd)
+			if err != nil {
+				if vanished(err) {
+					continue
+				}
+				return false, err
+			}
+			if !hup {
+				refused.add(refuse(u.pid, u.fd, u.end.name(), fmt.Sprintf("its slave /dev/pts/%d, a controlling terminal, was never opened: not supported", idx)))
+				continue
+			}
+		}
 		told := map[bool]bool{} // once per end, not per fd
 		for _, u := range us {
 			if told[u.end.master] {
@@ -496,6 +513,20 @@ func checkTTYs(pids []int, shellJob bool, refused *Refusals) (transient bool, er
 		}
 	}
 	return transient, nil
+}
+
+// hungUp tells whether a master fd of pid reports a hang-up: its slave was closed.
+func hungUp(pid, fd int) (bool, error) {
+	local, err := sockCopy(pid, fd)
+	if err != nil {
+		return false, err
+	}
+	defer unix.Close(local)
+	p := []unix.PollFd{{Fd: int32(local)}}
+	if _, err := unix.Poll(p, 0); err != nil {
+		return false, fmt.Errorf("process %d fd %d: poll: %w", pid, fd, err)
+	}
+	return p[0].Revents&unix.POLLHUP != 0, nil
 }
 
 // queued is how many bytes wait to be read from fd of pid (FIONREAD, after a poll that

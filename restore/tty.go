@@ -257,6 +257,9 @@ func checkTTYs(pl *plan, shellJob bool) error {
 			return fmt.Errorf("%s: not the pseudo-terminal multiplexer here (%v)", m.name(), err)
 		}
 		sid, pgrp := int(m.info.GetSid()), int(m.info.GetPgrp())
+		if sid == 0 && len(es) == 1 {
+			return fmt.Errorf("%s: its slave is neither open nor a controlling terminal in the set: a master alone is not supported (what its slave holds cannot be known)", m.name())
+		}
 		if sid == 0 {
 			continue
 		}
@@ -492,6 +495,15 @@ func makePair(d *descriptions, pl *plan, idx int) error {
 			}
 		}
 		slaves = append(slaves, s)
+	}
+	if len(slaves) == 0 {
+		// A controlling terminal no fd holds: its slave was opened and closed (dump's
+		// checkTTYs), which its master reports as a hang-up; so here, as with CRIU.
+		s, err := os.OpenFile(fmt.Sprintf("/dev/pts/%d", idx), unix.O_RDWR|unix.O_NOCTTY|unix.O_CLOEXEC, 0)
+		if err != nil {
+			return fmt.Errorf("opening the slave of %s: %w", m.name(), err)
+		}
+		s.Close()
 	}
 	if err := setStatusFlags(master, m.fe.Tty.GetFlags()); err != nil {
 		return err
