@@ -170,20 +170,21 @@
 // packet mode; then every slave description of the set is opened by its path, with its
 // saved flags, mode, owner and termios (a pair with no slave description, a controlling
 // terminal no fd holds, has its slave opened and closed, as CRIU does: its master then
-// reports the hang-up it reported); then the exclusive mode of each end (the master
-// is locked, if it was, once the tree exists). Each session whose pty the master records (TIOCGSID at the dump) gets it
-// as controlling terminal in its leader, right after the leader's setsid and before it
-// forks (TIOCSCTTY on a description of the pair, which every process inherits), so that
-// the processes of the session inherit it as they had it; /dev/tty fds (CRIU's CTTY
-// entries, which name no terminal: the holder's) are opened there too, by the leader,
-// injected, and inherited by the processes it forks. Once the tree exists each leader
-// sets its terminal's foreground process group (TIOCSPGRP). The pre-check refuses, before
-// any process exists: a master alone (no slave description, no session), an index in use (/dev/pts/N exists; a pair being released is waited
-// for, as PIDs are), queued data (tty-data.img: CRIU replays it through the line
-// discipline, which echoes and translates it again), a hung-up end, a session whose
-// leader or foreground group is not in the set, a /dev/tty of processes outside their
-// session leader's descendants, other terminal types (console, virtual consoles, serial
-// ports, external ttys).
+// reports the hang-up it reported); then the exclusive mode of each end (the master is
+// locked, if it was, once the tree exists). Each session whose pty the master records
+// (TIOCGSID at the dump) gets it as controlling terminal in its leader, right after the
+// leader's setsid and before it forks (TIOCSCTTY on a description of the pair, which
+// every process inherits), so that the processes of the session inherit it as they had
+// it; /dev/tty fds (CRIU's CTTY entries, which name no terminal: the holder's) are opened
+// there too, by the leader, injected, and inherited by the processes it forks. Once the
+// tree exists each leader sets its terminal's foreground process group (TIOCSPGRP). The
+// pre-check refuses, before any process exists: a master alone (no slave description, no
+// session), an index in use (/dev/pts/N exists; a pair being released is waited for, as
+// PIDs are), queued data (tty-data.img: CRIU replays it through the line discipline,
+// which echoes and translates it again), a hung-up end, a session whose leader or
+// foreground group is not in the set, a /dev/tty of processes outside their session
+// leader's descendants, other terminal types (console, virtual consoles, serial ports,
+// external ttys).
 //
 // A slave whose master is not in the set is a shell's terminal (dump --shell-job, criu
 // dump --shell-job): with Options.ShellJob (--shell-job) its descriptions are new fds of
