@@ -67,6 +67,11 @@ func (d *dumper) precheck() error {
 	if err != nil {
 		return err
 	}
+	ttyTransient, err := checkTTYs(pids, d.opts.ShellJob, &refused) // tty.go
+	if err != nil {
+		return err
+	}
+	transient = transient || ttyTransient
 	if !d.opts.COWCopies {
 		if err := checkCOW(pids, parents, vmas, &refused); err != nil {
 			return err
@@ -363,10 +368,6 @@ func checkProcess(pid int, stat *procfs.Stat, status procfs.Status, frozen bool)
 	if isZombie(stat) {
 		return refuse(pid, -1, "zombie", "dead (zombie): only a zombie child of one thread can be dumped, not the root nor a leader whose other threads still run")
 	}
-	if stat.TTYNr != 0 {
-		return refuse(pid, -1, fmt.Sprintf("controlling terminal %d:%d", unix.Major(uint64(stat.TTYNr)),
-			unix.Minor(uint64(stat.TTYNr))), "terminals are not supported")
-	}
 	for _, ns := range namespaces {
 		mine, err1 := os.Readlink("/proc/self/ns/" + ns)
 		theirs, err2 := os.Readlink(procfs.Path(pid, "ns", ns))
@@ -399,9 +400,10 @@ type fdDesc struct {
 	info *procfs.Fdinfo
 }
 
-// ttyMajors are the character-device majors of terminals (tty, console/ptmx, pts).
+// isTTYMajor tells the character-device majors of terminals: tty and virtual consoles,
+// /dev/tty, console and ptmx, pts, and USB and low-density serial ports.
 func isTTYMajor(major uint32) bool {
-	return major == 4 || major == 5 || (major >= 136 && major <= 143)
+	return major == 4 || major == 5 || (major >= 136 && major <= 143) || major == 188 || major == 204
 }
 
 // inspectFd classifies fd of pid, refusing what cannot be dumped.
@@ -437,7 +439,7 @@ func inspectFd(pid, fd int) (*fdDesc, error) {
 	case mode == unix.S_IFSOCK:
 		fdesc.kind = sockKind(pid, fd) // sk_inet.go: TCP and UDP; sk_unix.go refuses other families
 	case mode == unix.S_IFCHR && isTTYMajor(unix.Major(fdesc.st.Rdev)):
-		return nil, refuse(pid, fd, "terminal "+link, "terminals are not supported")
+		fdesc.kind = fdTTY // tty.go: pseudo-terminals; the others are refused there
 	case isShmem(link, &fdesc.st): // a memfd, or MAP_SHARED anonymous memory ("/dev/zero (deleted)")
 		fdesc.kind = fdMemfd
 	case (mode == unix.S_IFCHR || mode == unix.S_IFBLK) && fdesc.st.Nlink == 0:

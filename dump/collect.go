@@ -86,7 +86,8 @@ type procState struct {
 }
 
 // fixRestart stores registers the way CRIU does for a thread stopped inside a system call:
-// a restartable call is rewound to run again, restart_syscall-style calls return -EINTR.
+// a restartable call is rewound to run again, restart_syscall-style calls return -EINTR
+// (but poll without a timeout, which runs again: nothing of it was lost).
 func fixRestart(r unix.PtraceRegs) unix.PtraceRegs {
 	if int64(r.Orig_rax) < 0 {
 		return r
@@ -96,6 +97,13 @@ func fixRestart(r unix.PtraceRegs) unix.PtraceRegs {
 		r.Rax = r.Orig_rax
 		r.Rip -= 2
 	case -errRestartBlk:
+		if r.Orig_rax == unix.SYS_POLL && int32(uint32(r.Rdx)) < 0 {
+			// poll without a timeout: run again, as the kernel's restart would (a program
+			// watching signals through a signalfd, as script(1) does, takes EINTR for an error)
+			r.Rax = r.Orig_rax
+			r.Rip -= 2
+			break
+		}
 		eintr := int64(unix.EINTR)
 		r.Rax = uint64(-eintr)
 	}

@@ -5,7 +5,9 @@
 //
 // The tree is first inspected through /proc without being touched; what cannot be dumped
 // (sockets other than UNIX, TCP and UDP ones, the UNIX sockets sk_unix.go refuses and the
-// TCP and UDP sockets sk_inet.go refuses, terminals, namespaces other than the dumper's, io_uring, seccomp filters that notify a listener (seccomp.go), processes
+// TCP and UDP sockets sk_inet.go refuses, the terminals tty.go refuses (see Terminals),
+// namespaces other than the dumper's, io_uring, seccomp filters that notify a listener
+// (seccomp.go), processes
 // already traced, a process whose leader exited while other threads run, device nodes that
 // were removed, files unlinked by the name they were opened by while another name remains
 // (CRIU's link-remap), deleted files whose content passes the ghost file limit (see Ghost
@@ -82,7 +84,7 @@
 // in precheck; a UDP socket's shutdown state is not read.
 //
 // The rule for a kind: each lives whole in one file named after it (eventfd.go, timerfd.go,
-// signalfd.go, eventpoll.go, sk_unix.go, sk_inet.go; the first four kinds in files.go), and restore/ has the file
+// signalfd.go, eventpoll.go, sk_unix.go, sk_inet.go, tty.go; the first four kinds in files.go), and restore/ has the file
 // of the same name (as ghost.go, in both, holds deleted files: not a kind of its own, but
 // the remap of the reg entries of regular files, FIFOs and directories). Each is a fileKind (typ, check, entry) listed in fdKinds, the one table
 // from kind to handler: inspectFd classifies an fd (check.go; an anonymous inode by its
@@ -90,6 +92,49 @@
 // while touching nothing; numberFds asks the kind for the file_entry once the tree is
 // stopped. A new kind adds a constant, its file and one row of fdKinds here, and its file
 // and one row of restore's fdKinds there; nothing else switches on the kind.
+//
+// # Terminals
+//
+// The ends of Unix98 pseudo-terminals (tty.go) are dumped as CRIU 4.2 dumps them: each open
+// file description a tty_file_entry in files.img (flags, owner, tty_info_id: the pty index
+// times two, plus one for the master) with a reg_file_entry for the path it was opened by
+// (/dev/ptmx, /dev/pts/N: mode and owner), each end once a tty_info_entry in tty-info.img:
+// termios (TCGETS2, speeds kept; c_cc packed four characters to a word, as CRIU writes it),
+// locked termios, window size, the session and foreground process group (TIOCGSID and
+// TIOCGPGRP through the master, which the kernel answers for the slave; for a slave, those
+// of its holder when it is that holder's controlling terminal, as CRIU's parasite sees
+// them), packet mode and lock state (TIOCGPKT, TIOCGPTLCK, the master's), exclusive mode
+// (TIOCGEXCL), rdev, dev, uid, gid. /dev/tty open on a pty that is still its holder's
+// controlling terminal (TIOCGDEV tells which) is CRIU's CTTY entry (tty_info id 2012, no
+// index). A process's controlling terminal itself is not in the images: a restore gives a
+// session's leader the pty whose master records that session, and every process of the
+// session inherits it; so the dump checks (checkTTYs, before the freeze and again once
+// the tree is stopped) that every process of a session led in the tree has its leader's
+// controlling terminal, that it is a pty whose master is in the tree, and that the
+// terminal's foreground group has a process in the tree. Refused, naming the process or
+// fd: a master whose slave is neither open nor a controlling terminal in the tree (what
+// its slave holds cannot be seen), a controlling terminal no fd holds whose slave was
+// never opened (its master reports no hang-up; a restore, like CRIU's, opens and closes
+// the slave of such a terminal, which the master then reports), a hung-up end, /dev/console, virtual consoles, serial ports, a pty of another devpts than
+// /dev/pts or of an index above CRIU's 1000, /dev/tty on a terminal that is not its
+// holder's any more or on two terminals, and bytes queued in either end of a pair (CRIU
+// saves them in tty-data.img and replays them through the line discipline, which echoes
+// and translates them again; imgtool does not save terminal data). A busy terminal has
+// bytes in flight: like a changing tree, it is put back and looked at again (up to 20
+// times, about a second). A partial line typed into a canonical-mode slave (no newline
+// yet) is invisible from outside the line discipline (FIONREAD counts whole lines): it is
+// not refused, and it is lost, as with CRIU.
+//
+// A tree whose controlling terminal belongs to a session led outside it (a shell's job) is
+// refused unless Options.ShellJob (--shell-job, as CRIU's): the one terminal it then takes
+// from outside (its slave fds, whose master is not in the tree, and /dev/tty on it) is
+// saved as a slave without its master, which a restore replaces with its caller's terminal.
+// A pty whose master is in the tree but whose session leader is not is refused.
+//
+// A thread stopped in poll() without a timeout is saved to run the call again (rewound,
+// as for the other restartable calls): the kernel would have restarted it, and a program
+// that watches its signals through a signalfd (script(1), holding a pty's master) takes
+// EINTR for an error. Other restart_syscall-style calls return EINTR, as with CRIU.
 //
 // # File locks
 //

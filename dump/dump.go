@@ -49,6 +49,11 @@ type Options struct {
 	// negative value allows only ghosts without content (directories, FIFOs, empty
 	// files). A deleted file with more is refused, named.
 	GhostLimit int64
+	// ShellJob accepts a tree whose controlling terminal belongs to a session led outside
+	// it (a shell's job), as CRIU's --shell-job: the terminal is saved as a pty slave
+	// whose master is not in the set, which a restore replaces with its caller's
+	// terminal. Without it such a tree is refused (tty.go).
+	ShellJob bool
 }
 
 // RefusedError reports something in the tree that the dump cannot checkpoint. It is returned

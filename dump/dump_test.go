@@ -348,7 +348,9 @@ func TestDumpRefusals(t *testing.T) {
 	}{
 		{"socket", "", 3, "has datagrams queued in its receive queue"},
 		{"tcp", "47198", 4, "use --tcp-established"},
-		{"tty", "", -1, "controlling terminal"},
+		{"tty", "devtty", 5, "which is not the controlling terminal of the process now"},
+		{"tty", "queued", 3, "bytes are queued to be read from it"},
+		{"tty", "master", 3, "a master alone is not supported"},
 		{"traced", "", -1, "already traced"},
 		{"utsns", "", -1, "uts namespace uts:["},
 		{"iouring", "", 3, "fd 3 is anon_inode:[io_uring]: io_uring is not supported"},

@@ -72,6 +72,7 @@ type setState struct {
 	nextPagesID uint32
 	unix        unixState  // sk_unix.go
 	ghosts      ghostState // ghost.go
+	tty         ttyState   // tty.go
 }
 
 func newSetState() *setState {
@@ -290,6 +291,7 @@ var fdKinds = map[fdKind]fileKind{
 	fdInotify:  inotifyKind{},
 	fdUnixSk:   unixSkKind{},
 	fdInetSk:   inetSkKind{},
+	fdTTY:      ttyKind{},
 }
 
 // anonKinds are the kinds whose files are anonymous inodes, by their /proc/PID/fd link.

@@ -124,6 +124,9 @@ func (d *dumper) checkAndFreeze() error {
 			if err = d.freeze(); err == nil {
 				err = d.checkFrozenSharing()
 			}
+			if err == nil {
+				err = d.checkFrozenTTYs() // tty.go
+			}
 			if err != nil {
 				if terr := d.thaw(); terr != nil {
 					return fmt.Errorf("%w (and resuming the target failed: %v)", err, terr)

@@ -16,8 +16,8 @@ import (
 	"github.com/imgtool/imgtool/internal/procfs"
 )
 
-// fdInotify is an inotify instance (after the socket kinds).
-const fdInotify = fdInetSk + 1
+// fdInotify is an inotify instance (after the socket and terminal kinds).
+const fdInotify = fdTTY + 1
 
 // inotifyKind is an inotify instance, saved as CRIU 4.2 saves it (fsnotify.c): an
 // inotify_file_entry with one inotify_wd_entry per watch, from the instance's fdinfo

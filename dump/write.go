@@ -235,6 +235,9 @@ func (d *dumper) write() error {
 	if err := d.writeFileLocks(); err != nil {
 		return err
 	}
+	if err := d.writeTTYs(); err != nil {
+		return err
+	}
 	if err := d.writeImage("seccomp.img", "SECCOMP", &s.seccomp.entry); err != nil {
 		return err
 	}

@@ -101,6 +101,11 @@ func (t *fileTable) describe(fd *fdinfo.FdinfoEntry, socks map[uint32]*Socket) F
 			d.Path, _ = t.regPath(e.GetFifo().GetRegfId())
 			d.Detail = fmt.Sprintf("pipe %d", e.GetFifo().GetPipeId())
 		}
+	case fdinfo.FdTypes_TTY:
+		if e != nil && e.GetTty() != nil {
+			d.Path, _ = t.regPath(e.GetTty().GetRegfId())
+			d.Detail = fmt.Sprintf("tty_info %d", e.GetTty().GetTtyInfoId())
+		}
 	case fdinfo.FdTypes_MEMFD:
 		if name, ok := t.memfdName(id); ok {
 			d.Path = "memfd:" + name

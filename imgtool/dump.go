@@ -22,6 +22,7 @@ type dumpOptions struct {
 	LeaveRunning bool             // --leave-running
 	COWCopies    bool             // --cow-copies
 	FileLocks    bool             // --file-locks
+	ShellJob     bool             // --shell-job
 	GhostLimit   string           // --ghost-limit: SIZE, K, M or G suffixed; "" for the default
 	Encrypt      bool             // -e: encrypt as written
 	Certs        []string         // --cert: the recipients (with -e)
@@ -39,6 +40,7 @@ const (
 	flagCOWCopies    = "cow-copies"
 	flagFileLocks    = "file-locks"
 	flagGhostLimit   = "ghost-limit"
+	flagShellJob     = "shell-job"
 	flagEncrypt      = "encrypt"
 )
 
@@ -52,10 +54,22 @@ signal state, credentials, open files, pipes and FIFOs with their queued data) i
 DIR, a new or empty folder, as an image set CRIU 4.2 and imgtool restore accept.
 No CRIU binary is needed.
 
-The tree is inspected before it is touched: sockets, terminals, namespaces other
-than the host's, io_uring and processes already traced are refused then, and the
-tree keeps running unharmed. If anything fails later (or the dump is interrupted),
+The tree is inspected before it is touched: the sockets and terminals it cannot
+save, namespaces other than the host's, io_uring and processes already traced are
+refused then, and the tree keeps running unharmed. If anything fails later (or the dump is interrupted),
 every thread is put back as it was and no set is left in DIR.
+
+Terminals: pseudo-terminal pairs whose both ends are in the tree (script, tmux,
+screen with their shells) are saved as CRIU 4.2 saves them (tty-info.img: termios,
+window size, packet mode, lock state, index, session and foreground group), with
+the sessions they are the controlling terminal of, and /dev/tty open on them. A
+tree run from a shell has the shell's terminal as its controlling terminal, in a
+session led outside the tree: it is refused unless --shell-job is given (as with
+criu dump), which saves that terminal as one from outside; restore --shell-job then
+puts the tree on its own caller's terminal. Refused: consoles, virtual consoles and
+serial ports, a master whose slave is not in the tree, and bytes queued in a
+terminal (terminal data is not saved; a busy terminal is looked at again for about
+a second).
 
 File locks held by the tree (POSIX fcntl locks, OFD locks, flocks, leases) refuse
 the dump, naming the process, fd and lock, unless --file-locks is given, as with
@@ -75,6 +89,7 @@ Examples:
    imgtool dump -t 1234 -D /tmp/ckpt
    imgtool dump -t 1234 -D /tmp/ckpt --leave-running
    imgtool dump -t 1234 -D /tmp/ckpt --file-locks
+   imgtool dump -t 1234 -D /tmp/ckpt --shell-job
    imgtool dump -t 1234 -D /tmp/ckpt -e --cert ops.pem
    imgtool dump -t 1234 -D /tmp/ckpt -e --cert ops.pem --sign-key host.key --sign-cert host.pem
 
@@ -87,6 +102,9 @@ Exit codes: 0 success, 1 failure or refusal (the tree keeps running), 2 wrong co
 				"have since written): the restore gives each its own copy (same content, more memory); without it such a tree is refused"},
 			&cli.BoolFlag{Name: flagFileLocks, Aliases: []string{"l"}, Usage: "dump the file locks the tree holds " +
 				"(CRIU's --file-locks; restore needs it too); without it a held lock refuses the dump"},
+			&cli.BoolFlag{Name: flagShellJob, Aliases: []string{"j"}, Usage: "accept a tree whose controlling terminal is its caller's " +
+				"(a shell's job, as criu dump --shell-job): the terminal is saved as one from outside, which restore --shell-job replaces " +
+				"with its own; without it such a tree is refused"},
 			&cli.StringFlag{Name: flagGhostLimit, Usage: "the largest content of a deleted file still open, mapped or used as " +
 				"working directory that is saved in the set (a ghost file, as CRIU's): `SIZE` in bytes, or with a K, M or G " +
 				"suffix; a larger one is refused, named (default 1M, CRIU's)"},
@@ -105,6 +123,7 @@ Exit codes: 0 success, 1 failure or refusal (the tree keeps running), 2 wrong co
 				LeaveRunning: c.Bool(flagLeaveRunning),
 				COWCopies:    c.Bool(flagCOWCopies),
 				FileLocks:    c.Bool(flagFileLocks),
+				ShellJob:     c.Bool(flagShellJob),
 				GhostLimit:   c.String(flagGhostLimit),
 				Encrypt:      c.Bool(flagEncrypt),
 				Certs:        c.StringSlice(flagCert),
@@ -162,7 +181,7 @@ func runDump(ctx context.Context, opts dumpOptions, args []string) error {
 	// dump.Dump commits w once the set is complete (before killing the tree) and aborts
 	// it on failure: *imgset.Writer is a dump.Committer.
 	err = dump.Dump(ctx, dump.Options{Pid: opts.Pid, LeaveRunning: opts.LeaveRunning, COWCopies: opts.COWCopies,
-		FileLocks: opts.FileLocks, GhostLimit: ghostLimit, Progress: progress}, w)
+		FileLocks: opts.FileLocks, ShellJob: opts.ShellJob, GhostLimit: ghostLimit, Progress: progress}, w)
 	done()
 	if err != nil {
 		_ = w.Abort() // a no-op when Dump already aborted it

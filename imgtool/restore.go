@@ -19,6 +19,7 @@ type restoreOptions struct {
 	Detach  bool       // -d: leave the restored tree running and exit
 	PidFile string     // --pidfile: where to write the restored root's PID
 	Locks   bool       // --file-locks: take back the set's file locks
+	Shell   bool       // --shell-job: the set's outside terminal is ours
 	Quiet   bool
 	Err     io.Writer // progress
 }
@@ -65,6 +66,14 @@ only with --file-locks, as criu restore needs it too; where CRIU would then drop
 them without a word, imgtool refuses such a set without the flag. A lock another
 process holds now fails the restore, naming it (CRIU would wait for it).
 
+Terminals: pseudo-terminal pairs of the set are made again with their index, termios,
+window size, packet mode and lock state, and each session gets its controlling terminal
+and foreground process group before the tree runs. A set dumped with --shell-job (by
+imgtool or criu) needs --shell-job here too: the terminal it took from outside is
+replaced with imgtool's standard input, which must be imgtool's controlling terminal,
+and the tree runs in imgtool's session, its root's group in the foreground, as with
+criu restore --shell-job.
+
 Without -d, imgtool waits for the restored root process and exits with its status
 (128+N when a signal N ended it).
 
@@ -72,6 +81,7 @@ Examples:
    imgtool restore -D /tmp/ckpt
    imgtool restore -D /tmp/ckpt -d --pidfile /run/app.pid
    imgtool restore -D /tmp/ckpt --file-locks
+   imgtool restore -D /tmp/ckpt --shell-job
    imgtool restore -D /tmp/ckpt --tls-key key.pem --trust signer.pem --require-encrypted -d
 
 Exit codes: the restored root's status without -d; with -d, 0 success; 1 failure
@@ -83,6 +93,8 @@ Exit codes: the restored root's status without -d; with -d, 0 success; 1 failure
 			&cli.StringFlag{Name: flagPidFile, Usage: "write the restored root's PID to `FILE`"},
 			&cli.BoolFlag{Name: flagFileLocks, Aliases: []string{"l"}, Usage: "take back the file locks the set holds " +
 				"(as criu restore --file-locks); a set holding locks is refused without it"},
+			&cli.BoolFlag{Name: flagShellJob, Aliases: []string{"j"}, Usage: "restore a shell's job (dump --shell-job) onto this " +
+				"terminal: the set's outside terminal becomes imgtool's standard input, in imgtool's session (as criu restore --shell-job)"},
 			quietFlag(),
 			allowUnsignedFlag(),
 		}, keyFlags()...),
@@ -96,6 +108,7 @@ Exit codes: the restored root's status without -d; with -d, 0 success; 1 failure
 				Detach:  c.Bool(flagDetach),
 				PidFile: c.String(flagPidFile),
 				Locks:   c.Bool(flagFileLocks),
+				Shell:   c.Bool(flagShellJob),
 				Quiet:   c.Bool(flagQuiet),
 				Err:     errWriter(c),
 			}, c.Args().Slice())
@@ -117,7 +130,7 @@ func runRestore(ctx context.Context, opts restoreOptions, args []string) error {
 	}
 	progress, done := newProgress(opts.Err, opts.Quiet, "restoring")
 	warn := func(msg string) { fmt.Fprintf(opts.Err, "imgtool: warning: restore: %s\n", msg) }
-	err = restore.Restore(ctx, restore.Options{Detach: opts.Detach, PidFile: opts.PidFile, FileLocks: opts.Locks, Progress: progress, Warn: warn}, set)
+	err = restore.Restore(ctx, restore.Options{Detach: opts.Detach, PidFile: opts.PidFile, FileLocks: opts.Locks, ShellJob: opts.Shell, Progress: progress, Warn: warn}, set)
 	done()
 	var exit *restore.ExitError
 	if errors.As(err, &exit) {

@@ -163,6 +163,8 @@ func TestNode(t *testing.T) {
 	p := testproc.Launch(t, node, testproc.Options{Ready: "tick 0"},
 		"-e", `let i = 0; setInterval(() => console.log("tick " + i++), 20)`)
 	carriesOn(t, p)
+	b, _ := os.ReadFile(p.Log)
+	t.Logf("%q", b)
 }
 
 // TestPythonLoop: CPython 3 with a plain loop and a thread.
@@ -177,6 +179,8 @@ while True:
     time.sleep(0.02)
 `)
 	carriesOn(t, p)
+	b, _ := os.ReadFile(p.Log)
+	t.Logf("%q", b)
 }
 
 // TestMakeJobs: GNU make -j2 running shell recipes that come and go (children that exit
@@ -484,5 +488,85 @@ while True:
     print("tick", int(a.recv(64))); i += 1
     time.sleep(0.02)
 `)
+	carriesOn(t, p)
+}
+
+// TestTmux: a tmux server (its pane a shell on a pty whose master the server holds, the
+// shell's session on it; the server's listening socket) is dumped and restored with its
+// pane: tmux's own client then types into the restored shell (send-keys) and reads the
+// screen (capture-pane), which still holds what was printed before the dump.
+func TestTmux(t *testing.T) {
+	tmux := need(t, "tmux")
+	sock := filepath.Join(t.TempDir(), "tmux.sock")
+	run := func(args ...string) string {
+		t.Helper()
+		cmd := exec.Command(tmux, append([]string{"-S", sock, "-f", "/dev/null"}, args...)...)
+		cmd.Env = append(testproc.Env, "TERM=xterm", "SHELL=/bin/sh")
+		out, err := cmd.CombinedOutput()
+		if err != nil {
+			t.Fatalf("tmux %s: %v %s", strings.Join(args, " "), err, out)
+		}
+		return string(out)
+	}
+	run("new-session", "-d", "-s", "rw", "-x", "100", "-y", "30", "/bin/sh")
+	server, err := strconv.Atoi(strings.TrimSpace(run("display-message", "-p", "#{pid}")))
+	if err != nil {
+		t.Fatal(err)
+	}
+	pids := testproc.Descendants(server)
+	t.Cleanup(func() { testproc.KillAndReap(testproc.Descendants(server)) })
+	screen := func(want string) string {
+		t.Helper()
+		var out string
+		testproc.WaitFor(t, 10*time.Second, "the pane to show "+want, func() bool {
+			out = run("capture-pane", "-p", "-t", "rw")
+			return strings.Contains(out, want)
+		})
+		return out
+	}
+	run("send-keys", "-t", "rw", "echo before-$((6*7))", "Enter")
+	screen("before-42")
+	// Once the clients' connections are gone the server waits; until then (a connection
+	// whose client has exited) the dump refuses it, untouched: try again.
+	set := filepath.Join(t.TempDir(), "set")
+	for i := 0; ; i++ {
+		time.Sleep(100 * time.Millisecond)
+		out, err := exec.Command(testproc.BuildImgtool(t), "dump", "-t", strconv.Itoa(server), "-D", set, "-q").CombinedOutput()
+		if err == nil {
+			break
+		}
+		if i == 20 || !strings.Contains(string(out), "cannot dump") {
+			t.Fatalf("imgtool dump: %v %s", err, out)
+		}
+	}
+	testproc.WaitGone(t, pids)
+	imgtool(t, "restore", "-D", set, "-d", "-q")
+	run("send-keys", "-t", "rw", "echo after-$((6*9)) $$", "Enter")
+	out := screen("after-54")
+	if !strings.Contains(out, "before-42") {
+		t.Errorf("the screen lost what was printed before the dump:\n%s", out)
+	}
+	shell := pids[len(pids)-1]
+	if !strings.Contains(out, fmt.Sprintf("after-54 %d", shell)) {
+		t.Errorf("the answer came from another shell than %d:\n%s", shell, out)
+	}
+	st, err := procfs.ReadStat(procfs.Path(shell, "stat"))
+	if err != nil || st.Sid == server || st.TTYNr == 0 || st.Tpgid != st.Pgid {
+		t.Errorf("restored shell: %+v %v, want a session of its pane, on its pty, in the foreground", st, err)
+	}
+}
+
+// TestScript: script(1) (util-linux) recording a Python loop: script holds the pty's
+// master, waits in poll and copies what the loop prints to its log; the loop leads a
+// session on the slave. Dumped and restored, the ticks go on through the restored pty
+// with no gap.
+func TestScript(t *testing.T) {
+	script := need(t, "script")
+	python := need(t, "python3")
+	loop := filepath.Join(t.TempDir(), "loop.py")
+	if err := os.WriteFile(loop, []byte("import time\nfor i in range(10**9):\n    print(f'tick {i}', flush=True)\n    time.sleep(0.05)\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	p := testproc.Launch(t, script, testproc.Options{Ready: "tick 1"}, "-qfc", python+" "+loop, "/dev/null")
 	carriesOn(t, p)
 }

@@ -40,7 +40,7 @@
 //     from the peer, then options and shutdown; TCP and UDP sockets as sk_inet.go
 //     describes: bound to their saved address and port, TCP listeners listening with their
 //     backlog, UDP sockets connected to their peer, then IP, socket and TCP options;
-//     F_SETSIG signals set), and
+//     pseudo-terminal pairs as tty.go describes, see Terminals; F_SETSIG signals set), and
 //     handed to the root with pidfd_getfd at a slot above every fd number. The root's memory is then
 //     rebuilt (step 3's mappings and pages) and locked, and each other process is cloned,
 //     with its PID, from its parent once the parent's memory is rebuilt, and inherits the
@@ -51,7 +51,9 @@
 //     parent's is not written, so it stays shared as it was when dumped, and a page the
 //     parent has and it did not is dropped (MADV_DONTNEED) (cow.go; pages are compared by
 //     reading /proc/PID/mem, since process_vm_readv pins pages and pinning unshares them).
-//     setsid/setpgid give sessions and groups as each process is born. Each kind of file
+//     setsid/setpgid give sessions and groups as each process is born, and a session leader
+//     takes its controlling terminal right after its setsid (TIOCSCTTY), before it forks,
+//     then opens /dev/tty fds of its session if any. Each kind of file
 //     is one fileKind in the file named after it (eventfd.go, timerfd.go, ...), listed in
 //     fdKinds, the one table both the pre-check (checkFd) and the creation of
 //     descriptions go through (see dump/doc.go for the rule). The per-kind images older
@@ -134,7 +136,8 @@
 // Sockets other than UNIX, TCP and UDP ones (and the UNIX sockets sk_unix.go refuses:
 // external peers, connections not accepted yet, descriptors in flight; and the TCP
 // sockets sk_inet.go refuses: connections, which CRIU restores with --tcp-established,
-// not implemented, and states other than LISTEN and CLOSE), fanotify, ttys, remaps
+// not implemented, and states other than LISTEN and CLOSE), fanotify, terminals other
+// than pseudo-terminals (see Terminals), remaps
 // other than ghost files (CRIU's link-remap, a dead process's /proc directory), ghost files
 // other than regular files, directories and FIFOs (device nodes, symlinks) and other file types are refused
 // (every such fd of the tree named at once), as is an epoll whose targets are not all fds,
@@ -162,6 +165,42 @@
 // their content while it forks them, cow.go); in CRIU's sets, which do not say, they come
 // back as copies, as from CRIU's restore. Other sharing imgtool's dump refuses (unless
 // --cow-copies).
+//
+// # Terminals
+//
+// Pseudo-terminal pairs (tty.go; CRIU 4.2's tty-info.img and tty_file_entry, see
+// dump/doc.go) are made in imgtool when their first description is needed: /dev/ptmx is
+// opened by the master's saved path (O_NOCTTY) until the kernel hands out the saved index
+// (it gives the lowest free one and has no call to choose one: the lower ones are held
+// meanwhile and then closed, as CRIU does), unlocked, given its locked termios (only if
+// they differ: setting them takes CAP_SYS_ADMIN), termios (TCSETS2), window size and
+// packet mode; then every slave description of the set is opened by its path, with its
+// saved flags, mode, owner and termios (a pair with no slave description, a controlling
+// terminal no fd holds, has its slave opened and closed, as CRIU does: its master then
+// reports the hang-up it reported); then the exclusive mode of each end (the master is
+// locked, if it was, once the tree exists). Each session whose pty the master records
+// (TIOCGSID at the dump) gets it as controlling terminal in its leader, right after the
+// leader's setsid and before it forks (TIOCSCTTY on a description of the pair, which
+// every process inherits), so that the processes of the session inherit it as they had
+// it; /dev/tty fds (CRIU's CTTY entries, which name no terminal: the holder's) are opened
+// there too, by the leader, injected, and inherited by the processes it forks. Once the
+// tree exists each leader sets its terminal's foreground process group (TIOCSPGRP). The
+// pre-check refuses, before any process exists: a master alone (no slave description, no
+// session), an index in use (/dev/pts/N exists; a pair being released is waited for, as
+// PIDs are), queued data (tty-data.img: CRIU replays it through the line discipline,
+// which echoes and translates it again), a hung-up end, a session whose leader or
+// foreground group is not in the set, a /dev/tty of processes outside their session
+// leader's descendants, other terminal types (console, virtual consoles, serial ports,
+// external ttys).
+//
+// A slave whose master is not in the set is a shell's terminal (dump --shell-job, criu
+// dump --shell-job): with Options.ShellJob (--shell-job) its descriptions are new fds of
+// imgtool's standard input, which must be imgtool's controlling terminal (status flags
+// set as saved, on that shared description, as CRIU does), the saved termios and window
+// size are set on it (as CRIU does), the tree runs in imgtool's session (its root's
+// session and group, when led outside the tree, are imgtool's), and a root that leads its
+// process group gets the terminal's foreground (as CRIU's restore gives it). /dev/tty of
+// such a job is imgtool's own /dev/tty. Without the option such a set is refused.
 //
 // # Ghost files
 //

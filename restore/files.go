@@ -34,6 +34,7 @@ type descriptions struct {
 	// ghosts are the deleted files made again (ghost.go): by ghost id, a handle of each
 	// of its names.
 	ghosts map[uint32]map[string]*os.File
+	tty    ttyDescs     // tty.go
 	warn   func(string) // Options.Warn, once per message
 }
 
@@ -64,6 +65,7 @@ func (d *descriptions) close() {
 		f.Close()
 	}
 	d.unix.close()
+	d.tty.close()
 	for _, hs := range d.ghosts {
 		for _, h := range hs {
 			h.Close()
@@ -116,6 +118,10 @@ func (r *restorer) createDescriptions(root *process) (*descriptions, error) {
 	}
 	t := root.leader()
 	for i, id := range usedFiles(r.pl) {
+		if d.late(r.pl, id) { // tty.go: /dev/tty, opened by a session leader once it has its terminal
+			d.slot[id] = r.fdBase + 1 + i
+			continue
+		}
 		f, err := d.open(r.pl, id)
 		if err != nil {
 			d.close()
@@ -258,6 +264,7 @@ var fdKinds = map[fdinfo.FdTypes]fileKind{
 	fdinfo.FdTypes_UNIXSK:    unixSkKind{},
 	fdinfo.FdTypes_INETSK:    inetSkKind{},
 	fdinfo.FdTypes_INOTIFY:   inotifyKind{},
+	fdinfo.FdTypes_TTY:       ttyKind{},
 }
 
 // noEntry is the error of a file entry without the part its type needs.

@@ -60,6 +60,8 @@ type plan struct {
 	pagesTotal, pagesDone int64 // page bytes to write and written, for Options.Progress
 
 	locks []*file_lock.FileLockEntry // filelocks.img, with Options.FileLocks (file_lock.go)
+
+	tty ttyPlan // tty-info.img, and what checkTTYs made of it (tty.go)
 }
 
 // procPlan is one process of the tree.

@@ -33,6 +33,10 @@ type Options struct {
 	// FileLocks takes back the file locks of the set (filelocks.img), as criu restore
 	// --file-locks does; a set holding locks is refused without it (file_lock.go).
 	FileLocks bool
+	// ShellJob restores a set whose terminal came from outside the tree (dump --shell-job,
+	// criu dump --shell-job) onto imgtool's own: its standard input, which must be its
+	// controlling terminal (tty.go).
+	ShellJob bool
 }
 
 // ExitError reports a restored root process that ended with a non-zero status or by a
@@ -81,6 +85,9 @@ func restoreFrom(ctx context.Context, opts Options, src source) error {
 		return err
 	}
 	if err := checkLocks(pl, opts.FileLocks); err != nil {
+		return err
+	}
+	if err := checkTTYs(pl, opts.ShellJob); err != nil { // tty.go
 		return err
 	}
 	if err := ctx.Err(); err != nil {
@@ -225,6 +232,9 @@ func (r *restorer) run() (err error) {
 		return err
 	}
 	if err := r.createTree(); err != nil {
+		return err
+	}
+	if err := r.setForeground(); err != nil { // tty.go
 		return err
 	}
 	for _, p := range r.procs {
@@ -437,6 +447,9 @@ func (r *restorer) createTree() error {
 	if r.descs, err = r.createDescriptions(root); err != nil {
 		return err
 	}
+	if err := r.setCtty(root); err != nil { // tty.go: a session leader's terminal, before it forks
+		return err
+	}
 	if err := r.restoreMemory(root, nil); err != nil {
 		return fmt.Errorf("restoring %d: %w", root.pid, err)
 	}
@@ -520,7 +533,10 @@ func (r *restorer) spawn(parent *process, pp *procPlan) (*process, error) {
 	if err := p.openMem(); err != nil {
 		return nil, err
 	}
-	return p, r.setSessionAndGroup(p)
+	if err := r.setSessionAndGroup(p); err != nil {
+		return nil, err
+	}
+	return p, r.setCtty(p) // tty.go
 }
 
 // setSessionAndGroup gives a new process its session and process group. A session or

@@ -46,6 +46,7 @@ func ReadFile(path string) ([]byte, error) {
 type Stat struct {
 	State                              byte
 	Ppid, Pgid, Sid, TTYNr             int
+	Tpgid                              int // the foreground group of the controlling terminal, -1 without one
 	Flags                              uint32
 	Nice                               int
 	StartCode, EndCode, StartStack     uint64
@@ -83,6 +84,7 @@ func ReadStat(path string) (*Stat, error) {
 		Pgid:       int(num(5)),
 		Sid:        int(num(6)),
 		TTYNr:      int(num(7)),
+		Tpgid:      int(int64(num(8))),
 		Flags:      uint32(num(9)),
 		Nice:       int(num(19)),
 		StartCode:  num(26),
