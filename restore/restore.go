@@ -303,7 +303,8 @@ func (r *restorer) startHelper() error {
 		return errors.New("no address range is free in every restored process for the restore's scratch area")
 	}
 	r.scratch, h.scratch = hole, hole
-	if _, err := t.syscall(unix.SYS_MMAP, hole, scratchSize, unix.PROT_READ|unix.PROT_WRITE,
+	// Executable too: the batches of mmap calls run from it (memory.go, mapQueue).
+	if _, err := t.syscall(unix.SYS_MMAP, hole, scratchSize, unix.PROT_READ|unix.PROT_WRITE|unix.PROT_EXEC,
 		unix.MAP_PRIVATE|unix.MAP_ANONYMOUS|unix.MAP_FIXED_NOREPLACE, ^uint64(0), 0); err != nil {
 		return err
 	}
