@@ -97,7 +97,7 @@ func (r *restorer) restoreMemory(p, parent *process) error {
 			p.leader().syscall(unix.SYS_CLOSE, fd)
 		}
 	}()
-	q := &mapQueue{p: p}
+	q := &mapQueue{p: p, single: r.noBatch}
 	for _, v := range p.pl.mm.Vmas {
 		st := v.GetStatus()
 		if st&(image.VMAAreaVDSO|image.VMAAreaVVAR) != 0 || st&image.VMAAreaRegular == 0 {
@@ -157,9 +157,10 @@ func vmaError(v *vma.VmaEntry, err error) error {
 // from inside the process; a batch takes one. Each call keeps what is needed to report
 // its failure as the call made alone would have.
 type mapQueue struct {
-	p     *process
-	calls []ptrace.BatchCall
-	why   []queuedCall
+	p      *process
+	single bool // one call at a time (no executable scratch area)
+	calls  []ptrace.BatchCall
+	why    []queuedCall
 }
 
 // queuedCall is what a queued call does: mmap of s (advice < 0), or madvise of s.
@@ -186,6 +187,38 @@ func (q *mapQueue) add(c ptrace.BatchCall, why queuedCall) error {
 	return nil
 }
 
+// run runs calls, as a batch or one at a time, and returns their results up to the first
+// that failed, with its error.
+func (q *mapQueue) run(calls []ptrace.BatchCall) ([]uint64, error) {
+	p, t := q.p, q.p.leader()
+	if q.single {
+		var got []uint64
+		for _, c := range calls {
+			ret, err := t.syscall(c.Nr, c.Args[:]...)
+			if err != nil {
+				return got, err
+			}
+			got = append(got, ret)
+		}
+		return got, nil
+	}
+	if err := p.poke(p.scratch+scratchBatch, ptrace.BatchCode); err != nil {
+		return nil, err
+	}
+	if err := p.poke(p.scratch+scratchBatchTab, ptrace.EncodeBatch(calls)); err != nil {
+		return nil, err
+	}
+	in := ptrace.Injector{Insn: p.sysInsn, DiscardSignals: true}
+	if err := in.RunBatch(t.tid, t.tmpl, p.scratch+scratchBatch, p.scratch+scratchBatchTab, len(calls)); err != nil {
+		return nil, err
+	}
+	table := make([]byte, len(calls)*ptrace.BatchEntrySize)
+	if _, err := p.mem.ReadAt(table, int64(p.scratch+scratchBatchTab)); err != nil {
+		return nil, fmt.Errorf("reading memory of %d at %#x: %w", p.pid, p.scratch+scratchBatchTab, err)
+	}
+	return ptrace.BatchResults(t.tid, calls, table)
+}
+
 // fail returns err of mapping v once the calls queued before it have run: the failure of
 // one of them, made first, is the one reported.
 func (q *mapQueue) fail(v *vma.VmaEntry, err error) error {
@@ -202,22 +235,7 @@ func (q *mapQueue) flush() error {
 	}
 	calls, why := q.calls, q.why
 	q.calls, q.why = q.calls[:0], q.why[:0]
-	p, t := q.p, q.p.leader()
-	if err := p.poke(p.scratch+scratchBatch, ptrace.BatchCode); err != nil {
-		return err
-	}
-	if err := p.poke(p.scratch+scratchBatchTab, ptrace.EncodeBatch(calls)); err != nil {
-		return err
-	}
-	in := ptrace.Injector{Insn: p.sysInsn, DiscardSignals: true}
-	if err := in.RunBatch(t.tid, t.tmpl, p.scratch+scratchBatch, p.scratch+scratchBatchTab, len(calls)); err != nil {
-		return err
-	}
-	table := make([]byte, len(calls)*ptrace.BatchEntrySize)
-	if _, err := p.mem.ReadAt(table, int64(p.scratch+scratchBatchTab)); err != nil {
-		return fmt.Errorf("reading memory of %d at %#x: %w", p.pid, p.scratch+scratchBatchTab, err)
-	}
-	got, err := ptrace.BatchResults(t.tid, calls, table)
+	got, err := q.run(calls)
 	for i, ret := range got {
 		if w := why[i]; w.advice < 0 && ret != w.s.start {
 			return vmaError(w.v, fmt.Errorf("mapped at %#x", ret))
