@@ -212,3 +212,119 @@ func TestRunBatch(t *testing.T) {
 		t.Errorf("sleep died after the batch: %s %v", st, err)
 	}
 }
+
+// TestRunBatchLive: a batch in a live process leaves its signal state as it was: the
+// mask, SIGTRAP's action; a SIGTRAP sent while the batch runs (here by the batch itself)
+// stays pending; and a process whose SIGTRAP is ignored gets no batch at all.
+func TestRunBatchLive(t *testing.T) {
+	run := func(t *testing.T, script string, calls func(pid int) []BatchCall, check func(pid int, err error)) {
+		cmd := exec.Command("sh", "-c", script)
+		if err := cmd.Start(); err != nil {
+			t.Skip("cannot start sh:", err)
+		}
+		pid := cmd.Process.Pid
+		defer func() {
+			cmd.Process.Kill()
+			cmd.Wait()
+		}()
+		for range 200 { // until sh has exec'd sleep
+			if comm, _ := os.ReadFile(fmt.Sprintf("/proc/%d/comm", pid)); string(comm) == "sleep\n" {
+				break
+			}
+			time.Sleep(10 * time.Millisecond)
+		}
+		err := OnTracerThread(func() error {
+			if err := Seize(pid); err != nil {
+				return err
+			}
+			regs, err := GetRegs(pid)
+			if err != nil {
+				return err
+			}
+			mask, err := GetSigmask(pid)
+			if err != nil {
+				return err
+			}
+			if err := SetSigmask(pid, ^uint64(0)); err != nil {
+				return err
+			}
+			blocked, _ := GetSigmask(pid)
+			start, code := vdsoCode(t, pid)
+			off, err := FindSyscallInsn(code)
+			if err != nil {
+				return err
+			}
+			in := Injector{Insn: start + off}
+			page, err := in.Call(pid, regs, unix.SYS_MMAP, 0, 4096, unix.PROT_READ|unix.PROT_WRITE|unix.PROT_EXEC,
+				unix.MAP_PRIVATE|unix.MAP_ANONYMOUS, ^uint64(0), 0)
+			if err != nil {
+				return err
+			}
+			mem, err := os.OpenFile(fmt.Sprintf("/proc/%d/mem", pid), os.O_RDWR, 0)
+			if err != nil {
+				return err
+			}
+			defer mem.Close()
+			cs := calls(pid)
+			if _, err := mem.WriteAt(append(BatchCode, EncodeBatch(cs)...), int64(page)); err != nil {
+				return err
+			}
+			before, _ := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+			berr := in.RunBatchLive(pid, pid, regs, page, page+uint64(len(BatchCode)), len(cs))
+			check(pid, berr)
+			if m, err := GetSigmask(pid); err != nil || m != blocked {
+				t.Errorf("mask after the batch %#x (%v), want %#x", m, err, blocked)
+			}
+			after, _ := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+			for _, k := range []string{"SigCgt", "SigIgn"} {
+				b, _ := statusHex(string(before), k)
+				a, _ := statusHex(string(after), k)
+				if a != b {
+					t.Errorf("%s %#x after the batch, %#x before", k, a, b)
+				}
+			}
+			if _, err := in.Call(pid, regs, unix.SYS_MUNMAP, page, 4096); err != nil {
+				return err
+			}
+			if err := SetRegs(pid, &regs); err != nil {
+				return err
+			}
+			if err := SetSigmask(pid, mask); err != nil {
+				return err
+			}
+			return nil // the child is killed with its tracer's thread gone or by the defer
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	t.Run("plain", func(t *testing.T) {
+		run(t, "exec sleep 30", func(int) []BatchCall { return []BatchCall{{Nr: unix.SYS_GETPID}, {Nr: unix.SYS_GETPPID}} },
+			func(pid int, err error) {
+				if err != nil {
+					t.Errorf("batch: %v", err)
+				}
+			})
+	})
+	t.Run("sigtrap-sent", func(t *testing.T) {
+		run(t, "exec sleep 30", func(pid int) []BatchCall {
+			return []BatchCall{{Nr: unix.SYS_TGKILL, Args: [6]uint64{uint64(pid), uint64(pid), uint64(unix.SIGTRAP)}}, {Nr: unix.SYS_GETPID}}
+		}, func(pid int, err error) {
+			if err != nil {
+				t.Errorf("batch: %v", err)
+			}
+			st, _ := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+			if p, _ := statusHex(string(st), "SigPnd"); p&sigtrapBit == 0 {
+				t.Errorf("the SIGTRAP sent during the batch is not pending any more (SigPnd %#x)", p)
+			}
+		})
+	})
+	t.Run("sigtrap-ignored", func(t *testing.T) {
+		run(t, "trap '' TRAP; exec sleep 30", func(int) []BatchCall { return []BatchCall{{Nr: unix.SYS_GETPID}} },
+			func(pid int, err error) {
+				if !errors.Is(err, ErrBatchUnsafe) {
+					t.Errorf("batch with SIGTRAP ignored: %v, want ErrBatchUnsafe", err)
+				}
+			})
+	})
+}
