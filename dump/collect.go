@@ -21,12 +21,14 @@ const (
 	maxAuxvLen     = 4096 // /proc/PID/auxv bytes
 	sigactionSize  = 32   // struct sigaction of the x86_64 kernel ABI
 	itimervalSize  = 32
-	rlimitSize     = 16 // struct rlimit64
 	threadScratch  = 64 // per-thread slot: stack_t (24), tid address (8), pdeath signal (4)
 	errRestartSys  = 512
 	errRestartNoin = 513
 	errRestartNoh  = 514
 	errRestartBlk  = 516
+	// leaderBatch bounds the calls of injectAll's batch: brk, a sigaction per signal (at
+	// most 64), three itimers and three prctls.
+	leaderBatch = 80
 )
 
 // threadState is what core-TID.img records of one thread.
@@ -365,57 +367,53 @@ func (d *dumper) injectAll(p *process, ps *procState) (err error) {
 		offSigactions = 0
 		offItimers    = offSigactions + image.NSignals*sigactionSize
 		offSubreaper  = offItimers + 3*itimervalSize
-		offRlimits    = offSubreaper + 8
 		offThreads    = 4096
 	)
 	offTimers := offThreads + uint64(len(p.threads))*threadScratch
-	if err := in.mapScratch(leader, offTimers+uint64(len(ps.posixTimers))*itimerspecLen); err != nil {
+	if err := in.mapScratch(leader, offTimers+uint64(len(ps.posixTimers))*itimerspecLen, leaderBatch); err != nil {
 		return err
 	}
-	if err := in.checkLockFuture(); err != nil {
+	if err := in.checkLockFuture(ps.status); err != nil {
 		return err
 	}
 	if err := in.checkMembarrier(leader); err != nil {
 		return err
 	}
-	brk, err := in.call(leader, unix.SYS_BRK, 0)
+	// The limits come from /proc/PID/limits, the fields prlimit64 reads: prlimit on
+	// another process needs CAP_SYS_RESOURCE unless the uids match, and the dumper may
+	// lack it; asking the process itself took 16 injected calls (two ptrace stops each),
+	// a sixth of a process's fixed cost in a dump of a large tree.
+	limits, err := procfs.ReadLimits(p.pid)
 	if err != nil {
-		return err
+		return fmt.Errorf("read the resource limits of %d: %w", p.pid, err)
 	}
-	ps.brk = uint64(brk)
+	if len(limits) != image.NRlimits {
+		return fmt.Errorf("read the resource limits of %d: %d, want %d", p.pid, len(limits), image.NRlimits)
+	}
+	for res, l := range limits {
+		ps.rlimits[res] = unix.Rlimit{Cur: l[0], Max: l[1]}
+	}
+	// brk, the signal actions, the interval timers, the subreaper flag, dumpable and THP,
+	// in this order, as one batch (in.batch).
+	calls := []ptrace.BatchCall{{Nr: unix.SYS_BRK}}
 	for _, sig := range image.SigactionSignals() {
-		if _, err := in.call(leader, unix.SYS_RT_SIGACTION, uint64(sig), 0,
-			in.scratch+offSigactions+uint64(sig-1)*sigactionSize, 8); err != nil {
-			return err
-		}
+		calls = append(calls, ptrace.BatchCall{Nr: unix.SYS_RT_SIGACTION,
+			Args: [6]uint64{uint64(sig), 0, in.scratch + offSigactions + uint64(sig-1)*sigactionSize, 8}})
 	}
-	for which := 0; which < 3; which++ {
-		if _, err := in.call(leader, unix.SYS_GETITIMER, uint64(which),
-			in.scratch+offItimers+uint64(which)*itimervalSize); err != nil {
-			return err
-		}
+	for which := uint64(0); which < 3; which++ {
+		calls = append(calls, ptrace.BatchCall{Nr: unix.SYS_GETITIMER, Args: [6]uint64{which, in.scratch + offItimers + which*itimervalSize}})
 	}
-	if _, err := in.call(leader, unix.SYS_PRCTL, unix.PR_GET_CHILD_SUBREAPER, in.scratch+offSubreaper); err != nil {
-		return err
-	}
-	// The process reads its own limits: prlimit on another process needs
-	// CAP_SYS_RESOURCE unless the uids match, and the dumper may lack it.
-	for res := 0; res < image.NRlimits; res++ {
-		if _, err := in.call(leader, unix.SYS_PRLIMIT64, 0, uint64(res), 0,
-			in.scratch+offRlimits+uint64(res)*rlimitSize); err != nil {
-			return fmt.Errorf("read rlimit %d of %d: %w", res, p.pid, err)
-		}
-	}
-	dumpable, err := in.call(leader, unix.SYS_PRCTL, unix.PR_GET_DUMPABLE)
+	calls = append(calls,
+		ptrace.BatchCall{Nr: unix.SYS_PRCTL, Args: [6]uint64{unix.PR_GET_CHILD_SUBREAPER, in.scratch + offSubreaper}},
+		ptrace.BatchCall{Nr: unix.SYS_PRCTL, Args: [6]uint64{unix.PR_GET_DUMPABLE}},
+		ptrace.BatchCall{Nr: unix.SYS_PRCTL, Args: [6]uint64{unix.PR_GET_THP_DISABLE}})
+	got, err := in.batch(leader, calls)
 	if err != nil {
 		return err
 	}
-	ps.dumpable = int32(dumpable)
-	thp, err := in.call(leader, unix.SYS_PRCTL, unix.PR_GET_THP_DISABLE)
-	if err != nil {
-		return err
-	}
-	ps.thpDisabled = thp != 0
+	ps.brk = got[0]
+	ps.dumpable = int32(got[len(got)-2])
+	ps.thpDisabled = got[len(got)-1] != 0
 	for i, t := range p.threads {
 		base := in.scratch + offThreads + uint64(i)*threadScratch
 		if _, err := in.call(t, unix.SYS_SIGALTSTACK, 0, base); err != nil {
@@ -451,10 +449,6 @@ func (d *dumper) injectAll(p *process, ps *procState) (err error) {
 		ps.itimers[which] = [4]uint64{le64(b), le64(b[8:]), le64(b[16:]), le64(b[24:])}
 	}
 	ps.subreaper = le32(buf[offSubreaper:]) != 0
-	for res := range ps.rlimits {
-		b := buf[offRlimits+res*rlimitSize:]
-		ps.rlimits[res] = unix.Rlimit{Cur: le64(b), Max: le64(b[8:])}
-	}
 	for i := range ps.posixTimers {
 		b := buf[offTimers+uint64(i)*itimerspecLen:]
 		ps.posixTimers[i].spec = [4]uint64{le64(b), le64(b[8:]), le64(b[16:]), le64(b[24:])}

@@ -33,11 +33,15 @@
 // one *RefusedError each, naming the process, the fd or mapping and the resource). Every
 // thread is then seized (PTRACE_SEIZE + PTRACE_INTERRUPT; threads and children are
 // re-listed until stable) from one locked OS thread. State the tracer can read directly comes from ptrace (registers, XSAVE, signal
-// mask, TLS slots, rseq, pending signals) and /proc; state only the process can report
-// (brk, sigactions, itimers, POSIX timers, resource limits, the alternate stack, clear_child_tid, pdeath
+// mask, TLS slots, rseq, pending signals) and /proc (resource limits too); state only the process can report
+// (brk, sigactions, itimers, POSIX timers, the alternate stack, clear_child_tid, pdeath
 // signal, secure bits, dumpable, THP, child subreaper) comes from system calls injected through an existing
 // `syscall` instruction of the vDSO, with every signal blocked, into a scratch mapping that
-// is removed again before memory is read. Pages are selected from /proc/PID/pagemap and
+// is removed again before memory is read. The process-wide ones (brk, sigactions, itimers,
+// subreaper, dumpable, THP) run as one batch from the scratch mapping (executable for it;
+// internal/ptrace/batch.go: one ptrace stop instead of two a call) when SIGTRAP is at its
+// default action and not pending, so that the batch's closing int3 changes nothing; else,
+// and where writable executable memory is refused, one at a time. Pages are selected from /proc/PID/pagemap and
 // copied with batched process_vm_readv (/proc/PID/mem for unreadable areas) by a reader
 // goroutine while the caller writes; shared memory objects are read through the objects
 // themselves (SEEK_DATA/SEEK_HOLE; the bytes of the last page past the end of the object
@@ -222,7 +226,7 @@
 // stops at its next check (between processes, and between page batches), puts every
 // thread back and removes the partial set. SIGKILL of imgtool cannot be caught: the kernel
 // then detaches every thread and lets it run from its current state. A thread is in a
-// borrowed state only while its process's injected calls run (about 90 calls, a few
+// borrowed state only while its process's injected calls run (about 75 calls, a few
 // milliseconds a process); as soon as they are done it gets its own registers and signal
 // mask back, while the tree stays stopped, so a kill at any later moment (reading memory,
 // writing the set) leaves the tree running unharmed and only a staging folder behind

@@ -168,3 +168,13 @@ func TestCRIURestoresSiblings(t *testing.T) {
 		t.Fatalf("the restored processes found their memory wrong: %s", out)
 	}
 }
+
+// TestRestoreOneCallAtATime: where the scratch area cannot be executable (an LSM refusing
+// writable and executable memory), the mappings are made one injected call at a time
+// instead of in batches: the same trees come back the same.
+func TestRestoreOneCallAtATime(t *testing.T) {
+	singleCalls = true
+	defer func() { singleCalls = false }()
+	t.Run("cow", TestRestoreKeepsCOWSharing)
+	t.Run("kitchen", TestRoundTripKitchenSink)
+}

@@ -64,7 +64,11 @@
 //     vvar_vclock as one entry; it is split at this kernel's sizes; a child finds them
 //     where its parent's were saved, and they are parked first if its own differ), every
 //     VMA it does not keep from its parent is mapped at its address with MAP_FIXED_NOREPLACE
-//     (files and memfds handed over with pidfd_getfd), then the saved pages are written with
+//     (files and memfds handed over with pidfd_getfd; the mmap and madvise calls run in
+//     batches of a few hundred by a 51-byte loop written into the scratch area, which is
+//     executable for it, ending in an int3 whose SIGTRAP the tracer discards: one ptrace
+//     stop a batch, where one call at a time took two a call; internal/ptrace/batch.go),
+//     then the saved pages are written with
 //     process_vm_writev, one call per 4 MiB buffer of the pages file (one remote iovec per
 //     run), while a goroutine reads the next buffer; an encrypted pages file streams
 //     through imgset's parallel decryption pipeline instead, so its plaintext exists only

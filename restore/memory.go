@@ -10,6 +10,7 @@ import (
 
 	"github.com/imgtool/imgtool/image"
 	"github.com/imgtool/imgtool/internal/procfs"
+	"github.com/imgtool/imgtool/internal/ptrace"
 )
 
 // mapFlagsKept are the mmap flags of a saved VMA that are passed back to mmap. MAP_LOCKED
@@ -96,14 +97,18 @@ func (r *restorer) restoreMemory(p, parent *process) error {
 			p.leader().syscall(unix.SYS_CLOSE, fd)
 		}
 	}()
+	q := &mapQueue{p: p, single: r.noBatch}
 	for _, v := range p.pl.mm.Vmas {
 		st := v.GetStatus()
 		if st&(image.VMAAreaVDSO|image.VMAAreaVVAR) != 0 || st&image.VMAAreaRegular == 0 {
 			continue // placed above, or not a mapping of the process's own (vsyscall)
 		}
-		if err := r.placeVMA(p, v, inh.keeps(v), files); err != nil {
-			return fmt.Errorf("mapping %#x-%#x: %w", v.GetStart(), v.GetEnd(), err)
+		if err := r.placeVMA(p, v, inh.keeps(v), files, q); err != nil {
+			return err
 		}
+	}
+	if err := q.flush(); err != nil {
+		return err
 	}
 	if err := r.writePages(p, inh); err != nil {
 		return err
@@ -118,18 +123,130 @@ func (r *restorer) restoreMemory(p, parent *process) error {
 
 // placeVMA gives p its saved mapping v: the parts it keeps from its parent adjusted, the
 // rest mapped.
-func (r *restorer) placeVMA(p *process, v *vma.VmaEntry, kept []keptPart, files map[string]uint64) error {
+// Its mmap and madvise calls go into q, run in batches; what else it injects runs after
+// the queue is flushed, so that every call keeps its order.
+func (r *restorer) placeVMA(p *process, v *vma.VmaEntry, kept []keptPart, files map[string]uint64, q *mapQueue) error {
 	var keptSpans spans
+	if len(kept) > 0 {
+		if err := q.flush(); err != nil {
+			return err
+		}
+	}
 	for _, part := range kept {
 		if err := adjustKept(p, part, v); err != nil {
-			return err
+			return vmaError(v, err)
 		}
 		keptSpans = append(keptSpans, part.span)
 	}
 	for _, s := range (spans{{v.GetStart(), v.GetEnd()}}).subtract(keptSpans) {
-		if err := r.mapVMA(p, v, s, files); err != nil {
+		if err := r.mapVMA(p, v, s, files, q); err != nil {
 			return err
 		}
+	}
+	return nil
+}
+
+// vmaError names the saved mapping v in err.
+func vmaError(v *vma.VmaEntry, err error) error {
+	return fmt.Errorf("mapping %#x-%#x: %w", v.GetStart(), v.GetEnd(), err)
+}
+
+// mapQueue holds the mmap and madvise calls of a process's mappings until they are run,
+// hundreds at a time, by ptrace.BatchCode in the scratch area: a process with 20,000
+// mappings took 40,000 ptrace stops, one mmap each, where CRIU's restorer maps them all
+// from inside the process; a batch takes one. Each call keeps what is needed to report
+// its failure as the call made alone would have.
+type mapQueue struct {
+	p      *process
+	single bool // one call at a time (no executable scratch area)
+	calls  []ptrace.BatchCall
+	why    []queuedCall
+}
+
+// queuedCall is what a queued call does: mmap of s (advice < 0), or madvise of s.
+type queuedCall struct {
+	v      *vma.VmaEntry
+	s      span
+	advice int
+}
+
+// The batch area: BatchCode, then the table, in the upper part of the scratch area (the
+// lower part holds the arguments of single calls, a seccomp filter up to 32 KiB + 16).
+const (
+	scratchBatch    = 40 << 10
+	scratchBatchTab = scratchBatch + 64
+	batchMax        = (scratchSize - scratchBatchTab) / ptrace.BatchEntrySize
+)
+
+func (q *mapQueue) add(c ptrace.BatchCall, why queuedCall) error {
+	q.calls = append(q.calls, c)
+	q.why = append(q.why, why)
+	if len(q.calls) == batchMax {
+		return q.flush()
+	}
+	return nil
+}
+
+// run runs calls, as a batch or one at a time, and returns their results up to the first
+// that failed, with its error.
+func (q *mapQueue) run(calls []ptrace.BatchCall) ([]uint64, error) {
+	p, t := q.p, q.p.leader()
+	if q.single {
+		var got []uint64
+		for _, c := range calls {
+			ret, err := t.syscall(c.Nr, c.Args[:]...)
+			if err != nil {
+				return got, err
+			}
+			got = append(got, ret)
+		}
+		return got, nil
+	}
+	if err := p.poke(p.scratch+scratchBatch, ptrace.BatchCode); err != nil {
+		return nil, err
+	}
+	if err := p.poke(p.scratch+scratchBatchTab, ptrace.EncodeBatch(calls)); err != nil {
+		return nil, err
+	}
+	in := ptrace.Injector{Insn: p.sysInsn, DiscardSignals: true}
+	if err := in.RunBatch(t.tid, t.tmpl, p.scratch+scratchBatch, p.scratch+scratchBatchTab, len(calls)); err != nil {
+		return nil, err
+	}
+	table := make([]byte, len(calls)*ptrace.BatchEntrySize)
+	if _, err := p.mem.ReadAt(table, int64(p.scratch+scratchBatchTab)); err != nil {
+		return nil, fmt.Errorf("reading memory of %d at %#x: %w", p.pid, p.scratch+scratchBatchTab, err)
+	}
+	return ptrace.BatchResults(t.tid, calls, table)
+}
+
+// fail returns err of mapping v once the calls queued before it have run: the failure of
+// one of them, made first, is the one reported.
+func (q *mapQueue) fail(v *vma.VmaEntry, err error) error {
+	if ferr := q.flush(); ferr != nil {
+		return ferr
+	}
+	return vmaError(v, err)
+}
+
+// flush runs the queued calls, and reports the first that failed (nothing after it ran).
+func (q *mapQueue) flush() error {
+	if len(q.calls) == 0 {
+		return nil
+	}
+	calls, why := q.calls, q.why
+	q.calls, q.why = q.calls[:0], q.why[:0]
+	got, err := q.run(calls)
+	for i, ret := range got {
+		if w := why[i]; w.advice < 0 && ret != w.s.start {
+			return vmaError(w.v, fmt.Errorf("mapped at %#x", ret))
+		}
+	}
+	if err != nil {
+		w := why[len(got)]
+		if w.advice >= 0 {
+			err = fmt.Errorf("madvise %d: %w", w.advice, err)
+		}
+		return vmaError(w.v, err)
 	}
 	return nil
 }
@@ -222,8 +339,7 @@ func (r *restorer) lockMemory(p *process) error {
 
 // mapVMA maps the range s of one saved VMA (all of it, or what a child does not keep of
 // its parent's) at its address with MAP_FIXED_NOREPLACE.
-func (r *restorer) mapVMA(p *process, v *vma.VmaEntry, s span, files map[string]uint64) error {
-	t := p.leader()
+func (r *restorer) mapVMA(p *process, v *vma.VmaEntry, s span, files map[string]uint64, q *mapQueue) error {
 	st := v.GetStatus()
 	flags := uint64(v.GetFlags()&mapFlagsKept) | unix.MAP_FIXED_NOREPLACE
 	fd, off := ^uint64(0), uint64(0)
@@ -237,18 +353,22 @@ func (r *restorer) mapVMA(p *process, v *vma.VmaEntry, s span, files map[string]
 	case st&(image.VMAFilePrivate|image.VMAFileShared|image.VMAAnonShared) != 0:
 		key, open, err := r.mappedFile(v)
 		if err != nil {
-			return err
+			return q.fail(v, err)
 		}
 		got, ok := files[key]
 		if !ok {
+			// The fd is passed with injected calls of its own: the queue goes first.
+			if err := q.flush(); err != nil {
+				return err
+			}
 			f, err := open()
 			if err != nil {
-				return err
+				return vmaError(v, err)
 			}
 			got, err = r.transfer(p, f)
 			f.Close()
 			if err != nil {
-				return err
+				return vmaError(v, err)
 			}
 			files[key] = got
 		}
@@ -260,20 +380,23 @@ func (r *restorer) mapVMA(p *process, v *vma.VmaEntry, s span, files map[string]
 			flags = flags&^unix.MAP_PRIVATE | unix.MAP_SHARED
 		}
 	default:
-		return fmt.Errorf("unsupported VMA status %#x", st)
+		return q.fail(v, fmt.Errorf("unsupported VMA status %#x", st))
 	}
-	addr, err := t.syscall(unix.SYS_MMAP, s.start, s.end-s.start, uint64(v.GetProt()), flags, fd, off)
-	if err != nil {
+	if err := q.add(ptrace.BatchCall{Nr: unix.SYS_MMAP, Args: [6]uint64{s.start, s.end - s.start, uint64(v.GetProt()), flags, fd, off}},
+		queuedCall{v, s, -1}); err != nil {
 		return err
-	}
-	if addr != s.start {
-		return fmt.Errorf("mapped at %#x", addr)
 	}
 	steps, ok := image.MadviseSteps(0, v.GetMadv())
 	if !ok {
-		return fmt.Errorf("advice %#x cannot be given", v.GetMadv())
+		return q.fail(v, fmt.Errorf("advice %#x cannot be given", v.GetMadv()))
 	}
-	return madvise(t, s, steps)
+	for _, advice := range steps {
+		if err := q.add(ptrace.BatchCall{Nr: unix.SYS_MADVISE, Args: [6]uint64{s.start, s.end - s.start, uint64(advice)}},
+			queuedCall{v, s, advice}); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // madvise gives the range s each advice of steps, in order.

@@ -172,8 +172,13 @@ func writePidFile(path string, pid int) error {
 }
 
 // restorer holds the state of one restore; its methods run on the tracer thread.
+// singleCalls makes every restore inject its calls one at a time, as where the scratch
+// area cannot be executable: for the tests of that way.
+var singleCalls bool
+
 type restorer struct {
 	ctx     context.Context
+	noBatch bool // the scratch area is not executable: no ptrace.BatchCode (memory.go)
 	opts    Options
 	pl      *plan
 	xs      fpu.Layout
@@ -329,9 +334,26 @@ func (r *restorer) startHelper() error {
 		return errors.New("no address range is free in every restored process for the restore's scratch area")
 	}
 	r.scratch, h.scratch = hole, hole
-	if _, err := t.syscall(unix.SYS_MMAP, hole, scratchSize, unix.PROT_READ|unix.PROT_WRITE,
-		unix.MAP_PRIVATE|unix.MAP_ANONYMOUS|unix.MAP_FIXED_NOREPLACE, ^uint64(0), 0); err != nil {
+	// Executable too: the batches of mmap calls run from it (memory.go, mapQueue). Where
+	// writable and executable memory is refused (an LSM's execmem, MDWE), it is mapped
+	// without and the calls are made one at a time, as before batches.
+	mapScratch := func(prot uint64) error {
+		_, err := t.syscall(unix.SYS_MMAP, hole, scratchSize, prot,
+			unix.MAP_PRIVATE|unix.MAP_ANONYMOUS|unix.MAP_FIXED_NOREPLACE, ^uint64(0), 0)
 		return err
+	}
+	var mapErr error = unix.EACCES
+	if !singleCalls {
+		mapErr = mapScratch(unix.PROT_READ | unix.PROT_WRITE | unix.PROT_EXEC)
+	}
+	if mapErr != nil {
+		if !errors.Is(mapErr, unix.EACCES) && !errors.Is(mapErr, unix.EPERM) {
+			return mapErr
+		}
+		if err := mapScratch(unix.PROT_READ | unix.PROT_WRITE); err != nil {
+			return err
+		}
+		r.noBatch = true
 	}
 	// Park vvar, vvar_vclock and vdso in the hole, in their order, right after the scratch.
 	at := hole + scratchSize

@@ -49,7 +49,125 @@ row() { printf '%-34s %10s %10s %s\n' "$@"; }
 secs() { echo "${1% *}"; }
 mib() { awk -v k="${1#* }" 'BEGIN{printf "%.1f", k/1024}'; }
 
+
+##############################################################################
+# 7. Scaling: where a dump's and a restore's cost grows with the number of threads,
+# processes and mappings (issue 13). scripts/bench/scale.c makes each target; one running
+# copy is dumped by every tool in turn (--leave-running), then the copy is killed and the
+# sets are restored in turn (restore -d), each restored tree killed and its PIDs waited
+# free before the next. IMGTOOL_BENCH_BASE may name a second imgtool binary (e.g. the
+# merge base), timed in the same alternation, so that a change is measured as old/new in
+# one command. BENCH_ONLY=scaling runs only this section; BENCH_SCALE_ROUNDS (5) rounds.
+scaling() {
+	local rounds=${BENCH_SCALE_ROUNDS:-5} CRIU=${IMGTOOL_CRIU:-} BASE=${IMGTOOL_BENCH_BASE:-}
+	echo
+	echo "## 7. Scaling: 1,000 threads, a 200-process tree, 20,000 mappings, 4 GiB; imgtool against"
+	echo "##    CRIU when IMGTOOL_CRIU names it ($rounds rounds, the tools alternating; median and min-max)"
+	if [ -n "$CRIU" ] && ! "$CRIU" --version >/dev/null 2>&1; then
+		echo "IMGTOOL_CRIU=$CRIU does not run: CRIU not measured"; CRIU=""
+	fi
+	[ -n "$CRIU" ] && echo "CRIU: $("$CRIU" --version | head -1) ($CRIU)"
+	[ -z "$CRIU" ] && echo "CRIU: not measured (set IMGTOOL_CRIU to a CRIU 4.2 binary to compare)"
+	[ -n "$BASE" ] && echo "base imgtool: $BASE ($("$BASE" --version 2>/dev/null | head -1))"
+	gcc -O1 -pthread -o "$W/scale" scripts/bench/scale.c
+	local tools=(imgtool) t
+	[ -n "$BASE" ] && tools+=(base)
+	[ -n "$CRIU" ] && tools+=(criu)
+	# sdump TOOL PID SET RUNS / srestore TOOL SET RUNS: one timed dump or restore -d.
+	sdump() {
+		rm -rf "$3"; mkdir -p "$3"
+		case $1 in
+		criu) run1 - "$4" "$CRIU" dump -t "$2" -D "$3" --leave-running -o dump.log ||
+			{ grep -E "Error" "$3/dump.log" >&2; return 1; } ;;
+		base) run1 - "$4" "$BASE" dump -t "$2" -D "$3" --leave-running --quiet ;;
+		*) run1 - "$4" "$IMGTOOL" dump -t "$2" -D "$3" --leave-running --quiet ;;
+		esac
+	}
+	srestore() {
+		rm -f "$W/r.pid"
+		case $1 in
+		criu) run1 - "$3" "$CRIU" restore -D "$2" -d --pidfile "$W/r.pid" -o restore.log ||
+			{ grep -E "Error" "$2/restore.log" >&2; return 1; } ;;
+		base) run1 - "$3" "$BASE" restore -D "$2" -d --pidfile "$W/r.pid" ;;
+		*) run1 - "$3" "$IMGTOOL" restore -D "$2" -d --pidfile "$W/r.pid" ;;
+		esac
+		local root; root=$(cat "$W/r.pid")
+		kill -9 -- "-$root" 2>/dev/null || kill -9 "$root" 2>/dev/null || true
+		sgone
+	}
+	# sgone: waits until every PID of the target's tree (scale.pids) is free again.
+	sgone() {
+		local p
+		for _ in $(seq 500); do
+			for p in $(cat "$W/scale.pids"); do [ -e "/proc/$p" ] && break; p=; done
+			[ -z "$p" ] && return 0
+			sleep 0.01
+		done
+		echo "scaling: PID $p still in use" >&2; return 1
+	}
+	# sstart KIND N: starts the target as a session leader, waits for it to be ready,
+	# records the PIDs of its tree.
+	sstart() {
+		rm -f "$W/scale.ready"
+		setsid "$W/scale" "$1" "$2" "$W/scale.ready" </dev/null >/dev/null 2>&1 &
+		echo $! >"$W/scale.pid"
+		for _ in $(seq 600); do [ -e "$W/scale.ready" ] && break; sleep 0.05; done
+		[ -e "$W/scale.ready" ] || { echo "scaling: $1 $2 did not start" >&2; return 1; }
+		pgrep -s "$(cat "$W/scale.pid")" >"$W/scale.pids"
+	}
+	# scase LABEL KIND N: the whole comparison for one target.
+	scase() {
+		local label=$1 round pid imed
+		rm -f "$W"/sc-*.runs
+		sstart "$2" "$3"; pid=$(cat "$W/scale.pid")
+		for ((round = 0; round < rounds; round++)); do
+			for t in "${tools[@]}"; do sdump "$t" "$pid" "$W/sc-$t" "$W/sc-d-$t.runs"; done
+		done
+		kill -9 -- "-$pid"; wait "$pid" 2>/dev/null || true; sgone
+		for ((round = 0; round < rounds; round++)); do
+			for t in "${tools[@]}"; do srestore "$t" "$W/sc-$t" "$W/sc-r-$t.runs"; done
+		done
+		echo "### $label"
+		row "operation" "median s" "peak MiB" "min-max s  ratio"
+		for op in d r; do
+			local name=dump; [ $op = r ] && name=restore
+			imed=$(secs "$(med "$W/sc-$op-imgtool.runs")")
+			show "imgtool $name" "$W/sc-$op-imgtool.runs" ""
+			[ -n "$BASE" ] && show "base imgtool $name" "$W/sc-$op-base.runs" \
+				"imgtool takes $(ratio "$imed" "$(secs "$(med "$W/sc-$op-base.runs")")")x base's time"
+			if [ -n "$CRIU" ]; then
+				local goal="<= 0.8"; [ $op = r ] && goal="<= 0.5"
+				show "CRIU $name" "$W/sc-$op-criu.runs" \
+					"imgtool takes $(ratio "$imed" "$(secs "$(med "$W/sc-$op-criu.runs")")")x CRIU's time (goal $goal)${BASE:+, base $(ratio "$(secs "$(med "$W/sc-$op-base.runs")")" "$(secs "$(med "$W/sc-$op-criu.runs")")")x}"
+			else
+				row "CRIU $name" "-" "-" "not measured"
+			fi
+		done
+		rm -rf "$W"/sc-*/
+	}
+	scase "1,000 sleeping threads (one process)" threads 1000
+	scase "a 200-process tree (a parent and 199 sleeping children)" tree 200
+	scase "20,000 private anonymous mappings, each touched" maps 20000
+	# 4 GiB: each set is 4 GiB of tmpfs, and the process 4 GiB more; only with room to
+	# spare for the machine's other users (three sets and the process: 16 GiB available).
+	local avail; avail=$(awk '/MemAvailable/{print int($2/1048576)}' /proc/meminfo)
+	if [ "${BENCH_SCALE_4G:-1}" = 0 ]; then
+		echo "### 4 GiB process: skipped (BENCH_SCALE_4G=0)"
+	elif [ "$avail" -lt $((4 * (${#tools[@]} + 1) + 4)) ]; then
+		echo "### 4 GiB process: skipped (${avail} GiB available, $((4 * (${#tools[@]} + 1) + 4)) needed)"
+	else
+		scase "a 4 GiB process (every page different)" big 4096
+	fi
+}
+
 echo "# imgtool bench ($(date -u +%F), $(nproc) cores, $(uname -r))"
+show() { # show LABEL RUNS COMMENT
+	row "$1" "$(secs "$(med "$2")")" "$(mib "$(med "$2")")" "$(span "$2")  $3"
+}
+if [ "${BENCH_ONLY:-}" = scaling ]; then
+	scaling
+	exit 0
+fi
 
 ##############################################################################
 echo
@@ -179,9 +297,6 @@ for round in 1 2 3 4 5; do
 	command -v openssl >/dev/null && run1 "$W/ossl.out" "$W/ossl.runs" bash -c 'peer_each "$W/ossl.out" ossl_one'
 done
 cp_m=$(med "$W/cp.runs")
-show() { # show LABEL RUNS COMMENT
-	row "$1" "$(secs "$(med "$2")")" "$(mib "$(med "$2")")" "$(span "$2")  $3"
-}
 printf '%-34s %10s %10s %s\n' "operation" "median s" "peak MiB" "min-max s  ratio"
 show "cp -r" "$W/cp.runs" "1.00 (the floor)"
 show "imgtool encrypt" "$W/enc.runs" "$(ratio "$(secs "$(med "$W/enc.runs")")" "$(secs "$cp_m")")x cp (target <= 1.15)"
@@ -310,3 +425,5 @@ if [ -n "${IMGTOOL_CRIU:-}" ] && [ -n "$CRIU" ]; then
 	show "criu dump (tmpfs)" "$W/s-plain.runs" "1.00"
 	show "criu dump --stream + capture -e" "$W/s-cap.runs" "$(ratio "$(secs "$(med "$W/s-cap.runs")")" "$(secs "$(med "$W/s-plain.runs")")")x plain criu dump (target <= 1.3)"
 fi
+
+scaling

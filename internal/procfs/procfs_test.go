@@ -2,9 +2,14 @@ package procfs
 
 import (
 	"errors"
+	"golang.org/x/sys/unix"
 	"os"
+	"os/exec"
+	"path/filepath"
+	"reflect"
 	"syscall"
 	"testing"
+	"time"
 )
 
 func TestParseMapsLine(t *testing.T) {
@@ -73,5 +78,71 @@ func TestSelf(t *testing.T) {
 	plain, err := ReadMaps(pid)
 	if err != nil || len(plain) == 0 || plain[0].VMFlags != nil {
 		t.Errorf("maps: %d mappings, %v", len(plain), err)
+	}
+}
+
+// TestReadMappingsSmapsText: the detail lines of smaps, passed over without being parsed,
+// leave the mappings and their VmFlags as the maps lines and VmFlags lines say.
+func TestReadMappingsSmapsText(t *testing.T) {
+	text := `55d0c0000000-55d0c0001000 r--p 00000000 fd:01 1234   /usr/bin/x
+Size:                  4 kB
+KernelPageSize:        4 kB
+Rss:                   4 kB
+Pss_Dirty:             0 kB
+THPeligible:           0
+VmFlags: rd mr mw me
+7f0000000000-7f0000002000 rw-p 00000000 00:00 0 
+Size:                  8 kB
+Anonymous:             8 kB
+Locked:                0 kB
+VmFlags: rd wr mr mw me ac lo
+`
+	path := filepath.Join(t.TempDir(), "smaps")
+	if err := os.WriteFile(path, []byte(text), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	got, err := readMappings(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []Mapping{
+		{Start: 0x55d0c0000000, End: 0x55d0c0001000, Read: true, DevMajor: 0xfd, DevMinor: 1, Ino: 1234, Path: "/usr/bin/x", VMFlags: []string{"rd", "mr", "mw", "me"}},
+		{Start: 0x7f0000000000, End: 0x7f0000002000, Read: true, Write: true, VMFlags: []string{"rd", "wr", "mr", "mw", "me", "ac", "lo"}},
+	}
+	if !reflect.DeepEqual(got, want) {
+		t.Errorf("got %+v\nwant %+v", got, want)
+	}
+}
+
+// TestReadLimits: /proc/PID/limits gives what prlimit64 gives, finite and unlimited, for
+// every resource (a child whose limits are set to known values).
+func TestReadLimits(t *testing.T) {
+	cmd := exec.Command("sh", "-c", "ulimit -S -n 77; ulimit -S -s 12345; exec sleep 30")
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = cmd.Process.Kill(); _ = cmd.Wait() }()
+	pid := cmd.Process.Pid
+	for range 200 { // until sh has exec'd sleep
+		if comm, _ := os.ReadFile(Path(pid, "comm")); string(comm) == "sleep\n" {
+			break
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	got, err := ReadLimits(pid)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for res := range got {
+		var rl unix.Rlimit
+		if err := unix.Prlimit(pid, res, nil, &rl); err != nil {
+			t.Fatal(err)
+		}
+		if got[res] != [2]uint64{rl.Cur, rl.Max} {
+			t.Errorf("limit %d: %v, prlimit says %+v", res, got[res], rl)
+		}
+	}
+	if got[unix.RLIMIT_NOFILE][0] != 77 || got[unix.RLIMIT_STACK][0] != 12345*1024 {
+		t.Errorf("nofile %d, stack %d: the ulimits set were 77 and 12345 KiB", got[unix.RLIMIT_NOFILE][0], got[unix.RLIMIT_STACK][0])
 	}
 }

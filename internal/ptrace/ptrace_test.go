@@ -9,6 +9,7 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+	"time"
 
 	"golang.org/x/sys/unix"
 )
@@ -117,4 +118,213 @@ func TestFindSyscallInsn(t *testing.T) {
 	if _, err := FindSyscallInsn([]byte{0x90, 0x0f, 0xc3}); err == nil {
 		t.Error("FindSyscallInsn found a syscall in code without one")
 	}
+}
+
+// TestRunBatch runs a table of calls in a seized child with BatchCode: the results of the
+// calls up to the first failure, none after it, and the child goes on unharmed.
+func TestRunBatch(t *testing.T) {
+	cmd := exec.Command("sleep", "30")
+	if err := cmd.Start(); err != nil {
+		t.Skip("cannot start sleep:", err)
+	}
+	pid := cmd.Process.Pid
+	defer func() {
+		cmd.Process.Kill()
+		cmd.Wait()
+	}()
+	err := OnTracerThread(func() error {
+		if err := Seize(pid); err != nil {
+			return err
+		}
+		regs, err := GetRegs(pid)
+		if err != nil {
+			return err
+		}
+		if err := SetSigmask(pid, ^uint64(0)); err != nil {
+			return err
+		}
+		start, code := vdsoCode(t, pid)
+		off, err := FindSyscallInsn(code)
+		if err != nil {
+			return err
+		}
+		in := Injector{Insn: start + off}
+		page, err := in.Call(pid, regs, unix.SYS_MMAP, 0, 4096, unix.PROT_READ|unix.PROT_WRITE|unix.PROT_EXEC,
+			unix.MAP_PRIVATE|unix.MAP_ANONYMOUS, ^uint64(0), 0)
+		if err != nil {
+			return err
+		}
+		calls := []BatchCall{{Nr: unix.SYS_GETPID}, {Nr: unix.SYS_GETPPID}, {Nr: unix.SYS_CLOSE, Args: [6]uint64{^uint64(0)}}, {Nr: unix.SYS_GETPID}}
+		mem, err := os.OpenFile(fmt.Sprintf("/proc/%d/mem", pid), os.O_RDWR, 0)
+		if err != nil {
+			return err
+		}
+		defer mem.Close()
+		table := page + 64
+		if _, err := mem.WriteAt(BatchCode, int64(page)); err != nil {
+			return err
+		}
+		if _, err := mem.WriteAt(EncodeBatch(calls), int64(table)); err != nil {
+			return err
+		}
+		before, err := GetSigmask(pid)
+		if err != nil {
+			return err
+		}
+		if err := in.RunBatch(pid, regs, page, table, len(calls)); err != nil {
+			return err
+		}
+		if m, err := GetSigmask(pid); err != nil || m != before {
+			t.Errorf("signal mask after the batch %#x (%v), want %#x as before", m, err, before)
+		}
+		back := make([]byte, len(calls)*BatchEntrySize)
+		if _, err := mem.ReadAt(back, int64(table)); err != nil {
+			return err
+		}
+		got, err := BatchResults(pid, calls, back)
+		var se *SyscallError
+		if !errors.As(err, &se) || se.Errno != unix.EBADF || se.Nr != unix.SYS_CLOSE {
+			t.Errorf("batch error %v, want close's EBADF", err)
+		}
+		if len(got) != 2 || int(got[0]) != pid || int(got[1]) != os.Getpid() {
+			t.Errorf("batch results %v, want [%d %d]", got, pid, os.Getpid())
+		}
+		if last := back[3*BatchEntrySize+56:]; string(last[:8]) != "\x00\x00\x00\x00\x00\x00\x00\x00" {
+			t.Errorf("the call after the failed one ran: %x", last[:8])
+		}
+		// An injected call from the SIGTRAP stop discards the signal.
+		if _, err := in.Call(pid, regs, unix.SYS_MUNMAP, page, 4096); err != nil {
+			return err
+		}
+		if err := SetRegs(pid, &regs); err != nil {
+			return err
+		}
+		return Detach(pid)
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(50 * time.Millisecond)
+	if err := cmd.Process.Signal(unix.Signal(0)); err != nil {
+		t.Errorf("sleep did not survive the batch: %v", err)
+	}
+	if st, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid)); err != nil || strings.Contains(string(st), ") Z") {
+		t.Errorf("sleep died after the batch: %s %v", st, err)
+	}
+}
+
+// TestRunBatchLive: a batch in a live process leaves its signal state as it was: the
+// mask, SIGTRAP's action; a SIGTRAP sent while the batch runs (here by the batch itself)
+// stays pending; and a process whose SIGTRAP is ignored gets no batch at all.
+func TestRunBatchLive(t *testing.T) {
+	run := func(t *testing.T, script string, calls func(pid int) []BatchCall, check func(pid int, err error)) {
+		cmd := exec.Command("sh", "-c", script)
+		if err := cmd.Start(); err != nil {
+			t.Skip("cannot start sh:", err)
+		}
+		pid := cmd.Process.Pid
+		defer func() {
+			cmd.Process.Kill()
+			cmd.Wait()
+		}()
+		for range 200 { // until sh has exec'd sleep
+			if comm, _ := os.ReadFile(fmt.Sprintf("/proc/%d/comm", pid)); string(comm) == "sleep\n" {
+				break
+			}
+			time.Sleep(10 * time.Millisecond)
+		}
+		err := OnTracerThread(func() error {
+			if err := Seize(pid); err != nil {
+				return err
+			}
+			regs, err := GetRegs(pid)
+			if err != nil {
+				return err
+			}
+			mask, err := GetSigmask(pid)
+			if err != nil {
+				return err
+			}
+			if err := SetSigmask(pid, ^uint64(0)); err != nil {
+				return err
+			}
+			blocked, _ := GetSigmask(pid)
+			start, code := vdsoCode(t, pid)
+			off, err := FindSyscallInsn(code)
+			if err != nil {
+				return err
+			}
+			in := Injector{Insn: start + off}
+			page, err := in.Call(pid, regs, unix.SYS_MMAP, 0, 4096, unix.PROT_READ|unix.PROT_WRITE|unix.PROT_EXEC,
+				unix.MAP_PRIVATE|unix.MAP_ANONYMOUS, ^uint64(0), 0)
+			if err != nil {
+				return err
+			}
+			mem, err := os.OpenFile(fmt.Sprintf("/proc/%d/mem", pid), os.O_RDWR, 0)
+			if err != nil {
+				return err
+			}
+			defer mem.Close()
+			cs := calls(pid)
+			if _, err := mem.WriteAt(append(BatchCode, EncodeBatch(cs)...), int64(page)); err != nil {
+				return err
+			}
+			before, _ := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+			berr := in.RunBatchLive(pid, pid, regs, page, page+uint64(len(BatchCode)), len(cs))
+			check(pid, berr)
+			if m, err := GetSigmask(pid); err != nil || m != blocked {
+				t.Errorf("mask after the batch %#x (%v), want %#x", m, err, blocked)
+			}
+			after, _ := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+			for _, k := range []string{"SigCgt", "SigIgn"} {
+				b, _ := statusHex(string(before), k)
+				a, _ := statusHex(string(after), k)
+				if a != b {
+					t.Errorf("%s %#x after the batch, %#x before", k, a, b)
+				}
+			}
+			if _, err := in.Call(pid, regs, unix.SYS_MUNMAP, page, 4096); err != nil {
+				return err
+			}
+			if err := SetRegs(pid, &regs); err != nil {
+				return err
+			}
+			if err := SetSigmask(pid, mask); err != nil {
+				return err
+			}
+			return nil // the child is killed with its tracer's thread gone or by the defer
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	t.Run("plain", func(t *testing.T) {
+		run(t, "exec sleep 30", func(int) []BatchCall { return []BatchCall{{Nr: unix.SYS_GETPID}, {Nr: unix.SYS_GETPPID}} },
+			func(pid int, err error) {
+				if err != nil {
+					t.Errorf("batch: %v", err)
+				}
+			})
+	})
+	t.Run("sigtrap-sent", func(t *testing.T) {
+		run(t, "exec sleep 30", func(pid int) []BatchCall {
+			return []BatchCall{{Nr: unix.SYS_TGKILL, Args: [6]uint64{uint64(pid), uint64(pid), uint64(unix.SIGTRAP)}}, {Nr: unix.SYS_GETPID}}
+		}, func(pid int, err error) {
+			if err != nil {
+				t.Errorf("batch: %v", err)
+			}
+			st, _ := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+			if p, _ := statusHex(string(st), "SigPnd"); p&sigtrapBit == 0 {
+				t.Errorf("the SIGTRAP sent during the batch is not pending any more (SigPnd %#x)", p)
+			}
+		})
+	})
+	t.Run("sigtrap-ignored", func(t *testing.T) {
+		run(t, "trap '' TRAP; exec sleep 30", func(int) []BatchCall { return []BatchCall{{Nr: unix.SYS_GETPID}} },
+			func(pid int, err error) {
+				if !errors.Is(err, ErrBatchUnsafe) {
+					t.Errorf("batch with SIGTRAP ignored: %v, want ErrBatchUnsafe", err)
+				}
+			})
+	})
 }
