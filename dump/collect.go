@@ -26,9 +26,6 @@ const (
 	errRestartNoin = 513
 	errRestartNoh  = 514
 	errRestartBlk  = 516
-	// leaderBatch bounds the calls of injectAll's batch: brk, a sigaction per signal (at
-	// most 64), three itimers and three prctls.
-	leaderBatch = 80
 )
 
 // threadState is what core-TID.img records of one thread.
@@ -370,13 +367,33 @@ func (d *dumper) injectAll(p *process, ps *procState) (err error) {
 		offThreads    = 4096
 	)
 	offTimers := offThreads + uint64(len(p.threads))*threadScratch
-	if err := in.mapScratch(leader, offTimers+uint64(len(ps.posixTimers))*itimerspecLen, leaderBatch); err != nil {
+	if err := in.mapScratch(leader, offTimers+uint64(len(ps.posixTimers))*itimerspecLen); err != nil {
 		return err
 	}
 	if err := in.checkLockFuture(ps.status); err != nil {
 		return err
 	}
 	if err := in.checkMembarrier(leader); err != nil {
+		return err
+	}
+	brk, err := in.call(leader, unix.SYS_BRK, 0)
+	if err != nil {
+		return err
+	}
+	ps.brk = uint64(brk)
+	for _, sig := range image.SigactionSignals() {
+		if _, err := in.call(leader, unix.SYS_RT_SIGACTION, uint64(sig), 0,
+			in.scratch+offSigactions+uint64(sig-1)*sigactionSize, 8); err != nil {
+			return err
+		}
+	}
+	for which := 0; which < 3; which++ {
+		if _, err := in.call(leader, unix.SYS_GETITIMER, uint64(which),
+			in.scratch+offItimers+uint64(which)*itimervalSize); err != nil {
+			return err
+		}
+	}
+	if _, err := in.call(leader, unix.SYS_PRCTL, unix.PR_GET_CHILD_SUBREAPER, in.scratch+offSubreaper); err != nil {
 		return err
 	}
 	// The limits come from /proc/PID/limits, the fields prlimit64 reads: prlimit on
@@ -393,27 +410,16 @@ func (d *dumper) injectAll(p *process, ps *procState) (err error) {
 	for res, l := range limits {
 		ps.rlimits[res] = unix.Rlimit{Cur: l[0], Max: l[1]}
 	}
-	// brk, the signal actions, the interval timers, the subreaper flag, dumpable and THP,
-	// in this order, as one batch (in.batch).
-	calls := []ptrace.BatchCall{{Nr: unix.SYS_BRK}}
-	for _, sig := range image.SigactionSignals() {
-		calls = append(calls, ptrace.BatchCall{Nr: unix.SYS_RT_SIGACTION,
-			Args: [6]uint64{uint64(sig), 0, in.scratch + offSigactions + uint64(sig-1)*sigactionSize, 8}})
-	}
-	for which := uint64(0); which < 3; which++ {
-		calls = append(calls, ptrace.BatchCall{Nr: unix.SYS_GETITIMER, Args: [6]uint64{which, in.scratch + offItimers + which*itimervalSize}})
-	}
-	calls = append(calls,
-		ptrace.BatchCall{Nr: unix.SYS_PRCTL, Args: [6]uint64{unix.PR_GET_CHILD_SUBREAPER, in.scratch + offSubreaper}},
-		ptrace.BatchCall{Nr: unix.SYS_PRCTL, Args: [6]uint64{unix.PR_GET_DUMPABLE}},
-		ptrace.BatchCall{Nr: unix.SYS_PRCTL, Args: [6]uint64{unix.PR_GET_THP_DISABLE}})
-	got, err := in.batch(leader, calls)
+	dumpable, err := in.call(leader, unix.SYS_PRCTL, unix.PR_GET_DUMPABLE)
 	if err != nil {
 		return err
 	}
-	ps.brk = got[0]
-	ps.dumpable = int32(got[len(got)-2])
-	ps.thpDisabled = got[len(got)-1] != 0
+	ps.dumpable = int32(dumpable)
+	thp, err := in.call(leader, unix.SYS_PRCTL, unix.PR_GET_THP_DISABLE)
+	if err != nil {
+		return err
+	}
+	ps.thpDisabled = thp != 0
 	for i, t := range p.threads {
 		base := in.scratch + offThreads + uint64(i)*threadScratch
 		if _, err := in.call(t, unix.SYS_SIGALTSTACK, 0, base); err != nil {

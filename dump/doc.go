@@ -37,11 +37,7 @@
 // (brk, sigactions, itimers, POSIX timers, the alternate stack, clear_child_tid, pdeath
 // signal, secure bits, dumpable, THP, child subreaper) comes from system calls injected through an existing
 // `syscall` instruction of the vDSO, with every signal blocked, into a scratch mapping that
-// is removed again before memory is read. The process-wide ones (brk, sigactions, itimers,
-// subreaper, dumpable, THP) run as one batch from the scratch mapping (executable for it;
-// internal/ptrace/batch.go: one ptrace stop instead of two a call) when SIGTRAP is at its
-// default action and not pending, so that the batch's closing int3 changes nothing; else,
-// and where writable executable memory is refused, one at a time. Pages are selected from /proc/PID/pagemap and
+// is removed again before memory is read. Pages are selected from /proc/PID/pagemap and
 // copied with batched process_vm_readv (/proc/PID/mem for unreadable areas) by a reader
 // goroutine while the caller writes; shared memory objects are read through the objects
 // themselves (SEEK_DATA/SEEK_HOLE; the bytes of the last page past the end of the object

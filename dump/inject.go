@@ -61,75 +61,6 @@ type injector struct {
 	insn    uint64 // address of the syscall instruction
 	scratch uint64 // address of the scratch mapping, 0 until mapped
 	size    uint64
-	// batchOff is where in the scratch mapping batches run (ptrace.BatchCode, then the
-	// table of at most batchCap calls); 0 when the mapping is not executable.
-	batchOff, batchCap uint64
-}
-
-// batch runs calls in thread t and returns their results, up to the first that failed
-// with its error, as the calls made one after another with call would: as one batch
-// (ptrace.RunBatchLive: one ptrace stop, where one call at a time takes two a call, which
-// made the some seventy calls a process needs most of the dump of a large tree), or one
-// at a time where a batch may not run (SIGTRAP caught, ignored or pending in the process:
-// see RunBatchLive; a scratch mapping that could not be executable). The calls are those
-// of injectAll, which only read: should a batch stop early, none has to be undone.
-func (in *injector) batch(t *thread, calls []ptrace.BatchCall) ([]uint64, error) {
-	if in.batchOff != 0 && uint64(len(calls)) <= in.batchCap {
-		if !t.masked {
-			if err := ptrace.SetSigmask(t.tid, ^uint64(0)); err != nil {
-				return nil, err
-			}
-			t.masked = true
-		}
-		t.injected = true
-		code := in.scratch + in.batchOff
-		table := code + 64
-		if err := writeRemote(in.pid, code, ptrace.BatchCode); err != nil {
-			return nil, err
-		}
-		if err := writeRemote(in.pid, table, ptrace.EncodeBatch(calls)); err != nil {
-			return nil, err
-		}
-		err := ptrace.Injector{Insn: in.insn, DiscardStopSignals: t.jobStopped}.RunBatchLive(in.pid, t.tid, t.orig, code, table, len(calls))
-		if err == nil {
-			buf := make([]byte, len(calls)*ptrace.BatchEntrySize)
-			if err := readRemote(in.pid, table, buf); err != nil {
-				return nil, err
-			}
-			return ptrace.BatchResults(t.tid, calls, buf)
-		}
-		if !errors.Is(err, ptrace.ErrBatchUnsafe) {
-			return nil, err
-		}
-	}
-	out := make([]uint64, 0, len(calls))
-	for _, c := range calls {
-		ret, err := in.call(t, c.Nr, c.Args[:]...)
-		if err != nil {
-			return out, err
-		}
-		out = append(out, ret)
-	}
-	return out, nil
-}
-
-// writeRemote copies b to addr of pid with process_vm_writev.
-func writeRemote(pid int, addr uint64, b []byte) error {
-	for len(b) > 0 {
-		local := []unix.Iovec{{Base: &b[0]}}
-		local[0].SetLen(len(b))
-		remote := []unix.RemoteIovec{{Base: uintptr(addr), Len: len(b)}}
-		n, err := unix.ProcessVMWritev(pid, local, remote, 0)
-		if err != nil {
-			return fmt.Errorf("process_vm_writev %#x+%d: %w", addr, len(b), err)
-		}
-		if n == 0 {
-			return fmt.Errorf("process_vm_writev %#x+%d: short write", addr, len(b))
-		}
-		b = b[n:]
-		addr += uint64(n)
-	}
-	return nil
 }
 
 // call makes thread t execute syscall nr(args) and returns its result; a result in the
@@ -147,23 +78,15 @@ func (in *injector) call(t *thread, nr uintptr, args ...uint64) (uint64, error) 
 }
 
 // mapScratch maps size bytes of private anonymous memory in the target to receive the
-// results of injected syscalls, and, after them, room for a batch of batchCap calls
-// (executable: where writable executable memory is refused, EACCES or EPERM from an LSM or
-// MDWE, it is mapped without, and calls are made one at a time).
-func (in *injector) mapScratch(t *thread, size, batchCap uint64) error {
-	batchOff := (size + 63) &^ 63
-	total := (batchOff + 64 + batchCap*ptrace.BatchEntrySize + pageSize - 1) &^ (pageSize - 1)
-	ret, err := in.call(t, unix.SYS_MMAP, 0, total, unix.PROT_READ|unix.PROT_WRITE|unix.PROT_EXEC,
+// results of injected syscalls.
+func (in *injector) mapScratch(t *thread, size uint64) error {
+	size = (size + pageSize - 1) &^ (pageSize - 1)
+	ret, err := in.call(t, unix.SYS_MMAP, 0, size, unix.PROT_READ|unix.PROT_WRITE,
 		unix.MAP_PRIVATE|unix.MAP_ANONYMOUS, ^uint64(0), 0)
-	if errors.Is(err, unix.EACCES) || errors.Is(err, unix.EPERM) {
-		batchOff, batchCap = 0, 0
-		ret, err = in.call(t, unix.SYS_MMAP, 0, total, unix.PROT_READ|unix.PROT_WRITE,
-			unix.MAP_PRIVATE|unix.MAP_ANONYMOUS, ^uint64(0), 0)
-	}
 	if err != nil {
 		return err
 	}
-	in.scratch, in.size, in.batchOff, in.batchCap = ret, total, batchOff, batchCap
+	in.scratch, in.size = ret, size
 	return nil
 }
 

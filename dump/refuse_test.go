@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"os"
 	"strings"
 	"testing"
 	"time"
@@ -187,37 +186,4 @@ func refusedStopped(t *testing.T, prog, want string) {
 	testproc.WaitFor(t, 5*time.Second, "ticks after the refusal", func() bool {
 		return strings.Count(testproc.LogAfter(t, p.Log, 0), "tick") > before+1
 	})
-}
-
-// TestDumpLeavesSignalState: the injected calls (batched where SIGTRAP is at its default,
-// one at a time where it is caught or ignored) leave a process left running with the
-// signal actions and mask it had, and record them.
-func TestDumpLeavesSignalState(t *testing.T) {
-	testproc.RequireRoot(t)
-	bin := testproc.Build(t, "testdata/sigstate.c")
-	for _, mode := range []string{"dfl", "handler", "ignore"} {
-		t.Run(mode, func(t *testing.T) {
-			p := testproc.Launch(t, bin, testproc.Options{Ready: "ready"}, mode)
-			lastState := func(off int64) string {
-				lines := strings.Split(strings.TrimSpace(testproc.LogAfter(t, p.Log, off)), "\n")
-				return lines[len(lines)-1]
-			}
-			testproc.WaitFor(t, 5*time.Second, "a state line", func() bool {
-				return strings.Contains(testproc.LogAfter(t, p.Log, 0), "state ")
-			})
-			before := lastState(0)
-			if err := Dump(context.Background(), Options{Pid: p.Pid, LeaveRunning: true}, newDirSink(t)); err != nil {
-				t.Fatal(err)
-			}
-			st, _ := os.Stat(p.Log)
-			off := st.Size()
-			testproc.WaitFor(t, 5*time.Second, "a state line after the dump", func() bool {
-				return strings.Contains(testproc.LogAfter(t, p.Log, off), "state ")
-			})
-			time.Sleep(50 * time.Millisecond)
-			if after := lastState(off); after != before {
-				t.Errorf("signal state before the dump %q, after %q", before, after)
-			}
-		})
-	}
 }

@@ -2,12 +2,7 @@ package ptrace
 
 import (
 	"encoding/binary"
-	"errors"
 	"fmt"
-	"os"
-	"strconv"
-	"strings"
-	"unsafe"
 
 	"golang.org/x/sys/unix"
 )
@@ -32,7 +27,7 @@ import (
 //	      mov r10,[rbx+32]; mov r8,[rbx+40]; mov r9,[rbx+48]; syscall
 //	      mov [rbx+56],rax; cmp rax,-4095; jae done
 //	      add rbx,64; dec r12; jnz loop
-//	done: int3; jmp done+1
+//	done: int3
 var BatchCode = []byte{
 	0x48, 0x8b, 0x03,
 	0x48, 0x8b, 0x7b, 0x08,
@@ -49,12 +44,7 @@ var BatchCode = []byte{
 	0x49, 0xff, 0xcc,
 	0x75, 0xce,
 	0xcc,
-	0xeb, 0xfe,
 }
-
-// batchEnd is the offset in BatchCode just past the int3, where a finished batch stops.
-// The `jmp .` after it holds a thread resumed from there until it is interrupted.
-const batchEnd = 0x33
 
 // BatchEntrySize is the size of one entry of a batch table.
 const BatchEntrySize = 64
@@ -115,7 +105,7 @@ func (in Injector) RunBatch(tid int, regs unix.PtraceRegs, code, table uint64, n
 	if err := SetRegs(tid, &regs); err != nil {
 		return err
 	}
-	end := code + batchEnd
+	end := code + uint64(len(BatchCode))
 	for {
 		if err := Cont(tid, 0); err != nil {
 			return fmt.Errorf("run a batch of %d calls in thread %d: %w", n, tid, err)
@@ -137,127 +127,4 @@ func (in Injector) RunBatch(tid int, regs unix.PtraceRegs, code, table uint64, n
 			return fmt.Errorf("thread %d: a batch of %d calls stopped by signal %v before its end", tid, n, st.Sig)
 		}
 	}
-}
-
-// ErrBatchUnsafe: RunBatchLive did not run the batch (nothing of it ran); the caller makes
-// the calls one at a time.
-var ErrBatchUnsafe = errors.New("a batch would change the thread's SIGTRAP state")
-
-const (
-	sigtrapBit = 1 << (unix.SIGTRAP - 1)
-	siKernel   = 0x80 // SI_KERNEL: the si_code of int3's SIGTRAP
-)
-
-// RunBatchLive is RunBatch for a live process, whose signal state must come out exactly as
-// it was. The thread's signals must all be blocked (SIGTRAP included). int3's forced
-// SIGTRAP then sets SIGTRAP's action to SIG_DFL and unblocks it: a batch is only run when
-// SIGTRAP's action already is SIG_DFL (neither caught nor ignored, /proc's SigCgt and
-// SigIgn) and no SIGTRAP is pending (SigPnd, ShdPnd), so that the action is left as it
-// was, and the mask is put back after. A SIGTRAP sent to the thread while the batch ran
-// merges with int3's (si_code then is the sender's): it is queued again (blocked, the
-// kernel requeues the signal a tracer resumes with) and the thread taken from the
-// `jmp .` after the int3 with PTRACE_INTERRUPT, so that nothing is lost. A job-control
-// stop signal met on the way is discarded with DiscardStopSignals, as by Call. pid is the
-// thread's process.
-func (in Injector) RunBatchLive(pid, tid int, regs unix.PtraceRegs, code, table uint64, n int) error {
-	if n <= 0 {
-		return nil
-	}
-	st, err := os.ReadFile(fmt.Sprintf("/proc/%d/task/%d/status", pid, tid))
-	if err != nil {
-		return err
-	}
-	for _, k := range []string{"SigPnd", "ShdPnd", "SigCgt", "SigIgn"} {
-		v, ok := statusHex(string(st), k)
-		if !ok {
-			return fmt.Errorf("thread %d: no %s in its status", tid, k)
-		}
-		if v&sigtrapBit != 0 {
-			return ErrBatchUnsafe
-		}
-	}
-	mask, err := GetSigmask(tid)
-	if err != nil {
-		return err
-	}
-	if mask&sigtrapBit == 0 {
-		return ErrBatchUnsafe
-	}
-	regs.Rip = code
-	regs.Rbx = table
-	regs.R12 = uint64(n)
-	regs.Orig_rax = ^uint64(0)
-	if err := SetRegs(tid, &regs); err != nil {
-		return err
-	}
-	end := code + batchEnd
-	for {
-		if err := Cont(tid, 0); err != nil {
-			return fmt.Errorf("run a batch of %d calls in thread %d: %w", n, tid, err)
-		}
-		st, err := Wait(tid)
-		if err != nil {
-			return err
-		}
-		if st.Kind == StopSignal && st.Sig == unix.SIGTRAP {
-			out, err := GetRegs(tid)
-			if err != nil {
-				return err
-			}
-			if out.Rip == end {
-				if err := SetSigmask(tid, mask); err != nil {
-					return err
-				}
-				code, err := sigCode(tid)
-				if err != nil || code == siKernel {
-					return err
-				}
-				return requeue(tid, unix.SIGTRAP)
-			}
-		}
-		if st.Kind == StopSignal && in.DiscardStopSignals && IsStopSignal(st.Sig) {
-			continue
-		}
-		return fmt.Errorf("thread %d: a batch of %d calls stopped by signal %v before its end", tid, n, st.Sig)
-	}
-}
-
-// requeue puts the signal tid is in the signal-delivery-stop of back in its queue (the
-// signal is blocked: the kernel requeues it, with its siginfo) and stops the thread again
-// in an interrupt stop before it runs on.
-func requeue(tid int, sig unix.Signal) error {
-	if err := Interrupt(tid); err != nil {
-		return err
-	}
-	if err := Cont(tid, sig); err != nil {
-		return err
-	}
-	st, err := Wait(tid)
-	if err != nil {
-		return err
-	}
-	if st.Kind != StopInterrupt {
-		return fmt.Errorf("thread %d: after requeuing %v, stopped by %v instead of the interrupt", tid, sig, st.Sig)
-	}
-	return nil
-}
-
-// sigCode is the si_code of the signal tid is stopped with (PTRACE_GETSIGINFO).
-func sigCode(tid int) (int32, error) {
-	var si [128]byte
-	if err := request(unix.PTRACE_GETSIGINFO, tid, 0, uintptr(unsafe.Pointer(&si[0]))); err != nil {
-		return 0, fmt.Errorf("siginfo of thread %d: %w", tid, err)
-	}
-	return int32(binary.LittleEndian.Uint32(si[8:])), nil
-}
-
-// statusHex finds "KEY:\tHEX" in a status file.
-func statusHex(st, key string) (uint64, bool) {
-	for _, line := range strings.Split(st, "\n") {
-		if v, ok := strings.CutPrefix(line, key+":"); ok {
-			n, err := strconv.ParseUint(strings.TrimSpace(v), 16, 64)
-			return n, err == nil
-		}
-	}
-	return 0, false
 }
