@@ -1,6 +1,7 @@
 // Package restore recreates the processes of a CRIU 4.2 image set (written by imgtool dump
 // or by CRIU itself) natively, with ptrace and injected system calls: no CRIU binary, no
-// cgo, no code of ours in the targets.
+// cgo, and no code of ours in the targets once they run (a 51-byte loop that makes a batch
+// of calls sits in the scratch area while they are built, and goes with it).
 //
 // # How it works
 //
