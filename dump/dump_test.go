@@ -347,7 +347,7 @@ func TestDumpRefusals(t *testing.T) {
 		want       string
 	}{
 		{"socket", "", 3, "has datagrams queued in its receive queue"},
-		{"tcp", "47198", 4, "use --tcp-established"},
+		{"tcp", "47198", 4, "saved only with --tcp-established"},
 		{"tty", "", -1, "controlling terminal"},
 		{"traced", "", -1, "already traced"},
 		{"utsns", "", -1, "uts namespace uts:["},

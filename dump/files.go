@@ -73,6 +73,8 @@ type setState struct {
 	nextPagesID uint32
 	unix        unixState  // sk_unix.go
 	ghosts      ghostState // ghost.go
+	tcp         tcpConns   // sk_tcp.go
+	runID       string     // dump_criu_run_id
 }
 
 func newSetState() *setState {

@@ -10,6 +10,7 @@ import (
 	"github.com/checkpoint-restore/go-criu/v8/crit/images/fdinfo"
 	"github.com/checkpoint-restore/go-criu/v8/crit/images/fown"
 	sk_inet "github.com/checkpoint-restore/go-criu/v8/crit/images/sk-inet"
+	sk_opts "github.com/checkpoint-restore/go-criu/v8/crit/images/sk-opts"
 	tcp_stream "github.com/checkpoint-restore/go-criu/v8/crit/images/tcp-stream"
 	"golang.org/x/sys/unix"
 	"google.golang.org/protobuf/proto"
@@ -153,9 +154,8 @@ func checkInetSk(pid int, f *fdDesc, local int, s *inetSk) error {
 			return no(fmt.Sprintf("listening at %s, with %d connection(s) not accepted yet: not supported", s.src, s.pending))
 		}
 	case s.proto == unix.IPPROTO_TCP && s.state == tcpClose:
-	case s.proto == unix.IPPROTO_TCP && (s.state == 1 || s.state == 4 || s.state == 5 || s.state == 8 || s.state == 9 || s.state == 11):
-		return no(fmt.Sprintf("is a connection (%s) from %s to %s: connected TCP sockets are not supported (use --tcp-established, which is not implemented)",
-			tcpStates[s.state], s.src, s.dst))
+	case s.proto == unix.IPPROTO_TCP && tcpConnStates[s.state]:
+		// A connection: what the options allow is decided by tcpConns.check (sk_tcp.go).
 	case s.proto == unix.IPPROTO_TCP:
 		st := tcpStates[s.state]
 		if st == "" {
@@ -213,7 +213,13 @@ func (inetSkKind) entry(s *setState, r fdRef, fe *fdinfo.FileEntry, flags uint32
 	if err := checkInetSk(r.pid, r.f, local, sk); err != nil {
 		return err
 	}
-	opts, err := dumpSkOpts(local)
+	conn := sk.proto == unix.IPPROTO_TCP && tcpConnStates[sk.state]
+	if conn {
+		if err := s.tcp.check(r.pid, r.f, local, sk); err != nil {
+			return err
+		}
+	}
+	opts, err := dumpSkOpts(local) // before repair mode, which changes SO_REUSEADDR
 	if err != nil {
 		return r.errorf("%v", err)
 	}
@@ -268,6 +274,22 @@ func (inetSkKind) entry(s *setState, r fdRef, fe *fdinfo.FileEntry, flags uint32
 	}
 	if err := errors.Join(errs...); err != nil {
 		return r.errorf("%v", err)
+	}
+	if conn {
+		// As CRIU: the backlog of a connection is its send queue's length (sock_diag's
+		// idiag_wqueue), its shutdown state only when there is one.
+		if how := tcpShutdown(local, sk); how != 0 {
+			e.Shutdown = sk_opts.SkShutdown(how).Enum()
+		}
+		if s.tcp.repairs() {
+			c, err := s.tcp.lock(local, uint32(r.f.st.Ino), sk)
+			if err != nil {
+				return r.errorf("TCP connection from %s to %s: %v", sk.src, sk.dst, err)
+			}
+			e.Backlog = proto.Uint32(c.stream.GetOutqLen())
+		} else if q, err := unix.IoctlGetInt(local, unix.SIOCOUTQ); err == nil {
+			e.Backlog = proto.Uint32(uint32(q))
+		}
 	}
 	fe.Isk = e
 	return nil

@@ -24,6 +24,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"github.com/imgtool/imgtool/image"
+	"github.com/imgtool/imgtool/internal/nftables"
 )
 
 const (
@@ -44,6 +45,12 @@ type kobjIDs struct{ vm, files, fs, sighand uint32 }
 func (d *dumper) collect() error {
 	d.set = newSetState()
 	d.set.ghosts.limit = ghostLimit(d.opts.GhostLimit)
+	d.set.runID = newRunID()
+	d.set.tcp.established, d.set.tcp.close = d.opts.TCPEstablished, d.opts.TCPClose
+	d.set.tcp.nftables = d.opts.NetworkLock == NetworkLockNftables
+	if d.set.tcp.nftables {
+		d.set.tcp.table = nftables.TableName(d.set.runID)
+	}
 	if err := d.holdLocks(); err != nil {
 		return err
 	}
@@ -228,6 +235,9 @@ func (d *dumper) write() error {
 	if err := d.writeSkQueues(s); err != nil {
 		return err
 	}
+	if err := d.writeTCPStreams(); err != nil {
+		return err
+	}
 	if err := d.writeFileLocks(); err != nil {
 		return err
 	}
@@ -242,17 +252,22 @@ func (d *dumper) write() error {
 }
 
 func (d *dumper) inventory() *inventory.InventoryEntry {
-	id := make([]byte, 16)
-	_, _ = rand.Read(id)
-	id[6] = id[6]&0x0f | 0x40
-	id[8] = id[8]&0x3f | 0x80
 	return &inventory.InventoryEntry{
 		ImgVersion: proto.Uint32(image.ImgVersion), FdinfoPerId: proto.Bool(true),
 		RootIds: taskIDs(kobjIDs{1, 1, 1, 1}), NsPerId: proto.Bool(true),
 		RootCgSet: proto.Uint32(cgSetID), Lsmtype: inventory.Lsmtype_NO_LSM.Enum(),
-		NetworkLockMethod: proto.Uint32(0), PluginsEntry: &inventory.PluginsEntry{},
-		DumpCriuRunId: proto.String(fmt.Sprintf("%x-%x-%x-%x-%x", id[0:4], id[4:6], id[6:8], id[8:10], id[10:])),
+		NetworkLockMethod: proto.Uint32(d.networkLockMethod()), PluginsEntry: &inventory.PluginsEntry{},
+		DumpCriuRunId: proto.String(d.set.runID),
 	}
+}
+
+// newRunID is a random UUID, the dump's dump_criu_run_id.
+func newRunID() string {
+	id := make([]byte, 16)
+	_, _ = rand.Read(id)
+	id[6] = id[6]&0x0f | 0x40
+	id[8] = id[8]&0x3f | 0x80
+	return fmt.Sprintf("%x-%x-%x-%x-%x", id[0:4], id[4:6], id[6:8], id[8:10], id[10:])
 }
 
 func taskIDs(k kobjIDs) *criu_core.TaskKobjIdsEntry {

@@ -5,6 +5,9 @@
  *   pending      a TCP listener (fd 3) with a client (fd 4) it has not accepted
  *   udpqueue     a UDP socket (fd 3) with a datagram queued, sent to itself
  *   closewait    a client (fd 3) whose accepted peer was closed: CLOSE_WAIT
+ *   urgent       as established, and the client sent one byte of urgent data (MSG_OOB)
+ *                the accepted socket has not read
+ *   peekoff      as established, with SO_PEEK_OFF set on the accepted socket
  *
  * Prints pid=PID and sleeps. */
 #include <arpa/inet.h>
@@ -41,6 +44,14 @@ int main(int argc, char **argv)
 		}
 		if (strcmp(mode, "pending")) {
 			int ss = accept(ls, NULL, NULL);
+			if (!strcmp(mode, "urgent") && send(cs, "!", 1, MSG_OOB) != 1) {
+				perror("send");
+				return 1;
+			}
+			if (!strcmp(mode, "peekoff") && setsockopt(ss, SOL_SOCKET, SO_PEEK_OFF, &one, sizeof(one))) {
+				perror("SO_PEEK_OFF");
+				return 1;
+			}
 			if (!strcmp(mode, "closewait")) {
 				close(ss);
 				close(ls);
