@@ -58,6 +58,7 @@ type plan struct {
 	pagesTotal, pagesDone int64 // page bytes to write and written, for Options.Progress
 
 	locks []*file_lock.FileLockEntry // filelocks.img, with Options.FileLocks (file_lock.go)
+	tcp   tcpPlan                    // TCP connections and their streams (sk_tcp.go)
 }
 
 // procPlan is one process of the tree.
