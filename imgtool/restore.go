@@ -19,6 +19,7 @@ type restoreOptions struct {
 	Detach  bool       // -d: leave the restored tree running and exit
 	PidFile string     // --pidfile: where to write the restored root's PID
 	Locks   bool       // --file-locks: take back the set's file locks
+	TCP     tcpFlags   // --tcp-established, --tcp-close: restore TCP connections
 	Quiet   bool
 	Err     io.Writer // progress
 }
@@ -63,6 +64,14 @@ only with --file-locks, as criu restore needs it too; where CRIU would then drop
 them without a word, imgtool refuses such a set without the flag. A lock another
 process holds now fails the restore, naming it (CRIU would wait for it).
 
+TCP connections saved by dump --tcp-established or criu dump --tcp-established
+(tcp-stream-INO.img) come back with their state and queues with --tcp-established,
+both ends of a connection within the tree as well: each is rebuilt in TCP repair
+mode, locked until the tree runs, and carries on. With --tcp-close they come back
+closed instead (reads see the end, writes fail), as with criu restore --tcp-close.
+A set holding a connection is refused without either flag, and with
+--tcp-established if another socket of this host has the same connection.
+
 Without -d, imgtool waits for the restored root process and exits with its status
 (128+N when a signal N ended it).
 
@@ -70,6 +79,7 @@ Examples:
    imgtool restore -D /tmp/ckpt
    imgtool restore -D /tmp/ckpt -d --pidfile /run/app.pid
    imgtool restore -D /tmp/ckpt --file-locks
+   imgtool restore -D /tmp/ckpt --tcp-established
    imgtool restore -D /tmp/ckpt --tls-key key.pem --trust signer.pem --require-encrypted -d
 
 Exit codes: the restored root's status without -d; with -d, 0 success; 1 failure
@@ -81,6 +91,9 @@ Exit codes: the restored root's status without -d; with -d, 0 success; 1 failure
 			&cli.StringFlag{Name: flagPidFile, Usage: "write the restored root's PID to `FILE`"},
 			&cli.BoolFlag{Name: flagFileLocks, Aliases: []string{"l"}, Usage: "take back the file locks the set holds " +
 				"(as criu restore --file-locks); a set holding locks is refused without it"},
+			&cli.BoolFlag{Name: flagTCPEstab, Usage: "restore TCP connections with their state and queues (as criu restore " +
+				"--tcp-established); a set holding connections is refused without it or --tcp-close"},
+			&cli.BoolFlag{Name: flagTCPClose, Usage: "restore TCP connections closed (as criu restore --tcp-close)"},
 			quietFlag(),
 			allowUnsignedFlag(),
 		}, keyFlags()...),
@@ -94,6 +107,7 @@ Exit codes: the restored root's status without -d; with -d, 0 success; 1 failure
 				Detach:  c.Bool(flagDetach),
 				PidFile: c.String(flagPidFile),
 				Locks:   c.Bool(flagFileLocks),
+				TCP:     tcpFlagsFrom(c),
 				Quiet:   c.Bool(flagQuiet),
 				Err:     errWriter(c),
 			}, c.Args().Slice())
@@ -115,7 +129,8 @@ func runRestore(ctx context.Context, opts restoreOptions, args []string) error {
 	}
 	progress, done := newProgress(opts.Err, opts.Quiet, "restoring")
 	warn := func(msg string) { fmt.Fprintf(opts.Err, "imgtool: warning: restore: %s\n", msg) }
-	err = restore.Restore(ctx, restore.Options{Detach: opts.Detach, PidFile: opts.PidFile, FileLocks: opts.Locks, Progress: progress, Warn: warn}, set)
+	err = restore.Restore(ctx, restore.Options{Detach: opts.Detach, PidFile: opts.PidFile, FileLocks: opts.Locks, Progress: progress, Warn: warn,
+		TCPEstablished: opts.TCP.Established, TCPClose: opts.TCP.Close}, set)
 	done()
 	var exit *restore.ExitError
 	if errors.As(err, &exit) {
