@@ -74,7 +74,9 @@
 // closing states) needs Options.TCPEstablished (CRIU's --tcp-established: sk_tcp.go locks it
 // with a socket filter, puts it in repair mode, and saves its sequence numbers, options,
 // window and both queues into tcp-stream-INO.img as CRIU 4.2's sk-tcp.c and libsoccr do;
-// half-closed connections, urgent data, SO_PEEK_OFF and TCP_ULP refused) or Options.TCPClose
+// a peer outside the tree needs Options.NetworkLock nftables, a lock that outlives the
+// dump as CRIU's does; half-closed connections, urgent data, SO_PEEK_OFF and TCP_ULP
+// refused) or Options.TCPClose
 // (--tcp-close: saved without its stream, to come back closed); without either it is
 // refused in precheck (checkTCPConns), named with both addresses. A TCP socket in another
 // state (SYN_SENT, named), a listener with connections not accepted yet, a UDP socket with

@@ -154,6 +154,17 @@ func checkInetSk(pid int, f *fdDesc, local int, s *inetSk) error {
 			return no(fmt.Sprintf("listening at %s, with %d connection(s) not accepted yet: not supported", s.src, s.pending))
 		}
 	case s.proto == unix.IPPROTO_TCP && s.state == tcpClose:
+		// A socket whose connection ended still reports the port connect gave it, but
+		// gave it up (unless bind chose it): a restore would bind it, if it can.
+		if ti, err := unix.GetsockoptTCPInfo(local, unix.IPPROTO_TCP, unix.TCP_INFO); err == nil && ti.Segs_out > 0 && s.src.Port() != 0 {
+			held, err := holdsPort(s.family, f.st.Ino)
+			if err != nil {
+				return err
+			}
+			if !held {
+				return no(fmt.Sprintf("is closed and reports port %d, which it gave up when its connection ended: not supported (a restore would take the port)", s.src.Port()))
+			}
+		}
 	case s.proto == unix.IPPROTO_TCP && tcpConnStates[s.state]:
 		// A connection: what the options allow is decided by tcpConns.check (sk_tcp.go).
 	case s.proto == unix.IPPROTO_TCP:
@@ -282,7 +293,7 @@ func (inetSkKind) entry(s *setState, r fdRef, fe *fdinfo.FileEntry, flags uint32
 			e.Shutdown = sk_opts.SkShutdown(how).Enum()
 		}
 		if s.tcp.repairs() {
-			c, err := s.tcp.lock(local, uint32(r.f.st.Ino), sk)
+			c, err := s.tcp.lock(r.pid, r.f, local, sk)
 			if err != nil {
 				return r.errorf("TCP connection from %s to %s: %v", sk.src, sk.dst, err)
 			}

@@ -1,11 +1,14 @@
 package dump
 
 import (
+	"encoding/binary"
 	"errors"
 	"fmt"
+	"net/netip"
 	"os"
 	"strconv"
 	"strings"
+	"syscall"
 	"unsafe"
 
 	tcp_stream "github.com/checkpoint-restore/go-criu/v8/crit/images/tcp-stream"
@@ -59,23 +62,33 @@ import (
 // segments received out of order (the peer sends them again) and urgent data (refused).
 //
 // After a dump that kills the tree, the copies are closed while still in repair mode: the
-// connections vanish without a word to their peers. A peer outside the tree that sends
-// anything between the dump and the restore then gets a reset from the kernel, as no socket
-// has the connection any more (CRIU keeps its firewall lock from dump to restore for that;
-// imgtool has none that outlives it): a connection to a peer outside the tree survives
-// only if the peer stays silent until the restore. With --leave-running, and when a dump
-// fails or is interrupted (SIGINT, SIGTERM, SIGHUP), every connection is put back before
-// the tree runs again: the filters are detached first, then repair mode is left
+// connections vanish without a word to their peers. The socket filter goes with them: a
+// peer outside the tree that sent anything between the dump and the restore would get a
+// reset from the kernel, as no socket has the connection any more. So, with the socket lock
+// alone (Options.NetworkLock "socket", the default), a connection whose peer is not an end
+// of the tree too is refused (precheck, and again once the tree is stopped: finishTCP),
+// unless the tree is left running. With Options.NetworkLock nftables the dump also makes
+// CRIU's own lock (internal/nftables): the table "inet CRIU-<dump_criu_run_id>", with a
+// rule dropping each direction of each connection (packets carrying CRIU's SOCCR_MARK
+// excepted), made over netlink before the connection is put in repair mode; it outlives
+// the dump, the peer's packets are dropped without a reset until a restore (imgtool's or
+// CRIU's, which both delete the table) brings the connection back, and peers outside the
+// tree are fine. CRIU's restore needs it for a loopback connection with bytes not sent yet
+// (libsoccr sends them out of repair mode, and the peer's socket, not made yet, would
+// answer with a reset). With --leave-running, and when a dump fails or is interrupted
+// (SIGINT, SIGTERM, SIGHUP), every connection is put back before the tree runs again: the
+// nftables table deleted and the filters detached first, then repair mode left
 // (TCP_REPAIR_OFF, which sends a window probe so that the peer sends again at once what
-// was dropped) and SO_REUSEADDR is set back (leaving repair mode clears it). A SIGKILL of
+// was dropped) and SO_REUSEADDR set back (leaving repair mode clears it). A SIGKILL of
 // imgtool after the lock cannot be caught: the tree then runs on with its connections in
 // repair mode and locked, as CRIU's would with its firewall rules left in place.
 //
 // With Options.TCPClose (CRIU's --tcp-close) connections are saved as without repair
 // mode: the inet_sk_entry with their state and peer, no stream; a restore with --tcp-close
 // gives the process closed sockets. Without either option a connection refuses the dump
-// (checkTCPConns, in precheck). Refused with --tcp-established, naming the fd: connections
-// in another state than ESTABLISHED (FIN_WAIT1, FIN_WAIT2, CLOSE_WAIT, LAST_ACK, CLOSING:
+// (checkTCPConns, in precheck). Refused with --tcp-established, naming the fd: a peer
+// outside the tree with the socket lock alone (see above), connections in another state
+// than ESTABLISHED (FIN_WAIT1, FIN_WAIT2, CLOSE_WAIT, LAST_ACK, CLOSING:
 // a restore needs a FIN from the peer made up, which CRIU sends as a raw packet through
 // libnet; imgtool does not), urgent data not read yet (MSG_OOB: the mark would be lost),
 // SO_PEEK_OFF set (CRIU's images have no field for it), an upper layer protocol
@@ -101,10 +114,56 @@ var tcpConnStates = map[uint8]bool{1: true, 4: true, 5: true, 8: true, 9: true, 
 // TCPClose), and the connections it locked.
 type tcpConns struct {
 	established, close bool
+	leaveRunning       bool   // Options.LeaveRunning
 	nftables           bool   // Options.NetworkLock is NetworkLockNftables
 	table              string // the nftables table, named after the run id
 	tableMade          bool
 	locked             []*tcpConn
+}
+
+// newTCPConns is what opts say of connections, for a dump of run id runID.
+func newTCPConns(opts Options, runID string) tcpConns {
+	t := tcpConns{established: opts.TCPEstablished, close: opts.TCPClose, leaveRunning: opts.LeaveRunning,
+		nftables: opts.NetworkLock == NetworkLockNftables}
+	if t.nftables {
+		t.table = nftables.TableName(runID)
+	}
+	return t
+}
+
+// peersMatter tells whether a connection whose peer is outside the tree is refused: its
+// peer would get a reset if it sent anything between the dump, which kills the tree, and
+// the restore, unless a lock outlives the dump (nftables).
+func (t *tcpConns) peersMatter() bool { return t.repairs() && !t.leaveRunning && !t.nftables }
+
+// tcpEnd is one end of a connection of the tree: where it is and its addresses.
+type tcpEnd struct {
+	pid      int
+	f        *fdDesc
+	name     string // familyName
+	src, dst netip.AddrPort
+}
+
+// outsidePeers refuses the ends whose peer is none of all, the ends of the tree, when that
+// matters (peersMatter).
+func (t *tcpConns) outsidePeers(ends, all []tcpEnd, refused *Refusals) {
+	if !t.peersMatter() {
+		return
+	}
+	key := func(a, b netip.AddrPort) [2]netip.AddrPort {
+		return [2]netip.AddrPort{netip.AddrPortFrom(a.Addr().Unmap(), a.Port()), netip.AddrPortFrom(b.Addr().Unmap(), b.Port())}
+	}
+	in := map[[2]netip.AddrPort]bool{}
+	for _, e := range all {
+		in[key(e.src, e.dst)] = true
+	}
+	for _, e := range ends {
+		if !in[key(e.dst, e.src)] {
+			refused.add(refuse(e.pid, e.f.fd, e.f.link, fmt.Sprintf("%s socket is a connection (ESTABLISHED) from %s to %s: its peer is outside the tree, "+
+				"and would get a reset if it sent anything between the dump and the restore: use --network-lock nftables (a lock that outlives the dump, as CRIU's) or --leave-running",
+				e.name, e.src, e.dst)))
+		}
+	}
 }
 
 // tcpConn is a connection the dump locked: imgtool's copy of the socket and what was
@@ -112,6 +171,7 @@ type tcpConns struct {
 type tcpConn struct {
 	fd       int    // imgtool's copy
 	ino      uint32 // the socket's inode: tcp-stream-INO.img
+	end      tcpEnd // where it is, its addresses
 	reuse    int    // SO_REUSEADDR as the process had it (repair mode changes it)
 	filtered bool   // the drop filter is attached
 	repair   bool   // in repair mode
@@ -126,7 +186,8 @@ func (t *tcpConns) repairs() bool { return t.established && !t.close }
 // checkTCPConns refuses, in precheck, every TCP connection of the tree that the options do
 // not let the dump save; it touches nothing (the sockets are read through copies).
 func checkTCPConns(pids []int, opts Options, refused *Refusals) error {
-	mode := &tcpConns{established: opts.TCPEstablished, close: opts.TCPClose}
+	mode := newTCPConns(opts, "")
+	var ends, all []tcpEnd // the ends saved, every end
 	for _, pid := range pids {
 		fds, err := procfs.ListNumeric(procfs.Path(pid, "fd"))
 		if err != nil {
@@ -149,7 +210,14 @@ func checkTCPConns(pids []int, opts Options, refused *Refusals) error {
 			}
 			s, err := readInetSk(local)
 			if err == nil && s.proto == unix.IPPROTO_TCP && tcpConnStates[s.state] {
-				err = refused.add(mode.check(pid, &fdDesc{fd: fd, link: link}, local, s))
+				f := &fdDesc{fd: fd, link: link}
+				e := tcpEnd{pid, f, familyName(local), s.src, s.dst}
+				all = append(all, e)
+				if cerr := mode.check(pid, f, local, s); cerr != nil {
+					err = refused.add(cerr)
+				} else {
+					ends = append(ends, e)
+				}
 			}
 			unix.Close(local)
 			if err != nil {
@@ -157,7 +225,21 @@ func checkTCPConns(pids []int, opts Options, refused *Refusals) error {
 			}
 		}
 	}
+	mode.outsidePeers(ends, all, refused)
 	return nil
+}
+
+// finishTCP refuses, once every fd of the stopped tree has its entry, the connections
+// whose peer is outside the tree when that matters (the tree may have changed since
+// precheck).
+func (s *setState) finishTCP() error {
+	var ends []tcpEnd
+	for _, c := range s.tcp.locked {
+		ends = append(ends, c.end)
+	}
+	var refused Refusals
+	s.tcp.outsidePeers(ends, ends, &refused)
+	return refused.err()
 }
 
 // check refuses TCP connection s (open at local, fd f of pid) if the dump cannot save it
@@ -215,15 +297,14 @@ func tcpShutdown(local int, s *inetSk) uint32 {
 	return how
 }
 
-// lock locks the connection s open at local (the socket of inode ino) and reads its
-// stream; the connection is in t.locked as soon as it is touched, so that resume puts it
-// back.
-func (t *tcpConns) lock(local int, ino uint32, s *inetSk) (*tcpConn, error) {
+// lock locks the connection s open at local (fd f of pid) and reads its stream; the
+// connection is in t.locked as soon as it is touched, so that resume puts it back.
+func (t *tcpConns) lock(pid int, f *fdDesc, local int, s *inetSk) (*tcpConn, error) {
 	fd, err := unix.FcntlInt(uintptr(local), unix.F_DUPFD_CLOEXEC, 0)
 	if err != nil {
 		return nil, fmt.Errorf("dup: %w", err)
 	}
-	c := &tcpConn{fd: fd, ino: ino}
+	c := &tcpConn{fd: fd, ino: uint32(f.st.Ino), end: tcpEnd{pid, f, familyName(local), s.src, s.dst}}
 	t.locked = append(t.locked, c)
 	if c.reuse, err = unix.GetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_REUSEADDR); err != nil {
 		return nil, fmt.Errorf("SO_REUSEADDR: %w", err)
@@ -468,4 +549,56 @@ func (d *dumper) writeTCPStreams() error {
 		}
 	}
 	return nil
+}
+
+// tcpBoundInactive is TCP_BOUND_INACTIVE (include/net/tcp_states.h): in sock_diag's
+// state mask, a socket that holds a local port but is neither listening nor connected.
+const tcpBoundInactive = 13
+
+// holdsPort tells whether the TCP socket of inode ino, of family, holds the local port it
+// reports: sock_diag lists the sockets holding a port that are neither listening nor
+// connected (TCP_BOUND_INACTIVE, Linux 6.6 and later). A socket whose connection ended
+// still reports the port it was given at connect, but gave it up.
+func holdsPort(family int, ino uint64) (bool, error) {
+	fd, err := unix.Socket(unix.AF_NETLINK, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, unix.NETLINK_SOCK_DIAG)
+	if err != nil {
+		return false, fmt.Errorf("sock_diag: %w", err)
+	}
+	defer unix.Close(fd)
+	// nlmsghdr, then struct inet_diag_req_v2: family, protocol, ext, pad, states, and an
+	// empty inet_diag_sockid (48 bytes).
+	req := make([]byte, unix.SizeofNlMsghdr+56)
+	binary.NativeEndian.PutUint32(req, uint32(len(req)))
+	binary.NativeEndian.PutUint16(req[4:], unix.SOCK_DIAG_BY_FAMILY)
+	binary.NativeEndian.PutUint16(req[6:], unix.NLM_F_REQUEST|unix.NLM_F_DUMP)
+	req[16], req[17] = uint8(family), unix.IPPROTO_TCP
+	binary.NativeEndian.PutUint32(req[20:], 1<<tcpBoundInactive)
+	if err := unix.Sendto(fd, req, 0, &unix.SockaddrNetlink{Family: unix.AF_NETLINK}); err != nil {
+		return false, fmt.Errorf("sock_diag: %w", err)
+	}
+	buf := make([]byte, 1<<16)
+	found := false
+	for {
+		n, _, err := unix.Recvfrom(fd, buf, 0)
+		if err != nil {
+			return false, fmt.Errorf("sock_diag: %w", err)
+		}
+		msgs, err := syscall.ParseNetlinkMessage(buf[:n])
+		if err != nil {
+			return false, fmt.Errorf("sock_diag: %w", err)
+		}
+		for _, m := range msgs {
+			switch m.Header.Type {
+			case unix.NLMSG_DONE:
+				return found, nil
+			case unix.NLMSG_ERROR:
+				return false, fmt.Errorf("sock_diag: %w", syscall.Errno(-int32(binary.NativeEndian.Uint32(m.Data))))
+			}
+			// struct inet_diag_msg: family, state, timer, retrans, the sockid (48
+			// bytes), expires, rqueue, wqueue, uid, inode.
+			if len(m.Data) >= 72 && uint64(binary.NativeEndian.Uint32(m.Data[68:])) == ino {
+				found = true
+			}
+		}
+	}
 }

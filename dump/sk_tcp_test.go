@@ -17,8 +17,9 @@ import (
 
 // TestRefuseTCPConnections: with --tcp-established, what the dump cannot save of a
 // connection is refused before anything is seized, naming fd, addresses and why: a
-// half-closed connection (CLOSE_WAIT), urgent data not read, SO_PEEK_OFF; with
-// --tcp-close the half-closed one is saved (closed on restore) and not refused.
+// half-closed connection (CLOSE_WAIT), urgent data not read, SO_PEEK_OFF, and a closed
+// socket that gave up the port it reports; with --tcp-close the half-closed one is saved
+// (closed on restore) and not refused.
 func TestRefuseTCPConnections(t *testing.T) {
 	for _, c := range []struct {
 		mode string
@@ -38,6 +39,12 @@ func TestRefuseTCPConnections(t *testing.T) {
 				t.Errorf("%q does not say why", all[0].Error())
 			}
 		})
+	}
+	// Closed sockets whose connections ended: the one that gave its port up is refused,
+	// the one bound to its port before it connected is not.
+	all := refusedWith(t, Options{TCPEstablished: true}, "inetrefuse", "closedport", fmt.Sprint(loopbackPort(t)))
+	if len(all) != 1 || all[0].Fd != 3 || !strings.Contains(all[0].Error(), "which it gave up when its connection ended") {
+		t.Errorf("closed sockets: refusals %v, want fd 3's port", all)
 	}
 	tg := launch(t, "inetrefuse", "closewait", fmt.Sprint(loopbackPort(t)))
 	if err := Dump(context.Background(), Options{Pid: tg.Pid, TCPClose: true, LeaveRunning: true}, newDirSink(t)); err != nil {

@@ -24,7 +24,6 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"github.com/imgtool/imgtool/image"
-	"github.com/imgtool/imgtool/internal/nftables"
 )
 
 const (
@@ -46,11 +45,7 @@ func (d *dumper) collect() error {
 	d.set = newSetState()
 	d.set.ghosts.limit = ghostLimit(d.opts.GhostLimit)
 	d.set.runID = newRunID()
-	d.set.tcp.established, d.set.tcp.close = d.opts.TCPEstablished, d.opts.TCPClose
-	d.set.tcp.nftables = d.opts.NetworkLock == NetworkLockNftables
-	if d.set.tcp.nftables {
-		d.set.tcp.table = nftables.TableName(d.set.runID)
-	}
+	d.set.tcp = newTCPConns(d.opts, d.set.runID) // sk_tcp.go
 	if err := d.holdLocks(); err != nil {
 		return err
 	}
@@ -85,6 +80,9 @@ func (d *dumper) collect() error {
 		}
 	}
 	if err := s.finishUnix(); err != nil {
+		return err
+	}
+	if err := s.finishTCP(); err != nil {
 		return err
 	}
 	d.stats.memStart = time.Now()

@@ -76,14 +76,14 @@ what its peer sends; by default no firewall is touched), put in TCP repair mode 
 its sequence numbers, options, window and both queues (tcp-stream-INO.img, CRIU's
 format); restore needs --tcp-established too. After the dump the tree is killed and
 its connections vanish without a FIN or a reset; with --leave-running, or if the
-dump fails, they are unlocked and carry on. A connection whose peer is outside the
-tree survives only if the peer sends nothing until the restore, unless
---network-lock nftables is given: the dump then also leaves CRIU's nftables lock
-(a table "inet CRIU-<run id>" dropping the connections' packets, made over netlink),
-which imgtool's and CRIU's restores remove; CRIU's restore of a loopback connection
-needs it. Refused even then: half-closed connections, urgent data not read,
-SO_PEEK_OFF, kernel TLS. --tcp-close saves connections without their state, to be
-restored closed.
+dump fails, they are unlocked and carry on. The socket filter goes with the tree, so
+a connection whose peer is outside the tree (the peer would get a reset if it sent
+anything before the restore) is refused unless --network-lock nftables is given:
+the dump then also leaves CRIU's nftables lock (a table "inet CRIU-<run id>" dropping
+the connections' packets, made over netlink), which imgtool's and CRIU's restores
+remove; CRIU's restore of a loopback connection needs it too. Refused even then:
+half-closed connections, urgent data not read, SO_PEEK_OFF, kernel TLS. --tcp-close
+saves connections without their state, to be restored closed.
 
 Without --leave-running the tree is killed once the set is complete and
 committed. With -e every file is encrypted as it is written, for the certificates

@@ -2,10 +2,13 @@ package restore
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"net"
 	"os"
 	"path/filepath"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 	"unsafe"
@@ -379,5 +382,109 @@ func TestUnlockCRIUIptables(t *testing.T) {
 	got := strings.Split(strings.TrimSpace(string(b)), "\n")
 	if strings.Join(got, "\n") != strings.Join(want, "\n") {
 		t.Errorf("iptables ran as\n%s\nwant\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
+	}
+}
+
+// recordPeer plays testdata/tcpconn.c's other end on c, from the test: it sends the
+// counter records as fast as c takes them and reads 64 bytes every 2 ms, checking each
+// record; got counts the records received, bad says the first fault.
+type recordPeer struct {
+	got atomic.Int64
+	bad atomic.Value // string
+}
+
+func (p *recordPeer) run(c net.Conn) {
+	go func() {
+		var next uint64
+		buf := make([]byte, 0, 1024)
+		for {
+			buf = buf[:0]
+			for i := 0; i < 64; i++ {
+				buf = fmt.Appendf(buf, "%015d\n", next)
+				next++
+			}
+			if _, err := c.Write(buf); err != nil {
+				return
+			}
+		}
+	}()
+	go func() {
+		var rec []byte
+		buf := make([]byte, 64)
+		for {
+			n, err := c.Read(buf)
+			if err != nil {
+				if p.bad.Load() == nil && !errors.Is(err, net.ErrClosed) {
+					p.bad.Store(fmt.Sprintf("read: %v", err))
+				}
+				return
+			}
+			rec = append(rec, buf[:n]...)
+			for len(rec) >= 16 {
+				if want := fmt.Sprintf("%015d\n", p.got.Load()); string(rec[:16]) != want && p.bad.Load() == nil {
+					p.bad.Store(fmt.Sprintf("record %d received as %q", p.got.Load(), rec[:16]))
+				}
+				rec = rec[16:]
+				p.got.Add(1)
+			}
+			time.Sleep(2 * time.Millisecond)
+		}
+	}()
+}
+
+// TestTCPConnectionOutsidePeer: a connection whose other end is outside the tree (here, in
+// the test) is refused with the socket lock alone: the peer would get a reset if it sent
+// anything before the restore. With --network-lock nftables the dump leaves CRIU's lock:
+// the peer goes on sending while the process is gone, its packets dropped without a
+// reset, and once restored (the lock removed) both ends carry on counting, nothing lost.
+func TestTCPConnectionOutsidePeer(t *testing.T) {
+	requireRoot(t)
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	peer := &recordPeer{}
+	go func() {
+		c, err := l.Accept()
+		if err != nil {
+			return
+		}
+		t.Cleanup(func() { c.Close() })
+		c.(*net.TCPConn).SetReadBuffer(4096)
+		c.(*net.TCPConn).SetWriteBuffer(4096)
+		peer.run(c)
+	}()
+	bin := testproc.Build(t, "testdata/tcpconn.c")
+	p := testproc.Launch(t, bin, testproc.Options{Ready: "ready pid="}, "tcp4ext", fmt.Sprint(l.Addr().(*net.TCPAddr).Port))
+	set := filepath.Join(t.TempDir(), "set")
+	w, err := imgset.Create(set, imgset.CreateOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	err = dump.Dump(context.Background(), dump.Options{Pid: p.Pid, TCPEstablished: true}, w)
+	w.Abort()
+	if err == nil || !strings.Contains(err.Error(), "its peer is outside the tree") || !strings.Contains(err.Error(), "--network-lock nftables") {
+		t.Fatalf("with the socket lock alone: %v", err)
+	}
+	dir := dumpTCP(t, p.Pid, dump.Options{TCPEstablished: true, NetworkLock: dump.NetworkLockNftables})
+	before := peer.got.Load()
+	time.Sleep(300 * time.Millisecond) // the peer sends meanwhile: dropped, no reset
+	off := savedPos(t, dir, p.Log)
+	pids := restoreSet(t, dir, Options{TCPEstablished: true})
+	if err := unix.Kill(pids[0], unix.SIGUSR1); err != nil {
+		t.Fatal(err)
+	}
+	var out string
+	testproc.WaitFor(t, 20*time.Second, "the restored program's verdict", func() bool {
+		out = testproc.LogAfter(t, p.Log, off)
+		return strings.Contains(out, "ok\n") || strings.Contains(out, "FAIL")
+	})
+	if !strings.HasPrefix(out, "ok\n") {
+		t.Fatalf("after the restore: %s", strings.TrimSpace(out))
+	}
+	testproc.WaitFor(t, 10*time.Second, "records from the restored program", func() bool { return peer.got.Load() > before+300 })
+	if bad := peer.bad.Load(); bad != nil {
+		t.Fatalf("the peer outside: %s", bad)
 	}
 }

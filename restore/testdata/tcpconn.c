@@ -16,7 +16,10 @@
  * "FAIL: why". SIGUSR2: each end waits until its peer is gone (a read sees the end of the
  * stream or an error, a send fails), as after a restore with --tcp-close, and the parent
  * prints "ok closed" or "FAIL: why". A fault seen any other time is printed at once as
- * "FAIL: why". */
+ * "FAIL: why".
+ *
+ * tcp4ext: no child; the process connects to 127.0.0.1:PORT, where the test listens and
+ * plays the other end (the same records, read as slowly), and checks as above. */
 #define _GNU_SOURCE
 #include <arpa/inet.h>
 #include <errno.h>
@@ -96,7 +99,8 @@ static void tick(void)
 	nanosleep(&ts, NULL);
 }
 
-/* run is the life of one end; report is the pipe to the parent (child), -1 (parent). */
+/* run is the life of one end: the parent's (child the child's pid, verdict the pipe from
+ * it), the child's (child 0, report the pipe to the parent) or the only one (child -1). */
 static void run(struct end *e, pid_t child, int report, int verdict)
 {
 	int ready = child == 0;
@@ -143,7 +147,7 @@ static void run(struct end *e, pid_t child, int report, int verdict)
 			} else {
 				char theirs[256] = {0};
 				struct pollfd p = {verdict, POLLIN, 0};
-				if (poll(&p, 1, 15000) != 1 || read(verdict, theirs, sizeof(theirs) - 1) <= 0)
+				if (child > 0 && (poll(&p, 1, 15000) != 1 || read(verdict, theirs, sizeof(theirs) - 1) <= 0))
 					snprintf(theirs, sizeof(theirs), "FAIL: no word from the child");
 				if (why)
 					printf("%s (parent)\n", msg);
@@ -161,7 +165,7 @@ static void run(struct end *e, pid_t child, int report, int verdict)
 int main(int argc, char **argv)
 {
 	if (argc < 3) {
-		fprintf(stderr, "usage: tcpconn tcp4|tcp6 PORT\n");
+		fprintf(stderr, "usage: tcpconn tcp4|tcp6|tcp4ext PORT\n");
 		return 2;
 	}
 	int v6 = !strcmp(argv[1], "tcp6"), port = atoi(argv[2]), one = 1, small = 4096;
@@ -182,6 +186,16 @@ int main(int argc, char **argv)
 	}
 	signal(SIGUSR1, on_usr1);
 	signal(SIGUSR2, on_usr2);
+	if (!strcmp(argv[1], "tcp4ext")) {
+		struct end e = {.fd = socket(AF_INET, SOCK_STREAM, 0)};
+		setsockopt(e.fd, SOL_SOCKET, SO_RCVBUF, &small, sizeof(small));
+		setsockopt(e.fd, SOL_SOCKET, SO_SNDBUF, &small, sizeof(small));
+		if (connect(e.fd, (void *)&ss, sl)) {
+			perror("connect");
+			return 1;
+		}
+		run(&e, -1, -1, -1);
+	}
 	int ls = socket(ss.ss_family, SOCK_STREAM, 0);
 	setsockopt(ls, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
 	setsockopt(ls, SOL_SOCKET, SO_RCVBUF, &small, sizeof(small)); /* the accepted end's */
