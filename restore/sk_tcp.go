@@ -58,7 +58,7 @@ import (
 // CRIU's dump leaves its network lock in place for its restore to remove: with nftables
 // (inventory network_lock_method 1; imgtool's dump --network-lock nftables leaves the
 // same), the table "inet CRIU-<dump_criu_run_id>" (cut to 26 characters, as CRIU names
-// it), which unlockCRIU deletes over netlink (internal/nftables; a table not there is
+// it; CRIU-<root pid> for images without a run id), which unlockCRIU deletes over netlink (internal/nftables; a table not there is
 // fine); with iptables (0, CRIU's default, or no method recorded), a DROP rule per
 // direction of each connection in INPUT and OUTPUT, which unlockCRIU deletes by running
 // iptables (ip6tables for IPv6) -D with CRIU's own rule, as CRIU's restore does, when this
@@ -385,15 +385,17 @@ func (inetSkKind) arm(f *os.File, fe *fdinfo.FileEntry) error {
 	return nil
 }
 
-// leaveTCPRepair takes every connection restored in repair mode out of it, once all are
-// unlocked (armDescriptions), and gives it its saved SO_REUSEADDR and SO_REUSEPORT
-// (repair mode forced the one, leaving it clears it).
+// leaveTCPRepair removes the network lock CRIU's dump left (unlockCRIU: whatever the
+// options, as CRIU's restore does; an nftables table even without connections, as CRIU
+// makes one for every dump with that method), then takes every connection restored in
+// repair mode out of it, once all are unlocked (armDescriptions), and gives it its saved
+// SO_REUSEADDR and SO_REUSEPORT (repair mode forced the one, leaving it clears it).
 func (r *restorer) leaveTCPRepair() error {
+	if err := r.pl.unlockCRIU(); err != nil {
+		return err
+	}
 	if !r.pl.tcp.repairs() {
 		return nil
-	}
-	if err := r.pl.unlockCRIU(r.warn); err != nil {
-		return err
 	}
 	for _, id := range usedFiles(r.pl) {
 		fe := r.pl.files[id]
@@ -436,7 +438,7 @@ const (
 
 // unlockCRIU removes the network lock CRIU's dump left for the connections of the set
 // (see above), once they are restored and before they leave repair mode.
-func (pl *plan) unlockCRIU(warn func(string)) error {
+func (pl *plan) unlockCRIU() error {
 	inv := pl.inv
 	method := uint32(lockIptables)
 	if inv.NetworkLockMethod != nil {
@@ -444,12 +446,14 @@ func (pl *plan) unlockCRIU(warn func(string)) error {
 	}
 	switch method {
 	case lockNftables:
-		if id := inv.GetDumpCriuRunId(); id != "" {
-			return nftables.Delete(nftables.TableName(id))
+		id := inv.GetDumpCriuRunId()
+		if id == "" { // an image older than the run id: CRIU named the table after the root
+			id = fmt.Sprint(pl.procs[0].pid)
 		}
-		warn("the set says CRIU locked its connections with nftables but has no dump_criu_run_id: its table (inet CRIU-PID) is left alone")
+		return nftables.Delete(nftables.TableName(id))
 	case lockIptables:
-		for _, fe := range pl.files {
+		for _, id := range usedFiles(pl) {
+			fe := pl.files[id]
 			if fe.GetType() != fdinfo.FdTypes_INETSK || !isTCPConn(fe.Isk) {
 				continue
 			}
