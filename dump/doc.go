@@ -74,8 +74,8 @@
 // closing states) needs Options.TCPEstablished (CRIU's --tcp-established: sk_tcp.go locks it
 // with a socket filter, puts it in repair mode, and saves its sequence numbers, options,
 // window and both queues into tcp-stream-INO.img as CRIU 4.2's sk-tcp.c and libsoccr do;
-// a peer outside the tree needs Options.NetworkLock nftables, a lock that outlives the
-// dump as CRIU's does; half-closed connections, urgent data, SO_PEEK_OFF and TCP_ULP
+// half-closed ones too; a peer outside the tree needs Options.NetworkLock nftables, a
+// lock that outlives the dump as CRIU's does; urgent data, SO_PEEK_OFF and TCP_ULP
 // refused) or Options.TCPClose
 // (--tcp-close: saved without its stream, to come back closed); without either it is
 // refused in precheck (checkTCPConns), named with both addresses. A TCP socket in another

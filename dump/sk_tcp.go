@@ -86,11 +86,12 @@ import (
 // With Options.TCPClose (CRIU's --tcp-close) connections are saved as without repair
 // mode: the inet_sk_entry with their state and peer, no stream; a restore with --tcp-close
 // gives the process closed sockets. Without either option a connection refuses the dump
-// (checkTCPConns, in precheck). Refused with --tcp-established, naming the fd: a peer
-// outside the tree with the socket lock alone (see above), connections in another state
-// than ESTABLISHED (FIN_WAIT1, FIN_WAIT2, CLOSE_WAIT, LAST_ACK, CLOSING:
-// a restore needs a FIN from the peer made up, which CRIU sends as a raw packet through
-// libnet; imgtool does not), urgent data not read yet (MSG_OOB: the mark would be lost),
+// (checkTCPConns, in precheck). Half-closed connections (FIN_WAIT1, FIN_WAIT2, CLOSE_WAIT,
+// LAST_ACK, CLOSING) are saved as libsoccr saves them: in their state, with this end's
+// FIN left out of the send queue's lengths (SIOCOUTQ and SIOCOUTQNSD count it); its
+// sequence number stays in outq_seq, as the peer's stays in inq_seq. Refused with
+// --tcp-established, naming the fd: a peer outside the tree with the socket lock alone
+// (see above), urgent data not read yet (MSG_OOB: the mark would be lost),
 // SO_PEEK_OFF set (CRIU's images have no field for it), an upper layer protocol
 // (TCP_ULP, kernel TLS: the queues hold its records), and a dumper without CAP_NET_ADMIN.
 
@@ -105,6 +106,7 @@ const (
 	tcpiOptWscale     = 4
 
 	capNetAdmin = 12
+	skfAdMark   = 0xfffff000 + 20 // SKF_AD_OFF + SKF_AD_MARK: a filter loads skb->mark from there
 )
 
 // tcpConnStates are the states of a TCP connection: a socket with a peer, SYN_SENT aside.
@@ -141,6 +143,7 @@ type tcpEnd struct {
 	pid      int
 	f        *fdDesc
 	name     string // familyName
+	state    uint8
 	src, dst netip.AddrPort
 }
 
@@ -159,9 +162,9 @@ func (t *tcpConns) outsidePeers(ends, all []tcpEnd, refused *Refusals) {
 	}
 	for _, e := range ends {
 		if !in[key(e.dst, e.src)] {
-			refused.add(refuse(e.pid, e.f.fd, e.f.link, fmt.Sprintf("%s socket is a connection (ESTABLISHED) from %s to %s: its peer is outside the tree, "+
+			refused.add(refuse(e.pid, e.f.fd, e.f.link, fmt.Sprintf("%s socket is a connection (%s) from %s to %s: its peer is outside the tree, "+
 				"and would get a reset if it sent anything between the dump and the restore: use --network-lock nftables (a lock that outlives the dump, as CRIU's) or --leave-running",
-				e.name, e.src, e.dst)))
+				e.name, tcpStates[e.state], e.src, e.dst)))
 		}
 	}
 }
@@ -171,6 +174,7 @@ func (t *tcpConns) outsidePeers(ends, all []tcpEnd, refused *Refusals) {
 type tcpConn struct {
 	fd       int    // imgtool's copy
 	ino      uint32 // the socket's inode: tcp-stream-INO.img
+	state    uint8  // its TCP state, read in repair mode
 	end      tcpEnd // where it is, its addresses
 	reuse    int    // SO_REUSEADDR as the process had it (repair mode changes it)
 	filtered bool   // the drop filter is attached
@@ -211,7 +215,7 @@ func checkTCPConns(pids []int, opts Options, refused *Refusals) error {
 			s, err := readInetSk(local)
 			if err == nil && s.proto == unix.IPPROTO_TCP && tcpConnStates[s.state] {
 				f := &fdDesc{fd: fd, link: link}
-				e := tcpEnd{pid, f, familyName(local), s.src, s.dst}
+				e := tcpEnd{pid, f, familyName(local), s.state, s.src, s.dst}
 				all = append(all, e)
 				if cerr := mode.check(pid, f, local, s); cerr != nil {
 					err = refused.add(cerr)
@@ -253,8 +257,6 @@ func (t *tcpConns) check(pid int, f *fdDesc, local int, s *inetSk) error {
 		return nil
 	case !t.established:
 		return no("connected TCP sockets are saved only with --tcp-established (or closed with --tcp-close)")
-	case s.state != tcpEstablished:
-		return no("half-closed connections are not supported (a restore would need a FIN from the peer made up)")
 	case !hasCapability(capNetAdmin):
 		return no("TCP repair mode needs CAP_NET_ADMIN")
 	}
@@ -304,7 +306,7 @@ func (t *tcpConns) lock(pid int, f *fdDesc, local int, s *inetSk) (*tcpConn, err
 	if err != nil {
 		return nil, fmt.Errorf("dup: %w", err)
 	}
-	c := &tcpConn{fd: fd, ino: uint32(f.st.Ino), end: tcpEnd{pid, f, familyName(local), s.src, s.dst}}
+	c := &tcpConn{fd: fd, ino: uint32(f.st.Ino), end: tcpEnd{pid, f, familyName(local), s.state, s.src, s.dst}}
 	t.locked = append(t.locked, c)
 	if c.reuse, err = unix.GetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_REUSEADDR); err != nil {
 		return nil, fmt.Errorf("SO_REUSEADDR: %w", err)
@@ -331,9 +333,16 @@ func (t *tcpConns) lock(pid int, f *fdDesc, local int, s *inetSk) (*tcpConn, err
 	return c, c.read()
 }
 
-// attachDropFilter attaches a socket filter that drops every packet.
+// attachDropFilter attaches a socket filter that drops every packet but those carrying
+// CRIU's mark (SOCCR_MARK), as CRIU's own lock lets them through: those are made up by a
+// restore (a FIN the peer sent, for a half-closed connection), never sent by a peer.
 func attachDropFilter(fd int) error {
-	prog := []unix.SockFilter{{Code: unix.BPF_RET | unix.BPF_K, K: 0}}
+	prog := []unix.SockFilter{
+		{Code: unix.BPF_LD | unix.BPF_W | unix.BPF_ABS, K: skfAdMark},
+		{Code: unix.BPF_JMP | unix.BPF_JEQ | unix.BPF_K, Jt: 0, Jf: 1, K: nftables.Mark},
+		{Code: unix.BPF_RET | unix.BPF_K, K: 0xffffffff},
+		{Code: unix.BPF_RET | unix.BPF_K, K: 0},
+	}
 	fp := unix.SockFprog{Len: uint16(len(prog)), Filter: &prog[0]}
 	if err := unix.SetsockoptSockFprog(fd, unix.SOL_SOCKET, unix.SO_ATTACH_FILTER, &fp); err != nil {
 		return fmt.Errorf("SO_ATTACH_FILTER: %w", err)
@@ -360,9 +369,10 @@ func (c *tcpConn) read() error {
 	if err != nil {
 		return err
 	}
-	if state != tcpEstablished {
-		return fmt.Errorf("the connection is %s, not ESTABLISHED, in repair mode", tcpStates[state])
+	if !tcpConnStates[state] {
+		return fmt.Errorf("the connection is %s in repair mode", tcpStates[state])
 	}
+	c.state = state
 	ioctl := func(req uint) (uint32, error) {
 		v, err := unix.IoctlGetInt(c.fd, req)
 		if err != nil {
@@ -380,6 +390,12 @@ func (c *tcpConn) read() error {
 	}
 	if inq, err = ioctl(unix.SIOCINQ); err != nil {
 		return err
+	}
+	// This end's FIN, queued once it shut its sending side, holds no data: it is not
+	// saved (a restore queues it again with shutdown). SIOCINQ leaves the peer's out.
+	if state == 4 || state == 5 || state == 9 || state == 11 { // FIN_WAIT1, FIN_WAIT2, LAST_ACK, CLOSING
+		outq -= min(outq, 1)
+		unsq -= min(unsq, 1)
 	}
 	e.OutqLen, e.UnsqLen, e.InqLen = proto.Uint32(outq), proto.Uint32(unsq), proto.Uint32(inq)
 	mss, err := unix.GetsockoptInt(c.fd, unix.IPPROTO_TCP, unix.TCP_MAXSEG)

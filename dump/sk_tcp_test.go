@@ -17,9 +17,9 @@ import (
 
 // TestRefuseTCPConnections: with --tcp-established, what the dump cannot save of a
 // connection is refused before anything is seized, naming fd, addresses and why: a
-// half-closed connection (CLOSE_WAIT), urgent data not read, SO_PEEK_OFF, and a closed
-// socket that gave up the port it reports; with --tcp-close the half-closed one is saved
-// (closed on restore) and not refused.
+// connection whose peer is gone (CLOSE_WAIT, its peer closed: with the socket lock alone),
+// urgent data not read, SO_PEEK_OFF, and a closed socket that gave up the port it reports;
+// with --tcp-close the CLOSE_WAIT one is saved (closed on restore) and not refused.
 func TestRefuseTCPConnections(t *testing.T) {
 	for _, c := range []struct {
 		mode string
@@ -35,7 +35,7 @@ func TestRefuseTCPConnections(t *testing.T) {
 			if len(all) != 1 || all[0].Fd != c.fd || !strings.Contains(all[0].Error(), c.want) {
 				t.Fatalf("refusals %v, want fd %d: %q", all, c.fd, c.want)
 			}
-			if c.mode == "closewait" && !strings.Contains(all[0].Error(), "half-closed connections are not supported") {
+			if c.mode == "closewait" && !strings.Contains(all[0].Error(), "its peer is outside the tree") {
 				t.Errorf("%q does not say why", all[0].Error())
 			}
 		})

@@ -81,9 +81,10 @@ a connection whose peer is outside the tree (the peer would get a reset if it se
 anything before the restore) is refused unless --network-lock nftables is given:
 the dump then also leaves CRIU's nftables lock (a table "inet CRIU-<run id>" dropping
 the connections' packets, made over netlink), which imgtool's and CRIU's restores
-remove; CRIU's restore of a loopback connection needs it too. Refused even then:
-half-closed connections, urgent data not read, SO_PEEK_OFF, kernel TLS. --tcp-close
-saves connections without their state, to be restored closed.
+remove; CRIU's restore of a loopback connection needs it too. Half-closed
+connections (FIN_WAIT1/2, CLOSE_WAIT, LAST_ACK, CLOSING) are saved too. Refused even
+then: urgent data not read, SO_PEEK_OFF, kernel TLS. --tcp-close saves connections
+without their state, to be restored closed.
 
 Without --leave-running the tree is killed once the set is complete and
 committed. With -e every file is encrypted as it is written, for the certificates

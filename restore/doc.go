@@ -41,8 +41,9 @@
 //     describes: bound to their saved address and port, TCP listeners listening with their
 //     backlog, UDP sockets connected to their peer, TCP connections as sk_tcp.go describes
 //     (with Options.TCPEstablished: locked by a socket filter and rebuilt in repair mode
-//     from tcp-stream-INO.img, sequence numbers, options, queues and window, as libsoccr
-//     does; with Options.TCPClose: closed), then IP, socket and TCP options;
+//     from tcp-stream-INO.img, sequence numbers, options, queues, window and the FINs of a
+//     half-closed one, as libsoccr does; with Options.TCPClose: closed), then IP, socket
+//     and TCP options;
 //     F_SETSIG signals set), and
 //     handed to the root with pidfd_getfd at a slot above every fd number. The root's memory is then
 //     rebuilt (step 3's mappings and pages) and locked, and each other process is cloned,
@@ -138,8 +139,8 @@
 // Sockets other than UNIX, TCP and UDP ones (and the UNIX sockets sk_unix.go refuses:
 // external peers, connections not accepted yet, descriptors in flight; and the TCP
 // sockets sk_inet.go and sk_tcp.go refuse: connections without Options.TCPEstablished or
-// TCPClose, half-closed ones, one this host has already, and states other than LISTEN and
-// CLOSE without a peer), inotify, fanotify, ttys, remaps
+// TCPClose, one this host has already, SYN_SENT, and states other than LISTEN and CLOSE
+// without a peer), inotify, fanotify, ttys, remaps
 // other than ghost files (CRIU's link-remap, a dead process's /proc directory), ghost files
 // other than regular files, directories and FIFOs (device nodes, symlinks) and other file types are refused
 // (every such fd of the tree named at once), as is an epoll whose targets are not all fds,

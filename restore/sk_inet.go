@@ -30,9 +30,8 @@ var tcpStates = map[uint32]string{
 // open flags, IP options (ip_opts_entry), socket options (sk_opts_entry), TCP options
 // (tcp_opts_entry), shutdown state, and SO_REUSEADDR and SO_REUSEPORT as saved.
 //
-// Refused, before anything exists: a TCP connection (a TCP socket with a peer port: CRIU's
-// --tcp-established is not implemented), TCP sockets in other states than LISTEN and
-// CLOSE, families, types and protocols other than TCP and UDP over IPv4 and IPv6 (raw
+// A TCP connection (a TCP socket with a peer port) is sk_tcp.go's. Refused, before
+// anything exists: TCP sockets without a peer in other states than LISTEN and CLOSE, families, types and protocols other than TCP and UDP over IPv4 and IPv6 (raw
 // sockets...), an address of the wrong length, packets saved for it in sk-queues.img, a
 // socket filter, an interface (ifname) this host does not have.
 type inetSkKind struct{}

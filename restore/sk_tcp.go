@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/exec"
 	"strings"
+	"time"
 	"unsafe"
 
 	"github.com/checkpoint-restore/go-criu/v8/crit/images/fdinfo"
@@ -22,15 +23,17 @@ import (
 // TCP connections (an inet_sk_entry of a TCP socket with a peer port), as CRIU 4.2's
 // sk-tcp.c and libsoccr restore them.
 //
-// With Options.TCPEstablished (criu restore --tcp-established) each ESTABLISHED connection
-// comes back from its tcp-stream-INO.img (read and checked before any process exists:
+// With Options.TCPEstablished (criu restore --tcp-established) each connection, ESTABLISHED
+// or half-closed (FIN_WAIT1, FIN_WAIT2, CLOSE_WAIT, LAST_ACK, CLOSING), comes back from its
+// tcp-stream-INO.img (read and checked before any process exists:
 // present, one entry with the fields its options need, the queues' bytes all there), in
 // imgtool, before the description is handed over, as libsoccr_restore makes it:
 //
 //  1. socket(2), IPV6_V6ONLY, SO_REUSEADDR and SO_REUSEPORT on, as for any inet socket;
-//     then the socket is locked with a socket filter that drops every packet (see
-//     dump/sk_tcp.go): nothing that arrives, from the peer or from the kernel (a reset sent
-//     back when the peer's socket does not exist yet), changes it before the tree runs;
+//     then the socket is locked with a socket filter that drops every packet but those
+//     with CRIU's mark (see dump/sk_tcp.go): nothing that arrives, from the peer or from
+//     the kernel (a reset sent back when the peer's socket does not exist yet), changes it
+//     before the tree runs;
 //  2. repair mode (TCP_REPAIR); the buffers at their largest (SO_SNDBUFFORCE,
 //     SO_RCVBUFFORCE) and O_NONBLOCK, so that no queue refill blocks (CRIU's
 //     restore_prepare_socket; the saved sizes and flags are set afterwards);
@@ -45,6 +48,12 @@ import (
 //     retransmitted until acknowledged); the part never sent, out of repair mode for the
 //     moment, as new data;
 //  8. TCP_REPAIR_WINDOW: the windows as saved;
+//  9. a half-closed connection's FINs (restoreFins): the sequence numbers of steps 4 and 8
+//     left room for them; this end's is queued with shutdown(2) (as sent already when the
+//     peer acknowledged it), the peer's comes in a TCP segment made up from the peer's
+//     address and sent to the socket through a raw socket, with CRIU's mark, which the
+//     lock lets through (as libsoccr's libnet packet), and so does the peer's
+//     acknowledgement of this end's FIN; each step waits for the state it leads to;
 //
 // then the open flags, IP, socket and TCP options and the shutdown state as for any inet
 // socket. The description is kept in imgtool; once every process is restored and just
@@ -71,8 +80,7 @@ import (
 // fail with EPIPE), with the saved flags and options; tcp-stream images are not read.
 //
 // Refused before anything exists: a connection without either option; with
-// --tcp-established, one in another state than ESTABLISHED (half-closed: a restore needs a
-// FIN from the peer made up, which CRIU sends as a raw packet), one without its
+// --tcp-established, one in another state (SYN_SENT, CLOSE with a peer), one without its
 // tcp-stream image (dumped with --tcp-close), a stream image that does not hold what its
 // entry says, a connection whose local and remote address and port another socket of this
 // host has (/proc/net/tcp, tcp6: the dumped one still running, say), and restoring
@@ -90,6 +98,28 @@ type tcpStream struct {
 	e         *tcp_stream.TcpStreamEntry
 	inq, outq []byte
 }
+
+// TCP states as bits (TCPF_*), for the half-closed states, as libsoccr names their FINs.
+const (
+	tcpfEstablished = 1 << 1
+	tcpfFinWait1    = 1 << 4
+	tcpfFinWait2    = 1 << 5
+	tcpfClose       = 1 << 7
+	tcpfCloseWait   = 1 << 8
+	tcpfLastAck     = 1 << 9
+	tcpfClosing     = 1 << 11
+
+	tcpfConnected = tcpfEstablished | tcpfFinWait1 | tcpfFinWait2 | tcpfCloseWait | tcpfLastAck | tcpfClosing
+
+	sndqFirstFin  = tcpfFinWait1 | tcpfFinWait2 | tcpfClosing // this end's FIN, sent first
+	sndqSecondFin = tcpfLastAck | tcpfClose                   // this end's FIN, sent after the peer's
+	sndqFinAcked  = tcpfFinWait2 | tcpfClose                  // this end's FIN, acknowledged
+	rcvqFirstFin  = tcpfCloseWait | tcpfLastAck | tcpfClose   // the peer's FIN, came first
+	rcvqSecondFin = tcpfClosing                               // the peer's FIN, came after ours
+	rcvqFinAcked  = tcpfClose
+
+	skfAdMark = 0xfffff000 + 20 // SKF_AD_OFF + SKF_AD_MARK: a filter loads skb->mark from there
+)
 
 // TCP repair constants (include/uapi/linux/tcp.h).
 const (
@@ -121,8 +151,8 @@ func (t *tcpPlan) check(pl *plan, e *sk_inet.InetSkEntry, src, dst netip.AddrPor
 		return nil
 	case !t.established:
 		return fmt.Errorf("a TCP connection (%s) from %s to %s: restored only with --tcp-established (or closed with --tcp-close)", state, src, dst)
-	case e.GetState() != tcpEstablished:
-		return fmt.Errorf("a TCP connection (%s) from %s to %s: half-closed connections are not supported (a restore would need a FIN from the peer made up)", state, src, dst)
+	case tcpfConnected&(1<<e.GetState()) == 0:
+		return fmt.Errorf("a TCP connection (%s) from %s to %s: this state is not supported", state, src, dst)
 	case !hasCapability(capNetAdmin):
 		return fmt.Errorf("a TCP connection from %s to %s: TCP repair mode needs CAP_NET_ADMIN", src, dst)
 	}
@@ -241,9 +271,27 @@ func (t *tcpPlan) restoreConn(fd int, e *sk_inet.InetSkEntry, src, dst netip.Add
 		return fmt.Errorf("no stream read for socket:[%d]", e.GetIno())
 	}
 	s := st.e
-	prog := []unix.SockFilter{{Code: unix.BPF_RET | unix.BPF_K, K: 0}}
-	if err := unix.SetsockoptSockFprog(fd, unix.SOL_SOCKET, unix.SO_ATTACH_FILTER, &unix.SockFprog{Len: 1, Filter: &prog[0]}); err != nil {
+	// The lock drops every packet but those with CRIU's mark: the FINs and ACKs
+	// restoreFins makes up.
+	prog := []unix.SockFilter{
+		{Code: unix.BPF_LD | unix.BPF_W | unix.BPF_ABS, K: skfAdMark},
+		{Code: unix.BPF_JMP | unix.BPF_JEQ | unix.BPF_K, Jt: 0, Jf: 1, K: nftables.Mark},
+		{Code: unix.BPF_RET | unix.BPF_K, K: 0xffffffff},
+		{Code: unix.BPF_RET | unix.BPF_K, K: 0},
+	}
+	if err := unix.SetsockoptSockFprog(fd, unix.SOL_SOCKET, unix.SO_ATTACH_FILTER, &unix.SockFprog{Len: uint16(len(prog)), Filter: &prog[0]}); err != nil {
 		return fmt.Errorf("SO_ATTACH_FILTER: %w", err)
+	}
+	// A FIN is not saved with the queues: the sequence numbers leave it out (the receive
+	// queue's when the peer's came, the send queue's when this end's went); restoreFins
+	// queues them again.
+	mstate := uint32(1) << e.GetState()
+	inqSeq, outqSeq := s.GetInqSeq(), s.GetOutqSeq()
+	if mstate&(rcvqFirstFin|rcvqSecondFin) != 0 {
+		inqSeq--
+	}
+	if mstate&(sndqFirstFin|sndqSecondFin) != 0 {
+		outqSeq--
 	}
 	repair := func(on int) error {
 		if err := unix.SetsockoptInt(fd, unix.IPPROTO_TCP, unix.TCP_REPAIR, on); err != nil {
@@ -274,10 +322,10 @@ func (t *tcpPlan) restoreConn(fd int, e *sk_inet.InetSkEntry, src, dst netip.Add
 		}
 		return nil
 	}
-	if err := seq(tcpRecvQueue, s.GetInqSeq()-s.GetInqLen()); err != nil {
+	if err := seq(tcpRecvQueue, inqSeq-s.GetInqLen()); err != nil {
 		return err
 	}
-	if err := seq(tcpSendQueue, s.GetOutqSeq()-s.GetOutqLen()); err != nil {
+	if err := seq(tcpSendQueue, outqSeq-s.GetOutqLen()); err != nil {
 		return err
 	}
 	if err := unix.Connect(fd, sockaddr(e.GetFamily(), dst, "")); err != nil && !errors.Is(err, unix.EINPROGRESS) {
@@ -325,10 +373,17 @@ func (t *tcpPlan) restoreConn(fd int, e *sk_inet.InetSkEntry, src, dst netip.Add
 	}
 	if s.SndWnd != nil {
 		w := [5]uint32{s.GetSndWl1(), s.GetSndWnd(), s.GetMaxWindow(), s.GetRcvWnd(), s.GetRcvWup()}
+		if mstate&(rcvqFirstFin|rcvqSecondFin) != 0 { // the peer's FIN is not in yet
+			w[4]--
+			w[3]++
+		}
 		if _, _, en := unix.Syscall6(unix.SYS_SETSOCKOPT, uintptr(fd), unix.IPPROTO_TCP, unix.TCP_REPAIR_WINDOW,
 			uintptr(unsafe.Pointer(&w[0])), unsafe.Sizeof(w), 0); en != 0 {
 			return fmt.Errorf("TCP_REPAIR_WINDOW: %w", en)
 		}
+	}
+	if err := restoreFins(fd, e, s, src, dst, mstate, inqSeq, outqSeq); err != nil {
+		return err
 	}
 	// Older images kept these two here (now in tcp_opts_entry), as CRIU still reads them.
 	for _, o := range []struct {
@@ -482,4 +537,151 @@ func iptablesUnlock(src, dst netip.AddrPort, chain string) {
 	_ = exec.Command(path, "-w", "-t", "filter", "-D", chain, "--protocol", "tcp", "-m", "mark", "!", "--mark",
 		fmt.Sprintf("0x%X", nftables.Mark), "--source", dst.Addr().Unmap().String(), "--sport", fmt.Sprint(dst.Port()),
 		"--destination", src.Addr().Unmap().String(), "--dport", fmt.Sprint(src.Port()), "-j", "DROP").Run()
+}
+
+// restoreFins queues the FINs of a half-closed connection (its state the bit mstate) in a
+// socket restored in repair mode, as libsoccr_restore does: this end's with shutdown(2)
+// (as sent already, TCP_REPAIR_QUEUE send, when the peer acknowledged it), the peer's by a
+// FIN made up and sent to the socket from the peer's address (a raw packet with CRIU's
+// mark, which the lock lets through), and the peer's acknowledgement of this end's FIN
+// the same way. inqSeq and outqSeq are the queues' sequence numbers without the FINs.
+func restoreFins(fd int, e *sk_inet.InetSkEntry, s *tcp_stream.TcpStreamEntry, src, dst netip.AddrPort, mstate, inqSeq, outqSeq uint32) error {
+	finOut := func(acked bool, want uint8) error {
+		q := func(v int) error {
+			if !acked {
+				return nil
+			}
+			if err := unix.SetsockoptInt(fd, unix.IPPROTO_TCP, unix.TCP_REPAIR_QUEUE, v); err != nil {
+				return fmt.Errorf("TCP_REPAIR_QUEUE %d: %w", v, err)
+			}
+			return nil
+		}
+		if err := q(tcpSendQueue); err != nil {
+			return err
+		}
+		if err := unix.Shutdown(fd, unix.SHUT_WR); err != nil {
+			return fmt.Errorf("shutdown (this end's FIN): %w", err)
+		}
+		if err := q(0); err != nil {
+			return err
+		}
+		return waitTCPState(fd, want)
+	}
+	// The window the made-up packets advertise: the peer's, as this end saw it last.
+	win := s.GetRcvWnd()
+	if s.SndWnd != nil {
+		win = s.GetSndWnd() >> s.GetSndWscale()
+	}
+	win = min(win, 0xffff)
+	finIn := func(flags uint8, seq uint32, want uint8) error {
+		if err := sendAsPeer(src, dst, seq, outqSeq-s.GetOutqLen(), flags, uint16(win)); err != nil {
+			return err
+		}
+		return waitTCPState(fd, want)
+	}
+	const (
+		fin = 0x01
+		ack = 0x10
+	)
+	if mstate&sndqFirstFin != 0 { // FIN_WAIT1 (FIN_WAIT2 and CLOSING on the way)
+		if err := finOut(mstate&sndqFinAcked != 0, 4); err != nil {
+			return err
+		}
+	}
+	if mstate&(rcvqFirstFin|rcvqSecondFin) != 0 {
+		want := uint8(8) // CLOSE_WAIT
+		if mstate&rcvqSecondFin != 0 {
+			want = 11 // CLOSING
+		}
+		if err := finIn(ack|fin, inqSeq, want); err != nil {
+			return err
+		}
+		inqSeq++
+	}
+	if mstate&sndqSecondFin != 0 { // LAST_ACK
+		if err := finOut(mstate&sndqFinAcked != 0, 9); err != nil {
+			return err
+		}
+	}
+	if mstate&sndqFinAcked != 0 { // the peer acknowledged this end's FIN: FIN_WAIT2
+		outqSeq++
+		if err := finIn(ack, inqSeq, uint8(e.GetState())); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// waitTCPState waits (a second at most) for the socket to reach TCP state want.
+func waitTCPState(fd int, want uint8) error {
+	var st uint8
+	for i := 0; i < 1000; i++ {
+		ti, err := unix.GetsockoptTCPInfo(fd, unix.IPPROTO_TCP, unix.TCP_INFO)
+		if err != nil {
+			return fmt.Errorf("TCP_INFO: %w", err)
+		}
+		if st = ti.State; st == want {
+			return nil
+		}
+		time.Sleep(time.Millisecond)
+	}
+	return fmt.Errorf("the connection is %s, not %s, after its FINs were queued", tcpStates[uint32(st)], tcpStates[uint32(want)])
+}
+
+// sendAsPeer sends, from dst to src, a TCP segment without data (flags, sequence number
+// seq, acknowledging ack, window win) as a raw packet with CRIU's mark: the socket at src
+// takes it for one its peer sent. An IPv4-mapped IPv6 connection gets an IPv4 packet.
+func sendAsPeer(src, dst netip.AddrPort, seq, ack uint32, flags uint8, win uint16) error {
+	from, to := dst.Addr().Unmap(), src.Addr().Unmap()
+	tcp := make([]byte, 20)
+	binary.BigEndian.PutUint16(tcp[0:], dst.Port())
+	binary.BigEndian.PutUint16(tcp[2:], src.Port())
+	binary.BigEndian.PutUint32(tcp[4:], seq)
+	binary.BigEndian.PutUint32(tcp[8:], ack)
+	tcp[12] = 5 << 4
+	tcp[13] = flags
+	binary.BigEndian.PutUint16(tcp[14:], win)
+	// The checksum covers a pseudo header: both addresses, the protocol and the length.
+	pseudo := append(append(from.AsSlice(), to.AsSlice()...), 0, unix.IPPROTO_TCP, 0, byte(len(tcp)))
+	binary.BigEndian.PutUint16(tcp[16:], inetChecksum(append(pseudo, tcp...)))
+	var pkt []byte
+	var family int
+	var sa unix.Sockaddr
+	if from.Is4() && to.Is4() {
+		family, sa = unix.AF_INET, &unix.SockaddrInet4{Addr: to.As4()}
+		pkt = []byte{0x45, 0, 0, byte(20 + len(tcp)), 0, 0, 0, 0, 64, unix.IPPROTO_TCP, 0, 0}
+		pkt = append(append(pkt, from.AsSlice()...), to.AsSlice()...)
+	} else {
+		family, sa = unix.AF_INET6, &unix.SockaddrInet6{Addr: to.As16()}
+		pkt = []byte{0x60, 0, 0, 0, 0, byte(len(tcp)), unix.IPPROTO_TCP, 64}
+		pkt = append(append(pkt, from.AsSlice()...), to.AsSlice()...)
+	}
+	pkt = append(pkt, tcp...)
+	fd, err := unix.Socket(family, unix.SOCK_RAW|unix.SOCK_CLOEXEC, unix.IPPROTO_RAW)
+	if err != nil {
+		return fmt.Errorf("raw socket: %w", err)
+	}
+	defer unix.Close(fd)
+	if err := unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_MARK, nftables.Mark); err != nil {
+		return fmt.Errorf("SO_MARK: %w", err)
+	}
+	if err := unix.Sendto(fd, pkt, 0, sa); err != nil {
+		return fmt.Errorf("sending the peer's FIN: %w", err)
+	}
+	return nil
+}
+
+// inetChecksum is the Internet checksum (RFC 1071) of b.
+func inetChecksum(b []byte) uint16 {
+	var sum uint32
+	for i := 0; i+1 < len(b); i += 2 {
+		sum += uint32(b[i])<<8 | uint32(b[i+1])
+	}
+	if len(b)%2 == 1 {
+		sum += uint32(b[len(b)-1]) << 8
+	}
+	for sum > 0xffff {
+		sum = sum&0xffff + sum>>16
+	}
+	return ^uint16(sum)
 }

@@ -488,3 +488,88 @@ func TestTCPConnectionOutsidePeer(t *testing.T) {
 		t.Fatalf("the peer outside: %s", bad)
 	}
 }
+
+// tcpHalfModes are the states of testdata/tcphalf.c and the TCP states of its two ends.
+var tcpHalfModes = []struct {
+	mode   string
+	states [2]uint32 // a's, b's
+}{{"finwait1", [2]uint32{4, 1}}, {"finwait2", [2]uint32{5, 8}}}
+
+// launchTCPHalf starts testdata/tcphalf.c in mode over IPv4 or IPv6 (v6).
+func launchTCPHalf(t *testing.T, mode string, v6 bool) *testproc.Proc {
+	t.Helper()
+	host, six := "127.0.0.1", "4"
+	if v6 {
+		host, six = "::1", "6"
+	}
+	bin := testproc.Build(t, "testdata/tcphalf.c")
+	return testproc.Launch(t, bin, testproc.Options{Ready: "ready pid="}, mode, fmt.Sprint(freePort(t, "tcp", host)), six)
+}
+
+// checkHalfStates checks that the set saved tcphalf's two ends in their states.
+func checkHalfStates(t *testing.T, dir string, want [2]uint32) {
+	t.Helper()
+	var got []uint32
+	for _, fe := range readFiles(t, dir) {
+		if e := fe.GetIsk(); e != nil && e.GetDstPort() != 0 {
+			got = append(got, e.GetState())
+		}
+	}
+	if len(got) != 2 || got[0] != want[0] || got[1] != want[1] {
+		t.Fatalf("connections saved in states %v, want %v", got, want)
+	}
+}
+
+// TestRoundTripTCPHalfClosed: half-closed connections (testdata/tcphalf.c: one end in
+// FIN_WAIT1 with bytes its peer cannot take yet, or FIN_WAIT2 with its peer in
+// CLOSE_WAIT, bytes unread both ways), over IPv4 and IPv6, dumped with --tcp-established
+// and restored: the states are back (the peer's FIN and acknowledgement made up), every
+// byte comes in order and then the end of the stream, and the open side still sends.
+func TestRoundTripTCPHalfClosed(t *testing.T) {
+	requireRoot(t)
+	for _, m := range tcpHalfModes {
+		for _, v6 := range []bool{false, true} {
+			t.Run(fmt.Sprintf("%s/v6=%v", m.mode, v6), func(t *testing.T) {
+				p := launchTCPHalf(t, m.mode, v6)
+				dir := dumpTCP(t, p.Pid, dump.Options{TCPEstablished: true})
+				checkHalfStates(t, dir, m.states)
+				off := savedPos(t, dir, p.Log)
+				pids := restoreSet(t, dir, Options{TCPEstablished: true})
+				checkSelf(t, pids[0], p.Log, off)
+			})
+		}
+	}
+}
+
+// TestCRIUInteropTCPHalfClosed: the half-closed connections of testdata/tcphalf.c,
+// dumped by one tool and restored by the other (--tcp-established, nftables locks), are
+// back in their states and carry on.
+func TestCRIUInteropTCPHalfClosed(t *testing.T) {
+	criu := criuBin(t)
+	for _, m := range tcpHalfModes {
+		for _, way := range []string{"imgtool dump, CRIU restore", "CRIU dump, imgtool restore"} {
+			t.Run(m.mode+"/"+way, func(t *testing.T) {
+				p := launchTCPHalf(t, m.mode, false)
+				var dir string
+				byCRIU := strings.HasPrefix(way, "CRIU")
+				if byCRIU {
+					dir = t.TempDir()
+					runCRIU(t, criu, dir, "dump.log", "dump", "-t", fmt.Sprint(p.Pid), "--tcp-established", "--network-lock", "nftables")
+					testproc.WaitGone(t, []int{p.Pid})
+					dropLockLater(t, dir)
+				} else {
+					dir = dumpTCP(t, p.Pid, dump.Options{TCPEstablished: true, NetworkLock: dump.NetworkLockNftables})
+				}
+				checkHalfStates(t, dir, m.states)
+				off := savedPos(t, dir, p.Log)
+				var root int
+				if byCRIU {
+					root = restoreSet(t, dir, Options{TCPEstablished: true})[0]
+				} else {
+					root = criuRestore(t, criu, dir, treePids(t, dir), "--tcp-established")
+				}
+				checkSelf(t, root, p.Log, off)
+			})
+		}
+	}
+}
