@@ -129,6 +129,7 @@ const (
 	tcpiOptSack       = 2
 	tcpiOptWscale     = 4
 	capNetAdmin       = 12
+	capNetRaw         = 13
 )
 
 // isTCPConn tells whether e is a TCP connection (CRIU's tcp_connection()).
@@ -155,6 +156,8 @@ func (t *tcpPlan) check(pl *plan, e *sk_inet.InetSkEntry, src, dst netip.AddrPor
 		return fmt.Errorf("a TCP connection (%s) from %s to %s: this state is not supported", state, src, dst)
 	case !hasCapability(capNetAdmin):
 		return fmt.Errorf("a TCP connection from %s to %s: TCP repair mode needs CAP_NET_ADMIN", src, dst)
+	case (1<<e.GetState())&(rcvqFirstFin|rcvqSecondFin|sndqFinAcked) != 0 && !hasCapability(capNetRaw):
+		return fmt.Errorf("a TCP connection (%s) from %s to %s: the peer's FIN or acknowledgement is made up with a raw socket, which needs CAP_NET_RAW", state, src, dst)
 	}
 	if _, ok := t.streams[e.GetIno()]; ok {
 		return nil
