@@ -83,6 +83,9 @@ func (d *dumper) precheck() error {
 	if err := checkUnixPeers(pids, &refused); err != nil {
 		return err
 	}
+	if err := checkTCPConns(pids, d.opts, &refused); err != nil {
+		return err
+	}
 	if err := checkFileLocks(pids, d.opts.FileLocks, &refused); err != nil {
 		return err
 	}

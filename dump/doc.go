@@ -72,19 +72,27 @@
 // of the tree holds, descriptors in flight (SCM_RIGHTS), a connection not accepted yet, a
 // socket filter, a deleted socket file and other families (netlink, packet, raw: named in
 // the refusal) are refused in precheck. TCP and UDP sockets over IPv4 and IPv6 are
-// inet_sk_entry as CRIU 4.2 writes them without --tcp-established (sk_inet.go): family,
-// type, protocol, state, bound and connected address and port, a listener's backlog,
-// IPV6_V6ONLY, sk_opts_entry, ip_opts_entry and tcp_opts_entry, read from a copy of the
-// socket (getsockname, getpeername, getsockopt; TCP state and backlog from TCP_INFO): TCP
-// listeners and closed (unconnected) TCP sockets, UDP sockets bound or connected. A TCP
-// connection (ESTABLISHED and the closing states: named with both addresses, "use
-// --tcp-established", which is not implemented), a TCP socket in another state (SYN_SENT,
-// named), a listener with connections not accepted yet, a UDP socket with datagrams queued
-// (CRIU drops them; imgtool refuses) or corked, a link-local IPv6 address are refused
-// in precheck; a UDP socket's shutdown state is not read.
+// inet_sk_entry as CRIU 4.2 writes them (sk_inet.go): family, type, protocol, state, bound
+// and connected address and port, a listener's backlog (a connection's: its send queue's
+// length, as sock_diag reports it), IPV6_V6ONLY, sk_opts_entry, ip_opts_entry and
+// tcp_opts_entry, read from a copy of the socket (getsockname, getpeername, getsockopt; TCP
+// state and backlog from TCP_INFO): TCP listeners and closed (unconnected) TCP sockets, UDP
+// sockets bound or connected, and TCP connections. A connection (ESTABLISHED and the
+// closing states) needs Options.TCPEstablished (CRIU's --tcp-established: sk_tcp.go locks it
+// with a socket filter, puts it in repair mode, and saves its sequence numbers, options,
+// window and both queues into tcp-stream-INO.img as CRIU 4.2's sk-tcp.c and libsoccr do;
+// half-closed ones too; a peer outside the tree needs Options.NetworkLock nftables, a
+// lock that outlives the dump as CRIU's does; urgent data, SO_PEEK_OFF and TCP_ULP
+// refused) or Options.TCPClose
+// (--tcp-close: saved without its stream, to come back closed); without either it is
+// refused in precheck (checkTCPConns), named with both addresses. A TCP socket in another
+// state (SYN_SENT, named), a listener with connections not accepted yet, a UDP socket with
+// datagrams queued (CRIU drops them; imgtool refuses) or corked, a link-local IPv6 address
+// are refused in precheck; a UDP socket's shutdown state is not read.
 //
 // The rule for a kind: each lives whole in one file named after it (eventfd.go, timerfd.go,
-// signalfd.go, eventpoll.go, sk_unix.go, sk_inet.go, tty.go; the first four kinds in files.go), and restore/ has the file
+// signalfd.go, eventpoll.go, sk_unix.go, sk_inet.go with its TCP connections in sk_tcp.go,
+// as CRIU's sk-tcp.c, tty.go; the first four kinds in files.go), and restore/ has the file
 // of the same name (as ghost.go, in both, holds deleted files: not a kind of its own, but
 // the remap of the reg entries of regular files, FIFOs and directories). Each is a fileKind (typ, check, entry) listed in fdKinds, the one table
 // from kind to handler: inspectFd classifies an fd (check.go; an anonymous inode by its
@@ -228,7 +236,10 @@
 // writing the set) leaves the tree running unharmed and only a staging folder behind
 // (removed by the next command that writes the same set). A kill inside the injection
 // window can leave a thread with every signal blocked, a one-page scratch mapping, or
-// resumed from the middle of an injected call (it then crashes). Measured by
+// resumed from the middle of an injected call (it then crashes). A kill once TCP
+// connections are locked (Options.TCPEstablished) leaves them locked and in repair mode
+// (and, with Options.NetworkLock nftables, its nftables table in place), as a killed CRIU
+// leaves its firewall lock: see sk_tcp.go. Measured by
 // TestDumpRandomSIGKILL (make test-long) on the 3-thread, 128 MiB steady program: 1 of 60
 // SIGKILLs at random moments of a 0.19 s dump harmed the target (before this design: 7 of
 // 7).
@@ -242,6 +253,11 @@
 //     the root set; imgtool writes the same (CRIU restores such sets).
 //   - dump_criu_run_id: a random UUID; stats-dump: imgtool's own timings and page counts
 //     (page_pipes and page_pipe_bufs, CRIU internals, are 0).
+//   - network_lock_method: CRIU writes the method it locked connections with (iptables,
+//     0, by default). imgtool writes nftables (1) with Options.NetworkLock nftables, whose
+//     table is named after dump_criu_run_id as CRIU's; "skip" (2) when it saved
+//     connections under its socket lock alone, which ends with the dump (CRIU's restore
+//     then has nothing to unlock); else 0, as CRIU.
 //   - Pagemap entries: CRIU splits runs at its page-pipe buffers (256 pages); imgtool writes
 //     each run of contiguous pages with the same flags as one entry. Flags match CRIU's:
 //     PE_LAZY|PE_PRESENT for anonymous private memory, PE_PRESENT for the vDSO and for pages

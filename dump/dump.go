@@ -54,7 +54,23 @@ type Options struct {
 	// whose master is not in the set, which a restore replaces with its caller's
 	// terminal. Without it such a tree is refused (tty.go).
 	ShellJob bool
+	// TCPEstablished saves established TCP connections with their queues (CRIU's
+	// --tcp-established; sk_tcp.go): each is locked and put in repair mode for the dump.
+	// TCPClose saves connections to be restored closed (CRIU's --tcp-close). Without
+	// either a connection refuses the dump.
+	TCPEstablished, TCPClose bool
+	// NetworkLock says how connections saved with TCPEstablished are kept silent:
+	// NetworkLockSocket ("" too), a socket filter for the time of the dump only;
+	// NetworkLockNftables, also CRIU's nftables lock, left in place for the restore to
+	// remove, as criu dump --network-lock nftables does (sk_tcp.go).
+	NetworkLock string
 }
+
+// The values of Options.NetworkLock.
+const (
+	NetworkLockSocket   = "socket"
+	NetworkLockNftables = "nftables"
+)
 
 // RefusedError reports something in the tree that the dump cannot checkpoint. It is returned
 // before the tree is changed, or after the tree was put back exactly as it was.
@@ -92,6 +108,9 @@ func Dump(ctx context.Context, opts Options, sink Sink) (err error) {
 	if sink == nil {
 		return errors.New("dump: no sink")
 	}
+	if l := opts.NetworkLock; l != "" && l != NetworkLockSocket && l != NetworkLockNftables {
+		return fmt.Errorf("dump: unknown network lock %q (socket or nftables)", l)
+	}
 	// The kernel ties tracees to the thread that seized them: every ptrace call of this dump
 	// happens on one goroutine, locked to its OS thread.
 	return ptrace.OnTracerThread(newDumper(ctx, opts, sink).run)
@@ -123,15 +142,17 @@ func (d *dumper) run() (err error) {
 		d.committed = true
 	}
 	if opts.LeaveRunning {
-		return d.thaw()
+		return errors.Join(d.resumeTCP(), d.thaw())
 	}
-	return d.kill()
+	err = d.kill()
+	d.dropTCP() // after the tree is dead: its connections go silently (sk_tcp.go)
+	return err
 }
 
 // fail puts the tree back as it was and returns err (with any thaw error attached).
 func (d *dumper) fail(err error) error {
 	d.closeOpen()
-	if terr := d.thaw(); terr != nil {
+	if terr := errors.Join(d.resumeTCP(), d.thaw()); terr != nil {
 		return fmt.Errorf("%w (and resuming the target failed: %v)", err, terr)
 	}
 	return err

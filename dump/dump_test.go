@@ -347,7 +347,7 @@ func TestDumpRefusals(t *testing.T) {
 		want       string
 	}{
 		{"socket", "", 3, "has datagrams queued in its receive queue"},
-		{"tcp", "47198", 4, "use --tcp-established"},
+		{"tcp", "47198", 4, "saved only with --tcp-established"},
 		{"tty", "devtty", 5, "which is not the controlling terminal of the process now"},
 		{"tty", "queued", 3, "bytes are queued to be read from it"},
 		{"tty", "master", 3, "a master alone is not supported"},

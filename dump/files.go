@@ -73,6 +73,8 @@ type setState struct {
 	unix        unixState  // sk_unix.go
 	ghosts      ghostState // ghost.go
 	tty         ttyState   // tty.go
+	tcp         tcpConns   // sk_tcp.go
+	runID       string     // dump_criu_run_id
 }
 
 func newSetState() *setState {

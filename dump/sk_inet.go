@@ -10,6 +10,7 @@ import (
 	"github.com/checkpoint-restore/go-criu/v8/crit/images/fdinfo"
 	"github.com/checkpoint-restore/go-criu/v8/crit/images/fown"
 	sk_inet "github.com/checkpoint-restore/go-criu/v8/crit/images/sk-inet"
+	sk_opts "github.com/checkpoint-restore/go-criu/v8/crit/images/sk-opts"
 	tcp_stream "github.com/checkpoint-restore/go-criu/v8/crit/images/tcp-stream"
 	"golang.org/x/sys/unix"
 	"google.golang.org/protobuf/proto"
@@ -24,9 +25,9 @@ var tcpStates = map[uint8]string{
 	7: "CLOSE", 8: "CLOSE_WAIT", 9: "LAST_ACK", 10: "LISTEN", 11: "CLOSING", 12: "NEW_SYN_RECV",
 }
 
-// inetSkKind is a TCP or UDP socket, IPv4 or IPv6, as CRIU 4.2 saves it without
-// --tcp-established: an inet_sk_entry in files.img (family, type, protocol, state, bound
-// and connected address and port, the backlog of a listener, IPV6_V6ONLY, the socket
+// inetSkKind is a TCP or UDP socket, IPv4 or IPv6, as CRIU 4.2 saves it: an
+// inet_sk_entry in files.img (family, type, protocol, state, bound and connected address
+// and port, the backlog of a listener (a connection's: its send queue), IPV6_V6ONLY, the socket
 // options of sk_opts_entry, the IP options of ip_opts_entry, the TCP options of
 // tcp_opts_entry). Everything is read from a copy of the socket (pidfd_getfd):
 // getsockname, getpeername, getsockopt; a TCP socket's state, the backlog of a listener
@@ -34,9 +35,10 @@ var tcpStates = map[uint8]string{
 // (TCP_ESTABLISHED) when it has a peer, else TCP_CLOSE, as the kernel reports it; its
 // shutdown state is not read (a shut-down UDP socket is saved as one that is not).
 //
-// Refused, naming the fd: a TCP connection (ESTABLISHED, FIN_WAIT1/2, CLOSE_WAIT, LAST_ACK,
-// CLOSING, naming the local and remote address: CRIU's --tcp-established is not
-// implemented), TCP sockets in other states than LISTEN and CLOSE (SYN_SENT...), a listener
+// A TCP connection (ESTABLISHED, FIN_WAIT1/2, CLOSE_WAIT, LAST_ACK, CLOSING) is sk_tcp.go's:
+// refused without Options.TCPEstablished or TCPClose, locked and saved with its stream with
+// the first. Refused, naming the fd: TCP sockets in other states than LISTEN, CLOSE and
+// the connected ones (SYN_SENT...), a closed socket that gave up the port it reports, a listener
 // with connections not accepted yet, a UDP socket with datagrams queued in its receive
 // queue (CRIU drops them with a warning), a corked UDP socket (UDP_CORK), a socket filter,
 // an IPv6 address that needs a scope (link-local), other protocols (raw sockets...).
@@ -153,9 +155,19 @@ func checkInetSk(pid int, f *fdDesc, local int, s *inetSk) error {
 			return no(fmt.Sprintf("listening at %s, with %d connection(s) not accepted yet: not supported", s.src, s.pending))
 		}
 	case s.proto == unix.IPPROTO_TCP && s.state == tcpClose:
-	case s.proto == unix.IPPROTO_TCP && (s.state == 1 || s.state == 4 || s.state == 5 || s.state == 8 || s.state == 9 || s.state == 11):
-		return no(fmt.Sprintf("is a connection (%s) from %s to %s: connected TCP sockets are not supported (use --tcp-established, which is not implemented)",
-			tcpStates[s.state], s.src, s.dst))
+		// A socket whose connection ended still reports the port connect gave it, but
+		// gave it up (unless bind chose it): a restore would bind it, if it can.
+		if ti, err := unix.GetsockoptTCPInfo(local, unix.IPPROTO_TCP, unix.TCP_INFO); err == nil && ti.Segs_out > 0 && s.src.Port() != 0 {
+			held, err := holdsPort(s.family, f.st.Ino)
+			if err != nil {
+				return err
+			}
+			if !held {
+				return no(fmt.Sprintf("is closed and reports port %d, which it gave up when its connection ended: not supported (a restore would take the port)", s.src.Port()))
+			}
+		}
+	case s.proto == unix.IPPROTO_TCP && tcpConnStates[s.state]:
+		// A connection: what the options allow is decided by tcpConns.check (sk_tcp.go).
 	case s.proto == unix.IPPROTO_TCP:
 		st := tcpStates[s.state]
 		if st == "" {
@@ -213,7 +225,13 @@ func (inetSkKind) entry(s *setState, r fdRef, fe *fdinfo.FileEntry, flags uint32
 	if err := checkInetSk(r.pid, r.f, local, sk); err != nil {
 		return err
 	}
-	opts, err := dumpSkOpts(local)
+	conn := sk.proto == unix.IPPROTO_TCP && tcpConnStates[sk.state]
+	if conn {
+		if err := s.tcp.check(r.pid, r.f, local, sk); err != nil {
+			return err
+		}
+	}
+	opts, err := dumpSkOpts(local) // before repair mode, which changes SO_REUSEADDR
 	if err != nil {
 		return r.errorf("%v", err)
 	}
@@ -268,6 +286,25 @@ func (inetSkKind) entry(s *setState, r fdRef, fe *fdinfo.FileEntry, flags uint32
 	}
 	if err := errors.Join(errs...); err != nil {
 		return r.errorf("%v", err)
+	}
+	if conn {
+		// As CRIU: the backlog of a connection is its send queue's length (sock_diag's
+		// idiag_wqueue, a FIN not sent or not acknowledged included), its shutdown state
+		// only when there is one; both as locked, when it is.
+		if s.tcp.repairs() {
+			c, err := s.tcp.lock(r.pid, r.f, local, sk)
+			if err != nil {
+				return r.errorf("TCP connection from %s to %s: %v", sk.src, sk.dst, err)
+			}
+			sk.state = c.state
+			e.State = proto.Uint32(uint32(c.state))
+		}
+		if q, err := unix.IoctlGetInt(local, unix.SIOCOUTQ); err == nil {
+			e.Backlog = proto.Uint32(uint32(q))
+		}
+		if how := tcpShutdown(local, sk); how != 0 {
+			e.Shutdown = sk_opts.SkShutdown(how).Enum()
+		}
 	}
 	fe.Isk = e
 	return nil

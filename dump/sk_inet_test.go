@@ -20,7 +20,7 @@ func loopbackPort(t *testing.T) int {
 
 // TestRefuseInetSockets: the inet sockets the dump cannot save are refused before
 // anything is touched, every one at once, naming fd, addresses and why: both ends of an
-// established TCP connection (--tcp-established is not implemented), a listener with a
+// established TCP connection (without --tcp-established), a listener with a
 // connection not accepted yet and the client in it, a UDP socket with a datagram queued, a
 // connection in CLOSE_WAIT.
 func TestRefuseInetSockets(t *testing.T) {
@@ -49,7 +49,7 @@ func TestRefuseInetSockets(t *testing.T) {
 				if !ok || !strings.Contains(re.Error(), w) || !strings.Contains(re.Error(), "socket:[") {
 					t.Errorf("fd %d: %q, want %q", re.Fd, re.Error(), w)
 				}
-				if strings.Contains(w, "connection (") && !strings.Contains(re.Error(), "use --tcp-established, which is not implemented") {
+				if strings.Contains(w, "connection (") && !strings.Contains(re.Error(), "connected TCP sockets are saved only with --tcp-established (or closed with --tcp-close)") {
 					t.Errorf("fd %d: %q does not name --tcp-established", re.Fd, re.Error())
 				}
 			}

@@ -43,6 +43,8 @@ type kobjIDs struct{ vm, files, fs, sighand uint32 }
 func (d *dumper) collect() error {
 	d.set = newSetState()
 	d.set.ghosts.limit = ghostLimit(d.opts.GhostLimit)
+	d.set.runID = newRunID()
+	d.set.tcp = newTCPConns(d.opts, d.set.runID) // sk_tcp.go
 	if err := d.holdLocks(); err != nil {
 		return err
 	}
@@ -77,6 +79,9 @@ func (d *dumper) collect() error {
 		}
 	}
 	if err := s.finishUnix(); err != nil {
+		return err
+	}
+	if err := s.finishTCP(); err != nil {
 		return err
 	}
 	d.stats.memStart = time.Now()
@@ -232,6 +237,9 @@ func (d *dumper) write() error {
 	if err := d.writeSkQueues(s); err != nil {
 		return err
 	}
+	if err := d.writeTCPStreams(); err != nil {
+		return err
+	}
 	if err := d.writeFileLocks(); err != nil {
 		return err
 	}
@@ -249,17 +257,22 @@ func (d *dumper) write() error {
 }
 
 func (d *dumper) inventory() *inventory.InventoryEntry {
-	id := make([]byte, 16)
-	_, _ = rand.Read(id)
-	id[6] = id[6]&0x0f | 0x40
-	id[8] = id[8]&0x3f | 0x80
 	return &inventory.InventoryEntry{
 		ImgVersion: proto.Uint32(image.ImgVersion), FdinfoPerId: proto.Bool(true),
 		RootIds: taskIDs(kobjIDs{1, 1, 1, 1}), NsPerId: proto.Bool(true),
 		RootCgSet: proto.Uint32(cgSetID), Lsmtype: inventory.Lsmtype_NO_LSM.Enum(),
-		NetworkLockMethod: proto.Uint32(0), PluginsEntry: &inventory.PluginsEntry{},
-		DumpCriuRunId: proto.String(fmt.Sprintf("%x-%x-%x-%x-%x", id[0:4], id[4:6], id[6:8], id[8:10], id[10:])),
+		NetworkLockMethod: proto.Uint32(d.networkLockMethod()), PluginsEntry: &inventory.PluginsEntry{},
+		DumpCriuRunId: proto.String(d.set.runID),
 	}
+}
+
+// newRunID is a random UUID, the dump's dump_criu_run_id.
+func newRunID() string {
+	id := make([]byte, 16)
+	_, _ = rand.Read(id)
+	id[6] = id[6]&0x0f | 0x40
+	id[8] = id[8]&0x3f | 0x80
+	return fmt.Sprintf("%x-%x-%x-%x-%x", id[0:4], id[4:6], id[6:8], id[8:10], id[10:])
 }
 
 func taskIDs(k kobjIDs) *criu_core.TaskKobjIdsEntry {

@@ -23,6 +23,8 @@ type dumpOptions struct {
 	COWCopies    bool             // --cow-copies
 	FileLocks    bool             // --file-locks
 	ShellJob     bool             // --shell-job
+	TCP          tcpFlags         // --tcp-established, --tcp-close
+	NetworkLock  string           // --network-lock: socket or nftables
 	GhostLimit   string           // --ghost-limit: SIZE, K, M or G suffixed; "" for the default
 	Encrypt      bool             // -e: encrypt as written
 	Certs        []string         // --cert: the recipients (with -e)
@@ -39,6 +41,9 @@ const (
 	flagLeaveRunning = "leave-running"
 	flagCOWCopies    = "cow-copies"
 	flagFileLocks    = "file-locks"
+	flagTCPEstab     = "tcp-established"
+	flagTCPClose     = "tcp-close"
+	flagNetworkLock  = "network-lock"
 	flagGhostLimit   = "ghost-limit"
 	flagShellJob     = "shell-job"
 	flagEncrypt      = "encrypt"
@@ -79,6 +84,22 @@ broken, a write lease on a file the tree maps, and a lock the tree holds through
 mapping rather than an fd. A process waiting for a lock is fine: it asks again
 once restored.
 
+An established TCP connection refuses the dump, naming it, unless --tcp-established
+is given, as with criu dump: each connection is then locked (a socket filter drops
+what its peer sends; by default no firewall is touched), put in TCP repair mode and saved with
+its sequence numbers, options, window and both queues (tcp-stream-INO.img, CRIU's
+format); restore needs --tcp-established too. After the dump the tree is killed and
+its connections vanish without a FIN or a reset; with --leave-running, or if the
+dump fails, they are unlocked and carry on. The socket filter goes with the tree, so
+a connection whose peer is outside the tree (the peer would get a reset if it sent
+anything before the restore) is refused unless --network-lock nftables is given:
+the dump then also leaves CRIU's nftables lock (a table "inet CRIU-<run id>" dropping
+the connections' packets, made over netlink), which imgtool's and CRIU's restores
+remove; CRIU's restore of a loopback connection needs it too. Half-closed
+connections (FIN_WAIT1/2, CLOSE_WAIT, LAST_ACK, CLOSING) are saved too. Refused even
+then: urgent data not read, SO_PEEK_OFF, kernel TLS. --tcp-close saves connections
+without their state, to be restored closed.
+
 Without --leave-running the tree is killed once the set is complete and
 committed. With -e every file is encrypted as it is written, for the certificates
 given with --cert (default ` + defaultCertPath + ` if it exists): no plaintext
@@ -90,6 +111,7 @@ Examples:
    imgtool dump -t 1234 -D /tmp/ckpt --leave-running
    imgtool dump -t 1234 -D /tmp/ckpt --file-locks
    imgtool dump -t 1234 -D /tmp/ckpt --shell-job
+   imgtool dump -t 1234 -D /tmp/ckpt --tcp-established
    imgtool dump -t 1234 -D /tmp/ckpt -e --cert ops.pem
    imgtool dump -t 1234 -D /tmp/ckpt -e --cert ops.pem --sign-key host.key --sign-cert host.pem
 
@@ -105,6 +127,12 @@ Exit codes: 0 success, 1 failure or refusal (the tree keeps running), 2 wrong co
 			&cli.BoolFlag{Name: flagShellJob, Aliases: []string{"j"}, Usage: "accept a tree whose controlling terminal is its caller's " +
 				"(a shell's job, as criu dump --shell-job): the terminal is saved as one from outside, which restore --shell-job replaces " +
 				"with its own; without it such a tree is refused"},
+			&cli.BoolFlag{Name: flagTCPEstab, Usage: "dump established TCP connections with their state and queues " +
+				"(CRIU's --tcp-established; restore needs it too); without it a connection refuses the dump"},
+			&cli.BoolFlag{Name: flagTCPClose, Usage: "dump TCP connections without their state, to be restored closed (CRIU's --tcp-close)"},
+			&cli.StringFlag{Name: flagNetworkLock, Value: dump.NetworkLockSocket, Usage: "how --tcp-established keeps connections " +
+				"silent: `METHOD` socket (a socket filter, for the time of the dump) or nftables (also CRIU's nftables lock, left " +
+				"until a restore removes it, as criu dump --network-lock nftables)"},
 			&cli.StringFlag{Name: flagGhostLimit, Usage: "the largest content of a deleted file still open, mapped or used as " +
 				"working directory that is saved in the set (a ghost file, as CRIU's): `SIZE` in bytes, or with a K, M or G " +
 				"suffix; a larger one is refused, named (default 1M, CRIU's)"},
@@ -124,6 +152,8 @@ Exit codes: 0 success, 1 failure or refusal (the tree keeps running), 2 wrong co
 				COWCopies:    c.Bool(flagCOWCopies),
 				FileLocks:    c.Bool(flagFileLocks),
 				ShellJob:     c.Bool(flagShellJob),
+				TCP:          tcpFlagsFrom(c),
+				NetworkLock:  c.String(flagNetworkLock),
 				GhostLimit:   c.String(flagGhostLimit),
 				Encrypt:      c.Bool(flagEncrypt),
 				Certs:        c.StringSlice(flagCert),
@@ -148,6 +178,9 @@ func runDump(ctx context.Context, opts dumpOptions, args []string) error {
 	}
 	if opts.Dir == "" {
 		return usageError(errors.New("dump needs the image set folder: -D DIR"))
+	}
+	if l := opts.NetworkLock; l != "" && l != dump.NetworkLockSocket && l != dump.NetworkLockNftables {
+		return usageError(fmt.Errorf("dump: --%s is socket or nftables, not %q", flagNetworkLock, l))
 	}
 	ghostLimit, err := parseGhostLimit(opts.GhostLimit)
 	if err != nil {
@@ -181,7 +214,8 @@ func runDump(ctx context.Context, opts dumpOptions, args []string) error {
 	// dump.Dump commits w once the set is complete (before killing the tree) and aborts
 	// it on failure: *imgset.Writer is a dump.Committer.
 	err = dump.Dump(ctx, dump.Options{Pid: opts.Pid, LeaveRunning: opts.LeaveRunning, COWCopies: opts.COWCopies,
-		FileLocks: opts.FileLocks, ShellJob: opts.ShellJob, GhostLimit: ghostLimit, Progress: progress}, w)
+		FileLocks: opts.FileLocks, ShellJob: opts.ShellJob, GhostLimit: ghostLimit, Progress: progress,
+		TCPEstablished: opts.TCP.Established, TCPClose: opts.TCP.Close, NetworkLock: opts.NetworkLock}, w)
 	done()
 	if err != nil {
 		_ = w.Abort() // a no-op when Dump already aborted it
@@ -205,6 +239,13 @@ func runDump(ctx context.Context, opts dumpOptions, args []string) error {
 	_, err = fmt.Fprintf(opts.Out, "dumped process tree %d to %s (%s): %d files, %s; the tree was %s\n",
 		opts.Pid, opts.Dir, enc, files, humanBytes(size), state)
 	return err
+}
+
+// tcpFlags are --tcp-established and --tcp-close, of dump and restore.
+type tcpFlags struct{ Established, Close bool }
+
+func tcpFlagsFrom(c *cli.Context) tcpFlags {
+	return tcpFlags{Established: c.Bool(flagTCPEstab), Close: c.Bool(flagTCPClose)}
 }
 
 // parseGhostLimit reads --ghost-limit as CRIU does: a number of bytes, or of KiB, MiB or

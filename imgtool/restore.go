@@ -20,6 +20,7 @@ type restoreOptions struct {
 	PidFile string     // --pidfile: where to write the restored root's PID
 	Locks   bool       // --file-locks: take back the set's file locks
 	Shell   bool       // --shell-job: the set's outside terminal is ours
+	TCP     tcpFlags   // --tcp-established, --tcp-close: restore TCP connections
 	Quiet   bool
 	Err     io.Writer // progress
 }
@@ -74,6 +75,14 @@ replaced with imgtool's standard input, which must be imgtool's controlling term
 and the tree runs in imgtool's session, its root's group in the foreground, as with
 criu restore --shell-job.
 
+TCP connections saved by dump --tcp-established or criu dump --tcp-established
+(tcp-stream-INO.img) come back with their state and queues with --tcp-established,
+both ends of a connection within the tree as well: each is rebuilt in TCP repair
+mode, locked until the tree runs, and carries on. With --tcp-close they come back
+closed instead (reads see the end, writes fail), as with criu restore --tcp-close.
+A set holding a connection is refused without either flag, and with
+--tcp-established if another socket of this host has the same connection.
+
 Without -d, imgtool waits for the restored root process and exits with its status
 (128+N when a signal N ended it).
 
@@ -82,6 +91,7 @@ Examples:
    imgtool restore -D /tmp/ckpt -d --pidfile /run/app.pid
    imgtool restore -D /tmp/ckpt --file-locks
    imgtool restore -D /tmp/ckpt --shell-job
+   imgtool restore -D /tmp/ckpt --tcp-established
    imgtool restore -D /tmp/ckpt --tls-key key.pem --trust signer.pem --require-encrypted -d
 
 Exit codes: the restored root's status without -d; with -d, 0 success; 1 failure
@@ -95,6 +105,9 @@ Exit codes: the restored root's status without -d; with -d, 0 success; 1 failure
 				"(as criu restore --file-locks); a set holding locks is refused without it"},
 			&cli.BoolFlag{Name: flagShellJob, Aliases: []string{"j"}, Usage: "restore a shell's job (dump --shell-job) onto this " +
 				"terminal: the set's outside terminal becomes imgtool's standard input, in imgtool's session (as criu restore --shell-job)"},
+			&cli.BoolFlag{Name: flagTCPEstab, Usage: "restore TCP connections with their state and queues (as criu restore " +
+				"--tcp-established); a set holding connections is refused without it or --tcp-close"},
+			&cli.BoolFlag{Name: flagTCPClose, Usage: "restore TCP connections closed (as criu restore --tcp-close)"},
 			quietFlag(),
 			allowUnsignedFlag(),
 		}, keyFlags()...),
@@ -109,6 +122,7 @@ Exit codes: the restored root's status without -d; with -d, 0 success; 1 failure
 				PidFile: c.String(flagPidFile),
 				Locks:   c.Bool(flagFileLocks),
 				Shell:   c.Bool(flagShellJob),
+				TCP:     tcpFlagsFrom(c),
 				Quiet:   c.Bool(flagQuiet),
 				Err:     errWriter(c),
 			}, c.Args().Slice())
@@ -130,7 +144,8 @@ func runRestore(ctx context.Context, opts restoreOptions, args []string) error {
 	}
 	progress, done := newProgress(opts.Err, opts.Quiet, "restoring")
 	warn := func(msg string) { fmt.Fprintf(opts.Err, "imgtool: warning: restore: %s\n", msg) }
-	err = restore.Restore(ctx, restore.Options{Detach: opts.Detach, PidFile: opts.PidFile, FileLocks: opts.Locks, ShellJob: opts.Shell, Progress: progress, Warn: warn}, set)
+	err = restore.Restore(ctx, restore.Options{Detach: opts.Detach, PidFile: opts.PidFile, FileLocks: opts.Locks, ShellJob: opts.Shell, Progress: progress, Warn: warn,
+		TCPEstablished: opts.TCP.Established, TCPClose: opts.TCP.Close}, set)
 	done()
 	var exit *restore.ExitError
 	if errors.As(err, &exit) {

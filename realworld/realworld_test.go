@@ -570,3 +570,114 @@ func TestScript(t *testing.T) {
 	p := testproc.Launch(t, script, testproc.Options{Ready: "tick 1"}, "-qfc", python+" "+loop, "/dev/null")
 	carriesOn(t, p)
 }
+
+// noFail fails the test if the log of p says FAIL.
+func noFail(t *testing.T, p *testproc.Proc) {
+	t.Helper()
+	if log := p.ReadLog(t); strings.Contains(log, "FAIL") {
+		t.Fatalf("the program says: %s", log[strings.Index(log, "FAIL"):])
+	}
+}
+
+// TestPythonTCPCounter: two CPython processes, a parent and the child it forked, joined by
+// an established loopback TCP connection (the parent's listener still open), each sending
+// its own counter as fast as the other reads it (lines padded to 1 KiB: the queues are full
+// both ways) with how many of the other's it received, each checking that what it receives
+// counts up; the parent prints "tick N" for the child's N, and FAIL should the child stop
+// receiving. Dumped and restored with --tcp-established, both carry on from where they
+// were, nothing lost or repeated either way; without the flag the dump is refused.
+func TestPythonTCPCounter(t *testing.T) {
+	python := need(t, "python3")
+	p := testproc.Launch(t, python, testproc.Options{Ready: "tick 0"}, "-u", "-c", `
+import os, select, socket, sys, time
+l = socket.socket()
+l.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+l.bind(("127.0.0.1", 0))
+l.listen(1)
+child = os.fork() == 0
+if child:
+    s = socket.create_connection(l.getsockname())
+else:
+    s, _ = l.accept()
+s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 8192)
+s.setblocking(False)
+out, buf, mine, theirs, seen = b"", b"", 0, 0, 0
+while True:
+    if len(out) < 4096:
+        out += b"%d %d %s\n" % (mine, theirs, b"x" * 1000)
+        mine += 1
+    try:
+        out = out[s.send(out):]
+    except BlockingIOError:
+        pass
+    try:
+        got = s.recv(512)
+    except BlockingIOError:
+        got = None
+    if got == b"":
+        print("FAIL: the connection was closed", flush=True)
+        sys.exit(1)
+    buf += got or b""
+    while b"\n" in buf:
+        line, buf = buf.split(b"\n", 1)
+        n, got_mine = map(int, line.split()[:2])
+        if n != theirs:
+            print("FAIL: %s got %d where %d was due" % ("child" if child else "parent", n, theirs), flush=True)
+            sys.exit(1)
+        theirs += 1
+        if not child:
+            if n % 50 == 0:
+                if n and got_mine <= seen:
+                    print("FAIL: the child received nothing in 50 lines", flush=True)
+                seen = got_mine
+            print("tick %d" % n, flush=True)
+    time.sleep(0.01)
+`)
+	refused(t, p, "connected TCP sockets are saved only with --tcp-established")
+	carriesOn(t, p, "--tcp-established")
+	before := len(ticks(t, p.Log))
+	testproc.WaitFor(t, 20*time.Second, "100 more ticks", func() bool { return len(ticks(t, p.Log)) >= before+100 })
+	noFail(t, p)
+}
+
+// TestHTTPKeepAlive: CPython's http.server (HTTP/1.1: one connection kept alive) in a
+// child process, and its parent an http.client asking it for a count every 20 ms over the
+// same connection, printing "tick N" for the server's N and checking that the connection
+// (its local port, which the server echoes) never changes. Dumped and restored with
+// --tcp-established, the client goes on asking on the same connection and the server on
+// counting.
+func TestHTTPKeepAlive(t *testing.T) {
+	python := need(t, "python3")
+	p := testproc.Launch(t, python, testproc.Options{Ready: "tick 0"}, "-u", "-c", `
+import http.client, http.server, os, time
+class Count(http.server.BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    n = 0
+    def do_GET(self):
+        body = b"%d %d\n" % (Count.n, self.client_address[1])
+        Count.n += 1
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+    def log_message(self, *args):
+        pass
+srv = http.server.HTTPServer(("127.0.0.1", 0), Count)
+if os.fork() == 0:
+    srv.serve_forever()
+srv.socket.close()
+c = http.client.HTTPConnection("127.0.0.1", srv.server_address[1])
+port = None
+while True:
+    c.request("GET", "/count")
+    n, client = map(int, c.getresponse().read().split())
+    if port is None:
+        port = client
+    if client != port:
+        print("FAIL: a new connection from port %d (was %d)" % (client, port), flush=True)
+    print("tick %d" % n, flush=True)
+    time.sleep(0.02)
+`)
+	carriesOn(t, p, "--tcp-established")
+	noFail(t, p)
+}

@@ -40,8 +40,12 @@
 //     describes: socketpairs for connected ends, bound and listening sockets, queues refilled
 //     from the peer, then options and shutdown; TCP and UDP sockets as sk_inet.go
 //     describes: bound to their saved address and port, TCP listeners listening with their
-//     backlog, UDP sockets connected to their peer, then IP, socket and TCP options;
-//     pseudo-terminal pairs as tty.go describes, see Terminals; F_SETSIG signals set), and
+//     backlog, UDP sockets connected to their peer, TCP connections as sk_tcp.go describes
+//     (with Options.TCPEstablished: locked by a socket filter and rebuilt in repair mode
+//     from tcp-stream-INO.img, sequence numbers, options, queues, window and the FINs of a
+//     half-closed one, as libsoccr does; with Options.TCPClose: closed), then IP, socket
+//     and TCP options; pseudo-terminal pairs as tty.go describes, see Terminals; F_SETSIG
+//     signals set), and
 //     handed to the root with pidfd_getfd at a slot above every fd number. The root's memory is then
 //     rebuilt (step 3's mappings and pages) and locked, and each other process is cloned,
 //     with its PID, from its parent once the parent's memory is rebuilt, and inherits the
@@ -107,7 +111,10 @@
 //     time left and the interval, the unread expiries (TFD_IOC_SET_TICKS); an absolute
 //     timer at the clock's time plus the time left (nanoseconds carried: CRIU 4.2 adds
 //     the seconds only), a periodic timer saved expired and unread with no time left (as
-//     CRIU's dump leaves it) one interval from now.
+//     CRIU's dump leaves it) one interval from now. Then the TCP connections restored in
+//     repair mode are let go (sk_tcp.go): every socket filter detached, the network lock
+//     CRIU's dump left removed (its nftables table, or its iptables rules), and each
+//     connection out of repair mode with its saved SO_REUSEADDR and SO_REUSEPORT.
 //  4. Finally every thread gets its signal mask, its XSAVE area (rebuilt at this CPU's
 //     CPUID leaf 0xD offsets) and its registers (orig_rax = -1: they are stored
 //     restart-fixed); a process saved stopped by job control (TASK_STOPPED) is sent its
@@ -140,9 +147,9 @@
 //
 // Sockets other than UNIX, TCP and UDP ones (and the UNIX sockets sk_unix.go refuses:
 // external peers, connections not accepted yet, descriptors in flight; and the TCP
-// sockets sk_inet.go refuses: connections, which CRIU restores with --tcp-established,
-// not implemented, and states other than LISTEN and CLOSE), fanotify, terminals other
-// than pseudo-terminals (see Terminals), remaps
+// sockets sk_inet.go and sk_tcp.go refuse: connections without Options.TCPEstablished or
+// TCPClose, one this host has already, SYN_SENT, and states other than LISTEN and CLOSE
+// without a peer), fanotify, terminals other than pseudo-terminals (see Terminals), remaps
 // other than ghost files (CRIU's link-remap, a dead process's /proc directory), ghost files
 // other than regular files, directories and FIFOs (device nodes, symlinks) and other file types are refused
 // (every such fd of the tree named at once), as is an epoll whose targets are not all fds,

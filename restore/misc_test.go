@@ -51,13 +51,13 @@ func TestRestoreCRIUMisc(t *testing.T) {
 }
 
 // TestRestoreCRIUTCPRefused: the real CRIU set tcp holds both ends of an ESTABLISHED TCP
-// connection, which restore refuses (CRIU's --tcp-established is not implemented), naming
-// the fds and their addresses.
+// connection, which restore refuses without --tcp-established (or --tcp-close), naming
+// the fds and their addresses (TestRestoreCRIUTCP restores it with the flag).
 func TestRestoreCRIUTCPRefused(t *testing.T) {
 	requireRoot(t)
 	setupFixtureFiles(t, "tcp")
 	msg := refuseErr(t, criuSet(t, "tcp"), Options{}).Error()
-	for _, want := range []string{"a TCP connection (ESTABLISHED) from 127.0.0.1:46160 to 127.0.0.1:47211", "use --tcp-established, which is not implemented"} {
+	for _, want := range []string{"a TCP connection (ESTABLISHED) from 127.0.0.1:46160 to 127.0.0.1:47211", "restored only with --tcp-established (or closed with --tcp-close)"} {
 		if !strings.Contains(msg, want) {
 			t.Errorf("%q does not say %q", msg, want)
 		}

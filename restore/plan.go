@@ -62,6 +62,7 @@ type plan struct {
 	locks []*file_lock.FileLockEntry // filelocks.img, with Options.FileLocks (file_lock.go)
 
 	tty ttyPlan // tty-info.img, and what checkTTYs made of it (tty.go)
+	tcp tcpPlan // TCP connections and their streams (sk_tcp.go)
 }
 
 // procPlan is one process of the tree.

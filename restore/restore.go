@@ -37,6 +37,10 @@ type Options struct {
 	// criu dump --shell-job) onto imgtool's own: its standard input, which must be its
 	// controlling terminal (tty.go).
 	ShellJob bool
+	// TCPEstablished restores TCP connections with their queues (criu restore
+	// --tcp-established; sk_tcp.go); TCPClose restores them closed (--tcp-close). A set
+	// holding a connection is refused without either.
+	TCPEstablished, TCPClose bool
 }
 
 // ExitError reports a restored root process that ended with a non-zero status or by a
@@ -80,6 +84,7 @@ func restoreFrom(ctx context.Context, opts Options, src source) error {
 	if err != nil {
 		return err
 	}
+	pl.tcp.established, pl.tcp.close = opts.TCPEstablished, opts.TCPClose
 	xs := fpu.CPULayout()
 	if err := precheck(pl, xs); err != nil {
 		return err
@@ -257,6 +262,9 @@ func (r *restorer) run() (err error) {
 		return err
 	}
 	if err := r.armDescriptions(); err != nil {
+		return err
+	}
+	if err := r.leaveTCPRepair(); err != nil { // sk_tcp.go
 		return err
 	}
 	return r.release()

@@ -10,6 +10,7 @@ import (
 
 	"github.com/checkpoint-restore/go-criu/v8/crit/images/fdinfo"
 	"github.com/checkpoint-restore/go-criu/v8/crit/images/fown"
+	sk_inet "github.com/checkpoint-restore/go-criu/v8/crit/images/sk-inet"
 	sk_opts "github.com/checkpoint-restore/go-criu/v8/crit/images/sk-opts"
 	"golang.org/x/sys/unix"
 )
@@ -29,9 +30,8 @@ var tcpStates = map[uint32]string{
 // open flags, IP options (ip_opts_entry), socket options (sk_opts_entry), TCP options
 // (tcp_opts_entry), shutdown state, and SO_REUSEADDR and SO_REUSEPORT as saved.
 //
-// Refused, before anything exists: a TCP connection (a TCP socket with a peer port: CRIU's
-// --tcp-established is not implemented), TCP sockets in other states than LISTEN and
-// CLOSE, families, types and protocols other than TCP and UDP over IPv4 and IPv6 (raw
+// A TCP connection (a TCP socket with a peer port) is sk_tcp.go's. Refused, before
+// anything exists: TCP sockets without a peer in other states than LISTEN and CLOSE, families, types and protocols other than TCP and UDP over IPv4 and IPv6 (raw
 // sockets...), an address of the wrong length, packets saved for it in sk-queues.img, a
 // socket filter, an interface (ifname) this host does not have.
 type inetSkKind struct{}
@@ -76,9 +76,10 @@ func (inetSkKind) check(pl *plan, p *procPlan, fd *fdinfo.FdinfoEntry, fe *fdinf
 	switch {
 	case e.GetType() == unix.SOCK_STREAM && e.GetProto() == unix.IPPROTO_TCP:
 		switch {
-		case e.GetDstPort() != 0:
-			return no("a TCP connection (%s) from %s to %s: not supported (use --tcp-established, which is not implemented)",
-				tcpStates[e.GetState()], src, dst)
+		case e.GetDstPort() != 0: // a connection: sk_tcp.go
+			if err := pl.tcp.check(pl, e, src, dst); err != nil {
+				return no("%v", err)
+			}
 		case e.GetState() != tcpListen && e.GetState() != tcpClose:
 			return no("a TCP socket in state %s: not supported", tcpStates[e.GetState()])
 		}
@@ -125,30 +126,19 @@ func (inetSkKind) open(d *descriptions, pl *plan, fe *fdinfo.FileEntry) (*os.Fil
 		}
 	}
 	ipo := e.GetIpOpts()
-	if e.GetSrcPort() != 0 {
-		freebind := e.GetFamily() == unix.AF_INET6 && !ipo.GetFreebind()
-		if freebind { // an IPv6 address may still be tentative
-			if err := unix.SetsockoptInt(fd, unix.IPPROTO_IP, unix.IP_FREEBIND, 1); err != nil {
-				return fail("IP_FREEBIND: %v", err)
-			}
+	conn := isTCPConn(e) // sk_tcp.go
+	switch {
+	case conn && pl.tcp.close: // closed, unbound, as CRIU's --tcp-close
+		if err := unix.Shutdown(fd, unix.SHUT_RDWR); err != nil && !errors.Is(err, unix.ENOTCONN) {
+			return fail("shutdown: %v", err)
 		}
-		if err := unix.Bind(fd, sockaddr(e.GetFamily(), src, e.GetIfname())); err != nil {
-			return fail("bind: %v", err)
+	case conn:
+		if err := pl.tcp.restoreConn(fd, e, src, dst); err != nil {
+			return fail("TCP connection to %s: %v", dst, err)
 		}
-		if freebind {
-			if err := unix.SetsockoptInt(fd, unix.IPPROTO_IP, unix.IP_FREEBIND, 0); err != nil {
-				return fail("IP_FREEBIND: %v", err)
-			}
-		}
-	}
-	if e.GetState() == tcpListen {
-		if err := unix.Listen(fd, int(e.GetBacklog())); err != nil {
-			return fail("listen: %v", err)
-		}
-	}
-	if e.GetDstPort() != 0 { // a UDP socket with a peer (check refused TCP connections)
-		if err := unix.Connect(fd, sockaddr(e.GetFamily(), dst, "")); err != nil {
-			return fail("connect to %s: %v", dst, err)
+	default:
+		if err := bindListenConnect(fd, e, src, dst); err != nil {
+			return fail("%v", err)
 		}
 	}
 	if err := setStatusFlags(f, e.GetFlags()); err != nil {
@@ -218,16 +208,52 @@ func (inetSkKind) open(d *descriptions, pl *plan, fe *fdinfo.FileEntry) (*os.Fil
 			errs = append(errs, fmt.Errorf("shutdown %v: %w", how, err))
 		}
 	}
-	// The reuse options as saved (they were on for the bind), and the flags setSkOpts only
-	// turns on.
-	seti(unix.SOL_SOCKET, unix.SO_REUSEADDR, on(o.GetReuseaddr()))
-	seti(unix.SOL_SOCKET, unix.SO_REUSEPORT, on(o.GetSoReuseport()))
+	// The reuse options as saved (they were on for the bind; a connection in repair mode
+	// gets them as it leaves it: leaveTCPRepair), and the flags setSkOpts only turns on.
+	if !conn || !pl.tcp.repairs() {
+		seti(unix.SOL_SOCKET, unix.SO_REUSEADDR, on(o.GetReuseaddr()))
+		seti(unix.SOL_SOCKET, unix.SO_REUSEPORT, on(o.GetSoReuseport()))
+	}
 	seti(unix.SOL_SOCKET, unix.SO_BROADCAST, on(o.GetSoBroadcast()))
 	seti(unix.SOL_SOCKET, unix.SO_KEEPALIVE, on(o.GetSoKeepalive()))
 	if err := errors.Join(errs...); err != nil {
 		return fail("%v", err)
 	}
 	return f, nil
+}
+
+// bindListenConnect binds fd to the saved address src when it had a port (an IPv6 one with
+// IP_FREEBIND on for the while, as CRIU binds it, and the interface of ifname as its
+// scope), makes a listener listen with its backlog, and connects a UDP socket with a peer
+// to dst.
+func bindListenConnect(fd int, e *sk_inet.InetSkEntry, src, dst netip.AddrPort) error {
+	if e.GetSrcPort() != 0 {
+		freebind := e.GetFamily() == unix.AF_INET6 && !e.GetIpOpts().GetFreebind()
+		if freebind { // an IPv6 address may still be tentative
+			if err := unix.SetsockoptInt(fd, unix.IPPROTO_IP, unix.IP_FREEBIND, 1); err != nil {
+				return fmt.Errorf("IP_FREEBIND: %w", err)
+			}
+		}
+		if err := unix.Bind(fd, sockaddr(e.GetFamily(), src, e.GetIfname())); err != nil {
+			return fmt.Errorf("bind: %w", err)
+		}
+		if freebind {
+			if err := unix.SetsockoptInt(fd, unix.IPPROTO_IP, unix.IP_FREEBIND, 0); err != nil {
+				return fmt.Errorf("IP_FREEBIND: %w", err)
+			}
+		}
+	}
+	if e.GetState() == tcpListen {
+		if err := unix.Listen(fd, int(e.GetBacklog())); err != nil {
+			return fmt.Errorf("listen: %w", err)
+		}
+	}
+	if e.GetDstPort() != 0 { // a UDP socket with a peer (TCP connections are sk_tcp.go's)
+		if err := unix.Connect(fd, sockaddr(e.GetFamily(), dst, "")); err != nil {
+			return fmt.Errorf("connect to %s: %w", dst, err)
+		}
+	}
+	return nil
 }
 
 // sockaddr is the socket address of a, with the index of interface ifname as an IPv6
