@@ -18,6 +18,7 @@ import (
 	"github.com/imgtool/imgtool/image"
 	"github.com/imgtool/imgtool/internal/nftables"
 	"github.com/imgtool/imgtool/internal/procfs"
+	"github.com/imgtool/imgtool/internal/tcprepair"
 )
 
 // TCP connections, as CRIU 4.2's sk-tcp.c and libsoccr save them with --tcp-established
@@ -94,20 +95,6 @@ import (
 // (see above), urgent data not read yet (MSG_OOB: the mark would be lost),
 // SO_PEEK_OFF set (CRIU's images have no field for it), an upper layer protocol
 // (TCP_ULP, kernel TLS: the queues hold its records), and a dumper without CAP_NET_ADMIN.
-
-// TCP repair constants (include/uapi/linux/tcp.h).
-const (
-	tcpNoQueue   = 0
-	tcpRecvQueue = 1
-	tcpSendQueue = 2
-
-	tcpiOptTimestamps = 1
-	tcpiOptSack       = 2
-	tcpiOptWscale     = 4
-
-	capNetAdmin = 12
-	skfAdMark   = 0xfffff000 + 20 // SKF_AD_OFF + SKF_AD_MARK: a filter loads skb->mark from there
-)
 
 // tcpConnStates are the states of a TCP connection: a socket with a peer, SYN_SENT aside.
 var tcpConnStates = map[uint8]bool{1: true, 4: true, 5: true, 8: true, 9: true, 11: true}
@@ -257,7 +244,7 @@ func (t *tcpConns) check(pid int, f *fdDesc, local int, s *inetSk) error {
 		return nil
 	case !t.established:
 		return no("connected TCP sockets are saved only with --tcp-established (or closed with --tcp-close)")
-	case !hasCapability(capNetAdmin):
+	case !hasCapability(tcprepair.CapNetAdmin):
 		return no("TCP repair mode needs CAP_NET_ADMIN")
 	}
 	buf := make([]byte, 1)
@@ -338,7 +325,7 @@ func (t *tcpConns) lock(pid int, f *fdDesc, local int, s *inetSk) (*tcpConn, err
 // restore (a FIN the peer sent, for a half-closed connection), never sent by a peer.
 func attachDropFilter(fd int) error {
 	prog := []unix.SockFilter{
-		{Code: unix.BPF_LD | unix.BPF_W | unix.BPF_ABS, K: skfAdMark},
+		{Code: unix.BPF_LD | unix.BPF_W | unix.BPF_ABS, K: tcprepair.SkfAdMark},
 		{Code: unix.BPF_JMP | unix.BPF_JEQ | unix.BPF_K, Jt: 0, Jf: 1, K: nftables.Mark},
 		{Code: unix.BPF_RET | unix.BPF_K, K: 0xffffffff},
 		{Code: unix.BPF_RET | unix.BPF_K, K: 0},
@@ -403,10 +390,10 @@ func (c *tcpConn) read() error {
 		return fmt.Errorf("TCP_MAXSEG: %w", err)
 	}
 	e.MssClamp = proto.Uint32(uint32(mss))
-	if opts&tcpiOptWscale != 0 {
+	if opts&tcprepair.OptWscale != 0 {
 		e.SndWscale, e.RcvWscale = proto.Uint32(uint32(snd)), proto.Uint32(uint32(rcv))
 	}
-	if opts&tcpiOptTimestamps != 0 {
+	if opts&tcprepair.OptTimestamps != 0 {
 		ts, err := unix.GetsockoptInt(c.fd, unix.IPPROTO_TCP, unix.TCP_TIMESTAMP)
 		if err != nil {
 			return fmt.Errorf("TCP_TIMESTAMP: %w", err)
@@ -422,25 +409,25 @@ func (c *tcpConn) read() error {
 		return fmt.Errorf("TCP_REPAIR_WINDOW: %w", en)
 	}
 	var seq uint32
-	if seq, c.inq, err = c.queue(tcpRecvQueue, inq); err != nil {
+	if seq, c.inq, err = c.queue(tcprepair.RecvQueue, inq); err != nil {
 		return err
 	}
 	e.InqSeq = proto.Uint32(seq)
-	if seq, c.outq, err = c.queue(tcpSendQueue, outq); err != nil {
+	if seq, c.outq, err = c.queue(tcprepair.SendQueue, outq); err != nil {
 		return err
 	}
 	e.OutqSeq = proto.Uint32(seq)
-	if err := unix.SetsockoptInt(c.fd, unix.IPPROTO_TCP, unix.TCP_REPAIR_QUEUE, tcpNoQueue); err != nil {
+	if err := unix.SetsockoptInt(c.fd, unix.IPPROTO_TCP, unix.TCP_REPAIR_QUEUE, tcprepair.NoQueue); err != nil {
 		return fmt.Errorf("TCP_REPAIR_QUEUE: %w", err)
 	}
 	c.stream = e
 	return nil
 }
 
-// queue returns the sequence number and the n bytes of queue q (tcpRecvQueue or
-// tcpSendQueue) of a connection in repair mode, peeked.
+// queue returns the sequence number and the n bytes of queue q (tcprepair.RecvQueue or
+// tcprepair.SendQueue) of a connection in repair mode, peeked.
 func (c *tcpConn) queue(q int, n uint32) (uint32, []byte, error) {
-	name := map[int]string{tcpRecvQueue: "receive", tcpSendQueue: "send"}[q]
+	name := map[int]string{tcprepair.RecvQueue: "receive", tcprepair.SendQueue: "send"}[q]
 	if err := unix.SetsockoptInt(c.fd, unix.IPPROTO_TCP, unix.TCP_REPAIR_QUEUE, q); err != nil {
 		return 0, nil, fmt.Errorf("TCP_REPAIR_QUEUE %s: %w", name, err)
 	}

@@ -7,7 +7,6 @@ import (
 	"io"
 	"os"
 	"path/filepath"
-	"slices"
 	"strings"
 
 	"github.com/imgtool/imgtool/archive"
@@ -179,15 +178,5 @@ func newArchiveRecipients(path string, ro imgset.RekeyOptions) (add []cipher.Rec
 	if err != nil {
 		return ro.Add, nil
 	}
-	if _, err := h.Unwrap(ro.Identities...); err != nil {
-		return ro.Add, nil
-	}
-	for _, r := range ro.Add {
-		if f, ok := r.(interface{ Fingerprint() cipher.Fingerprint }); ok && slices.Contains(h.Recipients(), f.Fingerprint()) {
-			already = append(already, certRecipientLine(r))
-		} else {
-			add = append(add, r)
-		}
-	}
-	return add, already
+	return splitRecipients(h, ro)
 }

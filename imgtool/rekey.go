@@ -174,6 +174,11 @@ func newRecipients(dir string, ro imgset.RekeyOptions) (add []cipher.Recipient, 
 	if err != nil {
 		return ro.Add, nil
 	}
+	return splitRecipients(h, ro)
+}
+
+// splitRecipients is newRecipients once the header h is read (a set's or an archive's).
+func splitRecipients(h *cipher.Header, ro imgset.RekeyOptions) (add []cipher.Recipient, already []string) {
 	if _, err := h.Unwrap(ro.Identities...); err != nil {
 		return ro.Add, nil
 	}

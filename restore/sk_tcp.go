@@ -18,6 +18,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/imgtool/imgtool/internal/nftables"
+	"github.com/imgtool/imgtool/internal/tcprepair"
 )
 
 // TCP connections (an inet_sk_entry of a TCP socket with a peer port), as CRIU 4.2's
@@ -117,19 +118,6 @@ const (
 	rcvqFirstFin  = tcpfCloseWait | tcpfLastAck | tcpfClose   // the peer's FIN, came first
 	rcvqSecondFin = tcpfClosing                               // the peer's FIN, came after ours
 	rcvqFinAcked  = tcpfClose
-
-	skfAdMark = 0xfffff000 + 20 // SKF_AD_OFF + SKF_AD_MARK: a filter loads skb->mark from there
-)
-
-// TCP repair constants (include/uapi/linux/tcp.h).
-const (
-	tcpRecvQueue      = 1
-	tcpSendQueue      = 2
-	tcpiOptTimestamps = 1
-	tcpiOptSack       = 2
-	tcpiOptWscale     = 4
-	capNetAdmin       = 12
-	capNetRaw         = 13
 )
 
 // isTCPConn tells whether e is a TCP connection (CRIU's tcp_connection()).
@@ -154,9 +142,9 @@ func (t *tcpPlan) check(pl *plan, e *sk_inet.InetSkEntry, src, dst netip.AddrPor
 		return fmt.Errorf("a TCP connection (%s) from %s to %s: restored only with --tcp-established (or closed with --tcp-close)", state, src, dst)
 	case tcpfConnected&(1<<e.GetState()) == 0:
 		return fmt.Errorf("a TCP connection (%s) from %s to %s: this state is not supported", state, src, dst)
-	case !hasCapability(capNetAdmin):
+	case !hasCapability(tcprepair.CapNetAdmin):
 		return fmt.Errorf("a TCP connection from %s to %s: TCP repair mode needs CAP_NET_ADMIN", src, dst)
-	case (1<<e.GetState())&(rcvqFirstFin|rcvqSecondFin|sndqFinAcked) != 0 && !hasCapability(capNetRaw):
+	case (1<<e.GetState())&(rcvqFirstFin|rcvqSecondFin|sndqFinAcked) != 0 && !hasCapability(tcprepair.CapNetRaw):
 		return fmt.Errorf("a TCP connection (%s) from %s to %s: the peer's FIN or acknowledgement is made up with a raw socket, which needs CAP_NET_RAW", state, src, dst)
 	}
 	if _, ok := t.streams[e.GetIno()]; ok {
@@ -201,9 +189,9 @@ func loadTCPStream(pl *plan, ino uint32) (*tcpStream, error) {
 		return nil, fmt.Errorf("%s: no unsq_len (an image older than CRIU 3.0)", name)
 	case e.GetUnsqLen() > e.GetOutqLen():
 		return nil, fmt.Errorf("%s: %d bytes not sent of a send queue of %d", name, e.GetUnsqLen(), e.GetOutqLen())
-	case e.GetOptMask()&tcpiOptWscale != 0 && e.RcvWscale == nil:
+	case e.GetOptMask()&tcprepair.OptWscale != 0 && e.RcvWscale == nil:
 		return nil, fmt.Errorf("%s: window scaling without rcv_wscale", name)
-	case e.GetOptMask()&tcpiOptTimestamps != 0 && e.Timestamp == nil:
+	case e.GetOptMask()&tcprepair.OptTimestamps != 0 && e.Timestamp == nil:
 		return nil, fmt.Errorf("%s: timestamps without a timestamp", name)
 	case len(img.Entries[0].Payload) != in+out:
 		return nil, fmt.Errorf("%s: %d bytes of queues, the entry says %d and %d", name, len(img.Entries[0].Payload), in, out)
@@ -277,7 +265,7 @@ func (t *tcpPlan) restoreConn(fd int, e *sk_inet.InetSkEntry, src, dst netip.Add
 	// The lock drops every packet but those with CRIU's mark: the FINs and ACKs
 	// restoreFins makes up.
 	prog := []unix.SockFilter{
-		{Code: unix.BPF_LD | unix.BPF_W | unix.BPF_ABS, K: skfAdMark},
+		{Code: unix.BPF_LD | unix.BPF_W | unix.BPF_ABS, K: tcprepair.SkfAdMark},
 		{Code: unix.BPF_JMP | unix.BPF_JEQ | unix.BPF_K, Jt: 0, Jf: 1, K: nftables.Mark},
 		{Code: unix.BPF_RET | unix.BPF_K, K: 0xffffffff},
 		{Code: unix.BPF_RET | unix.BPF_K, K: 0},
@@ -325,39 +313,39 @@ func (t *tcpPlan) restoreConn(fd int, e *sk_inet.InetSkEntry, src, dst netip.Add
 		}
 		return nil
 	}
-	if err := seq(tcpRecvQueue, inqSeq-s.GetInqLen()); err != nil {
+	if err := seq(tcprepair.RecvQueue, inqSeq-s.GetInqLen()); err != nil {
 		return err
 	}
-	if err := seq(tcpSendQueue, outqSeq-s.GetOutqLen()); err != nil {
+	if err := seq(tcprepair.SendQueue, outqSeq-s.GetOutqLen()); err != nil {
 		return err
 	}
 	if err := unix.Connect(fd, sockaddr(e.GetFamily(), dst, "")); err != nil && !errors.Is(err, unix.EINPROGRESS) {
 		return fmt.Errorf("connect to %s in repair mode: %w", dst, err)
 	}
 	var opts []unix.TCPRepairOpt
-	if s.GetOptMask()&tcpiOptSack != 0 {
+	if s.GetOptMask()&tcprepair.OptSack != 0 {
 		opts = append(opts, unix.TCPRepairOpt{Code: unix.TCPOPT_SACK_PERMITTED})
 	}
-	if s.GetOptMask()&tcpiOptWscale != 0 {
+	if s.GetOptMask()&tcprepair.OptWscale != 0 {
 		opts = append(opts, unix.TCPRepairOpt{Code: unix.TCPOPT_WINDOW, Val: s.GetSndWscale() + s.GetRcvWscale()<<16})
 	}
-	if s.GetOptMask()&tcpiOptTimestamps != 0 {
+	if s.GetOptMask()&tcprepair.OptTimestamps != 0 {
 		opts = append(opts, unix.TCPRepairOpt{Code: unix.TCPOPT_TIMESTAMP})
 	}
 	opts = append(opts, unix.TCPRepairOpt{Code: unix.TCPOPT_MAXSEG, Val: s.GetMssClamp()})
 	if err := unix.SetsockoptTCPRepairOpt(fd, unix.IPPROTO_TCP, unix.TCP_REPAIR_OPTIONS, opts); err != nil {
 		return fmt.Errorf("TCP_REPAIR_OPTIONS: %w", err)
 	}
-	if s.GetOptMask()&tcpiOptTimestamps != 0 {
+	if s.GetOptMask()&tcprepair.OptTimestamps != 0 {
 		if err := unix.SetsockoptInt(fd, unix.IPPROTO_TCP, unix.TCP_TIMESTAMP, int(int32(s.GetTimestamp()))); err != nil {
 			return fmt.Errorf("TCP_TIMESTAMP: %w", err)
 		}
 	}
-	if err := refillTCPQueue(fd, tcpRecvQueue, "receive", st.inq); err != nil {
+	if err := refillTCPQueue(fd, tcprepair.RecvQueue, "receive", st.inq); err != nil {
 		return err
 	}
 	sent := len(st.outq) - int(s.GetUnsqLen())
-	if err := refillTCPQueue(fd, tcpSendQueue, "send", st.outq[:sent]); err != nil {
+	if err := refillTCPQueue(fd, tcprepair.SendQueue, "send", st.outq[:sent]); err != nil {
 		return err
 	}
 	if sent < len(st.outq) {
@@ -559,7 +547,7 @@ func restoreFins(fd int, e *sk_inet.InetSkEntry, s *tcp_stream.TcpStreamEntry, s
 			}
 			return nil
 		}
-		if err := q(tcpSendQueue); err != nil {
+		if err := q(tcprepair.SendQueue); err != nil {
 			return err
 		}
 		if err := unix.Shutdown(fd, unix.SHUT_WR); err != nil {
