@@ -98,7 +98,8 @@ func setPids(t *testing.T, set string) []int {
 	return pids
 }
 
-// ticks returns the numbers of the "tick N" lines of a log, in order.
+// ticks returns the numbers of the complete "tick N" lines of a log, in order (the last
+// line may be half written: an unbuffered print writes its parts one by one).
 func ticks(t *testing.T, log string) []int {
 	t.Helper()
 	b, err := os.ReadFile(log)
@@ -106,7 +107,8 @@ func ticks(t *testing.T, log string) []int {
 		t.Fatal(err)
 	}
 	var out []int
-	for _, l := range strings.Split(string(b), "\n") {
+	lines := strings.Split(string(b), "\n")
+	for _, l := range lines[:len(lines)-1] { // the text after the last newline is not a line yet
 		if rest, ok := strings.CutPrefix(l, "tick "); ok {
 			n, err := strconv.Atoi(strings.TrimSpace(rest))
 			if err != nil {
