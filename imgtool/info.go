@@ -25,10 +25,13 @@ func infoCommand() *cli.Command {
 of entries imgtool decode lists (payloads and ipcns-msg messages are part of their
 entry), without the pagemap_head of PAGEMAP images, as crit counts them. crit 4.2
 miscounts images with payloads and fails on ghost files; imgtool counts them right.
+IMAGE may be a member of a container checkpoint archive (plain, gzip or zstd, or
+encrypted with --tls-key), given as ARCHIVE:MEMBER, as for decode -i.
 
 Examples:
    imgtool info fixtures/criu-4.2/tree/pstree.img
    imgtool info fixtures/criu-4.2/counter/pagemap-15654.img
+   imgtool info fixtures/podman/ctr1b.tar:checkpoint/inventory.img
 
 Exit codes: 0 success, 1 the image cannot be read, 2 wrong command line.`,
 		Flags: fileOpenFlags(),

@@ -25,10 +25,13 @@ func showCommand() *cli.Command {
 		Description: `Prints the image as decode --pretty does, to stdout. --nopl replaces each payload
 ("extra": queued pipe and socket data, ghost file contents, ...) with its size, as
 "... <21B>", like crit show --nopl; ghost file contents are left out altogether.
+IMAGE may be a member of a container checkpoint archive, given as ARCHIVE:MEMBER, as
+for decode -i.
 
 Examples:
    imgtool show fixtures/criu-4.2/misc/sk-queues.img
    imgtool show fixtures/criu-4.2/ghost/ghost-file-2.img --nopl
+   imgtool show fixtures/podman/ctr1b.tar:checkpoint/inventory.img
 
 Exit codes: 0 success, 1 the image cannot be read, 2 wrong command line.`,
 		Flags: append([]cli.Flag{
