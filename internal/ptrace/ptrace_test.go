@@ -48,32 +48,12 @@ func vdsoCode(t *testing.T, pid int) (uint64, []byte) {
 // TestInjectIntoSeizedProcess seizes a sleeping child, makes it call getpid and a failing
 // close, and lets it go again unharmed.
 func TestInjectIntoSeizedProcess(t *testing.T) {
-	cmd := exec.Command("sleep", "30")
-	if err := cmd.Start(); err != nil {
-		t.Skip("cannot start sleep:", err)
-	}
-	pid := cmd.Process.Pid
-	defer func() {
-		cmd.Process.Kill()
-		cmd.Wait()
-	}()
+	cmd, pid := startSleeper(t)
 	err := OnTracerThread(func() error {
-		if err := Seize(pid); err != nil {
-			return err
-		}
-		regs, err := GetRegs(pid)
+		regs, in, err := seizeForInjection(t, pid)
 		if err != nil {
 			return err
 		}
-		if err := SetSigmask(pid, ^uint64(0)); err != nil {
-			return err
-		}
-		start, code := vdsoCode(t, pid)
-		off, err := FindSyscallInsn(code)
-		if err != nil {
-			return err
-		}
-		in := Injector{Insn: start + off}
 		got, err := in.Call(pid, regs, unix.SYS_GETPID)
 		if err != nil {
 			return err
@@ -123,32 +103,12 @@ func TestFindSyscallInsn(t *testing.T) {
 // TestRunBatch runs a table of calls in a seized child with BatchCode: the results of the
 // calls up to the first failure, none after it, and the child goes on unharmed.
 func TestRunBatch(t *testing.T) {
-	cmd := exec.Command("sleep", "30")
-	if err := cmd.Start(); err != nil {
-		t.Skip("cannot start sleep:", err)
-	}
-	pid := cmd.Process.Pid
-	defer func() {
-		cmd.Process.Kill()
-		cmd.Wait()
-	}()
+	cmd, pid := startSleeper(t)
 	err := OnTracerThread(func() error {
-		if err := Seize(pid); err != nil {
-			return err
-		}
-		regs, err := GetRegs(pid)
+		regs, in, err := seizeForInjection(t, pid)
 		if err != nil {
 			return err
 		}
-		if err := SetSigmask(pid, ^uint64(0)); err != nil {
-			return err
-		}
-		start, code := vdsoCode(t, pid)
-		off, err := FindSyscallInsn(code)
-		if err != nil {
-			return err
-		}
-		in := Injector{Insn: start + off}
 		page, err := in.Call(pid, regs, unix.SYS_MMAP, 0, 4096, unix.PROT_READ|unix.PROT_WRITE|unix.PROT_EXEC,
 			unix.MAP_PRIVATE|unix.MAP_ANONYMOUS, ^uint64(0), 0)
 		if err != nil {
@@ -211,4 +171,39 @@ func TestRunBatch(t *testing.T) {
 	if st, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid)); err != nil || strings.Contains(string(st), ") Z") {
 		t.Errorf("sleep died after the batch: %s %v", st, err)
 	}
+}
+
+// startSleeper starts a sleeping child, killed and reaped when the test ends.
+func startSleeper(t *testing.T) (*exec.Cmd, int) {
+	t.Helper()
+	cmd := exec.Command("sleep", "30")
+	if err := cmd.Start(); err != nil {
+		t.Skip("cannot start sleep:", err)
+	}
+	t.Cleanup(func() {
+		cmd.Process.Kill()
+		cmd.Wait()
+	})
+	return cmd, cmd.Process.Pid
+}
+
+// seizeForInjection seizes pid with every signal blocked and returns its registers and
+// an Injector at a syscall instruction of its vDSO.
+func seizeForInjection(t *testing.T, pid int) (unix.PtraceRegs, Injector, error) {
+	if err := Seize(pid); err != nil {
+		return unix.PtraceRegs{}, Injector{}, err
+	}
+	regs, err := GetRegs(pid)
+	if err != nil {
+		return regs, Injector{}, err
+	}
+	if err := SetSigmask(pid, ^uint64(0)); err != nil {
+		return regs, Injector{}, err
+	}
+	start, code := vdsoCode(t, pid)
+	off, err := FindSyscallInsn(code)
+	if err != nil {
+		return regs, Injector{}, err
+	}
+	return regs, Injector{Insn: start + off}, nil
 }
