@@ -25,6 +25,8 @@ func TestRefuseUnixSockets(t *testing.T) {
 				return
 			}
 			defer c.Close()
+			// The program waits for this byte: once read, its connection is accepted.
+			c.Write([]byte{'!'})
 		}
 	}()
 	for _, c := range []struct {

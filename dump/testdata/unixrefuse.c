@@ -1,7 +1,8 @@
 /* unixrefuse: sockets a dump must refuse, one state per run (argv[1]), on fd 3 and up:
  *
  *   outside  a stream socket connected to the abstract name argv[2], whose listener (and
- *            so the peer) belongs to the test, outside the tree
+ *            so the peer) belongs to the test, outside the tree; it reads the one byte the
+ *            test sends once it has accepted, so the connection is no longer queued
  *   rights   a socketpair with a file descriptor in flight (SCM_RIGHTS queued in fd 4)
  *   icon     a listening socket (fd 3) and a client (fd 4) connected to it, not accepted
  *   inet     a TCP socket (fd 3) and a UDP socket (fd 4), both dumped, a netlink socket
@@ -34,8 +35,13 @@ int main(int argc, char **argv)
 	if (!strcmp(mode, "outside")) {
 		int c = socket(AF_UNIX, SOCK_STREAM, 0);
 		socklen_t l = abstract(&a, argc > 2 ? argv[2] : "x");
+		char hello;
 		if (connect(c, (struct sockaddr *)&a, l)) {
 			perror("connect");
+			return 1;
+		}
+		if (read(c, &hello, 1) != 1) {
+			perror("read");
 			return 1;
 		}
 	} else if (!strcmp(mode, "rights")) {
