@@ -16,9 +16,7 @@ import (
 	"strings"
 	"time"
 
-	"github.com/schollz/progressbar/v3"
 	"github.com/urfave/cli/v2"
-	"golang.org/x/term"
 
 	"github.com/imgtool/imgtool/archive"
 	"github.com/imgtool/imgtool/cipher"
@@ -514,86 +512,6 @@ func describeIdentities(ids []cipher.Identity) string {
 		return "none"
 	}
 	return strings.Join(s, ", ")
-}
-
-// newProgress returns an imgset.Progress that draws a bar on w when w is a
-// terminal and quiet is off, and nil otherwise (no progress reporting at all, so
-// the operations keep their fast paths, and a redirected stderr gets nothing).
-// done clears the bar; call it when the operation ends, whatever its outcome.
-func newProgress(w io.Writer, quiet bool, what string) (progress imgset.Progress, done func()) {
-	f, ok := w.(*os.File)
-	if quiet || !ok || !term.IsTerminal(int(f.Fd())) {
-		return nil, func() {}
-	}
-	cols, _, err := term.GetSize(int(f.Fd()))
-	width := barWidth(cols, err == nil)
-	start := time.Now()
-	var bar *progressbar.ProgressBar
-	var shown time.Time
-	progress = func(n, total int64) {
-		now := time.Now()
-		if bar == nil {
-			// The bar draws no rate or time of its own: its first samples, over a few
-			// milliseconds, would read as TiB/s. progressText says the rate once it means
-			// something.
-			bar = progressbar.NewOptions64(total,
-				progressbar.OptionSetWriter(w),
-				progressbar.OptionSetWidth(width),
-				progressbar.OptionSetPredictTime(false),
-				progressbar.OptionShowDescriptionAtLineEnd(),
-				progressbar.OptionClearOnFinish(),
-			)
-		} else if now.Sub(shown) < progressEvery && n < total {
-			return
-		}
-		shown = now
-		bar.Describe(progressText(what, n, total, now.Sub(start)))
-		bar.Set64(n)
-	}
-	return progress, func() {
-		if bar != nil {
-			bar.Finish()
-		}
-	}
-}
-
-// progressEvery is how often a progress bar is redrawn.
-const progressEvery = 100 * time.Millisecond
-
-// Below both minimums a rate is noise (a first chunk read from the page cache in a
-// millisecond) and is not shown.
-const (
-	minRateTime  = 500 * time.Millisecond
-	minRateBytes = 1 << 20
-)
-
-// progressText describes progress for the bar: "encrypting 12.0 MiB of 256.0 MiB",
-// and ", 1.1 GiB/s" once elapsed and n are large enough for a rate to mean
-// something (rateOf).
-func progressText(what string, n, total int64, elapsed time.Duration) string {
-	s := fmt.Sprintf("%s %s of %s", what, humanBytes(n), humanBytes(total))
-	if r, ok := rateOf(n, elapsed); ok {
-		s += ", " + humanBytes(r) + "/s"
-	}
-	return s
-}
-
-// rateOf is n bytes over elapsed, per second, if both are past the minimums.
-func rateOf(n int64, elapsed time.Duration) (int64, bool) {
-	if elapsed < minRateTime || n < minRateBytes {
-		return 0, false
-	}
-	return int64(float64(n) / elapsed.Seconds()), true
-}
-
-// barWidth is the width of the bar itself in a terminal of cols columns: what the
-// percentage and the text (up to some 50 columns) leave, within 10..50; 30 when
-// the width is unknown.
-func barWidth(cols int, known bool) int {
-	if !known || cols <= 0 {
-		return 30
-	}
-	return min(max(cols-64, 10), 50)
 }
 
 // errWriter is the app's stderr.
