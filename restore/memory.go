@@ -170,14 +170,6 @@ type queuedCall struct {
 	advice int
 }
 
-// The batch area: BatchCode, then the table, in the upper part of the scratch area (the
-// lower part holds the arguments of single calls, a seccomp filter up to 32 KiB + 16).
-const (
-	scratchBatch    = 40 << 10
-	scratchBatchTab = scratchBatch + 64
-	batchMax        = (scratchSize - scratchBatchTab) / ptrace.BatchEntrySize
-)
-
 func (q *mapQueue) add(c ptrace.BatchCall, why queuedCall) error {
 	q.calls = append(q.calls, c)
 	q.why = append(q.why, why)
@@ -185,38 +177,6 @@ func (q *mapQueue) add(c ptrace.BatchCall, why queuedCall) error {
 		return q.flush()
 	}
 	return nil
-}
-
-// run runs calls, as a batch or one at a time, and returns their results up to the first
-// that failed, with its error.
-func (q *mapQueue) run(calls []ptrace.BatchCall) ([]uint64, error) {
-	p, t := q.p, q.p.leader()
-	if q.single {
-		var got []uint64
-		for _, c := range calls {
-			ret, err := t.syscall(c.Nr, c.Args[:]...)
-			if err != nil {
-				return got, err
-			}
-			got = append(got, ret)
-		}
-		return got, nil
-	}
-	if err := p.poke(p.scratch+scratchBatch, ptrace.BatchCode); err != nil {
-		return nil, err
-	}
-	if err := p.poke(p.scratch+scratchBatchTab, ptrace.EncodeBatch(calls)); err != nil {
-		return nil, err
-	}
-	in := ptrace.Injector{Insn: p.sysInsn, DiscardSignals: true}
-	if err := in.RunBatch(t.tid, t.tmpl, p.scratch+scratchBatch, p.scratch+scratchBatchTab, len(calls)); err != nil {
-		return nil, err
-	}
-	table := make([]byte, len(calls)*ptrace.BatchEntrySize)
-	if _, err := p.mem.ReadAt(table, int64(p.scratch+scratchBatchTab)); err != nil {
-		return nil, fmt.Errorf("reading memory of %d at %#x: %w", p.pid, p.scratch+scratchBatchTab, err)
-	}
-	return ptrace.BatchResults(t.tid, calls, table)
 }
 
 // fail returns err of mapping v once the calls queued before it have run: the failure of
@@ -235,7 +195,7 @@ func (q *mapQueue) flush() error {
 	}
 	calls, why := q.calls, q.why
 	q.calls, q.why = q.calls[:0], q.why[:0]
-	got, err := q.run(calls)
+	got, err := runCalls(q.p, q.p.leader(), q.single, calls)
 	for i, ret := range got {
 		if w := why[i]; w.advice < 0 && ret != w.s.start {
 			return vmaError(w.v, fmt.Errorf("mapped at %#x", ret))

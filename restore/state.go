@@ -74,9 +74,6 @@ func (r *restorer) restoreProcess(p *process) error {
 	if err := r.restoreMM(p); err != nil {
 		return err
 	}
-	if err := r.restoreSigactions(p, tc); err != nil {
-		return err
-	}
 	if _, err := t.syscall(unix.SYS_PERSONALITY, uint64(tc.GetPersonality())); err != nil {
 		return err
 	}
@@ -108,6 +105,10 @@ func (r *restorer) restoreProcess(p *process) error {
 		if err := r.restoreThread(p, th, pp.cores[i]); err != nil {
 			return fmt.Errorf("thread %d: %w", th.tid, err)
 		}
+	}
+	// After the last batch (batch.go): its trap resets a blocked or ignored SIGTRAP's action.
+	if err := r.restoreSigactions(p, tc); err != nil {
+		return err
 	}
 	if err := r.restoreItimers(p, tc); err != nil {
 		return err
@@ -305,7 +306,7 @@ func (r *restorer) restoreFS(p *process) error {
 // placeFds puts each of p's fds in place from the inherited descriptions, then lets the
 // kinds that need the fds in place finish (placer: an epoll registers its targets).
 func (r *restorer) placeFds(p *process) error {
-	t := p.leader()
+	b := r.newBatch(p, p.leader())
 	for _, fd := range p.pl.fds {
 		slot, ok := r.descs.slot[fd.GetId()]
 		if !ok {
@@ -315,9 +316,12 @@ func (r *restorer) placeFds(p *process) error {
 		if fd.GetFlags()&unix.FD_CLOEXEC != 0 {
 			flags = unix.O_CLOEXEC
 		}
-		if _, err := t.syscall(unix.SYS_DUP3, uint64(slot), uint64(fd.GetFd()), flags); err != nil {
-			return fmt.Errorf("fd %d: %w", fd.GetFd(), err)
-		}
+		b.add(fmt.Sprintf("fd %d", fd.GetFd()), unix.SYS_DUP3, uint64(slot), uint64(fd.GetFd()), flags)
+	}
+	if _, err := b.run(); err != nil {
+		return err
+	}
+	for _, fd := range p.pl.fds {
 		if err := r.setAsync(p, fd.GetId(), uint64(fd.GetFd())); err != nil {
 			return err
 		}
@@ -334,44 +338,37 @@ func (r *restorer) placeFds(p *process) error {
 }
 
 // restoreThread restores a thread's own state: name, alternate signal stack, robust futex
-// list, clear_child_tid, rseq registration and scheduling (the parent death signal comes
-// after the credentials).
+// list, clear_child_tid and rseq registration in one batch, and scheduling (the parent
+// death signal comes after the credentials).
 func (r *restorer) restoreThread(p *process, t *thread, c *criu_core.CoreEntry) error {
 	tcore := c.ThreadCore
 	comm := tcore.GetComm()
 	if comm == "" && c.Tc != nil {
 		comm = c.Tc.GetComm()
 	}
+	b := r.newBatch(p, t)
 	if comm != "" {
 		if err := p.poke(p.scratch+scratchStrBuf, append([]byte(comm), 0)); err != nil {
 			return err
 		}
-		if _, err := t.syscall(unix.SYS_PRCTL, unix.PR_SET_NAME, p.scratch+scratchStrBuf); err != nil {
-			return err
-		}
+		b.add("name", unix.SYS_PRCTL, unix.PR_SET_NAME, p.scratch+scratchStrBuf)
 	}
 	if sas := tcore.GetSas(); sas != nil && sas.GetSsFlags()&ssDisable == 0 {
 		// SS_ONSTACK describes the thread, not the stack: it cannot be set.
-		b := pack(sas.GetSsSp(), uint32(0), uint32(0), sas.GetSsSize())
-		if err := p.poke(p.scratch+scratchArgs, b); err != nil {
+		if err := p.poke(p.scratch+scratchArgs, pack(sas.GetSsSp(), uint32(0), uint32(0), sas.GetSsSize())); err != nil {
 			return err
 		}
-		if _, err := t.syscall(unix.SYS_SIGALTSTACK, p.scratch+scratchArgs, 0); err != nil {
-			return err
-		}
+		b.add("alternate signal stack", unix.SYS_SIGALTSTACK, p.scratch+scratchArgs, 0)
 	}
 	if tcore.GetFutexRla() != 0 {
-		if _, err := t.syscall(unix.SYS_SET_ROBUST_LIST, tcore.GetFutexRla(), uint64(tcore.GetFutexRlaLen())); err != nil {
-			return err
-		}
+		b.add("robust futex list", unix.SYS_SET_ROBUST_LIST, tcore.GetFutexRla(), uint64(tcore.GetFutexRlaLen()))
 	}
-	if _, err := t.syscall(unix.SYS_SET_TID_ADDRESS, c.ThreadInfo.GetClearTidAddr()); err != nil {
-		return err
-	}
+	b.add("clear_child_tid", unix.SYS_SET_TID_ADDRESS, c.ThreadInfo.GetClearTidAddr())
 	if rs := tcore.GetRseqEntry(); rs != nil && rs.GetRseqAbiPointer() != 0 {
-		if _, err := t.syscall(unix.SYS_RSEQ, rs.GetRseqAbiPointer(), uint64(rs.GetRseqAbiSize()), 0, uint64(rs.GetSignature())); err != nil {
-			return fmt.Errorf("registering rseq: %w", err)
-		}
+		b.add("registering rseq", unix.SYS_RSEQ, rs.GetRseqAbiPointer(), uint64(rs.GetRseqAbiSize()), 0, uint64(rs.GetSignature()))
+	}
+	if _, err := b.run(); err != nil {
+		return err
 	}
 	if n := tcore.GetSchedNice(); n != 0 {
 		if err := unix.Setpriority(unix.PRIO_PROCESS, t.tid, int(n)); err != nil {
@@ -457,41 +454,40 @@ func (r *restorer) queueSignals(p *process) error {
 	return nil
 }
 
-// restoreRlimits sets the saved resource limits. The process sets its own, while it still
-// has imgtool's credentials: prlimit on another process needs CAP_SYS_RESOURCE unless the
-// uids match, and raising a hard limit needs it in the process itself.
+// restoreRlimits sets the saved resource limits that differ from those the process
+// inherited from imgtool. imgtool sets them from outside with prlimit(2), while the
+// process still has imgtool's credentials (prlimit on another process needs matching
+// uids or CAP_SYS_RESOURCE; raising a hard limit needs CAP_SYS_RESOURCE in the caller,
+// which is imgtool either way): no injected call, where one per limit was 40% of the
+// injected calls of a tree's restore.
 //
 // A limit this machine does not allow (a hard limit above the current one, without
 // CAP_SYS_RESOURCE) is clamped to what is allowed and reported once, as CRIU's restorer
 // sets each limit best-effort: machines of the same kind differ in their limits, and a
 // lower ceiling does not change what the program does until it reaches it.
 func (r *restorer) restoreRlimits(p *process, tc *criu_core.TaskCoreEntry) error {
-	t := p.leader()
-	set := func(res int, cur, max uint64) error {
-		if err := p.poke(p.scratch+scratchArgs, pack(cur, max)); err != nil {
-			return err
-		}
-		_, err := t.syscall(unix.SYS_PRLIMIT64, 0, uint64(res), p.scratch+scratchArgs, 0)
-		return err
-	}
 	for res, l := range tc.GetRlimits().GetRlimits() {
-		err := set(res, l.GetCur(), l.GetMax())
+		var now unix.Rlimit
+		if err := unix.Prlimit(p.pid, res, nil, &now); err != nil {
+			return fmt.Errorf("resource limit %s: reading the current one: %w", image.RlimitName(res), err)
+		}
+		want := unix.Rlimit{Cur: l.GetCur(), Max: l.GetMax()}
+		if now == want {
+			continue
+		}
+		err := unix.Prlimit(p.pid, res, &want, nil)
 		if !errors.Is(err, unix.EPERM) {
 			if err != nil {
 				return fmt.Errorf("resource limit %s: %w", image.RlimitName(res), err)
 			}
 			continue
 		}
-		var now unix.Rlimit
-		if err := unix.Prlimit(p.pid, res, nil, &now); err != nil {
-			return fmt.Errorf("resource limit %s: reading the current one: %w", image.RlimitName(res), err)
-		}
-		cur, max := clampRlimit(l.GetCur(), l.GetMax(), now.Max)
-		if err := set(res, cur, max); err != nil {
+		cur, max := clampRlimit(want.Cur, want.Max, now.Max)
+		if err := unix.Prlimit(p.pid, res, &unix.Rlimit{Cur: cur, Max: max}, nil); err != nil {
 			return fmt.Errorf("resource limit %s: %w", image.RlimitName(res), err)
 		}
 		r.warn(fmt.Sprintf("resource limit %s: wanted %s/%s, got %s/%s (raising a hard limit needs CAP_SYS_RESOURCE)",
-			image.RlimitName(res), rlimitString(l.GetCur()), rlimitString(l.GetMax()), rlimitString(cur), rlimitString(max)))
+			image.RlimitName(res), rlimitString(want.Cur), rlimitString(want.Max), rlimitString(cur), rlimitString(max)))
 	}
 	return nil
 }

@@ -14,7 +14,8 @@
  *
  * State: umask 027, cwd DIR/work.dir, resource limits lowered, personality
  * ADDR_NO_RANDOMIZE, thread and process names, a SIGUSR1 handler run on each thread's own
- * alternate stack, a SA_SIGINFO SIGHUP handler, SIGPIPE ignored, SIGUSR2 blocked in every
+ * alternate stack, a SA_SIGINFO SIGHUP handler, SIGPIPE and SIGTRAP ignored (the trap
+ * that ends a batch of injected calls resets an ignored SIGTRAP), SIGUSR2 blocked in every
  * thread, signal 39 also blocked in root's main thread and 40 in its thread 2, child1's
  * parent death signal, child2's nice 5, the heap grown by one page a tick.
  *
@@ -242,6 +243,7 @@ int main(int argc, char **argv)
 	if (sigaction(SIGHUP, &hup, NULL))
 		die("sigaction");
 	signal(SIGPIPE, SIG_IGN);
+	signal(SIGTRAP, SIG_IGN);
 	block(SIGUSR2);
 	altstack(0);
 

@@ -1,0 +1,107 @@
+package restore
+
+import (
+	"fmt"
+
+	"github.com/imgtool/imgtool/internal/ptrace"
+)
+
+// The batch area: BatchCode, then the table, in the upper part of the scratch area (the
+// lower part holds the arguments of single calls, a seccomp filter up to 32 KiB + 16).
+const (
+	scratchBatch    = 40 << 10
+	scratchBatchTab = scratchBatch + 64
+	batchMax        = (scratchSize - scratchBatchTab) / ptrace.BatchEntrySize
+)
+
+// callBatch gathers injected calls for one thread and runs them as one batch
+// (ptrace.RunBatch): a trap at the end instead of two ptrace stops per call, which is most
+// of the cost of a call. Where the scratch area is not executable (restorer.noBatch) the
+// calls run one at a time, with the same results.
+//
+// A batch ends in a forced SIGTRAP, which resets the thread's SIGTRAP action to SIG_DFL
+// when the signal is blocked or ignored: batches run before the process's signal actions
+// are set (restoreProcess), never after.
+type callBatch struct {
+	p      *process
+	t      *thread
+	single bool
+	calls  []ptrace.BatchCall
+	what   []string // each call's name in errors
+}
+
+// newBatch starts a batch of calls for thread t of p.
+func (r *restorer) newBatch(p *process, t *thread) *callBatch {
+	return &callBatch{p: p, t: t, single: r.noBatch}
+}
+
+// add queues nr(args), described as what in an error.
+func (b *callBatch) add(what string, nr uintptr, args ...uint64) {
+	c := ptrace.BatchCall{Nr: nr}
+	copy(c.Args[:], args)
+	b.calls = append(b.calls, c)
+	b.what = append(b.what, what)
+}
+
+// run runs the queued calls in order and stops at the first that fails, returning its
+// error named by its description; the calls after it do not run. It returns the results
+// of the calls that ran. The batch is empty afterwards.
+func (b *callBatch) run() ([]uint64, error) {
+	calls, what := b.calls, b.what
+	b.calls, b.what = nil, nil
+	if len(calls) == 0 {
+		return nil, nil
+	}
+	got, err := runCalls(b.p, b.t, b.single, calls)
+	if err != nil {
+		return got, fmt.Errorf("%s: %w", what[len(got)], err)
+	}
+	return got, nil
+}
+
+// runCalls runs calls in thread t of p, as a batch or, with single, one at a time, and
+// returns their results up to the first that failed, with its error. A batch takes the
+// upper part of the scratch area: the lower part may hold the calls' arguments.
+func runCalls(p *process, t *thread, single bool, calls []ptrace.BatchCall) ([]uint64, error) {
+	if single {
+		var got []uint64
+		for _, c := range calls {
+			ret, err := t.syscall(c.Nr, c.Args[:]...)
+			if err != nil {
+				return got, err
+			}
+			got = append(got, ret)
+		}
+		return got, nil
+	}
+	var got []uint64
+	for len(calls) > 0 {
+		n := min(len(calls), batchMax)
+		part, err := runBatch(p, t, calls[:n])
+		got = append(got, part...)
+		if err != nil {
+			return got, err
+		}
+		calls = calls[n:]
+	}
+	return got, nil
+}
+
+// runBatch runs at most batchMax calls as one batch in thread t.
+func runBatch(p *process, t *thread, calls []ptrace.BatchCall) ([]uint64, error) {
+	if err := p.poke(p.scratch+scratchBatch, ptrace.BatchCode); err != nil {
+		return nil, err
+	}
+	if err := p.poke(p.scratch+scratchBatchTab, ptrace.EncodeBatch(calls)); err != nil {
+		return nil, err
+	}
+	in := ptrace.Injector{Insn: p.sysInsn, DiscardSignals: true}
+	if err := in.RunBatch(t.tid, t.tmpl, p.scratch+scratchBatch, p.scratch+scratchBatchTab, len(calls)); err != nil {
+		return nil, err
+	}
+	table := make([]byte, len(calls)*ptrace.BatchEntrySize)
+	if _, err := p.mem.ReadAt(table, int64(p.scratch+scratchBatchTab)); err != nil {
+		return nil, fmt.Errorf("reading memory of %d at %#x: %w", p.pid, p.scratch+scratchBatchTab, err)
+	}
+	return ptrace.BatchResults(t.tid, calls, table)
+}
