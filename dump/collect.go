@@ -3,6 +3,7 @@ package dump
 import (
 	"fmt"
 	"os"
+	"slices"
 	"strconv"
 	"strings"
 	"unsafe"
@@ -109,8 +110,10 @@ func fixRestart(r unix.PtraceRegs) unix.PtraceRegs {
 	return r
 }
 
-// collectThread reads everything about t that the tracer can read directly.
-func collectThread(p *process, t *thread) error {
+// collectThread reads everything about t that the tracer can read directly. buf, of
+// fpu.MaxSize bytes, receives the XSAVE state, of which t keeps a copy of its own size:
+// one buffer for all, where one each (64 KiB) made a dump's memory grow by 64 KiB a thread.
+func collectThread(p *process, t *thread, buf []byte) error {
 	regs, err := ptrace.GetRegs(t.tid)
 	if err != nil {
 		return err
@@ -139,7 +142,6 @@ func collectThread(p *process, t *thread) error {
 	}
 	s.comm = strings.TrimSuffix(string(comm), "\n")
 
-	buf := make([]byte, fpu.MaxSize)
 	xsave, err := ptrace.GetRegset(t.tid, ptrace.NTX86XState, buf)
 	if err != nil {
 		return fmt.Errorf("read XSAVE state of thread %d: %w", t.tid, err)
@@ -147,7 +149,7 @@ func collectThread(p *process, t *thread) error {
 	if len(xsave) < fpu.MinSize {
 		return fmt.Errorf("thread %d: XSAVE state of %d bytes, want at least %d", t.tid, len(xsave), fpu.MinSize)
 	}
-	s.xsave = xsave
+	s.xsave = slices.Clone(xsave)
 	for i := range s.tls {
 		d, err := ptrace.GetThreadArea(t.tid, uint32(12+i))
 		if err != nil {
@@ -225,8 +227,11 @@ func (d *dumper) collectProcess(p *process) error {
 	if err := checkProcess(p.pid, ps.stat, ps.status, true); err != nil {
 		return err
 	}
+	if d.xsaveBuf == nil {
+		d.xsaveBuf = make([]byte, fpu.MaxSize)
+	}
 	for _, t := range p.threads {
-		if err := collectThread(p, t); err != nil {
+		if err := collectThread(p, t, d.xsaveBuf); err != nil {
 			return err
 		}
 	}

@@ -75,7 +75,9 @@ type dumper struct {
 
 	progressDone, progressTotal int64
 
-	held []heldLocks // the file locks of the stopped tree (file_lock.go)
+	held       []heldLocks // the file locks of the stopped tree (file_lock.go)
+	xsaveBuf   []byte      // receives each thread's XSAVE state (collectThread)
+	pagemapBuf []byte      // pagemapChunk entries of one read (scanPages): one for all processes
 }
 
 type dumpStats struct {

@@ -128,7 +128,10 @@ func (d *dumper) scanPages(pid int, vmas []*vmaDesc) ([]pageRun, uint64, error) 
 		}
 		runs = append(runs, pageRun{addr: addr, n: 1, flags: flags, viaMem: viaMem})
 	}
-	buf := make([]byte, pagemapChunk*8)
+	if d.pagemapBuf == nil {
+		d.pagemapBuf = make([]byte, pagemapChunk*8)
+	}
+	buf := d.pagemapBuf
 	for _, v := range vmas {
 		var flags uint32
 		switch v.kind {

@@ -13,6 +13,7 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"sync"
 )
 
 // MaxFile bounds any single /proc text file (the smaps of a huge process included); a
@@ -180,6 +181,10 @@ func ReadSmaps(pid int) ([]Mapping, error) { return readMappings(Path(pid, "smap
 // kernel's default vm.max_map_count (65530), which a process cannot exceed unless raised.
 const MaxMappings = 1 << 20
 
+// mappingBufs holds readMappings' 64 KiB read buffers: a dump reads maps or smaps three
+// times a process, and a buffer each made a tree's dump allocate 25 MiB a hundred processes.
+var mappingBufs = sync.Pool{New: func() any { b := make([]byte, 64<<10); return &b }}
+
 // readMappings streams maps or smaps: smaps takes over 1 KiB a mapping, so a process with
 // tens of thousands of mappings has a file far larger than MaxFile.
 func readMappings(path string) ([]Mapping, error) {
@@ -189,8 +194,10 @@ func readMappings(path string) ([]Mapping, error) {
 	}
 	defer f.Close()
 	var out []Mapping
-	sc := bufio.NewScanner(bufio.NewReaderSize(f, 64<<10))
-	sc.Buffer(make([]byte, 64<<10), 1<<20)
+	bp := mappingBufs.Get().(*[]byte)
+	defer mappingBufs.Put(bp)
+	sc := bufio.NewScanner(f)
+	sc.Buffer(*bp, 1<<20)
 	for sc.Scan() {
 		// smaps has some twenty detail lines a mapping ("Rss:   4 kB"), all starting with
 		// a capital letter, where a mapping's line starts with its lower-case hex address:
