@@ -541,6 +541,8 @@ func TestTmux(t *testing.T) {
 			t.Fatalf("imgtool dump: %v %s", err, out)
 		}
 	}
+	// The tree as dumped: the pane's shell may have started after pids was read.
+	pids = setPids(t, set)
 	testproc.WaitGone(t, pids)
 	imgtool(t, "restore", "-D", set, "-d", "-q")
 	run("send-keys", "-t", "rw", "echo after-$((6*9)) $$", "Enter")
