@@ -81,25 +81,29 @@
 //     and PROT_NONE mappings) go through /proc/PID/mem. The dumped vDSO pages are skipped
 //     (this kernel's vDSO is used), and the areas saved locked are locked (see lockMemory).
 //     Then each process rebuilds the rest of itself: PR_SET_MM_MAP sets the mm fields and
-//     exe; then signal actions, personality, root, cwd, umask, fds (dup3 from
-//     the slots, close-on-exec as saved, O_ASYNC turned on by the process on its own fd
+//     exe; then personality, root, cwd, umask, fds (dup3 from the slots, in one batch,
+//     close-on-exec as saved, O_ASYNC turned on by the process on its own fd
 //     number, which the kernel reports as si_fd; then every target of an epoll registered,
 //     EPOLL_CTL_ADD with its events and data, by the first process of the tree that has
 //     the epoll, under the fd number it was registered with: epoll keys a registration by
 //     file and number, and polls a signalfd for the signals of the process that adds it),
 //     threads (clone3 with CLONE_THREAD and
-//     set_tid), per-thread name, altstack, robust list, clear_child_tid, rseq, nice and
-//     policy (SCHED_RESET_ON_FORK included), interval timers, POSIX timers created with
+//     set_tid), per-thread name, altstack, robust list, clear_child_tid and rseq (one
+//     batch a thread), nice and policy (SCHED_RESET_ON_FORK included), signal actions
+//     (after the last batch: its trap resets a blocked or ignored SIGTRAP's action),
+//     interval timers, POSIX timers created with
 //     their saved ids (posix_timer.go: PR_TIMER_CREATE_RESTORE_IDS, or, on kernels without
 //     it, created in id order and the ones in between deleted, as CRIU does) and disarmed,
 //     the slots closed, file locks taken back (file_lock.go: with Options.FileLocks, as criu
 //     restore --file-locks; each POSIX lock, OFD lock, flock and lease of filelocks.img by
 //     the process and on the fd that held it, with F_SETLK, F_OFD_SETLK, flock or F_SETLEASE,
 //     never waiting: a lock held meanwhile by another process fails the restore, naming it;
-//     a set holding locks is refused without the option), seccomp (seccomp.go: strict
-//     mode, or the thread's filters installed oldest first; imgtool's later calls pass
-//     with PTRACE_O_SUSPEND_SECCOMP), resource limits (set by the
-//     process itself: prlimit on another uid's process needs CAP_SYS_RESOURCE), credentials (only when they differ from imgtool's),
+//     a set holding locks is refused without the option), resource limits (those that
+//     differ from what the process inherited, set from imgtool with prlimit(2) while the
+//     process still has imgtool's credentials: on another uid's process it needs
+//     CAP_SYS_RESOURCE), oom_score_adj, seccomp (seccomp.go: strict mode, or the thread's
+//     filters installed oldest first; imgtool's later calls pass with
+//     PTRACE_O_SUSPEND_SECCOMP), credentials (only when they differ from imgtool's),
 //     parent death signals (a credential change clears them), dumpable, child subreaper,
 //     pending signals queued (still blocked), the POSIX timers armed (time left and
 //     interval; their signals stay pending until the tree runs), the scratch area unmapped.
