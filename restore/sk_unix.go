@@ -30,7 +30,8 @@ const (
 // listener accepted for it) are made with socketpair(2); a listening socket is bound to its
 // path or abstract name and listens (a socket file left at the path by the dumped socket is
 // removed first; anything else there refuses the set); a dgram socket connected to a named
-// one connects to it; a stream connection whose peer had gone (shut down both ways) is a
+// one connects to it (one connected to itself, to its own name, once bound); a stream
+// connection whose peer had gone (shut down both ways) is a
 // socketpair whose other end is closed. The bytes queued in each socket (sk-queues.img, by
 // the file id of the receiving socket) are sent again by its peer, or by a helper end for a
 // socket without one (a dgram socket gets it through socketpair(2) and connect(AF_UNSPEC),
@@ -45,7 +46,7 @@ const (
 // Refused, before anything exists: a peer that is not in the set, an external peer
 // without Options.ExtUnixSk or one that cannot be connected to again (checkExternalPeer), a
 // connection not accepted yet (an in-flight connection to a listening socket), a socket
-// connected to itself, descriptors in flight (SCM_RIGHTS in sk-queues.img), a socket
+// connected to itself without a name, descriptors in flight (SCM_RIGHTS in sk-queues.img), a socket
 // filter, a bound socket whose file was deleted, CRIU's service and plugin sockets.
 type unixSkKind struct{}
 
@@ -140,8 +141,9 @@ func (unixSkKind) check(pl *plan, p *procPlan, fd *fdinfo.FdinfoEntry, fe *fdinf
 	if peer := u.GetPeer(); peer != 0 {
 		pe := unixEntry(pl, peer)
 		switch {
-		case peer == u.GetIno():
-			return no("connected to itself: not supported")
+		case peer == u.GetIno() && (u.GetType() != unix.SOCK_DGRAM || !binds(u)):
+			return no("connected to itself without a name to connect to: not supported")
+		case peer == u.GetIno(): // a named dgram socket connected to itself: bound, then connected to its name
 		case pe == nil:
 			return no("its peer socket:[%d] is not in the set (an external socket): not supported", peer)
 		case external(pe):
@@ -426,7 +428,7 @@ func (d *descriptions) unixSock(pl *plan, u *sk_unix.UnixSkEntry) (*os.File, err
 		// Connected to a named socket: made (and bound) first, unless it lives outside the
 		// set (external: only its name is saved, and it is still there, checkExternalPeer).
 		pe := unixEntry(pl, peer)
-		if !external(pe) && d.unix.made[peer] == nil {
+		if !external(pe) && peer != u.GetIno() && d.unix.made[peer] == nil {
 			pf, err := d.unixSock(pl, pe)
 			if err != nil {
 				return fail(err)

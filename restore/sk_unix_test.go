@@ -28,11 +28,12 @@ import (
 // check itself: a stream socketpair carrying a counter both ways with bytes queued in each
 // direction, its options and a shut-down pair; dgram and seqpacket pairs with queued
 // datagrams; a listening socket at a path (mode kept) and at an abstract name, each
-// accepting a new client; a client and its accepted socket in two processes.
+// accepting a new client; a dgram socket connected to itself with datagrams queued; a
+// client and its accepted socket in two processes.
 func TestRoundTripUnixSockets(t *testing.T) {
 	requireRoot(t)
 	bin := testproc.Build(t, "testdata/unixsk.c")
-	for _, mode := range []string{"stream", "dgram", "listen", "abstract", "conn"} {
+	for _, mode := range []string{"stream", "dgram", "listen", "abstract", "self", "conn"} {
 		t.Run(mode, func(t *testing.T) {
 			args := []string{mode}
 			if mode == "listen" {
@@ -70,7 +71,7 @@ func TestRoundTripUnixSockets(t *testing.T) {
 func TestCRIUInteropUnixSockets(t *testing.T) {
 	criu := criuBin(t)
 	bin := testproc.Build(t, "testdata/unixsk.c")
-	for _, mode := range []string{"stream", "dgram", "listen"} {
+	for _, mode := range []string{"stream", "dgram", "listen", "self"} {
 		for _, way := range []string{"imgtool dump, CRIU restore", "CRIU dump, imgtool restore"} {
 			t.Run(mode+"/"+way, func(t *testing.T) {
 				byCRIU := strings.HasPrefix(way, "CRIU")

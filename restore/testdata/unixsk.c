@@ -11,6 +11,8 @@
  *              queued both ways (their boundaries are checked), then a counter over them
  *   listen     a stream socket listening at the path argv[2] (mode 0640)
  *   abstract   a stream socket listening at an abstract name
+ *   self       a dgram socket bound to an abstract name and connected to itself (zdtm's
+ *              sockets_dgram has one), with two datagrams it sent itself queued
  *   conn       a listening socket, a child that connected to it and was accepted: the
  *              parent sends a counter through the accepted socket 16 records ahead, the child
  *              echoes it back
@@ -235,6 +237,37 @@ static int check_listen(int abstract)
 	return 1;
 }
 
+/* --- self --- */
+static int self = -1;
+static struct sockaddr_un self_addr;
+static socklen_t self_len;
+
+static void setup_self(void)
+{
+	self = socket(AF_UNIX, SOCK_DGRAM, 0);
+	self_addr.sun_family = AF_UNIX;
+	snprintf(self_addr.sun_path + 1, sizeof(self_addr.sun_path) - 1, "imgtool-unixsk-self-%d", getpid());
+	self_len = offsetof(struct sockaddr_un, sun_path) + 1 + strlen(self_addr.sun_path + 1);
+	if (bind(self, (struct sockaddr *)&self_addr, self_len) || connect(self, (struct sockaddr *)&self_addr, self_len))
+		fail("bind/connect to itself");
+	if (send(self, "one", 3, 0) != 3 || send(self, "two!", 4, 0) != 4)
+		fail("send to itself");
+}
+
+static int check_self(void)
+{
+	struct sockaddr_un a;
+	socklen_t l = sizeof(a);
+	char b[8];
+	CHECK(recv(self, b, sizeof(b), MSG_DONTWAIT) == 3 && !memcmp(b, "one", 3), "first datagram");
+	CHECK(recv(self, b, sizeof(b), MSG_DONTWAIT) == 4 && !memcmp(b, "two!", 4), "second datagram");
+	CHECK(recv(self, b, sizeof(b), MSG_DONTWAIT) < 0 && errno == EAGAIN, "more than two datagrams");
+	CHECK(getpeername(self, (struct sockaddr *)&a, &l) == 0 && l == self_len && !memcmp(&a, &self_addr, l),
+	      "not connected to itself: getpeername errno %d, length %d", errno, (int)l);
+	CHECK(send(self, "3", 1, 0) == 1 && recv(self, b, sizeof(b), MSG_DONTWAIT) == 1 && b[0] == '3', "a new datagram to itself");
+	return 1;
+}
+
 /* --- conn --- */
 static struct counter c5;
 static pid_t child;
@@ -274,6 +307,8 @@ int main(int argc, char **argv)
 		setup_listen(argc > 2 ? argv[2] : "unixsk.sock", 0);
 	else if (!strcmp(mode, "abstract"))
 		setup_listen(NULL, 1);
+	else if (!strcmp(mode, "self"))
+		setup_self();
 	else if (!strcmp(mode, "conn"))
 		setup_conn();
 	printf("ready pid=%d\n", getpid());
@@ -286,6 +321,8 @@ int main(int argc, char **argv)
 				ok = check_dgram();
 			else if (!strcmp(mode, "listen") || !strcmp(mode, "abstract"))
 				ok = check_listen(!strcmp(mode, "abstract"));
+			else if (!strcmp(mode, "self"))
+				ok = check_self();
 			/* The counters go on: 100 more records each. */
 			for (int i = 0; ok && i < 100; i++) {
 				if (c1.name) {
