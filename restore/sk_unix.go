@@ -58,9 +58,12 @@ const uskExtern = 1
 func external(u *sk_unix.UnixSkEntry) bool { return u.GetUflags()&uskExtern != 0 }
 
 // unixSockets are the UNIX sockets of the set being created: an end created with its peer
-// (a socketpair) waits here, by inode, until its own description is opened.
+// (a socketpair), or before its own description because a socket connected to it needed
+// it, waits in made, by inode, until its description is opened; created holds every inode
+// created so far, so that a socket is made once however many connect to it.
 type unixSockets struct {
-	made map[uint32]*os.File
+	made    map[uint32]*os.File
+	created map[uint32]bool
 }
 
 func (u *unixSockets) close() {
@@ -323,12 +326,13 @@ type queued struct {
 // unixSock returns the socket of u: created before with its peer, or now.
 func (d *descriptions) unixSock(pl *plan, u *sk_unix.UnixSkEntry) (*os.File, error) {
 	if d.unix.made == nil {
-		d.unix.made = map[uint32]*os.File{}
+		d.unix.made, d.unix.created = map[uint32]*os.File{}, map[uint32]bool{}
 	}
 	if f := d.unix.made[u.GetIno()]; f != nil {
 		delete(d.unix.made, u.GetIno())
 		return f, nil
 	}
+	d.unix.created[u.GetIno()] = true
 	name := func(u *sk_unix.UnixSkEntry) string {
 		return fmt.Sprintf("socket:[%d] (file id %d)", u.GetIno(), u.GetId())
 	}
@@ -374,6 +378,7 @@ func (d *descriptions) unixSock(pl *plan, u *sk_unix.UnixSkEntry) (*os.File, err
 			return nil, err
 		}
 		d.unix.made[pe.GetIno()] = b
+		d.unix.created[pe.GetIno()] = true
 		return a, nil
 	}
 	switch {
@@ -425,10 +430,12 @@ func (d *descriptions) unixSock(pl *plan, u *sk_unix.UnixSkEntry) (*os.File, err
 		}
 	}
 	if peer := u.GetPeer(); peer != 0 && u.GetType() == unix.SOCK_DGRAM {
-		// Connected to a named socket: made (and bound) first, unless it lives outside the
-		// set (external: only its name is saved, and it is still there, checkExternalPeer).
+		// Connected to a named socket: made (and bound) first, unless it was already (its
+		// own description, or for another socket connected to it: zdtm's
+		// socket_dgram_data), is this socket, or lives outside the set (external: only its
+		// name is saved, and it is still there, checkExternalPeer).
 		pe := unixEntry(pl, peer)
-		if !external(pe) && peer != u.GetIno() && d.unix.made[peer] == nil {
+		if !external(pe) && peer != u.GetIno() && !d.unix.created[peer] {
 			pf, err := d.unixSock(pl, pe)
 			if err != nil {
 				return fail(err)

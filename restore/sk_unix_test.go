@@ -29,11 +29,12 @@ import (
 // direction, its options and a shut-down pair; dgram and seqpacket pairs with queued
 // datagrams; a listening socket at a path (mode kept) and at an abstract name, each
 // accepting a new client; a dgram socket connected to itself with datagrams queued; a
-// client and its accepted socket in two processes.
+// named dgram socket and two connected to it; a client and its accepted socket in two
+// processes.
 func TestRoundTripUnixSockets(t *testing.T) {
 	requireRoot(t)
 	bin := testproc.Build(t, "testdata/unixsk.c")
-	for _, mode := range []string{"stream", "dgram", "listen", "abstract", "self", "conn"} {
+	for _, mode := range []string{"stream", "dgram", "listen", "abstract", "self", "dgramsrv", "conn"} {
 		t.Run(mode, func(t *testing.T) {
 			args := []string{mode}
 			if mode == "listen" {
@@ -71,7 +72,7 @@ func TestRoundTripUnixSockets(t *testing.T) {
 func TestCRIUInteropUnixSockets(t *testing.T) {
 	criu := criuBin(t)
 	bin := testproc.Build(t, "testdata/unixsk.c")
-	for _, mode := range []string{"stream", "dgram", "listen", "self"} {
+	for _, mode := range []string{"stream", "dgram", "listen", "self", "dgramsrv"} {
 		for _, way := range []string{"imgtool dump, CRIU restore", "CRIU dump, imgtool restore"} {
 			t.Run(mode+"/"+way, func(t *testing.T) {
 				byCRIU := strings.HasPrefix(way, "CRIU")

@@ -13,6 +13,9 @@
  *   abstract   a stream socket listening at an abstract name
  *   self       a dgram socket bound to an abstract name and connected to itself (zdtm's
  *              sockets_dgram has one), with two datagrams it sent itself queued
+ *   dgramsrv   a dgram socket bound to an abstract name (fd 4) and two unbound ones
+ *              connected to it (fds 3 and 5: one before it, one after), each with a
+ *              datagram queued in it
  *   conn       a listening socket, a child that connected to it and was accepted: the
  *              parent sends a counter through the accepted socket 16 records ahead, the child
  *              echoes it back
@@ -268,6 +271,40 @@ static int check_self(void)
 	return 1;
 }
 
+/* --- dgramsrv --- */
+static int srv = -1, cli[2];
+
+static void setup_dgramsrv(void)
+{
+	struct sockaddr_un a = { .sun_family = AF_UNIX };
+	socklen_t l;
+	snprintf(a.sun_path + 1, sizeof(a.sun_path) - 1, "imgtool-unixsk-srv-%d", getpid());
+	l = offsetof(struct sockaddr_un, sun_path) + 1 + strlen(a.sun_path + 1);
+	cli[0] = socket(AF_UNIX, SOCK_DGRAM, 0);
+	srv = socket(AF_UNIX, SOCK_DGRAM, 0);
+	cli[1] = socket(AF_UNIX, SOCK_DGRAM, 0);
+	if (bind(srv, (struct sockaddr *)&a, l))
+		fail("bind");
+	for (int i = 0; i < 2; i++) {
+		if (connect(cli[i], (struct sockaddr *)&a, l) || send(cli[i], i ? "from2" : "from1", 5, 0) != 5)
+			fail("connect/send");
+	}
+}
+
+static int check_dgramsrv(void)
+{
+	char b[8];
+	CHECK(srv == 4 && cli[0] == 3 && cli[1] == 5, "fds %d %d %d", srv, cli[0], cli[1]);
+	CHECK(recv(srv, b, sizeof(b), MSG_DONTWAIT) == 5 && !memcmp(b, "from1", 5), "first queued datagram");
+	CHECK(recv(srv, b, sizeof(b), MSG_DONTWAIT) == 5 && !memcmp(b, "from2", 5), "second queued datagram");
+	CHECK(recv(srv, b, sizeof(b), MSG_DONTWAIT) < 0 && errno == EAGAIN, "more than two datagrams");
+	for (int i = 0; i < 2; i++) {
+		CHECK(send(cli[i], "again", 5, 0) == 5, "client %d cannot send: errno %d", i, errno);
+		CHECK(recv(srv, b, sizeof(b), MSG_DONTWAIT) == 5 && !memcmp(b, "again", 5), "client %d's new datagram", i);
+	}
+	return 1;
+}
+
 /* --- conn --- */
 static struct counter c5;
 static pid_t child;
@@ -309,6 +346,8 @@ int main(int argc, char **argv)
 		setup_listen(NULL, 1);
 	else if (!strcmp(mode, "self"))
 		setup_self();
+	else if (!strcmp(mode, "dgramsrv"))
+		setup_dgramsrv();
 	else if (!strcmp(mode, "conn"))
 		setup_conn();
 	printf("ready pid=%d\n", getpid());
@@ -323,6 +362,8 @@ int main(int argc, char **argv)
 				ok = check_listen(!strcmp(mode, "abstract"));
 			else if (!strcmp(mode, "self"))
 				ok = check_self();
+			else if (!strcmp(mode, "dgramsrv"))
+				ok = check_dgramsrv();
 			/* The counters go on: 100 more records each. */
 			for (int i = 0; ok && i < 100; i++) {
 				if (c1.name) {
