@@ -163,7 +163,7 @@ func checkUnixSk(pid int, f *fdDesc, local int, d *sockdiag.Unix) error {
 		uintptr(unsafe.Pointer(&n)), 0); e == 0 && n > 0 {
 		return no("a socket filter (SO_ATTACH_FILTER) is attached: not supported")
 	}
-	if d.State != tcpListen {
+	if hasQueue(d) {
 		_, rights, err := peekQueue(local, d.Type == unix.SOCK_STREAM)
 		if err != nil {
 			return fmt.Errorf("process %d fd %d: reading its queue: %w", pid, f.fd, err)
@@ -173,6 +173,14 @@ func checkUnixSk(pid int, f *fdDesc, local int, d *sockdiag.Unix) error {
 		}
 	}
 	return nil
+}
+
+// hasQueue tells whether socket d may hold a receive queue to save: not a listening
+// socket (its queue holds connections), nor a stream or seqpacket socket never connected
+// (state close), which has none and whose recvmsg fails with EINVAL (zdtm's
+// sk-unix-unconn). CRIU reads a queue only when UNIX_DIAG_RQLEN is not 0.
+func hasQueue(d *sockdiag.Unix) bool {
+	return d.State != tcpListen && (d.Type == unix.SOCK_DGRAM || d.State != tcpClose)
 }
 
 // socketFile returns the path of a bound socket's file (SIOCUNIXFILE) and its stat; a
@@ -319,7 +327,7 @@ func (unixSkKind) entry(s *setState, r fdRef, fe *fdinfo.FileEntry, flags uint32
 			e.NameDir = proto.String(filepath.Clean(dir))
 		}
 	}
-	if d.State != tcpListen {
+	if hasQueue(d) {
 		pkts, _, err := peekQueue(local, d.Type == unix.SOCK_STREAM)
 		if err != nil {
 			return r.errorf("reading its queue: %v", err)

@@ -29,12 +29,12 @@ import (
 // direction, its options and a shut-down pair; dgram and seqpacket pairs with queued
 // datagrams; a listening socket at a path (mode kept) and at an abstract name, each
 // accepting a new client; a dgram socket connected to itself with datagrams queued; a
-// named dgram socket and two connected to it; a client and its accepted socket in two
-// processes.
+// named dgram socket and two connected to it; stream and seqpacket sockets never
+// connected; a client and its accepted socket in two processes.
 func TestRoundTripUnixSockets(t *testing.T) {
 	requireRoot(t)
 	bin := testproc.Build(t, "testdata/unixsk.c")
-	for _, mode := range []string{"stream", "dgram", "listen", "abstract", "self", "dgramsrv", "conn"} {
+	for _, mode := range []string{"stream", "dgram", "listen", "abstract", "self", "dgramsrv", "unconn", "conn"} {
 		t.Run(mode, func(t *testing.T) {
 			args := []string{mode}
 			if mode == "listen" {
@@ -55,7 +55,7 @@ func TestRoundTripUnixSockets(t *testing.T) {
 			if b, err := os.ReadFile(filepath.Join(dir, "sk-queues.img")); err == nil {
 				queued = len(b)
 			}
-			if socks == 0 || (mode != "listen" && mode != "abstract" && queued == 0) {
+			if socks == 0 || (mode != "listen" && mode != "abstract" && mode != "unconn" && queued == 0) {
 				t.Fatalf("%d UNIX sockets and %d bytes of sk-queues.img in the set", socks, queued)
 			}
 			off := savedPos(t, dir, p.Log)
@@ -72,7 +72,7 @@ func TestRoundTripUnixSockets(t *testing.T) {
 func TestCRIUInteropUnixSockets(t *testing.T) {
 	criu := criuBin(t)
 	bin := testproc.Build(t, "testdata/unixsk.c")
-	for _, mode := range []string{"stream", "dgram", "listen", "self", "dgramsrv"} {
+	for _, mode := range []string{"stream", "dgram", "listen", "self", "dgramsrv", "unconn"} {
 		for _, way := range []string{"imgtool dump, CRIU restore", "CRIU dump, imgtool restore"} {
 			t.Run(mode+"/"+way, func(t *testing.T) {
 				byCRIU := strings.HasPrefix(way, "CRIU")

@@ -13,6 +13,9 @@
  *   abstract   a stream socket listening at an abstract name
  *   self       a dgram socket bound to an abstract name and connected to itself (zdtm's
  *              sockets_dgram has one), with two datagrams it sent itself queued
+ *   unconn     a stream socket never connected nor bound (fd 3) and a seqpacket one bound
+ *              to an abstract name, never connected (fd 4): after the restore fd 4 listens
+ *              and fd 3 (a stream socket: refused) then a new seqpacket socket connect to it
  *   dgramsrv   a dgram socket bound to an abstract name (fd 4) and two unbound ones
  *              connected to it (fds 3 and 5: one before it, one after), each with a
  *              datagram queued in it
@@ -271,6 +274,39 @@ static int check_self(void)
 	return 1;
 }
 
+/* --- unconn --- */
+static int unconn[2] = { -1, -1 };
+static struct sockaddr_un unconn_addr;
+static socklen_t unconn_len;
+
+static void setup_unconn(void)
+{
+	unconn[0] = socket(AF_UNIX, SOCK_STREAM, 0);
+	unconn[1] = socket(AF_UNIX, SOCK_SEQPACKET, 0);
+	unconn_addr.sun_family = AF_UNIX;
+	snprintf(unconn_addr.sun_path + 1, sizeof(unconn_addr.sun_path) - 1, "imgtool-unixsk-unconn-%d", getpid());
+	unconn_len = offsetof(struct sockaddr_un, sun_path) + 1 + strlen(unconn_addr.sun_path + 1);
+	if (bind(unconn[1], (struct sockaddr *)&unconn_addr, unconn_len))
+		fail("bind");
+}
+
+static int check_unconn(void)
+{
+	char b[8];
+	int c = socket(AF_UNIX, SOCK_SEQPACKET, 0), a;
+	CHECK(unconn[0] == 3 && unconn[1] == 4, "fds %d %d", unconn[0], unconn[1]);
+	CHECK(getint(unconn[0], SO_TYPE) == SOCK_STREAM && getint(unconn[1], SO_TYPE) == SOCK_SEQPACKET, "types");
+	CHECK(listen(unconn[1], 1) == 0, "listen: errno %d", errno);
+	CHECK(connect(unconn[0], (struct sockaddr *)&unconn_addr, unconn_len) < 0 && errno == ECONNREFUSED,
+	      "a stream socket connected to a seqpacket listener (errno %d)", errno);
+	CHECK(connect(c, (struct sockaddr *)&unconn_addr, unconn_len) == 0, "connect: errno %d", errno);
+	CHECK((a = accept(unconn[1], NULL, NULL)) >= 0, "accept: errno %d", errno);
+	CHECK(send(c, "hi", 2, 0) == 2 && recv(a, b, sizeof(b), 0) == 2 && !memcmp(b, "hi", 2), "no hi");
+	close(a);
+	close(c);
+	return 1;
+}
+
 /* --- dgramsrv --- */
 static int srv = -1, cli[2];
 
@@ -348,6 +384,8 @@ int main(int argc, char **argv)
 		setup_self();
 	else if (!strcmp(mode, "dgramsrv"))
 		setup_dgramsrv();
+	else if (!strcmp(mode, "unconn"))
+		setup_unconn();
 	else if (!strcmp(mode, "conn"))
 		setup_conn();
 	printf("ready pid=%d\n", getpid());
@@ -364,6 +402,8 @@ int main(int argc, char **argv)
 				ok = check_self();
 			else if (!strcmp(mode, "dgramsrv"))
 				ok = check_dgramsrv();
+			else if (!strcmp(mode, "unconn"))
+				ok = check_unconn();
 			/* The counters go on: 100 more records each. */
 			for (int i = 0; ok && i < 100; i++) {
 				if (c1.name) {
