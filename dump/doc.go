@@ -82,9 +82,11 @@
 // to a relative name, or whose socket file is gone or another socket's. files.img holds
 // each UNIX socket after its peer, unless the two are connected to each other, as CRIU
 // writes it: CRIU's restore looks a peer up only among the entries before (orderUnixPeers).
-// Descriptors in flight (SCM_RIGHTS), a connection not accepted yet, a
-// socket filter, a deleted socket file and other families (netlink, packet, raw: named in
-// the refusal) are refused in precheck. TCP and UDP sockets over IPv4 and IPv6 are
+// Descriptors in flight (SCM_RIGHTS), a datagram queued in a dgram socket by a socket with
+// a name (sk_packet_entry has no place for the sender: a restore queues it from a socket
+// without one, and recvfrom would tell no address; CRIU's restore does the same), a
+// connection not accepted yet, a socket filter, a deleted socket file and other families
+// (netlink, packet, raw: named in the refusal) are refused in precheck. TCP and UDP sockets over IPv4 and IPv6 are
 // inet_sk_entry as CRIU 4.2 writes them (sk_inet.go): family, type, protocol, state, bound
 // and connected address and port, a listener's backlog (a connection's: its send queue's
 // length, as sock_diag reports it), IPV6_V6ONLY, sk_opts_entry, ip_opts_entry and

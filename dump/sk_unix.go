@@ -55,7 +55,8 @@ const (
 // connection whose peer is gone but which is not shut down both ways, a peer that no
 // process of the tree holds (checkUnixPeers) without Options.ExtUnixSk, or with it one
 // that a restore could not connect to again (outsidePeer), descriptors in flight
-// (SCM_RIGHTS in a queue), a socket filter, a bound socket whose file was deleted.
+// (SCM_RIGHTS in a queue), a datagram queued by a socket with a name (namedSender), a
+// socket filter, a bound socket whose file was deleted.
 type unixSkKind struct{}
 
 func (unixSkKind) typ() fdinfo.FdTypes { return fdinfo.FdTypes_UNIXSK }
@@ -164,15 +165,44 @@ func checkUnixSk(pid int, f *fdDesc, local int, d *sockdiag.Unix) error {
 		return no("a socket filter (SO_ATTACH_FILTER) is attached: not supported")
 	}
 	if hasQueue(d) {
-		_, rights, err := peekQueue(local, d.Type == unix.SOCK_STREAM)
+		_, senders, rights, err := peekQueue(local, d.Type == unix.SOCK_STREAM)
 		if err != nil {
 			return fmt.Errorf("process %d fd %d: reading its queue: %w", pid, f.fd, err)
 		}
 		if rights {
 			return no("file descriptors in flight (SCM_RIGHTS queued in the socket): not supported")
 		}
+		if from := namedSender(d, senders); from != nil {
+			return no(fmt.Sprintf("a datagram queued in it was sent by the socket named %s: a restore would deliver it "+
+				"from a socket without a name (the sender is not in the images; CRIU's restore loses it so): not supported", addrName(from)))
+		}
 	}
 	return nil
+}
+
+// namedSender returns the address of the first datagram queued in dgram socket d that a
+// socket with a name sent, or nil. A restore queues the datagrams again from a socket
+// without a name (sk_packet_entry has no place for the sender, CRIU's restore does the
+// same): a program reading them with recvfrom, to answer, would get no address (zdtm's
+// socket_snd_addr). Stream and seqpacket sockets are read without addresses.
+func namedSender(d *sockdiag.Unix, senders [][]byte) []byte {
+	if d.Type != unix.SOCK_DGRAM {
+		return nil
+	}
+	for _, s := range senders {
+		if len(s) > 0 {
+			return s
+		}
+	}
+	return nil
+}
+
+// addrName shows a UNIX socket address: a path, or @NAME for an abstract one.
+func addrName(b []byte) string {
+	if len(b) > 0 && b[0] == 0 {
+		return fmt.Sprintf("%q", "@"+string(b[1:]))
+	}
+	return fmt.Sprintf("%q", strings.TrimRight(string(b), "\x00"))
 }
 
 // hasQueue tells whether socket d may hold a receive queue to save: not a listening
@@ -207,15 +237,16 @@ func socketFile(local int) (string, *unix.Stat_t, error) {
 }
 
 // peekQueue copies every packet queued in socket fd's receive queue without consuming it
-// (MSG_PEEK at an advancing SO_PEEK_OFF, put back after). rights tells whether one carries
-// file descriptors (SCM_RIGHTS; they are closed here).
-func peekQueue(fd int, stream bool) (pkts [][]byte, rights bool, err error) {
+// (MSG_PEEK at an advancing SO_PEEK_OFF, put back after), with the address of the socket
+// that sent each (nil when it had no name). rights tells whether one carries file
+// descriptors (SCM_RIGHTS; they are closed here).
+func peekQueue(fd int, stream bool) (pkts, senders [][]byte, rights bool, err error) {
 	orig, err := unix.GetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_PEEK_OFF)
 	if err != nil {
-		return nil, false, fmt.Errorf("SO_PEEK_OFF: %w", err)
+		return nil, nil, false, fmt.Errorf("SO_PEEK_OFF: %w", err)
 	}
 	if err := unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_PEEK_OFF, 0); err != nil {
-		return nil, false, fmt.Errorf("SO_PEEK_OFF: %w", err)
+		return nil, nil, false, fmt.Errorf("SO_PEEK_OFF: %w", err)
 	}
 	defer func() {
 		if e := unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_PEEK_OFF, orig); e != nil && err == nil {
@@ -234,15 +265,15 @@ func peekQueue(fd int, stream bool) (pkts [][]byte, rights bool, err error) {
 		if !stream {
 			flags |= unix.MSG_TRUNC // the whole datagram's length, to grow the buffer
 		}
-		n, oobn, rflags, _, err := unix.Recvmsg(fd, buf, oob, flags)
+		n, oobn, rflags, from, err := recvmsgFrom(fd, buf, oob, flags)
 		if err != nil {
 			if errors.Is(err, unix.EAGAIN) {
-				return pkts, rights, nil
+				return pkts, senders, rights, nil
 			}
 			if errors.Is(err, unix.EINTR) {
 				continue
 			}
-			return nil, false, fmt.Errorf("recvmsg: %w", err)
+			return nil, nil, false, fmt.Errorf("recvmsg: %w", err)
 		}
 		if rflags&unix.MSG_CTRUNC != 0 {
 			rights = true
@@ -260,18 +291,42 @@ func peekQueue(fd int, stream bool) (pkts [][]byte, rights bool, err error) {
 			}
 		}
 		if n == 0 {
-			return pkts, rights, nil // end of stream (or an empty datagram, as CRIU stops too)
+			return pkts, senders, rights, nil // end of stream (or an empty datagram, as CRIU stops too)
 		}
 		if n > len(buf) { // a datagram longer than the buffer: again, whole
 			buf = make([]byte, n)
 			if err := unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_PEEK_OFF, off); err != nil {
-				return nil, false, fmt.Errorf("SO_PEEK_OFF: %w", err)
+				return nil, nil, false, fmt.Errorf("SO_PEEK_OFF: %w", err)
 			}
 			continue
 		}
 		pkts = append(pkts, append([]byte(nil), buf[:n]...))
+		senders = append(senders, from)
 		off += n
 	}
+}
+
+// recvmsgFrom is recvmsg(2) on fd with the sender's address as the kernel gives it (the
+// bytes of sun_path, nil for a socket without a name): unix.Recvmsg cuts an abstract name
+// at its first NUL.
+func recvmsgFrom(fd int, buf, oob []byte, flags int) (n, oobn, rflags int, from []byte, err error) {
+	var rsa unix.RawSockaddrUnix
+	iov := unix.Iovec{Base: &buf[0]}
+	iov.SetLen(len(buf))
+	msg := unix.Msghdr{Name: (*byte)(unsafe.Pointer(&rsa)), Namelen: uint32(unsafe.Sizeof(rsa)), Iov: &iov, Iovlen: 1,
+		Control: &oob[0]}
+	msg.SetControllen(len(oob))
+	r, _, e := unix.Syscall(unix.SYS_RECVMSG, uintptr(fd), uintptr(unsafe.Pointer(&msg)), uintptr(flags))
+	if e != 0 {
+		return 0, 0, 0, nil, e
+	}
+	if l := int(msg.Namelen) - int(unsafe.Offsetof(rsa.Path)); l > 0 && l <= len(rsa.Path) {
+		from = make([]byte, l)
+		for i := range from {
+			from[i] = byte(rsa.Path[i])
+		}
+	}
+	return int(r), int(msg.Controllen), int(msg.Flags), from, nil
 }
 
 // skPacket is one queued packet: the file id of the socket that holds it, its bytes.
@@ -328,7 +383,7 @@ func (unixSkKind) entry(s *setState, r fdRef, fe *fdinfo.FileEntry, flags uint32
 		}
 	}
 	if hasQueue(d) {
-		pkts, _, err := peekQueue(local, d.Type == unix.SOCK_STREAM)
+		pkts, _, _, err := peekQueue(local, d.Type == unix.SOCK_STREAM)
 		if err != nil {
 			return r.errorf("reading its queue: %v", err)
 		}

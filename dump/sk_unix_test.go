@@ -19,7 +19,8 @@ import (
 // TestRefuseUnixSockets: what a restore could not bring back is refused before any thread
 // is seized, naming the fd and the reason: a peer outside the tree (without ExtUnixSk: any;
 // with it, CRIU's --ext-unix-sk, those a restore could not connect to again), a descriptor
-// in flight, a connection not accepted yet (the listener and the client), sockets of other
+// in flight, a datagram queued from a socket with a name (a restore queues it from one
+// without), a connection not accepted yet (the listener and the client), sockets of other
 // families.
 func TestRefuseUnixSockets(t *testing.T) {
 	name := fmt.Sprintf("imgtool-outside-%d", os.Getpid())
@@ -57,6 +58,7 @@ func TestRefuseUnixSockets(t *testing.T) {
 			7: "and has no name to connect to again (an end of a socketpair)",
 		}},
 		{[]string{"rights"}, false, map[int]string{4: "file descriptors in flight (SCM_RIGHTS"}},
+		{[]string{"sender"}, false, map[int]string{3: `a datagram queued in it was sent by the socket named "@imgtool-unixrefuse-cli-`}},
 		{[]string{"icon"}, false, map[int]string{
 			3: "listening, with 1 connection(s) not accepted yet",
 			4: "in the middle of a connect: its connection waits, not accepted yet, in the queue of listening socket:[",

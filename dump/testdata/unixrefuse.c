@@ -7,6 +7,9 @@
  *   icon     a listening socket (fd 3) and a client (fd 4) connected to it, not accepted
  *   inet     a TCP socket (fd 3) and a UDP socket (fd 4), both dumped, a netlink socket
  *            (fd 5) and a packet socket (fd 6), refused
+ *   sender   a dgram socket bound to an abstract name (fd 3) with a datagram queued that a
+ *            socket bound to another name (fd 4, connected to it) sent, and one that an
+ *            unbound socket (fd 5) sent
  *   extunix  sockets connected to peers outside the tree, held by an orphan (a grandchild
  *            whose parent exited: not a descendant; it exits when this program does):
  *            fd 3 a stream connection (accepted), fd 4 a dgram socket connected to a socket
@@ -192,6 +195,19 @@ int main(int argc, char **argv)
 			perror("icon");
 			return 1;
 		}
+	} else if (!strcmp(mode, "sender")) {
+		struct sockaddr_un srv, cli;
+		socklen_t sl, cl;
+		snprintf(name, sizeof(name), "imgtool-unixrefuse-srv-%d", getpid());
+		sl = abstract(&srv, name);
+		snprintf(name, sizeof(name), "imgtool-unixrefuse-cli-%d", getpid());
+		cl = abstract(&cli, name);
+		at(bound(SOCK_DGRAM, &srv, sl), 3);
+		at(bound(SOCK_DGRAM, &cli, cl), 4);
+		at(socket(AF_UNIX, SOCK_DGRAM, 0), 5);
+		if (connect(4, (struct sockaddr *)&srv, sl) || send(4, "named", 5, 0) != 5 ||
+		    sendto(5, "anon", 4, 0, (struct sockaddr *)&srv, sl) != 4)
+			die("send");
 	} else if (!strcmp(mode, "extunix")) {
 		extunix();
 	} else if (!strcmp(mode, "inet")) {

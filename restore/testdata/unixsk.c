@@ -12,7 +12,8 @@
  *   listen     a stream socket listening at the path argv[2] (mode 0640)
  *   abstract   a stream socket listening at an abstract name
  *   self       a dgram socket bound to an abstract name and connected to itself (zdtm's
- *              sockets_dgram has one), with two datagrams it sent itself queued
+ *              sockets_dgram has one); nothing queued (what it sends itself comes from a
+ *              socket with a name, which a dump refuses: the sender is not saved)
  *   unconn     a stream socket never connected nor bound (fd 3) and a seqpacket one bound
  *              to an abstract name, never connected (fd 4): after the restore fd 4 listens
  *              and fd 3 (a stream socket: refused) then a new seqpacket socket connect to it
@@ -256,8 +257,6 @@ static void setup_self(void)
 	self_len = offsetof(struct sockaddr_un, sun_path) + 1 + strlen(self_addr.sun_path + 1);
 	if (bind(self, (struct sockaddr *)&self_addr, self_len) || connect(self, (struct sockaddr *)&self_addr, self_len))
 		fail("bind/connect to itself");
-	if (send(self, "one", 3, 0) != 3 || send(self, "two!", 4, 0) != 4)
-		fail("send to itself");
 }
 
 static int check_self(void)
@@ -265,12 +264,11 @@ static int check_self(void)
 	struct sockaddr_un a;
 	socklen_t l = sizeof(a);
 	char b[8];
-	CHECK(recv(self, b, sizeof(b), MSG_DONTWAIT) == 3 && !memcmp(b, "one", 3), "first datagram");
-	CHECK(recv(self, b, sizeof(b), MSG_DONTWAIT) == 4 && !memcmp(b, "two!", 4), "second datagram");
-	CHECK(recv(self, b, sizeof(b), MSG_DONTWAIT) < 0 && errno == EAGAIN, "more than two datagrams");
 	CHECK(getpeername(self, (struct sockaddr *)&a, &l) == 0 && l == self_len && !memcmp(&a, &self_addr, l),
 	      "not connected to itself: getpeername errno %d, length %d", errno, (int)l);
-	CHECK(send(self, "3", 1, 0) == 1 && recv(self, b, sizeof(b), MSG_DONTWAIT) == 1 && b[0] == '3', "a new datagram to itself");
+	l = sizeof(a);
+	CHECK(send(self, "3", 1, 0) == 1 && recvfrom(self, b, sizeof(b), MSG_DONTWAIT, (struct sockaddr *)&a, &l) == 1 &&
+	      b[0] == '3' && l == self_len && !memcmp(&a, &self_addr, l), "a new datagram to itself, from itself");
 	return 1;
 }
 
