@@ -555,15 +555,11 @@ func outsidePeer(ino uint32, p *sockdiag.Unix, ext bool) string {
 		return fmt.Sprintf("%s and is bound to %q, a name relative to its binder's working directory: a restore could not find it", held, path)
 	}
 	var st unix.Stat_t
-	if err := unix.Stat(path, &st); err != nil || !p.HasVFS || st.Ino != uint64(p.VFSIno) || st.Dev != kernelDev(p.VFSDev) {
+	if err := unix.Stat(path, &st); err != nil || !p.HasVFS || st.Ino != uint64(p.VFSIno) || st.Dev != p.FileDev() {
 		return fmt.Sprintf("%s and its socket file %s is gone or is another socket's now: a restore could not connect to it", held, path)
 	}
 	return ""
 }
-
-// kernelDev converts a device number of the kernel's internal encoding (major << 20 |
-// minor, as UNIX_DIAG_VFS reports it) into stat's.
-func kernelDev(d uint32) uint64 { return unix.Mkdev(d>>20, d&0xfffff) }
 
 // externEntry is the entry CRIU 4.2 writes for an external peer (fix_external_unix_sockets,
 // sk-unix.c): its inode and name, type dgram and state listen whatever they are, USK_EXTERN,

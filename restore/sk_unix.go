@@ -31,8 +31,8 @@ const (
 // path or abstract name and listens (a socket file left at the path by the dumped socket is
 // removed first; anything else there refuses the set); a dgram socket connected to a named
 // one connects to it (one connected to itself, to its own name, once bound); a stream
-// connection whose peer had gone (shut down both ways) is a
-// socketpair whose other end is closed. The bytes queued in each socket (sk-queues.img, by
+// connection whose peer had gone (shut down both ways) is a socketpair whose other end is
+// closed. The bytes queued in each socket (sk-queues.img, by
 // the file id of the receiving socket) are sent again by its peer, or by a helper end for a
 // socket without one (a dgram socket gets it through socketpair(2) and connect(AF_UNSPEC),
 // which leaves the helper able to send to it), with the send and receive buffers raised
@@ -44,10 +44,11 @@ const (
 // removed. It needs Options.ExtUnixSk, as criu restore needs --ext-unix-sk (checkExternalPeer).
 //
 // Refused, before anything exists: a peer that is not in the set, an external peer
-// without Options.ExtUnixSk or one that cannot be connected to again (checkExternalPeer), a
-// connection not accepted yet (an in-flight connection to a listening socket), a socket
-// connected to itself without a name, descriptors in flight (SCM_RIGHTS in sk-queues.img), a socket
-// filter, a bound socket whose file was deleted, CRIU's service and plugin sockets.
+// without Options.ExtUnixSk or one that cannot be connected to again (checkExternalPeer),
+// a connection not accepted yet (an in-flight connection to a listening socket), a socket
+// connected to itself without a name, descriptors in flight (SCM_RIGHTS in
+// sk-queues.img), a socket filter, a bound socket whose file was deleted, CRIU's service
+// and plugin sockets.
 type unixSkKind struct{}
 
 // uskExtern is USK_EXTERN of unix_sk_entry.uflags (CRIU's sk-unix.c): the entry of a
@@ -272,7 +273,7 @@ func liveSocketAt(u *sk_unix.UnixSkEntry, path string) (*sockdiag.Unix, error) {
 	}
 	for _, s := range all {
 		if path == "" && bytes.Equal(s.Name, u.GetName()) ||
-			path != "" && s.HasVFS && uint64(s.VFSIno) == st.Ino && unix.Mkdev(s.VFSDev>>20, s.VFSDev&0xfffff) == st.Dev {
+			path != "" && s.HasVFS && uint64(s.VFSIno) == st.Ino && s.FileDev() == st.Dev {
 			return s, nil
 		}
 	}
