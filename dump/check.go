@@ -80,7 +80,7 @@ func (d *dumper) precheck() error {
 	if err := checkFdOwners(pids, &refused); err != nil {
 		return err
 	}
-	if err := checkUnixPeers(pids, &refused); err != nil {
+	if err := checkUnixPeers(pids, d.opts.ExtUnixSk, &refused); err != nil {
 		return err
 	}
 	if err := checkTCPConns(pids, d.opts, &refused); err != nil {

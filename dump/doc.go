@@ -69,9 +69,24 @@
 // state and the options of sk_opts_entry; the bytes queued in each socket in sk-queues.img,
 // peeked from a copy of the socket (pidfd_getfd) at an advancing SO_PEEK_OFF, as CRIU's
 // parasite does, never consumed; state from sock_diag, internal/sockdiag). A peer no process
-// of the tree holds, descriptors in flight (SCM_RIGHTS), a connection not accepted yet, a
-// socket filter, a deleted socket file and other families (netlink, packet, raw: named in
-// the refusal) are refused in precheck. TCP and UDP sockets over IPv4 and IPv6 are
+// of the tree holds is refused unless Options.ExtUnixSk (CRIU's --ext-unix-sk): a datagram
+// socket connected to a named, unconnected socket outside the tree (a logger's to /dev/log)
+// is then saved as CRIU 4.2 saves it, its own entry and queue as any other's (peer: the
+// outside inode) and, once per outside peer, an entry of that peer with USK_EXTERN, its
+// inode and name, type dgram, state listen and nothing else, which a restore connects to
+// by name; what the socket sent is in the peer's queue, outside, and stays there. Refused
+// even then: a stream or seqpacket connection and a peer without a name (CRIU dumps those
+// only when --ext-unix-sk=INO names the socket, for a restore handed it with --inherit-fd,
+// which imgtool has not), and, although CRIU dumps them, a peer a restore could not
+// connect to again: itself connected (it refuses any other socket's connect, EPERM), bound
+// to a relative name, or whose socket file is gone or another socket's. files.img holds
+// each UNIX socket after its peer, unless the two are connected to each other, as CRIU
+// writes it: CRIU's restore looks a peer up only among the entries before (orderUnixPeers).
+// Descriptors in flight (SCM_RIGHTS), a datagram queued in a dgram socket by a socket with
+// a name (sk_packet_entry has no place for the sender: a restore queues it from a socket
+// without one, and recvfrom would tell no address; CRIU's restore does the same), a
+// connection not accepted yet, a socket filter, a deleted socket file and other families
+// (netlink, packet, raw: named in the refusal) are refused in precheck. TCP and UDP sockets over IPv4 and IPv6 are
 // inet_sk_entry as CRIU 4.2 writes them (sk_inet.go): family, type, protocol, state, bound
 // and connected address and port, a listener's backlog (a connection's: its send queue's
 // length, as sock_diag reports it), IPV6_V6ONLY, sk_opts_entry, ip_opts_entry and

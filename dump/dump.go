@@ -64,6 +64,13 @@ type Options struct {
 	// NetworkLockNftables, also CRIU's nftables lock, left in place for the restore to
 	// remove, as criu dump --network-lock nftables does (sk_tcp.go).
 	NetworkLock string
+	// ExtUnixSk dumps a UNIX datagram socket connected to a named socket that no process
+	// of the tree holds (a logger's to /dev/log, say), as CRIU's --ext-unix-sk: the peer
+	// is saved by its name only (a unix_sk_entry with USK_EXTERN), for a restore to
+	// connect to again (it needs ExtUnixSk too). Without it such a socket is refused; with
+	// it, a stream connection, a peer without a name and a peer a restore could not
+	// connect to again still are (sk_unix.go, outsidePeer).
+	ExtUnixSk bool
 }
 
 // The values of Options.NetworkLock.

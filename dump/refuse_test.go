@@ -25,6 +25,13 @@ func refusedAtOnce(t *testing.T, prog string, args ...string) Refusals {
 // refusedWith is refusedAtOnce with the dump's options opts (Pid set here).
 func refusedWith(t *testing.T, opts Options, prog string, args ...string) Refusals {
 	t.Helper()
+	all, _ := refusedProc(t, opts, prog, args...)
+	return all
+}
+
+// refusedProc is refusedWith, which also returns the program it launched.
+func refusedProc(t *testing.T, opts Options, prog string, args ...string) (Refusals, *testproc.Proc) {
+	t.Helper()
 	tg := launch(t, prog, args...)
 	seized := seizes.Load()
 	opts.Pid = tg.Pid
@@ -50,7 +57,7 @@ func refusedWith(t *testing.T, opts Options, prog string, args ...string) Refusa
 	if st, _ := procfs.ReadStatus(procfs.Path(tg.Pid, "status")); st["TracerPid"] != "0" || st["State"][0] == 'T' {
 		t.Errorf("target left traced or stopped: %v %v", st["TracerPid"], st["State"])
 	}
-	return all
+	return all, tg
 }
 
 // TestRefuseFileLocks: a process holding file locks is refused, every lock at once

@@ -43,13 +43,20 @@ const (
 // consumed, and the peek offset is put back. State comes from sock_diag (UNIX_DIAG), by
 // inode.
 //
+// A socket whose peer no process of the tree holds (an external peer) is refused unless
+// Options.ExtUnixSk (CRIU's --ext-unix-sk), and then saved as CRIU 4.2 saves it: its own
+// entry as any other (peer: the external inode) and, once per external peer, an entry of
+// its own with USK_EXTERN for a restore to connect to by name (see outsidePeer and
+// externEntry).
+//
 // Refused, naming the fd: other address families (TCP, UDP, netlink, packet...), types
 // other than stream, dgram and seqpacket, sockets in other states than listening,
 // connected or closed, a listening socket with connections not accepted yet, a stream
 // connection whose peer is gone but which is not shut down both ways, a peer that no
-// process of the tree holds (checkUnixPeers; CRIU's --ext-unix-sk is not implemented),
-// descriptors in flight (SCM_RIGHTS in a queue), a socket filter, a bound socket whose file
-// was deleted.
+// process of the tree holds (checkUnixPeers) without Options.ExtUnixSk, or with it one
+// that a restore could not connect to again (outsidePeer), descriptors in flight
+// (SCM_RIGHTS in a queue), a datagram queued by a socket with a name (namedSender), a
+// socket filter, a bound socket whose file was deleted.
 type unixSkKind struct{}
 
 func (unixSkKind) typ() fdinfo.FdTypes { return fdinfo.FdTypes_UNIXSK }
@@ -157,16 +164,53 @@ func checkUnixSk(pid int, f *fdDesc, local int, d *sockdiag.Unix) error {
 		uintptr(unsafe.Pointer(&n)), 0); e == 0 && n > 0 {
 		return no("a socket filter (SO_ATTACH_FILTER) is attached: not supported")
 	}
-	if d.State != tcpListen {
-		_, rights, err := peekQueue(local, d.Type == unix.SOCK_STREAM)
+	if hasQueue(d) {
+		_, senders, rights, err := peekQueue(local, d.Type == unix.SOCK_STREAM)
 		if err != nil {
 			return fmt.Errorf("process %d fd %d: reading its queue: %w", pid, f.fd, err)
 		}
 		if rights {
 			return no("file descriptors in flight (SCM_RIGHTS queued in the socket): not supported")
 		}
+		if from := namedSender(d, senders); from != nil {
+			return no(fmt.Sprintf("a datagram queued in it was sent by the socket named %s: a restore would deliver it "+
+				"from a socket without a name (the sender is not in the images; CRIU's restore loses it so): not supported", addrName(from)))
+		}
 	}
 	return nil
+}
+
+// namedSender returns the address of the first datagram queued in dgram socket d that a
+// socket with a name sent, or nil. A restore queues the datagrams again from a socket
+// without a name (sk_packet_entry has no place for the sender, CRIU's restore does the
+// same): a program reading them with recvfrom, to answer, would get no address (zdtm's
+// socket_snd_addr). Stream and seqpacket sockets are read without addresses.
+func namedSender(d *sockdiag.Unix, senders [][]byte) []byte {
+	if d.Type != unix.SOCK_DGRAM {
+		return nil
+	}
+	for _, s := range senders {
+		if len(s) > 0 {
+			return s
+		}
+	}
+	return nil
+}
+
+// addrName shows a UNIX socket address: a path, or @NAME for an abstract one.
+func addrName(b []byte) string {
+	if len(b) > 0 && b[0] == 0 {
+		return fmt.Sprintf("%q", "@"+string(b[1:]))
+	}
+	return fmt.Sprintf("%q", strings.TrimRight(string(b), "\x00"))
+}
+
+// hasQueue tells whether socket d may hold a receive queue to save: not a listening
+// socket (its queue holds connections), nor a stream or seqpacket socket never connected
+// (state close), which has none and whose recvmsg fails with EINVAL (zdtm's
+// sk-unix-unconn). CRIU reads a queue only when UNIX_DIAG_RQLEN is not 0.
+func hasQueue(d *sockdiag.Unix) bool {
+	return d.State != tcpListen && (d.Type == unix.SOCK_DGRAM || d.State != tcpClose)
 }
 
 // socketFile returns the path of a bound socket's file (SIOCUNIXFILE) and its stat; a
@@ -193,15 +237,16 @@ func socketFile(local int) (string, *unix.Stat_t, error) {
 }
 
 // peekQueue copies every packet queued in socket fd's receive queue without consuming it
-// (MSG_PEEK at an advancing SO_PEEK_OFF, put back after). rights tells whether one carries
-// file descriptors (SCM_RIGHTS; they are closed here).
-func peekQueue(fd int, stream bool) (pkts [][]byte, rights bool, err error) {
+// (MSG_PEEK at an advancing SO_PEEK_OFF, put back after), with the address of the socket
+// that sent each (nil when it had no name). rights tells whether one carries file
+// descriptors (SCM_RIGHTS; they are closed here).
+func peekQueue(fd int, stream bool) (pkts, senders [][]byte, rights bool, err error) {
 	orig, err := unix.GetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_PEEK_OFF)
 	if err != nil {
-		return nil, false, fmt.Errorf("SO_PEEK_OFF: %w", err)
+		return nil, nil, false, fmt.Errorf("SO_PEEK_OFF: %w", err)
 	}
 	if err := unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_PEEK_OFF, 0); err != nil {
-		return nil, false, fmt.Errorf("SO_PEEK_OFF: %w", err)
+		return nil, nil, false, fmt.Errorf("SO_PEEK_OFF: %w", err)
 	}
 	defer func() {
 		if e := unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_PEEK_OFF, orig); e != nil && err == nil {
@@ -220,15 +265,15 @@ func peekQueue(fd int, stream bool) (pkts [][]byte, rights bool, err error) {
 		if !stream {
 			flags |= unix.MSG_TRUNC // the whole datagram's length, to grow the buffer
 		}
-		n, oobn, rflags, _, err := unix.Recvmsg(fd, buf, oob, flags)
+		n, oobn, rflags, from, err := recvmsgFrom(fd, buf, oob, flags)
 		if err != nil {
 			if errors.Is(err, unix.EAGAIN) {
-				return pkts, rights, nil
+				return pkts, senders, rights, nil
 			}
 			if errors.Is(err, unix.EINTR) {
 				continue
 			}
-			return nil, false, fmt.Errorf("recvmsg: %w", err)
+			return nil, nil, false, fmt.Errorf("recvmsg: %w", err)
 		}
 		if rflags&unix.MSG_CTRUNC != 0 {
 			rights = true
@@ -246,18 +291,42 @@ func peekQueue(fd int, stream bool) (pkts [][]byte, rights bool, err error) {
 			}
 		}
 		if n == 0 {
-			return pkts, rights, nil // end of stream (or an empty datagram, as CRIU stops too)
+			return pkts, senders, rights, nil // end of stream (or an empty datagram, as CRIU stops too)
 		}
 		if n > len(buf) { // a datagram longer than the buffer: again, whole
 			buf = make([]byte, n)
 			if err := unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_PEEK_OFF, off); err != nil {
-				return nil, false, fmt.Errorf("SO_PEEK_OFF: %w", err)
+				return nil, nil, false, fmt.Errorf("SO_PEEK_OFF: %w", err)
 			}
 			continue
 		}
 		pkts = append(pkts, append([]byte(nil), buf[:n]...))
+		senders = append(senders, from)
 		off += n
 	}
+}
+
+// recvmsgFrom is recvmsg(2) on fd with the sender's address as the kernel gives it (the
+// bytes of sun_path, nil for a socket without a name): unix.Recvmsg cuts an abstract name
+// at its first NUL.
+func recvmsgFrom(fd int, buf, oob []byte, flags int) (n, oobn, rflags int, from []byte, err error) {
+	var rsa unix.RawSockaddrUnix
+	iov := unix.Iovec{Base: &buf[0]}
+	iov.SetLen(len(buf))
+	msg := unix.Msghdr{Name: (*byte)(unsafe.Pointer(&rsa)), Namelen: uint32(unsafe.Sizeof(rsa)), Iov: &iov, Iovlen: 1,
+		Control: &oob[0]}
+	msg.SetControllen(len(oob))
+	r, _, e := unix.Syscall(unix.SYS_RECVMSG, uintptr(fd), uintptr(unsafe.Pointer(&msg)), uintptr(flags))
+	if e != 0 {
+		return 0, 0, 0, nil, e
+	}
+	if l := int(msg.Namelen) - int(unsafe.Offsetof(rsa.Path)); l > 0 && l <= len(rsa.Path) {
+		from = make([]byte, l)
+		for i := range from {
+			from[i] = byte(rsa.Path[i])
+		}
+	}
+	return int(r), int(msg.Controllen), int(msg.Flags), from, nil
 }
 
 // skPacket is one queued packet: the file id of the socket that holds it, its bytes.
@@ -313,8 +382,8 @@ func (unixSkKind) entry(s *setState, r fdRef, fe *fdinfo.FileEntry, flags uint32
 			e.NameDir = proto.String(filepath.Clean(dir))
 		}
 	}
-	if d.State != tcpListen {
-		pkts, _, err := peekQueue(local, d.Type == unix.SOCK_STREAM)
+	if hasQueue(d) {
+		pkts, _, _, err := peekQueue(local, d.Type == unix.SOCK_STREAM)
 		if err != nil {
 			return r.errorf("reading its queue: %v", err)
 		}
@@ -399,10 +468,14 @@ func listenerOf(ino uint32) uint32 {
 	return 0
 }
 
+// uskExtern is USK_EXTERN of unix_sk_entry.uflags (CRIU's sk-unix.c): the entry of a
+// peer no process of the tree holds, which a restore connects to by its name.
+const uskExtern = 1
+
 // checkUnixPeers refuses every UNIX socket of the tree whose peer no process of the tree
-// holds: a restore could not connect it again (CRIU's --ext-unix-sk is not implemented).
-// pids is the whole tree; it touches nothing, for precheck.
-func checkUnixPeers(pids []int, refused *Refusals) error {
+// holds, unless ext (Options.ExtUnixSk) and the peer is one a restore can connect to again
+// (outsidePeer). pids is the whole tree; it touches nothing, for precheck.
+func checkUnixPeers(pids []int, ext bool, refused *Refusals) error {
 	type at struct {
 		pid, fd int
 		link    string
@@ -442,23 +515,144 @@ func checkUnixPeers(pids []int, refused *Refusals) error {
 		if d == nil || d.Peer == 0 || inTree[d.Peer] {
 			continue
 		}
-		refused.add(refuse(s.pid, s.fd, s.link, fmt.Sprintf("its peer socket:[%d] is held by no process of the tree: not supported (CRIU's --ext-unix-sk is not implemented)", d.Peer)))
+		if why := outsidePeer(d.Peer, all[d.Peer], ext); why != "" {
+			refused.add(refuse(s.pid, s.fd, s.link, why))
+		}
 	}
 	return nil
 }
 
+// outsidePeer says why a socket connected to peer ino, which no process of the tree holds
+// (p: its sock_diag, nil if it cannot be seen), cannot be dumped, or "" when it can. As
+// CRIU 4.2's __dump_external_socket (sk-unix.c), it needs ext (--ext-unix-sk) and takes
+// only a datagram peer with a name: a restore connects a new socket to that name. CRIU
+// also dumps a stream socket or a peer without a name when --ext-unix-sk=INO names the
+// socket, for a restore that is handed the socket with --inherit-fd, which imgtool has
+// not: refused. Refused too, although CRIU dumps them, as a restore could not connect to
+// the same peer again: a peer that is itself connected (it then refuses any other
+// socket's connect, EPERM, even once this one is gone), a name relative to the binder's
+// working directory, a path that no longer leads to the peer.
+func outsidePeer(ino uint32, p *sockdiag.Unix, ext bool) string {
+	held := fmt.Sprintf("its peer socket:[%d] is held by no process of the tree", ino)
+	switch {
+	case !ext:
+		return held + ": refused without --ext-unix-sk (CRIU's: a datagram socket connected to a named socket outside the tree)"
+	case p == nil:
+		return held + " and cannot be seen (another network namespace?): not supported"
+	case p.Type != unix.SOCK_DGRAM:
+		return fmt.Sprintf("%s and it is a %s connection: --ext-unix-sk takes datagram sockets only, as CRIU's "+
+			"(a connection cannot be made again; CRIU dumps one only for a restore handed the socket with --inherit-fd, which imgtool has not)",
+			held, sockTypes[p.Type])
+	case len(p.Name) == 0:
+		return held + " and has no name to connect to again (an end of a socketpair): not supported, as with CRIU's --ext-unix-sk"
+	case p.Peer != 0:
+		return fmt.Sprintf("%s and is itself connected, to socket:[%d]: it would refuse a restored socket's connect (EPERM)", held, p.Peer)
+	case p.Name[0] == 0:
+		return "" // an abstract name: the peer's own as long as it lives
+	}
+	path := strings.TrimRight(string(p.Name), "\x00")
+	if !filepath.IsAbs(path) {
+		return fmt.Sprintf("%s and is bound to %q, a name relative to its binder's working directory: a restore could not find it", held, path)
+	}
+	var st unix.Stat_t
+	if err := unix.Stat(path, &st); err != nil || !p.HasVFS || st.Ino != uint64(p.VFSIno) || st.Dev != p.FileDev() {
+		return fmt.Sprintf("%s and its socket file %s is gone or is another socket's now: a restore could not connect to it", held, path)
+	}
+	return ""
+}
+
+// externEntry is the entry CRIU 4.2 writes for an external peer (fix_external_unix_sockets,
+// sk-unix.c): its inode and name, type dgram and state listen whatever they are, USK_EXTERN,
+// everything else zero.
+func externEntry(id uint32, p *sockdiag.Unix) *fdinfo.FileEntry {
+	opts := &sk_opts.SkOptsEntry{SoSndbuf: proto.Uint32(0), SoRcvbuf: proto.Uint32(0),
+		SoSndTmoSec: proto.Uint64(0), SoSndTmoUsec: proto.Uint64(0), SoRcvTmoSec: proto.Uint64(0), SoRcvTmoUsec: proto.Uint64(0)}
+	e := &sk_unix.UnixSkEntry{
+		Id: proto.Uint32(id), Ino: proto.Uint32(p.Ino), Type: proto.Uint32(unix.SOCK_DGRAM), State: proto.Uint32(tcpListen),
+		Flags: proto.Uint32(0), Uflags: proto.Uint32(uskExtern), Backlog: proto.Uint32(0), Peer: proto.Uint32(0),
+		Fown: zeroFown(), Opts: opts, Name: append([]byte{}, p.Name...),
+	}
+	return &fdinfo.FileEntry{Type: fdinfo.FdTypes_UNIXSK.Enum(), Id: proto.Uint32(id), Usk: e}
+}
+
 // finishUnix checks, once every fd of the stopped tree has its entry, that the peer of every
-// UNIX socket is in the set (the tree may have changed since precheck).
-func (s *setState) finishUnix() error {
+// UNIX socket is in the set (the tree may have changed since precheck) or, with ext
+// (Options.ExtUnixSk), an external peer a restore can connect to, which gets its entry then
+// (once, however many sockets of the tree are connected to it).
+func (s *setState) finishUnix(ext bool) error {
+	extern := map[uint32]bool{}
 	for _, e := range s.unix.entries {
-		if p := e.GetPeer(); p != 0 {
-			if _, ok := s.unix.where[p]; !ok {
-				r := s.unix.where[e.GetIno()]
-				return refuse(r.pid, r.f.fd, r.f.link, fmt.Sprintf("its peer socket:[%d] is held by no process of the tree: not supported", p))
+		p := e.GetPeer()
+		if _, ok := s.unix.where[p]; p == 0 || ok || extern[p] {
+			continue
+		}
+		r := s.unix.where[e.GetIno()]
+		d, err := sockdiag.Lookup(p)
+		if err != nil && !errors.Is(err, sockdiag.ErrNotFound) {
+			return r.errorf("its peer socket:[%d]: %v", p, err)
+		}
+		if why := outsidePeer(p, d, ext); why != "" {
+			return refuse(r.pid, r.f.fd, r.f.link, why)
+		}
+		extern[p] = true
+		s.files = append(s.files, externEntry(s.newID(), d))
+	}
+	return nil
+}
+
+// orderUnixPeers returns files with the entry of every UNIX socket after its peer's, but
+// for two sockets connected to each other, as CRIU 4.2's dump writes them (it holds an
+// entry back until its peer's is written: dump_one_unix_fd, fix_external_unix_sockets):
+// CRIU's restore looks a socket's peer up only among the entries read before it
+// (collect_one_unixsk, try_resolve_unix_peer) and fails on a peer it has not found
+// ("Peer ... unresolved"). A socket connected to a named one (an external peer, or a
+// listening or datagram socket of the tree) comes after it. Entries that cannot be put so
+// (a ring of three datagram sockets each connected to the next) keep their order, at the
+// end.
+func orderUnixPeers(files []*fdinfo.FileEntry) []*fdinfo.FileEntry {
+	byIno := map[uint32]*sk_unix.UnixSkEntry{}
+	for _, f := range files {
+		if u := f.GetUsk(); u != nil {
+			byIno[u.GetIno()] = u
+		}
+	}
+	out := make([]*fdinfo.FileEntry, 0, len(files))
+	written := map[uint32]bool{}
+	waiting := map[uint32][]*fdinfo.FileEntry{} // entries held back, by the peer they wait for
+	var emit func(f *fdinfo.FileEntry)
+	emit = func(f *fdinfo.FileEntry) {
+		out = append(out, f)
+		if u := f.GetUsk(); u != nil {
+			written[u.GetIno()] = true
+			held := waiting[u.GetIno()]
+			delete(waiting, u.GetIno())
+			for _, h := range held {
+				emit(h)
 			}
 		}
 	}
-	return nil
+	for _, f := range files {
+		u := f.GetUsk()
+		if u == nil || u.GetPeer() == 0 || written[u.GetPeer()] || byIno[u.GetPeer()] == nil || byIno[u.GetPeer()].GetPeer() == u.GetIno() {
+			emit(f)
+			continue
+		}
+		waiting[u.GetPeer()] = append(waiting[u.GetPeer()], f)
+	}
+	if len(out) < len(files) { // a ring: what is still held, in its order
+		held := map[*fdinfo.FileEntry]bool{}
+		for _, fs := range waiting {
+			for _, f := range fs {
+				held[f] = true
+			}
+		}
+		for _, f := range files {
+			if held[f] {
+				out = append(out, f)
+			}
+		}
+	}
+	return out
 }
 
 // writeSkQueues writes sk-queues.img: every queued packet, its entry then its bytes.

@@ -78,7 +78,7 @@ func (d *dumper) collect() error {
 			return err
 		}
 	}
-	if err := s.finishUnix(); err != nil {
+	if err := s.finishUnix(d.opts.ExtUnixSk); err != nil {
 		return err
 	}
 	if err := s.finishTCP(); err != nil {
@@ -206,7 +206,7 @@ func (d *dumper) write() error {
 		}
 	}
 	var files []proto.Message
-	for _, f := range s.files {
+	for _, f := range orderUnixPeers(s.files) { // sk_unix.go
 		files = append(files, f)
 	}
 	if err := d.writeImage("files.img", "FILES", files...); err != nil {

@@ -6,7 +6,9 @@ import (
 	"fmt"
 	"io"
 	"math"
+	"slices"
 	"strconv"
+	"strings"
 
 	"github.com/urfave/cli/v2"
 
@@ -23,6 +25,7 @@ type dumpOptions struct {
 	COWCopies    bool             // --cow-copies
 	FileLocks    bool             // --file-locks
 	ShellJob     bool             // --shell-job
+	ExtUnixSk    bool             // --ext-unix-sk[=INO,...]
 	TCP          tcpFlags         // --tcp-established, --tcp-close
 	NetworkLock  string           // --network-lock: socket or nftables
 	GhostLimit   string           // --ghost-limit: SIZE, K, M or G suffixed; "" for the default
@@ -47,6 +50,7 @@ const (
 	flagGhostLimit   = "ghost-limit"
 	flagShellJob     = "shell-job"
 	flagEncrypt      = "encrypt"
+	flagExtUnixSk    = "ext-unix-sk"
 )
 
 func dumpCommand() *cli.Command {
@@ -100,6 +104,15 @@ connections (FIN_WAIT1/2, CLOSE_WAIT, LAST_ACK, CLOSING) are saved too. Refused 
 then: urgent data not read, SO_PEEK_OFF, kernel TLS. --tcp-close saves connections
 without their state, to be restored closed.
 
+A UNIX socket whose peer no process of the tree holds refuses the dump unless
+--ext-unix-sk is given, as with criu dump: a datagram socket connected to a named
+socket outside the tree (a logger's to /dev/log) is then saved with that peer's name
+(CRIU's USK_EXTERN entry) and restore --ext-unix-sk connects it to the name again;
+what it sent stays queued in the peer, what was queued in it comes back. Refused even
+then: a stream or seqpacket connection and a peer without a name (criu dumps those
+only for a restore handed the socket with --inherit-fd, which imgtool has not), a
+peer that is itself connected, bound to a relative name, or whose file is gone.
+
 Without --leave-running the tree is killed once the set is complete and
 committed. With -e every file is encrypted as it is written, for the certificates
 given with --cert (default ` + defaultCertPath + ` if it exists): no plaintext
@@ -112,6 +125,7 @@ Examples:
    imgtool dump -t 1234 -D /tmp/ckpt --file-locks
    imgtool dump -t 1234 -D /tmp/ckpt --shell-job
    imgtool dump -t 1234 -D /tmp/ckpt --tcp-established
+   imgtool dump -t 1234 -D /tmp/ckpt --ext-unix-sk
    imgtool dump -t 1234 -D /tmp/ckpt -e --cert ops.pem
    imgtool dump -t 1234 -D /tmp/ckpt -e --cert ops.pem --sign-key host.key --sign-cert host.pem
 
@@ -127,6 +141,11 @@ Exit codes: 0 success, 1 failure or refusal (the tree keeps running), 2 wrong co
 			&cli.BoolFlag{Name: flagShellJob, Aliases: []string{"j"}, Usage: "accept a tree whose controlling terminal is its caller's " +
 				"(a shell's job, as criu dump --shell-job): the terminal is saved as one from outside, which restore --shell-job replaces " +
 				"with its own; without it such a tree is refused"},
+			extUnixSkFlag("dump a UNIX datagram socket connected to a named socket outside the tree (/dev/log, say) by " +
+				"that name, as criu dump --ext-unix-sk; restore needs it too, and connects to the name again. Without it such a " +
+				"socket refuses the dump; a stream connection or a peer without a name is refused even with it. " +
+				"=INO,... is taken as CRIU takes it, and changes nothing here (CRIU then also dumps the sockets it names for " +
+				"a restore with --inherit-fd, which imgtool has not)"),
 			&cli.BoolFlag{Name: flagTCPEstab, Usage: "dump established TCP connections with their state and queues " +
 				"(CRIU's --tcp-established; restore needs it too); without it a connection refuses the dump"},
 			&cli.BoolFlag{Name: flagTCPClose, Usage: "dump TCP connections without their state, to be restored closed (CRIU's --tcp-close)"},
@@ -152,6 +171,7 @@ Exit codes: 0 success, 1 failure or refusal (the tree keeps running), 2 wrong co
 				COWCopies:    c.Bool(flagCOWCopies),
 				FileLocks:    c.Bool(flagFileLocks),
 				ShellJob:     c.Bool(flagShellJob),
+				ExtUnixSk:    extUnixSkFrom(c),
 				TCP:          tcpFlagsFrom(c),
 				NetworkLock:  c.String(flagNetworkLock),
 				GhostLimit:   c.String(flagGhostLimit),
@@ -215,7 +235,7 @@ func runDump(ctx context.Context, opts dumpOptions, args []string) error {
 	// it on failure: *imgset.Writer is a dump.Committer.
 	err = dump.Dump(ctx, dump.Options{Pid: opts.Pid, LeaveRunning: opts.LeaveRunning, COWCopies: opts.COWCopies,
 		FileLocks: opts.FileLocks, ShellJob: opts.ShellJob, GhostLimit: ghostLimit, Progress: progress,
-		TCPEstablished: opts.TCP.Established, TCPClose: opts.TCP.Close, NetworkLock: opts.NetworkLock}, w)
+		TCPEstablished: opts.TCP.Established, TCPClose: opts.TCP.Close, NetworkLock: opts.NetworkLock, ExtUnixSk: opts.ExtUnixSk}, w)
 	done()
 	if err != nil {
 		_ = w.Abort() // a no-op when Dump already aborted it
@@ -246,6 +266,77 @@ type tcpFlags struct{ Established, Close bool }
 
 func tcpFlagsFrom(c *cli.Context) tcpFlags {
 	return tcpFlags{Established: c.Bool(flagTCPEstab), Close: c.Bool(flagTCPClose)}
+}
+
+// extUnixSk is the value of --ext-unix-sk, of dump and restore: CRIU's option, with its
+// optional value (criu's getopt optional_argument: --ext-unix-sk alone, or
+// --ext-unix-sk=INO,... with the inodes of sockets CRIU then dumps even with a stream or
+// nameless peer, for a restore handed them with --inherit-fd; unix_sk_ids_parse,
+// sk-unix.c). imgtool has no --inherit-fd: the inodes are checked as CRIU checks them and
+// change nothing else.
+type extUnixSk struct {
+	on   bool
+	inos []uint32
+}
+
+// IsBoolFlag lets the flag package take --ext-unix-sk without a value (as "true").
+func (e *extUnixSk) IsBoolFlag() bool { return true }
+
+func (e *extUnixSk) String() string {
+	if e == nil || !e.on {
+		return ""
+	}
+	s := make([]string, len(e.inos))
+	for i, ino := range e.inos {
+		s[i] = strconv.FormatUint(uint64(ino), 10)
+	}
+	return strings.Join(s, ",")
+}
+
+// Set reads "true" (the flag alone), "false", or a comma-separated list of socket inodes,
+// each a decimal number above 0 (empty items are skipped, as CRIU skips them).
+func (e *extUnixSk) Set(v string) error {
+	switch v {
+	case "true":
+		e.on = true
+		return nil
+	case "false":
+		e.on = false
+		return nil
+	}
+	for _, item := range strings.Split(v, ",") {
+		if item == "" {
+			continue
+		}
+		ino, err := strconv.ParseUint(item, 10, 32)
+		if err != nil || ino == 0 {
+			return fmt.Errorf("%q is not a socket inode (a decimal number above 0)", item)
+		}
+		if !slices.Contains(e.inos, uint32(ino)) { // the command may be parsed twice (flagsFirst)
+			e.inos = append(e.inos, uint32(ino))
+		}
+	}
+	e.on = true
+	return nil
+}
+
+// optionalValueFlag is a flag whose value is optional and, when given, joined to it with
+// "=" (--ext-unix-sk, --ext-unix-sk=1,2): it takes no separate argument, so the word after
+// it stays an argument (normalizeArgs asks TakesValue).
+type optionalValueFlag struct{ *cli.GenericFlag }
+
+func (f *optionalValueFlag) TakesValue() bool { return false }
+func (f *optionalValueFlag) String() string   { return cli.FlagStringer(f) }
+
+// extUnixSkFlag is --ext-unix-sk (-x, as criu's), with usage.
+func extUnixSkFlag(usage string) cli.Flag {
+	return &optionalValueFlag{&cli.GenericFlag{Name: flagExtUnixSk, Aliases: []string{"x"}, Value: &extUnixSk{}, Usage: usage}}
+}
+
+// extUnixSkFrom tells whether --ext-unix-sk was given (with or without inodes).
+func extUnixSkFrom(c *cli.Context) bool {
+	e, ok := c.Generic(flagExtUnixSk).(*extUnixSk)
+	return ok && e.on
 }
 
 // parseGhostLimit reads --ghost-limit as CRIU does: a number of bytes, or of KiB, MiB or

@@ -7,6 +7,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -170,6 +171,50 @@ func TestParseGhostLimit(t *testing.T) {
 	for _, bad := range []string{"M", "1.5M", "-1", "1T", "99999999999G", " 1M"} {
 		if _, err := parseGhostLimit(bad); ExitCode(err) != ExitUsage {
 			t.Errorf("%q: %v, want a usage error", bad, err)
+		}
+	}
+}
+
+// TestExtUnixSkFlag: --ext-unix-sk of dump and restore takes CRIU's forms: alone (-x too),
+// or =INO,... with socket inodes (empty items skipped, as criu skips them; 0 and anything
+// not a decimal number refused as usage errors); it takes no separate argument, so the
+// word after it stays the command's.
+func TestExtUnixSkFlag(t *testing.T) {
+	for _, c := range []struct {
+		in   string
+		on   bool
+		inos []uint32
+	}{
+		{"true", true, nil}, {"false", false, nil}, {"7", true, []uint32{7}},
+		{"12,34", true, []uint32{12, 34}}, {",5,,6,5,", true, []uint32{5, 6}}, {"4294967295", true, []uint32{4294967295}},
+	} {
+		var e extUnixSk
+		if err := e.Set(c.in); err != nil || e.on != c.on || !slices.Equal(e.inos, c.inos) {
+			t.Errorf("%q: on %v inodes %v (%v), want %v %v", c.in, e.on, e.inos, err, c.on, c.inos)
+		}
+	}
+	for _, bad := range []string{"0", "abc", "1,x", "-1", "4294967296", " 1", "1 "} {
+		var e extUnixSk
+		if err := e.Set(bad); err == nil {
+			t.Errorf("%q: accepted", bad)
+		}
+	}
+	missing := filepath.Join(t.TempDir(), "none")
+	for _, c := range []struct {
+		args []string
+		code int
+	}{
+		{[]string{"dump", "-t", "1", "-D", t.TempDir(), "--ext-unix-sk=abc"}, ExitUsage},
+		{[]string{"dump", "-t", "1", "-D", t.TempDir(), "-x=0"}, ExitUsage},
+		{[]string{"restore", "-D", missing, "--ext-unix-sk=1,y"}, ExitUsage},
+		// The set after the flag is the set, not the flag's value: a missing set, not a usage error.
+		{[]string{"restore", "--ext-unix-sk", missing}, ExitError},
+		{[]string{"restore", missing, "-x"}, ExitError},
+		{[]string{"restore", "--ext-unix-sk=5,6", missing}, ExitError},
+	} {
+		_, _, err := runApp(t, c.args...)
+		if ExitCode(err) != c.code || (c.code == ExitError && !strings.Contains(err.Error(), "none")) {
+			t.Errorf("%v: exit %d (%v), want %d", c.args, ExitCode(err), err, c.code)
 		}
 	}
 }

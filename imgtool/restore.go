@@ -21,6 +21,7 @@ type restoreOptions struct {
 	Locks   bool       // --file-locks: take back the set's file locks
 	Shell   bool       // --shell-job: the set's outside terminal is ours
 	TCP     tcpFlags   // --tcp-established, --tcp-close: restore TCP connections
+	ExtUnix bool       // --ext-unix-sk[=INO,...]: connect sockets to their peers outside the set
 	Quiet   bool
 	Err     io.Writer // progress
 }
@@ -83,6 +84,12 @@ closed instead (reads see the end, writes fail), as with criu restore --tcp-clos
 A set holding a connection is refused without either flag, and with
 --tcp-established if another socket of this host has the same connection.
 
+UNIX datagram sockets whose peer was outside the tree (dump --ext-unix-sk, criu dump
+--ext-unix-sk) are connected to that peer's name again with --ext-unix-sk, as with
+criu restore --ext-unix-sk; the peer is never made nor its file touched. Such a set
+is refused without the flag, and when no unconnected datagram socket is bound at
+the name now.
+
 Without -d, imgtool waits for the restored root process and exits with its status
 (128+N when a signal N ended it).
 
@@ -92,6 +99,7 @@ Examples:
    imgtool restore -D /tmp/ckpt --file-locks
    imgtool restore -D /tmp/ckpt --shell-job
    imgtool restore -D /tmp/ckpt --tcp-established
+   imgtool restore -D /tmp/ckpt --ext-unix-sk
    imgtool restore -D /tmp/ckpt --tls-key key.pem --trust signer.pem --require-encrypted -d
 
 Exit codes: the restored root's status without -d; with -d, 0 success; 1 failure
@@ -108,6 +116,9 @@ Exit codes: the restored root's status without -d; with -d, 0 success; 1 failure
 			&cli.BoolFlag{Name: flagTCPEstab, Usage: "restore TCP connections with their state and queues (as criu restore " +
 				"--tcp-established); a set holding connections is refused without it or --tcp-close"},
 			&cli.BoolFlag{Name: flagTCPClose, Usage: "restore TCP connections closed (as criu restore --tcp-close)"},
+			extUnixSkFlag("connect the UNIX datagram sockets whose peer was outside the tree (dump --ext-unix-sk, criu dump " +
+				"--ext-unix-sk) to that peer's name again, as criu restore --ext-unix-sk; a set holding one is refused without it. " +
+				"=INO,... is taken as CRIU takes it, and changes nothing"),
 			quietFlag(),
 			allowUnsignedFlag(),
 		}, keyFlags()...),
@@ -123,6 +134,7 @@ Exit codes: the restored root's status without -d; with -d, 0 success; 1 failure
 				Locks:   c.Bool(flagFileLocks),
 				Shell:   c.Bool(flagShellJob),
 				TCP:     tcpFlagsFrom(c),
+				ExtUnix: extUnixSkFrom(c),
 				Quiet:   c.Bool(flagQuiet),
 				Err:     errWriter(c),
 			}, c.Args().Slice())
@@ -145,7 +157,7 @@ func runRestore(ctx context.Context, opts restoreOptions, args []string) error {
 	progress, done := newProgress(opts.Err, opts.Quiet, "restoring")
 	warn := func(msg string) { fmt.Fprintf(opts.Err, "imgtool: warning: restore: %s\n", msg) }
 	err = restore.Restore(ctx, restore.Options{Detach: opts.Detach, PidFile: opts.PidFile, FileLocks: opts.Locks, ShellJob: opts.Shell, Progress: progress, Warn: warn,
-		TCPEstablished: opts.TCP.Established, TCPClose: opts.TCP.Close}, set)
+		TCPEstablished: opts.TCP.Established, TCPClose: opts.TCP.Close, ExtUnixSk: opts.ExtUnix}, set)
 	done()
 	var exit *restore.ExitError
 	if errors.As(err, &exit) {

@@ -685,3 +685,82 @@ while True:
 	carriesOn(t, p, "--tcp-established")
 	noFail(t, p)
 }
+
+// TestPythonSysLog: CPython's logging.handlers.SysLogHandler logging "tick N" to a UNIX
+// datagram socket of the test (as to /dev/log: a peer outside the tree), and printing it.
+// The dump is refused without --ext-unix-sk; with it (dump and restore) the handler's own
+// socket is connected to the test's again: the test receives every tick, none missing or
+// repeated across the restore, through the same socket (the handler would reconnect with
+// a new one should a send fail: the restored socket's inode must stay).
+func TestPythonSysLog(t *testing.T) {
+	python := need(t, "python3")
+	addr := filepath.Join(t.TempDir(), "log.sock")
+	logd, err := net.ListenUnixgram("unixgram", &net.UnixAddr{Name: addr, Net: "unixgram"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer logd.Close()
+	got := make(chan string, 1<<16)
+	go func() {
+		buf := make([]byte, 1024)
+		for {
+			n, err := logd.Read(buf)
+			if err != nil {
+				return
+			}
+			got <- string(buf[:n])
+		}
+	}()
+	p := testproc.Launch(t, python, testproc.Options{Ready: "tick 0"}, "-u", "-c", `
+import logging, logging.handlers, sys, time
+log = logging.getLogger("ticker")
+log.addHandler(logging.handlers.SysLogHandler(address=sys.argv[1]))
+log.setLevel(logging.INFO)
+i = 0
+while True:
+    log.info("tick %d", i)
+    print("tick", i, flush=True); i += 1
+    time.sleep(0.02)
+`, addr)
+	refused(t, p, "refused without --ext-unix-sk")
+	carriesOn(t, p, "--ext-unix-sk")
+	sock := socketOf(t, p.Pid)
+	before := len(ticks(t, p.Log))
+	testproc.WaitFor(t, 20*time.Second, "50 more ticks", func() bool { return len(ticks(t, p.Log)) >= before+50 })
+	if now := socketOf(t, p.Pid); now != sock {
+		t.Fatalf("the handler's socket changed from %s to %s after the restore: it reconnected", sock, now)
+	}
+	last := ticks(t, p.Log)
+	for want := 0; want <= last[len(last)-1]; want++ {
+		var msg string
+		select {
+		case msg = <-got:
+		case <-time.After(10 * time.Second):
+			t.Fatalf("tick %d never reached the test's socket", want)
+		}
+		// SysLogHandler sends "<PRIORITY>MESSAGE\0": <14> is user.info.
+		if msg != fmt.Sprintf("<14>tick %d\x00", want) {
+			t.Fatalf("the test's socket got %q where tick %d was due: a gap or a repeat across the restore", msg, want)
+		}
+	}
+	noFail(t, p)
+}
+
+// socketOf returns the one socket among the fds of pid ("socket:[INO]").
+func socketOf(t *testing.T, pid int) string {
+	t.Helper()
+	var found []string
+	ents, err := os.ReadDir(procfs.Path(pid, "fd"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, e := range ents {
+		if l, err := os.Readlink(procfs.Path(pid, "fd", e.Name())); err == nil && strings.HasPrefix(l, "socket:[") {
+			found = append(found, l)
+		}
+	}
+	if len(found) != 1 {
+		t.Fatalf("process %d has sockets %v, want one", pid, found)
+	}
+	return found[0]
+}

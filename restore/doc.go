@@ -38,7 +38,10 @@
 //     memfd written through a mapping, eventfds with their counter and semaphore mode,
 //     signalfds with their mask, timerfds and epolls empty, UNIX sockets as sk_unix.go
 //     describes: socketpairs for connected ends, bound and listening sockets, queues refilled
-//     from the peer, then options and shutdown; TCP and UDP sockets as sk_inet.go
+//     from the peer, datagram sockets whose peer was outside the tree (its entry has
+//     USK_EXTERN: dump --ext-unix-sk, criu dump --ext-unix-sk) connected to that peer's
+//     name again with Options.ExtUnixSk (the peer itself is never made, nor its file
+//     touched), then options and shutdown; TCP and UDP sockets as sk_inet.go
 //     describes: bound to their saved address and port, TCP listeners listening with their
 //     backlog, UDP sockets connected to their peer, TCP connections as sk_tcp.go describes
 //     (with Options.TCPEstablished: locked by a socket filter and rebuilt in repair mode
@@ -150,7 +153,9 @@
 // # What it does not restore
 //
 // Sockets other than UNIX, TCP and UDP ones (and the UNIX sockets sk_unix.go refuses:
-// external peers, connections not accepted yet, descriptors in flight; and the TCP
+// external peers without Options.ExtUnixSk, and with it a stream connection, a peer
+// without a name or with a relative one, a name at which no unconnected datagram socket
+// is bound now; connections not accepted yet, descriptors in flight; and the TCP
 // sockets sk_inet.go and sk_tcp.go refuse: connections without Options.TCPEstablished or
 // TCPClose, one this host has already, SYN_SENT, and states other than LISTEN and CLOSE
 // without a peer), fanotify, terminals other than pseudo-terminals (see Terminals), remaps

@@ -63,6 +63,9 @@ type plan struct {
 
 	tty ttyPlan // tty-info.img, and what checkTTYs made of it (tty.go)
 	tcp tcpPlan // TCP connections and their streams (sk_tcp.go)
+	// extUnixSk lets UNIX sockets connect to their peer outside the set by its name
+	// (Options.ExtUnixSk; sk_unix.go).
+	extUnixSk bool
 }
 
 // procPlan is one process of the tree.

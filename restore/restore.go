@@ -41,6 +41,11 @@ type Options struct {
 	// --tcp-established; sk_tcp.go); TCPClose restores them closed (--tcp-close). A set
 	// holding a connection is refused without either.
 	TCPEstablished, TCPClose bool
+	// ExtUnixSk restores UNIX datagram sockets connected to a socket outside the set
+	// (dump --ext-unix-sk, criu dump --ext-unix-sk: the peer's entry has USK_EXTERN) by
+	// connecting them to the peer's name again, as criu restore --ext-unix-sk does; a
+	// set holding one is refused without it (sk_unix.go).
+	ExtUnixSk bool
 }
 
 // ExitError reports a restored root process that ended with a non-zero status or by a
@@ -85,6 +90,7 @@ func restoreFrom(ctx context.Context, opts Options, src source) error {
 		return err
 	}
 	pl.tcp.established, pl.tcp.close = opts.TCPEstablished, opts.TCPClose
+	pl.extUnixSk = opts.ExtUnixSk
 	xs := fpu.CPULayout()
 	if err := precheck(pl, xs); err != nil {
 		return err

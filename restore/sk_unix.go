@@ -30,23 +30,41 @@ const (
 // listener accepted for it) are made with socketpair(2); a listening socket is bound to its
 // path or abstract name and listens (a socket file left at the path by the dumped socket is
 // removed first; anything else there refuses the set); a dgram socket connected to a named
-// one connects to it; a stream connection whose peer had gone (shut down both ways) is a
-// socketpair whose other end is closed. The bytes queued in each socket (sk-queues.img, by
+// one connects to it (one connected to itself, to its own name, once bound); a stream
+// connection whose peer had gone (shut down both ways) is a socketpair whose other end is
+// closed. The bytes queued in each socket (sk-queues.img, by
 // the file id of the receiving socket) are sent again by its peer, or by a helper end for a
 // socket without one (a dgram socket gets it through socketpair(2) and connect(AF_UNSPEC),
 // which leaves the helper able to send to it), with the send and receive buffers raised
 // for the while; then the saved socket options (sk_opts_entry) and shutdown state are set.
 //
-// Refused, before anything exists: a peer that is not in the set (an external socket), a
-// connection not accepted yet (an in-flight connection to a listening socket), a socket
-// connected to itself, descriptors in flight (SCM_RIGHTS in sk-queues.img), a socket
-// filter, a bound socket whose file was deleted, CRIU's service and plugin sockets.
+// A socket whose peer's entry has USK_EXTERN (a peer outside the tree: dump --ext-unix-sk,
+// criu dump --ext-unix-sk) is connected to that peer's name again, as CRIU's restore does;
+// the peer itself, which lives outside, is never made, bound or listened to, nor its file
+// removed. It needs Options.ExtUnixSk, as criu restore needs --ext-unix-sk (checkExternalPeer).
+//
+// Refused, before anything exists: a peer that is not in the set, an external peer
+// without Options.ExtUnixSk or one that cannot be connected to again (checkExternalPeer),
+// a connection not accepted yet (an in-flight connection to a listening socket), a socket
+// connected to itself without a name, descriptors in flight (SCM_RIGHTS in
+// sk-queues.img), a socket filter, a bound socket whose file was deleted, CRIU's service
+// and plugin sockets.
 type unixSkKind struct{}
 
+// uskExtern is USK_EXTERN of unix_sk_entry.uflags (CRIU's sk-unix.c): the entry of a
+// peer outside the tree, saved by its name.
+const uskExtern = 1
+
+// external tells whether u is the entry of a peer outside the tree.
+func external(u *sk_unix.UnixSkEntry) bool { return u.GetUflags()&uskExtern != 0 }
+
 // unixSockets are the UNIX sockets of the set being created: an end created with its peer
-// (a socketpair) waits here, by inode, until its own description is opened.
+// (a socketpair), or before its own description because a socket connected to it needed
+// it, waits in made, by inode, until its description is opened; created holds every inode
+// created so far, so that a socket is made once however many connect to it.
 type unixSockets struct {
-	made map[uint32]*os.File
+	made    map[uint32]*os.File
+	created map[uint32]bool
 }
 
 func (u *unixSockets) close() {
@@ -127,10 +145,15 @@ func (unixSkKind) check(pl *plan, p *procPlan, fd *fdinfo.FdinfoEntry, fe *fdinf
 	if peer := u.GetPeer(); peer != 0 {
 		pe := unixEntry(pl, peer)
 		switch {
-		case peer == u.GetIno():
-			return no("connected to itself: not supported")
+		case peer == u.GetIno() && (u.GetType() != unix.SOCK_DGRAM || !binds(u)):
+			return no("connected to itself without a name to connect to: not supported")
+		case peer == u.GetIno(): // a named dgram socket connected to itself: bound, then connected to its name
 		case pe == nil:
 			return no("its peer socket:[%d] is not in the set (an external socket): not supported", peer)
+		case external(pe):
+			if why := checkExternalPeer(pl, u, pe); why != "" {
+				return no("%s", why)
+			}
 		case pe.GetPeer() != u.GetIno() && u.GetType() != unix.SOCK_DGRAM:
 			return no("a connection not accepted yet (in-flight, to socket:[%d]): not supported", peer)
 		case pe.GetPeer() != u.GetIno() && (len(pe.GetName()) == 0 || !binds(pe)):
@@ -182,6 +205,81 @@ func (unixSkKind) check(pl *plan, p *procPlan, fd *fdinfo.FdinfoEntry, fe *fdinf
 	return nil
 }
 
+// checkExternalPeer says why u, connected to pe, a peer outside the set (USK_EXTERN), cannot
+// be restored, or "" when it can. CRIU's restore (open_unixsk_standalone and
+// post_open_standalone, sk-unix.c) needs --ext-unix-sk and connects u to pe's name,
+// whatever u's type: a stream socket would get a new connection (if anything listens
+// there), not its own; CRIU's dump only saves one for a restore handed the socket with
+// --inherit-fd, which imgtool has not: refused. So is a peer without a name (the same),
+// and, where CRIU would fail the restore midway, a name that is relative (CRIU resolves it
+// from its own working directory) or at which no unconnected datagram socket is bound
+// now (the connect would fail: ECONNREFUSED, or EPERM from a socket connected elsewhere).
+func checkExternalPeer(pl *plan, u, pe *sk_unix.UnixSkEntry) string {
+	held := fmt.Sprintf("its peer socket:[%d] is outside the set (dumped with --ext-unix-sk)", pe.GetIno())
+	if !pl.extUnixSk {
+		return held + ": it is connected to by its name again only with --ext-unix-sk (criu restore needs it too)"
+	}
+	if u.GetType() != unix.SOCK_DGRAM {
+		return fmt.Sprintf("%s and this is a %s connection: it cannot be made again (CRIU saves one only for a restore handed the socket with --inherit-fd, which imgtool has not)",
+			held, sockTypeName(u.GetType()))
+	}
+	if len(pe.GetName()) == 0 {
+		return held + " and has no name to connect to (CRIU saves one only for a restore handed the socket with --inherit-fd, which imgtool has not)"
+	}
+	path := sockPath(pe)
+	if path != "" && !filepath.IsAbs(path) {
+		return fmt.Sprintf("%s and is bound to %q, a name relative to a working directory the set does not record", held, path)
+	}
+	name := unixAddr(pe).Name
+	s, err := liveSocketAt(pe, path)
+	switch {
+	case err != nil:
+		return fmt.Sprintf("%s at %q: %v", held, name, err)
+	case s == nil || s.Type != unix.SOCK_DGRAM:
+		return fmt.Sprintf("%s and no datagram socket is bound at %q now: nothing to connect to", held, name)
+	case s.Peer != 0:
+		return fmt.Sprintf("%s and the socket at %q is connected to socket:[%d]: it would refuse the connection (EPERM)", held, name, s.Peer)
+	}
+	return ""
+}
+
+// sockTypeName names a socket type.
+func sockTypeName(t uint32) string {
+	switch t {
+	case unix.SOCK_STREAM:
+		return "stream"
+	case unix.SOCK_SEQPACKET:
+		return "seqpacket"
+	case unix.SOCK_DGRAM:
+		return "dgram"
+	}
+	return fmt.Sprintf("type %d", t)
+}
+
+// liveSocketAt returns the live socket bound to u's name (path when it is one in the
+// filesystem, the file's inode telling which), or nil.
+func liveSocketAt(u *sk_unix.UnixSkEntry, path string) (*sockdiag.Unix, error) {
+	var st unix.Stat_t
+	if path != "" {
+		if err := unix.Stat(path, &st); errors.Is(err, unix.ENOENT) {
+			return nil, nil
+		} else if err != nil {
+			return nil, err
+		}
+	}
+	all, err := sockdiag.All()
+	if err != nil {
+		return nil, err
+	}
+	for _, s := range all {
+		if path == "" && bytes.Equal(s.Name, u.GetName()) ||
+			path != "" && s.HasVFS && uint64(s.VFSIno) == st.Ino && s.FileDev() == st.Dev {
+			return s, nil
+		}
+	}
+	return nil, nil
+}
+
 func (unixSkKind) open(d *descriptions, pl *plan, fe *fdinfo.FileEntry) (*os.File, error) {
 	f, err := d.unixSock(pl, fe.Usk)
 	if err != nil {
@@ -229,12 +327,13 @@ type queued struct {
 // unixSock returns the socket of u: created before with its peer, or now.
 func (d *descriptions) unixSock(pl *plan, u *sk_unix.UnixSkEntry) (*os.File, error) {
 	if d.unix.made == nil {
-		d.unix.made = map[uint32]*os.File{}
+		d.unix.made, d.unix.created = map[uint32]*os.File{}, map[uint32]bool{}
 	}
 	if f := d.unix.made[u.GetIno()]; f != nil {
 		delete(d.unix.made, u.GetIno())
 		return f, nil
 	}
+	d.unix.created[u.GetIno()] = true
 	name := func(u *sk_unix.UnixSkEntry) string {
 		return fmt.Sprintf("socket:[%d] (file id %d)", u.GetIno(), u.GetId())
 	}
@@ -280,6 +379,7 @@ func (d *descriptions) unixSock(pl *plan, u *sk_unix.UnixSkEntry) (*os.File, err
 			return nil, err
 		}
 		d.unix.made[pe.GetIno()] = b
+		d.unix.created[pe.GetIno()] = true
 		return a, nil
 	}
 	switch {
@@ -331,9 +431,12 @@ func (d *descriptions) unixSock(pl *plan, u *sk_unix.UnixSkEntry) (*os.File, err
 		}
 	}
 	if peer := u.GetPeer(); peer != 0 && u.GetType() == unix.SOCK_DGRAM {
-		// Connected to a named socket: made (and bound) first.
+		// Connected to a named socket: made (and bound) first, unless it was already (its
+		// own description, or for another socket connected to it: zdtm's
+		// socket_dgram_data), is this socket, or lives outside the set (external: only its
+		// name is saved, and it is still there, checkExternalPeer).
 		pe := unixEntry(pl, peer)
-		if d.unix.made[peer] == nil {
+		if !external(pe) && peer != u.GetIno() && !d.unix.created[peer] {
 			pf, err := d.unixSock(pl, pe)
 			if err != nil {
 				return fail(err)
@@ -341,7 +444,7 @@ func (d *descriptions) unixSock(pl *plan, u *sk_unix.UnixSkEntry) (*os.File, err
 			d.unix.made[peer] = pf
 		}
 		if err := unix.Connect(int(f.Fd()), unixAddr(pe)); err != nil {
-			return fail(fmt.Errorf("%s: connecting to socket:[%d]: %w", name(u), peer, err))
+			return fail(fmt.Errorf("%s: connecting to socket:[%d] at %q: %w", name(u), peer, unixAddr(pe).Name, err))
 		}
 	}
 	if err := sockFinish(f, u); err != nil {

@@ -51,6 +51,10 @@ type Unix struct {
 	HasShutdown bool
 }
 
+// FileDev is the device of the socket file as stat(2) reports it (st_dev): UNIX_DIAG_VFS
+// gives the kernel's internal encoding, major << 20 | minor.
+func (u *Unix) FileDev() uint64 { return unix.Mkdev(u.VFSDev>>20, u.VFSDev&0xfffff) }
+
 // Lookup asks for the socket of inode ino.
 func Lookup(ino uint32) (*Unix, error) {
 	out, err := query(ino, false)

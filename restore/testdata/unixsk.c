@@ -11,6 +11,15 @@
  *              queued both ways (their boundaries are checked), then a counter over them
  *   listen     a stream socket listening at the path argv[2] (mode 0640)
  *   abstract   a stream socket listening at an abstract name
+ *   self       a dgram socket bound to an abstract name and connected to itself (zdtm's
+ *              sockets_dgram has one); nothing queued (what it sends itself comes from a
+ *              socket with a name, which a dump refuses: the sender is not saved)
+ *   unconn     a stream socket never connected nor bound (fd 3) and a seqpacket one bound
+ *              to an abstract name, never connected (fd 4): after the restore fd 4 listens
+ *              and fd 3 (a stream socket: refused) then a new seqpacket socket connect to it
+ *   dgramsrv   a dgram socket bound to an abstract name (fd 4) and two unbound ones
+ *              connected to it (fds 3 and 5: one before it, one after), each with a
+ *              datagram queued in it
  *   conn       a listening socket, a child that connected to it and was accepted: the
  *              parent sends a counter through the accepted socket 16 records ahead, the child
  *              echoes it back
@@ -235,6 +244,101 @@ static int check_listen(int abstract)
 	return 1;
 }
 
+/* --- self --- */
+static int self = -1;
+static struct sockaddr_un self_addr;
+static socklen_t self_len;
+
+static void setup_self(void)
+{
+	self = socket(AF_UNIX, SOCK_DGRAM, 0);
+	self_addr.sun_family = AF_UNIX;
+	snprintf(self_addr.sun_path + 1, sizeof(self_addr.sun_path) - 1, "imgtool-unixsk-self-%d", getpid());
+	self_len = offsetof(struct sockaddr_un, sun_path) + 1 + strlen(self_addr.sun_path + 1);
+	if (bind(self, (struct sockaddr *)&self_addr, self_len) || connect(self, (struct sockaddr *)&self_addr, self_len))
+		fail("bind/connect to itself");
+}
+
+static int check_self(void)
+{
+	struct sockaddr_un a;
+	socklen_t l = sizeof(a);
+	char b[8];
+	CHECK(getpeername(self, (struct sockaddr *)&a, &l) == 0 && l == self_len && !memcmp(&a, &self_addr, l),
+	      "not connected to itself: getpeername errno %d, length %d", errno, (int)l);
+	l = sizeof(a);
+	CHECK(send(self, "3", 1, 0) == 1 && recvfrom(self, b, sizeof(b), MSG_DONTWAIT, (struct sockaddr *)&a, &l) == 1 &&
+	      b[0] == '3' && l == self_len && !memcmp(&a, &self_addr, l), "a new datagram to itself, from itself");
+	return 1;
+}
+
+/* --- unconn --- */
+static int unconn[2] = { -1, -1 };
+static struct sockaddr_un unconn_addr;
+static socklen_t unconn_len;
+
+static void setup_unconn(void)
+{
+	unconn[0] = socket(AF_UNIX, SOCK_STREAM, 0);
+	unconn[1] = socket(AF_UNIX, SOCK_SEQPACKET, 0);
+	unconn_addr.sun_family = AF_UNIX;
+	snprintf(unconn_addr.sun_path + 1, sizeof(unconn_addr.sun_path) - 1, "imgtool-unixsk-unconn-%d", getpid());
+	unconn_len = offsetof(struct sockaddr_un, sun_path) + 1 + strlen(unconn_addr.sun_path + 1);
+	if (bind(unconn[1], (struct sockaddr *)&unconn_addr, unconn_len))
+		fail("bind");
+}
+
+static int check_unconn(void)
+{
+	char b[8];
+	int c = socket(AF_UNIX, SOCK_SEQPACKET, 0), a;
+	CHECK(unconn[0] == 3 && unconn[1] == 4, "fds %d %d", unconn[0], unconn[1]);
+	CHECK(getint(unconn[0], SO_TYPE) == SOCK_STREAM && getint(unconn[1], SO_TYPE) == SOCK_SEQPACKET, "types");
+	CHECK(listen(unconn[1], 1) == 0, "listen: errno %d", errno);
+	CHECK(connect(unconn[0], (struct sockaddr *)&unconn_addr, unconn_len) < 0 && errno == ECONNREFUSED,
+	      "a stream socket connected to a seqpacket listener (errno %d)", errno);
+	CHECK(connect(c, (struct sockaddr *)&unconn_addr, unconn_len) == 0, "connect: errno %d", errno);
+	CHECK((a = accept(unconn[1], NULL, NULL)) >= 0, "accept: errno %d", errno);
+	CHECK(send(c, "hi", 2, 0) == 2 && recv(a, b, sizeof(b), 0) == 2 && !memcmp(b, "hi", 2), "no hi");
+	close(a);
+	close(c);
+	return 1;
+}
+
+/* --- dgramsrv --- */
+static int srv = -1, cli[2];
+
+static void setup_dgramsrv(void)
+{
+	struct sockaddr_un a = { .sun_family = AF_UNIX };
+	socklen_t l;
+	snprintf(a.sun_path + 1, sizeof(a.sun_path) - 1, "imgtool-unixsk-srv-%d", getpid());
+	l = offsetof(struct sockaddr_un, sun_path) + 1 + strlen(a.sun_path + 1);
+	cli[0] = socket(AF_UNIX, SOCK_DGRAM, 0);
+	srv = socket(AF_UNIX, SOCK_DGRAM, 0);
+	cli[1] = socket(AF_UNIX, SOCK_DGRAM, 0);
+	if (bind(srv, (struct sockaddr *)&a, l))
+		fail("bind");
+	for (int i = 0; i < 2; i++) {
+		if (connect(cli[i], (struct sockaddr *)&a, l) || send(cli[i], i ? "from2" : "from1", 5, 0) != 5)
+			fail("connect/send");
+	}
+}
+
+static int check_dgramsrv(void)
+{
+	char b[8];
+	CHECK(srv == 4 && cli[0] == 3 && cli[1] == 5, "fds %d %d %d", srv, cli[0], cli[1]);
+	CHECK(recv(srv, b, sizeof(b), MSG_DONTWAIT) == 5 && !memcmp(b, "from1", 5), "first queued datagram");
+	CHECK(recv(srv, b, sizeof(b), MSG_DONTWAIT) == 5 && !memcmp(b, "from2", 5), "second queued datagram");
+	CHECK(recv(srv, b, sizeof(b), MSG_DONTWAIT) < 0 && errno == EAGAIN, "more than two datagrams");
+	for (int i = 0; i < 2; i++) {
+		CHECK(send(cli[i], "again", 5, 0) == 5, "client %d cannot send: errno %d", i, errno);
+		CHECK(recv(srv, b, sizeof(b), MSG_DONTWAIT) == 5 && !memcmp(b, "again", 5), "client %d's new datagram", i);
+	}
+	return 1;
+}
+
 /* --- conn --- */
 static struct counter c5;
 static pid_t child;
@@ -274,6 +378,12 @@ int main(int argc, char **argv)
 		setup_listen(argc > 2 ? argv[2] : "unixsk.sock", 0);
 	else if (!strcmp(mode, "abstract"))
 		setup_listen(NULL, 1);
+	else if (!strcmp(mode, "self"))
+		setup_self();
+	else if (!strcmp(mode, "dgramsrv"))
+		setup_dgramsrv();
+	else if (!strcmp(mode, "unconn"))
+		setup_unconn();
 	else if (!strcmp(mode, "conn"))
 		setup_conn();
 	printf("ready pid=%d\n", getpid());
@@ -286,6 +396,12 @@ int main(int argc, char **argv)
 				ok = check_dgram();
 			else if (!strcmp(mode, "listen") || !strcmp(mode, "abstract"))
 				ok = check_listen(!strcmp(mode, "abstract"));
+			else if (!strcmp(mode, "self"))
+				ok = check_self();
+			else if (!strcmp(mode, "dgramsrv"))
+				ok = check_dgramsrv();
+			else if (!strcmp(mode, "unconn"))
+				ok = check_unconn();
 			/* The counters go on: 100 more records each. */
 			for (int i = 0; ok && i < 100; i++) {
 				if (c1.name) {
