@@ -8,6 +8,7 @@ import (
 	"strconv"
 	"strings"
 
+	"github.com/imgtool/imgtool/internal/par"
 	"github.com/imgtool/imgtool/internal/procfs"
 	"golang.org/x/sys/unix"
 )
@@ -31,34 +32,49 @@ func (d *dumper) precheck() error {
 	parents := map[int]int{}     // child -> parent, for the copy-on-write check
 	vmas := map[int][]*vmaDesc{} // each live process's mappings, for the same
 	var members []int            // every process of the tree, zombies included
-	queue := []int{d.opts.Pid}
-	for len(queue) > 0 {
-		pid := queue[0]
-		queue = queue[1:]
-		if seen[pid] {
-			continue
-		}
-		seen[pid] = true
+	// Level by level (the root, its children, theirs, ...), the processes of a level
+	// checked at once on every core: each reads only its own /proc files. The results are
+	// taken in the level's order, so refusals come in tree order whatever the timing.
+	level := []int{d.opts.Pid}
+	for len(level) > 0 {
 		if err := d.checkCtx(); err != nil {
 			return err
 		}
-		kids, zombie, mapped, err := precheckProcess(pid, &refused, d.zombiesOK && pid != d.opts.Pid)
-		if err != nil {
-			if pid != d.opts.Pid && vanished(err) {
-				continue
+		var todo []int
+		for _, pid := range level {
+			if !seen[pid] {
+				seen[pid] = true
+				todo = append(todo, pid)
 			}
-			return err
 		}
-		members = append(members, pid)
-		if zombie {
-			continue // dumped as a zombie (zombie.go): it holds nothing to check or share
+		res := make([]precheckResult, len(todo))
+		par.Each(len(todo), func(i int) {
+			r := &res[i]
+			r.kids, r.zombie, r.mapped, r.err = precheckProcess(todo[i], &r.refused, d.zombiesOK && todo[i] != d.opts.Pid)
+		})
+		level = nil
+		for i, pid := range todo {
+			r := &res[i]
+			if r.err != nil {
+				if pid != d.opts.Pid && vanished(r.err) {
+					continue
+				}
+				return r.err
+			}
+			for _, re := range r.refused {
+				refused.add(re)
+			}
+			members = append(members, pid)
+			if r.zombie {
+				continue // dumped as a zombie (zombie.go): it holds nothing to check or share
+			}
+			pids = append(pids, pid)
+			vmas[pid] = r.mapped
+			for _, k := range r.kids {
+				parents[k] = pid
+			}
+			level = append(level, r.kids...)
 		}
-		pids = append(pids, pid)
-		vmas[pid] = mapped
-		for _, k := range kids {
-			parents[k] = pid
-		}
-		queue = append(queue, kids...)
 	}
 	if err := checkGroupLeaders(members, &refused); err != nil {
 		return err
@@ -142,6 +158,15 @@ func sameSessionAsParent(pid, sid int) bool {
 	}
 	pst, err := procfs.ReadStat(procfs.Path(st.Ppid, "stat"))
 	return err == nil && pst.Sid == sid
+}
+
+// precheckResult is what precheckProcess found for one process.
+type precheckResult struct {
+	kids    []int
+	zombie  bool
+	mapped  []*vmaDesc
+	refused Refusals
+	err     error
 }
 
 // precheckProcess checks one process, adding what cannot be dumped to refused, and

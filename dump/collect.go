@@ -215,18 +215,8 @@ func collectSched(tid int, s *threadState) error {
 
 // collectProcess reads the per-process state: /proc first, then the injected syscalls.
 func (d *dumper) collectProcess(p *process) error {
-	ps := &procState{}
-	p.state = ps
+	ps := p.state
 	var err error
-	if ps.stat, err = procfs.ReadStat(procfs.Path(p.pid, "stat")); err != nil {
-		return err
-	}
-	if ps.status, err = procfs.ReadStatus(procfs.Path(p.pid, "status")); err != nil {
-		return err
-	}
-	if err := checkProcess(p.pid, ps.stat, ps.status, true); err != nil {
-		return err
-	}
 	if d.xsaveBuf == nil {
 		d.xsaveBuf = make([]byte, fpu.MaxSize)
 	}
@@ -241,13 +231,29 @@ func (d *dumper) collectProcess(p *process) error {
 	if p.stopSig != 0 {
 		ps.sharedPending = withoutStopSignals(ps.sharedPending)
 	}
+	return d.injectAll(p, ps)
+}
+
+// readProcess reads what the images record of p that /proc tells without ptrace, into a
+// new p.state: safe to run for every process of the stopped tree at once (collect).
+func (d *dumper) readProcess(p *process) error {
+	ps := &procState{}
+	p.state = ps
+	var err error
+	if ps.stat, err = procfs.ReadStat(procfs.Path(p.pid, "stat")); err != nil {
+		return err
+	}
+	if ps.status, err = procfs.ReadStatus(procfs.Path(p.pid, "status")); err != nil {
+		return err
+	}
+	if err := checkProcess(p.pid, ps.stat, ps.status, true); err != nil {
+		return err
+	}
 	if err := d.collectProcFiles(p, ps); err != nil {
 		return err
 	}
-	if ps.vmas, err = procfs.ReadSmaps(p.pid); err != nil {
-		return err
-	}
-	return d.injectAll(p, ps)
+	ps.vmas, err = procfs.ReadSmaps(p.pid)
+	return err
 }
 
 // collectProcFiles reads the per-process /proc files that need no injection.
@@ -372,34 +378,56 @@ func (d *dumper) injectAll(p *process, ps *procState) (err error) {
 		offThreads    = 4096
 	)
 	offTimers := offThreads + uint64(len(p.threads))*threadScratch
-	if err := in.mapScratch(leader, offTimers+uint64(len(ps.posixTimers))*itimerspecLen); err != nil {
+	offLive := alignUp(offTimers+uint64(len(ps.posixTimers))*itimerspecLen, 64)
+	size := offLive + liveAreaSize(procCalls+threadCalls) + uint64(len(p.threads)-1)*liveAreaSize(threadCalls)
+	if err := in.mapScratch(leader, size); err != nil {
 		return err
 	}
+	in.sig = chooseLiveSignal(ps.status)
 	if err := in.checkLockFuture(ps.status); err != nil {
 		return err
 	}
 	if err := in.checkMembarrier(leader); err != nil {
 		return err
 	}
-	brk, err := in.call(leader, unix.SYS_BRK, 0)
-	if err != nil {
-		return err
+	// The process's calls and its leader's, in one batch; each other thread's in its own.
+	var proc []ptrace.BatchCall
+	add := func(calls *[]ptrace.BatchCall, nr uintptr, args ...uint64) int {
+		c := ptrace.BatchCall{Nr: nr}
+		copy(c.Args[:], args)
+		*calls = append(*calls, c)
+		return len(*calls) - 1
 	}
-	ps.brk = uint64(brk)
+	iBrk := add(&proc, unix.SYS_BRK, 0)
 	for _, sig := range image.SigactionSignals() {
-		if _, err := in.call(leader, unix.SYS_RT_SIGACTION, uint64(sig), 0,
-			in.scratch+offSigactions+uint64(sig-1)*sigactionSize, 8); err != nil {
-			return err
-		}
+		add(&proc, unix.SYS_RT_SIGACTION, uint64(sig), 0, in.scratch+offSigactions+uint64(sig-1)*sigactionSize, 8)
 	}
 	for which := 0; which < 3; which++ {
-		if _, err := in.call(leader, unix.SYS_GETITIMER, uint64(which),
-			in.scratch+offItimers+uint64(which)*itimervalSize); err != nil {
+		add(&proc, unix.SYS_GETITIMER, uint64(which), in.scratch+offItimers+uint64(which)*itimervalSize)
+	}
+	add(&proc, unix.SYS_PRCTL, unix.PR_GET_CHILD_SUBREAPER, in.scratch+offSubreaper)
+	iDumpable := add(&proc, unix.SYS_PRCTL, unix.PR_GET_DUMPABLE)
+	iTHP := add(&proc, unix.SYS_PRCTL, unix.PR_GET_THP_DISABLE)
+	offArea := offLive
+	for i, t := range p.threads {
+		base := in.scratch + offThreads + uint64(i)*threadScratch
+		var calls []ptrace.BatchCall
+		if i == 0 {
+			calls = proc
+		}
+		add(&calls, unix.SYS_SIGALTSTACK, 0, base)
+		add(&calls, unix.SYS_PRCTL, unix.PR_GET_TID_ADDRESS, base+24)
+		add(&calls, unix.SYS_PRCTL, unix.PR_GET_PDEATHSIG, base+32)
+		iSecbits := add(&calls, unix.SYS_PRCTL, unix.PR_GET_SECUREBITS)
+		got, err := in.run(t, calls, offArea)
+		if err != nil {
 			return err
 		}
-	}
-	if _, err := in.call(leader, unix.SYS_PRCTL, unix.PR_GET_CHILD_SUBREAPER, in.scratch+offSubreaper); err != nil {
-		return err
+		offArea += liveAreaSize(len(calls))
+		if i == 0 {
+			ps.brk, ps.dumpable, ps.thpDisabled = got[iBrk], int32(got[iDumpable]), got[iTHP] != 0
+		}
+		t.state.secbits = uint32(got[iSecbits])
 	}
 	// The limits come from /proc/PID/limits, the fields prlimit64 reads: prlimit on
 	// another process needs CAP_SYS_RESOURCE unless the uids match, and the dumper may
@@ -414,33 +442,6 @@ func (d *dumper) injectAll(p *process, ps *procState) (err error) {
 	}
 	for res, l := range limits {
 		ps.rlimits[res] = unix.Rlimit{Cur: l[0], Max: l[1]}
-	}
-	dumpable, err := in.call(leader, unix.SYS_PRCTL, unix.PR_GET_DUMPABLE)
-	if err != nil {
-		return err
-	}
-	ps.dumpable = int32(dumpable)
-	thp, err := in.call(leader, unix.SYS_PRCTL, unix.PR_GET_THP_DISABLE)
-	if err != nil {
-		return err
-	}
-	ps.thpDisabled = thp != 0
-	for i, t := range p.threads {
-		base := in.scratch + offThreads + uint64(i)*threadScratch
-		if _, err := in.call(t, unix.SYS_SIGALTSTACK, 0, base); err != nil {
-			return err
-		}
-		if _, err := in.call(t, unix.SYS_PRCTL, unix.PR_GET_TID_ADDRESS, base+24); err != nil {
-			return err
-		}
-		if _, err := in.call(t, unix.SYS_PRCTL, unix.PR_GET_PDEATHSIG, base+32); err != nil {
-			return err
-		}
-		sb, err := in.call(t, unix.SYS_PRCTL, unix.PR_GET_SECUREBITS)
-		if err != nil {
-			return err
-		}
-		t.state.secbits = uint32(sb)
 	}
 	if err := in.readTimerValues(leader, ps, offTimers); err != nil {
 		return err
@@ -505,3 +506,16 @@ func (d *dumper) unmapScratch() {
 		}
 	}
 }
+
+// The injected calls of injectAll: each thread's (sigaltstack and three prctl), and the
+// process's own (brk, one rt_sigaction a signal, three getitimer, three prctl), which
+// size the scratch mapping's live batch areas (a batch beyond them is an error).
+const threadCalls = 4
+
+var procCalls = 1 + len(image.SigactionSignals()) + 3 + 3
+
+// liveAreaSize is the room of a live batch of n calls in the scratch mapping.
+func liveAreaSize(n int) uint64 { return alignUp(ptrace.LiveAreaSize(n), 64) }
+
+// alignUp rounds n up to a multiple of a (a power of two).
+func alignUp(n, a uint64) uint64 { return (n + a - 1) &^ (a - 1) }

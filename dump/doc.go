@@ -37,7 +37,15 @@
 // (brk, sigactions, itimers, POSIX timers, the alternate stack, clear_child_tid, pdeath
 // signal, secure bits, dumpable, THP, child subreaper) comes from system calls injected through an existing
 // `syscall` instruction of the vDSO, with every signal blocked, into a scratch mapping that
-// is removed again before memory is read. Pages are selected from /proc/PID/pagemap and
+// is removed again before memory is read. Where it may, each thread makes all of them in
+// one live batch (internal/ptrace/livebatch.go, inject.go): code in the executable scratch
+// mapping runs the calls, then sends its own thread a signal it ignores (SIGURG, SIGWINCH
+// or SIGCHLD, one the process neither catches nor has pending), which the tracer sees as a
+// stop; untraced, the code puts the thread's mask and registers back by itself. A thread
+// in a job-control stop or with a seccomp filter, a process catching all three signals (a
+// Go program) or refused an executable mapping, makes its calls one at a time. What
+// /proc tells is read for every process of a level of the tree (precheck) or of the whole
+// stopped tree (collect) at once, on every core. Pages are selected from /proc/PID/pagemap and
 // copied with batched process_vm_readv (/proc/PID/mem for unreadable areas) by a reader
 // goroutine while the caller writes; shared memory objects are read through the objects
 // themselves (SEEK_DATA/SEEK_HOLE; the bytes of the last page past the end of the object
@@ -245,13 +253,17 @@
 // stops at its next check (between processes, and between page batches), puts every
 // thread back and removes the partial set. SIGKILL of imgtool cannot be caught: the kernel
 // then detaches every thread and lets it run from its current state. A thread is in a
-// borrowed state only while its process's injected calls run (about 75 calls, a few
-// milliseconds a process); as soon as they are done it gets its own registers and signal
-// mask back, while the tree stays stopped, so a kill at any later moment (reading memory,
-// writing the set) leaves the tree running unharmed and only a staging folder behind
-// (removed by the next command that writes the same set). A kill inside the injection
-// window can leave a thread with every signal blocked, a one-page scratch mapping, or
-// resumed from the middle of an injected call (it then crashes). A kill once TCP
+// borrowed state only while its process's injected calls run (three single calls, a live
+// batch a thread, one more single call: well under a millisecond a process); as soon as
+// they are done it gets its own registers and signal mask back, while the tree stays
+// stopped, so a kill at any later moment (reading memory, writing the set) leaves the tree
+// running unharmed and only a staging folder behind (removed by the next command that
+// writes the same set). A kill during a live batch costs the process only the scratch
+// mapping, left in place (the thread runs the batch to its end and resumes itself,
+// restarting the system call it was in, as the kernel would: TestLiveBatchSurvivesTheTracer
+// lets it go at each point); a kill inside a single injected call can leave a thread with
+// every signal blocked, a scratch mapping, or resumed from the middle of the call (it then
+// crashes). A kill once TCP
 // connections are locked (Options.TCPEstablished) leaves them locked and in repair mode
 // (and, with Options.NetworkLock nftables, its nftables table in place), as a killed CRIU
 // leaves its firewall lock: see sk_tcp.go. Measured by

@@ -23,6 +23,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"github.com/imgtool/imgtool/image"
+	"github.com/imgtool/imgtool/internal/par"
 )
 
 const (
@@ -48,9 +49,16 @@ func (d *dumper) collect() error {
 	if err := d.holdLocks(); err != nil {
 		return err
 	}
-	for _, p := range d.procs {
+	// What /proc tells is read for every process at once, on every core; then each
+	// process's threads and injected calls on the tracer thread.
+	read := make([]error, len(d.procs))
+	par.Each(len(d.procs), func(i int) { read[i] = d.readProcess(d.procs[i]) })
+	for i, p := range d.procs {
 		if err := d.checkCtx(); err != nil {
 			return err
+		}
+		if read[i] != nil {
+			return read[i]
 		}
 		if err := d.collectProcess(p); err != nil {
 			return err
