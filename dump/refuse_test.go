@@ -25,7 +25,12 @@ func refusedAtOnce(t *testing.T, prog string, args ...string) Refusals {
 // refusedWith is refusedAtOnce with the dump's options opts (Pid set here).
 func refusedWith(t *testing.T, opts Options, prog string, args ...string) Refusals {
 	t.Helper()
-	tg := launch(t, prog, args...)
+	return refusedTarget(t, opts, launch(t, prog, args...))
+}
+
+// refusedTarget is refusedWith for a program already launched.
+func refusedTarget(t *testing.T, opts Options, tg *testproc.Proc) Refusals {
+	t.Helper()
 	seized := seizes.Load()
 	opts.Pid = tg.Pid
 	err := Dump(context.Background(), opts, newDirSink(t))
@@ -128,12 +133,13 @@ func TestRefuseEpollTargets(t *testing.T) {
 // TestRefuseWhatCannotBeReopened: an open file of /proc (it names a process's state, and
 // is reopened before the restored processes exist), an unlinked device node (zdtm's
 // memfd02 and deleted_dev were dumped, then failed to restore), a file whose name was
-// removed while it keeps another (CRIU's link-remap). Refused, before anything is touched.
+// removed while it keeps another without --link-remap (remap_test.go has more). Refused,
+// before anything is touched.
 func TestRefuseWhatCannotBeReopened(t *testing.T) {
 	for _, c := range []struct{ mode, want string }{
 		{"procfile", "is /proc/"},
 		{"devnode", "null.dev (deleted): device nodes that were removed cannot be recreated"},
-		{"linkremap", "a.txt (deleted): its name was removed but it has another: link-remap"},
+		{"linkremap", "a.txt (deleted): its name was removed while another name of it remains (a hard link): use --link-remap"},
 	} {
 		t.Run(c.mode, func(t *testing.T) {
 			all := refusedAtOnce(t, "refusals", c.mode)
