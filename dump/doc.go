@@ -11,7 +11,8 @@
 // already traced, a process whose leader exited while other threads run, device nodes that
 // were removed, files unlinked by the name they were opened by while another name remains
 // unless Options.LinkRemap (CRIU's link-remap, see Link remaps), deleted files whose
-// content passes the ghost file limit (see Ghost files), open files of /proc,
+// content passes the ghost file limit (see Ghost files), open files of /proc and a working
+// directory in the /proc directory of a process that has exited (CRIU's PROCFS remap),
 // files with locks held (POSIX, OFD, flock, leases) unless Options.FileLocks (see file_lock.go;
 // dropping them would let another writer in), processes sharing memory,
 // fs context or signal handlers, or an fd table other than with their parent (a child
@@ -25,8 +26,8 @@
 // imgtool-fork-pages-PID.img: see cow.go), files whose
 // owner (F_SETOWN) is outside the tree (a restore sets it by number), device and
 // hugetlb mappings, memory locked on fault (MLOCK_ONFAULT: vma_entry has no place for
-// it), SysV shared memory, an inotify with events not read yet or watching a file gone
-// (inotify.go), anonymous-inode files other than eventfd, timerfd, signalfd, inotify
+// it), SysV shared memory, an inotify with events not read yet or watching a file gone or
+// deleted while the tree keeps it open (inotify.go), anonymous-inode files other than eventfd, timerfd, signalfd, inotify
 // and epoll, an epoll watching a file that is refused or that is registered under an fd
 // number the process no longer has open, or has reused for another file) is refused then:
 // all of it at once (Refusals,

@@ -72,6 +72,16 @@ func isRemapped(link string, st *unix.Stat_t) bool {
 	return unix.Stat(link, &named) != nil || named.Dev != st.Dev || named.Ino != st.Ino
 }
 
+// isDeadProc tells whether a /proc link names the /proc directory of a process that has
+// exited ("/proc/PID (deleted)", zdtm's unhashed_proc): CRIU's REMAP_TYPE PROCFS, which
+// restores it with a helper process of that PID; imgtool refuses it.
+func isDeadProc(link string) bool {
+	return strings.HasPrefix(link, "/proc/") && strings.HasSuffix(link, deletedSuffix)
+}
+
+// deadProcReason is the refusal of a file isDeadProc names.
+const deadProcReason = "it is in the /proc directory of a process that has exited: not supported (CRIU restores it with a helper process of that pid)"
+
 // savedName is the name a file's reg entry records: for a ghost or a link remap the name
 // it had, without the " (deleted)" of /proc.
 func savedName(link string, st *unix.Stat_t) string {
@@ -200,9 +210,15 @@ func walkTreeFiles(pids []int, visit func(f *treeFile) error) error {
 
 // checkLinkRemaps refuses, before the tree is touched, every file of the tree that would
 // be saved through a link (isRemapped) but cannot be: without Options.LinkRemap (allowed)
-// all of them, naming each; with it, the ones linkRemapRefusal refuses.
+// all of them, naming each; with it, the ones linkRemapRefusal refuses. And the third
+// kind of CRIU's remaps, which imgtool does not make: a working directory (or mapping)
+// in the /proc directory of a process that has exited (open files of /proc are refused
+// by inspectFd).
 func checkLinkRemaps(pids []int, allowed bool, refused *Refusals) error {
 	return walkTreeFiles(pids, func(f *treeFile) error {
+		if f.fd < 0 && isDeadProc(f.link) {
+			return refused.add(refuse(f.pid, f.fd, f.resource(""), deadProcReason))
+		}
 		if !isRemapped(f.link, &f.st) {
 			return nil
 		}
@@ -224,6 +240,8 @@ func (s *setState) remapOf(regID uint32, link, open string, st *unix.Stat_t, ref
 		return s.ghostFor(regID, open, st, refusal)
 	case isRemapped(link, st):
 		return s.linkFor(regID, ghostName(link), open, st, refusal)
+	case isDeadProc(link):
+		return refusal(deadProcReason)
 	}
 	return nil
 }
