@@ -19,8 +19,8 @@ import (
 )
 
 // launchLinkRemap starts restore/testdata/linkremap.c in its files state: a.txt open,
-// mapped shared and private, f.fifo open with bytes queued, each linked under a second
-// name (b.txt, g.fifo) and its first name removed.
+// mapped shared and private and watched by an inotify (fd 4), f.fifo open with bytes
+// queued, each linked under a second name (b.txt, g.fifo) and its first name removed.
 func launchLinkRemap(t *testing.T) *testproc.Proc {
 	t.Helper()
 	return testproc.Launch(t, testproc.Build(t, "../restore/testdata/linkremap.c"), testproc.Options{Ready: "ready pid="}, "files")
@@ -63,7 +63,7 @@ func TestRefuseLinkRemap(t *testing.T) {
 	all := refusedTarget(t, Options{}, tg)
 	want := []string{
 		"fd 3 is " + tg.Dir + "/a.txt (deleted): its name was removed while another name of it remains (a hard link): use --link-remap",
-		"fd 4 is " + tg.Dir + "/f.fifo (deleted): its name was removed while another name of it remains",
+		"fd 5 is " + tg.Dir + "/f.fifo (deleted): its name was removed while another name of it remains",
 		"/a.txt (deleted): its name was removed while another name of it remains",
 	}
 	if len(all) != 4 {

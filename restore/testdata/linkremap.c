@@ -3,16 +3,17 @@
  * and checked after the restore. One state per run, chosen by argv[1]:
  *
  *   files  a.txt (3 pages 'a', 'b', 'c', mode 0640) open O_RDWR at offset 100, mapped
- *          MAP_SHARED (pages 1-2) and MAP_PRIVATE (page 1 written 'X'), linked as b.txt,
- *          then a.txt unlinked; f.fifo open O_RDWR with 5 bytes queued, linked as
- *          g.fifo, then f.fifo unlinked
+ *          MAP_SHARED (pages 1-2) and MAP_PRIVATE (page 1 written 'X'), watched by an
+ *          inotify (IN_MODIFY), linked as b.txt, then a.txt unlinked; f.fifo open O_RDWR
+ *          with 5 bytes queued, linked as g.fifo, then f.fifo unlinked
  *   exe    its own executable, linked as NAME.kept and NAME unlinked (run it from a copy)
  *   all    both
  *
  * The check: each fd and mapping is the inode the other name has (and that inode has no
  * third name: the links a dump made are gone), with the same content; writes through the
- * fd and the shared mapping reach the other name; each fd is still "NAME (deleted)" in
- * /proc; no link_remap.* in the directory. It sets the state, checks it once, prints
+ * fd and the shared mapping reach the other name (the one through the fd reported by the
+ * inotify watch); each fd is still "NAME (deleted)" in /proc; no link_remap.* in the
+ * directory. It sets the state, checks it once, prints
  * "ready pid=N", waits for SIGUSR1 (sent after the restore), checks again and prints "ok"
  * or "FAIL: why". */
 #define _GNU_SOURCE
@@ -24,6 +25,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
+#include <sys/inotify.h>
 #include <sys/ioctl.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
@@ -84,7 +86,7 @@ static int no_links(const char *dir)
 }
 
 /* --- files --- */
-static int fd, ffd;
+static int fd, ffd, ify, wd;
 static char *shared, *priv;
 
 static void set_files(void)
@@ -98,6 +100,9 @@ static void set_files(void)
 		if (write(fd, blk, PAGE) != PAGE)
 			die("write a.txt");
 	}
+	ify = inotify_init1(IN_NONBLOCK);
+	if (ify < 0 || (wd = inotify_add_watch(ify, "a.txt", IN_MODIFY)) < 0)
+		die("inotify");
 	shared = mmap(NULL, 2 * PAGE, PROT_READ | PROT_WRITE, MAP_SHARED, fd, PAGE);
 	priv = mmap(NULL, 3 * PAGE, PROT_READ | PROT_WRITE, MAP_PRIVATE, fd, 0);
 	if (shared == MAP_FAILED || priv == MAP_FAILED)
@@ -108,6 +113,22 @@ static void set_files(void)
 	if (mkfifo("f.fifo", 0640) || (ffd = open("f.fifo", O_RDWR)) < 0 || write(ffd, "fifo!", 5) != 5 || link("f.fifo", "g.fifo") ||
 	    unlink("f.fifo"))
 		die("fifo");
+}
+
+/* modified reads every event queued on the inotify (none is left for the dump) and tells
+ * whether one was IN_MODIFY on the watch of a.txt. */
+static int modified(void)
+{
+	char buf[4096] __attribute__((aligned(8)));
+	int seen = 0;
+	ssize_t n;
+	while ((n = read(ify, buf, sizeof(buf))) > 0)
+		for (char *p = buf; p < buf + n; p += sizeof(struct inotify_event) + ((struct inotify_event *)p)->len) {
+			struct inotify_event *e = (struct inotify_event *)p;
+			if (e->wd == wd && e->mask & IN_MODIFY)
+				seen = 1;
+		}
+	return seen;
 }
 
 /* map_inode stats the file behind the mapping at addr. */
@@ -139,6 +160,7 @@ static int check_files(void)
 	 * put back, so that the check can run again */
 	CHECK(pwrite(fd, "W", 1, 7) == 1 && pread(other, &c, 1, 7) == 1 && c == 'W', "a write to a.txt's fd is not in b.txt");
 	CHECK(pwrite(fd, "a", 1, 7) == 1, "pwrite");
+	CHECK(modified(), "the inotify watch of a.txt did not report the write");
 	shared[PAGE + 9] = 'S';
 	CHECK(pread(other, &c, 1, 2 * PAGE + 9) == 1 && c == 'S', "a write to the shared mapping is not in b.txt");
 	shared[PAGE + 9] = 'c';
