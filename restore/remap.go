@@ -81,8 +81,8 @@ func (pl *plan) linkList() []*linkPlan {
 }
 
 // checkLinks refuses, before any process exists, a link remap the restore could not
-// make: its link gone, not the file saved (mode, size, build id of the file's entry), or
-// the file's old name in a directory that cannot be written.
+// make: its link gone (or a symbolic link), not the file saved (mode, size, build id of
+// the file's entry), or the file's old name in a directory that cannot be written.
 func checkLinks(pl *plan) error {
 	ids := make([]uint32, 0, len(pl.links))
 	for id := range pl.links {
@@ -96,6 +96,9 @@ func checkLinks(pl *plan) error {
 		if err := unix.Lstat(lp.path, &st); err != nil {
 			return fmt.Errorf("%s (file id %d) is saved through the link %s a dump made for it (--link-remap), which is gone "+
 				"(a dump with --leave-running removes it, as CRIU's): %w", name, id, lp.path, err)
+		}
+		if st.Mode&unix.S_IFMT == unix.S_IFLNK { // a link is the file itself, never a symlink to one
+			return fmt.Errorf("%s (file id %d): its link %s is a symbolic link", name, id, lp.path)
 		}
 		through := &regfile.RegFileEntry{Name: &lp.path, Mode: r.Mode, Size: r.Size, BuildId: r.BuildId}
 		if err := checkRegFile(through); err != nil {

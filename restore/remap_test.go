@@ -165,8 +165,8 @@ func ourHandlesOn(t *testing.T, suffix string) int {
 	return n
 }
 
-// TestRefuseLinkRemap: a set whose link is gone, or names a file that is not the one saved
-// (another size), is refused before any process exists.
+// TestRefuseLinkRemap: a set whose link is gone, is a symbolic link, or names a file that
+// is not the one saved (another size), is refused before any process exists.
 func TestRefuseLinkRemap(t *testing.T) {
 	requireRoot(t)
 	p := launchLinkRemap(t, "files")
@@ -189,6 +189,15 @@ func TestRefuseLinkRemap(t *testing.T) {
 				t.Fatal(err)
 			}
 			t.Cleanup(func() { os.Rename(p.Dir+"/moved", link) })
+		}},
+		{"symlink", fmt.Sprintf("%s (file id %d): its link %s is a symbolic link", name, r.GetOrigId(), link), func(t *testing.T) {
+			if err := os.Rename(link, p.Dir+"/moved"); err != nil {
+				t.Fatal(err)
+			}
+			if err := os.Symlink("b.txt", link); err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(func() { os.Remove(link); os.Rename(p.Dir+"/moved", link) })
 		}},
 		{"changed", fmt.Sprintf("%s (file id %d), through its link: %s has changed: size 12289, the set says 12288", name, r.GetOrigId(), link), func(t *testing.T) {
 			if err := os.Truncate(p.Dir+"/b.txt", 12289); err != nil {
