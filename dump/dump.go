@@ -163,8 +163,12 @@ func (d *dumper) run() (err error) {
 // returns err (with any error of those attached).
 func (d *dumper) fail(err error) error {
 	d.closeOpen()
-	if terr := errors.Join(d.removeLinks(), d.resumeTCP(), d.thaw()); terr != nil {
-		return fmt.Errorf("%w (and resuming the target failed: %v)", err, terr)
+	lerr := d.removeLinks()
+	if terr := errors.Join(d.resumeTCP(), d.thaw()); terr != nil {
+		err = fmt.Errorf("%w (and resuming the target failed: %v)", err, terr)
+	}
+	if lerr != nil {
+		err = fmt.Errorf("%w (and %v)", err, lerr)
 	}
 	return err
 }
