@@ -108,6 +108,9 @@ func (d *dumper) precheck() error {
 	if err := checkGhosts(pids, d.opts.GhostLimit, &refused); err != nil {
 		return err
 	}
+	if err := checkLinkRemaps(pids, d.opts.LinkRemap, &refused); err != nil { // remap.go
+		return err
+	}
 	if transient {
 		return &changedError{refused.err()}
 	}
@@ -460,9 +463,7 @@ func inspectFd(pid, fd int) (*fdDesc, error) {
 	switch {
 	case strings.HasPrefix(link, "pipe:"):
 		fdesc.kind = fdPipe
-	case isRemapped(link, &fdesc.st):
-		return nil, refuse(pid, fd, link, "its name was removed but it has another: link-remap (CRIU's --link-remap) is not supported")
-	case mode == unix.S_IFIFO: // deleted ones too: ghost.go
+	case mode == unix.S_IFIFO: // deleted ones too: ghost.go, remap.go
 		fdesc.kind = fdFifo
 	case mode == unix.S_IFSOCK:
 		fdesc.kind = sockKind(pid, fd) // sk_inet.go: TCP and UDP; sk_unix.go refuses other families
@@ -479,7 +480,7 @@ func inspectFd(pid, fd int) (*fdDesc, error) {
 		// by path before the restored processes exist, it would name nothing or another.
 		return nil, refuse(pid, fd, link, "files in /proc are not supported")
 	case mode == unix.S_IFREG, mode == unix.S_IFDIR, mode == unix.S_IFCHR, mode == unix.S_IFBLK:
-		fdesc.kind = fdReg // deleted files and directories too: ghost.go
+		fdesc.kind = fdReg // deleted files and directories too: ghost.go; renamed by a link: remap.go
 	case isAnonKind(link):
 		fdesc.kind = anonKinds[link]
 	default:

@@ -298,14 +298,8 @@ func (d *dumper) collectProcFiles(p *process, ps *procState) error {
 	if ps.rootPath, ps.rootStat, err = linkAndStat(procfs.Path(p.pid, "root")); err != nil {
 		return err
 	}
-	// A deleted executable or working directory is a ghost file (ghost.go); one whose
-	// name was removed while it keeps another cannot be reopened.
-	if isRemapped(ps.exePath, &ps.exeStat) {
-		return refuse(p.pid, -1, "executable "+ps.exePath, "its name was removed but it has another: link-remap is not supported")
-	}
-	if isRemapped(ps.cwdPath, &ps.cwdStat) {
-		return refuse(p.pid, -1, "working directory "+ps.cwdPath, "its name was removed but it has another: link-remap is not supported")
-	}
+	// A deleted executable or working directory is a ghost file (ghost.go); an executable
+	// whose name was removed while it keeps another is saved through a link (remap.go).
 	ps.posixTimers, err = readPosixTimers(p.pid)
 	return err
 }

@@ -10,8 +10,9 @@
 // (seccomp.go), processes
 // already traced, a process whose leader exited while other threads run, device nodes that
 // were removed, files unlinked by the name they were opened by while another name remains
-// (CRIU's link-remap), deleted files whose content passes the ghost file limit (see Ghost
-// files), open files of /proc,
+// unless Options.LinkRemap (CRIU's link-remap, see Link remaps), deleted files whose
+// content passes the ghost file limit (see Ghost files), open files of /proc and a working
+// directory in the /proc directory of a process that has exited (CRIU's PROCFS remap),
 // files with locks held (POSIX, OFD, flock, leases) unless Options.FileLocks (see file_lock.go;
 // dropping them would let another writer in), processes sharing memory,
 // fs context or signal handlers, or an fd table other than with their parent (a child
@@ -25,8 +26,8 @@
 // imgtool-fork-pages-PID.img: see cow.go), files whose
 // owner (F_SETOWN) is outside the tree (a restore sets it by number), device and
 // hugetlb mappings, memory locked on fault (MLOCK_ONFAULT: vma_entry has no place for
-// it), SysV shared memory, an inotify with events not read yet or watching a file gone
-// (inotify.go), anonymous-inode files other than eventfd, timerfd, signalfd, inotify
+// it), SysV shared memory, an inotify with events not read yet or watching a file gone or
+// deleted while the tree keeps it open (inotify.go), anonymous-inode files other than eventfd, timerfd, signalfd, inotify
 // and epoll, an epoll watching a file that is refused or that is registered under an fd
 // number the process no longer has open, or has reused for another file) is refused then:
 // all of it at once (Refusals,
@@ -116,8 +117,9 @@
 // The rule for a kind: each lives whole in one file named after it (eventfd.go, timerfd.go,
 // signalfd.go, eventpoll.go, sk_unix.go, sk_inet.go with its TCP connections in sk_tcp.go,
 // as CRIU's sk-tcp.c, tty.go; the first four kinds in files.go), and restore/ has the file
-// of the same name (as ghost.go, in both, holds deleted files: not a kind of its own, but
-// the remap of the reg entries of regular files, FIFOs and directories). Each is a fileKind (typ, check, entry) listed in fdKinds, the one table
+// of the same name (as ghost.go, in both, holds deleted files, and remap.go files saved
+// through a link: not kinds of their own, but the remaps of the reg entries of regular
+// files, FIFOs and directories). Each is a fileKind (typ, check, entry) listed in fdKinds, the one table
 // from kind to handler: inspectFd classifies an fd (check.go; an anonymous inode by its
 // /proc link, anonKinds; a socket by its family and protocol, sockKind) and runs its kind's check, which refuses what cannot be saved
 // while touching nothing; numberFds asks the kind for the file_entry once the tree is
@@ -209,9 +211,34 @@
 // have grown, once the tree is stopped. Shared memory is not a ghost although it has no
 // name either: memfds, and an fd of MAP_SHARED anonymous memory ("/dev/zero (deleted)",
 // opened through /proc/PID/map_files: zdtm's shmemfd), are saved with the memory they
-// are, in memfd.img. Removed device nodes, other deleted files of the kernel's internal
-// mounts, and a file whose name was removed while it keeps another (CRIU's link-remap,
-// --link-remap, not implemented) are refused.
+// are, in memfd.img. Removed device nodes and other deleted files of the kernel's internal
+// mounts are refused. A file whose name was removed while it keeps another is no ghost:
+// see Link remaps.
+//
+// # Link remaps
+//
+// A file the tree uses (an open fd, a mapping, the executable) whose name it was opened by
+// was removed while another name of it remains (a hard link: link count above 0, "NAME
+// (deleted)" in /proc and no file of that name) is refused, naming each fd, mapping or
+// executable, unless Options.LinkRemap (--link-remap, as CRIU's: "Use link-remap option").
+// With it the dump does what CRIU 4.2's files-reg.c does (remap.go): once the tree is
+// stopped it gives the file one more name, a hard link link_remap.ID in the directory of
+// the name it had (the nearest parent that exists if that directory is gone), made from
+// the tree's own file (linkat through /proc/self/fd), ID a new reg entry id, the one after
+// the file's; files.img gets, just before the file's own entry (its old name, mode, size,
+// build id), the link's: id, flags 0, pos 0, an empty owner and the link's name; and
+// remap-fpath.img a remap_file_path_entry (orig_id the file's entry, remap_id ID,
+// remap_type LINKED). Each reg entry gets its own link: an fd and a mapping of one file,
+// two. Regular files and FIFOs only (a FIFO's queued bytes are saved as for any FIFO);
+// another type is refused, as is a file whose directory the dump cannot write in (the
+// pre-check looks). The link is a visible name in the target's directory, and part of the
+// set: after a successful dump it stays until a restore opens the file through it and
+// removes it. A dump that fails or is interrupted removes every link it made before the
+// tree runs again; one with LeaveRunning removes them once the set is complete, as CRIU's
+// delete_link_remaps (the tree goes on with its file; the set restores only where the link
+// exists again); a SIGKILL of imgtool once links are made leaves them, as a killed CRIU
+// does. A link name already taken (link_remap.ID of an earlier dump not restored) fails
+// the dump, naming it.
 //
 // # Zombies, POSIX timers, stopped processes
 //

@@ -49,6 +49,13 @@ type Options struct {
 	// negative value allows only ghosts without content (directories, FIFOs, empty
 	// files). A deleted file with more is refused, named.
 	GhostLimit int64
+	// LinkRemap saves a file the tree uses whose name it was opened by was removed while
+	// another name of it remains through a hard link the dump makes next to it,
+	// link_remap.ID (CRIU's --link-remap; remap.go): a visible name in the target's
+	// directory, left for the restore, which opens the file through it and removes it.
+	// A dump that fails, or leaves the tree running, removes its links again. Without
+	// it such a file refuses the dump, named.
+	LinkRemap bool
 	// ShellJob accepts a tree whose controlling terminal belongs to a session led outside
 	// it (a shell's job), as CRIU's --shell-job: the terminal is saved as a pty slave
 	// whose master is not in the set, which a restore replaces with its caller's
@@ -128,6 +135,7 @@ func (d *dumper) run() (err error) {
 	opts, sink := d.opts, d.sink
 	defer func() {
 		if err != nil {
+			_ = d.removeLinks() // fail removed them; this covers any other way out
 			d.sinkAbort()
 		}
 	}()
@@ -149,18 +157,25 @@ func (d *dumper) run() (err error) {
 		d.committed = true
 	}
 	if opts.LeaveRunning {
-		return errors.Join(d.resumeTCP(), d.thaw())
+		// The tree goes on with its files: the links made for the set go before it runs
+		// again, as CRIU's delete_link_remaps (remap.go).
+		return errors.Join(d.removeLinks(), d.resumeTCP(), d.thaw())
 	}
 	err = d.kill()
 	d.dropTCP() // after the tree is dead: its connections go silently (sk_tcp.go)
 	return err
 }
 
-// fail puts the tree back as it was and returns err (with any thaw error attached).
+// fail removes the links the dump made (remap.go), puts the tree back as it was and
+// returns err (with any error of those attached).
 func (d *dumper) fail(err error) error {
 	d.closeOpen()
+	lerr := d.removeLinks()
 	if terr := errors.Join(d.resumeTCP(), d.thaw()); terr != nil {
-		return fmt.Errorf("%w (and resuming the target failed: %v)", err, terr)
+		err = fmt.Errorf("%w (and resuming the target failed: %v)", err, terr)
+	}
+	if lerr != nil {
+		err = fmt.Errorf("%w (and %v)", err, lerr)
 	}
 	return err
 }

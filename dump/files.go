@@ -72,6 +72,7 @@ type setState struct {
 	nextPagesID uint32
 	unix        unixState  // sk_unix.go
 	ghosts      ghostState // ghost.go
+	links       linkState  // remap.go
 	tty         ttyState   // tty.go
 	tcp         tcpConns   // sk_tcp.go
 	runID       string     // dump_criu_run_id
@@ -139,7 +140,8 @@ func buildID(path string, size int64) []uint32 {
 
 // mapFileID returns the files.img id of the file behind a mapping (or the exe), creating the
 // reg entry the first time the inode is seen anywhere in the tree; a file that was deleted
-// is a ghost (ghost.go), what names it in a refusal.
+// is a ghost (ghost.go), one whose name was removed while it keeps another is saved through
+// a link (remap.go); what names it in a refusal.
 func (s *setState) mapFileID(pid int, what, path, open string, st *unix.Stat_t) (uint32, error) {
 	k := devIno{st.Dev, st.Ino}
 	if id, ok := s.mapFiles[k]; ok {
@@ -147,17 +149,15 @@ func (s *setState) mapFileID(pid int, what, path, open string, st *unix.Stat_t) 
 	}
 	id := s.newID()
 	s.mapFiles[k] = id
-	ghost := isGhost(path, st)
-	if ghost {
-		path = ghostName(path)
+	name := savedName(path, st)
+	err := s.remapOf(id, path, open, st, func(reason string) error {
+		return refuse(pid, -1, what+" "+name+deletedSuffix, reason)
+	})
+	if err != nil {
+		return 0, err
 	}
 	s.files = append(s.files, &fdinfo.FileEntry{Type: fdinfo.FdTypes_REG.Enum(), Id: proto.Uint32(id),
-		Reg: regEntry(id, 0, 0, path, st, open)})
-	if ghost {
-		return id, s.ghostFor(id, open, st, func(reason string) error {
-			return refuse(pid, -1, what+" "+path+deletedSuffix, reason)
-		})
-	}
+		Reg: regEntry(id, 0, 0, name, st, open)})
 	return id, nil
 }
 
@@ -342,28 +342,20 @@ type regKind struct{}
 func (regKind) typ() fdinfo.FdTypes      { return fdinfo.FdTypes_REG }
 func (regKind) check(int, *fdDesc) error { return nil }
 func (regKind) entry(s *setState, r fdRef, fe *fdinfo.FileEntry, flags uint32, own *fown.FownEntry) error {
-	fe.Reg = regOrGhost(r, fe.GetId(), flags)
+	fe.Reg = regEntry(fe.GetId(), flags, r.f.info.Pos, savedName(r.f.link, &r.f.st), &r.f.st, r.buildIDPath())
 	fe.Reg.Fown = own
-	return s.ghostOf(r, fe.Reg)
+	return s.fdRemap(r, fe.GetId())
 }
 
-// regOrGhost builds the reg entry of an fd's file: a deleted one (a ghost, ghost.go) under
-// the name it had.
-func regOrGhost(r fdRef, id, flags uint32) *regfile.RegFileEntry {
-	name := r.f.link
-	if isGhost(name, &r.f.st) {
-		name = ghostName(name)
+// fdRemap records how a restore reopens the file of fd r, reg entry regID, when its name
+// was removed (ghost.go, remap.go).
+func (s *setState) fdRemap(r fdRef, regID uint32) error {
+	what := r.f.link
+	if isGhost(r.f.link, &r.f.st) {
+		what = "unlinked file " + what
 	}
-	return regEntry(id, flags, r.f.info.Pos, name, &r.f.st, r.buildIDPath())
-}
-
-// ghostOf saves the ghost of reg, the entry of fd r's file, when it was deleted.
-func (s *setState) ghostOf(r fdRef, reg *regfile.RegFileEntry) error {
-	if !isGhost(r.f.link, &r.f.st) {
-		return nil
-	}
-	return s.ghostFor(reg.GetId(), r.open(), &r.f.st, func(reason string) error {
-		return refuse(r.pid, r.f.fd, "unlinked file "+r.f.link, reason)
+	return s.remapOf(regID, r.f.link, r.open(), &r.f.st, func(reason string) error {
+		return refuse(r.pid, r.f.fd, what, reason)
 	})
 }
 
@@ -400,12 +392,12 @@ func (fifoKind) typ() fdinfo.FdTypes      { return fdinfo.FdTypes_FIFO }
 func (fifoKind) check(int, *fdDesc) error { return nil }
 func (fifoKind) entry(s *setState, r fdRef, fe *fdinfo.FileEntry, flags uint32, own *fown.FownEntry) error {
 	regID := s.newID()
-	reg := regOrGhost(r, regID, flags)
+	reg := regEntry(regID, flags, r.f.info.Pos, savedName(r.f.link, &r.f.st), &r.f.st, r.buildIDPath())
 	reg.Fown = own // a FIFO's owner is in its reg entry, as CRIU has it
-	s.files = append(s.files, &fdinfo.FileEntry{Type: fdinfo.FdTypes_REG.Enum(), Id: proto.Uint32(regID), Reg: reg})
-	if err := s.ghostOf(r, reg); err != nil {
+	if err := s.fdRemap(r, regID); err != nil {
 		return err
 	}
+	s.files = append(s.files, &fdinfo.FileEntry{Type: fdinfo.FdTypes_REG.Enum(), Id: proto.Uint32(regID), Reg: reg})
 	fe.Fifo = &fifo.FifoEntry{Id: proto.Uint32(fe.GetId()), PipeId: proto.Uint32(uint32(r.f.st.Ino)),
 		RegfId: proto.Uint32(regID)}
 	if flags&unix.O_ACCMODE != unix.O_WRONLY {
@@ -625,20 +617,14 @@ func (s *setState) stealPipeData(pidfd, pid int, f *fdDesc) error {
 func (s *setState) numberFs(p *process) error {
 	ps := p.state
 	p.files.cwdID = s.newID()
-	cwd, ghost := ps.cwdPath, isGhost(ps.cwdPath, &ps.cwdStat)
-	if ghost {
-		cwd = ghostName(cwd)
+	err := s.remapOf(p.files.cwdID, ps.cwdPath, procfs.Path(p.pid, "cwd"), &ps.cwdStat, func(reason string) error {
+		return refuse(p.pid, -1, "working directory "+ps.cwdPath, reason)
+	})
+	if err != nil {
+		return err
 	}
 	s.files = append(s.files, &fdinfo.FileEntry{Type: fdinfo.FdTypes_REG.Enum(), Id: proto.Uint32(p.files.cwdID),
-		Reg: regEntry(p.files.cwdID, 0, 0, cwd, &ps.cwdStat, "")})
-	if ghost {
-		err := s.ghostFor(p.files.cwdID, procfs.Path(p.pid, "cwd"), &ps.cwdStat, func(reason string) error {
-			return refuse(p.pid, -1, "working directory "+ps.cwdPath, reason)
-		})
-		if err != nil {
-			return err
-		}
-	}
+		Reg: regEntry(p.files.cwdID, 0, 0, savedName(ps.cwdPath, &ps.cwdStat), &ps.cwdStat, "")})
 	p.files.rootID = s.newID()
 	s.files = append(s.files, &fdinfo.FileEntry{Type: fdinfo.FdTypes_REG.Enum(), Id: proto.Uint32(p.files.rootID),
 		Reg: regEntry(p.files.rootID, 0, 0, ps.rootPath, &ps.rootStat, "")})

@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"strconv"
 	"strings"
 	"sync"
 
@@ -16,7 +15,6 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"github.com/imgtool/imgtool/image"
-	"github.com/imgtool/imgtool/internal/procfs"
 )
 
 // Ghost files, as CRIU's files-reg.c has them: a file a process holds open (or maps, or
@@ -51,9 +49,11 @@ type ghostFile struct {
 
 // ghostState is what setState keeps of the ghosts of the tree.
 type ghostState struct {
-	limit  int64 // Options.GhostLimit, resolved: -1 for none
-	byIno  map[devIno]*ghostFile
-	list   []*ghostFile
+	limit int64 // Options.GhostLimit, resolved: -1 for none
+	byIno map[devIno]*ghostFile
+	list  []*ghostFile
+	// remaps are remap-fpath.img's entries, the ghosts' and the links' (remap.go), in the
+	// order the files were met, as CRIU writes them.
 	remaps []*remap_file_path.RemapFilePathEntry
 }
 
@@ -80,13 +80,6 @@ func isGhost(link string, st *unix.Stat_t) bool {
 	}
 	dev, err := shmemDev()
 	return err == nil && st.Dev != dev
-}
-
-// isRemapped tells whether a file still has a name, but not the one it was opened by
-// (it was unlinked while another hard link remains): CRIU's link-remap, which imgtool
-// does not implement.
-func isRemapped(link string, st *unix.Stat_t) bool {
-	return st.Nlink > 0 && strings.HasSuffix(link, deletedSuffix) && !isShmem(link, st) && !strings.HasPrefix(link, "/proc/")
 }
 
 // ghostName is the name a ghost's reg entry records: the link without " (deleted)".
@@ -221,58 +214,18 @@ func ghostTooBig(open string, st *unix.Stat_t, limit int64) int64 {
 func checkGhosts(pids []int, opt int64, refused *Refusals) error {
 	limit := ghostLimit(opt)
 	seen := map[devIno]bool{}
-	check := func(pid, fd int, open, what string) error {
-		link, err := os.Readlink(open)
-		if err != nil {
-			return err
-		}
-		var st unix.Stat_t
-		if err := unix.Stat(open, &st); err != nil {
-			return err
-		}
-		k := devIno{st.Dev, st.Ino}
-		if !isGhost(link, &st) || seen[k] {
+	return walkTreeFiles(pids, func(f *treeFile) error { // remap.go
+		k := devIno{f.st.Dev, f.st.Ino}
+		if !isGhost(f.link, &f.st) || seen[k] {
 			return nil
 		}
 		seen[k] = true
-		total := ghostTooBig(open, &st, limit)
+		total := ghostTooBig(f.open, &f.st, limit)
 		if total == 0 {
 			return nil
 		}
-		return refused.add(refuse(pid, fd, what+link, limitReason(total, limit)))
-	}
-	for _, pid := range pids {
-		fds, err := procFds(pid)
-		if err != nil {
-			return err
-		}
-		for _, fd := range fds {
-			if err := check(pid, fd, procfs.Path(pid, "fd", strconv.Itoa(fd)), "unlinked file "); err != nil && !vanished(err) {
-				return fmt.Errorf("process %d fd %d: %w", pid, fd, err)
-			}
-		}
-		if err := check(pid, -1, procfs.Path(pid, "exe"), "executable "); err != nil && !vanished(err) {
-			return fmt.Errorf("process %d: %w", pid, err)
-		}
-		maps, err := procfs.ReadMaps(pid)
-		if err != nil {
-			if vanished(err) {
-				continue
-			}
-			return err
-		}
-		for _, m := range maps {
-			if m.Ino == 0 || !strings.HasSuffix(m.Path, deletedSuffix) {
-				continue
-			}
-			open := procfs.Path(pid, "map_files", fmt.Sprintf("%x-%x", m.Start, m.End))
-			what := fmt.Sprintf("mapping %#x-%#x ", m.Start, m.End)
-			if err := check(pid, -1, open, what); err != nil && !vanished(err) {
-				return fmt.Errorf("process %d: %w", pid, err)
-			}
-		}
-	}
-	return nil
+		return refused.add(refuse(f.pid, f.fd, f.resource("unlinked file "), limitReason(total, limit)))
+	})
 }
 
 // ghostFor records that reg entry regID (named name) is a ghost file, the inode st opened

@@ -1,6 +1,7 @@
 package dump
 
 import (
+	"errors"
 	"fmt"
 	"strconv"
 	"strings"
@@ -24,9 +25,13 @@ const fdInotify = fdTTY + 1
 // ("inotify wd:... ino:... sdev:... mask:... ignored_mask:... fhandle-bytes:...
 // fhandle-type:... f_handle:..."): its number, the watched inode, device and file handle,
 // and its mask. The watched file's path, found by opening the handle, goes into the
-// handle's path (CRIU's path hint), so that a restore finds it by name. Refused: a watch
-// whose file cannot be opened by its handle (it was deleted), and events queued and not
-// read yet (no image keeps them: a restore would lose them).
+// handle's path (CRIU's path hint), so that a restore finds it by name (a file whose name
+// was removed while another remains, link-remap's case, is found by its handle). Refused:
+// a watch whose file cannot be opened by its handle (it was deleted), or that has no name
+// left (deleted while an fd or mapping keeps it: the handle opens it now, but not once the
+// tree is gone; CRIU watches the ghost file it restores, zdtm's inotify00, which imgtool
+// does not), and events queued and not read yet (no image keeps them: a restore would
+// lose them).
 type inotifyKind struct{}
 
 func (inotifyKind) typ() fdinfo.FdTypes { return fdinfo.FdTypes_INOTIFY }
@@ -140,13 +145,21 @@ func inotifyWatches(pid, fd int) ([]inotifyWatch, error) {
 	return out, nil
 }
 
-// watchPath finds the file a watch is on, by its handle.
+// watchPath finds the file a watch is on, by its handle; a file without a name left is
+// an error (the handle opens it only while the tree keeps it).
 func watchPath(w inotifyWatch) (string, error) {
 	f, err := fhandle.Open(w.sdev, w.handle)
 	if err != nil {
 		return "", err
 	}
 	defer f.Close()
+	var st unix.Stat_t
+	if err := unix.Fstat(int(f.Fd()), &st); err != nil {
+		return "", err
+	}
+	if st.Nlink == 0 {
+		return "", errors.New("it was deleted (an open fd or mapping keeps it; a watch on a ghost file is not restored)")
+	}
 	return fhandle.Path(f)
 }
 

@@ -33,6 +33,12 @@ func refusedWith(t *testing.T, opts Options, prog string, args ...string) Refusa
 func refusedProc(t *testing.T, opts Options, prog string, args ...string) (Refusals, *testproc.Proc) {
 	t.Helper()
 	tg := launch(t, prog, args...)
+	return refusedTarget(t, opts, tg), tg
+}
+
+// refusedTarget is refusedWith for a program already launched.
+func refusedTarget(t *testing.T, opts Options, tg *testproc.Proc) Refusals {
+	t.Helper()
 	seized := seizes.Load()
 	opts.Pid = tg.Pid
 	err := Dump(context.Background(), opts, newDirSink(t))
@@ -57,7 +63,7 @@ func refusedProc(t *testing.T, opts Options, prog string, args ...string) (Refus
 	if st, _ := procfs.ReadStatus(procfs.Path(tg.Pid, "status")); st["TracerPid"] != "0" || st["State"][0] == 'T' {
 		t.Errorf("target left traced or stopped: %v %v", st["TracerPid"], st["State"])
 	}
-	return all, tg
+	return all
 }
 
 // TestRefuseFileLocks: a process holding file locks is refused, every lock at once
@@ -135,12 +141,15 @@ func TestRefuseEpollTargets(t *testing.T) {
 // TestRefuseWhatCannotBeReopened: an open file of /proc (it names a process's state, and
 // is reopened before the restored processes exist), an unlinked device node (zdtm's
 // memfd02 and deleted_dev were dumped, then failed to restore), a file whose name was
-// removed while it keeps another (CRIU's link-remap). Refused, before anything is touched.
+// removed while it keeps another without --link-remap (remap_test.go has more), a working
+// directory in the /proc directory of a process that has exited. Refused, before anything
+// is touched.
 func TestRefuseWhatCannotBeReopened(t *testing.T) {
 	for _, c := range []struct{ mode, want string }{
 		{"procfile", "is /proc/"},
 		{"devnode", "null.dev (deleted): device nodes that were removed cannot be recreated"},
-		{"linkremap", "a.txt (deleted): its name was removed but it has another: link-remap"},
+		{"linkremap", "a.txt (deleted): its name was removed while another name of it remains (a hard link): use --link-remap"},
+		{"procdir", " (deleted): it is in the /proc directory of a process that has exited: not supported"},
 	} {
 		t.Run(c.mode, func(t *testing.T) {
 			all := refusedAtOnce(t, "refusals", c.mode)
@@ -165,6 +174,17 @@ func TestRefuseInotifyQueued(t *testing.T) {
 	all := refusedAtOnce(t, "refusals", "inotifyq")
 	if len(all) != 1 || !strings.Contains(all.Error(), "anon_inode:inotify") || !strings.Contains(all.Error(), "events not read yet") {
 		t.Errorf("refusals %v, want the inotify's queued events", all)
+	}
+}
+
+// TestRefuseInotifyGhost: an inotify watching a file deleted while an fd keeps it (zdtm's
+// inotify00): its handle opens it while the tree lives, not once the set is restored
+// (CRIU watches its ghost file; imgtool does not): refused, naming the watch, before
+// anything is seized.
+func TestRefuseInotifyGhost(t *testing.T) {
+	all := refusedAtOnce(t, "refusals", "inotifyghost")
+	if len(all) != 1 || !strings.Contains(all.Error(), "anon_inode:inotify: watch 1 (inode ") || !strings.Contains(all.Error(), "it was deleted") {
+		t.Errorf("refusals %v, want the inotify's watch of a deleted file", all)
 	}
 }
 

@@ -155,10 +155,10 @@ func classifyVMA(pid int, v *procfs.Mapping) (*vmaDesc, error) {
 			e.kind = vmaFilePrivMem
 		}
 	case mode == unix.S_IFREG:
-		if isRemapped(v.Path, &e.st) {
-			return nil, refuse(pid, -1, where, "its name was removed but it has another: link-remap (CRIU's --link-remap) is not supported")
-		}
-		if e.st.Nlink == 0 && !isGhost(v.Path, &e.st) { // other deleted files are ghosts: ghost.go
+		// other deleted files are ghosts (ghost.go); one whose name was removed while it
+		// keeps another is saved through a link (remap.go), refused without --link-remap
+		// by checkLinkRemaps
+		if e.st.Nlink == 0 && !isGhost(v.Path, &e.st) {
 			return nil, refuse(pid, -1, where, "this kind of deleted file cannot be made again")
 		}
 		e.status = image.VMAAreaRegular

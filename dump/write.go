@@ -44,6 +44,7 @@ type kobjIDs struct{ vm, files, fs, sighand uint32 }
 func (d *dumper) collect() error {
 	d.set = newSetState()
 	d.set.ghosts.limit = ghostLimit(d.opts.GhostLimit)
+	d.set.links.allowed = d.opts.LinkRemap
 	d.set.runID = newRunID()
 	d.set.tcp = newTCPConns(d.opts, d.set.runID) // sk_tcp.go
 	if err := d.holdLocks(); err != nil {

@@ -29,6 +29,7 @@ type dumpOptions struct {
 	TCP          tcpFlags         // --tcp-established, --tcp-close
 	NetworkLock  string           // --network-lock: socket or nftables
 	GhostLimit   string           // --ghost-limit: SIZE, K, M or G suffixed; "" for the default
+	LinkRemap    bool             // --link-remap
 	Encrypt      bool             // -e: encrypt as written
 	Certs        []string         // --cert: the recipients (with -e)
 	Cipher       string           // --cipher
@@ -49,6 +50,7 @@ const (
 	flagNetworkLock  = "network-lock"
 	flagGhostLimit   = "ghost-limit"
 	flagShellJob     = "shell-job"
+	flagLinkRemap    = "link-remap"
 	flagEncrypt      = "encrypt"
 	flagExtUnixSk    = "ext-unix-sk"
 )
@@ -113,6 +115,16 @@ then: a stream or seqpacket connection and a peer without a name (criu dumps tho
 only for a restore handed the socket with --inherit-fd, which imgtool has not), a
 peer that is itself connected, bound to a relative name, or whose file is gone.
 
+A file the tree holds open, maps or runs whose name was removed while another
+name of it remains (a hard link) refuses the dump, naming it, unless --link-remap
+is given, as with criu dump: the dump then gives the file one more name, a hard
+link link_remap.N in the directory of the name it had (CRIU's), and the set
+refers to it; restore opens the file through it and removes it (restore needs no
+option). That link is a visible name in the tree's directory until a restore
+removes it; a dump that fails, is interrupted, or runs with --leave-running
+removes its links again (as CRIU's), so such a set needs the link made again to
+be restored.
+
 Without --leave-running the tree is killed once the set is complete and
 committed. With -e every file is encrypted as it is written, for the certificates
 given with --cert (default ` + defaultCertPath + ` if it exists): no plaintext
@@ -126,6 +138,7 @@ Examples:
    imgtool dump -t 1234 -D /tmp/ckpt --shell-job
    imgtool dump -t 1234 -D /tmp/ckpt --tcp-established
    imgtool dump -t 1234 -D /tmp/ckpt --ext-unix-sk
+   imgtool dump -t 1234 -D /tmp/ckpt --link-remap
    imgtool dump -t 1234 -D /tmp/ckpt -e --cert ops.pem
    imgtool dump -t 1234 -D /tmp/ckpt -e --cert ops.pem --sign-key host.key --sign-cert host.pem
 
@@ -155,6 +168,10 @@ Exit codes: 0 success, 1 failure or refusal (the tree keeps running), 2 wrong co
 			&cli.StringFlag{Name: flagGhostLimit, Usage: "the largest content of a deleted file still open, mapped or used as " +
 				"working directory that is saved in the set (a ghost file, as CRIU's): `SIZE` in bytes, or with a K, M or G " +
 				"suffix; a larger one is refused, named (default 1M, CRIU's)"},
+			&cli.BoolFlag{Name: flagLinkRemap, Usage: "save a file whose name was removed while another name of it remains " +
+				"(unlinked by the name it was opened by, a hard link left) through a hard link link_remap.N made in its directory, " +
+				"as CRIU's --link-remap: a visible name there until a restore removes it (removed again if the dump fails or " +
+				"with --leave-running); without it such a file refuses the dump"},
 			&cli.BoolFlag{Name: flagEncrypt, Aliases: []string{"e"}, Usage: "encrypt the set as it is written"},
 			certFlag("recipient certificate `CERT.pem` for -e; repeatable (default " + defaultCertPath + " if it exists)"),
 			cipherFlag("the AEAD for -e", cipher.AES256GCM.String()),
@@ -175,6 +192,7 @@ Exit codes: 0 success, 1 failure or refusal (the tree keeps running), 2 wrong co
 				TCP:          tcpFlagsFrom(c),
 				NetworkLock:  c.String(flagNetworkLock),
 				GhostLimit:   c.String(flagGhostLimit),
+				LinkRemap:    c.Bool(flagLinkRemap),
 				Encrypt:      c.Bool(flagEncrypt),
 				Certs:        c.StringSlice(flagCert),
 				Cipher:       c.String(flagCipher),
@@ -234,7 +252,7 @@ func runDump(ctx context.Context, opts dumpOptions, args []string) error {
 	// dump.Dump commits w once the set is complete (before killing the tree) and aborts
 	// it on failure: *imgset.Writer is a dump.Committer.
 	err = dump.Dump(ctx, dump.Options{Pid: opts.Pid, LeaveRunning: opts.LeaveRunning, COWCopies: opts.COWCopies,
-		FileLocks: opts.FileLocks, ShellJob: opts.ShellJob, GhostLimit: ghostLimit, Progress: progress,
+		FileLocks: opts.FileLocks, ShellJob: opts.ShellJob, GhostLimit: ghostLimit, LinkRemap: opts.LinkRemap, Progress: progress,
 		TCPEstablished: opts.TCP.Established, TCPClose: opts.TCP.Close, NetworkLock: opts.NetworkLock, ExtUnixSk: opts.ExtUnixSk}, w)
 	done()
 	if err != nil {

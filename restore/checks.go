@@ -24,6 +24,9 @@ func precheck(pl *plan, xs fpu.Layout) error {
 	if err := checkGhosts(pl); err != nil { // deleted files: ghost.go
 		return err
 	}
+	if err := checkLinks(pl); err != nil { // files saved through a link: remap.go
+		return err
+	}
 	if err := checkGroups(pl); err != nil {
 		return err
 	}
@@ -90,8 +93,8 @@ func precheck(pl *plan, xs fpu.Layout) error {
 		if fe == nil {
 			return fmt.Errorf("%s: file id %d is not in files.img", files[id], id)
 		}
-		if fe.GetType() != fdinfo.FdTypes_REG || fe.Reg == nil || pl.ghosts[id] != nil {
-			continue // a ghost is made from the set (checkGhosts)
+		if fe.GetType() != fdinfo.FdTypes_REG || fe.Reg == nil || pl.ghosts[id] != nil || pl.links[id] != nil {
+			continue // a ghost is made from the set (checkGhosts), a linked file checked through its link (checkLinks)
 		}
 		if err := checkRegFile(fe.Reg); err != nil {
 			return fmt.Errorf("%s: %w", files[id], err)

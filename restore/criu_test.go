@@ -12,6 +12,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/imgtool/imgtool/dump"
 	"github.com/imgtool/imgtool/internal/testproc"
 )
 
@@ -62,13 +63,21 @@ func criuRestore(t *testing.T, bin, dir string, pids []int, extra ...string) int
 // offset of p's log saved in the set, after which the restored program writes.
 func crossCheckpoint(t *testing.T, criu string, p *testproc.Proc, byCRIU bool) (root int, off int64) {
 	t.Helper()
+	return crossCheckpointWith(t, criu, p, byCRIU, dump.Options{})
+}
+
+// crossCheckpointWith is crossCheckpoint with imgtool's dump options opts (Pid set here)
+// and criu dump's criuArgs.
+func crossCheckpointWith(t *testing.T, criu string, p *testproc.Proc, byCRIU bool, opts dump.Options, criuArgs ...string) (root int, off int64) {
+	t.Helper()
 	var dir string
 	if byCRIU {
 		dir = t.TempDir()
-		runCRIU(t, criu, dir, "dump.log", "dump", "-t", fmt.Sprint(p.Pid))
+		runCRIU(t, criu, dir, "dump.log", append([]string{"dump", "-t", fmt.Sprint(p.Pid)}, criuArgs...)...)
 		testproc.WaitGone(t, []int{p.Pid})
 	} else {
-		dir = dumpTo(t, p.Pid)
+		opts.Pid = p.Pid
+		dir = dumpWith(t, opts)
 	}
 	off = savedPos(t, dir, p.Log)
 	if byCRIU {

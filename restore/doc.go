@@ -12,7 +12,8 @@
 // size and GNU build id, the FPU state loadable on this CPU (xstate_bv within XCR0), the
 // vDSO and vvar sizes those of this kernel (read from imgtool's own, which every process
 // of this kernel shares), the set's fd numbers within the hard RLIMIT_NOFILE, nothing it
-// does not support, every ghost file makeable (see Ghost files). Tests count the helper
+// does not support, every ghost file makeable (see Ghost files), the link of every file
+// saved through one there and the file saved (see Link remaps). Tests count the helper
 // processes started to prove a refusal comes first. Only the pages files are read (and, when encrypted, authenticated) later, as the
 // processes are filled.
 //
@@ -159,7 +160,7 @@
 // sockets sk_inet.go and sk_tcp.go refuse: connections without Options.TCPEstablished or
 // TCPClose, one this host has already, SYN_SENT, and states other than LISTEN and CLOSE
 // without a peer), fanotify, terminals other than pseudo-terminals (see Terminals), remaps
-// other than ghost files (CRIU's link-remap, a dead process's /proc directory), ghost files
+// other than ghost files and links (a dead process's /proc directory), ghost files
 // other than regular files, directories and FIFOs (device nodes, symlinks) and other file types are refused
 // (every such fd of the tree named at once), as is an epoll whose targets are not all fds,
 // of kinds restore supports, of the first process that has it (the one that dumped it, for
@@ -251,6 +252,30 @@
 // ctime, and the atime once the process reads, are this restore's. An encrypted set's
 // ghost content is authenticated chunk by chunk as it is read; a chunk that fails kills
 // the tree, and the ghost, partly made, is removed.
+//
+// # Link remaps
+//
+// A reg entry remap-fpath.img remaps to another reg entry (REMAP_TYPE LINKED; images
+// older than remap_type: a remap_id without the ghost bit) is a file whose name was
+// removed while another remained, saved through a hard link the dump made (dump --link-remap
+// or criu dump --link-remap, CRIU's link_remap.N; dump/doc.go): the other entry names the
+// link. Restore needs no option for it, as CRIU's. The pre-check refuses, before any
+// process exists, a link that is gone (a dump with --leave-running removes its links, as
+// CRIU's), a link that is not the file saved (the mode, size and build id of the file's
+// own entry, read through the link), an old name whose directory (or nearest existing
+// parent) cannot be written. The first time the restore needs the file (an fd's
+// description, a mapping, an executable), remap.go does what CRIU's open_path does: the
+// link is linked to the old name (missing directories made for the moment), the name
+// opened O_PATH and checked to be the link's inode, and removed again; every description,
+// mapping or executable reopens that handle through /proc/self/fd with its own flags, so
+// the restored process has the inode the remaining name has, "NAME (deleted)" in /proc as
+// before. A name that exists again is left alone: the file is reached through the link's
+// own name instead (then "link_remap.N (deleted)" in /proc; CRIU names it NAME.cr_link),
+// and Options.Warn says so. Once the whole tree is restored, before any of it runs, every
+// link of the set is removed, as CRIU's try_clean_remaps (a link already gone is no
+// error). A restore that fails leaves the links in place, as CRIU's does (it removes only
+// ghosts then), so that the set can be restored again; the old names it made for a moment
+// are gone by then.
 //
 // Shared memory: CRIU 4.2 and imgtool dump save MAP_SHARED|MAP_ANONYMOUS memory as a memfd
 // named "/dev/zero" (VMA_FILE_SHARED|VMA_AREA_MEMFD, shmid a MEMFD file id). Each memfd

@@ -34,8 +34,11 @@ type descriptions struct {
 	// ghosts are the deleted files made again (ghost.go): by ghost id, a handle of each
 	// of its names.
 	ghosts map[uint32]map[string]*os.File
-	tty    ttyDescs     // tty.go
-	warn   func(string) // Options.Warn, once per message
+	// links are the handles of the files saved through a link (remap.go): by the link's
+	// file id, a handle for each old name.
+	links map[uint32]map[string]*os.File
+	tty   ttyDescs     // tty.go
+	warn  func(string) // Options.Warn, once per message
 }
 
 // pipePair is one pipe, by pipe_id, and which of its ends a description already took.
@@ -67,6 +70,11 @@ func (d *descriptions) close() {
 	d.unix.close()
 	d.tty.close()
 	for _, hs := range d.ghosts {
+		for _, h := range hs {
+			h.Close()
+		}
+	}
+	for _, hs := range d.links {
 		for _, h := range hs {
 			h.Close()
 		}
@@ -114,6 +122,7 @@ func (r *restorer) createDescriptions(root *process) (*descriptions, error) {
 
 		registered: map[uint32]bool{},
 		ghosts:     map[uint32]map[string]*os.File{},
+		links:      map[uint32]map[string]*os.File{},
 		warn:       r.warn,
 	}
 	t := root.leader()

@@ -52,7 +52,8 @@ func (g *ghostPlan) temp() string { return fmt.Sprintf("%s.cr.%x.ghost", g.names
 func (g *ghostPlan) isDir() bool { return g.entry.GetMode()&unix.S_IFMT == unix.S_IFDIR }
 
 // loadGhosts reads remap-fpath.img, when the set has one: pl.ghosts gets each reg file id
-// that is a ghost; remaps of other types are noted in pl.remapRefused for precheck.
+// that is a ghost, pl.links each one saved through a link (remap.go); remaps of other
+// types are noted in pl.remapRefused for precheck.
 func loadGhosts(pl *plan) error {
 	const name = "remap-fpath.img"
 	if !pl.src.has(name) {
@@ -78,7 +79,12 @@ func loadGhosts(pl *plan) error {
 		switch typ {
 		case remap_file_path.RemapType_GHOST:
 		case remap_file_path.RemapType_LINKED:
-			pl.remapRefused = append(pl.remapRefused, fmt.Sprintf("%s (file id %d) was deleted while another name of it remained, and is saved as a link to it (CRIU's --link-remap): not supported", fe.Reg.GetName(), fe.GetId()))
+			if pl.ghosts[fe.GetId()] != nil || pl.links[fe.GetId()] != nil {
+				return fmt.Errorf("%s: file id %d is remapped twice", name, fe.GetId())
+			}
+			if err := pl.addLink(fe, id); err != nil { // remap.go
+				return err
+			}
 			continue
 		case remap_file_path.RemapType_PROCFS:
 			pl.remapRefused = append(pl.remapRefused, fmt.Sprintf("%s (file id %d) is in the /proc directory of a process that had exited: not supported", fe.Reg.GetName(), fe.GetId()))
@@ -86,7 +92,7 @@ func loadGhosts(pl *plan) error {
 		default:
 			return fmt.Errorf("%s: file id %d: unknown remap type %d", name, fe.GetId(), typ)
 		}
-		if pl.ghosts[fe.GetId()] != nil {
+		if pl.ghosts[fe.GetId()] != nil || pl.links[fe.GetId()] != nil {
 			return fmt.Errorf("%s: file id %d is remapped twice", name, fe.GetId())
 		}
 		if n := fe.Reg.GetName(); !filepath.IsAbs(n) || filepath.Clean(n) != n || n == "/" {
@@ -221,8 +227,12 @@ func ghostReader(f imageFile, name string) (*image.Reader, *ghost_file.GhostFile
 }
 
 // regPath returns the path that opens the reg file fe: its name, or for a ghost a
-// /proc/self/fd link of imgtool's handle of it, the ghost made on first use.
+// /proc/self/fd link of imgtool's handle of it, the ghost made on first use (for a file
+// saved through a link, of the handle remap.go makes).
 func (d *descriptions) regPath(pl *plan, fe *fdinfo.FileEntry) (string, error) {
+	if lp := pl.links[fe.GetId()]; lp != nil {
+		return d.linkPath(lp, fe.Reg.GetName())
+	}
 	g := pl.ghosts[fe.GetId()]
 	if g == nil {
 		return fe.Reg.GetName(), nil

@@ -234,8 +234,8 @@ func readFd(t *testing.T, pid, fd int) []byte {
 }
 
 // TestRefuseGhosts: a set whose ghost cannot be made as saved is refused before any
-// process exists: a remap restore does not make (link-remap), a ghost whose entry
-// disagrees with its file entry, its temporary name taken.
+// process exists: a remap restore does not make (a dead process's /proc directory), a
+// ghost whose entry disagrees with its file entry, its temporary name taken.
 func TestRefuseGhosts(t *testing.T) {
 	requireRoot(t)
 	setupFixtureFiles(t, "ghost")
@@ -243,9 +243,9 @@ func TestRefuseGhosts(t *testing.T) {
 		name, want string
 		change     func(t *testing.T, dir string)
 	}{
-		{"link-remap", "--link-remap", func(t *testing.T, dir string) {
+		{"procfs", "is in the /proc directory of a process that had exited: not supported", func(t *testing.T, dir string) {
 			rewriteImage(t, dir, "remap-fpath.img", func(img *image.Image) {
-				img.Entries[0].Msg.(*remap_file_path.RemapFilePathEntry).RemapType = remap_file_path.RemapType_LINKED.Enum()
+				img.Entries[0].Msg.(*remap_file_path.RemapFilePathEntry).RemapType = remap_file_path.RemapType_PROCFS.Enum()
 			})
 		}},
 		{"size", "has size 2049, its ghost 2048 bytes", func(t *testing.T, dir string) {

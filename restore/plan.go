@@ -56,6 +56,9 @@ type plan struct {
 	// (remap-fpath.img; ghost.go); remapRefused names the remaps restore does not make.
 	ghosts       map[uint32]*ghostPlan
 	remapRefused []string
+	// links are the links (CRIU's link_remap.N) of the files saved through one, by the id
+	// of each reg entry remapped to one (REMAP_TYPE LINKED; remap.go).
+	links map[uint32]*linkPlan
 
 	pagesTotal, pagesDone int64 // page bytes to write and written, for Options.Progress
 

@@ -273,6 +273,10 @@ func (r *restorer) run() (err error) {
 	if err := r.leaveTCPRepair(); err != nil { // sk_tcp.go
 		return err
 	}
+	// Every file is open: the links the dump made (--link-remap) go before the tree runs.
+	if err := r.removeLinks(); err != nil { // remap.go
+		return err
+	}
 	return r.release()
 }
 

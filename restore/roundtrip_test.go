@@ -31,6 +31,13 @@ func launchFixture(t *testing.T, prog, ready string, args ...string) *testproc.P
 // copy-on-write): every tree here must restore exactly.
 func dumpTo(t *testing.T, pid int, recipients ...cipher.Recipient) string {
 	t.Helper()
+	return dumpWith(t, dump.Options{Pid: pid}, recipients...)
+}
+
+// dumpWith is dumpTo with the dump's options opts (opts.Pid the tree's root).
+func dumpWith(t *testing.T, opts dump.Options, recipients ...cipher.Recipient) string {
+	t.Helper()
+	pid := opts.Pid
 	tree := testproc.Descendants(pid)
 	dir := filepath.Join(t.TempDir(), "set")
 	w, err := imgset.Create(dir, imgset.CreateOptions{Recipients: recipients})
@@ -39,7 +46,7 @@ func dumpTo(t *testing.T, pid int, recipients ...cipher.Recipient) string {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	if err := dump.Dump(ctx, dump.Options{Pid: pid}, w); err != nil {
+	if err := dump.Dump(ctx, opts, w); err != nil {
 		w.Abort()
 		t.Fatalf("imgtool dump of %d: %v", pid, err)
 	}

@@ -7,6 +7,10 @@
  *   devnode   an open character device node that was unlinked
  *   opath     an O_PATH fd (not refused: dumped and restored)
  *   inotifyq  an inotify with an event queued and not read
+ *   procdir     its working directory the /proc directory of a child that has exited and
+ *               was reaped ("/proc/PID (deleted)", zdtm's unhashed_proc)
+ *   inotifyghost  an inotify watching gone.txt, deleted while an fd keeps it open (zdtm's
+ *               inotify00)
  *   leaderless  a child in a process group whose leader exited (zdtm's zombie01): dumped;
  *               restore/testdata/states.c's leaderless-group checks its restore
  *   ghostbig    big.bin (2 MiB) open and gone.map (1.5 MiB) mapped, both deleted: over the
@@ -115,8 +119,26 @@ int main(int argc, char **argv)
 			perror("inotify");
 			return 1;
 		}
+	} else if (!strcmp(mode, "procdir")) {
+		char dir[64];
+		pid_t child = fork();
+		if (child == 0) {
+			pause();
+			_exit(0);
+		}
+		snprintf(dir, sizeof(dir), "/proc/%d", child);
+		if (child < 0 || chdir(dir) || kill(child, SIGKILL) || waitpid(child, NULL, 0) != child) {
+			perror("procdir");
+			return 1;
+		}
+	} else if (!strcmp(mode, "inotifyghost")) {
+		int in = inotify_init1(0);
+		if (in < 0 || open_file("gone.txt") < 0 || inotify_add_watch(in, "gone.txt", IN_CLOSE_WRITE) != 1 || unlink("gone.txt")) {
+			perror("inotifyghost");
+			return 1;
+		}
 	} else {
-		fprintf(stderr, "usage: refusals locks|fifo|files|procfile|rmdir|devnode|opath|leaderless|ghostbig|linkremap|inotifyq\n");
+		fprintf(stderr, "usage: refusals locks|fifo|files|procfile|rmdir|devnode|opath|leaderless|ghostbig|linkremap|inotifyq|inotifyghost|procdir\n");
 		return 2;
 	}
 	printf("pid=%d\n", getpid());
