@@ -160,6 +160,20 @@ func TestRefuseWhatCannotBeReopened(t *testing.T) {
 	}
 }
 
+// TestRefuseAnonKinds: anonymous inodes CRIU knows and imgtool cannot restore are refused
+// by their kind, before anything is touched.
+func TestRefuseAnonKinds(t *testing.T) {
+	for _, mode := range []string{"fanotify", "pidfd"} {
+		t.Run(mode, func(t *testing.T) {
+			all := refusedAtOnce(t, "refusals", mode)
+			want := "anon_inode:[" + mode + "]: this kind of file is not supported"
+			if len(all) != 1 || !strings.Contains(all.Error(), want) {
+				t.Errorf("refusals %v, want one saying %q", all, want)
+			}
+		})
+	}
+}
+
 // TestDumpOPathFd: an O_PATH fd has no owner to read (fcntl says EBADF): it is dumped,
 // not refused (zdtm's opath_file).
 func TestDumpOPathFd(t *testing.T) {

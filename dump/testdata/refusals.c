@@ -17,6 +17,8 @@
  *               default ghost file limit
  *   linkremap   a.txt open, linked as b.txt, then a.txt unlinked: the file has a name, not
  *               the one it was opened by
+ *   fanotify    a fanotify group (fanotify_init)
+ *   pidfd       a pidfd of its own (pidfd_open)
  * It prints "pid=N" once set up, then sleeps. */
 #define _GNU_SOURCE
 #include <fcntl.h>
@@ -72,6 +74,10 @@ int main(int argc, char **argv)
 			perror("clone");
 			return 1;
 		}
+	} else if (!strcmp(mode, "fanotify")) {
+		if (syscall(SYS_fanotify_init, 0, 0) < 0) { perror("fanotify_init"); return 1; }
+	} else if (!strcmp(mode, "pidfd")) {
+		if (syscall(SYS_pidfd_open, getpid(), 0) < 0) { perror("pidfd_open"); return 1; }
 	} else if (!strcmp(mode, "procfile")) {
 		if (open("/proc/self/maps", O_RDONLY) < 0) { perror("maps"); return 1; }
 	} else if (!strcmp(mode, "rmdir")) {
