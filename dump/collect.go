@@ -131,16 +131,7 @@ func collectThread(p *process, t *thread, buf []byte) error {
 	if t.origMask, err = ptrace.GetSigmask(t.tid); err != nil {
 		return err
 	}
-	s := &t.state
-	taskDir := procfs.Path(p.pid, "task", strconv.Itoa(t.tid))
-	if s.status, err = procfs.ReadStatus(taskDir + "/status"); err != nil {
-		return err
-	}
-	comm, err := os.ReadFile(taskDir + "/comm")
-	if err != nil {
-		return fmt.Errorf("read comm of %d: %w", t.tid, err)
-	}
-	s.comm = strings.TrimSuffix(string(comm), "\n")
+	s := &t.state // its status and comm: readThread
 
 	xsave, err := ptrace.GetRegset(t.tid, ptrace.NTX86XState, buf)
 	if err != nil {
@@ -252,8 +243,29 @@ func (d *dumper) readProcess(p *process) error {
 	if err := d.collectProcFiles(p, ps); err != nil {
 		return err
 	}
+	for _, t := range p.threads {
+		if err := readThread(p, t); err != nil {
+			return err
+		}
+	}
 	ps.vmas, err = procfs.ReadSmaps(p.pid)
 	return err
+}
+
+// readThread reads t's status and name from /proc (readProcess).
+func readThread(p *process, t *thread) error {
+	s := &t.state
+	taskDir := procfs.Path(p.pid, "task", strconv.Itoa(t.tid))
+	var err error
+	if s.status, err = procfs.ReadStatus(taskDir + "/status"); err != nil {
+		return err
+	}
+	comm, err := os.ReadFile(taskDir + "/comm")
+	if err != nil {
+		return fmt.Errorf("read comm of %d: %w", t.tid, err)
+	}
+	s.comm = strings.TrimSuffix(string(comm), "\n")
+	return nil
 }
 
 // collectProcFiles reads the per-process /proc files that need no injection.
