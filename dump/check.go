@@ -105,12 +105,12 @@ func (d *dumper) precheck() error {
 	if err := checkFileLocks(pids, d.opts.FileLocks, &refused); err != nil {
 		return err
 	}
-	if err := checkGhosts(pids, d.opts.GhostLimit, &refused); err != nil {
+	deleted, err := deletedTreeFiles(pids) // remap.go
+	if err != nil {
 		return err
 	}
-	if err := checkLinkRemaps(pids, d.opts.LinkRemap, &refused); err != nil { // remap.go
-		return err
-	}
+	checkGhosts(deleted, d.opts.GhostLimit, &refused)
+	checkLinkRemaps(deleted, d.opts.LinkRemap, &refused) // remap.go
 	if transient {
 		return &changedError{refused.err()}
 	}

@@ -208,24 +208,22 @@ func ghostTooBig(open string, st *unix.Stat_t, limit int64) int64 {
 	return 0
 }
 
-// checkGhosts refuses, before the tree is touched, every ghost file of the tree whose
-// content passes the limit (Options.GhostLimit): fds, mappings and executables, each
-// inode once. It touches nothing (the files are read through /proc).
-func checkGhosts(pids []int, opt int64, refused *Refusals) error {
+// checkGhosts refuses, before the tree is touched, every ghost file among the tree's
+// deleted files whose content passes the limit (Options.GhostLimit): fds, mappings and
+// executables, each inode once. It touches nothing (the files are read through /proc).
+func checkGhosts(files []*treeFile, opt int64, refused *Refusals) {
 	limit := ghostLimit(opt)
 	seen := map[devIno]bool{}
-	return walkTreeFiles(pids, func(f *treeFile) error { // remap.go
+	for _, f := range files { // deletedTreeFiles, remap.go
 		k := devIno{f.st.Dev, f.st.Ino}
 		if !isGhost(f.link, &f.st) || seen[k] {
-			return nil
+			continue
 		}
 		seen[k] = true
-		total := ghostTooBig(f.open, &f.st, limit)
-		if total == 0 {
-			return nil
+		if total := ghostTooBig(f.open, &f.st, limit); total != 0 {
+			refused.add(refuse(f.pid, f.fd, f.resource("unlinked file "), limitReason(total, limit)))
 		}
-		return refused.add(refuse(f.pid, f.fd, f.resource("unlinked file "), limitReason(total, limit)))
-	})
+	}
 }
 
 // ghostFor records that reg entry regID (named name) is a ghost file, the inode st opened

@@ -14,6 +14,7 @@ import (
 	"golang.org/x/sys/unix"
 	"google.golang.org/protobuf/proto"
 
+	"github.com/imgtool/imgtool/internal/par"
 	"github.com/imgtool/imgtool/internal/procfs"
 )
 
@@ -151,12 +152,29 @@ func (f *treeFile) resource(fdWhat string) string {
 	return f.what + " " + f.link
 }
 
-// walkTreeFiles calls visit, touching nothing, for every file the processes pids use whose
+// deletedTreeFiles lists, touching nothing, every file the processes pids use whose
 // /proc name says it was deleted (its name removed): open fds, executables, working
-// directories and file mappings. A process or file gone meanwhile is skipped (the stopped
-// tree is looked at again).
-func walkTreeFiles(pids []int, visit func(f *treeFile) error) error {
-	one := func(pid, fd int, open, what string) error {
+// directories and file mappings, in the order of pids, each process's looked at on every
+// core at once. A process or file gone meanwhile is skipped (the stopped tree is looked
+// at again).
+func deletedTreeFiles(pids []int) ([]*treeFile, error) {
+	files := make([][]*treeFile, len(pids))
+	errs := make([]error, len(pids))
+	par.Each(len(pids), func(i int) { files[i], errs[i] = deletedFilesOf(pids[i]) })
+	var all []*treeFile
+	for i := range pids {
+		if errs[i] != nil {
+			return nil, errs[i]
+		}
+		all = append(all, files[i]...)
+	}
+	return all, nil
+}
+
+// deletedFilesOf is deletedTreeFiles for one process.
+func deletedFilesOf(pid int) ([]*treeFile, error) {
+	var out []*treeFile
+	one := func(fd int, open, what string) error {
 		f := &treeFile{pid: pid, fd: fd, open: open, what: what}
 		var err error
 		if f.link, err = os.Readlink(open); err != nil || !strings.HasSuffix(f.link, deletedSuffix) {
@@ -165,7 +183,8 @@ func walkTreeFiles(pids []int, visit func(f *treeFile) error) error {
 		if err := unix.Stat(open, &f.st); err != nil {
 			return err
 		}
-		return visit(f)
+		out = append(out, f)
+		return nil
 	}
 	skip := func(err error) error {
 		if err != nil && !vanished(err) {
@@ -173,39 +192,37 @@ func walkTreeFiles(pids []int, visit func(f *treeFile) error) error {
 		}
 		return nil
 	}
-	for _, pid := range pids {
-		fds, err := procFds(pid)
-		if err != nil {
-			return err
-		}
-		for _, fd := range fds {
-			if err := skip(one(pid, fd, procfs.Path(pid, "fd", strconv.Itoa(fd)), "")); err != nil {
-				return fmt.Errorf("process %d fd %d: %w", pid, fd, err)
-			}
-		}
-		for _, f := range []struct{ name, what string }{{"exe", "executable"}, {"cwd", "working directory"}} {
-			if err := skip(one(pid, -1, procfs.Path(pid, f.name), f.what)); err != nil {
-				return fmt.Errorf("process %d: %w", pid, err)
-			}
-		}
-		maps, err := procfs.ReadMaps(pid)
-		if err != nil {
-			if vanished(err) {
-				continue
-			}
-			return err
-		}
-		for _, m := range maps {
-			if m.Ino == 0 || !strings.HasSuffix(m.Path, deletedSuffix) {
-				continue
-			}
-			open := procfs.Path(pid, "map_files", fmt.Sprintf("%x-%x", m.Start, m.End))
-			if err := skip(one(pid, -1, open, fmt.Sprintf("mapping %#x-%#x", m.Start, m.End))); err != nil {
-				return fmt.Errorf("process %d: %w", pid, err)
-			}
+	fds, err := procFds(pid)
+	if err != nil {
+		return nil, err
+	}
+	for _, fd := range fds {
+		if err := skip(one(fd, procfs.Path(pid, "fd", strconv.Itoa(fd)), "")); err != nil {
+			return nil, fmt.Errorf("process %d fd %d: %w", pid, fd, err)
 		}
 	}
-	return nil
+	for _, f := range []struct{ name, what string }{{"exe", "executable"}, {"cwd", "working directory"}} {
+		if err := skip(one(-1, procfs.Path(pid, f.name), f.what)); err != nil {
+			return nil, fmt.Errorf("process %d: %w", pid, err)
+		}
+	}
+	maps, err := procfs.ReadMaps(pid)
+	if err != nil {
+		if vanished(err) {
+			return out, nil
+		}
+		return nil, err
+	}
+	for _, m := range maps {
+		if m.Ino == 0 || !strings.HasSuffix(m.Path, deletedSuffix) {
+			continue
+		}
+		open := procfs.Path(pid, "map_files", fmt.Sprintf("%x-%x", m.Start, m.End))
+		if err := skip(one(-1, open, fmt.Sprintf("mapping %#x-%#x", m.Start, m.End))); err != nil {
+			return nil, fmt.Errorf("process %d: %w", pid, err)
+		}
+	}
+	return out, nil
 }
 
 // checkLinkRemaps refuses, before the tree is touched, every file of the tree that would
@@ -214,19 +231,19 @@ func walkTreeFiles(pids []int, visit func(f *treeFile) error) error {
 // kind of CRIU's remaps, which imgtool does not make: a working directory (or mapping)
 // in the /proc directory of a process that has exited (open files of /proc are refused
 // by inspectFd).
-func checkLinkRemaps(pids []int, allowed bool, refused *Refusals) error {
-	return walkTreeFiles(pids, func(f *treeFile) error {
+func checkLinkRemaps(files []*treeFile, allowed bool, refused *Refusals) {
+	for _, f := range files {
 		if f.fd < 0 && isDeadProc(f.link) {
-			return refused.add(refuse(f.pid, f.fd, f.resource(""), deadProcReason))
+			refused.add(refuse(f.pid, f.fd, f.resource(""), deadProcReason))
+			continue
 		}
 		if !isRemapped(f.link, &f.st) {
-			return nil
+			continue
 		}
 		if reason := linkRemapRefusal(allowed, &f.st, ghostName(f.link)); reason != "" {
-			return refused.add(refuse(f.pid, f.fd, f.resource(""), reason))
+			refused.add(refuse(f.pid, f.fd, f.resource(""), reason))
 		}
-		return nil
-	})
+	}
 }
 
 // remapOf records how a restore reopens reg entry regID, the file st opened through open
