@@ -17,16 +17,12 @@ import (
 )
 
 const (
-	pageSize       = 4096
-	maxAuxvWords   = 44   // CRIU's AT_VECTOR_SIZE: a restore refuses more
-	maxAuxvLen     = 4096 // /proc/PID/auxv bytes
-	sigactionSize  = 32   // struct sigaction of the x86_64 kernel ABI
-	itimervalSize  = 32
-	threadScratch  = 64 // per-thread slot: stack_t (24), tid address (8), pdeath signal (4)
-	errRestartSys  = 512
-	errRestartNoin = 513
-	errRestartNoh  = 514
-	errRestartBlk  = 516
+	pageSize      = 4096
+	maxAuxvWords  = 44   // CRIU's AT_VECTOR_SIZE: a restore refuses more
+	maxAuxvLen    = 4096 // /proc/PID/auxv bytes
+	sigactionSize = 32   // struct sigaction of the x86_64 kernel ABI
+	itimervalSize = 32
+	threadScratch = 64 // per-thread slot: stack_t (24), tid address (8), pdeath signal (4)
 )
 
 // threadState is what core-TID.img records of one thread.
@@ -86,27 +82,22 @@ type procState struct {
 }
 
 // fixRestart stores registers the way CRIU does for a thread stopped inside a system call:
-// a restartable call is rewound to run again, restart_syscall-style calls return -EINTR
-// (but poll without a timeout, which runs again: nothing of it was lost).
+// a restartable call is rewound to run again (ptrace.Resumable), but a restart_syscall-
+// style call returns -EINTR, as its restart block does not survive a restore (poll
+// without a timeout runs again: nothing of it was lost).
 func fixRestart(r unix.PtraceRegs) unix.PtraceRegs {
-	if int64(r.Orig_rax) < 0 {
-		return r
+	if int64(r.Orig_rax) < 0 || int64(r.Rax) != -ptrace.RestartBlock {
+		return ptrace.Resumable(r)
 	}
-	switch int64(r.Rax) {
-	case -errRestartSys, -errRestartNoin, -errRestartNoh:
+	if r.Orig_rax == unix.SYS_POLL && int32(uint32(r.Rdx)) < 0 {
+		// poll without a timeout: run again, as the kernel's restart would (a program
+		// watching signals through a signalfd, as script(1) does, takes EINTR for an error)
 		r.Rax = r.Orig_rax
 		r.Rip -= 2
-	case -errRestartBlk:
-		if r.Orig_rax == unix.SYS_POLL && int32(uint32(r.Rdx)) < 0 {
-			// poll without a timeout: run again, as the kernel's restart would (a program
-			// watching signals through a signalfd, as script(1) does, takes EINTR for an error)
-			r.Rax = r.Orig_rax
-			r.Rip -= 2
-			break
-		}
-		eintr := int64(unix.EINTR)
-		r.Rax = uint64(-eintr)
+		return r
 	}
+	eintr := int64(unix.EINTR)
+	r.Rax = uint64(-eintr)
 	return r
 }
 

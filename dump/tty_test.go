@@ -12,6 +12,7 @@ import (
 	"github.com/checkpoint-restore/go-criu/v8/crit/images/tty"
 	"golang.org/x/sys/unix"
 
+	"github.com/imgtool/imgtool/internal/ptrace"
 	"github.com/imgtool/imgtool/internal/testproc"
 )
 
@@ -63,7 +64,7 @@ func TestFixRestartPoll(t *testing.T) {
 		rax     int64
 		rip     uint64
 	}{{0xffffffff, unix.SYS_POLL, 0x1000 - 2}, {500, -int64(unix.EINTR), 0x1000}} {
-		restart := int64(-errRestartBlk)
+		restart := int64(-ptrace.RestartBlock)
 		r := fixRestart(unix.PtraceRegs{Orig_rax: unix.SYS_POLL, Rax: uint64(restart), Rdx: c.timeout, Rip: 0x1000})
 		if int64(r.Rax) != c.rax || r.Rip != c.rip {
 			t.Errorf("poll timeout %#x: rax %d rip %#x, want %d %#x", c.timeout, int64(r.Rax), r.Rip, c.rax, c.rip)

@@ -107,19 +107,22 @@ func Resumable(r unix.PtraceRegs) unix.PtraceRegs {
 	case -errRestartSys, -errRestartNoIntr, -errRestartNoHand:
 		r.Rax = r.Orig_rax
 		r.Rip -= 2
-	case -errRestartBlock:
+	case -RestartBlock:
 		r.Rax = unix.SYS_RESTART_SYSCALL
 		r.Rip -= 2
 	}
 	return r
 }
 
-// The kernel's restart codes (include/linux/errno.h).
+// The kernel's restart codes (include/linux/errno.h), negated in rax of a thread stopped
+// in an interrupted system call.
 const (
 	errRestartSys    = 512
 	errRestartNoIntr = 513
 	errRestartNoHand = 514
-	errRestartBlock  = 516
+	// RestartBlock is ERESTART_RESTARTBLOCK: the call goes on through restart_syscall and
+	// the thread's restart block.
+	RestartBlock = 516
 )
 
 // RunLiveBatch makes thread tid, stopped with registers regs and every signal blocked,
