@@ -36,39 +36,7 @@
 #include <sys/mman.h>
 #include <sys/stat.h>
 
-#define PAGE 4096
-
-static volatile sig_atomic_t go;
-static char why[8400];
-
-#define CHECK(cond, ...)                                      \
-	do {                                                  \
-		if (!(cond)) {                                \
-			snprintf(why, sizeof(why), __VA_ARGS__); \
-			return 0;                             \
-		}                                             \
-	} while (0)
-
-static void on_usr1(int sig) { go = 1; }
-
-static void die(const char *what)
-{
-	perror(what);
-	exit(1);
-}
-
-/* deleted tells whether fd's /proc link is NAME (deleted), NAME ending with suffix. */
-static int deleted(int fd, const char *suffix)
-{
-	char p[64], l[4096];
-	snprintf(p, sizeof(p), "/proc/self/fd/%d", fd);
-	ssize_t n = readlink(p, l, sizeof(l) - 1);
-	if (n < 0)
-		return 0;
-	l[n] = 0;
-	size_t sl = strlen(suffix), dl = strlen(" (deleted)");
-	return (size_t)n >= sl + dl && !strcmp(l + n - dl, " (deleted)") && !strncmp(l + n - dl - sl, suffix, sl);
-}
+#include "deleted.h"
 
 static int accmode(int fd) { return fcntl(fd, F_GETFL) & (O_ACCMODE | O_APPEND); }
 
