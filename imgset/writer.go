@@ -94,7 +94,7 @@ func createBeside(dir string, opts CreateOptions, replace *setLock, dirMode os.F
 	}
 	var replaces uint64
 	if replace != nil {
-		replaces = replace.ino
+		replaces = replace.Ino()
 	} else if removed := removeStaleOutput(dir); len(removed) > 0 && opts.Cleaned != nil {
 		opts.Cleaned(removed)
 	}
@@ -309,7 +309,7 @@ func (w *Writer) Commit() error {
 		return errors.New("image set: writer already committed or aborted")
 	}
 	w.done = true
-	defer w.tmpLock.unlock()
+	defer w.tmpLock.Unlock()
 	if err := w.finish(); err != nil {
 		os.RemoveAll(w.tmp)
 		return err
@@ -404,7 +404,7 @@ func (w *Writer) Abort() error {
 	w.abortFiles()
 	w.syncClosed(false)
 	err := os.RemoveAll(w.tmp)
-	w.tmpLock.unlock()
+	w.tmpLock.Unlock()
 	return err
 }
 
@@ -537,7 +537,7 @@ func (f *Folder) Commit(perm os.FileMode) error {
 		return errors.New("folder already committed or aborted")
 	}
 	f.done = true
-	defer f.lock.unlock()
+	defer f.lock.Unlock()
 	err := os.Chmod(f.Path, perm)
 	if err == nil {
 		err = checkTarget(f.target)
@@ -559,6 +559,6 @@ func (f *Folder) Abort() error {
 	}
 	f.done = true
 	err := os.RemoveAll(f.Path)
-	f.lock.unlock()
+	f.lock.Unlock()
 	return err
 }
