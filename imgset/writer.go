@@ -201,7 +201,9 @@ func (s *setFile) Write(p []byte) (int, error) {
 	return n, s.err
 }
 
-// ReadFrom lets io.Copy fill the encryption batches directly.
+// ReadFrom lets io.Copy fill the encryption batches directly. A plain file is
+// given to a reader that writes itself (io.WriterTo: a pipe that splices into
+// it, say), else filled by the file's own ReadFrom.
 func (s *setFile) ReadFrom(r io.Reader) (int64, error) {
 	if s.err != nil {
 		return 0, s.err
@@ -209,6 +211,8 @@ func (s *setFile) ReadFrom(r io.Reader) (int64, error) {
 	var n int64
 	if s.enc != nil {
 		n, s.err = s.enc.ReadFrom(r)
+	} else if wt, ok := r.(io.WriterTo); ok {
+		n, s.err = wt.WriteTo(s.f)
 	} else {
 		n, s.err = s.f.ReadFrom(r)
 	}
