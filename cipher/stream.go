@@ -34,9 +34,6 @@ const (
 	pipelineWorkers = 2
 	// firstRead is the first read of Writer.ReadFrom: enough for most small images.
 	firstRead = 16 << 10
-	// readBlock is the read size of Writer.ReadFrom once a file is larger than a
-	// batch: a few batches for the sealers to share.
-	readBlock = 2 * pipelineWorkers * batchPlain
 	// unitChunks chunks are a Writer's unit of work: sealed into a buffer that
 	// stays in the sealer's cache, then written. Small units share a Write's data
 	// evenly between the sealers.
@@ -146,7 +143,6 @@ type Writer struct {
 	home   *sealerBuffers
 	crew   *sealCrew
 	units  []span // the current round's units (reused)
-	block  []byte // ReadFrom's read buffer, once a file is larger than a batch
 	direct int64  // bytes of the current ReadFromAt reported to its progress
 	err    error
 	done   bool
@@ -337,48 +333,6 @@ func (w *Writer) addUnits(plain []byte, first uint64) uint64 {
 	return first
 }
 
-// ReadFrom encrypts everything r yields (io.Copy uses it). A small file is read
-// straight into the buffer it is sealed from; a larger one in blocks that are
-// sealed where they were read.
-func (w *Writer) ReadFrom(r io.Reader) (int64, error) {
-	var total int64
-	for len(w.pend) < batchPlain {
-		if err := w.check(); err != nil {
-			return total, err
-		}
-		if len(w.pend) == cap(w.pend) {
-			w.growPend(len(w.pend) + 1)
-		}
-		n, err := io.ReadFull(r, w.pend[len(w.pend):cap(w.pend)])
-		w.pend = w.pend[:len(w.pend)+n]
-		total += int64(n)
-		w.size += int64(n)
-		if w.size > MaxFileSize {
-			w.err = fmt.Errorf("%s: file larger than %d bytes", w.name, int64(MaxFileSize))
-			return total, w.err
-		}
-		if done, err := readDone(err); done {
-			return total, err
-		}
-	}
-	if w.block == nil {
-		w.block = make([]byte, readBlock)
-	}
-	for {
-		n, rerr := io.ReadFull(r, w.block)
-		if n > 0 {
-			m, err := w.Write(w.block[:n])
-			total += int64(m)
-			if err != nil {
-				return total, err
-			}
-		}
-		if done, err := readDone(rerr); done {
-			return total, err
-		}
-	}
-}
-
 // readDone tells whether an io.ReadFull error ends ReadFrom, and with which error.
 func readDone(err error) (bool, error) {
 	switch err {
@@ -401,7 +355,7 @@ func (w *Writer) Close() error {
 	if w.err == nil {
 		w.err = w.finish()
 	}
-	w.pend, w.block = nil, nil
+	w.pend = nil
 	return w.err
 }
 
@@ -711,14 +665,16 @@ func (r *round) failure() error {
 	return r.err
 }
 
-// sealerBuffers are the ciphertext buffers of one sealer.
+// sealerBuffers are the ciphertext buffers of one sealer (or of a streamed
+// ReadFrom: its reader takes them, its sealers give them back once written).
 type sealerBuffers struct {
 	free  chan []byte
 	count int // allocated so far
+	max   int // allocated at most; free holds them all
 }
 
 func newSealerBuffers() *sealerBuffers {
-	return &sealerBuffers{free: make(chan []byte, unitBuffers)}
+	return &sealerBuffers{free: make(chan []byte, unitBuffers), max: unitBuffers}
 }
 
 // get returns a free buffer: one not allocated yet, or one written, writing
@@ -729,7 +685,7 @@ func (b *sealerBuffers) get(out *sealOut) []byte {
 		return ct
 	default:
 	}
-	if b.count < unitBuffers {
+	if b.count < b.max {
 		b.count++
 		return make([]byte, unitCT)
 	}

@@ -52,6 +52,26 @@ var writePatterns = []writePattern{
 		_, err := w.ReadFrom(bufio.NewReaderSize(bytes.NewReader(plain), 5000))
 		return err
 	}},
+	{"ReadFrom odd reads", func(w *Writer, plain []byte) error {
+		_, err := w.ReadFrom(&oddReader{r: bytes.NewReader(plain), sizes: []int{4097, 1, ChunkSize, 3*ChunkSize + 5, 100000}})
+		return err
+	}},
+	{"ReadFrom vectors", func(w *Writer, plain []byte) error {
+		_, err := w.ReadFrom(&vectorReader{oddReader{r: bytes.NewReader(plain), sizes: []int{3*ChunkSize + 5, 1, 100000, unitPlain, 7}}})
+		return err
+	}},
+	{"Write, ReadFrom, Write", func(w *Writer, plain []byte) error {
+		a := min(len(plain), 12345)
+		b := a + max(0, len(plain)-a-ChunkSize-3)
+		if _, err := w.Write(plain[:a]); err != nil {
+			return err
+		}
+		if _, err := w.ReadFrom(bytes.NewReader(plain[a:b])); err != nil {
+			return err
+		}
+		_, err := w.Write(plain[b:])
+		return err
+	}},
 	{"ReadFromAt", readFromAtInPieces(1 << 40)},
 	{"ReadFromAt pieces", readFromAtInPieces(3*batchPlain+100, 4096, ChunkSize, 5*unitPlain+ChunkSize)},
 	{"Write then ReadFromAt", func(w *Writer, plain []byte) error {
@@ -61,6 +81,41 @@ var writePatterns = []writePattern{
 		}
 		return readFromAtInPieces(1<<40)(w, plain[n:])
 	}},
+}
+
+// oddReader returns at most sizes[i] bytes from its i-th read (in turn), as a
+// pipe returns what its writer has put in so far.
+type oddReader struct {
+	r     io.Reader
+	sizes []int
+	i     int
+}
+
+func (o *oddReader) Read(p []byte) (int, error) {
+	n := min(len(p), o.sizes[o.i%len(o.sizes)])
+	o.i++
+	return o.r.Read(p[:n])
+}
+
+// vectorReader is an oddReader that also fills several buffers per call, as
+// readv does (cipher.VectorReader).
+type vectorReader struct{ oddReader }
+
+func (v *vectorReader) ReadVector(bufs [][]byte) (int, error) {
+	room := v.sizes[v.i%len(v.sizes)]
+	v.i++
+	total := 0
+	for _, b := range bufs {
+		n, err := io.ReadFull(v.r, b[:min(len(b), room-total)])
+		total += n
+		if total == room || err != nil {
+			if total > 0 {
+				return total, nil
+			}
+			return 0, io.EOF
+		}
+	}
+	return total, nil
 }
 
 // readFromAtInPieces feeds plain to ReadFromAt in pieces of the given sizes (in

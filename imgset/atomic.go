@@ -14,6 +14,8 @@ import (
 	"strings"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/imgtool/imgtool/internal/leftover"
 )
 
 // Leftover folders and files of interrupted writes live beside the set, never in
@@ -205,27 +207,22 @@ func RemoveLeftovers(dir string) ([]string, error) {
 	if err != nil {
 		return nil, err
 	}
-	defer lock.unlock()
+	defer lock.Unlock()
 	return removeStale(dir, lock)
 }
 
-// setLock is an exclusive flock(2) on a folder: the folder of a set for the whole
-// of an in-place operation, or the temporary folder of a new set while it is
-// written. The kernel drops it when the process dies, so a leftover whose lock
-// can be taken is provably not in use. It is taken on the folder itself, so no
-// lock file is ever left beside a set.
-type setLock struct {
-	f      *os.File
-	ino    uint64
-	locked bool // false where the filesystem has no flock: nothing is proved
-}
+// setLock is an exclusive flock(2) on a folder (internal/leftover): the folder
+// of a set for the whole of an in-place operation, or the temporary folder of a
+// new set while it is written. The kernel drops it when the process dies, so a
+// leftover whose lock can be taken is provably not in use.
+type setLock = leftover.Lock
 
 // lockSet takes the lock of the set folder dir without waiting: ErrBusy if another
 // process holds it. The folder can be exchanged by the holder just before we
 // lock it, so the lock is kept only if dir still names the folder locked.
 func lockSet(dir string) (*setLock, error) {
 	for range 5 {
-		l, err := lockPath(dir, false)
+		l, err := leftover.Take(dir, false)
 		if errors.Is(err, unix.EWOULDBLOCK) {
 			return nil, fmt.Errorf("image set %s: %w (it holds the lock on the set folder); try again when it is done", dir, ErrBusy)
 		}
@@ -239,53 +236,6 @@ func lockSet(dir string) (*setLock, error) {
 	return nil, fmt.Errorf("image set %s: %w (the folder keeps being replaced)", dir, ErrBusy)
 }
 
-// lockPath opens path and flocks it, waiting or not. It returns nil, nil when
-// path no longer names the file locked (renamed or removed meanwhile): the caller
-// retries.
-func lockPath(path string, wait bool) (*setLock, error) {
-	f, err := os.OpenFile(path, os.O_RDONLY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
-	if err != nil {
-		return nil, err
-	}
-	how := unix.LOCK_EX
-	if !wait {
-		how |= unix.LOCK_NB
-	}
-	l := &setLock{f: f, locked: true}
-	for {
-		err = unix.Flock(int(f.Fd()), how)
-		if err != unix.EINTR {
-			break
-		}
-	}
-	switch {
-	case err == nil:
-	case errors.Is(err, unix.ENOLCK), errors.Is(err, unix.EOPNOTSUPP), errors.Is(err, unix.EINVAL):
-		l.locked = false // no flock here: work unlocked, prove nothing
-	default:
-		f.Close()
-		return nil, err
-	}
-	var have, now unix.Stat_t
-	if err := unix.Fstat(int(f.Fd()), &have); err != nil {
-		f.Close()
-		return nil, err
-	}
-	if err := unix.Lstat(path, &now); err != nil || now.Ino != have.Ino || now.Dev != have.Dev {
-		f.Close()
-		return nil, nil
-	}
-	l.ino = have.Ino
-	return l, nil
-}
-
-func (l *setLock) unlock() {
-	if l != nil && l.f != nil {
-		l.f.Close() // drops the flock
-		l.f = nil
-	}
-}
-
 // makeTempDir creates a new folder beside dir named prefix + random and locks it
 // (waiting only for a cleaner that took it in the instant between the two).
 func makeTempDir(dir, prefix string) (string, *setLock, error) {
@@ -294,7 +244,7 @@ func makeTempDir(dir, prefix string) (string, *setLock, error) {
 		if err != nil {
 			return "", nil, err
 		}
-		l, err := lockPath(tmp, true)
+		l, err := leftover.Take(tmp, true)
 		if err != nil {
 			os.Remove(tmp)
 			return "", nil, err
@@ -310,7 +260,7 @@ func makeTempDir(dir, prefix string) (string, *setLock, error) {
 // while the caller holds the set's lock. Without flock it removes nothing, since
 // nothing proves a leftover is not in use.
 func removeStale(dir string, set *setLock) ([]string, error) {
-	if !set.locked {
+	if !set.Locked() {
 		return nil, nil
 	}
 	left, err := ListLeftovers(dir)
@@ -330,7 +280,7 @@ func removeStale(dir string, set *setLock) ([]string, error) {
 // It is best effort: what it cannot remove stays, and the write goes on.
 func removeStaleOutput(out string) []string {
 	if lock, err := lockSet(out); err == nil {
-		defer lock.unlock()
+		defer lock.Unlock()
 		removed, _ := removeStale(out, lock)
 		return removed
 	} else if !errors.Is(err, os.ErrNotExist) || len(oldSetCandidates(out)) > 0 {
@@ -347,76 +297,18 @@ func removeStaleOutput(out string) []string {
 // removeDead removes the leftovers left of dir that it can lock, that is, that no
 // live process holds, and returns those it removed.
 func removeDead(dir string, left []Leftover) ([]string, error) {
-	var removed []string
-	var errs []error
-	for _, l := range left {
-		lk, err := lockPath(l.Path, false)
-		if lk == nil || errors.Is(err, unix.EWOULDBLOCK) || errors.Is(err, os.ErrNotExist) {
-			continue // in use, or already gone
-		}
-		if err != nil {
-			errs = append(errs, err)
-			continue
-		}
-		if lk.locked {
-			err = removeLocked(l.Path, lk)
-		}
-		lk.unlock()
-		if err != nil {
-			errs = append(errs, err)
-			continue
-		}
-		removed = append(removed, l.Path)
+	paths := make([]string, len(left))
+	for i, l := range left {
+		paths[i] = l.Path
 	}
+	removed, err := leftover.RemoveDead(paths)
 	if len(removed) > 0 {
-		if err := syncDir(parentDir(dir)); err != nil {
-			errs = append(errs, err)
-		}
+		err = errors.Join(err, syncDir(parentDir(dir)))
 	}
-	if err := errors.Join(errs...); err != nil {
+	if err != nil {
 		return removed, fmt.Errorf("image set %s: removing leftovers: %w", dir, err)
 	}
 	return removed, nil
-}
-
-// removeLocked removes the file or folder at path, open and locked as l: a
-// folder's files first, through its descriptor (so they are the files of the
-// folder locked, wherever it was renamed), then the folder.
-func removeLocked(path string, l *setLock) error {
-	st, err := l.f.Stat()
-	if err != nil {
-		return err
-	}
-	if !st.IsDir() {
-		return os.Remove(path)
-	}
-	if err := removeFilesOf(l.f, path); err != nil {
-		return fmt.Errorf("%s: %w", path, err)
-	}
-	return os.Remove(path)
-}
-
-// removeFilesOf unlinks every entry of the open folder d, now at path. A set is
-// flat; anything else (a folder someone put there) is removed with os.RemoveAll.
-func removeFilesOf(d *os.File, path string) error {
-	if _, err := d.Seek(0, io.SeekStart); err != nil {
-		return err
-	}
-	ents, err := d.ReadDir(-1)
-	if err != nil {
-		return err
-	}
-	var errs []error
-	for _, e := range ents {
-		err := unix.Unlinkat(int(d.Fd()), e.Name(), 0)
-		if errors.Is(err, unix.EISDIR) || errors.Is(err, unix.EPERM) && e.IsDir() {
-			err = os.RemoveAll(filepath.Join(path, e.Name()))
-		}
-		if err != nil && !errors.Is(err, unix.ENOENT) {
-			errs = append(errs, fmt.Errorf("%s: %w", e.Name(), err))
-		}
-	}
-	return errors.Join(errs...)
 }
 
 // missingSetHint adds to err, when dir is missing and an interrupted rewrite left
@@ -605,7 +497,7 @@ func renameNoReplace(from, to string) error {
 // after the new set was put in place: if not nil, the old set is removed all
 // the same and the error is ErrNotDurable.
 func removeOld(dir, aside string, old *setLock, syncErr error) error {
-	err := removeFilesOf(old.f, aside)
+	err := leftover.RemoveFilesOf(old.File(), aside)
 	if err == nil {
 		err = os.Remove(aside)
 	}
@@ -635,18 +527,13 @@ func replaceSetFile(dir, name string, data []byte, what string) error {
 	if st, err := os.Stat(filepath.Join(dir, name)); err == nil {
 		mode = st.Mode().Perm()
 	}
-	f, err := os.CreateTemp(parentDir(dir), "."+setBase(dir)+headerInfix)
+	// Locked like a new set's folder, so that it too reads as in use while we live.
+	f, err := leftover.CreateTemp(parentDir(dir), "."+setBase(dir)+headerInfix)
 	if err != nil {
 		return err
 	}
 	tmp := f.Name()
-	// Locked like a new set's folder, so that it too reads as in use while we live.
-	if ferr := unix.Flock(int(f.Fd()), unix.LOCK_EX|unix.LOCK_NB); errors.Is(ferr, unix.EWOULDBLOCK) {
-		err = ferr
-	}
-	if err == nil {
-		_, err = f.Write(data)
-	}
+	_, err = f.Write(data)
 	if err == nil {
 		err = f.Chmod(mode)
 	}

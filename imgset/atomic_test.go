@@ -12,6 +12,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/imgtool/imgtool/cipher"
+	"github.com/imgtool/imgtool/internal/leftover"
 	"github.com/imgtool/imgtool/internal/testset"
 )
 
@@ -72,7 +73,7 @@ func TestInPlaceRemovesStaleLeftovers(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer liveLock.unlock()
+	defer liveLock.Unlock()
 
 	wantKinds := map[string]LeftoverKind{
 		".files.imgtool-new-i1-100": LeftoverNew, ".files.imgtool-old-200": LeftoverOld,
@@ -95,7 +96,7 @@ func TestInPlaceRemovesStaleLeftovers(t *testing.T) {
 	equalSets(t, readSet(t, s), want)
 
 	// Once its process is gone (the lock dropped), RemoveLeftovers takes it too.
-	liveLock.unlock()
+	liveLock.Unlock()
 	removed, err := RemoveLeftovers(dir)
 	if err != nil || !slices.Equal(removed, []string{live}) {
 		t.Errorf("RemoveLeftovers: %v, %v; want [%s]", removed, err, live)
@@ -426,13 +427,13 @@ func TestMissingSetHintSkipsEmpty(t *testing.T) {
 	// without flock nothing would remove it).
 	partial := filepath.Join(parent, ".files.imgtool-old-0y")
 	mkLeftover(t, partial, map[string]string{"pages-1.img": "the rest of an older set"})
-	lk, err := lockPath(partial, true)
+	lk, err := leftover.Take(partial, true)
 	if err != nil || lk == nil {
 		t.Fatal(lk, err)
 	}
 	bob := []cipher.Recipient{recipient(t, "bob-p256")}
 	crashed, err := crashAt("moved aside", func() error { return Encrypt(dir, EncryptOptions{Recipients: bob}) })
-	lk.unlock()
+	lk.Unlock()
 	if !crashed {
 		t.Fatalf("no crash: %v", err)
 	}
@@ -487,11 +488,11 @@ func TestFallbackNeverReplacesAName(t *testing.T) {
 	}
 	// Held locked, as without flock nothing would remove them.
 	for _, n := range []string{"1", "2"} {
-		lk, err := lockPath(p(n), true)
+		lk, err := leftover.Take(p(n), true)
 		if err != nil || lk == nil {
 			t.Fatal(lk, err)
 		}
-		defer lk.unlock()
+		defer lk.Unlock()
 	}
 	bob := []cipher.Recipient{recipient(t, "bob-p256")}
 	crashed, err := crashAt("moved aside", func() error { return Encrypt(dir, EncryptOptions{Recipients: bob}) })

@@ -69,7 +69,7 @@ func TestOutputRemovesDeadLeftovers(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			defer liveLock.unlock()
+			defer liveLock.Unlock()
 			var told []string
 			if err := write(out, func(r []string) { told = append(told, r...) }); err != nil {
 				t.Fatal(err)

@@ -76,7 +76,7 @@ func withSet(ctx context.Context, dir, out string, cleaned func([]string), op fu
 	if err != nil {
 		return err
 	}
-	defer lock.unlock()
+	defer lock.Unlock()
 	removed, err := removeStale(dir, lock)
 	if len(removed) > 0 && cleaned != nil {
 		cleaned(removed)

@@ -94,7 +94,7 @@ func createBeside(dir string, opts CreateOptions, replace *setLock, dirMode os.F
 	}
 	var replaces uint64
 	if replace != nil {
-		replaces = replace.ino
+		replaces = replace.Ino()
 	} else if removed := removeStaleOutput(dir); len(removed) > 0 && opts.Cleaned != nil {
 		opts.Cleaned(removed)
 	}
@@ -201,7 +201,9 @@ func (s *setFile) Write(p []byte) (int, error) {
 	return n, s.err
 }
 
-// ReadFrom lets io.Copy fill the encryption batches directly.
+// ReadFrom lets io.Copy fill the encryption batches directly. A plain file is
+// given to a reader that writes itself (io.WriterTo: a pipe that splices into
+// it, say), else filled by the file's own ReadFrom.
 func (s *setFile) ReadFrom(r io.Reader) (int64, error) {
 	if s.err != nil {
 		return 0, s.err
@@ -209,6 +211,8 @@ func (s *setFile) ReadFrom(r io.Reader) (int64, error) {
 	var n int64
 	if s.enc != nil {
 		n, s.err = s.enc.ReadFrom(r)
+	} else if wt, ok := r.(io.WriterTo); ok {
+		n, s.err = wt.WriteTo(s.f)
 	} else {
 		n, s.err = s.f.ReadFrom(r)
 	}
@@ -309,7 +313,7 @@ func (w *Writer) Commit() error {
 		return errors.New("image set: writer already committed or aborted")
 	}
 	w.done = true
-	defer w.tmpLock.unlock()
+	defer w.tmpLock.Unlock()
 	if err := w.finish(); err != nil {
 		os.RemoveAll(w.tmp)
 		return err
@@ -404,7 +408,7 @@ func (w *Writer) Abort() error {
 	w.abortFiles()
 	w.syncClosed(false)
 	err := os.RemoveAll(w.tmp)
-	w.tmpLock.unlock()
+	w.tmpLock.Unlock()
 	return err
 }
 
@@ -537,7 +541,7 @@ func (f *Folder) Commit(perm os.FileMode) error {
 		return errors.New("folder already committed or aborted")
 	}
 	f.done = true
-	defer f.lock.unlock()
+	defer f.lock.Unlock()
 	err := os.Chmod(f.Path, perm)
 	if err == nil {
 		err = checkTarget(f.target)
@@ -559,6 +563,6 @@ func (f *Folder) Abort() error {
 	}
 	f.done = true
 	err := os.RemoveAll(f.Path)
-	f.lock.unlock()
+	f.lock.Unlock()
 	return err
 }

@@ -2,6 +2,7 @@ package imgtool
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -9,6 +10,7 @@ import (
 
 	"github.com/imgtool/imgtool/archive"
 	"github.com/imgtool/imgtool/cipher"
+	"github.com/imgtool/imgtool/imgset"
 )
 
 // Encryption of container checkpoint archives (docs/format.md, part 4): encrypt
@@ -31,11 +33,12 @@ func encryptArchive(ctx context.Context, opts encryptOptions, path string, alg c
 	if err != nil {
 		return fmt.Errorf("encrypt: %w", err)
 	}
-	err = writeFileAtomic(ctx, opts.Output, opts.Out, 0o644, func(w io.Writer) error {
+	out := fileOutput{path: opts.Output, stdout: opts.Out, perm: 0o644, cleaned: noteCleaned(opts.Err, opts.Output)}
+	err = writeFileAtomic(ctx, out, func(w io.Writer) error {
 		return archive.Encrypt(w, f, st.Size(), recipients, alg)
 	})
 	if err != nil {
-		return fmt.Errorf("encrypt: %s: %w", path, err)
+		return archiveWriteError("encrypt", path, err)
 	}
 	if opts.Quiet || opts.Output == "-" {
 		return nil
@@ -60,12 +63,13 @@ func decryptArchive(ctx context.Context, opts decryptOptions, path string, ids [
 	}
 	orig := a.Original()
 	// The original holds the container's secrets: only its owner may read it.
-	err = writeFileAtomic(ctx, opts.Output, opts.Out, 0o600, func(w io.Writer) error {
+	out := fileOutput{path: opts.Output, stdout: opts.Out, perm: 0o600, cleaned: noteCleaned(opts.Err, opts.Output)}
+	err = writeFileAtomic(ctx, out, func(w io.Writer) error {
 		_, err := io.Copy(w, orig)
 		return err
 	})
 	if err != nil {
-		return fmt.Errorf("decrypt: %s: %w", path, err)
+		return archiveWriteError("decrypt", path, err)
 	}
 	if opts.Quiet || opts.Output == "-" {
 		return nil
@@ -74,35 +78,48 @@ func decryptArchive(ctx context.Context, opts decryptOptions, path string, ids [
 	return err
 }
 
+// fileOutput is a file that writeFileAtomic writes.
+type fileOutput struct {
+	path    string      // "-": stdout
+	stdout  io.Writer   // for "-"
+	perm    os.FileMode // the new file's mode
+	inPlace bool        // path is the input being rewritten (rekey): unchanged when stopped
+	cleaned func(removed []string)
+}
+
 // writeFileAtomic writes a file with write: to stdout for "-", else to a
-// temporary file beside path (created 0600) renamed onto path once whole, so
-// that path is the old file or the complete new one.
-func writeFileAtomic(ctx context.Context, path string, stdout io.Writer, perm os.FileMode, write func(io.Writer) error) error {
-	if path == "-" {
-		return write(ctxWriter{ctx, stdout})
+// temporary file beside the path (created 0600, locked as in use while this
+// process lives, see tempfile.go) renamed onto it once whole, so that the path
+// is the old file or the complete new one. What earlier runs killed while
+// writing the same path left beside it is removed first, and told to
+// out.cleaned. Stopped by ctx before the rename, it removes the temporary file
+// and returns an *imgset.StoppedError that says so.
+func writeFileAtomic(ctx context.Context, out fileOutput, write func(io.Writer) error) error {
+	if out.path == "-" {
+		return write(ctxWriter{ctx, out.stdout})
 	}
+	path := out.path
 	if st, err := os.Stat(path); err == nil && st.IsDir() {
 		return fmt.Errorf("creating %s: is a directory", path)
 	}
 	if err := refuseEncryptedSet(path); err != nil {
 		return err
 	}
-	f, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".*.tmp")
+	removeDeadTemps(path, out.cleaned)
+	f, err := createTempBeside(path)
 	if err != nil {
 		return fmt.Errorf("creating %s: %w", path, err)
 	}
+	defer f.Close() // after the rename: the lock is held until then
 	err = write(ctxWriter{ctx, f})
 	if err == nil {
-		err = f.Chmod(perm)
+		err = f.Chmod(out.perm)
 	}
 	if err == nil {
 		err = f.Sync()
 	}
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	if err == nil && ctx.Err() != nil {
-		err = context.Cause(ctx) // interrupted: path stays as it was
+	if ctx.Err() != nil { // interrupted: path stays as it was
+		return &imgset.StoppedError{Dir: path, Partial: f.Name(), RemoveErr: os.Remove(f.Name()), InPlace: out.inPlace, Cause: context.Cause(ctx)}
 	}
 	if err == nil {
 		err = os.Rename(f.Name(), path)
@@ -117,6 +134,17 @@ func writeFileAtomic(ctx context.Context, path string, stdout io.Writer, perm os
 		d.Close()
 	}
 	return nil
+}
+
+// archiveWriteError is the error of cmd writing from the archive at path: an
+// interruption is one line as for sets ("CMD: interrupted by SIGINT; removed
+// the partial output ..."), any other error names the archive.
+func archiveWriteError(cmd, path string, err error) error {
+	var se *imgset.StoppedError
+	if errors.As(err, &se) {
+		return fmt.Errorf("%s: %w", cmd, se)
+	}
+	return fmt.Errorf("%s: %s: %w", cmd, path, err)
 }
 
 // ctxWriter fails once ctx is done, so an interrupted run stops.

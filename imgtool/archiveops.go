@@ -121,10 +121,12 @@ func rekeyArchive(ctx context.Context, opts rekeyOptions, path string, ro imgset
 	if err != nil {
 		return fmt.Errorf("rekey: %w", err)
 	}
+	cleaned := noteCleaned(opts.Err, path)
 	known := ro.Add
 	if !ro.Rotate && len(ro.Remove) == 0 {
 		var already []string
 		if ro.Add, already = newArchiveRecipients(real, ro); len(ro.Add) == 0 {
+			removeDeadTemps(real, cleaned) // as any run on the archive does
 			return reportUnchanged(opts, path, already)
 		}
 		if !opts.Quiet && len(already) > 0 {
@@ -144,13 +146,15 @@ func rekeyArchive(ctx context.Context, opts rekeyOptions, path string, ro imgset
 		return fmt.Errorf("rekey: %w", err)
 	}
 	aro := archive.RekeyOptions{Identities: ro.Identities, Add: ro.Add, Remove: ro.Remove, Rotate: ro.Rotate, Algorithm: ro.Algorithm}
-	err = writeFileAtomic(ctx, real, nil, st.Mode().Perm(), func(w io.Writer) error {
+	out := fileOutput{path: real, perm: st.Mode().Perm(), inPlace: true, cleaned: cleaned}
+	err = writeFileAtomic(ctx, out, func(w io.Writer) error {
 		return archive.Rekey(ctx, w, f, st.Size(), aro)
 	})
+	var se *imgset.StoppedError
+	if errors.As(err, &se) {
+		return fmt.Errorf("rekey: %w", se)
+	}
 	if err != nil {
-		if ctx.Err() != nil {
-			return fmt.Errorf("rekey: archive %s: %w: nothing changed", path, &imgset.StoppedError{Cause: context.Cause(ctx)})
-		}
 		return fmt.Errorf("rekey: archive %s: %w", path, explainOpenError(path, ro.Identities, err))
 	}
 	if len(ro.Remove) > 0 && !ro.Rotate {

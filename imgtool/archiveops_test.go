@@ -378,7 +378,7 @@ func TestRekeyArchive(t *testing.T) {
 		t.Errorf("interrupted: %v", err)
 	}
 	// Stopped while the new archive is written: the temporary file goes.
-	err = writeFileAtomic(context.Background(), sealed, nil, 0o600, func(w io.Writer) error {
+	err = writeFileAtomic(context.Background(), fileOutput{path: sealed, perm: 0o600}, func(w io.Writer) error {
 		w.Write(bytes.Repeat([]byte{1}, 100000))
 		cancel(nil)
 		return errors.New("stopped midway")
@@ -386,7 +386,7 @@ func TestRekeyArchive(t *testing.T) {
 	if err == nil {
 		t.Error("a failed write succeeded")
 	}
-	err = writeFileAtomic(ctx, sealed, nil, 0o600, func(w io.Writer) error { return nil })
+	err = writeFileAtomic(ctx, fileOutput{path: sealed, perm: 0o600}, func(w io.Writer) error { return nil })
 	if err == nil {
 		t.Error("an interrupted write was renamed into place")
 	}

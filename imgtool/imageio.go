@@ -107,12 +107,8 @@ func createOutput(path string, stdout io.Writer) (*output, error) {
 	if err := refuseEncryptedSet(path); err != nil {
 		return nil, err
 	}
-	f, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".*.tmp")
+	f, err := createTempBeside(path) // locked while this process lives (tempfile.go)
 	if err != nil {
-		var pe *os.PathError
-		if errors.As(err, &pe) {
-			err = pe.Err // the temporary name would only confuse
-		}
 		return nil, fmt.Errorf("creating %s: %w", path, err)
 	}
 	return &output{Writer: f, file: f, path: path}, nil
@@ -151,16 +147,16 @@ func (o *output) commit() error {
 	if err == nil {
 		err = o.file.Sync()
 	}
-	if cerr := o.file.Close(); err == nil {
-		err = cerr
-	}
 	if err == nil {
+		// Renamed while open: its lock holds until it is in place.
 		err = os.Rename(o.file.Name(), o.path)
 	}
 	if err != nil {
+		o.file.Close()
 		os.Remove(o.file.Name())
 		return fmt.Errorf("writing %s: %w", o.path, err)
 	}
+	o.file.Close() // synced and in place: closing only drops the lock
 	return nil
 }
 

@@ -209,8 +209,17 @@ func runStreamCapture(ctx context.Context, opts captureOptions, args []string) e
 	if opts.Encrypt {
 		enc = "encrypted"
 	}
-	_, err = fmt.Fprintf(out, "captured CRIU's dump to %s (%s): %d files, %s\n", where, enc, sum.Files, humanBytes(sum.Bytes))
+	_, err = fmt.Fprintf(out, "captured CRIU's dump to %s (%s): %d files, %s%s\n", where, enc, sum.Files, humanBytes(sum.Bytes), largestRate(sum.Largest))
 	return err
+}
+
+// largestRate says how fast the largest file (the pages, in a dump) came, when
+// it is large enough for the rate to mean something.
+func largestRate(f stream.FileTime) string {
+	if f.Bytes < 16<<20 || f.Rate() == 0 {
+		return ""
+	}
+	return fmt.Sprintf("; %s at %.2f GiB/s", f.Name, f.Rate()/(1<<30))
 }
 
 // captureCreateOptions reads -e, --cert and --cipher.
@@ -253,10 +262,7 @@ func newCaptureSink(set string, out io.Writer, create imgset.CreateOptions) (cap
 		if err != nil {
 			return nil, err
 		}
-		if w.Encrypted() {
-			return encryptedSet{w}, nil
-		}
-		return w, nil
+		return readingSet{w}, nil
 	}
 	enc, err := stream.NewEncoder(out)
 	if err != nil {
@@ -350,11 +356,12 @@ func captureError(ctx context.Context, err error) error {
 	return fmt.Errorf("stream capture: %w; CRIU was cut off and no set was left", err)
 }
 
-// encryptedSet is an encrypted set being written: its files' ReadFrom reads
-// CRIU's pipes straight into the batches being sealed (stream.ReadFromSink).
-type encryptedSet struct{ *imgset.Writer }
+// readingSet is a set being written whose files read CRIU's pipes themselves
+// (stream.ReadFromSink): an encrypted file straight into the units it seals, a
+// plain one by splice.
+type readingSet struct{ *imgset.Writer }
 
-func (encryptedSet) ReadsFromPipes() {}
+func (readingSet) ReadsFromPipes() {}
 
 // plainStream is a plaintext set in the stream format.
 type plainStream struct{ *stream.Encoder }

@@ -7,6 +7,7 @@ import (
 	"io"
 	"os"
 	"sync"
+	"time"
 )
 
 // Inventory is the image CRIU writes last on a successful dump.
@@ -37,6 +38,25 @@ type Summary struct {
 	Bytes int64 // their bytes (plaintext)
 	// Short lists files CRIU stopped reading before their end (restore).
 	Short []string
+	// Largest is the largest file captured, and how long it took from its pipe
+	// to its end: its rate is the streamer's throughput on a dump's pages,
+	// bounded by CRIU's and by the capture's own (make bench, section 6).
+	Largest FileTime
+}
+
+// FileTime is a file's size and the time it took to stream.
+type FileTime struct {
+	Name    string
+	Bytes   int64
+	Elapsed time.Duration
+}
+
+// Rate returns the file's bytes per second, 0 if unknown.
+func (f FileTime) Rate() float64 {
+	if f.Elapsed <= 0 {
+		return 0
+	}
+	return float64(f.Bytes) / f.Elapsed.Seconds()
 }
 
 // Capture receives every file CRIU dumps through conn into sink, until CRIU
@@ -96,6 +116,7 @@ func (c *transfer) startFile(name string, got map[string]bool, sink Sink) error 
 	}
 	setPipeSize(pipe)
 	_, readFrom := sink.(ReadFromSink)
+	start := time.Now()
 	c.wg.Add(1)
 	go func() {
 		defer c.wg.Done()
@@ -109,13 +130,16 @@ func (c *transfer) startFile(name string, got map[string]bool, sink Sink) error 
 			return
 		}
 		c.fileDone(name, n)
+		c.fileTime(FileTime{Name: name, Bytes: n, Elapsed: time.Since(start)})
 	}()
 	return nil
 }
 
-// ReadFromSink marks a Sink whose writers read best by themselves (io.ReaderFrom):
-// an encrypting writer reads the pipe straight into the batches it seals, while
-// earlier batches are being sealed, so CRIU is not kept waiting on a full pipe.
+// ReadFromSink marks a Sink whose writers read best by themselves (io.ReaderFrom),
+// given a *PipeReader: an encrypting writer reads the pipe straight into the
+// units it seals (PipeReader.ReadVector) while earlier ones are being sealed, so
+// CRIU is not kept waiting on a full pipe; a plaintext file has the pipe spliced
+// into it (PipeReader.WriteTo).
 type ReadFromSink interface {
 	Sink
 	ReadsFromPipes()
@@ -125,7 +149,7 @@ type ReadFromSink interface {
 // when readFrom, else in large writes.
 func drain(w io.Writer, pipe *os.File, readFrom bool) (int64, error) {
 	if rf, ok := w.(io.ReaderFrom); ok && readFrom {
-		return rf.ReadFrom(pipe)
+		return rf.ReadFrom(NewPipeReader(pipe))
 	}
 	buf := bufPool.Get().(*[]byte)
 	defer bufPool.Put(buf)
@@ -191,6 +215,15 @@ func (c *transfer) fileDone(name string, n int64) {
 	c.done[name] = true
 	c.sum.Files++
 	c.sum.Bytes += n
+}
+
+// fileTime keeps the largest file's time.
+func (c *transfer) fileTime(f FileTime) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if f.Bytes > c.sum.Largest.Bytes {
+		c.sum.Largest = f
+	}
 }
 
 // fail records the first error and cuts CRIU off: the socket first, so that

@@ -265,3 +265,28 @@ func TestCRIUCaptureFailedDump(t *testing.T) {
 		t.Errorf("a set was left after a failed dump")
 	}
 }
+
+// TestCRIUCapturePlain: criu dump --stream into a plaintext capture (each pipe
+// spliced into its file) writes the set CRIU itself would: a plain criu restore
+// from the set's folder brings the process back, and the summary gives the rate
+// of the largest file.
+func TestCRIUCapturePlain(t *testing.T) {
+	criuBin(t)
+	p := launchCanary(t)
+	dir, set := t.TempDir(), filepath.Join(t.TempDir(), "set")
+	capture := startStreamer(t, nil, nil, "stream", "capture", "-D", dir, "-o", set)
+	if err := dumpCaptured(t, p, dir); err != nil {
+		t.Fatal(err)
+	}
+	if code := capture.wait(t); code != 0 {
+		t.Fatalf("capture: exit %d: %s", code, &capture.stderr)
+	}
+	if out := capture.stdout.String(); !strings.HasPrefix(out, "captured CRIU's dump to "+set+" (plaintext): ") {
+		t.Errorf("capture said %q", out)
+	}
+	before := lastCount(t, p)
+	if err := criu(t, "restore", "-D", set, "-d", "-o", "restore.log"); err != nil {
+		t.Fatal(err)
+	}
+	testproc.WaitFor(t, 10*time.Second, "the counter to carry on", func() bool { return lastCount(t, p) > before+2 })
+}

@@ -13,15 +13,18 @@ import (
 	"strings"
 	"sync"
 	"testing"
+
+	"github.com/imgtool/imgtool/cipher"
+	"github.com/imgtool/imgtool/imgset"
 )
 
 // fakeCRIU is CRIU's side of the protocol, as criu/img-streamer.c speaks it.
 type fakeCRIU struct {
-	t    *testing.T
+	t    testing.TB
 	conn *Conn
 }
 
-func dialCRIU(t *testing.T, dir, socket string) *fakeCRIU {
+func dialCRIU(t testing.TB, dir, socket string) *fakeCRIU {
 	t.Helper()
 	c, err := net.DialUnix("unix", nil, &net.UnixAddr{Name: filepath.Join(dir, socket), Net: "unix"})
 	if err != nil {
@@ -129,8 +132,17 @@ func startCapture(t *testing.T, sink Sink) (dir string, result <-chan error) {
 // TestCaptureInterleaved sends two large files written in turns (as CRIU writes
 // pagemap and pages) and small ones: each arrives whole, no deadlock.
 func TestCaptureInterleaved(t *testing.T) {
-	sink := &memSink{files: map[string]*bytes.Buffer{}}
-	dir, result := startCapture(t, sink)
+	for _, kind := range []string{"memory", "plain set", "encrypted set"} {
+		t.Run(kind, func(t *testing.T) { testCaptureInterleaved(t, kind) })
+	}
+}
+
+// testCaptureInterleaved captures into a sink of kind: in memory (written in
+// large writes), or a set being written, plain or encrypted, whose files read
+// the pipes themselves (splice, readv into the units sealed).
+func testCaptureInterleaved(t *testing.T, kind string) {
+	sink, result := newTestSink(t, kind)
+	dir, done := startCapture(t, sink)
 	criu := dialCRIU(t, dir, CaptureSocket)
 	want := map[string][]byte{
 		"pagemap-1.img": pattern("pagemap", 3<<20+17),
@@ -146,14 +158,14 @@ func TestCaptureInterleaved(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	// In turns, 256 KiB at a time: more than a pipe holds, so the streamer must
-	// read both at once.
+	// In turns, 256 KiB at a time (then odd sizes): more than a pipe holds, so
+	// the streamer must read both at once.
 	a, b := want["pagemap-1.img"], want["pages-1.img"]
-	for len(a) > 0 || len(b) > 0 {
-		n := min(len(a), 256<<10)
+	for i := 0; len(a) > 0 || len(b) > 0; i++ {
+		n := min(len(a), 256<<10-i%3*4097)
 		mustWrite(t, pm, a[:n])
 		a = a[n:]
-		n = min(len(b), 256<<10)
+		n = min(len(b), 256<<10+i%5*999)
 		mustWrite(t, pg, b[:n])
 		b = b[n:]
 	}
@@ -168,16 +180,76 @@ func TestCaptureInterleaved(t *testing.T) {
 		w.Close()
 	}
 	criu.conn.Close()
-	if err := <-result; err != nil {
+	if err := <-done; err != nil {
 		t.Fatalf("Capture: %v", err)
 	}
+	got := result()
 	for name, data := range want {
-		if got := sink.files[name]; got == nil || !bytes.Equal(got.Bytes(), data) {
-			t.Errorf("%s: not received whole", name)
+		if !bytes.Equal(got[name], data) {
+			t.Errorf("%s: not received whole (%d bytes of %d)", name, len(got[name]), len(data))
 		}
 	}
 	if _, err := os.Lstat(filepath.Join(dir, CaptureSocket)); !errors.Is(err, fs.ErrNotExist) {
 		t.Errorf("the socket is still there after the connection: %v", err)
+	}
+}
+
+// newTestSink makes a sink of kind (see testCaptureInterleaved) and a function
+// that commits it and returns the files it received.
+func newTestSink(t *testing.T, kind string) (Sink, func() map[string][]byte) {
+	t.Helper()
+	if kind == "memory" {
+		sink := &memSink{files: map[string]*bytes.Buffer{}}
+		return sink, func() map[string][]byte {
+			got := map[string][]byte{}
+			for name, b := range sink.files {
+				got[name] = b.Bytes()
+			}
+			return got
+		}
+	}
+	var opts imgset.CreateOptions
+	var ids []cipher.Identity
+	if kind == "encrypted set" {
+		certPEM, keyPEM, err := cipher.Keygen(cipher.KeygenOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		rs, err := cipher.ParseRecipients(certPEM)
+		if err != nil {
+			t.Fatal(err)
+		}
+		id, err := cipher.ParseIdentity(keyPEM)
+		if err != nil {
+			t.Fatal(err)
+		}
+		opts.Recipients, ids = []cipher.Recipient{rs[0]}, []cipher.Identity{id}
+	}
+	set := filepath.Join(t.TempDir(), "set")
+	w, err := imgset.Create(set, opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return readFromSet{w}, func() map[string][]byte {
+		if err := w.Commit(); err != nil {
+			t.Fatal(err)
+		}
+		s, err := imgset.Open(set, imgset.OpenOptions{Identities: ids})
+		if err != nil {
+			t.Fatal(err)
+		}
+		got := map[string][]byte{}
+		for _, name := range s.Names() {
+			f, err := s.Open(name)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got[name], err = io.ReadAll(f); err != nil {
+				t.Fatal(err)
+			}
+			f.Close()
+		}
+		return got
 	}
 }
 
@@ -269,8 +341,18 @@ func TestCaptureSinkFailureCutsCRIU(t *testing.T) {
 	}
 }
 
-// TestCaptureCancel: a done context cuts CRIU off and returns its cause.
+// TestCaptureCancel: a done context cuts CRIU off and returns its cause, also
+// while a set's file is reading the pipe itself (readv, splice).
 func TestCaptureCancel(t *testing.T) {
+	for _, kind := range []string{"memory", "plain set", "encrypted set"} {
+		t.Run(kind, func(t *testing.T) {
+			sink, _ := newTestSink(t, kind)
+			testCaptureCancel(t, sink)
+		})
+	}
+}
+
+func testCaptureCancel(t *testing.T, sink Sink) {
 	dir := t.TempDir()
 	l, err := Listen(dir, CaptureSocket)
 	if err != nil {
@@ -281,7 +363,7 @@ func TestCaptureCancel(t *testing.T) {
 	go func() {
 		conn, err := l.Accept(ctx)
 		if err == nil {
-			_, err = Capture(ctx, conn, &memSink{files: map[string]*bytes.Buffer{}})
+			_, err = Capture(ctx, conn, sink)
 		}
 		result <- err
 	}()
@@ -290,7 +372,7 @@ func TestCaptureCancel(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	mustWrite(t, w, []byte("some"))
+	mustWrite(t, w, pattern("some", 3<<20)) // a set's file is past its first batch: streaming
 	stopped := errors.New("stopped by the test")
 	cancel(stopped)
 	if err := <-result; !errors.Is(err, stopped) {
