@@ -23,6 +23,7 @@ type decodeOptions struct {
 	Pretty bool       // crit's --pretty
 	Files  fileOpener // how to open In
 	Stdout io.Writer
+	Err    io.Writer // where a note on leftovers of killed runs goes
 }
 
 func decodeCommand() *cli.Command {
@@ -74,7 +75,7 @@ output file is left), 2 wrong command line.`,
 		Action: func(c *cli.Context) error {
 			opts := decodeOptions{
 				In: c.String("in"), Dir: c.String(flagImagesDir), Out: c.String("out"), Pretty: c.Bool("pretty"),
-				Files: fileOpenerFrom(c), Stdout: c.App.Writer,
+				Files: fileOpenerFrom(c), Stdout: c.App.Writer, Err: errWriter(c),
 			}
 			return runDecode(c.Context, opts, c.Args().Slice())
 		},
@@ -103,7 +104,7 @@ func runDecode(ctx context.Context, opts decodeOptions, args []string) error {
 		}
 		return nil
 	}
-	if err := decodeImage(ctx, opts.Files, opts.In, opts.Out, opts.Stdout, image.JSONOptions{Pretty: opts.Pretty}); err != nil {
+	if err := decodeImage(ctx, opts.Files, opts.In, outputTo(opts.Out, opts.Err), opts.Stdout, image.JSONOptions{Pretty: opts.Pretty}); err != nil {
 		return fmt.Errorf("decode: %w", err)
 	}
 	return nil
@@ -156,7 +157,7 @@ func decodeSetFile(set *imgset.Set, name, out string, jopts image.JSONOptions) e
 		return err
 	}
 	defer f.Close()
-	o, err := createOutput(out, nil)
+	o, err := createOutput(outputTo(out, nil), nil)
 	if err != nil {
 		return err
 	}
@@ -168,7 +169,7 @@ func decodeSetFile(set *imgset.Set, name, out string, jopts image.JSONOptions) e
 }
 
 // decodeImage writes the image at in as JSON to out (decode and show).
-func decodeImage(ctx context.Context, files fileOpener, in, out string, stdout io.Writer, jopts image.JSONOptions) error {
+func decodeImage(ctx context.Context, files fileOpener, in string, out outputPath, stdout io.Writer, jopts image.JSONOptions) error {
 	if err := ctx.Err(); err != nil {
 		return err
 	}

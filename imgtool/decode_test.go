@@ -3,6 +3,7 @@ package imgtool
 import (
 	"bytes"
 	"context"
+	"errors"
 	"os"
 	"path/filepath"
 	"slices"
@@ -412,5 +413,47 @@ func TestDecodeSetHelpNamesItsFiles(t *testing.T) {
 		if !strings.HasSuffix(f.Name(), ".img.json") && f.Name() != "stats-dump.json" {
 			t.Errorf("decode -D wrote %s, which its help does not describe", f.Name())
 		}
+	}
+}
+
+// TestDecodeEncodeRemoveDeadTemps: decode -o FILE and encode -o FILE remove the
+// temporary files that killed runs left beside FILE (unlocked: their writer is gone),
+// saying so in one line, and leave a live run's (locked) alone.
+func TestDecodeEncodeRemoveDeadTemps(t *testing.T) {
+	img := critImages(t)[0]
+	dir := t.TempDir()
+	for _, c := range []struct {
+		out  string
+		args []string
+	}{
+		{"out.json", []string{"decode", "-i", img.path}},
+		{"out.img", []string{"encode", "-i", img.golden + ".json"}},
+	} {
+		t.Run(c.args[0], func(t *testing.T) {
+			dst := filepath.Join(dir, c.out)
+			dead := filepath.Join(dir, "."+c.out+".123.tmp")
+			if err := os.WriteFile(dead, []byte("partial"), 0o600); err != nil {
+				t.Fatal(err)
+			}
+			live, err := createTempBeside(dst) // locked, as a running imgtool's
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer os.Remove(live.Name())
+			defer live.Close()
+			_, errOut, err := runApp(t, append(c.args, "-o", dst)...)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if _, err := os.Stat(dead); !errors.Is(err, os.ErrNotExist) {
+				t.Errorf("the dead run's %s is still there (%v)", dead, err)
+			}
+			if _, err := os.Stat(live.Name()); err != nil {
+				t.Errorf("the live run's %s was removed: %v", live.Name(), err)
+			}
+			if want := "removed what interrupted earlier runs left beside " + dst + ": " + dead + "\n"; !strings.Contains(errOut, want) || strings.Count(errOut, "\n") != 1 {
+				t.Errorf("stderr %q, want the one line %q", errOut, want)
+			}
+		})
 	}
 }

@@ -16,6 +16,7 @@ type encodeOptions struct {
 	Out    string     // where the image goes; "" or "-": stdout
 	Files  fileOpener // how to open In
 	Stdout io.Writer
+	Err    io.Writer // where a note on leftovers of killed runs goes
 }
 
 func encodeCommand() *cli.Command {
@@ -40,7 +41,7 @@ Exit codes: 0 success, 1 the JSON is not a valid image (nothing is written to -o
 			&cli.StringFlag{Name: "out", Aliases: []string{"o"}, Usage: "where to write the image (stdout by default)"},
 		}, fileOpenFlags()...),
 		Action: func(c *cli.Context) error {
-			opts := encodeOptions{In: c.String("in"), Out: c.String("out"), Files: fileOpenerFrom(c), Stdout: c.App.Writer}
+			opts := encodeOptions{In: c.String("in"), Out: c.String("out"), Files: fileOpenerFrom(c), Stdout: c.App.Writer, Err: errWriter(c)}
 			return runEncode(c.Context, opts, c.Args().Slice())
 		},
 	}
@@ -68,7 +69,7 @@ func encodeImage(ctx context.Context, opts encodeOptions) error {
 	defer r.Close()
 	// A binary image half written to stdout would look like a whole one to whatever
 	// reads it: it is spooled, and reaches stdout only once complete.
-	o, err := createSpooledOutput(opts.Out, opts.Stdout)
+	o, err := createSpooledOutput(outputTo(opts.Out, opts.Err), opts.Stdout)
 	if err != nil {
 		return err
 	}

@@ -83,9 +83,9 @@ type output struct {
 // createSpooledOutput is createOutput for output that must reach stdout whole or not at
 // all (encode's binary image): it goes to an unlinked temporary file first, copied to
 // stdout by commit.
-func createSpooledOutput(path string, stdout io.Writer) (*output, error) {
-	if path != "" && path != "-" {
-		return createOutput(path, stdout)
+func createSpooledOutput(out outputPath, stdout io.Writer) (*output, error) {
+	if out.path != "" && out.path != "-" {
+		return createOutput(out, stdout)
 	}
 	f, err := os.CreateTemp("", "imgtool-spool-*")
 	if err != nil {
@@ -95,8 +95,20 @@ func createSpooledOutput(path string, stdout io.Writer) (*output, error) {
 	return &output{Writer: f, file: f, stdout: stdout}, nil
 }
 
-// createOutput returns stdout for "" or "-", else a temporary file for path.
-func createOutput(path string, stdout io.Writer) (*output, error) {
+// outputPath is an output file named on the command line, and where the note goes
+// that the temporary files of killed runs writing it were removed (nil: no note).
+type outputPath struct {
+	path string
+	err  io.Writer
+}
+
+// outputTo is the outputPath of path, noting on errw.
+func outputTo(path string, errw io.Writer) outputPath { return outputPath{path, errw} }
+
+// createOutput returns stdout for "" or "-", else a temporary file for the path, once
+// the temporary files dead runs left beside it are removed (tempfile.go).
+func createOutput(out outputPath, stdout io.Writer) (*output, error) {
+	path := out.path
 	if path == "" || path == "-" {
 		return &output{Writer: stdout}, nil
 	}
@@ -107,6 +119,11 @@ func createOutput(path string, stdout io.Writer) (*output, error) {
 	if err := refuseEncryptedSet(path); err != nil {
 		return nil, err
 	}
+	var cleaned func([]string)
+	if out.err != nil {
+		cleaned = noteCleaned(out.err, path)
+	}
+	removeDeadTemps(path, cleaned)
 	f, err := createTempBeside(path) // locked while this process lives (tempfile.go)
 	if err != nil {
 		return nil, fmt.Errorf("creating %s: %w", path, err)

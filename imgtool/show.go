@@ -50,7 +50,7 @@ func runShow(ctx context.Context, opts showOptions, args []string) error {
 		return usageError(fmt.Errorf("show: need exactly one IMAGE, got %d arguments", len(args)))
 	}
 	jopts := image.JSONOptions{Pretty: true, NoPayload: opts.NoPayload}
-	if err := decodeImage(ctx, opts.Files, args[0], "", opts.Stdout, jopts); err != nil {
+	if err := decodeImage(ctx, opts.Files, args[0], outputPath{}, opts.Stdout, jopts); err != nil {
 		return fmt.Errorf("show: %w", err)
 	}
 	return nil
