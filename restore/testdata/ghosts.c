@@ -327,19 +327,5 @@ int main(int argc, char **argv)
 		fprintf(stderr, "usage: ghosts files|mmap|fifo|cwd|devzero|exe|all\n");
 		return 2;
 	}
-	if (!check(mode)) {
-		printf("FAIL before the dump: %s\n", why);
-		return 1;
-	}
-	printf("ready pid=%d\n", getpid());
-	fflush(stdout);
-	while (!go) /* polled: after a restore, a signal may arrive before pause() is re-entered */
-		usleep(10000);
-	if (check(mode))
-		printf("ok\n");
-	else
-		printf("FAIL: %s\n", why);
-	fflush(stdout);
-	for (;;)
-		pause();
+	return check_twice(check, mode);
 }

@@ -195,19 +195,5 @@ int main(int argc, char **argv)
 		set_files();
 	if (all || !strcmp(mode, "exe"))
 		set_exe();
-	if (!check(mode)) {
-		printf("FAIL before the dump: %s\n", why);
-		return 1;
-	}
-	printf("ready pid=%d\n", getpid());
-	fflush(stdout);
-	while (!go) /* polled: after a restore, a signal may arrive before pause() is re-entered */
-		usleep(10000);
-	if (check(mode))
-		printf("ok\n");
-	else
-		printf("FAIL: %s\n", why);
-	fflush(stdout);
-	for (;;)
-		pause();
+	return check_twice(check, mode);
 }
