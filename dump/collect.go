@@ -243,13 +243,27 @@ func (d *dumper) readProcess(p *process) error {
 	return err
 }
 
+// threadStatusKeys are the lines of a thread's /proc status kept in its state: its
+// credentials (credsEntry), its seccomp mode and pending signals (liveOK).
+var threadStatusKeys = []string{"Uid", "Gid", "Groups", "CapInh", "CapPrm", "CapEff", "CapBnd", "CapAmb",
+	"NoNewPrivs", "Seccomp", "SigPnd"}
+
 // readThread reads t's status and name from /proc (readProcess).
 func readThread(p *process, t *thread) error {
 	s := &t.state
 	taskDir := procfs.Path(p.pid, "task", strconv.Itoa(t.tid))
 	var err error
-	if s.status, err = procfs.ReadStatus(taskDir + "/status"); err != nil {
+	st, err := procfs.ReadStatus(taskDir + "/status")
+	if err != nil {
 		return err
+	}
+	// Only what the images and the injection need: a thousand threads kept some 55 lines
+	// each (7 MiB, doubled by the garbage collector's headroom).
+	s.status = make(procfs.Status, len(threadStatusKeys))
+	for _, k := range threadStatusKeys {
+		if v, ok := st[k]; ok {
+			s.status[k] = v
+		}
 	}
 	comm, err := os.ReadFile(taskDir + "/comm")
 	if err != nil {
