@@ -280,8 +280,9 @@
 // stops at its next check (between processes, and between page batches), puts every
 // thread back and removes the partial set. SIGKILL of imgtool cannot be caught: the kernel
 // then detaches every thread and lets it run from its current state. A thread is in a
-// borrowed state only while its process's injected calls run (three single calls, a live
-// batch a thread, one more single call: well under a millisecond a process); as soon as
+// borrowed state only while its process's injected calls run (two single calls, the
+// scratch mapping's mmap and membarrier's query, then a live batch a thread, two more for
+// each POSIX timer, and the munmap: well under a millisecond a process); as soon as
 // they are done it gets its own registers and signal mask back, while the tree stays
 // stopped, so a kill at any later moment (reading memory, writing the set) leaves the tree
 // running unharmed and only a staging folder behind (removed by the next command that
