@@ -355,5 +355,5 @@ func (d *dumper) writeFileLocks() error {
 	if err != nil || len(es) == 0 {
 		return err
 	}
-	return d.writeImage("filelocks.img", "FILE_LOCKS", es...)
+	return d.writeImage("filelocks.img", es...)
 }

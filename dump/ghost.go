@@ -291,7 +291,7 @@ func (d *dumper) writeGhosts() error {
 	for i, r := range gs.remaps {
 		ms[i] = r
 	}
-	if err := d.writeImage("remap-fpath.img", "REMAP_FPATH", ms...); err != nil {
+	if err := d.writeImage("remap-fpath.img", ms...); err != nil {
 		return err
 	}
 	for _, g := range gs.list {

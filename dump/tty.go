@@ -579,5 +579,5 @@ func (d *dumper) writeTTYs() error {
 	for i, e := range d.set.tty.infos {
 		es[i] = e
 	}
-	return d.writeImage("tty-info.img", "TTY_INFO", es...)
+	return d.writeImage("tty-info.img", es...)
 }

@@ -176,7 +176,7 @@ func (d *dumper) scanShmem(m *memfdInode) error {
 // write writes every image of the set.
 func (d *dumper) write() error {
 	s := d.set
-	if err := d.writeImage("inventory.img", "INVENTORY", d.inventory()); err != nil {
+	if err := d.writeImage("inventory.img", d.inventory()); err != nil {
 		return err
 	}
 	var ps []proto.Message
@@ -195,7 +195,7 @@ func (d *dumper) write() error {
 		ps = append(ps, &pstree.PstreeEntry{Pid: proto.Uint32(uint32(z.pid)), Ppid: proto.Uint32(uint32(z.parent.pid)),
 			Pgid: proto.Uint32(uint32(z.stat.Pgid)), Sid: proto.Uint32(uint32(z.stat.Sid)), Threads: []uint32{uint32(z.pid)}})
 	}
-	if err := d.writeImage("pstree.img", "PSTREE", ps...); err != nil {
+	if err := d.writeImage("pstree.img", ps...); err != nil {
 		return err
 	}
 	for _, z := range d.zombies {
@@ -218,7 +218,7 @@ func (d *dumper) write() error {
 	for _, f := range orderUnixPeers(s.files) { // sk_unix.go
 		files = append(files, f)
 	}
-	if err := d.writeImage("files.img", "FILES", files...); err != nil {
+	if err := d.writeImage("files.img", files...); err != nil {
 		return err
 	}
 	if len(s.memfds) > 0 {
@@ -226,7 +226,7 @@ func (d *dumper) write() error {
 		for _, m := range s.memfds {
 			ms = append(ms, m.entry)
 		}
-		if err := d.writeImage("memfd.img", "MEMFD_INODE", ms...); err != nil {
+		if err := d.writeImage("memfd.img", ms...); err != nil {
 			return err
 		}
 	}
@@ -234,12 +234,12 @@ func (d *dumper) write() error {
 		return err
 	}
 	if len(s.pipes) > 0 {
-		if err := d.writePipeData("pipes-data.img", "PIPES_DATA", s.pipes); err != nil {
+		if err := d.writePipeData("pipes-data.img", s.pipes); err != nil {
 			return err
 		}
 	}
 	if len(s.fifos) > 0 {
-		if err := d.writePipeData("fifo-data.img", "FIFO_DATA", s.fifos); err != nil {
+		if err := d.writePipeData("fifo-data.img", s.fifos); err != nil {
 			return err
 		}
 	}
@@ -255,14 +255,14 @@ func (d *dumper) write() error {
 	if err := d.writeTTYs(); err != nil {
 		return err
 	}
-	if err := d.writeImage("seccomp.img", "SECCOMP", &s.seccomp.entry); err != nil {
+	if err := d.writeImage("seccomp.img", &s.seccomp.entry); err != nil {
 		return err
 	}
-	if err := d.writeImage("timens-0.img", "TIMENS", timensNow()); err != nil {
+	if err := d.writeImage("timens-0.img", timensNow()); err != nil {
 		return err
 	}
 	d.stats.memEnd = time.Now()
-	return d.writeImage("stats-dump", "STATS", d.statsEntry())
+	return d.writeImage("stats-dump", d.statsEntry())
 }
 
 func (d *dumper) inventory() *inventory.InventoryEntry {
@@ -331,17 +331,17 @@ func (d *dumper) writeProcess(p *process, writtenFdinfo map[uint32]bool) error {
 			return err
 		}
 		d.set.seccomp.setCore(t.tid, c.ThreadCore)
-		if err := d.writeImage(fmt.Sprintf("core-%d.img", t.tid), "CORE", c); err != nil {
+		if err := d.writeImage(fmt.Sprintf("core-%d.img", t.tid), c); err != nil {
 			return err
 		}
 	}
-	if err := d.writeImage(fmt.Sprintf("ids-%d.img", p.pid), "IDS", taskIDs(p.ids)); err != nil {
+	if err := d.writeImage(fmt.Sprintf("ids-%d.img", p.pid), taskIDs(p.ids)); err != nil {
 		return err
 	}
-	if err := d.writeImage(fmt.Sprintf("mm-%d.img", p.pid), "MM", mmEntry(p)); err != nil {
+	if err := d.writeImage(fmt.Sprintf("mm-%d.img", p.pid), mmEntry(p)); err != nil {
 		return err
 	}
-	if err := d.writeImage(fmt.Sprintf("fs-%d.img", p.pid), "FS", &fs.FsEntry{
+	if err := d.writeImage(fmt.Sprintf("fs-%d.img", p.pid), &fs.FsEntry{
 		CwdId: proto.Uint32(p.files.cwdID), RootId: proto.Uint32(p.files.rootID), Umask: proto.Uint32(p.state.umask)}); err != nil {
 		return err
 	}
@@ -351,15 +351,15 @@ func (d *dumper) writeProcess(p *process, writtenFdinfo map[uint32]bool) error {
 		for _, f := range p.files.fds {
 			fds = append(fds, f)
 		}
-		if err := d.writeImage(fmt.Sprintf("fdinfo-%d.img", p.ids.files), "FDINFO", fds...); err != nil {
+		if err := d.writeImage(fmt.Sprintf("fdinfo-%d.img", p.ids.files), fds...); err != nil {
 			return err
 		}
 	}
-	if err := d.writeImage(fmt.Sprintf("pagemap-%d.img", p.pid), "PAGEMAP", pagemapEntries(p.mem.pagesID, p.mem.runs)...); err != nil {
+	if err := d.writeImage(fmt.Sprintf("pagemap-%d.img", p.pid), pagemapEntries(p.mem.pagesID, p.mem.runs)...); err != nil {
 		return err
 	}
 	if len(p.forkPages) > 0 {
-		if err := d.writeImage(fmt.Sprintf("imgtool-fork-pages-%d.img", p.pid), "FORK_PAGES", forkPagesEntries(p.forkPages)...); err != nil {
+		if err := d.writeImage(fmt.Sprintf("imgtool-fork-pages-%d.img", p.pid), forkPagesEntries(p.forkPages)...); err != nil {
 			return err
 		}
 	}
@@ -417,7 +417,7 @@ func pagemapEntries(pagesID uint32, runs []pageRun) []proto.Message {
 // the object itself (not through a process's mapping).
 func (d *dumper) writeShmem(m *memfdInode) error {
 	name := fmt.Sprintf("pagemap-shmem-%d.img", m.entry.GetShmid())
-	if err := d.writeImage(name, "PAGEMAP", pagemapEntries(m.pagesID, m.runs)...); err != nil {
+	if err := d.writeImage(name, pagemapEntries(m.pagesID, m.runs)...); err != nil {
 		return err
 	}
 	w, err := d.create(fmt.Sprintf("pages-%d.img", m.pagesID))
@@ -486,8 +486,8 @@ func readPastEOF(f *os.File, off int64, b []byte) (err error) {
 	return nil
 }
 
-func (d *dumper) writePipeData(name, kind string, pipes []pipeData) error {
-	k := image.KindByName(kind)
+func (d *dumper) writePipeData(name string, pipes []pipeData) error {
+	k := image.KindByFileName(name)
 	w, err := d.create(name)
 	if err != nil {
 		return err
@@ -512,10 +512,10 @@ func (d *dumper) writePipeData(name, kind string, pipes []pipeData) error {
 }
 
 // writeImage encodes a small image in memory and writes it to the sink in one go.
-func (d *dumper) writeImage(name, kind string, entries ...proto.Message) error {
-	k := image.KindByName(kind)
+func (d *dumper) writeImage(name string, entries ...proto.Message) error {
+	k := image.KindByFileName(name) // the codec's table: one place for names and kinds
 	if k == nil {
-		return fmt.Errorf("image kind %s unknown to the codec", kind)
+		return fmt.Errorf("%s: no image kind of the codec has this name", name)
 	}
 	var buf bytes.Buffer
 	iw, err := image.NewWriter(&buf, k)

@@ -69,5 +69,5 @@ func (z *zombie) coreEntry() *criu_core.CoreEntry {
 
 // writeZombie writes the zombie's one image.
 func (d *dumper) writeZombie(z *zombie) error {
-	return d.writeImage(fmt.Sprintf("core-%d.img", z.pid), "CORE", z.coreEntry())
+	return d.writeImage(fmt.Sprintf("core-%d.img", z.pid), z.coreEntry())
 }

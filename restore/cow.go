@@ -50,7 +50,7 @@ func loadForkPages(src source, pid int) ([]forkPages, error) {
 	if !src.has(name) {
 		return nil, nil
 	}
-	es, _, err := readEntries[pagemap.PagemapEntry](src, name, "FORK_PAGES")
+	es, _, err := readEntries[pagemap.PagemapEntry](src, name)
 	if err != nil {
 		return nil, err
 	}

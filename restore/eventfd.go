@@ -57,7 +57,7 @@ func (eventfdKind) flags(pl *plan, fe *fdinfo.FileEntry) uint32         { return
 
 // loadLegacy reads eventfd.img, which CRIU versions before files.img wrote.
 func (eventfdKind) loadLegacy(pl *plan) error {
-	return loadLegacy(pl, "eventfd.img", "EVENTFD_FILE", fdinfo.FdTypes_EVENTFD,
+	return loadLegacy(pl, "eventfd.img", fdinfo.FdTypes_EVENTFD,
 		func(e *eventfd.EventfdFileEntry) uint32 { return e.GetId() },
 		func(fe *fdinfo.FileEntry, e *eventfd.EventfdFileEntry) { fe.Efd = e })
 }

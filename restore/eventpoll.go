@@ -106,13 +106,13 @@ func (eventpollKind) placed(r *restorer, p *process, fd *fdinfo.FdinfoEntry, fe 
 // epoll), which CRIU versions before files.img wrote; CRIU 4.2 writes the targets into
 // eventpoll_file_entry.tfd.
 func (eventpollKind) loadLegacy(pl *plan) error {
-	err := loadLegacy(pl, "eventpoll.img", "EVENTPOLL_FILE", fdinfo.FdTypes_EVENTPOLL,
+	err := loadLegacy(pl, "eventpoll.img", fdinfo.FdTypes_EVENTPOLL,
 		func(e *eventpoll.EventpollFileEntry) uint32 { return e.GetId() },
 		func(fe *fdinfo.FileEntry, e *eventpoll.EventpollFileEntry) { fe.Epfd = e })
 	if err != nil || !pl.src.has("eventpoll-tfd.img") {
 		return err
 	}
-	tfds, _, err := readEntries[eventpoll.EventpollTfdEntry](pl.src, "eventpoll-tfd.img", "EVENTPOLL_TFD")
+	tfds, _, err := readEntries[eventpoll.EventpollTfdEntry](pl.src, "eventpoll-tfd.img")
 	if err != nil {
 		return err
 	}

@@ -64,7 +64,7 @@ func checkLocks(pl *plan, take bool) error {
 	if !pl.src.has(fileLockImg) {
 		return nil
 	}
-	locks, _, err := readEntries[file_lock.FileLockEntry](pl.src, fileLockImg, "FILE_LOCKS")
+	locks, _, err := readEntries[file_lock.FileLockEntry](pl.src, fileLockImg)
 	if err != nil || len(locks) == 0 {
 		return err
 	}

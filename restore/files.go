@@ -241,11 +241,11 @@ type legacyLoader interface {
 
 // loadLegacy reads the per-kind image name (of image kind kind), when the set has one, and
 // adds each entry to pl.files as a file_entry of type typ.
-func loadLegacy[T any](pl *plan, name, kind string, typ fdinfo.FdTypes, id func(*T) uint32, set func(*fdinfo.FileEntry, *T)) error {
+func loadLegacy[T any](pl *plan, name string, typ fdinfo.FdTypes, id func(*T) uint32, set func(*fdinfo.FileEntry, *T)) error {
 	if !pl.src.has(name) {
 		return nil
 	}
-	es, _, err := readEntries[T](pl.src, name, kind)
+	es, _, err := readEntries[T](pl.src, name)
 	if err != nil {
 		return err
 	}

@@ -59,7 +59,7 @@ func loadGhosts(pl *plan) error {
 	if !pl.src.has(name) {
 		return nil
 	}
-	es, _, err := readEntries[remap_file_path.RemapFilePathEntry](pl.src, name, "REMAP_FPATH")
+	es, _, err := readEntries[remap_file_path.RemapFilePathEntry](pl.src, name)
 	if err != nil {
 		return err
 	}

@@ -111,8 +111,10 @@ func (p *procPlan) tableShared() bool {
 // leaderCore is the core image of the thread group leader (the one with the task core).
 func (p *procPlan) leaderCore() *criu_core.CoreEntry { return p.cores[0] }
 
-// readImage reads one whole protobuf image of the set and checks its kind.
-func readImage(src source, name, kind string) (*image.Image, error) {
+// readImage reads one whole protobuf image of the set and checks that it is of the kind
+// the codec's table gives its name.
+func readImage(src source, name string) (*image.Image, error) {
+	want := image.KindByFileName(name)
 	f, err := src.open(name)
 	if err != nil {
 		return nil, err
@@ -122,15 +124,22 @@ func readImage(src source, name, kind string) (*image.Image, error) {
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", name, err)
 	}
-	if img.Kind == nil || img.Kind.Name != kind {
-		return nil, fmt.Errorf("%s: not a %s image", name, kind)
+	switch {
+	case want == nil:
+		return nil, fmt.Errorf("%s: no image kind has this name", name)
+	case img.Kind == nil || img.Kind.Name != want.Name:
+		got := "an image of no known kind"
+		if img.Kind != nil {
+			got = "a " + img.Kind.Name + " image"
+		}
+		return nil, fmt.Errorf("%s: %s, where its name says %s", name, got, want.Name)
 	}
 	return img, nil
 }
 
 // readEntries reads an image whose entries are all of type T.
-func readEntries[T any](src source, name, kind string) ([]*T, *image.Image, error) {
-	img, err := readImage(src, name, kind)
+func readEntries[T any](src source, name string) ([]*T, *image.Image, error) {
+	img, err := readImage(src, name)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -146,8 +155,8 @@ func readEntries[T any](src source, name, kind string) ([]*T, *image.Image, erro
 }
 
 // readOne reads an image that must hold exactly one entry.
-func readOne[T any](src source, name, kind string) (*T, error) {
-	es, _, err := readEntries[T](src, name, kind)
+func readOne[T any](src source, name string) (*T, error) {
+	es, _, err := readEntries[T](src, name)
 	if err != nil {
 		return nil, err
 	}
@@ -171,7 +180,7 @@ func loadPlan(src source) (*plan, error) {
 		skQueues: map[uint32][]queued{},
 		ghosts:   map[uint32]*ghostPlan{},
 	}
-	inv, err := readOne[inventory.InventoryEntry](src, "inventory.img", "INVENTORY")
+	inv, err := readOne[inventory.InventoryEntry](src, "inventory.img")
 	if err != nil {
 		return nil, err
 	}
@@ -182,7 +191,7 @@ func loadPlan(src source) (*plan, error) {
 	if !inv.GetFdinfoPerId() {
 		return nil, errors.New("inventory.img: per-task fdinfo images (fdinfo_per_id false) are not supported")
 	}
-	entries, _, err := readEntries[pstree.PstreeEntry](src, "pstree.img", "PSTREE")
+	entries, _, err := readEntries[pstree.PstreeEntry](src, "pstree.img")
 	if err != nil {
 		return nil, err
 	}
@@ -253,7 +262,7 @@ func loadPlan(src source) (*plan, error) {
 			return nil, err
 		}
 	}
-	files, _, err := readEntries[fdinfo.FileEntry](src, "files.img", "FILES")
+	files, _, err := readEntries[fdinfo.FileEntry](src, "files.img")
 	if err != nil {
 		return nil, err
 	}
@@ -273,14 +282,14 @@ func loadPlan(src source) (*plan, error) {
 	if err := loadGhosts(pl); err != nil {
 		return nil, err
 	}
-	if err := loadPipeData(src, "pipes-data.img", "PIPES_DATA", pl.pipeData, pl.pipeSize); err != nil {
+	if err := loadPipeData(src, "pipes-data.img", pl.pipeData, pl.pipeSize); err != nil {
 		return nil, err
 	}
-	if err := loadPipeData(src, "fifo-data.img", "FIFO_DATA", pl.fifoData, pl.pipeSize); err != nil {
+	if err := loadPipeData(src, "fifo-data.img", pl.fifoData, pl.pipeSize); err != nil {
 		return nil, err
 	}
 	if src.has("memfd.img") {
-		ms, _, err := readEntries[memfd.MemfdInodeEntry](src, "memfd.img", "MEMFD_INODE")
+		ms, _, err := readEntries[memfd.MemfdInodeEntry](src, "memfd.img")
 		if err != nil {
 			return nil, err
 		}
@@ -294,7 +303,7 @@ func loadPlan(src source) (*plan, error) {
 // loadProc reads the per-task images of one process.
 func loadProc(src source, pl *plan, p *procPlan) error {
 	for _, tid := range p.tids {
-		c, err := readOne[criu_core.CoreEntry](src, fmt.Sprintf("core-%d.img", tid), "CORE")
+		c, err := readOne[criu_core.CoreEntry](src, fmt.Sprintf("core-%d.img", tid))
 		if err != nil {
 			return err
 		}
@@ -307,16 +316,16 @@ func loadProc(src source, pl *plan, p *procPlan) error {
 		return fmt.Errorf("core-%d.img: no task core", p.pid)
 	}
 	var err error
-	if p.ids, err = readOne[criu_core.TaskKobjIdsEntry](src, fmt.Sprintf("ids-%d.img", p.pid), "IDS"); err != nil {
+	if p.ids, err = readOne[criu_core.TaskKobjIdsEntry](src, fmt.Sprintf("ids-%d.img", p.pid)); err != nil {
 		return err
 	}
-	if p.mm, err = readOne[mm.MmEntry](src, fmt.Sprintf("mm-%d.img", p.pid), "MM"); err != nil {
+	if p.mm, err = readOne[mm.MmEntry](src, fmt.Sprintf("mm-%d.img", p.pid)); err != nil {
 		return err
 	}
-	if p.fs, err = readOne[fsimg.FsEntry](src, fmt.Sprintf("fs-%d.img", p.pid), "FS"); err != nil {
+	if p.fs, err = readOne[fsimg.FsEntry](src, fmt.Sprintf("fs-%d.img", p.pid)); err != nil {
 		return err
 	}
-	img, err := readImage(src, fmt.Sprintf("pagemap-%d.img", p.pid), "PAGEMAP")
+	img, err := readImage(src, fmt.Sprintf("pagemap-%d.img", p.pid))
 	if err != nil {
 		return err
 	}
@@ -328,7 +337,7 @@ func loadProc(src source, pl *plan, p *procPlan) error {
 	}
 	name := fmt.Sprintf("fdinfo-%d.img", p.ids.GetFilesId())
 	if src.has(name) {
-		if p.fds, _, err = readEntries[fdinfo.FdinfoEntry](src, name, "FDINFO"); err != nil {
+		if p.fds, _, err = readEntries[fdinfo.FdinfoEntry](src, name); err != nil {
 			return err
 		}
 	}
@@ -342,11 +351,11 @@ func loadProc(src source, pl *plan, p *procPlan) error {
 }
 
 // loadPipeData reads pipes-data.img or fifo-data.img, when the set has one.
-func loadPipeData(src source, name, kind string, into map[uint32][]byte, sizes map[uint32]uint32) error {
+func loadPipeData(src source, name string, into map[uint32][]byte, sizes map[uint32]uint32) error {
 	if !src.has(name) {
 		return nil
 	}
-	img, err := readImage(src, name, kind)
+	img, err := readImage(src, name)
 	if err != nil {
 		return err
 	}
@@ -377,7 +386,7 @@ func (pl *plan) shmemPageMap(shmid uint64) (*image.PageMap, error) {
 		pl.shmem[shmid] = nil
 		return nil, nil
 	}
-	img, err := readImage(pl.src, name, "PAGEMAP")
+	img, err := readImage(pl.src, name)
 	if err != nil {
 		return nil, err
 	}

@@ -264,3 +264,30 @@ func TestRestoreWaitsForRoot(t *testing.T) {
 		t.Fatal("restore did not return after its root ended")
 	}
 }
+
+// TestRefuseImageOfAnotherKind: an image whose content is of another kind than its name
+// says (an mm image saved as core-PID.img) fails the restore, naming both kinds, before
+// any process exists.
+func TestRefuseImageOfAnotherKind(t *testing.T) {
+	dir := copySet(t, criuSet(t, "counter"))
+	mm, err := filepath.Glob(filepath.Join(dir, "mm-*.img"))
+	if err != nil || len(mm) != 1 {
+		t.Fatalf("mm images %v, %v", mm, err)
+	}
+	core := filepath.Join(dir, "core-"+strings.TrimPrefix(filepath.Base(mm[0]), "mm-"))
+	b, err := os.ReadFile(mm[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(core, b, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	before := ourChildren(t)
+	err = Restore(context.Background(), Options{Detach: true}, openSet(t, dir))
+	if after := ourChildren(t); after != before {
+		t.Errorf("restore left children behind: before %q, after %q", before, after)
+	}
+	if want := filepath.Base(core) + ": a MM image, where its name says CORE"; err == nil || !strings.Contains(err.Error(), want) {
+		t.Errorf("err = %v, want %q", err, want)
+	}
+}

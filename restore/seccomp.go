@@ -35,7 +35,7 @@ func loadSeccomp(src source) ([]*seccomp.SeccompFilter, error) {
 	if !src.has("seccomp.img") {
 		return nil, nil
 	}
-	es, _, err := readEntries[seccomp.SeccompEntry](src, "seccomp.img", "SECCOMP")
+	es, _, err := readEntries[seccomp.SeccompEntry](src, "seccomp.img")
 	if err != nil {
 		return nil, err
 	}

@@ -42,7 +42,7 @@ func (signalfdKind) flags(pl *plan, fe *fdinfo.FileEntry) uint32         { retur
 
 // loadLegacy reads signalfd.img, which CRIU versions before files.img wrote.
 func (signalfdKind) loadLegacy(pl *plan) error {
-	return loadLegacy(pl, "signalfd.img", "SIGNALFD", fdinfo.FdTypes_SIGNALFD,
+	return loadLegacy(pl, "signalfd.img", fdinfo.FdTypes_SIGNALFD,
 		func(e *signalfd.SignalfdEntry) uint32 { return e.GetId() },
 		func(fe *fdinfo.FileEntry, e *signalfd.SignalfdEntry) { fe.Sgfd = e })
 }

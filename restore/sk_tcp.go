@@ -172,7 +172,7 @@ func loadTCPStream(pl *plan, ino uint32) (*tcpStream, error) {
 	if !pl.src.has(name) {
 		return nil, fmt.Errorf("the set has no %s (dumped with --tcp-close? restore it with --tcp-close)", name)
 	}
-	img, err := readImage(pl.src, name, "TCP_STREAM")
+	img, err := readImage(pl.src, name)
 	if err != nil {
 		return nil, err
 	}

@@ -301,7 +301,7 @@ func (unixSkKind) loadLegacy(pl *plan) error {
 	if !pl.src.has("sk-queues.img") {
 		return nil
 	}
-	img, err := readImage(pl.src, "sk-queues.img", "SK_QUEUES")
+	img, err := readImage(pl.src, "sk-queues.img")
 	if err != nil {
 		return err
 	}

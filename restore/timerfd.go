@@ -103,7 +103,7 @@ func (timerfdKind) arm(f *os.File, fe *fdinfo.FileEntry) error {
 
 // loadLegacy reads timerfd.img, which CRIU versions before files.img wrote.
 func (timerfdKind) loadLegacy(pl *plan) error {
-	return loadLegacy(pl, "timerfd.img", "TIMERFD", fdinfo.FdTypes_TIMERFD,
+	return loadLegacy(pl, "timerfd.img", fdinfo.FdTypes_TIMERFD,
 		func(e *timerfd.TimerfdEntry) uint32 { return e.GetId() },
 		func(fe *fdinfo.FileEntry, e *timerfd.TimerfdEntry) { fe.Tfd = e })
 }

@@ -94,7 +94,7 @@ func (ttyKind) loadLegacy(pl *plan) error {
 	pl.tty = ttyPlan{infos: map[uint32]*tty.TtyInfoEntry{}, data: map[uint32]int{}, leaders: map[int]int{}, fg: map[int]int{},
 		external: -1, aliases: map[uint32]int{}}
 	if pl.src.has(ttyInfoImg) {
-		infos, _, err := readEntries[tty.TtyInfoEntry](pl.src, ttyInfoImg, "TTY_INFO")
+		infos, _, err := readEntries[tty.TtyInfoEntry](pl.src, ttyInfoImg)
 		if err != nil {
 			return err
 		}
@@ -106,7 +106,7 @@ func (ttyKind) loadLegacy(pl *plan) error {
 		}
 	}
 	if pl.src.has(ttyDataImg) {
-		data, _, err := readEntries[tty.TtyDataEntry](pl.src, ttyDataImg, "TTY_DATA")
+		data, _, err := readEntries[tty.TtyDataEntry](pl.src, ttyDataImg)
 		if err != nil {
 			return err
 		}

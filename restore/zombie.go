@@ -22,7 +22,7 @@ import (
 
 // loadZombie reads the leader's core and tells whether p is a zombie, filling it in.
 func loadZombie(src source, p *procPlan) (bool, error) {
-	c, err := readOne[criu_core.CoreEntry](src, fmt.Sprintf("core-%d.img", p.pid), "CORE")
+	c, err := readOne[criu_core.CoreEntry](src, fmt.Sprintf("core-%d.img", p.pid))
 	if err != nil {
 		return false, err
 	}
