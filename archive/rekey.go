@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"os"
 	"slices"
 
 	"github.com/imgtool/imgtool/cipher"
@@ -33,19 +32,12 @@ type RekeyOptions struct {
 // SealedHeader returns the header of the encrypted archive at path, parsed and
 // checked against the archive's shape but not authenticated (no key).
 func SealedHeader(path string) (*cipher.Header, error) {
-	f, err := os.Open(path)
+	f, size, err := openSealedFile(path)
 	if err != nil {
-		return nil, fmt.Errorf("archive %s: %w", path, err)
+		return nil, err
 	}
 	defer f.Close()
-	st, err := f.Stat()
-	if err != nil {
-		return nil, fmt.Errorf("archive %s: %w", path, err)
-	}
-	if !st.Mode().IsRegular() || !sealed(f, st.Size()) {
-		return nil, fmt.Errorf("archive %s: %w", path, ErrNotSealed)
-	}
-	h, _, err := sealedParts(f, st.Size())
+	h, _, err := sealedParts(f, size)
 	if err != nil {
 		return nil, fmt.Errorf("archive %s: encrypted archive: %w", path, err)
 	}

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"os"
 	"time"
 
 	"github.com/imgtool/imgtool/cipher"
@@ -102,6 +103,24 @@ func writeFraming(w io.Writer, hdr []byte, ctSize int64) (*tar.Writer, error) {
 		return nil, err
 	}
 	return tw, nil
+}
+
+// openSealedFile opens the encrypted archive at path and returns it with its size;
+// a file that is not one (not regular, or not sealed) is ErrNotSealed. Errors name path.
+func openSealedFile(path string) (*os.File, int64, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, 0, fmt.Errorf("archive %s: %w", path, err)
+	}
+	st, err := f.Stat()
+	if err == nil && (!st.Mode().IsRegular() || !sealed(f, st.Size())) {
+		err = ErrNotSealed
+	}
+	if err != nil {
+		f.Close()
+		return nil, 0, fmt.Errorf("archive %s: %w", path, err)
+	}
+	return f, st.Size(), nil
 }
 
 // sealed reports whether the file starts like an encrypted archive: a tar whose

@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"os"
 
 	"github.com/imgtool/imgtool/cipher"
 	"github.com/imgtool/imgtool/imgset"
@@ -43,20 +42,12 @@ var ErrFraming = errors.New("the archive's framing is not the one an encrypted a
 // could not be examined (no such file) or that is not an encrypted archive
 // (ErrNotSealed); what fails is in the Verification.
 func VerifySealed(ctx context.Context, path string, ids []cipher.Identity, progress func(int64)) (*Verification, error) {
-	f, err := os.Open(path)
+	f, size, err := openSealedFile(path)
 	if err != nil {
-		return nil, fmt.Errorf("archive %s: %w", path, err)
+		return nil, err
 	}
 	defer f.Close()
-	st, err := f.Stat()
-	if err != nil {
-		return nil, fmt.Errorf("archive %s: %w", path, err)
-	}
-	if !st.Mode().IsRegular() || !sealed(f, st.Size()) {
-		return nil, fmt.Errorf("archive %s: %w", path, ErrNotSealed)
-	}
 	v := &Verification{}
-	size := st.Size()
 	h, data, ct, err := sealedPartsRaw(f, size)
 	if err != nil {
 		v.Failure = err
