@@ -105,7 +105,7 @@ func (d *dumper) precheck() error {
 	if err := checkFileLocks(pids, d.opts.FileLocks, &refused); err != nil {
 		return err
 	}
-	deleted, err := deletedTreeFiles(pids) // remap.go
+	deleted, err := deletedTreeFiles(pids, vmas) // remap.go
 	if err != nil {
 		return err
 	}
@@ -232,17 +232,30 @@ func precheckProcess(pid int, refused *Refusals, zombiesOK bool) ([]int, bool, [
 	if err != nil {
 		return nil, false, nil, fmt.Errorf("list threads of %d: %w", pid, err)
 	}
+	// Each thread's tracer and children, every thread at once (a process may have
+	// thousands); taken in the threads' order.
+	type threadCheck struct {
+		tracer string
+		kids   []int
+		err    error
+	}
+	checks := make([]threadCheck, len(tids))
+	par.Each(len(tids), func(i int) {
+		c, tid := &checks[i], tids[i]
+		if st, err := procfs.ReadStatus(procfs.Path(pid, "task", strconv.Itoa(tid), "status")); err == nil {
+			c.tracer = st["TracerPid"]
+		}
+		c.kids, c.err = readChildren(pid, tid)
+	})
 	var kids []int
-	for _, tid := range tids {
-		st, err := procfs.ReadStatus(procfs.Path(pid, "task", strconv.Itoa(tid), "status"))
-		if err == nil && st["TracerPid"] != "0" && tid != pid {
-			refused.add(refuse(pid, -1, fmt.Sprintf("thread %d", tid), "already traced by process "+st["TracerPid"]))
+	for i, c := range checks {
+		if c.tracer != "" && c.tracer != "0" && tids[i] != pid {
+			refused.add(refuse(pid, -1, fmt.Sprintf("thread %d", tids[i]), "already traced by process "+c.tracer))
 		}
-		k, err := readChildren(pid, tid)
-		if err != nil {
-			return nil, false, nil, err
+		if c.err != nil {
+			return nil, false, nil, c.err
 		}
-		kids = append(kids, k...)
+		kids = append(kids, c.kids...)
 	}
 	return kids, false, mapped, nil
 }

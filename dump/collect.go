@@ -12,6 +12,7 @@ import (
 
 	"github.com/imgtool/imgtool/image"
 	"github.com/imgtool/imgtool/internal/fpu"
+	"github.com/imgtool/imgtool/internal/par"
 	"github.com/imgtool/imgtool/internal/procfs"
 	"github.com/imgtool/imgtool/internal/ptrace"
 )
@@ -234,19 +235,64 @@ func (d *dumper) readProcess(p *process) error {
 	if err := d.collectProcFiles(p, ps); err != nil {
 		return err
 	}
-	for _, t := range p.threads {
-		if err := readThread(p, t); err != nil {
-			return err
-		}
-	}
 	ps.vmas, err = procfs.ReadSmaps(p.pid)
 	return err
 }
 
+// readTree reads what /proc tells of the stopped tree (readProcess, readThread): every
+// process and every thread at once, on every core. Then, on the tracer thread, what the
+// threads' status says before anything is injected: a thread with seccomp filters gets
+// PTRACE_O_SUSPEND_SECCOMP (seccomp.go), and one with SIGSTOP on its way is a
+// *changedError (stopping).
+func (d *dumper) readTree() error {
+	type task struct {
+		p *process
+		t *thread
+	}
+	var tasks []task
+	for _, p := range d.procs {
+		for _, t := range p.threads {
+			tasks = append(tasks, task{p, t})
+		}
+	}
+	procErrs := make([]error, len(d.procs))
+	threadErrs := make([]error, len(tasks))
+	par.Each(len(d.procs)+len(tasks), func(i int) {
+		if i < len(d.procs) {
+			procErrs[i] = d.readProcess(d.procs[i])
+		} else {
+			threadErrs[i-len(d.procs)] = readThread(tasks[i-len(d.procs)].p, tasks[i-len(d.procs)].t)
+		}
+	})
+	for _, err := range procErrs {
+		if err != nil {
+			return err
+		}
+	}
+	for i, err := range threadErrs {
+		if err != nil {
+			return err
+		}
+		p, t := tasks[i].p, tasks[i].t
+		if t.seccompMode, err = seccompMode(t.state.status); err != nil {
+			return fmt.Errorf("thread %d: %w", t.tid, err)
+		}
+		if t.seccompMode != 0 {
+			if err := ptrace.SetOptions(t.tid, unix.PTRACE_O_SUSPEND_SECCOMP); err != nil {
+				return err
+			}
+		}
+		if !t.jobStopped && stopping(t.state.status) {
+			return &changedError{fmt.Errorf("process %d: thread %d has a stop signal pending: it is about to stop", p.pid, t.tid)}
+		}
+	}
+	return nil
+}
+
 // threadStatusKeys are the lines of a thread's /proc status kept in its state: its
-// credentials (credsEntry), its seccomp mode and pending signals (liveOK).
+// credentials (credsEntry), its seccomp mode and pending signals (liveOK, stopping).
 var threadStatusKeys = []string{"Uid", "Gid", "Groups", "CapInh", "CapPrm", "CapEff", "CapBnd", "CapAmb",
-	"NoNewPrivs", "Seccomp", "SigPnd"}
+	"NoNewPrivs", "Seccomp", "SigPnd", "ShdPnd"}
 
 // readThread reads t's status and name from /proc (readProcess).
 func readThread(p *process, t *thread) error {

@@ -3,6 +3,7 @@ package dump
 import (
 	"fmt"
 	"os"
+	"slices"
 	"sort"
 
 	"github.com/checkpoint-restore/go-criu/v8/crit/images/pagemap"
@@ -44,8 +45,14 @@ type cowHolder struct {
 // sharedFrames maps each frame shared between processes of the tree to the processes
 // and addresses that map it. vmas holds each process's mappings as precheck classified
 // them.
+//
+// A frame one process maps at two addresses (KSM merges pages so) is not shared between
+// processes: a tree of one process has none, and its pagemap is not read.
 func sharedFrames(order []int, vmas map[int][]*vmaDesc) (map[uint64][]cowHolder, error) {
 	frames := map[uint64][]cowHolder{}
+	if len(order) < 2 {
+		return frames, nil
+	}
 	zero := zeroPFNs()
 	buf := make([]byte, pagemapChunk*8)
 	for _, pid := range order {
@@ -54,7 +61,7 @@ func sharedFrames(order []int, vmas map[int][]*vmaDesc) (map[uint64][]cowHolder,
 		}
 	}
 	for f, hs := range frames {
-		if len(hs) < 2 {
+		if !slices.ContainsFunc(hs[1:], func(h cowHolder) bool { return h.pid != hs[0].pid }) {
 			delete(frames, f)
 		}
 	}

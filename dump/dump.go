@@ -7,6 +7,7 @@ import (
 	"io"
 	"time"
 
+	"github.com/imgtool/imgtool/internal/phase"
 	"github.com/imgtool/imgtool/internal/ptrace"
 )
 
@@ -140,9 +141,11 @@ func (d *dumper) run() (err error) {
 		}
 	}()
 	// checkAndFreeze puts the tree back itself when it fails.
+	phase.Mark("dump: started")
 	if err := d.checkAndFreeze(); err != nil {
 		return err
 	}
+	phase.Mark("dump: check the stopped tree")
 	d.stats.frozenAt = time.Now()
 	if err := d.collect(); err != nil {
 		return d.fail(err)
@@ -150,12 +153,15 @@ func (d *dumper) run() (err error) {
 	if err := d.write(); err != nil {
 		return d.fail(err)
 	}
+	phase.Mark("dump: write images and pages")
 	if c, ok := sink.(Committer); ok {
 		if err := c.Commit(); err != nil {
 			return d.fail(fmt.Errorf("commit the image set: %w", err))
 		}
 		d.committed = true
 	}
+	phase.Mark("dump: commit")
+	defer phase.Mark("dump: resume or kill")
 	if opts.LeaveRunning {
 		// The tree goes on with its files: the links made for the set go before it runs
 		// again, as CRIU's delete_link_remaps (remap.go).

@@ -7,6 +7,7 @@ import (
 	"io"
 	"io/fs"
 	"os"
+	"slices"
 	"strconv"
 	"strings"
 	"sync/atomic"
@@ -14,6 +15,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/imgtool/imgtool/internal/phase"
 	"github.com/imgtool/imgtool/internal/procfs"
 	"github.com/imgtool/imgtool/internal/ptrace"
 )
@@ -121,9 +123,16 @@ func (d *dumper) checkAndFreeze() error {
 	for attempt := 1; ; attempt++ {
 		d.zombiesOK = attempt > zombieRetries
 		err := d.precheck()
+		phase.Mark("dump: check the running tree")
 		if err == nil {
 			d.stats.freezeStart = time.Now()
-			if err = d.freeze(); err == nil {
+			err = d.freeze()
+			phase.Mark("dump: seize")
+			if err == nil {
+				err = d.readTree() // collect.go
+				phase.Mark("dump: read /proc of the stopped tree")
+			}
+			if err == nil {
 				err = d.checkFrozenSharing()
 			}
 			if err == nil {
@@ -220,6 +229,13 @@ func (d *dumper) freeze() error {
 	return nil
 }
 
+// freezeProcess seizes every thread of pid, listing them again until no new one appears.
+// Each round asks all its new threads to stop first and then waits for them, so that they
+// stop in parallel (on every core) rather than one after the other.
+//
+// Nothing is read from /proc per thread here: what the dump needs of a thread's status
+// (its seccomp mode, a stop signal on its way) is read once the tree is stopped
+// (readThreads), where each thread's status was read three times before.
 func (d *dumper) freezeProcess(pid int, parent *process) (*process, error) {
 	p := &process{pid: pid, parent: parent}
 	seen := map[int]bool{}
@@ -234,26 +250,14 @@ func (d *dumper) freezeProcess(pid int, parent *process) (*process, error) {
 			}
 			return nil, fmt.Errorf("list threads of %d: %w", pid, err)
 		}
-		added := false
+		var fresh []*thread
 		for _, tid := range tids {
 			if seen[tid] {
 				continue
 			}
 			seen[tid] = true
-			t := &thread{tid: tid}
-			mode, err := threadSeccompMode(pid, tid)
-			if err != nil && !vanished(err) {
-				return nil, err
-			}
-			t.seccompMode = mode
-			opts := 0
-			if mode != 0 {
-				opts = unix.PTRACE_O_SUSPEND_SECCOMP // seccomp.go
-			}
 			seizes.Add(1)
-			if err := ptrace.SeizeWith(tid, opts); err != nil {
-				// A failed seize may still have attached: detach it like the others.
-				_ = ptrace.Detach(tid)
+			if err := ptrace.Attach(tid, 0); err != nil {
 				if dead, why := threadDead(pid, tid, err); dead {
 					if tid != pid {
 						continue // a thread that exited while being stopped is simply not dumped
@@ -262,27 +266,38 @@ func (d *dumper) freezeProcess(pid int, parent *process) (*process, error) {
 				}
 				return nil, err
 			}
+			t := &thread{tid: tid}
 			d.seized = append(d.seized, t)
-			if sig := groupStopSignal(tid); sig != 0 {
-				if err := leaveGroupStop(tid); err != nil {
+			fresh = append(fresh, t)
+		}
+		if len(fresh) == 0 {
+			break
+		}
+		for _, t := range fresh {
+			if err := ptrace.WaitInterrupt(t.tid); err != nil {
+				if dead, why := threadDead(pid, t.tid, err); dead {
+					d.seized = slices.DeleteFunc(d.seized, func(s *thread) bool { return s == t })
+					if t.tid != pid {
+						continue
+					}
+					return nil, &changedError{refuse(pid, -1, "zombie", why)}
+				}
+				return nil, err
+			}
+			if sig := groupStopSignal(t.tid); sig != 0 {
+				if err := leaveGroupStop(t.tid); err != nil {
 					return nil, err
 				}
 				t.jobStopped = true
-				if tid == pid {
+				if t.tid == pid {
 					p.stopSig = sig
 				}
-			} else if stopping(pid, tid) {
-				return nil, &changedError{fmt.Errorf("process %d: thread %d has a stop signal pending: it is about to stop", pid, tid)}
 			}
-			if tid == pid {
+			if t.tid == pid {
 				p.threads = append([]*thread{t}, p.threads...)
 			} else {
 				p.threads = append(p.threads, t)
 			}
-			added = true
-		}
-		if !added {
-			break
 		}
 	}
 	if len(p.threads) == 0 || p.threads[0].tid != pid {

@@ -156,11 +156,11 @@ func (f *treeFile) resource(fdWhat string) string {
 // /proc name says it was deleted (its name removed): open fds, executables, working
 // directories and file mappings, in the order of pids, each process's looked at on every
 // core at once. A process or file gone meanwhile is skipped (the stopped tree is looked
-// at again).
-func deletedTreeFiles(pids []int) ([]*treeFile, error) {
+// at again). vmas are each process's mappings as precheck read them.
+func deletedTreeFiles(pids []int, vmas map[int][]*vmaDesc) ([]*treeFile, error) {
 	files := make([][]*treeFile, len(pids))
 	errs := make([]error, len(pids))
-	par.Each(len(pids), func(i int) { files[i], errs[i] = deletedFilesOf(pids[i]) })
+	par.Each(len(pids), func(i int) { files[i], errs[i] = deletedFilesOf(pids[i], vmas[pids[i]]) })
 	var all []*treeFile
 	for i := range pids {
 		if errs[i] != nil {
@@ -172,7 +172,7 @@ func deletedTreeFiles(pids []int) ([]*treeFile, error) {
 }
 
 // deletedFilesOf is deletedTreeFiles for one process.
-func deletedFilesOf(pid int) ([]*treeFile, error) {
+func deletedFilesOf(pid int, vmas []*vmaDesc) ([]*treeFile, error) {
 	var out []*treeFile
 	one := func(fd int, open, what string) error {
 		f := &treeFile{pid: pid, fd: fd, open: open, what: what}
@@ -206,19 +206,11 @@ func deletedFilesOf(pid int) ([]*treeFile, error) {
 			return nil, fmt.Errorf("process %d: %w", pid, err)
 		}
 	}
-	maps, err := procfs.ReadMaps(pid)
-	if err != nil {
-		if vanished(err) {
-			return out, nil
-		}
-		return nil, err
-	}
-	for _, m := range maps {
-		if m.Ino == 0 || !strings.HasSuffix(m.Path, deletedSuffix) {
+	for _, v := range vmas {
+		if v.mapFile == "" || !strings.HasSuffix(v.path, deletedSuffix) {
 			continue
 		}
-		open := procfs.Path(pid, "map_files", fmt.Sprintf("%x-%x", m.Start, m.End))
-		if err := skip(one(-1, open, fmt.Sprintf("mapping %#x-%#x", m.Start, m.End))); err != nil {
+		if err := skip(one(-1, v.mapFile, fmt.Sprintf("mapping %#x-%#x", v.start, v.end))); err != nil {
 			return nil, fmt.Errorf("process %d: %w", pid, err)
 		}
 	}

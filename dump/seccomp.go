@@ -48,12 +48,8 @@ type seccompFilter struct {
 	flags uint64
 }
 
-// threadSeccompMode reads the seccomp mode of thread tid of pid (the Seccomp line).
-func threadSeccompMode(pid, tid int) (int, error) {
-	st, err := procfs.ReadStatus(procfs.Path(pid, "task", strconv.Itoa(tid), "status"))
-	if err != nil {
-		return 0, err
-	}
+// seccompMode is the seccomp mode of a thread by its status (the Seccomp line).
+func seccompMode(st procfs.Status) (int, error) {
 	if st["Seccomp"] == "" {
 		return 0, nil
 	}

@@ -2,7 +2,6 @@ package dump
 
 import (
 	"fmt"
-	"strconv"
 	"unsafe"
 
 	"golang.org/x/sys/unix"
@@ -31,15 +30,11 @@ func groupStopSignal(tid int) uint32 {
 	return 0
 }
 
-// stopping tells whether thread tid of pid, running when seized, has SIGSTOP pending (for
-// it or its process): it stops as soon as it runs, and injected calls would meet the
-// signal on their way. The dump looks again once it has stopped. (SIGTSTP, SIGTTIN and
-// SIGTTOU may be caught, blocked or ignored: only SIGSTOP is sure to stop it.)
-func stopping(pid, tid int) bool {
-	st, err := procfs.ReadStatus(procfs.Path(pid, "task", strconv.Itoa(tid), "status"))
-	if err != nil {
-		return false
-	}
+// stopping tells whether a thread, running when seized, has SIGSTOP pending (for it or
+// its process), by its status: it stops as soon as it runs, and injected calls would
+// meet the signal on their way. The dump looks again once it has stopped. (SIGTSTP,
+// SIGTTIN and SIGTTOU may be caught, blocked or ignored: only SIGSTOP is sure to stop it.)
+func stopping(st procfs.Status) bool {
 	const sigstop = 1 << (unix.SIGSTOP - 1)
 	for _, k := range []string{"SigPnd", "ShdPnd"} {
 		if m, err := st.Hex(k); err == nil && m&sigstop != 0 {

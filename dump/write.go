@@ -23,7 +23,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"github.com/imgtool/imgtool/image"
-	"github.com/imgtool/imgtool/internal/par"
+	"github.com/imgtool/imgtool/internal/phase"
 )
 
 const (
@@ -50,16 +50,12 @@ func (d *dumper) collect() error {
 	if err := d.holdLocks(); err != nil {
 		return err
 	}
-	// What /proc tells is read for every process at once, on every core; then each
-	// process's threads and injected calls on the tracer thread.
-	read := make([]error, len(d.procs))
-	par.Each(len(d.procs), func(i int) { read[i] = d.readProcess(d.procs[i]) })
-	for i, p := range d.procs {
+	phase.Mark("dump: hold file locks")
+	// What /proc tells was read once the tree stopped (readTree); now each process's
+	// threads and injected calls, on the tracer thread.
+	for _, p := range d.procs {
 		if err := d.checkCtx(); err != nil {
 			return err
-		}
-		if read[i] != nil {
-			return read[i]
 		}
 		if err := d.collectProcess(p); err != nil {
 			return err
@@ -70,6 +66,7 @@ func (d *dumper) collect() error {
 		}
 		p.mem = &memState{vmas: vmas}
 	}
+	phase.Mark("dump: registers, injected calls, mappings")
 	d.numberKobjs()
 	s := d.set
 	for _, p := range d.procs {
@@ -93,6 +90,7 @@ func (d *dumper) collect() error {
 	if err := s.finishTCP(); err != nil {
 		return err
 	}
+	phase.Mark("dump: number files")
 	d.stats.memStart = time.Now()
 	for _, m := range s.memfds {
 		if err := d.scanShmem(m); err != nil {
@@ -117,7 +115,9 @@ func (d *dumper) collect() error {
 			}
 		}
 	}
+	phase.Mark("dump: scan pages")
 	s.seccomp = collectSeccomp(d.procs)
+	defer phase.Mark("dump: plan copy-on-write sharing")
 	return d.planSharing()
 }
 

@@ -9,6 +9,7 @@ import (
 	"unsafe"
 
 	"github.com/checkpoint-restore/go-criu/v8/crit/images/creds"
+	"github.com/imgtool/imgtool/internal/par"
 	"github.com/imgtool/imgtool/internal/procfs"
 	"golang.org/x/sys/unix"
 )
@@ -97,14 +98,25 @@ func (a credsState) equal(b credsState) bool {
 // ones it has (those of imgtool). Credentials are per thread, so each thread runs the
 // sequence itself: bounding set first (it needs CAP_SETPCAP), keep capabilities across
 // the uid change, groups, gids, uids, then the capability sets, securebits, ambient set.
+//
+// What each thread has is read first, every thread's status at once on every core (a
+// thread's credentials change only by its own calls, so reading them all before
+// changing any gives the same).
 func (r *restorer) restoreCreds(p *process) error {
+	haves := make([]credsState, len(p.threads))
+	errs := make([]error, len(p.threads))
+	par.Each(len(p.threads), func(i int) {
+		if p.pl.cores[i].GetThreadCore().GetCreds() != nil {
+			haves[i], errs[i] = currentCreds(p.threads[i].tid)
+		}
+	})
 	for i, t := range p.threads {
 		c := p.pl.cores[i].GetThreadCore().GetCreds()
 		if c == nil {
 			continue
 		}
 		want := savedCreds(c)
-		have, err := currentCreds(t.tid)
+		have, err := haves[i], errs[i]
 		if err != nil {
 			return err
 		}

@@ -19,6 +19,7 @@ import (
 	"github.com/checkpoint-restore/go-criu/v8/crit/images/seccomp"
 
 	"github.com/imgtool/imgtool/image"
+	"github.com/imgtool/imgtool/internal/par"
 )
 
 // source is the image set being restored: *imgset.Set, plain or encrypted, behind a small
@@ -225,26 +226,21 @@ func loadPlan(src source) (*plan, error) {
 		}
 		pl.all = append(pl.all, p)
 	}
+	// Each process's images are read and decoded on every core at once (a tree of
+	// hundreds of processes, a process of thousands of threads has thousands of small
+	// images); errors are taken in tree order.
+	errs := make([]error, len(pl.all))
+	par.Each(len(pl.all), func(i int) { errs[i] = loadTask(src, pl.all[i]) })
 	for i, p := range pl.all {
-		dead, err := loadZombie(src, p)
-		if err != nil {
-			return nil, err
+		if errs[i] != nil {
+			return nil, errs[i]
 		}
-		if !dead && (len(p.tids) == 0 || p.tids[0] != p.pid) {
-			return nil, fmt.Errorf("pstree.img: entry %d: pid %d with threads %v", i, p.pid, p.tids)
-		}
-		if dead {
-			// CRIU 4.2 writes whatever its thread table holds as a zombie's threads
-			// (garbage): a zombie has its leader only.
-			p.tids = []int{p.pid}
+		if p.dead {
 			if i == 0 {
 				return nil, fmt.Errorf("pstree.img: the root %d is a zombie: nothing to restore", p.pid)
 			}
 			pl.zombies = append(pl.zombies, p)
 			continue
-		}
-		if err := loadProc(src, pl, p); err != nil {
-			return nil, err
 		}
 		pl.procs = append(pl.procs, p)
 		pl.pagesTotal += p.pagemap.PagesSize()
@@ -300,17 +296,40 @@ func loadPlan(src source) (*plan, error) {
 	return pl, nil
 }
 
-// loadProc reads the per-task images of one process.
-func loadProc(src source, pl *plan, p *procPlan) error {
-	for _, tid := range p.tids {
-		c, err := readOne[criu_core.CoreEntry](src, fmt.Sprintf("core-%d.img", tid))
-		if err != nil {
-			return err
+// loadTask reads the images of one process of pstree.img: a zombie's core (zombie.go),
+// or every image of a live one (loadProc). It writes only into p.
+func loadTask(src source, p *procPlan) error {
+	leader, err := readOne[criu_core.CoreEntry](src, fmt.Sprintf("core-%d.img", p.pid))
+	if err != nil {
+		return err
+	}
+	if loadZombie(leader, p) {
+		// CRIU 4.2 writes whatever its thread table holds as a zombie's threads
+		// (garbage): a zombie has its leader only.
+		p.tids = []int{p.pid}
+		return nil
+	}
+	if len(p.tids) == 0 || p.tids[0] != p.pid {
+		return fmt.Errorf("pstree.img: pid %d with threads %v", p.pid, p.tids)
+	}
+	return loadProc(src, p, leader)
+}
+
+// loadProc reads the per-task images of one process whose leader's core is leader.
+func loadProc(src source, p *procPlan, leader *criu_core.CoreEntry) error {
+	p.cores = make([]*criu_core.CoreEntry, len(p.tids))
+	p.cores[0] = leader
+	errs := make([]error, len(p.tids))
+	par.Each(len(p.tids)-1, func(i int) {
+		p.cores[i+1], errs[i+1] = readOne[criu_core.CoreEntry](src, fmt.Sprintf("core-%d.img", p.tids[i+1]))
+	})
+	for i, c := range p.cores {
+		if errs[i] != nil {
+			return errs[i]
 		}
 		if c.GetMtype() != criu_core.CoreEntry_X86_64 || c.ThreadInfo == nil || c.ThreadInfo.Gpregs == nil {
-			return fmt.Errorf("core-%d.img: not an x86_64 task (%v)", tid, c.GetMtype())
+			return fmt.Errorf("core-%d.img: not an x86_64 task (%v)", p.tids[i], c.GetMtype())
 		}
-		p.cores = append(p.cores, c)
 	}
 	if p.cores[0].Tc == nil {
 		return fmt.Errorf("core-%d.img: no task core", p.pid)

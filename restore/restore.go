@@ -14,6 +14,7 @@ import (
 	"github.com/imgtool/imgtool/image"
 	"github.com/imgtool/imgtool/imgset"
 	"github.com/imgtool/imgtool/internal/fpu"
+	"github.com/imgtool/imgtool/internal/phase"
 	"github.com/imgtool/imgtool/internal/procfs"
 	"github.com/imgtool/imgtool/internal/ptrace"
 )
@@ -85,10 +86,12 @@ func Restore(ctx context.Context, opts Options, set *imgset.Set) error {
 }
 
 func restoreFrom(ctx context.Context, opts Options, src source) error {
+	phase.Mark("restore: started")
 	pl, err := loadPlan(src)
 	if err != nil {
 		return err
 	}
+	phase.Mark("restore: read the images")
 	pl.tcp.established, pl.tcp.close = opts.TCPEstablished, opts.TCPClose
 	pl.extUnixSk = opts.ExtUnixSk
 	xs := fpu.CPULayout()
@@ -101,6 +104,7 @@ func restoreFrom(ctx context.Context, opts Options, src source) error {
 	if err := checkTTYs(pl, opts.ShellJob); err != nil { // tty.go
 		return err
 	}
+	phase.Mark("restore: check")
 	if err := ctx.Err(); err != nil {
 		return err
 	}
@@ -112,6 +116,7 @@ func restoreFrom(ctx context.Context, opts Options, src source) error {
 	if err := ptrace.OnTracerThread(r.run); err != nil {
 		return err
 	}
+	phase.Mark("restore: done")
 	root := pl.procs[0].pid
 	if opts.PidFile != "" {
 		if err := writePidFile(opts.PidFile, root); err != nil {
@@ -247,9 +252,11 @@ func (r *restorer) run() (err error) {
 	if err := r.startHelper(); err != nil {
 		return err
 	}
+	phase.Mark("restore: start the helper")
 	if err := r.createTree(); err != nil {
 		return err
 	}
+	phase.Mark("restore: make the other processes")
 	if err := r.setForeground(); err != nil { // tty.go
 		return err
 	}
@@ -261,6 +268,7 @@ func (r *restorer) run() (err error) {
 			return fmt.Errorf("restoring %d: %w", p.pid, err)
 		}
 	}
+	phase.Mark("restore: process state, threads")
 	if err := r.closeSharedSlots(); err != nil {
 		return err
 	}
@@ -277,6 +285,8 @@ func (r *restorer) run() (err error) {
 	if err := r.removeLinks(); err != nil { // remap.go
 		return err
 	}
+	phase.Mark("restore: arm files")
+	defer phase.Mark("restore: release")
 	return r.release()
 }
 
@@ -484,15 +494,18 @@ func (r *restorer) createTree() error {
 	killAndReap([]*process{h})
 	h.mem.Close()
 
+	phase.Mark("restore: make the root")
 	if r.descs, err = r.createDescriptions(root); err != nil {
 		return err
 	}
+	phase.Mark("restore: open files")
 	if err := r.setCtty(root); err != nil { // tty.go: a session leader's terminal, before it forks
 		return err
 	}
 	if err := r.restoreMemory(root, nil); err != nil {
 		return fmt.Errorf("restoring %d: %w", root.pid, err)
 	}
+	phase.Mark("restore: root memory")
 	for _, pp := range r.pl.all[1:] {
 		if err := r.ctx.Err(); err != nil {
 			return err

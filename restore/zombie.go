@@ -20,17 +20,13 @@ import (
 // by SIGABRT, as CRIU does). imgtool, its tracer, collects the death; the kernel then
 // hands the zombie to its parent, whose wait gets the status.
 
-// loadZombie reads the leader's core and tells whether p is a zombie, filling it in.
-func loadZombie(src source, p *procPlan) (bool, error) {
-	c, err := readOne[criu_core.CoreEntry](src, fmt.Sprintf("core-%d.img", p.pid))
-	if err != nil {
-		return false, err
-	}
+// loadZombie tells by the leader's core c whether p is a zombie, filling it in.
+func loadZombie(c *criu_core.CoreEntry, p *procPlan) bool {
 	if c.GetTc().GetTaskState() != image.TaskDead {
-		return false, nil
+		return false
 	}
 	p.dead, p.exitCode, p.comm = true, c.GetTc().GetExitCode(), c.GetTc().GetComm()
-	return true, nil
+	return true
 }
 
 // spawnZombie makes parent clone the zombie pp with its PID, session and group; it dies in

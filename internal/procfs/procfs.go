@@ -3,17 +3,18 @@
 package procfs
 
 import (
-	"bufio"
 	"bytes"
 	"errors"
 	"fmt"
-	"io"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"sort"
 	"strconv"
 	"strings"
 	"sync"
+
+	"golang.org/x/sys/unix"
 )
 
 // MaxFile bounds any single /proc text file (the smaps of a huge process included); a
@@ -27,21 +28,62 @@ func Path(pid int, parts ...string) string {
 }
 
 // ReadFile reads a whole /proc file, at most MaxFile bytes.
+//
+// It uses open, read and close directly: os.Open also tries to register the file with
+// the runtime's poller and checks its mode (an epoll_ctl and an fstat, besides the fcntl
+// calls of Fd), which doubled the cost of the small files a dump reads thousands of
+// (the status of each thread of a 1,000-thread process, twice).
 func ReadFile(path string) ([]byte, error) {
-	f, err := os.Open(path)
-	if err != nil {
-		return nil, err
+	var fd int
+	var err error
+	for {
+		fd, err = unix.Open(path, unix.O_RDONLY|unix.O_CLOEXEC, 0)
+		if err != unix.EINTR {
+			break
+		}
 	}
-	defer f.Close()
-	b, err := io.ReadAll(io.LimitReader(f, MaxFile+1))
 	if err != nil {
-		return nil, fmt.Errorf("read %s: %w", path, err)
+		return nil, &fs.PathError{Op: "open", Path: path, Err: err}
 	}
-	if len(b) > MaxFile {
+	defer unix.Close(fd)
+	bp := smallBufs.Get().(*[]byte)
+	defer smallBufs.Put(bp)
+	buf := (*bp)[:cap(*bp)]
+	n := 0
+	for {
+		if n == len(buf) {
+			if len(buf) > MaxFile {
+				return nil, fmt.Errorf("read %s: larger than %d bytes", path, MaxFile)
+			}
+			buf = append(buf, make([]byte, len(buf))...)
+			buf = buf[:cap(buf)]
+		}
+		m, err := unix.Read(fd, buf[n:])
+		if err == unix.EINTR {
+			continue
+		}
+		if err != nil {
+			return nil, &fs.PathError{Op: "read", Path: path, Err: err}
+		}
+		if m == 0 {
+			break
+		}
+		n += m
+	}
+	if n > MaxFile {
 		return nil, fmt.Errorf("read %s: larger than %d bytes", path, MaxFile)
 	}
-	return b, nil
+	if cap(buf) <= smallBufMax {
+		*bp = buf[:0]
+	}
+	return bytes.Clone(buf[:n]), nil
 }
+
+// smallBufs holds ReadFile's read buffers (a thread's status is some 1.5 KiB); one that
+// grew past smallBufMax for a large file is not kept.
+var smallBufs = sync.Pool{New: func() any { b := make([]byte, 4096); return &b }}
+
+const smallBufMax = 64 << 10
 
 // Stat holds the fields of /proc/PID/stat the engines use.
 type Stat struct {
@@ -112,14 +154,29 @@ func ReadStatus(path string) (Status, error) {
 	if err != nil {
 		return nil, err
 	}
-	st := Status{}
-	for _, line := range strings.Split(string(b), "\n") {
-		k, v, ok := strings.Cut(line, ":")
-		if ok {
+	return ParseStatus(string(b)), nil
+}
+
+// statusLines is about how many lines a status file has (56 on Linux 6.18): the map is
+// made that large at once, where growing it took a tenth of a dump of many threads.
+const statusLines = 64
+
+// ParseStatus parses the text of a status file. Keys and values are slices of text, not
+// copies.
+func ParseStatus(text string) Status {
+	st := make(Status, statusLines)
+	for len(text) > 0 {
+		line := text
+		if i := strings.IndexByte(text, '\n'); i >= 0 {
+			line, text = text[:i], text[i+1:]
+		} else {
+			text = ""
+		}
+		if k, v, ok := strings.Cut(line, ":"); ok {
 			st[k] = strings.TrimSpace(v)
 		}
 	}
-	return st, nil
+	return st
 }
 
 // Ints parses a whitespace-separated list of decimal numbers (Uid:, Gid:, Groups:).
@@ -181,52 +238,226 @@ func ReadSmaps(pid int) ([]Mapping, error) { return readMappings(Path(pid, "smap
 // kernel's default vm.max_map_count (65530), which a process cannot exceed unless raised.
 const MaxMappings = 1 << 20
 
-// mappingBufs holds readMappings' 64 KiB read buffers: a dump reads maps or smaps three
-// times a process, and a buffer each made a tree's dump allocate 25 MiB a hundred processes.
-var mappingBufs = sync.Pool{New: func() any { b := make([]byte, 64<<10); return &b }}
+// mappingBufs holds readMappings' read buffers: a dump reads maps or smaps three times a
+// process, and a buffer each made a tree's dump allocate 25 MiB a hundred processes.
+var mappingBufs = sync.Pool{New: func() any { b := make([]byte, mappingBuf); return &b }}
+
+// mappingBuf is the size of one read of maps or smaps: some 200 mappings of smaps, a
+// line of maps at most a path (PATH_MAX) and its fields.
+const mappingBuf = 256 << 10
 
 // readMappings streams maps or smaps: smaps takes over 1 KiB a mapping, so a process with
-// tens of thousands of mappings has a file far larger than MaxFile.
+// tens of thousands of mappings has a file far larger than MaxFile. The kernel's making
+// of smaps bounds this (it walks each mapping's page tables and prints some twenty
+// lines of counters): the lines are taken apart as bytes in place, the counters passed
+// over, and the strings kept (paths, flags) shared where they repeat, where scanning
+// lines into strings cost as much again as the kernel's part.
 func readMappings(path string) ([]Mapping, error) {
-	f, err := os.Open(path)
-	if err != nil {
-		return nil, err
+	var fd int
+	var err error
+	for {
+		fd, err = unix.Open(path, unix.O_RDONLY|unix.O_CLOEXEC, 0)
+		if err != unix.EINTR {
+			break
+		}
 	}
-	defer f.Close()
-	var out []Mapping
+	if err != nil {
+		return nil, &fs.PathError{Op: "open", Path: path, Err: err}
+	}
+	defer unix.Close(fd)
 	bp := mappingBufs.Get().(*[]byte)
 	defer mappingBufs.Put(bp)
-	sc := bufio.NewScanner(f)
-	sc.Buffer(*bp, 1<<20)
-	for sc.Scan() {
-		// smaps has some twenty detail lines a mapping ("Rss:   4 kB"), all starting with
-		// a capital letter, where a mapping's line starts with its lower-case hex address:
-		// they are passed over as bytes, not made strings (with 20,000 mappings, half a
-		// million allocations and most of the parse).
-		if b := sc.Bytes(); len(b) > 0 && b[0] >= 'A' && b[0] <= 'Z' && !bytes.HasPrefix(b, vmFlagsPrefix) {
+	buf := *bp
+	p := mappingParser{path: path}
+	filled := 0
+	for {
+		n, err := unix.Read(fd, buf[filled:])
+		if err == unix.EINTR {
 			continue
 		}
-		line := sc.Text()
-		if rest, ok := strings.CutPrefix(line, "VmFlags:"); ok {
-			if len(out) == 0 {
-				return nil, fmt.Errorf("%s: VmFlags before any mapping", path)
-			}
-			out[len(out)-1].VMFlags = strings.Fields(rest)
-			continue
+		if err != nil {
+			return nil, &fs.PathError{Op: "read", Path: path, Err: err}
 		}
-		if v, ok, err := ParseMapsLine(line); err != nil {
-			return nil, fmt.Errorf("%s: %w", path, err)
-		} else if ok {
-			if len(out) == MaxMappings {
-				return nil, fmt.Errorf("%s: more than %d mappings", path, MaxMappings)
+		filled += n
+		done := 0
+		for {
+			i := bytes.IndexByte(buf[done:filled], '\n')
+			if i < 0 {
+				break
 			}
-			out = append(out, v)
+			if err := p.line(buf[done : done+i]); err != nil {
+				return nil, err
+			}
+			done += i + 1
+		}
+		if n == 0 {
+			if done < filled { // a last line without its newline
+				if err := p.line(buf[done:filled]); err != nil {
+					return nil, err
+				}
+			}
+			return p.out, nil
+		}
+		filled = copy(buf, buf[done:filled])
+		if filled == len(buf) {
+			return nil, fmt.Errorf("%s: a line longer than %d bytes", path, len(buf))
 		}
 	}
-	if err := sc.Err(); err != nil {
-		return nil, fmt.Errorf("%s: %w", path, err)
+}
+
+// mappingParser takes apart the lines of one maps or smaps file.
+type mappingParser struct {
+	path  string
+	out   []Mapping
+	flags []string // where each mapping's VmFlags are cut from
+}
+
+func (p *mappingParser) line(b []byte) error {
+	if len(b) == 0 {
+		return nil
 	}
-	return out, nil
+	// smaps has some twenty detail lines a mapping ("Rss:   4 kB"), all starting with
+	// a capital letter, where a mapping's line starts with its lower-case hex address.
+	if b[0] >= 'A' && b[0] <= 'Z' {
+		if rest, ok := bytes.CutPrefix(b, vmFlagsPrefix); ok {
+			if len(p.out) == 0 {
+				return fmt.Errorf("%s: VmFlags before any mapping", p.path)
+			}
+			p.out[len(p.out)-1].VMFlags = p.vmFlags(rest)
+		}
+		return nil
+	}
+	last := ""
+	if len(p.out) > 0 {
+		last = p.out[len(p.out)-1].Path
+	}
+	v, ok, err := parseMapping(b, last)
+	if err != nil {
+		return fmt.Errorf("%s: %w", p.path, err)
+	}
+	if ok {
+		if len(p.out) == MaxMappings {
+			return fmt.Errorf("%s: more than %d mappings", p.path, MaxMappings)
+		}
+		p.out = append(p.out, v)
+	}
+	return nil
+}
+
+// vmFlags splits a VmFlags line into its two-letter flags, each the one string of its
+// name, all cut from one shared slice.
+func (p *mappingParser) vmFlags(b []byte) []string {
+	if cap(p.flags)-len(p.flags) < 64 {
+		p.flags = make([]string, 0, 4096)
+	}
+	first := len(p.flags)
+	for len(b) > 0 {
+		b = bytes.TrimLeft(b, " ")
+		w := b
+		if i := bytes.IndexByte(b, ' '); i >= 0 {
+			w, b = b[:i], b[i:]
+		} else {
+			b = nil
+		}
+		if len(w) == 0 {
+			break
+		}
+		name, ok := vmFlagNames[string(w)]
+		if !ok {
+			name = string(w)
+		}
+		p.flags = append(p.flags, name)
+	}
+	return p.flags[first:len(p.flags):len(p.flags)]
+}
+
+// vmFlagNames are the VmFlags the kernel prints (fs/proc/task_mmu.c, show_smap_vma_flags).
+var vmFlagNames = func() map[string]string {
+	m := map[string]string{}
+	for _, f := range strings.Fields("rd wr ex sh mr mw me ms gd pf lo io sr rr dc de ac nr ht sf ar wf dd mm hg nh mg um uw ss sl bt mt dp lf") {
+		m[f] = f
+	}
+	return m
+}()
+
+// parseMapping parses a maps line held in b, "start-end perms offset maj:min inode
+// path"; ok is false for a line that is not one. A path equal to last is last itself.
+func parseMapping(b []byte, last string) (v Mapping, ok bool, err error) {
+	start, rest, good := hexField(b, '-')
+	if !good {
+		return v, false, nil
+	}
+	bad := func(what string) (Mapping, bool, error) {
+		return Mapping{}, false, fmt.Errorf("%w (%s): %q", errBadMaps, what, b)
+	}
+	v.Start = start
+	if v.End, rest, good = hexField(rest, ' '); !good {
+		return bad("end")
+	}
+	if len(rest) < 5 || rest[4] != ' ' {
+		return bad("perms")
+	}
+	v.Read, v.Write, v.Exec, v.Shared = rest[0] == 'r', rest[1] == 'w', rest[2] == 'x', rest[3] == 's'
+	rest = rest[5:]
+	if v.Pgoff, rest, good = hexField(rest, ' '); !good {
+		return bad("offset")
+	}
+	var ma, mi uint64
+	if ma, rest, good = hexField(rest, ':'); !good || ma > 0xffffffff {
+		return bad("device")
+	}
+	if mi, rest, good = hexField(rest, ' '); !good || mi > 0xffffffff {
+		return bad("device")
+	}
+	v.DevMajor, v.DevMinor = uint32(ma), uint32(mi)
+	i := 0
+	for i < len(rest) && rest[i] >= '0' && rest[i] <= '9' {
+		if v.Ino > (1<<64-1)/10 {
+			return bad("inode")
+		}
+		v.Ino = v.Ino*10 + uint64(rest[i]-'0')
+		i++
+	}
+	if i == 0 || (i < len(rest) && rest[i] != ' ') {
+		return bad("inode")
+	}
+	name := bytes.TrimLeft(rest[i:], " ")
+	switch {
+	case len(name) == 0:
+	case string(name) == last:
+		v.Path = last
+	default:
+		v.Path = string(name)
+	}
+	return v, true, nil
+}
+
+// hexField parses the lower-case hexadecimal number at the start of b, which must end
+// at sep (or at the end of b, for sep 0); it returns what follows sep.
+func hexField(b []byte, sep byte) (uint64, []byte, bool) {
+	var v uint64
+	i := 0
+	for ; i < len(b); i++ {
+		c := b[i]
+		var d byte
+		switch {
+		case c >= '0' && c <= '9':
+			d = c - '0'
+		case c >= 'a' && c <= 'f':
+			d = c - 'a' + 10
+		default:
+			goto end
+		}
+		if i == 16 {
+			return 0, nil, false
+		}
+		v = v<<4 | uint64(d)
+	}
+end:
+	if i == 0 || i == len(b) || b[i] != sep {
+		return 0, nil, false
+	}
+	return v, b[i+1:], true
 }
 
 var errBadMaps = errors.New("bad maps line")
@@ -236,50 +467,7 @@ var vmFlagsPrefix = []byte("VmFlags:")
 // ParseMapsLine parses "start-end perms offset maj:min inode   path"; ok is false for
 // the smaps detail lines ("Rss:   4 kB").
 func ParseMapsLine(line string) (v Mapping, ok bool, err error) {
-	dash := strings.IndexByte(line, '-')
-	sp := strings.IndexByte(line, ' ')
-	if dash <= 0 || sp < dash {
-		return v, false, nil
-	}
-	if _, err := strconv.ParseUint(line[:dash], 16, 64); err != nil {
-		return v, false, nil
-	}
-	bad := func(what string) (Mapping, bool, error) {
-		return Mapping{}, false, fmt.Errorf("%w (%s): %q", errBadMaps, what, line)
-	}
-	f := strings.SplitN(line, " ", 6)
-	if len(f) < 5 {
-		return bad("fields")
-	}
-	a, b, _ := strings.Cut(f[0], "-")
-	if v.Start, err = strconv.ParseUint(a, 16, 64); err != nil {
-		return bad("start")
-	}
-	if v.End, err = strconv.ParseUint(b, 16, 64); err != nil {
-		return bad("end")
-	}
-	perms := f[1]
-	if len(perms) != 4 {
-		return bad("perms")
-	}
-	v.Read, v.Write, v.Exec, v.Shared = perms[0] == 'r', perms[1] == 'w', perms[2] == 'x', perms[3] == 's'
-	if v.Pgoff, err = strconv.ParseUint(f[2], 16, 64); err != nil {
-		return bad("offset")
-	}
-	maj, min, _ := strings.Cut(f[3], ":")
-	ma, err1 := strconv.ParseUint(maj, 16, 32)
-	mi, err2 := strconv.ParseUint(min, 16, 32)
-	if err1 != nil || err2 != nil {
-		return bad("device")
-	}
-	v.DevMajor, v.DevMinor = uint32(ma), uint32(mi)
-	if v.Ino, err = strconv.ParseUint(f[4], 10, 64); err != nil {
-		return bad("inode")
-	}
-	if len(f) == 6 {
-		v.Path = strings.TrimLeft(f[5], " ")
-	}
-	return v, true, nil
+	return parseMapping([]byte(line), "")
 }
 
 // Fdinfo is /proc/PID/fdinfo/FD.

@@ -2,11 +2,13 @@ package procfs
 
 import (
 	"errors"
+	"fmt"
 	"golang.org/x/sys/unix"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"reflect"
+	"strings"
 	"syscall"
 	"testing"
 	"time"
@@ -144,5 +146,43 @@ func TestReadLimits(t *testing.T) {
 	}
 	if got[unix.RLIMIT_NOFILE][0] != 77 || got[unix.RLIMIT_STACK][0] != 12345*1024 {
 		t.Errorf("nofile %d, stack %d: the ulimits set were 77 and 12345 KiB", got[unix.RLIMIT_NOFILE][0], got[unix.RLIMIT_STACK][0])
+	}
+}
+
+// TestReadMappingsAcrossReads: a file many times larger than one read, with its lines
+// cut at every place by the reads, gives every mapping, path and flag; the last line
+// may lack its newline.
+func TestReadMappingsAcrossReads(t *testing.T) {
+	var text strings.Builder
+	const n = 5000
+	for i := range n {
+		fmt.Fprintf(&text, "%x-%x rw-p %08x 00:%02x %d   /a/file name %d\n", 0x10000+i*0x2000, 0x11000+i*0x2000, i, i%256, i, i%3)
+		text.WriteString("Size:                  4 kB\nRss:                   4 kB\nLocked:                0 kB\n")
+		fmt.Fprintf(&text, "VmFlags: rd wr mr mw me %s", []string{"ac", "lo", "zz"}[i%3])
+		if i < n-1 {
+			text.WriteString(" \n")
+		}
+	}
+	if text.Len() < 2*mappingBuf {
+		t.Fatalf("only %d bytes", text.Len())
+	}
+	path := filepath.Join(t.TempDir(), "smaps")
+	if err := os.WriteFile(path, []byte(text.String()), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	got, err := readMappings(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(got) != n {
+		t.Fatalf("%d mappings, want %d", len(got), n)
+	}
+	for i, m := range got {
+		want := Mapping{Start: uint64(0x10000 + i*0x2000), End: uint64(0x11000 + i*0x2000), Pgoff: uint64(i), Read: true, Write: true,
+			DevMinor: uint32(i % 256), Ino: uint64(i), Path: fmt.Sprintf("/a/file name %d", i%3),
+			VMFlags: []string{"rd", "wr", "mr", "mw", "me", []string{"ac", "lo", "zz"}[i%3]}}
+		if !reflect.DeepEqual(m, want) {
+			t.Fatalf("mapping %d: got %+v, want %+v", i, m, want)
+		}
 	}
 }

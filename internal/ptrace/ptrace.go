@@ -149,6 +149,17 @@ func Seize(tid int) error { return SeizeWith(tid, 0) }
 // SeizeWith is Seize with more ptrace options (PTRACE_O_SUSPEND_SECCOMP, for a thread
 // whose seccomp filters would refuse the calls injected into it).
 func SeizeWith(tid int, opts int) error {
+	if err := Attach(tid, opts); err != nil {
+		return err
+	}
+	return WaitInterrupt(tid)
+}
+
+// Attach is the first half of SeizeWith: it seizes tid and asks it to stop, without
+// waiting for the stop, so that a tracer can ask every thread of a process first and
+// wait for them after, while they stop in parallel. A thread that attached but failed
+// to take the interrupt is detached again.
+func Attach(tid int, opts int) error {
 	if err := request(reqSeize, tid, 0, uintptr(unix.PTRACE_O_TRACESYSGOOD|opts)); err != nil {
 		if err == unix.ESRCH {
 			return &GoneError{Tid: tid, How: "no longer exists"}
@@ -159,8 +170,15 @@ func SeizeWith(tid int, opts int) error {
 		return fmt.Errorf("seize thread %d: %w", tid, err)
 	}
 	if err := Interrupt(tid); err != nil {
+		_ = Detach(tid)
 		return err
 	}
+	return nil
+}
+
+// WaitInterrupt is the second half of SeizeWith: it waits until an attached thread sits
+// in its interrupt stop.
+func WaitInterrupt(tid int) error {
 	for {
 		st, err := Wait(tid)
 		if err != nil {
@@ -175,6 +193,15 @@ func SeizeWith(tid int, opts int) error {
 			return err
 		}
 	}
+}
+
+// SetOptions replaces the ptrace options of a stopped tracee; PTRACE_O_TRACESYSGOOD,
+// which every seize sets, is kept.
+func SetOptions(tid int, opts int) error {
+	if err := request(unix.PTRACE_SETOPTIONS, tid, 0, uintptr(unix.PTRACE_O_TRACESYSGOOD|opts)); err != nil {
+		return fmt.Errorf("set ptrace options of thread %d: %w", tid, err)
+	}
+	return nil
 }
 
 // Interrupt stops a seized thread (PTRACE_INTERRUPT).
