@@ -12,7 +12,8 @@ import (
 )
 
 // Sink receives the files of the image set. *imgset.Writer satisfies it; tests use a plain
-// directory writer.
+// directory writer. Create is called from several goroutines at once, each writing and
+// closing its own file.
 type Sink interface {
 	Create(name string) (io.WriteCloser, error)
 }

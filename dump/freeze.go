@@ -10,6 +10,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -69,7 +70,8 @@ type dumper struct {
 	zombies   []*zombie  // dead children not reaped yet, neither seized nor in procs
 	zombiesOK bool       // zombies are dumped as such (after zombieRetries looks)
 	seized    []*thread  // every seized thread, for thaw/kill
-	open      []io.WriteCloser
+	open      []io.WriteCloser // files of the set being written (closeOpen)
+	openMu    sync.Mutex
 	committed bool
 	stats     dumpStats
 	set       *setState

@@ -23,6 +23,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"github.com/imgtool/imgtool/image"
+	"github.com/imgtool/imgtool/internal/par"
 	"github.com/imgtool/imgtool/internal/phase"
 )
 
@@ -208,9 +209,11 @@ func (d *dumper) write() error {
 			return err
 		}
 	}
-	writtenFdinfo := map[uint32]bool{}
+	if err := d.writeProcessImages(); err != nil {
+		return err
+	}
 	for _, p := range d.procs {
-		if err := d.writeProcess(p, writtenFdinfo); err != nil {
+		if err := d.writePages(p); err != nil {
 			return err
 		}
 	}
@@ -323,46 +326,59 @@ func (d *dumper) statsEntry() *stats.StatsEntry {
 	}}
 }
 
-// writeProcess writes the images of one process and its memory.
-func (d *dumper) writeProcess(p *process, writtenFdinfo map[uint32]bool) error {
-	for _, t := range p.threads {
-		c, err := coreEntry(p, t)
+// writeProcessImages writes the small images of every process (core-TID.img of each
+// thread, ids, mm, fs, fdinfo, pagemap, fork pages): each is made and written on its own,
+// all of them on every core at once (a thousand threads are a thousand core images);
+// errors are taken in tree order.
+func (d *dumper) writeProcessImages() error {
+	var jobs []func() error
+	small := func(name string, entries func() []proto.Message) {
+		jobs = append(jobs, func() error { return d.writeImage(name, entries()...) })
+	}
+	writtenFdinfo := map[uint32]bool{}
+	for _, p := range d.procs {
+		for _, t := range p.threads {
+			jobs = append(jobs, func() error {
+				c, err := coreEntry(p, t)
+				if err != nil {
+					return err
+				}
+				d.set.seccomp.setCore(t.tid, c.ThreadCore)
+				return d.writeImage(fmt.Sprintf("core-%d.img", t.tid), c)
+			})
+		}
+		small(fmt.Sprintf("ids-%d.img", p.pid), func() []proto.Message { return []proto.Message{taskIDs(p.ids)} })
+		small(fmt.Sprintf("mm-%d.img", p.pid), func() []proto.Message { return []proto.Message{mmEntry(p)} })
+		small(fmt.Sprintf("fs-%d.img", p.pid), func() []proto.Message {
+			return []proto.Message{&fs.FsEntry{CwdId: proto.Uint32(p.files.cwdID), RootId: proto.Uint32(p.files.rootID), Umask: proto.Uint32(p.state.umask)}}
+		})
+		if !writtenFdinfo[p.ids.files] {
+			writtenFdinfo[p.ids.files] = true
+			small(fmt.Sprintf("fdinfo-%d.img", p.ids.files), func() []proto.Message {
+				var fds []proto.Message
+				for _, f := range p.files.fds {
+					fds = append(fds, f)
+				}
+				return fds
+			})
+		}
+		small(fmt.Sprintf("pagemap-%d.img", p.pid), func() []proto.Message { return pagemapEntries(p.mem.pagesID, p.mem.runs) })
+		if len(p.forkPages) > 0 {
+			small(fmt.Sprintf("imgtool-fork-pages-%d.img", p.pid), func() []proto.Message { return forkPagesEntries(p.forkPages) })
+		}
+	}
+	errs := make([]error, len(jobs))
+	par.Each(len(jobs), func(i int) { errs[i] = jobs[i]() })
+	for _, err := range errs {
 		if err != nil {
 			return err
 		}
-		d.set.seccomp.setCore(t.tid, c.ThreadCore)
-		if err := d.writeImage(fmt.Sprintf("core-%d.img", t.tid), c); err != nil {
-			return err
-		}
 	}
-	if err := d.writeImage(fmt.Sprintf("ids-%d.img", p.pid), taskIDs(p.ids)); err != nil {
-		return err
-	}
-	if err := d.writeImage(fmt.Sprintf("mm-%d.img", p.pid), mmEntry(p)); err != nil {
-		return err
-	}
-	if err := d.writeImage(fmt.Sprintf("fs-%d.img", p.pid), &fs.FsEntry{
-		CwdId: proto.Uint32(p.files.cwdID), RootId: proto.Uint32(p.files.rootID), Umask: proto.Uint32(p.state.umask)}); err != nil {
-		return err
-	}
-	if !writtenFdinfo[p.ids.files] {
-		writtenFdinfo[p.ids.files] = true
-		var fds []proto.Message
-		for _, f := range p.files.fds {
-			fds = append(fds, f)
-		}
-		if err := d.writeImage(fmt.Sprintf("fdinfo-%d.img", p.ids.files), fds...); err != nil {
-			return err
-		}
-	}
-	if err := d.writeImage(fmt.Sprintf("pagemap-%d.img", p.pid), pagemapEntries(p.mem.pagesID, p.mem.runs)...); err != nil {
-		return err
-	}
-	if len(p.forkPages) > 0 {
-		if err := d.writeImage(fmt.Sprintf("imgtool-fork-pages-%d.img", p.pid), forkPagesEntries(p.forkPages)...); err != nil {
-			return err
-		}
-	}
+	return nil
+}
+
+// writePages writes the pages of one process.
+func (d *dumper) writePages(p *process) error {
 	w, err := d.create(fmt.Sprintf("pages-%d.img", p.mem.pagesID))
 	if err != nil {
 		return err
@@ -540,6 +556,8 @@ func (d *dumper) writeImage(name string, entries ...proto.Message) error {
 	return d.finish(w)
 }
 
+// create and finish may be called from several goroutines at once
+// (writeProcessImages): the sink's Create must allow it.
 func (d *dumper) create(name string) (io.WriteCloser, error) {
 	if err := d.checkCtx(); err != nil {
 		return nil, err
@@ -548,18 +566,22 @@ func (d *dumper) create(name string) (io.WriteCloser, error) {
 	if err != nil {
 		return nil, fmt.Errorf("create %s: %w", name, err)
 	}
+	d.openMu.Lock()
 	d.open = append(d.open, w)
+	d.openMu.Unlock()
 	return w, nil
 }
 
 // finish closes a completed file of the set.
 func (d *dumper) finish(w io.WriteCloser) error {
+	d.openMu.Lock()
 	for i, o := range d.open {
 		if o == w {
 			d.open = append(d.open[:i], d.open[i+1:]...)
 			break
 		}
 	}
+	d.openMu.Unlock()
 	if err := w.Close(); err != nil {
 		return fmt.Errorf("close image file: %w", err)
 	}

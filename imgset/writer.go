@@ -41,6 +41,7 @@ type Writer struct {
 	stanzas  []*cipher.Stanza
 	signer   *cipher.Signer
 	files    map[string]*setFile
+	filesMu  sync.Mutex // files, while they are being created
 	done     bool
 
 	syncMu   sync.Mutex
@@ -125,7 +126,8 @@ func (w *Writer) Encrypted() bool { return w.key != nil }
 
 // Create creates one file of the set, with mode 0600. For an encrypted set the
 // returned writer encrypts as it goes: only ciphertext reaches the disk. Close it
-// when done (Commit closes any file left open).
+// when done (Commit closes any file left open). Files may be created, written and
+// closed from several goroutines at once, each its own; Commit comes after.
 func (w *Writer) Create(name string) (io.WriteCloser, error) {
 	sf, err := w.createFile(name, 0o600, true)
 	if err != nil {
@@ -141,6 +143,8 @@ func (w *Writer) Create(name string) (io.WriteCloser, error) {
 // the umask, as a rewrite keeps each file's mode). With stream false the file of
 // an encrypted set gets no encrypting writer: it is to be filled by copyAt.
 func (w *Writer) createFile(name string, perm os.FileMode, stream bool) (*setFile, error) {
+	w.filesMu.Lock()
+	defer w.filesMu.Unlock()
 	if w.done {
 		return nil, errors.New("image set: writer already committed or aborted")
 	}

@@ -89,8 +89,11 @@ func runCalls(p *process, t *thread, single bool, calls []ptrace.BatchCall) ([]u
 
 // runBatch runs at most batchMax calls as one batch in thread t.
 func runBatch(p *process, t *thread, calls []ptrace.BatchCall) ([]uint64, error) {
-	if err := p.poke(p.scratch+scratchBatch, ptrace.BatchCode); err != nil {
-		return nil, err
+	if !p.batchCode {
+		if err := p.poke(p.scratch+scratchBatch, ptrace.BatchCode); err != nil {
+			return nil, err
+		}
+		p.batchCode = true
 	}
 	if err := p.poke(p.scratch+scratchBatchTab, ptrace.EncodeBatch(calls)); err != nil {
 		return nil, err

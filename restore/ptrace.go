@@ -42,7 +42,20 @@ func newThread(tid int, p *process) (*thread, error) {
 // the signal: the only code the thread runs while we shape it is one syscall instruction,
 // and no signal may interrupt that. Event stops (a clone reported between the entry and
 // exit of clone3) are passed over.
+//
+// While the process may take a batch's trap (process.traps), the call runs as a batch of
+// one: one ptrace stop, at the trap, where a call stepped to its syscall entry and exit
+// takes two; a tree's restore makes some fifteen such calls a process.
 func (t *thread) syscall(nr uintptr, args ...uint64) (uint64, error) {
+	if t.proc.traps {
+		c := ptrace.BatchCall{Nr: nr}
+		copy(c.Args[:], args)
+		got, err := runBatch(t.proc, t, []ptrace.BatchCall{c})
+		if err != nil {
+			return 0, err
+		}
+		return got[0], nil
+	}
 	in := ptrace.Injector{Insn: t.proc.sysInsn, DiscardSignals: true}
 	return in.Call(t.tid, t.tmpl, nr, args...)
 }

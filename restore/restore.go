@@ -575,7 +575,7 @@ func (r *restorer) spawn(parent *process, pp *procPlan) (*process, error) {
 	if err := parent.leader().clone3(flags, uint64(unix.SIGCHLD), pp.pid); err != nil {
 		return nil, err
 	}
-	p := &process{pid: pp.pid, pl: pp, sysInsn: parent.sysInsn, scratch: parent.scratch, specials: parent.specials}
+	p := &process{pid: pp.pid, pl: pp, sysInsn: parent.sysInsn, scratch: parent.scratch, specials: parent.specials, traps: !r.noBatch}
 	r.procs = append(r.procs, p)
 	r.byPid[p.pid] = p
 	t, err := stopAndAttach(pp.pid, p)

@@ -106,10 +106,6 @@ func (r *restorer) restoreProcess(p *process) error {
 			return fmt.Errorf("thread %d: %w", th.tid, err)
 		}
 	}
-	// After the last batch (batch.go): its trap resets a blocked or ignored SIGTRAP's action.
-	if err := r.restoreSigactions(p, tc); err != nil {
-		return err
-	}
 	if err := r.restoreItimers(p, tc); err != nil {
 		return err
 	}
@@ -148,6 +144,12 @@ func (r *restorer) restoreProcess(p *process) error {
 		if _, err := t.syscall(unix.SYS_PRCTL, unix.PR_SET_CHILD_SUBREAPER, 1); err != nil {
 			return fmt.Errorf("child subreaper: %w", err)
 		}
+	}
+	// After the last batch (batch.go): its trap resets a blocked or ignored SIGTRAP's
+	// action, and would take a pending SIGTRAP for its own. Every call before runs as a
+	// batch (process.traps); from here on, one step at a time.
+	if err := r.restoreSigactions(p, tc); err != nil {
+		return err
 	}
 	if err := r.queueSignals(p); err != nil {
 		return err
@@ -224,6 +226,7 @@ func (r *restorer) restoreMM(p *process) error {
 // restoreSigactions installs the saved signal actions (struct kernel_sigaction: handler,
 // flags, restorer, mask).
 func (r *restorer) restoreSigactions(p *process, tc *criu_core.TaskCoreEntry) error {
+	p.traps = false
 	sigs := image.SigactionSignals()
 	if len(tc.Sigactions) != 0 && len(tc.Sigactions) != len(sigs) {
 		return fmt.Errorf("core-%d.img: %d signal actions, want %d", p.pid, len(tc.Sigactions), len(sigs))
