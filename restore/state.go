@@ -89,22 +89,8 @@ func (r *restorer) restoreProcess(p *process) error {
 			return err
 		}
 	}
-	for _, tid := range pp.tids[1:] {
-		const threadFlags = unix.CLONE_VM | unix.CLONE_FS | unix.CLONE_FILES | unix.CLONE_SIGHAND |
-			unix.CLONE_THREAD | unix.CLONE_SYSVSEM
-		if err := t.clone3(threadFlags, 0, tid); err != nil {
-			return err
-		}
-		nt, err := stopAndAttach(tid, p)
-		if err != nil {
-			return err
-		}
-		p.threads = append(p.threads, nt)
-	}
-	for i, th := range p.threads {
-		if err := r.restoreThread(p, th, pp.cores[i]); err != nil {
-			return fmt.Errorf("thread %d: %w", th.tid, err)
-		}
+	if err := r.restoreThreads(p); err != nil { // threads.go
+		return err
 	}
 	if err := r.restoreItimers(p, tc); err != nil {
 		return err
@@ -335,54 +321,6 @@ func (r *restorer) placeFds(p *process) error {
 			if err := k.placed(r, p, fd, fe); err != nil {
 				return err
 			}
-		}
-	}
-	return nil
-}
-
-// restoreThread restores a thread's own state: name, alternate signal stack, robust futex
-// list, clear_child_tid and rseq registration in one batch, and scheduling (the parent
-// death signal comes after the credentials).
-func (r *restorer) restoreThread(p *process, t *thread, c *criu_core.CoreEntry) error {
-	tcore := c.ThreadCore
-	comm := tcore.GetComm()
-	if comm == "" && c.Tc != nil {
-		comm = c.Tc.GetComm()
-	}
-	b := r.newBatch(p, t)
-	if comm != "" {
-		if err := p.poke(p.scratch+scratchStrBuf, append([]byte(comm), 0)); err != nil {
-			return err
-		}
-		b.add("name", unix.SYS_PRCTL, unix.PR_SET_NAME, p.scratch+scratchStrBuf)
-	}
-	if sas := tcore.GetSas(); sas != nil && sas.GetSsFlags()&ssDisable == 0 {
-		// SS_ONSTACK describes the thread, not the stack: it cannot be set.
-		if err := p.poke(p.scratch+scratchArgs, pack(sas.GetSsSp(), uint32(0), uint32(0), sas.GetSsSize())); err != nil {
-			return err
-		}
-		b.add("alternate signal stack", unix.SYS_SIGALTSTACK, p.scratch+scratchArgs, 0)
-	}
-	if tcore.GetFutexRla() != 0 {
-		b.add("robust futex list", unix.SYS_SET_ROBUST_LIST, tcore.GetFutexRla(), uint64(tcore.GetFutexRlaLen()))
-	}
-	b.add("clear_child_tid", unix.SYS_SET_TID_ADDRESS, c.ThreadInfo.GetClearTidAddr())
-	if rs := tcore.GetRseqEntry(); rs != nil && rs.GetRseqAbiPointer() != 0 {
-		b.add("registering rseq", unix.SYS_RSEQ, rs.GetRseqAbiPointer(), uint64(rs.GetRseqAbiSize()), 0, uint64(rs.GetSignature()))
-	}
-	if _, err := b.run(); err != nil {
-		return err
-	}
-	if n := tcore.GetSchedNice(); n != 0 {
-		if err := unix.Setpriority(unix.PRIO_PROCESS, t.tid, int(n)); err != nil {
-			return fmt.Errorf("nice %d: %w", n, err)
-		}
-	}
-	if pol := tcore.GetSchedPolicy(); pol != 0 {
-		prio := int32(tcore.GetSchedPrio())
-		_, _, e := unix.Syscall(unix.SYS_SCHED_SETSCHEDULER, uintptr(t.tid), uintptr(pol), uintptr(unsafePointer(&prio)))
-		if e != 0 {
-			return fmt.Errorf("scheduling policy %d: %w", pol, e)
 		}
 	}
 	return nil

@@ -93,23 +93,41 @@ func (in Injector) RunBatch(tid int, regs unix.PtraceRegs, code, table uint64, n
 	if n <= 0 {
 		return nil
 	}
+	mask, err := in.StartBatch(tid, regs, code, table, n)
+	if err != nil {
+		return err
+	}
+	return in.FinishBatch(tid, code, n, mask)
+}
+
+// StartBatch is the first half of RunBatch: it points thread tid at the batch and
+// resumes it, without waiting. A tracer may start the batches of several threads (each
+// with its own table) and then wait for each with FinishBatch: they run at once, on
+// every core. It returns the thread's signal mask, for FinishBatch to put back.
+func (in Injector) StartBatch(tid int, regs unix.PtraceRegs, code, table uint64, n int) (uint64, error) {
 	// The int3's forced SIGTRAP unblocks SIGTRAP: the mask is put back once it trapped.
 	mask, err := GetSigmask(tid)
 	if err != nil {
-		return err
+		return 0, err
 	}
 	regs.Rip = code
 	regs.Rbx = table
 	regs.R12 = uint64(n)
 	regs.Orig_rax = ^uint64(0)
 	if err := SetRegs(tid, &regs); err != nil {
-		return err
+		return 0, err
 	}
+	if err := Cont(tid, 0); err != nil {
+		return 0, fmt.Errorf("run a batch of %d calls in thread %d: %w", n, tid, err)
+	}
+	return mask, nil
+}
+
+// FinishBatch waits until thread tid, started by StartBatch, trapped at the end of the
+// code, and puts its signal mask back.
+func (in Injector) FinishBatch(tid int, code uint64, n int, mask uint64) error {
 	end := code + uint64(len(BatchCode))
 	for {
-		if err := Cont(tid, 0); err != nil {
-			return fmt.Errorf("run a batch of %d calls in thread %d: %w", n, tid, err)
-		}
 		st, err := Wait(tid)
 		if err != nil {
 			return err
@@ -125,6 +143,9 @@ func (in Injector) RunBatch(tid int, regs unix.PtraceRegs, code, table uint64, n
 		}
 		if !in.DiscardSignals {
 			return fmt.Errorf("thread %d: a batch of %d calls stopped by signal %v before its end", tid, n, st.Sig)
+		}
+		if err := Cont(tid, 0); err != nil {
+			return fmt.Errorf("run a batch of %d calls in thread %d: %w", n, tid, err)
 		}
 	}
 }
