@@ -29,7 +29,6 @@ type process struct {
 	traps bool
 	// batchCode: ptrace.BatchCode is in the scratch area already.
 	batchCode bool
-
 }
 
 func (p *process) leader() *thread { return p.threads[0] }
