@@ -288,7 +288,7 @@ func (r *restorer) dropUnsaved(p *process, inh *inheritance) error {
 }
 
 // cmpBufPool holds the buffers the current bytes of shared pages are read into.
-var cmpBufPool = sync.Pool{New: func() any { b := make([]byte, readBufSize); return &b }}
+var cmpBufPool = sync.Pool{New: func() any { b := make([]byte, unitSize); return &b }}
 
 // writeChanged returns a writeMemory that leaves alone the pages inside shared whose
 // bytes are already those saved, so that they stay shared with the parent.
@@ -372,6 +372,12 @@ func (s spans) normal() spans {
 		merged = append(merged, x)
 	}
 	return merged
+}
+
+// has tells whether addr lies in one of s (normal: sorted, not overlapping).
+func (s spans) has(addr uint64) bool {
+	i := sort.Search(len(s), func(i int) bool { return s[i].end > addr })
+	return i < len(s) && s[i].start <= addr
 }
 
 func (s spans) union(t spans) spans { return append(append(spans{}, s...), t...).normal() }

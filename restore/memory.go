@@ -459,11 +459,23 @@ func (r *restorer) writePages(p *process, inh *inheritance) error {
 	if len(runs) == 0 {
 		return nil
 	}
+	p.readOnly = readOnlySpans(p.pl.mm.Vmas)
 	put := p.writeMemory
 	if inh != nil && len(inh.shared) > 0 {
 		put = p.writeChanged(inh.shared)
 	}
 	return streamRuns(r.pl.src, name, runs, put, r.progress)
+}
+
+// readOnlySpans are the mappings of vmas without PROT_WRITE, in address order.
+func readOnlySpans(vmas []*vma.VmaEntry) spans {
+	var out spans
+	for _, v := range vmas {
+		if v.GetProt()&unix.PROT_WRITE == 0 {
+			out = append(out, span{v.GetStart(), v.GetEnd()})
+		}
+	}
+	return out.normal()
 }
 
 // progress reports written page bytes to Options.Progress.

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"runtime"
 	"sort"
 	"sync"
 	"sync/atomic"
@@ -11,23 +12,22 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// Pages take the shortest way from the set to where they belong. A plain pages file is
-// streamed in file order, its runs in the order they are stored: it is read ahead into a
-// few large reused buffers by a goroutine while the previous buffer is written. An
-// encrypted file is read by both cores at once, a unit of a few chunks at a time
-// (imgset's File.ReadEach): each unit is read into a buffer that stays in the core's
-// cache, authenticated and decrypted there in place, and written to the target from
-// there, so the plaintext is never copied between buffers. Each buffer or unit reaches
-// the target with one process_vm_writev (one remote iovec per run it holds). The
-// plaintext of an encrypted set exists only in those buffers and in the restored memory:
-// nothing is written anywhere else.
+// Pages take the shortest way from the set to where they belong, on every core. A plain
+// pages file is cut in units of unitSize bytes, which the cores take in turn: each reads
+// its unit into a buffer of its own, which stays in its cache, and writes it to the
+// target from there (placeUnits). An encrypted file is read the same way, a unit of a few
+// chunks at a time (imgset's File.ReadEach): each unit is read, authenticated and
+// decrypted in place, and written to the target from there, so the plaintext is never
+// copied between buffers. Each unit reaches the target with one process_vm_writev (one
+// remote iovec per run it holds). Writing into the target (a page fault, the page zeroed,
+// then the copy) is most of the cost: on two cores at once it takes about half as long
+// as one core writing what another read ahead. The plaintext of an encrypted set exists
+// only in those buffers and in the restored memory: nothing is written anywhere else.
 
 const (
-	// readBufSize is the size of one read-ahead buffer of a plain pages file: large enough
-	// that the per-call costs vanish, small enough to stay cache-friendly.
-	readBufSize = 4 << 20
-	// readBufs buffers circulate: one being read, one being written, one spare.
-	readBufs = 3
+	// unitSize is the part of a plain pages file one core reads and writes at a time:
+	// large enough that the per-call costs vanish, small enough to stay in its cache.
+	unitSize = 1 << 20
 	// maxIov is the most iovecs one process_vm_writev takes (IOV_MAX).
 	maxIov = 1024
 )
@@ -40,8 +40,8 @@ type iovecs struct {
 
 var iovPool = sync.Pool{New: func() any { return new(iovecs) }}
 
-// readBufPool keeps read-ahead buffers from one pages file to the next.
-var readBufPool = sync.Pool{New: func() any { b := make([]byte, readBufSize); return &b }}
+// unitPool keeps the unit buffers from one pages file to the next.
+var unitPool = sync.Pool{New: func() any { b := make([]byte, unitSize); return &b }}
 
 // segment is bytes of a pages file and the address (or memfd offset) they go to.
 type segment struct {
@@ -67,93 +67,81 @@ func streamRuns(src source, name string, runs []pageRun, put func([]segment) err
 		// written from where it was decrypted.
 		return placeEach(e, f.Size(), name, runs, put, progress)
 	}
-	w := &runWriter{name: name, runs: runs, put: put, progress: progress, pos: runs[0].off}
-	last := runs[len(runs)-1]
-	if err := readAhead([]io.ReaderAt{f}, name, runs[0].off, last.off+last.size, w); err != nil {
-		return err
-	}
-	return w.finish()
+	return placeUnits(f, f.Size(), name, runs, put, progress)
 }
 
-// readAhead reads [from, to) of a file in order into w, in blocks of readBufSize at
-// multiples of readBufSize. Block i is read by goroutine i mod len(srcs) (each srcs[k] is
-// its own handle on the file), ahead of w writing the blocks before it.
-func readAhead(srcs []io.ReaderAt, name string, from, to int64, w io.Writer) error {
-	type block struct {
-		buf *[]byte
-		n   int
-		err error
-	}
-	type reader struct {
-		free chan *[]byte // its own buffers, back from w
-		full chan block
-	}
-	const perReader = 2
-	base := from / readBufSize * readBufSize
-	nblocks := (to - base + readBufSize - 1) / readBufSize
-	stop := make(chan struct{})
-	var wg sync.WaitGroup
-	readers := make([]reader, len(srcs))
-	for k, src := range srcs {
-		rd := reader{free: make(chan *[]byte, perReader), full: make(chan block, perReader)}
-		for range perReader {
-			rd.free <- readBufPool.Get().(*[]byte)
+// checkRuns fails when a run lies past the end of its file of size bytes.
+func checkRuns(size int64, name string, runs []pageRun) error {
+	for _, r := range runs {
+		if r.off+r.size > size {
+			return fmt.Errorf("%s: ends at %d, before the pages at %d (%d bytes) for %#x", name, size, r.off, r.size, r.vaddr)
 		}
-		readers[k] = rd
+	}
+	return nil
+}
+
+// placeUnits hands every byte of runs (sorted by offset, not overlapping) of the plain
+// file f of size bytes to put, unit by unit, from a goroutine a core: each reads the
+// units it takes into a buffer of its own and puts them from there. It stops at the
+// first error.
+func placeUnits(f io.ReaderAt, size int64, name string, runs []pageRun, put func([]segment) error, progress func(int64)) error {
+	if err := checkRuns(size, name, runs); err != nil {
+		return err
+	}
+	last := runs[len(runs)-1]
+	from, to := runs[0].off/unitSize*unitSize, last.off+last.size
+	units := (to - from + unitSize - 1) / unitSize
+	var (
+		next    atomic.Int64
+		failed  atomic.Bool
+		mu      sync.Mutex // progress, first
+		first   error
+		firstAt = units
+		wg      sync.WaitGroup
+	)
+	fail := func(u int64, err error) {
+		failed.Store(true)
+		mu.Lock()
+		if u < firstAt {
+			first, firstAt = err, u
+		}
+		mu.Unlock()
+	}
+	for range min(int64(runtime.GOMAXPROCS(0)), units) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			defer close(rd.full)
-			for b := int64(k); b < nblocks; b += int64(len(srcs)) {
-				var buf *[]byte
-				select {
-				case buf = <-rd.free:
-				case <-stop:
-					return
-				}
-				off := max(from, base+b*readBufSize)
-				n := int(min(to, base+(b+1)*readBufSize) - off)
-				got, err := src.ReadAt((*buf)[:n], off)
-				if got == n {
-					err = nil
-				} else {
+			bp := unitPool.Get().(*[]byte)
+			defer unitPool.Put(bp)
+			var segs []segment
+			for u := next.Add(1) - 1; u < units && !failed.Load(); u = next.Add(1) - 1 {
+				off := max(from+u*unitSize, runs[0].off)
+				b := (*bp)[:min(from+(u+1)*unitSize, to)-off]
+				if got, err := f.ReadAt(b, off); got != len(b) {
 					if err == nil || err == io.EOF {
 						err = io.ErrUnexpectedEOF
 					}
-					err = fmt.Errorf("%s: reading %d bytes at %d: %w", name, n, off+int64(got), err)
-				}
-				rd.full <- block{buf, n, err} // never blocks: room for every buffer
-				if err != nil {
+					fail(u, fmt.Errorf("%s: reading %d bytes at %d: %w", name, len(b), off+int64(got), err))
 					return
+				}
+				var n int64
+				if segs, n = appendSegments(segs[:0], runs, b, off, 0); len(segs) == 0 {
+					continue
+				}
+				if err := put(segs); err != nil {
+					fail(u, err)
+					return
+				}
+				if progress != nil {
+					mu.Lock()
+					progress(n)
+					mu.Unlock()
 				}
 			}
 		}()
 	}
-	var err error
-	for b := int64(0); b < nblocks && err == nil; b++ {
-		rd := readers[b%int64(len(srcs))]
-		blk, ok := <-rd.full
-		if !ok { // cannot happen: readers stop only after an error, or with stop
-			err = fmt.Errorf("%s: block %d was not read", name, b)
-			break // and still stop the readers and take the buffers back, below
-		}
-		if err = blk.err; err == nil {
-			_, err = w.Write((*blk.buf)[:blk.n])
-		}
-		rd.free <- blk.buf
-	}
-	close(stop)
 	wg.Wait()
-	// Every reader has ended: each buffer is in its free or full channel.
-	for _, rd := range readers {
-		for blk := range rd.full {
-			readBufPool.Put(blk.buf)
-		}
-		for len(rd.free) > 0 {
-			readBufPool.Put(<-rd.free)
-		}
-	}
-	return err
+	return first
 }
 
 // eachReader is a file read in parallel, part by part (*imgset.File).
@@ -164,10 +152,8 @@ type eachReader interface {
 // placeEach hands every byte of runs (sorted by offset, not overlapping) of the file f
 // of size bytes to put, as the parts of f come, from several goroutines at once.
 func placeEach(f eachReader, size int64, name string, runs []pageRun, put func([]segment) error, progress func(int64)) error {
-	for _, r := range runs {
-		if r.off+r.size > size {
-			return fmt.Errorf("%s: ends at %d, before the pages at %d (%d bytes) for %#x", name, size, r.off, r.size, r.vaddr)
-		}
+	if err := checkRuns(size, name, runs); err != nil {
+		return err
 	}
 	var placed atomic.Int64
 	var reported int64
@@ -210,69 +196,32 @@ func appendSegments(segs []segment, runs []pageRun, b []byte, off, n int64) ([]s
 	return segs, n
 }
 
-// runWriter takes a pages file's bytes in file order (io.Writer) and passes on those of
-// its runs as segments.
-type runWriter struct {
-	name     string
-	runs     []pageRun
-	next     int   // first run not yet wholly passed on
-	pos      int64 // file offset of the next byte written
-	segs     []segment
-	put      func([]segment) error
-	progress func(int64)
-}
-
-func (w *runWriter) Write(b []byte) (int, error) {
-	start, end := w.pos, w.pos+int64(len(b))
-	w.segs = w.segs[:0]
-	var placed int64
-	for w.next < len(w.runs) {
-		r := w.runs[w.next]
-		if r.off >= end {
-			break
-		}
-		lo, hi := max(r.off, start), min(r.off+r.size, end)
-		if lo < hi {
-			w.segs = append(w.segs, segment{addr: r.vaddr + uint64(lo-r.off), b: b[lo-start : hi-start]})
-			placed += hi - lo
-		}
-		if r.off+r.size > end {
-			break
-		}
-		w.next++
-	}
-	w.pos = end
-	if len(w.segs) > 0 {
-		if err := w.put(w.segs); err != nil {
-			return 0, err
-		}
-		if w.progress != nil {
-			w.progress(placed)
-		}
-	}
-	return len(b), nil
-}
-
-// finish fails when the file ended before the last run.
-func (w *runWriter) finish() error {
-	if w.next < len(w.runs) {
-		r := w.runs[w.next]
-		return fmt.Errorf("%s: ends at %d, before the pages at %d (%d bytes) for %#x", w.name, w.pos, r.off, r.size, r.vaddr)
-	}
-	return nil
-}
-
 // writeMemory writes segments into the process's memory with process_vm_writev, up to
 // IOV_MAX segments a call. That call honours the mappings' protections: a segment it cannot
 // write (in a read-only or PROT_NONE mapping) goes through /proc/PID/mem instead, which
 // writes the way a debugger does.
+//
+// Segments of the mappings the process cannot write (process.readOnly) go through
+// /proc/PID/mem at once: a process_vm_writev stops at the first of them, and with
+// writable and read-only mappings alternating, each call wrote one segment and failed
+// on the next.
 func (p *process) writeMemory(segs []segment) error {
 	// The pages of an encrypted file are written from several goroutines at once:
 	// each call takes iovec buffers of its own.
 	iov := iovPool.Get().(*iovecs)
 	defer iovPool.Put(iov)
 	for len(segs) > 0 {
-		n := min(len(segs), maxIov)
+		n := 0
+		for n < len(segs) && n < maxIov && !p.readOnly.has(segs[n].addr) {
+			n++
+		}
+		if n == 0 {
+			if err := p.poke(segs[0].addr, segs[0].b); err != nil {
+				return err
+			}
+			segs = segs[1:]
+			continue
+		}
 		local, remote := iov.local[:0], iov.remote[:0]
 		for _, s := range segs[:n] {
 			iov := unix.Iovec{Base: &s.b[0]}

@@ -29,6 +29,9 @@ type process struct {
 	traps bool
 	// batchCode: ptrace.BatchCode is in the scratch area already.
 	batchCode bool
+	// readOnly: its mappings without PROT_WRITE, once its pages are being written
+	// (writeMemory).
+	readOnly spans
 }
 
 func (p *process) leader() *thread { return p.threads[0] }
