@@ -377,8 +377,8 @@ func (d *dumper) progressAdd(n int64) {
 }
 
 // readerFromAt is a pages file that takes its plaintext from an io.ReaderAt, read at
-// several offsets at once (an encrypted file of an *imgset.Writer: each chunk is read
-// straight into the buffer it is sealed in).
+// several offsets at once (a file of an *imgset.Writer: each core reads a part straight
+// into the buffer it is written, or sealed, from).
 type readerFromAt interface {
 	ReadFromAt(src io.ReaderAt, size int64, progress func(n int64)) error
 }

@@ -384,8 +384,8 @@ func (d *dumper) writePages(p *process) error {
 		return err
 	}
 	if rf, ok := w.(readerFromAt); ok {
-		// An encrypted file: its sealers read the pages themselves, each chunk
-		// straight into the buffer it is sealed and written from.
+		// A file of an *imgset.Writer: each core reads pages straight into a buffer of
+		// its own and writes (or seals, in an encrypted set) and writes it from there.
 		src := newProcPages(d, p.pid, p.mem.runs)
 		err := rf.ReadFromAt(src, src.size, d.progressAdd)
 		src.close()

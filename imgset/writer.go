@@ -7,8 +7,10 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"runtime"
 	"sort"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/imgtool/imgtool/cipher"
@@ -203,6 +205,70 @@ func (s *setFile) Write(p []byte) (int, error) {
 	}
 	s.size += int64(n)
 	return n, s.err
+}
+
+// copyUnit is the part of src one goroutine of ReadFromAt reads and writes at a time:
+// large enough that the per-call costs vanish, small enough to stay in its core's cache.
+const copyUnit = 1 << 20
+
+// ReadFromAt copies the size bytes of src into the plain file, on every core: each
+// goroutine reads a unit of copyUnit bytes into a buffer of its own and writes it at its
+// place in the file, so that reading src (a process's memory, for a dump) and writing
+// the file overlap without a buffer passed between cores. src must be safe for
+// concurrent use. progress, if not nil, is told the bytes done, from the caller's
+// goroutine. (encFile's ReadFromAt encrypts instead.)
+func (s *setFile) ReadFromAt(src io.ReaderAt, size int64, progress func(n int64)) error {
+	if s.err != nil {
+		return s.err
+	}
+	base := s.size
+	units := (size + copyUnit - 1) / copyUnit
+	var next atomic.Int64
+	var failed atomic.Bool
+	errs := make([]error, units)
+	done := make(chan int64, 64)
+	var wg sync.WaitGroup
+	for range min(int64(runtime.GOMAXPROCS(0)), units) {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			buf := make([]byte, copyUnit)
+			for u := next.Add(1) - 1; u < units && !failed.Load(); u = next.Add(1) - 1 {
+				off := u * copyUnit
+				b := buf[:min(copyUnit, size-off)]
+				if _, err := src.ReadAt(b, off); err != nil {
+					errs[u] = err
+					failed.Store(true)
+					return
+				}
+				if _, err := s.f.WriteAt(b, base+off); err != nil {
+					errs[u] = err
+					failed.Store(true)
+					return
+				}
+				done <- int64(len(b))
+			}
+		}()
+	}
+	go func() { wg.Wait(); close(done) }()
+	for n := range done {
+		if progress != nil {
+			progress(n)
+		}
+	}
+	for _, err := range errs {
+		if err != nil {
+			s.err = err
+			return err
+		}
+	}
+	s.size += size
+	// Written in place, not through the file's offset: a Write after goes on from the end.
+	if _, err := s.f.Seek(s.size, io.SeekStart); err != nil {
+		s.err = err
+		return err
+	}
+	return nil
 }
 
 // ReadFrom lets io.Copy fill the encryption batches directly. A plain file is
