@@ -66,16 +66,15 @@ type dumper struct {
 	opts      Options
 	sink      Sink
 	root      *process
-	procs     []*process // tree order: parents before children
-	zombies   []*zombie  // dead children not reaped yet, neither seized nor in procs
-	zombiesOK bool       // zombies are dumped as such (after zombieRetries looks)
-	seized    []*thread  // every seized thread, for thaw/kill
+	procs     []*process       // tree order: parents before children
+	zombies   []*zombie        // dead children not reaped yet, neither seized nor in procs
+	zombiesOK bool             // zombies are dumped as such (after zombieRetries looks)
+	seized    []*thread        // every seized thread, for thaw/kill
 	open      []io.WriteCloser // files of the set being written (closeOpen)
 	openMu    sync.Mutex
 	committed bool
 	stats     dumpStats
 	set       *setState
-	copyBufs  [][]byte // page copy buffers, reused from process to process
 
 	progressDone, progressTotal int64
 

@@ -24,8 +24,6 @@ const (
 	pmePFNMask   = 1<<55 - 1
 
 	pagemapChunk = 1 << 16 // pagemap entries read per pread (512 KiB)
-	copyBufSize  = 8 << 20 // bytes per process_vm_readv batch
-	copyBuffers  = 3       // batches in flight between the reader and the writer
 	iovMax       = 1024    // IOV_MAX: remote iovecs per process_vm_readv
 )
 
@@ -194,108 +192,26 @@ func (d *dumper) scanPages(pid int, vmas []*vmaDesc) ([]pageRun, uint64, error) 
 	return runs, total, nil
 }
 
-// batch is one buffer of copied pages on its way from the reader to the writer.
-type batch struct {
-	buf []byte
-	n   int
-	err error
-}
+// copyUnit is what copyPages copies at a time.
+const copyUnit = 1 << 20
 
-// copyPages copies the pages of runs from pid into w, in order. A reader goroutine fills
-// large buffers with batched process_vm_readv calls while the caller's goroutine writes
-// the previous buffer.
-func (d *dumper) copyPages(pid int, runs []pageRun, w io.Writer) error {
-	if len(runs) == 0 {
-		return nil
-	}
-	bufs := d.takeCopyBuffers(runs)
-	defer d.giveCopyBuffers(bufs)
-	free := make(chan []byte, len(bufs))
-	full := make(chan batch, len(bufs))
-	stop := make(chan struct{})
-	for _, b := range bufs {
-		free <- b
-	}
-	go func() {
-		defer close(full)
-		var mem *os.File
-		defer func() {
-			if mem != nil {
-				mem.Close()
-			}
-		}()
-		r := pageReader{pid: pid, runs: runs}
-		open := func() (*os.File, error) {
-			if mem == nil {
-				f, err := os.Open(procfs.Path(pid, "mem"))
-				if err != nil {
-					return nil, fmt.Errorf("open memory of %d: %w", pid, err)
-				}
-				mem = f
-			}
-			return mem, nil
+// copyPages copies the pages of src into w, in order, a unit at a time: for a sink whose
+// files cannot take them from an io.ReaderAt on every core (readerFromAt).
+func (d *dumper) copyPages(src *procPages, w io.Writer) error {
+	buf := make([]byte, min(copyUnit, src.size))
+	for off := int64(0); off < src.size; {
+		b := buf[:min(int64(len(buf)), src.size-off)]
+		if _, err := src.ReadAt(b, off); err != nil {
+			return err
 		}
-		for !r.done() {
-			var buf []byte
-			select {
-			case buf = <-free:
-			case <-stop:
-				return
-			}
-			if err := d.ctx.Err(); err != nil {
-				full <- batch{err: fmt.Errorf("dump interrupted: %w", err)}
-				return
-			}
-			n, err := r.fill(buf, open)
-			full <- batch{buf: buf, n: n, err: err}
-			if err != nil {
-				return
-			}
+		if _, err := w.Write(b); err != nil {
+			return fmt.Errorf("write pages of %d: %w", src.pid, err)
 		}
-	}()
-	defer func() {
-		close(stop)
-		for range full { // let the reader finish
-		}
-	}()
-	for b := range full {
-		if b.err != nil {
-			return b.err
-		}
-		if _, err := w.Write(b.buf[:b.n]); err != nil {
-			return fmt.Errorf("write pages of %d: %w", pid, err)
-		}
-		d.progressAdd(int64(b.n))
-		free <- b.buf
+		d.progressAdd(int64(len(b)))
+		off += int64(len(b))
 	}
 	return nil
 }
-
-// takeCopyBuffers returns the buffers to copy runs with: as many as keep the reader and
-// the writer busy (copyBuffers at most) and no larger than the pages need, so that a
-// small process does not cost 24 MiB. They are reused from one process to the next:
-// a tree's dump holds one set, whatever its number of processes.
-func (d *dumper) takeCopyBuffers(runs []pageRun) [][]byte {
-	var need uint64
-	for _, r := range runs {
-		need += r.n * pageSize
-	}
-	size := int(min(need, copyBufSize))
-	n := int(min(uint64(copyBuffers), (need+copyBufSize-1)/copyBufSize))
-	bufs := make([][]byte, 0, n)
-	for len(bufs) < n {
-		if k := len(d.copyBufs); k > 0 && cap(d.copyBufs[k-1]) >= size {
-			bufs = append(bufs, d.copyBufs[k-1][:size])
-			d.copyBufs = d.copyBufs[:k-1]
-			continue
-		}
-		bufs = append(bufs, make([]byte, size))
-	}
-	return bufs
-}
-
-// giveCopyBuffers keeps buffers for the next process.
-func (d *dumper) giveCopyBuffers(bufs [][]byte) { d.copyBufs = append(d.copyBufs, bufs...) }
 
 // pageReader walks runs, filling buffers.
 type pageReader struct {

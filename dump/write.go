@@ -383,21 +383,17 @@ func (d *dumper) writePages(p *process) error {
 	if err != nil {
 		return err
 	}
+	src := newProcPages(d, p.pid, p.mem.runs)
+	defer src.close()
 	if rf, ok := w.(readerFromAt); ok {
 		// A file of an *imgset.Writer: each core reads pages straight into a buffer of
-		// its own and writes (or seals, in an encrypted set) and writes it from there.
-		src := newProcPages(d, p.pid, p.mem.runs)
-		err := rf.ReadFromAt(src, src.size, d.progressAdd)
-		src.close()
-		if err != nil {
-			return fmt.Errorf("write pages of %d: %w", p.pid, err)
-		}
-		d.stats.pagesWritten += p.mem.pages
-		return d.finish(w)
+		// its own and writes them from there (sealed, in an encrypted set).
+		err = rf.ReadFromAt(src, src.size, d.progressAdd)
+	} else {
+		err = d.copyPages(src, w)
 	}
-	// copyPages writes whole batches (up to copyBufSize): no buffering needed.
-	if err := d.copyPages(p.pid, p.mem.runs, w); err != nil {
-		return err
+	if err != nil {
+		return fmt.Errorf("write pages of %d: %w", p.pid, err)
 	}
 	d.stats.pagesWritten += p.mem.pages
 	return d.finish(w)
@@ -445,7 +441,7 @@ func (d *dumper) writeShmem(m *memfdInode) error {
 		return fmt.Errorf("open shared memory %s: %w", m.entry.GetName(), err)
 	}
 	defer f.Close()
-	buf := make([]byte, copyBufSize)
+	buf := make([]byte, copyUnit)
 	for _, r := range m.runs {
 		for off := uint64(0); off < r.n*pageSize; {
 			if err := d.checkCtx(); err != nil {
