@@ -10,6 +10,7 @@ import (
 
 	criu_core "github.com/checkpoint-restore/go-criu/v8/crit/images/criu-core"
 	"github.com/checkpoint-restore/go-criu/v8/crit/images/pstree"
+	"golang.org/x/sys/unix"
 
 	"github.com/imgtool/imgtool/internal/procfs"
 	"github.com/imgtool/imgtool/internal/testproc"
@@ -116,6 +117,22 @@ func TestDumpRefusesLockOnFault(t *testing.T) {
 	all := refusedAtOnce(t, "lockonfault")
 	if len(all) != 1 || !strings.Contains(all[0].Error(), "locked on fault") {
 		t.Errorf("refusals %v, want the memory locked on fault", all)
+	}
+}
+
+// TestDumpRefusesHugetlb: a hugetlb mapping is refused before the tree is touched, even
+// one whose page was never faulted in (no hugetlb page counted in the process's status,
+// which lets precheck read maps instead of smaps: precheckMappings). Skipped where this
+// kernel makes no such mapping.
+func TestDumpRefusesHugetlb(t *testing.T) {
+	b, err := unix.Mmap(-1, 0, 2<<20, unix.PROT_READ|unix.PROT_WRITE, unix.MAP_PRIVATE|unix.MAP_ANONYMOUS|unix.MAP_HUGETLB|unix.MAP_NORESERVE)
+	if err != nil {
+		t.Skipf("no hugetlb mapping on this machine: %v", err)
+	}
+	unix.Munmap(b)
+	all := refusedAtOnce(t, "hugetlb")
+	if len(all) != 1 || !strings.Contains(all[0].Error(), "hugetlb mappings are not supported") {
+		t.Errorf("refusals %v, want the hugetlb mapping", all)
 	}
 }
 

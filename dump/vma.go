@@ -140,6 +140,10 @@ func classifyVMA(pid int, v *procfs.Mapping) (*vmaDesc, error) {
 	if err = unix.Stat(e.mapFile, &e.st); err != nil {
 		return nil, fmt.Errorf("process %d: stat %s (%s): %w", pid, e.mapFile, v.Path, err)
 	}
+	if v.VMFlags == nil && onHugetlbfs(e.mapFile) {
+		// read from maps (precheckMappings), without the VmFlags that say ht
+		return nil, refuse(pid, -1, where, "hugetlb mappings are not supported")
+	}
 	if e.fdflags, err = mapFileAccess(e.mapFile); err != nil {
 		return nil, fmt.Errorf("process %d: %s (%s): %w", pid, e.mapFile, v.Path, err)
 	}
@@ -173,6 +177,15 @@ func classifyVMA(pid int, v *procfs.Mapping) (*vmaDesc, error) {
 		return nil, refuse(pid, -1, where, "mappings of devices are not supported")
 	}
 	return e, nil
+}
+
+// hugetlbfsMagic is HUGETLBFS_MAGIC, the f_type of hugetlbfs.
+const hugetlbfsMagic = 0x958458f6
+
+// onHugetlbfs tells whether the file path opens lies on hugetlbfs.
+func onHugetlbfs(path string) bool {
+	var fs unix.Statfs_t
+	return unix.Statfs(path, &fs) == nil && fs.Type == hugetlbfsMagic
 }
 
 // mapFileAccess returns the access mode of the file a mapping was made from, as CRIU 4.2
