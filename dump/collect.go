@@ -1,6 +1,7 @@
 package dump
 
 import (
+	"cmp"
 	"fmt"
 	"os"
 	"slices"
@@ -145,16 +146,6 @@ func collectThread(p *process, t *thread, buf []byte) error {
 	} else {
 		return fmt.Errorf("read rseq configuration of thread %d: %w", t.tid, err)
 	}
-	var head, hlen uint64
-	_, _, e := unix.Syscall(unix.SYS_GET_ROBUST_LIST, uintptr(t.tid),
-		uintptr(unsafe.Pointer(&head)), uintptr(unsafe.Pointer(&hlen)))
-	if e != 0 {
-		return fmt.Errorf("read robust futex list of thread %d: %w", t.tid, e)
-	}
-	s.robustHead, s.robustLen = head, hlen
-	if err := collectSched(t.tid, s); err != nil {
-		return err
-	}
 	if s.pending, err = ptrace.PendingSignals(t.tid, false); err != nil {
 		return err
 	}
@@ -294,7 +285,8 @@ func (d *dumper) readTree() error {
 var threadStatusKeys = []string{"Uid", "Gid", "Groups", "CapInh", "CapPrm", "CapEff", "CapBnd", "CapAmb",
 	"NoNewPrivs", "Seccomp", "SigPnd", "ShdPnd"}
 
-// readThread reads t's status and name from /proc (readProcess).
+// readThread reads t's status and name from /proc, its robust futex list and its
+// scheduling (readTree).
 func readThread(p *process, t *thread) error {
 	s := &t.state
 	taskDir := procfs.Path(p.pid, "task", strconv.Itoa(t.tid))
@@ -311,12 +303,21 @@ func readThread(p *process, t *thread) error {
 			s.status[k] = v
 		}
 	}
-	comm, err := os.ReadFile(taskDir + "/comm")
+	comm, err := procfs.ReadFile(taskDir + "/comm")
 	if err != nil {
 		return fmt.Errorf("read comm of %d: %w", t.tid, err)
 	}
 	s.comm = strings.TrimSuffix(string(comm), "\n")
-	return nil
+	// What other system calls than ptrace's tell of the stopped thread: read here, with
+	// the rest of /proc, on every core.
+	var head, hlen uint64
+	_, _, e := unix.Syscall(unix.SYS_GET_ROBUST_LIST, uintptr(t.tid),
+		uintptr(unsafe.Pointer(&head)), uintptr(unsafe.Pointer(&hlen)))
+	if e != 0 {
+		return fmt.Errorf("read robust futex list of thread %d: %w", t.tid, e)
+	}
+	s.robustHead, s.robustLen = head, hlen
+	return collectSched(t.tid, s)
 }
 
 // collectProcFiles reads the per-process /proc files that need no injection.
@@ -465,6 +466,21 @@ func (d *dumper) injectAll(p *process, ps *procState) (err error) {
 	add(&proc, unix.SYS_PRCTL, unix.PR_GET_CHILD_SUBREAPER, in.scratch+offSubreaper)
 	iDumpable := add(&proc, unix.SYS_PRCTL, unix.PR_GET_DUMPABLE)
 	iTHP := add(&proc, unix.SYS_PRCTL, unix.PR_GET_THP_DISABLE)
+	// Each thread's calls: the live batches of all threads are started before any is
+	// waited for (they run at once, on every core); the others run one call at a time.
+	type batch struct {
+		t       *thread
+		calls   []ptrace.BatchCall
+		off     uint64
+		secbits int // index of the securebits call
+	}
+	use := func(i int, b batch, got []uint64) {
+		if i == 0 {
+			ps.brk, ps.dumpable, ps.thpDisabled = got[iBrk], int32(got[iDumpable]), got[iTHP] != 0
+		}
+		b.t.state.secbits = uint32(got[b.secbits])
+	}
+	batches := make([]batch, len(p.threads))
 	offArea := offLive
 	for i, t := range p.threads {
 		base := in.scratch + offThreads + uint64(i)*threadScratch
@@ -476,15 +492,71 @@ func (d *dumper) injectAll(p *process, ps *procState) (err error) {
 		add(&calls, unix.SYS_PRCTL, unix.PR_GET_TID_ADDRESS, base+24)
 		add(&calls, unix.SYS_PRCTL, unix.PR_GET_PDEATHSIG, base+32)
 		iSecbits := add(&calls, unix.SYS_PRCTL, unix.PR_GET_SECUREBITS)
-		got, err := in.run(t, calls, offArea)
-		if err != nil {
-			return err
-		}
+		batches[i] = batch{t, calls, offArea, iSecbits}
 		offArea += liveAreaSize(len(calls))
-		if i == 0 {
-			ps.brk, ps.dumpable, ps.thpDisabled = got[iBrk], int32(got[iDumpable]), got[iTHP] != 0
+	}
+	// The live batches: every area written at once, every thread launched, then each
+	// waited for and every table read at once. A batch launched is always waited for,
+	// even after an error: its thread stops at its end, where settle finds it. The other
+	// threads make their calls one at a time meanwhile.
+	region := make([]byte, offArea-offLive)
+	live := make([]bool, len(p.threads))
+	var first error
+	for i, b := range batches {
+		if !in.liveOK(b.t) {
+			continue
 		}
-		t.state.secbits = uint32(got[iSecbits])
+		area, err := in.prepare(b.t, b.calls, b.off)
+		if err != nil {
+			first = err
+			break
+		}
+		copy(region[b.off-offLive:], area)
+		live[i] = true
+	}
+	if first == nil && slices.Contains(live, true) {
+		first = writeRemote(in.pid, in.scratch+offLive, region)
+	}
+	launched := make([]bool, len(p.threads))
+	for i, b := range batches {
+		if first != nil {
+			break
+		}
+		if live[i] {
+			first = in.launch(b.t, b.calls, b.off)
+			launched[i] = first == nil
+			continue
+		}
+		got, err := in.run(b.t, b.calls, b.off)
+		if err != nil {
+			first = err
+			break
+		}
+		use(i, b, got)
+	}
+	for i, b := range batches {
+		if launched[i] {
+			first = cmp.Or(first, in.wait(b.t, b.calls, b.off))
+		}
+	}
+	if first == nil && slices.Contains(launched, true) {
+		first = readRemote(in.pid, in.scratch+offLive, region)
+	}
+	for i, b := range batches {
+		if first != nil {
+			break
+		}
+		if launched[i] {
+			got, err := ptrace.BatchResults(b.t.tid, b.calls, region[b.off-offLive+ptrace.LiveTableOff:])
+			if err != nil {
+				first = err
+				break
+			}
+			use(i, b, got)
+		}
+	}
+	if first != nil {
+		return first
 	}
 	// The limits come from /proc/PID/limits, the fields prlimit64 reads: prlimit on
 	// another process needs CAP_SYS_RESOURCE unless the uids match, and the dumper may

@@ -380,48 +380,74 @@ func (d *dumper) thaw() error {
 			first = err
 		}
 	}
+	// Every thread that ran injected calls is sent on its way first, then each is waited
+	// for at its interrupt stop and detached: they go through it at once, on every core.
+	var passing []*thread
 	for i := len(d.seized) - 1; i >= 0; i-- {
-		note(resumeThread(d.seized[i]))
+		t := d.seized[i]
+		ok, err := startResume(t)
+		note(err)
+		if ok {
+			passing = append(passing, t)
+		}
+	}
+	for _, t := range passing {
+		note(finishResume(t))
 	}
 	d.seized = nil
 	return first
 }
 
-func resumeThread(t *thread) error {
+// startResume puts a thread's registers and signal mask back. One that ran injected
+// calls is resumed towards one more interrupt stop (ok: finishResume waits for it and
+// detaches it); any other is detached at once.
+func startResume(t *thread) (ok bool, err error) {
 	if t.injected {
 		if err := ptrace.SetRegs(t.tid, &t.orig); err != nil {
 			_ = ptrace.Detach(t.tid)
-			return err
+			return false, err
 		}
 	}
 	if t.masked {
 		if err := ptrace.SetSigmask(t.tid, t.origMask); err != nil {
 			_ = ptrace.Detach(t.tid)
-			return err
+			return false, err
 		}
 	}
-	if t.injected {
-		if err := ptrace.Interrupt(t.tid); err != nil {
-			return err
+	if !t.injected {
+		return false, detach(t)
+	}
+	if err := ptrace.Interrupt(t.tid); err != nil {
+		return false, err
+	}
+	if err := ptrace.Cont(t.tid, 0); err != nil {
+		return false, err
+	}
+	return true, nil
+}
+
+// finishResume waits for a thread startResume resumed to reach its interrupt stop, and
+// detaches it.
+func finishResume(t *thread) error {
+	st, err := ptrace.Wait(t.tid)
+	for err == nil && st.Kind != ptrace.StopInterrupt {
+		// Only the interrupt trap is expected; pass anything else on.
+		var pass unix.Signal
+		if st.Kind == ptrace.StopSignal {
+			pass = st.Sig
 		}
-		if err := ptrace.Cont(t.tid, 0); err != nil {
-			return err
-		}
-		st, err := ptrace.Wait(t.tid)
-		for err == nil && st.Kind != ptrace.StopInterrupt {
-			// Only the interrupt trap is expected; pass anything else on.
-			var pass unix.Signal
-			if st.Kind == ptrace.StopSignal {
-				pass = st.Sig
-			}
-			if err = ptrace.Cont(t.tid, pass); err == nil {
-				st, err = ptrace.Wait(t.tid)
-			}
-		}
-		if err != nil {
-			return err
+		if err = ptrace.Cont(t.tid, pass); err == nil {
+			st, err = ptrace.Wait(t.tid)
 		}
 	}
+	if err != nil {
+		return err
+	}
+	return detach(t)
+}
+
+// detach lets a stopped thread go; one that is gone already is no error.
+func detach(t *thread) error {
 	if err := ptrace.Detach(t.tid); err != nil && !errors.Is(err, unix.ESRCH) {
 		return err
 	}

@@ -234,7 +234,32 @@ func (in *injector) run(t *thread, calls []ptrace.BatchCall, off uint64) ([]uint
 		}
 		return out, nil
 	}
-	area := in.scratch + off
+	area, err := in.prepare(t, calls, off)
+	if err != nil {
+		return nil, err
+	}
+	if err := writeRemote(in.pid, in.scratch+off, area); err != nil {
+		return nil, err
+	}
+	if err := in.launch(t, calls, off); err != nil {
+		return nil, err
+	}
+	if err := in.wait(t, calls, off); err != nil {
+		return nil, err
+	}
+	table := make([]byte, len(calls)*ptrace.LiveEntrySize)
+	if err := readRemote(in.pid, in.scratch+off+ptrace.LiveTableOff, table); err != nil {
+		return nil, err
+	}
+	return ptrace.BatchResults(t.tid, calls, table)
+}
+
+// prepare blocks t's signals and returns the live batch of calls of thread t (liveOK),
+// for its area at off of the scratch mapping; launch starts it once it is written there,
+// and wait waits for its end, its results then in its table (ptrace.LiveTableOff into
+// the area). The batches of several threads, each in its own area, may be written at
+// once and launched before any is waited for.
+func (in *injector) prepare(t *thread, calls []ptrace.BatchCall, off uint64) ([]byte, error) {
 	if off+ptrace.LiveAreaSize(len(calls)) > in.size {
 		return nil, fmt.Errorf("process %d: a batch of %d calls at %d beyond the scratch mapping's %d bytes", in.pid, len(calls), off, in.size)
 	}
@@ -244,20 +269,18 @@ func (in *injector) run(t *thread, calls []ptrace.BatchCall, off uint64) ([]uint
 		}
 		t.masked = true
 	}
-	b := ptrace.LiveArea(calls, in.pid, t.tid, in.sig, t.origMask, ptrace.Resumable(t.orig))
-	if err := writeRemote(in.pid, area, b); err != nil {
-		return nil, err
-	}
+	return ptrace.LiveArea(calls, in.pid, t.tid, in.sig, t.origMask, ptrace.Resumable(t.orig)), nil
+}
+
+func (in *injector) launch(t *thread, calls []ptrace.BatchCall, off uint64) error {
 	t.injected = true
 	inj := ptrace.Injector{Insn: in.insn, DiscardStopSignals: t.jobStopped}
-	if err := inj.RunLiveBatch(t.tid, t.orig, area, len(calls), in.sig); err != nil {
-		return nil, err
-	}
-	table := make([]byte, len(calls)*ptrace.LiveEntrySize)
-	if err := readRemote(in.pid, area+ptrace.LiveTableOff, table); err != nil {
-		return nil, err
-	}
-	return ptrace.BatchResults(t.tid, calls, table)
+	return inj.StartLiveBatch(t.tid, t.orig, in.scratch+off, len(calls))
+}
+
+func (in *injector) wait(t *thread, calls []ptrace.BatchCall, off uint64) error {
+	inj := ptrace.Injector{Insn: in.insn, DiscardStopSignals: t.jobStopped}
+	return inj.FinishLiveBatch(t.tid, in.scratch+off, len(calls), in.sig)
 }
 
 // writeRemote copies buf to addr of pid with process_vm_writev.

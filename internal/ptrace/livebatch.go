@@ -135,6 +135,17 @@ func (in Injector) RunLiveBatch(tid int, regs unix.PtraceRegs, area uint64, n in
 	if n <= 0 {
 		return nil
 	}
+	if err := in.StartLiveBatch(tid, regs, area, n); err != nil {
+		return err
+	}
+	return in.FinishLiveBatch(tid, area, n, sig)
+}
+
+// StartLiveBatch is the first half of RunLiveBatch: it points the thread at the batch
+// and resumes it, without waiting. A tracer may start the batches of several threads
+// (each in its own area) and then wait for each with FinishLiveBatch: they run at once,
+// on every core.
+func (in Injector) StartLiveBatch(tid int, regs unix.PtraceRegs, area uint64, n int) error {
 	regs.Rip = area
 	regs.Rbx = area + LiveTableOff
 	regs.R12 = uint64(n)
@@ -142,10 +153,16 @@ func (in Injector) RunLiveBatch(tid int, regs unix.PtraceRegs, area uint64, n in
 	if err := SetRegs(tid, &regs); err != nil {
 		return err
 	}
+	if err := Cont(tid, 0); err != nil {
+		return fmt.Errorf("run a batch of %d calls in thread %d: %w", n, tid, err)
+	}
+	return nil
+}
+
+// FinishLiveBatch waits until a thread started by StartLiveBatch signalled the end of
+// its batch with sig.
+func (in Injector) FinishLiveBatch(tid int, area uint64, n int, sig unix.Signal) error {
 	for {
-		if err := Cont(tid, 0); err != nil {
-			return fmt.Errorf("run a batch of %d calls in thread %d: %w", n, tid, err)
-		}
 		st, err := Wait(tid)
 		if err != nil {
 			return err
@@ -160,6 +177,9 @@ func (in Injector) RunLiveBatch(tid int, regs unix.PtraceRegs, area uint64, n in
 			}
 		}
 		if st.Kind == StopSignal && in.DiscardStopSignals && IsStopSignal(st.Sig) {
+			if err := Cont(tid, 0); err != nil {
+				return fmt.Errorf("run a batch of %d calls in thread %d: %w", n, tid, err)
+			}
 			continue
 		}
 		return fmt.Errorf("thread %d: a batch of %d calls stopped by signal %v before its end", tid, n, st.Sig)
