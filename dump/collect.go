@@ -445,9 +445,6 @@ func (d *dumper) injectAll(p *process, ps *procState) (err error) {
 	if err := in.checkLockFuture(ps.status); err != nil {
 		return err
 	}
-	if err := in.checkMembarrier(leader); err != nil {
-		return err
-	}
 	// The process's calls and its leader's, in one batch; each other thread's in its own.
 	var proc []ptrace.BatchCall
 	add := func(calls *[]ptrace.BatchCall, nr uintptr, args ...uint64) int {
@@ -474,11 +471,21 @@ func (d *dumper) injectAll(p *process, ps *procState) (err error) {
 		off     uint64
 		secbits int // index of the securebits call
 	}
-	use := func(i int, b batch, got []uint64) {
+	iMembarrier := -1 // the leader's last call (membarrierCall)
+	var registrations uint64
+	use := func(i int, b batch, got []uint64, err error) error {
+		if i == 0 && len(got) == iMembarrier && membarrierUnknown(err) {
+			got, err = append(got, 0), nil
+		}
+		if err != nil {
+			return err
+		}
 		if i == 0 {
 			ps.brk, ps.dumpable, ps.thpDisabled = got[iBrk], int32(got[iDumpable]), got[iTHP] != 0
+			registrations = got[iMembarrier]
 		}
 		b.t.state.secbits = uint32(got[b.secbits])
+		return nil
 	}
 	batches := make([]batch, len(p.threads))
 	offArea := offLive
@@ -492,6 +499,9 @@ func (d *dumper) injectAll(p *process, ps *procState) (err error) {
 		add(&calls, unix.SYS_PRCTL, unix.PR_GET_TID_ADDRESS, base+24)
 		add(&calls, unix.SYS_PRCTL, unix.PR_GET_PDEATHSIG, base+32)
 		iSecbits := add(&calls, unix.SYS_PRCTL, unix.PR_GET_SECUREBITS)
+		if i == 0 {
+			iMembarrier = add(&calls, unix.SYS_MEMBARRIER, membarrierGetRegistrations, 0, 0)
+		}
 		batches[i] = batch{t, calls, offArea, iSecbits}
 		offArea += liveAreaSize(len(calls))
 	}
@@ -528,11 +538,9 @@ func (d *dumper) injectAll(p *process, ps *procState) (err error) {
 			continue
 		}
 		got, err := in.run(b.t, b.calls, b.off)
-		if err != nil {
-			first = err
+		if first = use(i, b, got, err); first != nil {
 			break
 		}
-		use(i, b, got)
 	}
 	for i, b := range batches {
 		if launched[i] {
@@ -548,15 +556,16 @@ func (d *dumper) injectAll(p *process, ps *procState) (err error) {
 		}
 		if launched[i] {
 			got, err := ptrace.BatchResults(b.t.tid, b.calls, region[b.off-offLive+ptrace.LiveTableOff:])
-			if err != nil {
-				first = err
+			if first = use(i, b, got, err); first != nil {
 				break
 			}
-			use(i, b, got)
 		}
 	}
 	if first != nil {
 		return first
+	}
+	if registrations != 0 {
+		return membarrierRefusal(p.pid, registrations)
 	}
 	// The limits come from /proc/PID/limits, the fields prlimit64 reads: prlimit on
 	// another process needs CAP_SYS_RESOURCE unless the uids match, and the dumper may
@@ -637,11 +646,12 @@ func (d *dumper) unmapScratch() {
 }
 
 // The injected calls of injectAll: each thread's (sigaltstack and three prctl), and the
-// process's own (brk, one rt_sigaction a signal, three getitimer, three prctl), which
-// size the scratch mapping's live batch areas (a batch beyond them is an error).
+// process's own (brk, one rt_sigaction a signal, three getitimer, three prctl, the
+// membarrier query), which size the scratch mapping's live batch areas (a batch beyond
+// them is an error).
 const threadCalls = 4
 
-var procCalls = 1 + len(image.SigactionSignals()) + 3 + 3
+var procCalls = 1 + len(image.SigactionSignals()) + 3 + 3 + 1
 
 // liveAreaSize is the room of a live batch of n calls in the scratch mapping.
 func liveAreaSize(n int) uint64 { return alignUp(ptrace.LiveAreaSize(n), 64) }

@@ -136,23 +136,20 @@ func vmLckKiB(st procfs.Status) (uint64, error) {
 // membarrierGetRegistrations is MEMBARRIER_CMD_GET_REGISTRATIONS (Linux 6.3).
 const membarrierGetRegistrations = 1 << 9
 
-// checkMembarrier refuses a process registered for membarrier's expedited commands
+// membarrierRefusal refuses a process registered for membarrier's expedited commands
 // (MEMBARRIER_CMD_REGISTER_*: .NET, liburcu): no image field records the registrations,
 // and a restored process that was not registered again gets EPERM from the command it
-// relies on. The process reports its own (a kernel without the query answers EINVAL:
-// nothing can be known there).
-func (in *injector) checkMembarrier(t *thread) error {
-	regs, err := in.call(t, unix.SYS_MEMBARRIER, membarrierGetRegistrations, 0, 0)
+// relies on. The process reports its own, by the last call of its leader's batch
+// (injectAll), where a call of its own cost two more ptrace stops a process.
+func membarrierRefusal(pid int, registrations uint64) error {
+	return refuse(pid, -1, fmt.Sprintf("membarrier registrations %#x", registrations), "no image field records them: a restored process would not be registered")
+}
+
+// membarrierUnknown tells whether err is the membarrier query's EINVAL: a kernel without
+// the query (before Linux 6.3), where nothing can be known.
+func membarrierUnknown(err error) bool {
 	var serr *ptrace.SyscallError
-	switch {
-	case errors.As(err, &serr) && serr.Errno == unix.EINVAL:
-		return nil
-	case err != nil:
-		return err
-	case regs != 0:
-		return refuse(in.pid, -1, fmt.Sprintf("membarrier registrations %#x", regs), "no image field records them: a restored process would not be registered")
-	}
-	return nil
+	return errors.As(err, &serr) && serr.Nr == unix.SYS_MEMBARRIER && serr.Errno == unix.EINVAL
 }
 
 // unmapScratch removes the scratch mapping again.

@@ -211,6 +211,10 @@ func (s *setFile) Write(p []byte) (int, error) {
 // large enough that the per-call costs vanish, small enough to stay in its core's cache.
 const copyUnit = 1 << 20
 
+// copyBufs keeps ReadFromAt's buffers from one file to the next: a dump of a tree writes
+// a pages file a process.
+var copyBufs = sync.Pool{New: func() any { b := make([]byte, copyUnit); return &b }}
+
 // ReadFromAt copies the size bytes of src into the plain file, on every core: each
 // goroutine reads a unit of copyUnit bytes into a buffer of its own and writes it at its
 // place in the file, so that reading src (a process's memory, for a dump) and writing
@@ -232,7 +236,9 @@ func (s *setFile) ReadFromAt(src io.ReaderAt, size int64, progress func(n int64)
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			buf := make([]byte, copyUnit)
+			bp := copyBufs.Get().(*[]byte)
+			defer copyBufs.Put(bp)
+			buf := *bp
 			for u := next.Add(1) - 1; u < units && !failed.Load(); u = next.Add(1) - 1 {
 				off := u * copyUnit
 				b := buf[:min(copyUnit, size-off)]
