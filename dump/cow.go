@@ -75,18 +75,16 @@ func scanShared(pid int, vmas []*vmaDesc, zero zeroFrames, buf []byte, frames ma
 		return err
 	}
 	defer f.Close()
-	for _, v := range vmas {
-		switch {
-		case v.flags&unix.MAP_DROPPABLE != 0:
-			continue // none of its pages is saved
-		case v.kind == vmaAnon, v.kind == vmaFilePriv, v.kind == vmaFilePrivMem:
-		default:
+	pm := &pagemapWindow{f: f, buf: buf}
+	reach := pagemapReach(vmas, scansPages) // none of a droppable mapping's pages is saved
+	for iv, v := range vmas {
+		if !scansPages(v) {
 			continue
 		}
 		for a := v.start; a < v.end; {
 			n := min((v.end-a)/pageSize, pagemapChunk)
-			b := buf[:n*8]
-			if _, err := f.ReadAt(b, int64(a/pageSize*8)); err != nil {
+			b, err := pm.entries(a, n, reach[iv])
+			if err != nil {
 				return err
 			}
 			for i := uint64(0); i < n; i++ {

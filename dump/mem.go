@@ -129,8 +129,9 @@ func (d *dumper) scanPages(pid int, vmas []*vmaDesc) ([]pageRun, uint64, error) 
 	if d.pagemapBuf == nil {
 		d.pagemapBuf = make([]byte, pagemapChunk*8)
 	}
-	buf := d.pagemapBuf
-	for _, v := range vmas {
+	pm := &pagemapWindow{f: f, buf: d.pagemapBuf}
+	reach := pagemapReach(vmas, scansPages)
+	for iv, v := range vmas {
 		var flags uint32
 		switch v.kind {
 		case vmaVdso:
@@ -156,12 +157,9 @@ func (d *dumper) scanPages(pid int, vmas []*vmaDesc) ([]pageRun, uint64, error) 
 			if err := d.checkCtx(); err != nil {
 				return nil, 0, err
 			}
-			n := (v.end - a) / pageSize
-			if n > pagemapChunk {
-				n = pagemapChunk
-			}
-			b := buf[:n*8]
-			if _, err := f.ReadAt(b, int64(a/pageSize*8)); err != nil {
+			n := min((v.end-a)/pageSize, pagemapChunk)
+			b, err := pm.entries(a, n, reach[iv])
+			if err != nil {
 				return nil, 0, fmt.Errorf("read pagemap of %d at %#x: %w", pid, a, err)
 			}
 			for i := uint64(0); i < n; i++ {
@@ -190,6 +188,67 @@ func (d *dumper) scanPages(pid int, vmas []*vmaDesc) ([]pageRun, uint64, error) 
 		}
 	}
 	return runs, total, nil
+}
+
+// scansPages tells whether scanPages reads the pagemap of v.
+func scansPages(v *vmaDesc) bool {
+	switch v.kind {
+	case vmaAnon:
+		return v.flags&unix.MAP_DROPPABLE == 0
+	case vmaFilePriv, vmaFilePrivMem:
+		return true
+	}
+	return false
+}
+
+// pagemapGap is the widest gap, in pages, between two mappings whose pagemap entries are
+// read in one go: the entries of the gap come along, and cost little.
+const pagemapGap = 16
+
+// pagemapReach returns, for each mapping of vmas (in address order) that scanned says is
+// read, where the pagemap reads from it may reach: the end of the last of the mappings
+// after it that are each less than pagemapGap pages from the one before.
+func pagemapReach(vmas []*vmaDesc, scanned func(*vmaDesc) bool) []uint64 {
+	reach := make([]uint64, len(vmas))
+	var next uint64 // the reach of the next scanned mapping, 0 if none
+	var nextStart uint64
+	for i := len(vmas) - 1; i >= 0; i-- {
+		v := vmas[i]
+		if !scanned(v) {
+			continue
+		}
+		reach[i] = v.end
+		if next != 0 && nextStart >= v.end && nextStart-v.end <= pagemapGap*pageSize {
+			reach[i] = next
+		}
+		next, nextStart = reach[i], v.start
+	}
+	return reach
+}
+
+// pagemapWindow reads /proc/PID/pagemap a window at a time: the entries of mappings close
+// together come with one pread (20,000 one-page mappings took 20,000 of them).
+type pagemapWindow struct {
+	f          *os.File
+	buf        []byte // pagemapChunk entries
+	start, end uint64 // the addresses whose entries buf holds
+}
+
+// entries returns the entries of the n (at most pagemapChunk) pages at a; reach is how
+// far the caller will ask next (pagemapReach): a new window read goes that far, as far as
+// it fits.
+func (w *pagemapWindow) entries(a, n, reach uint64) ([]byte, error) {
+	if a >= w.start && a+n*pageSize <= w.end {
+		return w.buf[(a-w.start)/pageSize*8:][:n*8], nil
+	}
+	end := max(a+n*pageSize, min(reach, a+pagemapChunk*pageSize))
+	b := w.buf[:(end-a)/pageSize*8]
+	if _, err := w.f.ReadAt(b, int64(a/pageSize*8)); err != nil {
+		w.start, w.end = 0, 0
+		return nil, err
+	}
+	w.start, w.end = a, end
+	return b[:n*8], nil
 }
 
 // copyUnit is what copyPages copies at a time.

@@ -8,10 +8,13 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
 	"testing"
+
+	"golang.org/x/sys/unix"
 
 	"github.com/imgtool/imgtool/image"
 	"github.com/imgtool/imgtool/internal/testproc"
@@ -140,5 +143,26 @@ func TestReadOnlyPagesNotDumped(t *testing.T) {
 	}
 	if got := readDumped(t, s.dir, tg.Pid, c+pageSize, 1); len(got) != 1 || got[0] != 42 {
 		t.Errorf("the written page is not saved: %v", got)
+	}
+}
+
+// TestPagemapReach: the pagemap of mappings at most pagemapGap pages apart is read in one
+// go, up to the end of the last of them; a wider gap, or a mapping whose pages are not
+// read (a droppable one), starts a new reach.
+func TestPagemapReach(t *testing.T) {
+	const p = pageSize
+	anon := func(start, end uint64) *vmaDesc { return &vmaDesc{start: start * p, end: end * p, kind: vmaAnon} }
+	drop := anon(200, 201)
+	drop.flags = unix.MAP_DROPPABLE
+	vmas := []*vmaDesc{
+		anon(0, 1), anon(1, 2), anon(2+pagemapGap, 3+pagemapGap), // touching, then a gap of pagemapGap
+		anon(100, 101), // a wider gap
+		drop,           // not read: no reach
+		anon(202, 203),
+	}
+	want := []uint64{(3 + pagemapGap) * p, (3 + pagemapGap) * p, (3 + pagemapGap) * p, 101 * p, 0, 203 * p}
+	got := pagemapReach(vmas, scansPages)
+	if !slices.Equal(got, want) {
+		t.Errorf("reach %v, want %v", got, want)
 	}
 }
