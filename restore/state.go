@@ -212,7 +212,6 @@ func (r *restorer) restoreMM(p *process) error {
 // restoreSigactions installs the saved signal actions (struct kernel_sigaction: handler,
 // flags, restorer, mask).
 func (r *restorer) restoreSigactions(p *process, tc *criu_core.TaskCoreEntry) error {
-	p.traps = false
 	sigs := image.SigactionSignals()
 	if len(tc.Sigactions) != 0 && len(tc.Sigactions) != len(sigs) {
 		return fmt.Errorf("core-%d.img: %d signal actions, want %d", p.pid, len(tc.Sigactions), len(sigs))
@@ -225,19 +224,41 @@ func (r *restorer) restoreSigactions(p *process, tc *criu_core.TaskCoreEntry) er
 	if err != nil {
 		return err
 	}
+	// Every action in one batch but SIGTRAP's, which comes after it, one step at a time:
+	// the batch's trap resets a blocked SIGTRAP's action (every signal is blocked).
 	t := p.leader()
+	b := r.newBatch(p, t)
+	var args []byte
+	var trap []byte
 	for i, sa := range tc.Sigactions {
 		sig := sigs[i]
 		isDefault := sa.GetSigaction() == 0 && sa.GetFlags() == 0 && sa.GetMask() == 0 && sa.GetRestorer() == 0
 		if isDefault && ignored&(1<<(sig-1)) == 0 {
 			continue // already so: the helper starts with default actions
 		}
-		b := pack(sa.GetSigaction(), sa.GetFlags(), sa.GetRestorer(), sa.GetMask())
-		if err := p.poke(p.scratch+scratchArgs, b); err != nil {
+		act := pack(sa.GetSigaction(), sa.GetFlags(), sa.GetRestorer(), sa.GetMask())
+		if sig == int(unix.SIGTRAP) {
+			trap = act
+			continue
+		}
+		b.add(fmt.Sprintf("signal %d", sig), unix.SYS_RT_SIGACTION, uint64(sig), p.scratch+scratchStrBuf+uint64(len(args)), 0, 8)
+		args = append(args, act...)
+	}
+	if len(args) > 0 {
+		if err := p.poke(p.scratch+scratchStrBuf, args); err != nil {
 			return err
 		}
-		if _, err := t.syscall(unix.SYS_RT_SIGACTION, uint64(sig), p.scratch+scratchArgs, 0, 8); err != nil {
-			return fmt.Errorf("signal %d: %w", sig, err)
+		if _, err := b.run(); err != nil {
+			return err
+		}
+	}
+	p.traps = false
+	if trap != nil {
+		if err := p.poke(p.scratch+scratchArgs, trap); err != nil {
+			return err
+		}
+		if _, err := t.syscall(unix.SYS_RT_SIGACTION, uint64(unix.SIGTRAP), p.scratch+scratchArgs, 0, 8); err != nil {
+			return fmt.Errorf("signal %d: %w", unix.SIGTRAP, err)
 		}
 	}
 	return nil
