@@ -58,6 +58,33 @@ mib() { awk -v k="${1#* }" 'BEGIN{printf "%.1f", k/1024}'; }
 # free before the next. IMGTOOL_BENCH_BASE may name a second imgtool binary (e.g. the
 # merge base), timed in the same alternation, so that a change is measured as old/new in
 # one command. BENCH_ONLY=scaling runs only this section; BENCH_SCALE_ROUNDS (5) rounds.
+#
+# Where the time goes (IMGTOOL_PHASES=1, ms, a few runs each, 2 cores, 2026-12-02):
+#   1,000 threads, dump (~230): the running tree checked 40-47 (every thread's status and
+#     children, 2,000 mappings), seized 22-29 (all asked to stop, then waited for), the
+#     stopped tree's /proc 35-37 (each thread's status, name, robust list, scheduling, on
+#     both cores), registers and injected calls 53-61 (a dozen ptrace requests a thread,
+#     ~2.5 µs each on this VM; the live batches all launched, then waited for), 1,000 core
+#     images written 45-57 (protobuf and a file each, on both cores), resumed 18-24. The
+#     bound is those ~20 system calls a thread; CRIU's parasite makes as many.
+#   1,000 threads, restore (~140-180): 1,000 core images read 25-47 (protobuf decoding,
+#     ~40 µs an image), 2,000 mappings 17-24, the threads 59-61 (cloned 383 a batch, then
+#     their own calls 106 threads at a time), registers set 17 (4 ptrace requests each).
+#   200 processes, dump (~460): the running tree checked 120-136 (each process's /proc,
+#     then kcmp, terminals, copy-on-write pages, fd owners, sockets and locks across the
+#     tree: the price of refusing before anything is touched, which CRIU does not pay),
+#     seized 9-11, the stopped tree's /proc 43-45, injected calls 85-106 (six ptrace stops
+#     a process: the scratch mapping made and removed, one batch), files 17-25, pages
+#     scanned and copy-on-write planned 15-21, images and pages written 75-90.
+#   200 processes, restore (~250): images read 28-35, processes made 59-78 (a clone3 and
+#     the memory of each, pages compared with the parent's to keep them shared), their
+#     state 104-138 (some fifteen injected calls a process, a ptrace stop each).
+#   20,000 mappings, dump (~230): the running tree checked 38-41 (maps), the stopped
+#     tree's smaps 62-64 (56 of them the kernel walking every mapping: the bound, which
+#     CRIU pays once too), pagemap 7, images and the 80 MB of pages 44-52.
+#   20,000 mappings, restore (~150): the mmap and madvise batches ~53 (the kernel's own
+#     cost, ~2.7 µs a mapping), pages ~60, images 19-23.
+#   4 GiB: the pages, as for 256 MiB (dump ~2.1 GiB/s, restore ~2.7 GiB/s, peaks 17 MiB).
 scaling() {
 	local rounds=${BENCH_SCALE_ROUNDS:-5} CRIU=${IMGTOOL_CRIU:-} BASE=${IMGTOOL_BENCH_BASE:-}
 	echo
@@ -360,6 +387,16 @@ pages=$(du -cb "$W"/set/pages-*.img | tail -1 | cut -f1)
 echo "set: $(du -sh "$W/set" | cut -f1), pages $((pages >> 20)) MiB in $(ls "$W/set" | wc -l) files"
 
 ##############################################################################
+# 3. Encryption. Where the time goes (perf stat's task-clock over every thread, 3 runs,
+# 2 cores, tmpfs, 2026-12-02): cp -r of the 257 MiB set spends 0.13-0.16 CPU-s on one
+# core (read from the page cache, tmpfs allocating its pages, the copy in), and its wall
+# time is that. imgtool encrypt spends 0.29-0.30 CPU-s: the same reading and writing plus
+# AES-256-GCM of every byte (Go's AES-NI code, ~2.7 GB/s a core; this Xeon has no VAES)
+# and the chunks' framing; on two cores that is 0.145-0.15 s at best, and it takes
+# 0.17-0.18 s, within 15% of that bound. The ratio to cp is bounded by cp's own floor plus
+# the AES spread over both cores: about 1.15x here. decrypt is the same work backwards
+# (0.31 CPU-s, 0.18 s); verify reads and authenticates, writing nothing (0.10 CPU-s,
+# 0.075 s, 0.5x cp); rekey rewrites the header only.
 echo
 echo "## 3. Encryption of the set, against cp -r, age, gpg and openssl (tmpfs; 5 rounds,"
 echo "##    each round runs every tool once in turn; median and min-max of the 5)"
@@ -419,6 +456,24 @@ for peer in age gpg ossl; do
 done
 
 ##############################################################################
+# 4. Dump and restore of the 256 MiB process. Where the time goes (IMGTOOL_PHASES=1 for
+# the phases, perf stat's task-clock for the CPU; 2 cores, tmpfs, 2026-12-02):
+#   dump     0.15-0.19 s, 0.21-0.28 CPU-s. Some 20 ms are /proc (the stopped process's
+#            smaps walks every page table: ~8 ms for 256 MiB), 5 ms its pagemap, and
+#            120-140 ms the pages: each core reads a 1 MiB unit with process_vm_readv and
+#            writes it into tmpfs (two copies a byte, and tmpfs allocating its pages),
+#            2 GiB/s together. CRIU's dump spends less CPU (0.12-0.16 CPU-s: its parasite
+#            vmsplices the pages, so one copy, into tmpfs) but on one core. The bound is
+#            the copies on both cores, ~0.11 s: imgtool is at about 1.4x it.
+#   dump -e  the AES-256-GCM of the 256 MiB on top (0.07-0.09 CPU-s more): 1.3x a plain
+#            dump now that the plain dump's pages take both cores (the 1.1x target held
+#            while the plain dump copied on one); its bound is the plain dump's plus the
+#            AES on two cores, ~0.04 s more.
+#   restore  0.13-0.14 s, 0.22 CPU-s, of which 115-130 ms the pages: each core places a
+#            unit with process_vm_writev, and for each page the target takes a fault, the
+#            page is zeroed, then copied: the kernel's fault path is the bound (CRIU's
+#            restorer preads the same pages into place on one core: 0.18 CPU-s, 0.21 s).
+#            Encrypted: + decryption and authentication (0.34-0.37 CPU-s, 0.18-0.21 s).
 echo
 echo "## 4. Dump and restore of the 256 MiB process: imgtool, and CRIU when IMGTOOL_CRIU"
 echo "##    names a CRIU binary (5 rounds, the tools alternating; median and min-max)"
