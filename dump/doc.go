@@ -32,23 +32,29 @@
 // number the process no longer has open, or has reused for another file) is refused then:
 // all of it at once (Refusals,
 // one *RefusedError each, naming the process, the fd or mapping and the resource). Every
-// thread is then seized (PTRACE_SEIZE + PTRACE_INTERRUPT; threads and children are
-// re-listed until stable) from one locked OS thread. State the tracer can read directly comes from ptrace (registers, XSAVE, signal
+// thread is then seized (PTRACE_SEIZE + PTRACE_INTERRUPT, all the threads of a listing
+// asked before any is waited for; threads and children are re-listed until stable) from
+// one locked OS thread. State the tracer can read directly comes from ptrace (registers, XSAVE, signal
 // mask, TLS slots, rseq, pending signals) and /proc (resource limits too); state only the process can report
 // (brk, sigactions, itimers, POSIX timers, the alternate stack, clear_child_tid, pdeath
-// signal, secure bits, dumpable, THP, child subreaper) comes from system calls injected through an existing
+// signal, secure bits, dumpable, THP, child subreaper, membarrier registrations) comes from system calls injected through an existing
 // `syscall` instruction of the vDSO, with every signal blocked, into a scratch mapping that
 // is removed again before memory is read. Where it may, each thread makes all of them in
 // one live batch (internal/ptrace/livebatch.go, inject.go): code in the executable scratch
 // mapping runs the calls, then sends its own thread a signal it ignores (SIGURG, SIGWINCH
 // or SIGCHLD, one the process neither catches nor has pending), which the tracer sees as a
-// stop; untraced, the code puts the thread's mask and registers back by itself. A thread
+// stop; untraced, the code puts the thread's mask and registers back by itself. Every
+// thread's batch is written at once and launched before any is waited for, so that they
+// run on every core. A thread
 // in a job-control stop or with a seccomp filter, a process catching all three signals (a
 // Go program) or refused an executable mapping, makes its calls one at a time. What
-// /proc tells is read for every process of a level of the tree (precheck) or of the whole
-// stopped tree (collect) at once, on every core. Pages are selected from /proc/PID/pagemap and
-// copied with batched process_vm_readv (/proc/PID/mem for unreadable areas) by a reader
-// goroutine while the caller writes; shared memory objects are read through the objects
+// /proc tells is read for every process of a level of the tree (precheck) or for every
+// process and thread of the stopped tree (readTree) at once, on every core; precheck reads
+// maps, the stopped tree smaps (precheckMappings says when precheck needs smaps). Pages are
+// selected from /proc/PID/pagemap (read a window across close mappings at a time) and
+// copied with batched process_vm_readv (/proc/PID/mem for unreadable areas) by every
+// core, a 1 MiB unit each, straight into the file (imgset's ReadFromAt; sealed on the way
+// in an encrypted set); small images are written on every core too; shared memory objects are read through the objects
 // themselves (SEEK_DATA/SEEK_HOLE; the bytes of the last page past the end of the object
 // through a mapping, as CRIU reads them). Locked memory ("lo" in smaps) is recorded as
 // MAP_LOCKED in vma_entry.flags, the access mode of a mapped file (the mode of its
@@ -56,7 +62,7 @@
 // and their signals in fown_entry (a FIFO's in its reg entry), all as CRIU does; a
 // mlockall(MCL_FUTURE) (every later mapping locked) has no image field: it is seen on the
 // dump's own scratch mapping, which the kernel then locks, and refused, as are membarrier
-// registrations (MEMBARRIER_CMD_GET_REGISTRATIONS, asked of the process: none recorded). Pipe and FIFO
+// registrations (MEMBARRIER_CMD_GET_REGISTRATIONS, the last call of the leader's batch: none recorded). Pipe and FIFO
 // contents are copied with tee(2), never consumed. Registers are stored restart-fixed
 // like CRIU's; when the tree is resumed its threads get their exact original registers
 // back and pass one more interrupt stop, so the kernel restarts interrupted system calls
@@ -280,9 +286,9 @@
 // stops at its next check (between processes, and between page batches), puts every
 // thread back and removes the partial set. SIGKILL of imgtool cannot be caught: the kernel
 // then detaches every thread and lets it run from its current state. A thread is in a
-// borrowed state only while its process's injected calls run (two single calls, the
-// scratch mapping's mmap and membarrier's query, then a live batch a thread, two more for
-// each POSIX timer, and the munmap: well under a millisecond a process); as soon as
+// borrowed state only while its process's injected calls run (a single call, the
+// scratch mapping's mmap, then a live batch a thread, two more for each POSIX timer, and
+// the munmap: well under a millisecond a process); as soon as
 // they are done it gets its own registers and signal mask back, while the tree stays
 // stopped, so a kill at any later moment (reading memory, writing the set) leaves the tree
 // running unharmed and only a staging folder behind (removed by the next command that

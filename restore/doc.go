@@ -78,11 +78,11 @@
 //     executable for it, ending in an int3 whose SIGTRAP the tracer discards: one ptrace
 //     stop a batch, where one call at a time took two a call; internal/ptrace/batch.go),
 //     then the saved pages are written with
-//     process_vm_writev, one call per 4 MiB buffer of the pages file (one remote iovec per
-//     run), while a goroutine reads the next buffer; an encrypted pages file streams
-//     through imgset's parallel decryption pipeline instead, so its plaintext exists only
-//     in those buffers and in the restored memory. Pages the call cannot write (read-only
-//     and PROT_NONE mappings) go through /proc/PID/mem. The dumped vDSO pages are skipped
+//     process_vm_writev by every core, each reading a 1 MiB unit of the pages file into a
+//     buffer of its own and writing it from there (one remote iovec per run; pages.go);
+//     an encrypted pages file is read the same way through imgset's parallel decryption,
+//     so its plaintext exists only in those buffers and in the restored memory. Pages of
+//     mappings without PROT_WRITE (read-only and PROT_NONE) go through /proc/PID/mem. The dumped vDSO pages are skipped
 //     (this kernel's vDSO is used), and the areas saved locked are locked (see lockMemory).
 //     Then each process rebuilds the rest of itself: PR_SET_MM_MAP sets the mm fields and
 //     exe; then personality, root, cwd, umask, fds (dup3 from the slots, in one batch,
@@ -92,10 +92,10 @@
 //     the epoll, under the fd number it was registered with: epoll keys a registration by
 //     file and number, and polls a signalfd for the signals of the process that adds it),
 //     threads (clone3 with CLONE_THREAD and
-//     set_tid), per-thread name, altstack, robust list, clear_child_tid and rseq (one
-//     batch a thread), nice and policy (SCHED_RESET_ON_FORK included), signal actions
-//     (after the last batch: its trap resets a blocked or ignored SIGTRAP's action),
-//     interval timers, POSIX timers created with
+//     set_tid, up to 383 in one batch of the leader; threads.go), per-thread name,
+//     altstack, robust list, clear_child_tid and rseq (one batch a thread, a hundred
+//     threads' batches started before any is waited for), nice and policy
+//     (SCHED_RESET_ON_FORK included), interval timers, POSIX timers created with
 //     their saved ids (posix_timer.go: PR_TIMER_CREATE_RESTORE_IDS, or, on kernels without
 //     it, created in id order and the ones in between deleted, as CRIU does) and disarmed,
 //     the slots closed, file locks taken back (file_lock.go: with Options.FileLocks, as criu
@@ -109,7 +109,10 @@
 //     filters installed oldest first; imgtool's later calls pass with
 //     PTRACE_O_SUSPEND_SECCOMP), credentials (only when they differ from imgtool's),
 //     parent death signals (a credential change clears them), dumpable, child subreaper,
-//     pending signals queued (still blocked), the POSIX timers armed (time left and
+//     signal actions (one batch, the process's last: its trap resets a blocked or ignored
+//     SIGTRAP's action, so SIGTRAP's comes after it, and every call from here on is one
+//     step at a time; every call before runs as a batch, single ones as batches of one,
+//     one ptrace stop instead of two), pending signals queued (still blocked), the POSIX timers armed (time left and
 //     interval; their signals stay pending until the tree runs), the scratch area unmapped.
 //     Once every process
 //     and thread exists, file owners (F_SETOWN_EX) are set from imgtool's tracer thread
