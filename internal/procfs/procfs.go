@@ -348,7 +348,9 @@ func (p *mappingParser) line(b []byte) error {
 // name, all cut from one shared slice.
 func (p *mappingParser) vmFlags(b []byte) []string {
 	if cap(p.flags)-len(p.flags) < 64 {
-		p.flags = make([]string, 0, 4096)
+		// Each new slice twice the last: a process of a few mappings keeps a few hundred
+		// strings, one of 20,000 about twice what it needs.
+		p.flags = make([]string, 0, max(256, 2*cap(p.flags)))
 	}
 	first := len(p.flags)
 	for len(b) > 0 {
