@@ -10,6 +10,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"github.com/imgtool/imgtool/image"
+	"github.com/imgtool/imgtool/internal/par"
 	"github.com/imgtool/imgtool/internal/procfs"
 )
 
@@ -126,24 +127,16 @@ func readLocks(pids []int, fileLocks bool, refused *Refusals) ([]heldLocks, erro
 	if err != nil {
 		return nil, err
 	}
+	// Each process's fds on every core at once (a fdinfo file an fd), taken in order.
+	each := make([][]heldLocks, len(pids))
+	errs := make([]error, len(pids))
+	par.Each(len(pids), func(i int) { each[i], errs[i] = fdsLocks(pids[i]) })
 	var held []heldLocks
-	for _, pid := range pids {
-		fds, err := procFds(pid)
-		if err != nil {
-			return nil, err
+	for i := range pids {
+		if errs[i] != nil {
+			return nil, errs[i]
 		}
-		for _, fd := range fds {
-			h, err := fdLocks(pid, fd)
-			if err != nil {
-				if vanished(err) {
-					continue
-				}
-				return nil, err
-			}
-			if h != nil {
-				held = append(held, *h)
-			}
-		}
+		held = append(held, each[i]...)
 	}
 	mapped := &treeMappings{pids: pids}
 	seen := map[lockKey]bool{}
@@ -194,6 +187,28 @@ func readLocks(pids []int, fileLocks bool, refused *Refusals) ([]heldLocks, erro
 		refused.add(refuse(m.pid, -1, fmt.Sprintf("mapping of %s (%s)", m.path, l.File()), fmt.Sprintf(
 			"a lock (%s) on the file%s is held through no fd of the tree, maybe through this mapping: a restore could not take it back",
 			describeLock(l), who)))
+	}
+	return held, nil
+}
+
+// fdsLocks lists the locks held through each fd of pid (fdLocks).
+func fdsLocks(pid int) ([]heldLocks, error) {
+	fds, err := procFds(pid)
+	if err != nil {
+		return nil, err
+	}
+	var held []heldLocks
+	for _, fd := range fds {
+		h, err := fdLocks(pid, fd)
+		if err != nil {
+			if vanished(err) {
+				continue
+			}
+			return nil, err
+		}
+		if h != nil {
+			held = append(held, *h)
+		}
 	}
 	return held, nil
 }
