@@ -52,29 +52,36 @@ func (d *dumper) collect() error {
 		return err
 	}
 	phase.Mark("dump: hold file locks")
-	// What /proc tells was read once the tree stopped (readTree); now each process's
-	// threads and injected calls, on the tracer thread.
-	for _, p := range d.procs {
+	// What /proc tells was read once the tree stopped (readTree); each process's mappings
+	// are classified on every core at once, then its threads and injected calls run on
+	// the tracer thread (errors in tree order, a process's calls' before its mappings').
+	vmasOf := make([][]*vmaDesc, len(d.procs))
+	vmaErrs := make([]error, len(d.procs))
+	par.Each(len(d.procs), func(i int) { vmasOf[i], vmaErrs[i] = buildVMAs(d.procs[i].pid, d.procs[i].state.vmas) })
+	for i, p := range d.procs {
 		if err := d.checkCtx(); err != nil {
 			return err
 		}
 		if err := d.collectProcess(p); err != nil {
 			return err
 		}
-		vmas, err := buildVMAs(p.pid, p.state.vmas)
-		if err != nil {
-			return err
+		if vmaErrs[i] != nil {
+			return vmaErrs[i]
 		}
-		p.mem = &memState{vmas: vmas}
+		p.mem = &memState{vmas: vmasOf[i]}
 	}
 	phase.Mark("dump: registers, injected calls, mappings")
 	d.numberKobjs()
 	s := d.set
-	for _, p := range d.procs {
+	// Every process's fds inspected on every core at once, then numbered in tree order.
+	fdsOf := make([][]*fdDesc, len(d.procs))
+	fdErrs := make([]error, len(d.procs))
+	par.Each(len(d.procs), func(i int) { fdsOf[i], fdErrs[i] = collectFds(d.procs[i]) })
+	for i, p := range d.procs {
 		if err := s.numberMM(p); err != nil {
 			return err
 		}
-		fds, err := collectFds(p)
+		fds, err := fdsOf[i], fdErrs[i]
 		if err != nil {
 			return err
 		}
