@@ -465,10 +465,10 @@ done
 #            2 GiB/s together. CRIU's dump spends less CPU (0.12-0.16 CPU-s: its parasite
 #            vmsplices the pages, so one copy, into tmpfs) but on one core. The bound is
 #            the copies on both cores, ~0.11 s: imgtool is at about 1.4x it.
-#   dump -e  the AES-256-GCM of the 256 MiB on top (0.07-0.09 CPU-s more): 1.3x a plain
-#            dump now that the plain dump's pages take both cores (the 1.1x target held
-#            while the plain dump copied on one); its bound is the plain dump's plus the
-#            AES on two cores, ~0.04 s more.
+#   dump -e  the AES-256-GCM of the 256 MiB on top (0.07-0.09 CPU-s more): 1.1-1.3x a
+#            plain dump in runs of the same day, now that the plain dump's pages take both
+#            cores (it was 0.96x while the plain dump copied on one); its bound is the
+#            plain dump's plus the AES on two cores, ~0.04 s more.
 #   restore  0.13-0.14 s, 0.22 CPU-s, of which 115-130 ms the pages: each core places a
 #            unit with process_vm_writev, and for each page the target takes a fault, the
 #            page is zeroed, then copied: the kernel's fault path is the bound (CRIU's
