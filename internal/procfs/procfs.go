@@ -34,16 +34,9 @@ func Path(pid int, parts ...string) string {
 // calls of Fd), which doubled the cost of the small files a dump reads thousands of
 // (the status of each thread of a 1,000-thread process, twice).
 func ReadFile(path string) ([]byte, error) {
-	var fd int
-	var err error
-	for {
-		fd, err = unix.Open(path, unix.O_RDONLY|unix.O_CLOEXEC, 0)
-		if err != unix.EINTR {
-			break
-		}
-	}
+	fd, err := openRead(path)
 	if err != nil {
-		return nil, &fs.PathError{Op: "open", Path: path, Err: err}
+		return nil, err
 	}
 	defer unix.Close(fd)
 	bp := smallBufs.Get().(*[]byte)
@@ -77,6 +70,20 @@ func ReadFile(path string) ([]byte, error) {
 		*bp = buf[:0]
 	}
 	return bytes.Clone(buf[:n]), nil
+}
+
+// openRead opens path for reading with open(2) itself (see ReadFile), retrying when a
+// signal interrupts it.
+func openRead(path string) (int, error) {
+	for {
+		fd, err := unix.Open(path, unix.O_RDONLY|unix.O_CLOEXEC, 0)
+		if err == nil {
+			return fd, nil
+		}
+		if err != unix.EINTR {
+			return -1, &fs.PathError{Op: "open", Path: path, Err: err}
+		}
+	}
 }
 
 // smallBufs holds ReadFile's read buffers (a thread's status is some 1.5 KiB); one that
@@ -253,16 +260,9 @@ const mappingBuf = 256 << 10
 // over, and the strings kept (paths, flags) shared where they repeat, where scanning
 // lines into strings cost as much again as the kernel's part.
 func readMappings(path string) ([]Mapping, error) {
-	var fd int
-	var err error
-	for {
-		fd, err = unix.Open(path, unix.O_RDONLY|unix.O_CLOEXEC, 0)
-		if err != unix.EINTR {
-			break
-		}
-	}
+	fd, err := openRead(path)
 	if err != nil {
-		return nil, &fs.PathError{Op: "open", Path: path, Err: err}
+		return nil, err
 	}
 	defer unix.Close(fd)
 	bp := mappingBufs.Get().(*[]byte)
