@@ -12,6 +12,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"github.com/imgtool/imgtool/image"
+	"github.com/imgtool/imgtool/internal/procfs"
 )
 
 // Open file descriptions are created here, in imgtool, and handed to the target with
@@ -88,6 +89,64 @@ func (r *restorer) transfer(p *process, f *os.File) (uint64, error) {
 		return 0, fmt.Errorf("handing over %s: %w", f.Name(), err)
 	}
 	return fd, nil
+}
+
+// handover hands files of imgtool to a process inside a batch of its calls (callBatch):
+// pidfd_getfd gives each the lowest fd number the process has free, known beforehand
+// from its fd table (stopped, as is every process sharing it), and each is closed again
+// by a later call of the batch before the next is handed over, so that every one lands
+// at that number, which the calls using it name. run checks each landed there: if one
+// did not, the calls after it used a number that was not its own, and the restore fails.
+type handover struct {
+	b     *callBatch
+	pidfd uint64     // imgtool's pidfd in the process
+	at    uint64     // the lowest free fd of the process
+	files []*os.File // imgtool's, open until the batch ran
+	gets  []int      // the index of each pidfd_getfd in the batch
+}
+
+// newHandover starts a batch of p's leader's calls with files to hand over.
+func (r *restorer) newHandover(p *process) (*handover, error) {
+	fds, err := procfs.ListNumeric(procfs.Path(p.pid, "fd"))
+	if err != nil {
+		return nil, fmt.Errorf("listing the fds of %d: %w", p.pid, err)
+	}
+	at := 0
+	for _, fd := range fds { // ascending
+		if fd == at {
+			at++
+		} else if fd > at {
+			break
+		}
+	}
+	return &handover{b: r.newBatch(p, p.leader()), pidfd: uint64(r.pidfdFd), at: uint64(at)}, nil
+}
+
+// add queues the handing over of f and returns the fd number it gets in the process;
+// the caller queues the call that closes it before the next add.
+func (h *handover) add(f *os.File) uint64 {
+	h.files = append(h.files, f)
+	h.gets = append(h.gets, len(h.b.calls))
+	h.b.add("handing over "+f.Name(), unix.SYS_PIDFD_GETFD, h.pidfd, uint64(f.Fd()), 0)
+	return h.at
+}
+
+// run runs the batch and checks where each file landed.
+func (h *handover) run() error {
+	got, err := h.b.run()
+	for i, at := range h.gets {
+		if at < len(got) && got[at] != h.at {
+			return fmt.Errorf("process %d: %s landed at fd %d, not %d", h.b.p.pid, h.files[i].Name(), got[at], h.at)
+		}
+	}
+	return err
+}
+
+// close closes imgtool's side of the files.
+func (h *handover) close() {
+	for _, f := range h.files {
+		f.Close()
+	}
 }
 
 // usedFiles returns the ids of every file an fd of the tree refers to, sorted.

@@ -71,17 +71,11 @@ func (r *restorer) restoreProcess(p *process) error {
 	pp := p.pl
 	t := p.leader()
 	tc := pp.leaderCore().Tc
-	if err := r.restoreMM(p); err != nil {
-		return err
-	}
-	if _, err := t.syscall(unix.SYS_PERSONALITY, uint64(tc.GetPersonality())); err != nil {
-		return err
-	}
 	// Before the process is chrooted: it opens /proc/self/loginuid itself.
 	if err := r.restoreLoginuid(p, tc.Loginuid); err != nil {
 		return err
 	}
-	if err := r.restoreFS(p); err != nil {
+	if err := r.restoreMMAndFS(p, tc); err != nil {
 		return err
 	}
 	if !pp.sharesFiles() { // its parent, restored before it, placed them in their table
@@ -162,11 +156,19 @@ func (r *restorer) restoreProcess(p *process) error {
 	return nil
 }
 
-// restoreMM sets the mm fields (code, data, brk, stack, arguments, environment, auxv, exe)
-// with PR_SET_MM_MAP, so that /proc/PID/cmdline, environ, exe and [heap] read as before.
-func (r *restorer) restoreMM(p *process) error {
+// restoreMMAndFS sets, in one batch of p's calls, the mm fields (code, data, brk, stack,
+// arguments, environment, auxv, exe) with PR_SET_MM_MAP, so that /proc/PID/cmdline,
+// environ, exe and [heap] read as before, THP disabled, the personality, the root, the
+// working directory and the umask. The executable and the directories are handed over
+// with pidfd_getfd inside the batch (handover), each closed before the next comes: where
+// each was one call, the whole took a dozen ptrace stops a process.
+func (r *restorer) restoreMMAndFS(p *process, tc *criu_core.TaskCoreEntry) error {
+	h, err := r.newHandover(p)
+	if err != nil {
+		return err
+	}
+	defer h.close()
 	m := p.pl.mm
-	t := p.leader()
 	fe := r.pl.files[m.GetExeFileId()]
 	if fe == nil || fe.Reg == nil {
 		return fmt.Errorf("exe file id %d is not a regular file of files.img", m.GetExeFileId())
@@ -179,11 +181,7 @@ func (r *restorer) restoreMM(p *process) error {
 	if err != nil {
 		return fmt.Errorf("opening the executable: %w", err)
 	}
-	exeFd, err := r.transfer(p, exe)
-	exe.Close()
-	if err != nil {
-		return err
-	}
+	exeFd := h.add(exe)
 	auxvAddr := p.scratch + scratchExtra
 	auxv := pack(m.MmSavedAuxv)
 	mmap := pack(m.GetMmStartCode(), m.GetMmEndCode(), m.GetMmStartData(), m.GetMmEndData(),
@@ -195,18 +193,17 @@ func (r *restorer) restoreMM(p *process) error {
 	if err := p.poke(auxvAddr, auxv); err != nil {
 		return err
 	}
-	if _, err := t.syscall(unix.SYS_PRCTL, unix.PR_SET_MM, unix.PR_SET_MM_MAP, p.scratch+scratchArgs, uint64(len(mmap))); err != nil {
-		return fmt.Errorf("setting the mm fields: %w", err)
+	b := h.b
+	b.add("setting the mm fields", unix.SYS_PRCTL, unix.PR_SET_MM, unix.PR_SET_MM_MAP, p.scratch+scratchArgs, uint64(len(mmap)))
+	b.add("closing the executable", unix.SYS_CLOSE, exeFd)
+	if m.GetThpDisabled() {
+		b.add("disabling THP", unix.SYS_PRCTL, unix.PR_SET_THP_DISABLE, 1, 0, 0, 0)
 	}
-	if _, err := t.syscall(unix.SYS_CLOSE, exeFd); err != nil {
+	b.add("personality", unix.SYS_PERSONALITY, uint64(tc.GetPersonality()))
+	if err := r.addFS(p, h); err != nil {
 		return err
 	}
-	if m.GetThpDisabled() {
-		if _, err := t.syscall(unix.SYS_PRCTL, unix.PR_SET_THP_DISABLE, 1, 0, 0, 0); err != nil {
-			return err
-		}
-	}
-	return nil
+	return h.run()
 }
 
 // restoreSigactions installs the saved signal actions (struct kernel_sigaction: handler,
@@ -264,53 +261,42 @@ func (r *restorer) restoreSigactions(p *process, tc *criu_core.TaskCoreEntry) er
 	return nil
 }
 
-// restoreFS sets the root, the working directory and the umask.
-func (r *restorer) restoreFS(p *process) error {
-	t := p.leader()
+// addFS adds to h's batch the calls that set the root, the working directory and the
+// umask.
+func (r *restorer) addFS(p *process, h *handover) error {
 	fs := p.pl.fs
-	dirFd := func(id uint32) (uint64, error) {
+	chdir := func(id uint32, what string) error {
 		fe := r.pl.files[id]
 		if fe == nil || fe.Reg == nil {
-			return 0, fmt.Errorf("directory file id %d is not in files.img", id)
+			return fmt.Errorf("directory file id %d is not in files.img", id)
 		}
 		name, err := r.descs.regPath(r.pl, fe) // a removed directory is made again: ghost.go
 		if err != nil {
-			return 0, err
+			return err
 		}
 		f, err := os.OpenFile(name, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
 		if err != nil {
-			return 0, fmt.Errorf("opening directory: %w", err)
+			return fmt.Errorf("opening directory: %w", err)
 		}
-		defer f.Close()
-		return r.transfer(p, f)
-	}
-	chdir := func(id uint32) error {
-		fd, err := dirFd(id)
-		if err != nil {
-			return err
-		}
-		if _, err := t.syscall(unix.SYS_FCHDIR, fd); err != nil {
-			return err
-		}
-		_, err = t.syscall(unix.SYS_CLOSE, fd)
-		return err
+		fd := h.add(f)
+		h.b.add("changing to the "+what, unix.SYS_FCHDIR, fd)
+		h.b.add("closing the "+what, unix.SYS_CLOSE, fd)
+		return nil
 	}
 	if root := r.pl.files[fs.GetRootId()]; root != nil && root.Reg != nil && root.Reg.GetName() != "/" {
-		if err := chdir(fs.GetRootId()); err != nil {
+		if err := chdir(fs.GetRootId(), "root"); err != nil {
 			return err
 		}
 		if err := p.poke(p.scratch+scratchStrBuf, []byte(".\x00")); err != nil {
 			return err
 		}
-		if _, err := t.syscall(unix.SYS_CHROOT, p.scratch+scratchStrBuf); err != nil {
-			return err
-		}
+		h.b.add("chroot", unix.SYS_CHROOT, p.scratch+scratchStrBuf)
 	}
-	if err := chdir(fs.GetCwdId()); err != nil {
+	if err := chdir(fs.GetCwdId(), "working directory"); err != nil {
 		return err
 	}
-	_, err := t.syscall(unix.SYS_UMASK, uint64(fs.GetUmask()))
-	return err
+	h.b.add("umask", unix.SYS_UMASK, uint64(fs.GetUmask()))
+	return nil
 }
 
 // placeFds puts each of p's fds in place from the inherited descriptions, then lets the
