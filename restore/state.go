@@ -117,18 +117,16 @@ func (r *restorer) restoreProcess(p *process) error {
 			}
 		}
 	}
-	if _, err := t.syscall(unix.SYS_PRCTL, unix.PR_SET_DUMPABLE, uint64(pp.mm.GetDumpable())); err != nil {
-		return err
-	}
+	// Dumpable and child subreaper go in the batch of the signal actions, the last one
+	// (batch.go): its trap resets a blocked or ignored SIGTRAP's action, and would take a
+	// pending SIGTRAP for its own. Every call before runs as a batch (process.traps); from
+	// here on, one step at a time.
+	b := r.newBatch(p, t)
+	b.add("dumpable", unix.SYS_PRCTL, unix.PR_SET_DUMPABLE, uint64(pp.mm.GetDumpable()))
 	if tc.GetChildSubreaper() {
-		if _, err := t.syscall(unix.SYS_PRCTL, unix.PR_SET_CHILD_SUBREAPER, 1); err != nil {
-			return fmt.Errorf("child subreaper: %w", err)
-		}
+		b.add("child subreaper", unix.SYS_PRCTL, unix.PR_SET_CHILD_SUBREAPER, 1)
 	}
-	// After the last batch (batch.go): its trap resets a blocked or ignored SIGTRAP's
-	// action, and would take a pending SIGTRAP for its own. Every call before runs as a
-	// batch (process.traps); from here on, one step at a time.
-	if err := r.restoreSigactions(p, tc); err != nil {
+	if err := r.restoreSigactions(p, tc, b); err != nil {
 		return err
 	}
 	if err := r.queueSignals(p); err != nil {
@@ -207,8 +205,9 @@ func (r *restorer) restoreMMAndFS(p *process, tc *criu_core.TaskCoreEntry) error
 }
 
 // restoreSigactions installs the saved signal actions (struct kernel_sigaction: handler,
-// flags, restorer, mask).
-func (r *restorer) restoreSigactions(p *process, tc *criu_core.TaskCoreEntry) error {
+// flags, restorer, mask), in the batch b of the leader's calls (which may hold others),
+// and ends the process's batches (process.traps).
+func (r *restorer) restoreSigactions(p *process, tc *criu_core.TaskCoreEntry, b *callBatch) error {
 	sigs := image.SigactionSignals()
 	if len(tc.Sigactions) != 0 && len(tc.Sigactions) != len(sigs) {
 		return fmt.Errorf("core-%d.img: %d signal actions, want %d", p.pid, len(tc.Sigactions), len(sigs))
@@ -224,7 +223,6 @@ func (r *restorer) restoreSigactions(p *process, tc *criu_core.TaskCoreEntry) er
 	// Every action in one batch but SIGTRAP's, which comes after it, one step at a time:
 	// the batch's trap resets a blocked SIGTRAP's action (every signal is blocked).
 	t := p.leader()
-	b := r.newBatch(p, t)
 	var args []byte
 	var trap []byte
 	for i, sa := range tc.Sigactions {
@@ -245,9 +243,9 @@ func (r *restorer) restoreSigactions(p *process, tc *criu_core.TaskCoreEntry) er
 		if err := p.poke(p.scratch+scratchStrBuf, args); err != nil {
 			return err
 		}
-		if _, err := b.run(); err != nil {
-			return err
-		}
+	}
+	if _, err := b.run(); err != nil {
+		return err
 	}
 	p.traps = false
 	if trap != nil {
