@@ -3,6 +3,7 @@ package dump
 import (
 	"fmt"
 	"strings"
+	"sync"
 
 	"golang.org/x/sys/unix"
 
@@ -140,7 +141,7 @@ func classifyVMA(pid int, v *procfs.Mapping) (*vmaDesc, error) {
 	if err = unix.Stat(e.mapFile, &e.st); err != nil {
 		return nil, fmt.Errorf("process %d: stat %s (%s): %w", pid, e.mapFile, v.Path, err)
 	}
-	if v.VMFlags == nil && onHugetlbfs(e.mapFile) {
+	if v.VMFlags == nil && onHugetlbfs(e.st.Dev, e.mapFile) {
 		// read from maps (precheckMappings), without the VmFlags that say ht
 		return nil, refuse(pid, -1, where, "hugetlb mappings are not supported")
 	}
@@ -182,11 +183,24 @@ func classifyVMA(pid int, v *procfs.Mapping) (*vmaDesc, error) {
 // hugetlbfsMagic is HUGETLBFS_MAGIC, the f_type of hugetlbfs.
 const hugetlbfsMagic = 0x958458f6
 
-// onHugetlbfs tells whether the file path opens lies on hugetlbfs.
-func onHugetlbfs(path string) bool {
+// onHugetlbfs tells whether the file path opens, on device dev, lies on hugetlbfs. Each
+// device's filesystem is asked once (hugetlbfsDevs): a tree's processes map the same few
+// files again and again.
+func onHugetlbfs(dev uint64, path string) bool {
+	if v, ok := hugetlbfsDevs.Load(dev); ok {
+		return v.(bool)
+	}
 	var fs unix.Statfs_t
-	return unix.Statfs(path, &fs) == nil && fs.Type == hugetlbfsMagic
+	if unix.Statfs(path, &fs) != nil {
+		return false
+	}
+	is := fs.Type == hugetlbfsMagic
+	hugetlbfsDevs.Store(dev, is)
+	return is
 }
+
+// hugetlbfsDevs holds, for each device onHugetlbfs asked about, whether it is hugetlbfs.
+var hugetlbfsDevs sync.Map
 
 // mapFileAccess returns the access mode of the file a mapping was made from, as CRIU 4.2
 // records it in vma_entry.fdflags: the map_files link's own mode says whether that file was
