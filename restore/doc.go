@@ -84,8 +84,9 @@
 //     so its plaintext exists only in those buffers and in the restored memory. Pages of
 //     mappings without PROT_WRITE (read-only and PROT_NONE) go through /proc/PID/mem. The dumped vDSO pages are skipped
 //     (this kernel's vDSO is used), and the areas saved locked are locked (see lockMemory).
-//     Then each process rebuilds the rest of itself: PR_SET_MM_MAP sets the mm fields and
-//     exe; then personality, root, cwd, umask, fds (dup3 from the slots, in one batch,
+//     Then each process rebuilds the rest of itself: its login uid, then in one batch
+//     PR_SET_MM_MAP (the mm fields and exe), personality, root, cwd and umask, the
+//     executable and directories handed over inside the batch (handover, files.go); fds (dup3 from the slots, in one batch,
 //     close-on-exec as saved, O_ASYNC turned on by the process on its own fd
 //     number, which the kernel reports as si_fd; then every target of an epoll registered,
 //     EPOLL_CTL_ADD with its events and data, by the first process of the tree that has
@@ -108,8 +109,8 @@
 //     CAP_SYS_RESOURCE), oom_score_adj, seccomp (seccomp.go: strict mode, or the thread's
 //     filters installed oldest first; imgtool's later calls pass with
 //     PTRACE_O_SUSPEND_SECCOMP), credentials (only when they differ from imgtool's),
-//     parent death signals (a credential change clears them), dumpable, child subreaper,
-//     signal actions (one batch, the process's last: its trap resets a blocked or ignored
+//     parent death signals (a credential change clears them), dumpable, child subreaper
+//     and signal actions (one batch, the process's last: its trap resets a blocked or ignored
 //     SIGTRAP's action, so SIGTRAP's comes after it, and every call from here on is one
 //     step at a time; every call before runs as a batch, single ones as batches of one,
 //     one ptrace stop instead of two), pending signals queued (still blocked), the POSIX timers armed (time left and
