@@ -76,9 +76,11 @@ mib() { awk -v k="${1#* }" 'BEGIN{printf "%.1f", k/1024}'; }
 #     seized 9-11, the stopped tree's /proc 43-45, injected calls 85-106 (six ptrace stops
 #     a process: the scratch mapping made and removed, one batch), files 17-25, pages
 #     scanned and copy-on-write planned 15-21, images and pages written 75-90.
-#   200 processes, restore (~250): images read 28-35, processes made 59-78 (a clone3 and
-#     the memory of each, pages compared with the parent's to keep them shared), their
-#     state 104-138 (some fifteen injected calls a process, a ptrace stop each).
+#   200 processes, restore (~250-300): images read 28-35, processes made 59-100 (a clone3
+#     and the memory of each, pages compared with the parent's to keep them shared, the
+#     child's first stop awaited), their state 110-117 (eight or so ptrace stops a
+#     process: its mm and fs batch, its fds, its thread, its signal actions, the slots
+#     closed, the scratch area unmapped; some fifteen before the handover batch).
 #   20,000 mappings, dump (~230): the running tree checked 38-41 (maps), the stopped
 #     tree's smaps 62-64 (56 of them the kernel walking every mapping: the bound, which
 #     CRIU pays once too), pagemap 7, images and the 80 MB of pages 44-52.
