@@ -413,6 +413,11 @@ func (c *tcpConn) read() error {
 		return err
 	}
 	e.InqSeq = proto.Uint32(seq)
+	if e.SndWl1 != nil {
+		// A window update carried by a segment received out of order, which is not saved:
+		// as if it had not come (tcprepair.ClampWl1), or no restore could set the window.
+		e.SndWl1 = proto.Uint32(tcprepair.ClampWl1(e.GetSndWl1(), seq))
+	}
 	if seq, c.outq, err = c.queue(tcprepair.SendQueue, outq); err != nil {
 		return err
 	}

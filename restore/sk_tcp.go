@@ -48,7 +48,8 @@ import (
 //     already sent once, in repair mode (TCP_REPAIR_QUEUE send: queued as sent, to be
 //     retransmitted until acknowledged); the part never sent, out of repair mode for the
 //     moment, as new data;
-//  8. TCP_REPAIR_WINDOW: the windows as saved;
+//  8. TCP_REPAIR_WINDOW: the windows as saved, but for a snd_wl1 beyond the receive queue's
+//     end (a window update an out-of-order segment brought; tcprepair.ClampWl1);
 //  9. a half-closed connection's FINs (restoreFins): the sequence numbers of steps 4 and 8
 //     left room for them; this end's is queued with shutdown(2) (as sent already when the
 //     peer acknowledged it), the peer's comes in a TCP segment made up from the peer's
@@ -368,6 +369,9 @@ func (t *tcpPlan) restoreConn(fd int, e *sk_inet.InetSkEntry, src, dst netip.Add
 			w[4]--
 			w[3]++
 		}
+		// A set whose snd_wl1 comes from a segment received out of order (not saved;
+		// CRIU's dump keeps it as the kernel says) is restored as if it had not come.
+		w[0] = tcprepair.ClampWl1(w[0], inqSeq)
 		if _, _, en := unix.Syscall6(unix.SYS_SETSOCKOPT, uintptr(fd), unix.IPPROTO_TCP, unix.TCP_REPAIR_WINDOW,
 			uintptr(unsafe.Pointer(&w[0])), unsafe.Sizeof(w), 0); en != 0 {
 			return fmt.Errorf("TCP_REPAIR_WINDOW: %w", en)
