@@ -60,7 +60,9 @@ import (
 // connection, both in the tree, consistent with each other whatever order they are read
 // in: the sender never forgets what the receiver has not saved. Segments the peer sent
 // after the lock are sent again by the peer after the restore. Not saved, as with CRIU:
-// segments received out of order (the peer sends them again) and urgent data (refused).
+// segments received out of order (the peer sends them again; the window update one of
+// them brought goes with it: snd_wl1 is saved at most rcv_nxt, tcprepair.ClampWl1, which
+// a restore's TCP_REPAIR_WINDOW would refuse otherwise) and urgent data (refused).
 //
 // After a dump that kills the tree, the copies are closed while still in repair mode: the
 // connections vanish without a word to their peers. The socket filter goes with them: a
