@@ -242,7 +242,11 @@ func (s *setFile) ReadFromAt(src io.ReaderAt, size int64, progress func(n int64)
 			for u := next.Add(1) - 1; u < units && !failed.Load(); u = next.Add(1) - 1 {
 				off := u * copyUnit
 				b := buf[:min(copyUnit, size-off)]
-				if _, err := src.ReadAt(b, off); err != nil {
+				// A ReaderAt may say io.EOF with the last bytes: only a short read fails.
+				if n, err := src.ReadAt(b, off); n < len(b) {
+					if err == nil || err == io.EOF {
+						err = io.ErrUnexpectedEOF
+					}
 					errs[u] = err
 					failed.Store(true)
 					return
