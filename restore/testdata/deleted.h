@@ -1,21 +1,11 @@
 /* deleted.h: what the programs that check deleted files after a restore share (ghosts.c,
- * linkremap.c): the self-check protocol (CHECK filling why and failing the check
- * function, check_twice, die for set-up failures) and deleted(). Include it after the
- * system headers (stdio, stdlib, string, unistd, signal). */
+ * linkremap.c): the self-check protocol of check.h (with room for long reports),
+ * check_twice, die for set-up failures, and deleted(). Include it after the system
+ * headers (stdio, stdlib, string, unistd, signal). */
 #define PAGE 4096
 
-static volatile sig_atomic_t go;
-static char why[8400];
-
-#define CHECK(cond, ...)                                      \
-	do {                                                  \
-		if (!(cond)) {                                \
-			snprintf(why, sizeof(why), __VA_ARGS__); \
-			return 0;                             \
-		}                                             \
-	} while (0)
-
-static void on_usr1(int sig) { go = 1; }
+#define WHY_SIZE 8400
+#include "check.h"
 
 static void die(const char *what)
 {

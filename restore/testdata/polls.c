@@ -38,19 +38,8 @@
 #include <sys/timerfd.h>
 #include <sys/wait.h>
 
-static volatile sig_atomic_t go;
-static char why[256];
+#include "check.h"
 static int lenient, nosem;
-
-#define CHECK(cond, ...)                                      \
-	do {                                                  \
-		if (!(cond)) {                                \
-			snprintf(why, sizeof(why), __VA_ARGS__); \
-			return 0;                             \
-		}                                             \
-	} while (0)
-
-static void on_usr1(int sig) { go = 1; }
 
 static double now(clockid_t c)
 {

@@ -36,18 +36,10 @@
 #define F_GETOWNER_UIDS 17
 #endif
 
-static volatile sig_atomic_t go, rtsig_fd = -1;
-static char why[256];
+#include "check.h"
 
-#define CHECK(cond, ...)                                      \
-	do {                                                  \
-		if (!(cond)) {                                \
-			snprintf(why, sizeof(why), __VA_ARGS__); \
-			return 0;                             \
-		}                                             \
-	} while (0)
+static volatile sig_atomic_t rtsig_fd = -1;
 
-static void on_usr1(int sig) { go = 1; }
 static void on_rt(int sig, siginfo_t *si, void *uc) { rtsig_fd = si->si_fd; }
 static void on_io(int sig) {}
 

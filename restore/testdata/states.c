@@ -36,19 +36,8 @@
 #include <sys/types.h>
 #include <sys/wait.h>
 
-static volatile sig_atomic_t go;
-static char why[256];
+#include "check.h"
 static int after; /* the check after the restore: it may consume state */
-
-#define CHECK(cond, ...)                                      \
-	do {                                                  \
-		if (!(cond)) {                                \
-			snprintf(why, sizeof(why), __VA_ARGS__); \
-			return 0;                             \
-		}                                             \
-	} while (0)
-
-static void on_usr1(int sig) { go = 1; }
 
 static char proc_state(pid_t pid)
 {
@@ -222,7 +211,6 @@ static int check_stopped(void)
 	CHECK(proc_state(stopped) == 'S', "child %d is in state %c after SIGCONT", stopped, proc_state(stopped));
 	return 1;
 }
-
 
 /* --- seccomp --- */
 #include <linux/filter.h>

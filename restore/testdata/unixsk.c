@@ -42,17 +42,7 @@
 #include <sys/un.h>
 #include <sys/wait.h>
 
-static volatile sig_atomic_t go;
-static char why[256];
-static void on_usr1(int sig) { go = 1; }
-
-#define CHECK(cond, ...)                                      \
-	do {                                                  \
-		if (!(cond)) {                                \
-			snprintf(why, sizeof(why), __VA_ARGS__); \
-			return 0;                             \
-		}                                             \
-	} while (0)
+#include "check.h"
 
 static void fail(const char *what)
 {
