@@ -129,13 +129,14 @@ func readLocks(pids []int, fileLocks bool, refused *Refusals) ([]heldLocks, erro
 	}
 	// Each process's fds on every core at once (a fdinfo file an fd), taken in order.
 	each := make([][]heldLocks, len(pids))
-	errs := make([]error, len(pids))
-	par.Each(len(pids), func(i int) { each[i], errs[i] = fdsLocks(pids[i]) })
+	if err := par.EachUntil(len(pids), func(i int) (err error) {
+		each[i], err = fdsLocks(pids[i])
+		return err
+	}); err != nil {
+		return nil, err
+	}
 	var held []heldLocks
 	for i := range pids {
-		if errs[i] != nil {
-			return nil, errs[i]
-		}
 		held = append(held, each[i]...)
 	}
 	mapped := &treeMappings{pids: pids}

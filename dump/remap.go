@@ -159,13 +159,14 @@ func (f *treeFile) resource(fdWhat string) string {
 // at again). vmas are each process's mappings as precheck read them.
 func deletedTreeFiles(pids []int, vmas map[int][]*vmaDesc) ([]*treeFile, error) {
 	files := make([][]*treeFile, len(pids))
-	errs := make([]error, len(pids))
-	par.Each(len(pids), func(i int) { files[i], errs[i] = deletedFilesOf(pids[i], vmas[pids[i]]) })
+	if err := par.EachUntil(len(pids), func(i int) (err error) {
+		files[i], err = deletedFilesOf(pids[i], vmas[pids[i]])
+		return err
+	}); err != nil {
+		return nil, err
+	}
 	var all []*treeFile
 	for i := range pids {
-		if errs[i] != nil {
-			return nil, errs[i]
-		}
 		all = append(all, files[i]...)
 	}
 	return all, nil

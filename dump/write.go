@@ -374,14 +374,7 @@ func (d *dumper) writeProcessImages() error {
 			small(fmt.Sprintf("imgtool-fork-pages-%d.img", p.pid), func() []proto.Message { return forkPagesEntries(p.forkPages) })
 		}
 	}
-	errs := make([]error, len(jobs))
-	par.Each(len(jobs), func(i int) { errs[i] = jobs[i]() })
-	for _, err := range errs {
-		if err != nil {
-			return err
-		}
-	}
-	return nil
+	return par.EachUntil(len(jobs), func(i int) error { return jobs[i]() })
 }
 
 // writePages writes the pages of one process.

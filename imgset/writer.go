@@ -7,13 +7,12 @@ import (
 	"io"
 	"os"
 	"path/filepath"
-	"runtime"
 	"sort"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	"github.com/imgtool/imgtool/cipher"
+	"github.com/imgtool/imgtool/internal/par"
 )
 
 // CreateOptions says how to write a new set.
@@ -226,51 +225,37 @@ func (s *setFile) ReadFromAt(src io.ReaderAt, size int64, progress func(n int64)
 		return s.err
 	}
 	base := s.size
-	units := (size + copyUnit - 1) / copyUnit
-	var next atomic.Int64
-	var failed atomic.Bool
-	errs := make([]error, units)
 	done := make(chan int64, 64)
-	var wg sync.WaitGroup
-	for range min(int64(runtime.GOMAXPROCS(0)), units) {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
+	var err error
+	go func() {
+		defer close(done)
+		err = par.EachUntil(int((size+copyUnit-1)/copyUnit), func(u int) error {
 			bp := copyBufs.Get().(*[]byte)
 			defer copyBufs.Put(bp)
-			buf := *bp
-			for u := next.Add(1) - 1; u < units && !failed.Load(); u = next.Add(1) - 1 {
-				off := u * copyUnit
-				b := buf[:min(copyUnit, size-off)]
-				// A ReaderAt may say io.EOF with the last bytes: only a short read fails.
-				if n, err := src.ReadAt(b, off); n < len(b) {
-					if err == nil || err == io.EOF {
-						err = io.ErrUnexpectedEOF
-					}
-					errs[u] = err
-					failed.Store(true)
-					return
+			off := int64(u) * copyUnit
+			b := (*bp)[:min(copyUnit, size-off)]
+			// A ReaderAt may say io.EOF with the last bytes: only a short read fails.
+			if n, err := src.ReadAt(b, off); n < len(b) {
+				if err == nil || err == io.EOF {
+					err = io.ErrUnexpectedEOF
 				}
-				if _, err := s.f.WriteAt(b, base+off); err != nil {
-					errs[u] = err
-					failed.Store(true)
-					return
-				}
-				done <- int64(len(b))
+				return err
 			}
-		}()
-	}
-	go func() { wg.Wait(); close(done) }()
+			if _, err := s.f.WriteAt(b, base+off); err != nil {
+				return err
+			}
+			done <- int64(len(b))
+			return nil
+		})
+	}()
 	for n := range done {
 		if progress != nil {
 			progress(n)
 		}
 	}
-	for _, err := range errs {
-		if err != nil {
-			s.err = err
-			return err
-		}
+	if err != nil {
+		s.err = err
+		return err
 	}
 	s.size += size
 	// Written in place, not through the file's offset: a Write after goes on from the end.

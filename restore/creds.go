@@ -104,22 +104,20 @@ func (a credsState) equal(b credsState) bool {
 // changing any gives the same).
 func (r *restorer) restoreCreds(p *process) error {
 	haves := make([]credsState, len(p.threads))
-	errs := make([]error, len(p.threads))
-	par.Each(len(p.threads), func(i int) {
+	if err := par.EachUntil(len(p.threads), func(i int) (err error) {
 		if p.pl.cores[i].GetThreadCore().GetCreds() != nil {
-			haves[i], errs[i] = currentCreds(p.threads[i].tid)
+			haves[i], err = currentCreds(p.threads[i].tid)
 		}
-	})
+		return err
+	}); err != nil {
+		return err
+	}
 	for i, t := range p.threads {
 		c := p.pl.cores[i].GetThreadCore().GetCreds()
 		if c == nil {
 			continue
 		}
-		want := savedCreds(c)
-		have, err := haves[i], errs[i]
-		if err != nil {
-			return err
-		}
+		want, have := savedCreds(c), haves[i]
 		if want.equal(have) {
 			continue
 		}

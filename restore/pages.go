@@ -4,12 +4,13 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"runtime"
 	"sort"
 	"sync"
 	"sync/atomic"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/imgtool/imgtool/internal/par"
 )
 
 // Pages take the shortest way from the set to where they belong, on every core. A plain
@@ -81,67 +82,40 @@ func checkRuns(size int64, name string, runs []pageRun) error {
 }
 
 // placeUnits hands every byte of runs (sorted by offset, not overlapping) of the plain
-// file f of size bytes to put, unit by unit, from a goroutine a core: each reads the
-// units it takes into a buffer of its own and puts them from there. It stops at the
-// first error.
+// file f of size bytes to put, unit by unit, on every core (par.EachUntil): each unit is
+// read into a buffer of the pool and put from there. It stops at the first error.
 func placeUnits(f io.ReaderAt, size int64, name string, runs []pageRun, put func([]segment) error, progress func(int64)) error {
 	if err := checkRuns(size, name, runs); err != nil {
 		return err
 	}
 	last := runs[len(runs)-1]
 	from, to := runs[0].off/unitSize*unitSize, last.off+last.size
-	units := (to - from + unitSize - 1) / unitSize
-	var (
-		next    atomic.Int64
-		failed  atomic.Bool
-		mu      sync.Mutex // progress, first
-		first   error
-		firstAt = units
-		wg      sync.WaitGroup
-	)
-	fail := func(u int64, err error) {
-		failed.Store(true)
-		mu.Lock()
-		if u < firstAt {
-			first, firstAt = err, u
-		}
-		mu.Unlock()
-	}
-	for range min(int64(runtime.GOMAXPROCS(0)), units) {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			bp := unitPool.Get().(*[]byte)
-			defer unitPool.Put(bp)
-			var segs []segment
-			for u := next.Add(1) - 1; u < units && !failed.Load(); u = next.Add(1) - 1 {
-				off := max(from+u*unitSize, runs[0].off)
-				b := (*bp)[:min(from+(u+1)*unitSize, to)-off]
-				if got, err := f.ReadAt(b, off); got != len(b) {
-					if err == nil || err == io.EOF {
-						err = io.ErrUnexpectedEOF
-					}
-					fail(u, fmt.Errorf("%s: reading %d bytes at %d: %w", name, len(b), off+int64(got), err))
-					return
-				}
-				var n int64
-				if segs, n = appendSegments(segs[:0], runs, b, off, 0); len(segs) == 0 {
-					continue
-				}
-				if err := put(segs); err != nil {
-					fail(u, err)
-					return
-				}
-				if progress != nil {
-					mu.Lock()
-					progress(n)
-					mu.Unlock()
-				}
+	var mu sync.Mutex // progress
+	return par.EachUntil(int((to-from+unitSize-1)/unitSize), func(u int) error {
+		bp := unitPool.Get().(*[]byte)
+		defer unitPool.Put(bp)
+		off := max(from+int64(u)*unitSize, runs[0].off)
+		b := (*bp)[:min(from+int64(u+1)*unitSize, to)-off]
+		if got, err := f.ReadAt(b, off); got != len(b) {
+			if err == nil || err == io.EOF {
+				err = io.ErrUnexpectedEOF
 			}
-		}()
-	}
-	wg.Wait()
-	return first
+			return fmt.Errorf("%s: reading %d bytes at %d: %w", name, len(b), off+int64(got), err)
+		}
+		segs, n := appendSegments(nil, runs, b, off, 0)
+		if len(segs) == 0 {
+			return nil
+		}
+		if err := put(segs); err != nil {
+			return err
+		}
+		if progress != nil {
+			mu.Lock()
+			progress(n)
+			mu.Unlock()
+		}
+		return nil
+	})
 }
 
 // eachReader is a file read in parallel, part by part (*imgset.File).

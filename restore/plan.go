@@ -229,16 +229,20 @@ func loadPlan(src source) (*plan, error) {
 	// Each process's images are read and decoded on every core at once (a tree of
 	// hundreds of processes, a process of thousands of threads has thousands of small
 	// images); errors are taken in tree order.
-	errs := make([]error, len(pl.all))
-	par.Each(len(pl.all), func(i int) { errs[i] = loadTask(src, pl.all[i]) })
-	for i, p := range pl.all {
-		if errs[i] != nil {
-			return nil, errs[i]
+	if err := par.EachUntil(len(pl.all), func(i int) error {
+		p := pl.all[i]
+		if err := loadTask(src, p); err != nil {
+			return err
 		}
+		if i == 0 && p.dead {
+			return fmt.Errorf("pstree.img: the root %d is a zombie: nothing to restore", p.pid)
+		}
+		return nil
+	}); err != nil {
+		return nil, err
+	}
+	for _, p := range pl.all {
 		if p.dead {
-			if i == 0 {
-				return nil, fmt.Errorf("pstree.img: the root %d is a zombie: nothing to restore", p.pid)
-			}
 			pl.zombies = append(pl.zombies, p)
 			continue
 		}
@@ -319,17 +323,20 @@ func loadTask(src source, p *procPlan) error {
 func loadProc(src source, p *procPlan, leader *criu_core.CoreEntry) error {
 	p.cores = make([]*criu_core.CoreEntry, len(p.tids))
 	p.cores[0] = leader
-	errs := make([]error, len(p.tids))
-	par.Each(len(p.tids)-1, func(i int) {
-		p.cores[i+1], errs[i+1] = readOne[criu_core.CoreEntry](src, fmt.Sprintf("core-%d.img", p.tids[i+1]))
-	})
-	for i, c := range p.cores {
-		if errs[i] != nil {
-			return errs[i]
+	if err := par.EachUntil(len(p.tids), func(i int) error {
+		if i > 0 {
+			c, err := readOne[criu_core.CoreEntry](src, fmt.Sprintf("core-%d.img", p.tids[i]))
+			if err != nil {
+				return err
+			}
+			p.cores[i] = c
 		}
-		if c.GetMtype() != criu_core.CoreEntry_X86_64 || c.ThreadInfo == nil || c.ThreadInfo.Gpregs == nil {
+		if c := p.cores[i]; c.GetMtype() != criu_core.CoreEntry_X86_64 || c.ThreadInfo == nil || c.ThreadInfo.Gpregs == nil {
 			return fmt.Errorf("core-%d.img: not an x86_64 task (%v)", p.tids[i], c.GetMtype())
 		}
+		return nil
+	}); err != nil {
+		return err
 	}
 	if p.cores[0].Tc == nil {
 		return fmt.Errorf("core-%d.img: no task core", p.pid)
