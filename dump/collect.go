@@ -11,6 +11,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	core_x86 "github.com/checkpoint-restore/go-criu/v8/crit/images/core-x86"
 	"github.com/imgtool/imgtool/image"
 	"github.com/imgtool/imgtool/internal/fpu"
 	"github.com/imgtool/imgtool/internal/par"
@@ -31,7 +32,7 @@ const (
 type threadState struct {
 	comm             string
 	status           procfs.Status
-	xsave            []byte
+	fpregs           *core_x86.UserX86FpregsEntry // split at once: the raw XSAVE buffer is 11 KiB with AMX
 	tls              [3]ptrace.UserDesc
 	rseq             ptrace.RseqConfig
 	hasRseq          bool
@@ -133,7 +134,15 @@ func collectThread(p *process, t *thread, buf []byte) error {
 	if len(xsave) < fpu.MinSize {
 		return fmt.Errorf("thread %d: XSAVE state of %d bytes, want at least %d", t.tid, len(xsave), fpu.MinSize)
 	}
-	s.xsave = slices.Clone(xsave)
+	if s.fpregs, err = fpu.CPULayout().Split(xsave); err != nil {
+		return fmt.Errorf("thread %d: %w", t.tid, err)
+	}
+	if live := s.fpregs.GetXsave().GetXstateBv() &^ fpu.ImageFeatures; live != 0 {
+		// AMX tiles (bits 17 and 18), say: a CRIU core image has no field for them, and
+		// a restore would bring the thread back with that state reset.
+		return refuse(p.pid, -1, fmt.Sprintf("thread %d", t.tid),
+			fmt.Sprintf("its FPU has live XSAVE components %#x that CRIU images cannot hold (AMX tiles are 0x60000)", live))
+	}
 	for i := range s.tls {
 		d, err := ptrace.GetThreadArea(t.tid, uint32(12+i))
 		if err != nil {
@@ -291,17 +300,10 @@ func readThread(p *process, t *thread) error {
 	s := &t.state
 	taskDir := procfs.Path(p.pid, "task", strconv.Itoa(t.tid))
 	var err error
-	st, err := procfs.ReadStatus(taskDir + "/status")
-	if err != nil {
-		return err
-	}
 	// Only what the images and the injection need: a thousand threads kept some 55 lines
 	// each (7 MiB, doubled by the garbage collector's headroom).
-	s.status = make(procfs.Status, len(threadStatusKeys))
-	for _, k := range threadStatusKeys {
-		if v, ok := st[k]; ok {
-			s.status[k] = v
-		}
+	if s.status, err = procfs.ReadStatusKeys(taskDir+"/status", threadStatusKeys); err != nil {
+		return err
 	}
 	comm, err := procfs.ReadFile(taskDir + "/comm")
 	if err != nil {

@@ -15,7 +15,6 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"github.com/imgtool/imgtool/image"
-	"github.com/imgtool/imgtool/internal/fpu"
 	"github.com/imgtool/imgtool/internal/ptrace"
 )
 
@@ -98,10 +97,7 @@ func credsEntry(t *thread) (*creds.CredsEntry, error) {
 // coreEntry builds core-TID.img for thread t of p.
 func coreEntry(p *process, t *thread) (*criu_core.CoreEntry, error) {
 	s := &t.state
-	fp, err := fpu.CPULayout().Split(s.xsave)
-	if err != nil {
-		return nil, fmt.Errorf("thread %d: %w", t.tid, err)
-	}
+	fp := s.fpregs
 	if s.cet {
 		fp.Xsave.Cet = &core_x86.UserX86CetEntry{Cet: proto.Uint64(s.cetState), Ssp: proto.Uint64(s.cetSSP)}
 	}

@@ -7,9 +7,11 @@ import (
 	"strings"
 	"testing"
 	"time"
+	"unsafe"
 
 	criu_core "github.com/checkpoint-restore/go-criu/v8/crit/images/criu-core"
 	"github.com/checkpoint-restore/go-criu/v8/crit/images/pstree"
+	"golang.org/x/sys/cpu"
 	"golang.org/x/sys/unix"
 
 	"github.com/imgtool/imgtool/internal/procfs"
@@ -244,4 +246,36 @@ func refusedStopped(t *testing.T, prog, want string) {
 	testproc.WaitFor(t, 5*time.Second, "ticks after the refusal", func() bool {
 		return strings.Count(testproc.LogAfter(t, p.Log, 0), "tick") > before+1
 	})
+}
+
+// TestDumpRefusesLiveAMXTiles: a thread whose AMX tile registers hold data has XSAVE state
+// a CRIU core image cannot hold; a restore would bring it back with its tiles reset. The
+// dump refuses it, naming the thread, once the thread is stopped (only ptrace shows the
+// XSAVE state) and before anything is injected: the program goes on as it was.
+func TestDumpRefusesLiveAMXTiles(t *testing.T) {
+	testproc.RequireRoot(t)
+	if !cpu.X86.HasAMXTile {
+		t.Skip("this CPU has no AMX")
+	}
+	var supported uint64
+	const archGetXcompSupp = 0x1021
+	if _, _, e := unix.Syscall(unix.SYS_ARCH_PRCTL, archGetXcompSupp, uintptr(unsafe.Pointer(&supported)), 0); e != 0 || supported&(1<<18) == 0 {
+		t.Skipf("this kernel offers no AMX tile data (%v, features %#x)", e, supported)
+	}
+	tg := launch(t, "amx")
+	err := Dump(context.Background(), Options{Pid: tg.Pid}, newDirSink(t))
+	var one *RefusedError
+	if !errors.As(err, &one) || !strings.Contains(err.Error(), "CRIU images cannot hold") {
+		t.Fatalf("dump: %v, want a refusal of the live AMX state", err)
+	}
+	if !strings.Contains(err.Error(), fmt.Sprintf("thread %d", tg.Pid)) {
+		t.Errorf("%q does not name thread %d", err, tg.Pid)
+	}
+	st, err := procfs.ReadStatus(procfs.Path(tg.Pid, "status"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if s := st["State"]; !strings.HasPrefix(s, "S") || st["TracerPid"] != "0" {
+		t.Errorf("after the refusal the program is %q, traced by %s: want sleeping, untraced", s, st["TracerPid"])
+	}
 }

@@ -34,9 +34,21 @@ func Path(pid int, parts ...string) string {
 // calls of Fd), which doubled the cost of the small files a dump reads thousands of
 // (the status of each thread of a 1,000-thread process, twice).
 func ReadFile(path string) ([]byte, error) {
+	var out []byte
+	err := readWith(path, func(b []byte) error {
+		out = bytes.Clone(b)
+		return nil
+	})
+	return out, err
+}
+
+// readWith reads a whole /proc file, at most MaxFile bytes, into a pooled buffer and hands
+// it to parse, which must not keep it: the parsers that copy out what they need read
+// without a copy of the whole text.
+func readWith(path string, parse func([]byte) error) error {
 	fd, err := openRead(path)
 	if err != nil {
-		return nil, err
+		return err
 	}
 	defer unix.Close(fd)
 	bp := smallBufs.Get().(*[]byte)
@@ -46,7 +58,7 @@ func ReadFile(path string) ([]byte, error) {
 	for {
 		if n == len(buf) {
 			if len(buf) > MaxFile {
-				return nil, fmt.Errorf("read %s: larger than %d bytes", path, MaxFile)
+				return fmt.Errorf("read %s: larger than %d bytes", path, MaxFile)
 			}
 			buf = append(buf, make([]byte, len(buf))...)
 			buf = buf[:cap(buf)]
@@ -56,7 +68,7 @@ func ReadFile(path string) ([]byte, error) {
 			continue
 		}
 		if err != nil {
-			return nil, &fs.PathError{Op: "read", Path: path, Err: err}
+			return &fs.PathError{Op: "read", Path: path, Err: err}
 		}
 		if m == 0 {
 			break
@@ -64,12 +76,12 @@ func ReadFile(path string) ([]byte, error) {
 		n += m
 	}
 	if n > MaxFile {
-		return nil, fmt.Errorf("read %s: larger than %d bytes", path, MaxFile)
+		return fmt.Errorf("read %s: larger than %d bytes", path, MaxFile)
 	}
 	if cap(buf) <= smallBufMax {
 		*bp = buf[:0]
 	}
-	return bytes.Clone(buf[:n]), nil
+	return parse(buf[:n])
 }
 
 // openRead opens path for reading with open(2) itself (see ReadFile), retrying when a
@@ -184,6 +196,43 @@ func ParseStatus(text string) Status {
 		}
 	}
 	return st
+}
+
+// ReadStatusKeys reads only the lines keys of a status file, their values copied out of
+// the file's text: what a state kept per thread holds (a thousand threads kept the whole
+// text and a map of every line, some 10 KiB each).
+func ReadStatusKeys(path string, keys []string) (Status, error) {
+	st := make(Status, len(keys))
+	err := readWith(path, func(text []byte) error {
+		parseStatusKeys(text, keys, st)
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	return st, nil
+}
+
+// parseStatusKeys puts the lines keys of a status text into st, copied.
+func parseStatusKeys(text []byte, keys []string, st Status) {
+	for len(text) > 0 {
+		line := text
+		if i := bytes.IndexByte(text, '\n'); i >= 0 {
+			line, text = text[:i], text[i+1:]
+		} else {
+			text = nil
+		}
+		k, v, ok := bytes.Cut(line, []byte{':'})
+		if !ok {
+			continue
+		}
+		for _, want := range keys {
+			if string(k) == want {
+				st[want] = string(bytes.TrimSpace(v))
+				break
+			}
+		}
+	}
 }
 
 // Ints parses a whitespace-separated list of decimal numbers (Uid:, Gid:, Groups:).

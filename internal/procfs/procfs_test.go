@@ -186,3 +186,35 @@ func TestReadMappingsAcrossReads(t *testing.T) {
 		}
 	}
 }
+
+// TestReadStatusKeys: the lines asked for, and only those, as ReadStatus reads them; a key
+// the file lacks is absent, and no value shares memory with a buffer read again later.
+func TestReadStatusKeys(t *testing.T) {
+	path := Path(os.Getpid(), "status")
+	all, err := ReadStatus(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	keys := []string{"Uid", "Groups", "SigPnd", "NoSuchLine", "Name"}
+	got, err := ReadStatusKeys(path, keys)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(got) != 4 {
+		t.Errorf("%d lines, want the 4 present of %v: %v", len(got), keys, got)
+	}
+	for _, k := range keys {
+		if got[k] != all[k] {
+			t.Errorf("%s: %q, ReadStatus says %q", k, got[k], all[k])
+		}
+	}
+	uid := got["Uid"]
+	for i := 0; i < 20; i++ { // the pooled buffer is reused by these reads
+		if _, err := ReadStatusKeys(Path(os.Getpid(), "stat"), keys); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if got["Uid"] != uid || got["Uid"] != all["Uid"] {
+		t.Errorf("Uid became %q after other reads, was %q", got["Uid"], all["Uid"])
+	}
+}
