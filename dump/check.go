@@ -31,10 +31,18 @@ func (d *dumper) precheck() error {
 	seen := map[int]bool{}
 	parents := map[int]int{}     // child -> parent, for the copy-on-write check
 	vmas := map[int][]*vmaDesc{} // each live process's mappings, for the same
-	var members []int            // every process of the tree, zombies included
+	var members []*liveProc      // every process of the tree, zombies included
+	var procs []*liveProc        // the live ones, in the order of pids
+	// /proc/locks before any fdinfo: a lock it lists that no fd lists afterwards is not
+	// held through an fd (checkFileLocks).
+	locks, err := procfs.ReadLocks()
+	if err != nil {
+		return err
+	}
 	// Level by level (the root, its children, theirs, ...), the processes of a level
 	// checked at once on every core: each reads only its own /proc files. The results are
 	// taken in the level's order, so refusals come in tree order whatever the timing.
+	files := &mappedFiles{}
 	level := []int{d.opts.Pid}
 	for len(level) > 0 {
 		if err := d.checkCtx(); err != nil {
@@ -50,7 +58,7 @@ func (d *dumper) precheck() error {
 		res := make([]precheckResult, len(todo))
 		par.Each(len(todo), func(i int) {
 			r := &res[i]
-			r.kids, r.zombie, r.mapped, r.err = precheckProcess(todo[i], &r.refused, d.zombiesOK && todo[i] != d.opts.Pid)
+			r.err = precheckProcess(todo[i], r, files, d.zombiesOK && todo[i] != d.opts.Pid)
 		})
 		level = nil
 		for i, pid := range todo {
@@ -64,11 +72,12 @@ func (d *dumper) precheck() error {
 			for _, re := range r.refused {
 				refused.add(re)
 			}
-			members = append(members, pid)
+			members = append(members, r.live)
 			if r.zombie {
 				continue // dumped as a zombie (zombie.go): it holds nothing to check or share
 			}
 			pids = append(pids, pid)
+			procs = append(procs, r.live)
 			vmas[pid] = r.mapped
 			for _, k := range r.kids {
 				parents[k] = pid
@@ -76,39 +85,36 @@ func (d *dumper) precheck() error {
 			level = append(level, r.kids...)
 		}
 	}
-	if err := checkGroupLeaders(members, &refused); err != nil {
+	// The checks of the whole tree take each process's stat, threads and fds from what
+	// was read above (each listed and read every fd of the tree again), touch nothing and
+	// run at once on every core (serial, they were half of a 200-process precheck), each
+	// with refusals of its own, taken in this order.
+	var transient, ttyTransient bool
+	var deleted []*treeFile
+	checks := []func(r *Refusals) error{
+		func(r *Refusals) error { return checkGroupLeaders(members, r) },
+		func(r *Refusals) (err error) { transient, err = checkSharing(pids, parents, r); return err },
+		func(r *Refusals) (err error) { ttyTransient, err = checkTTYs(procs, d.opts.ShellJob, r); return err }, // tty.go
+		func(r *Refusals) error {
+			if d.opts.COWCopies {
+				return nil
+			}
+			return checkCOW(pids, parents, vmas, r)
+		},
+		func(r *Refusals) error { return checkFdOwners(procs, r) },
+		func(r *Refusals) error { return checkUnixPeers(procs, d.opts.ExtUnixSk, r) },
+		func(r *Refusals) error { return checkTCPConns(procs, d.opts, r) },
+		func(r *Refusals) error { return checkFileLocks(procs, locks, d.opts.FileLocks, r) },
+		func(r *Refusals) (err error) { deleted, err = deletedTreeFiles(procs, vmas); return err }, // remap.go
+	}
+	found := make([]Refusals, len(checks))
+	if err := par.EachUntil(len(checks), func(i int) error { return checks[i](&found[i]) }); err != nil {
 		return err
 	}
-	transient, err := checkSharing(pids, parents, &refused)
-	if err != nil {
-		return err
-	}
-	ttyTransient, err := checkTTYs(pids, d.opts.ShellJob, &refused) // tty.go
-	if err != nil {
-		return err
+	for _, f := range found {
+		refused = append(refused, f...)
 	}
 	transient = transient || ttyTransient
-	if !d.opts.COWCopies {
-		if err := checkCOW(pids, parents, vmas, &refused); err != nil {
-			return err
-		}
-	}
-	if err := checkFdOwners(pids, &refused); err != nil {
-		return err
-	}
-	if err := checkUnixPeers(pids, d.opts.ExtUnixSk, &refused); err != nil {
-		return err
-	}
-	if err := checkTCPConns(pids, d.opts, &refused); err != nil {
-		return err
-	}
-	if err := checkFileLocks(pids, d.opts.FileLocks, &refused); err != nil {
-		return err
-	}
-	deleted, err := deletedTreeFiles(pids, vmas) // remap.go
-	if err != nil {
-		return err
-	}
 	checkGhosts(deleted, d.opts.GhostLimit, &refused)
 	checkLinkRemaps(deleted, d.opts.LinkRemap, &refused) // remap.go
 	if transient {
@@ -123,48 +129,82 @@ func (d *dumper) precheck() error {
 // cannot make a session without a leader: the process would come back in another one.
 // A group whose leader exited is restored with a helper leading it (restore/group.go),
 // when the member's parent, which clones the helper, is in the member's session.
-func checkGroupLeaders(members []int, refused *Refusals) error {
-	in := map[int]bool{}
-	for _, pid := range members {
-		in[pid] = true
+func checkGroupLeaders(members []*liveProc, refused *Refusals) error {
+	stats := map[int]*procfs.Stat{}
+	for _, m := range members {
+		stats[m.pid] = m.stat
 	}
-	var rootPgid, rootSid int
-	for i, pid := range members {
-		st, err := procfs.ReadStat(procfs.Path(pid, "stat"))
-		if err != nil {
-			if vanished(err) {
-				continue
-			}
-			return err
-		}
-		if i == 0 {
-			rootPgid, rootSid = st.Pgid, st.Sid
-			continue
-		}
+	root := members[0].stat
+	for _, m := range members[1:] {
+		st := m.stat
 		// A group whose leader is gone is restored with a helper leading it, cloned by the
 		// member's parent (restore/group.go): that parent must be in the member's session.
-		if st.Pgid != rootPgid && !in[st.Pgid] && !sameSessionAsParent(pid, st.Sid) {
-			refused.add(refuse(pid, -1, fmt.Sprintf("process group %d", st.Pgid), "its leader has exited and its parent is in another session: such a group cannot be restored"))
+		if st.Pgid != root.Pgid && stats[st.Pgid] == nil && !inSession(st.Ppid, st.Sid, stats) {
+			refused.add(refuse(m.pid, -1, fmt.Sprintf("process group %d", st.Pgid), "its leader has exited and its parent is in another session: such a group cannot be restored"))
 		}
-		if st.Sid != rootSid && !in[st.Sid] {
-			refused.add(refuse(pid, -1, fmt.Sprintf("session %d", st.Sid), "its leader has exited: a session without a leader cannot be restored yet"))
+		if st.Sid != root.Sid && stats[st.Sid] == nil {
+			refused.add(refuse(m.pid, -1, fmt.Sprintf("session %d", st.Sid), "its leader has exited: a session without a leader cannot be restored yet"))
 		}
 	}
 	return nil
 }
 
-// sameSessionAsParent tells whether pid's parent is in session sid.
-func sameSessionAsParent(pid, sid int) bool {
+// inSession tells whether process pid is in session sid: by stats, for the processes of
+// the tree, else by its /proc stat.
+func inSession(pid, sid int, stats map[int]*procfs.Stat) bool {
+	if st := stats[pid]; st != nil {
+		return st.Sid == sid
+	}
+	st, err := procfs.ReadStat(procfs.Path(pid, "stat"))
+	return err == nil && st.Sid == sid
+}
+
+// liveProc is one process of the running tree as precheck read it: the checks of the
+// whole tree take its stat, threads and fds from here.
+type liveProc struct {
+	pid  int
+	stat *procfs.Stat
+	tids []int
+	fds  []*fdDesc // ascending; those inspectFd refused with their link and stat only
+}
+
+// readLive reads a process's stat, threads, and fds with their links and stats (their
+// kinds and fdinfo left out), for the checks of the whole tree run on the stopped tree.
+func readLive(pid int) (*liveProc, error) {
 	st, err := procfs.ReadStat(procfs.Path(pid, "stat"))
 	if err != nil {
-		return false
+		return nil, err
 	}
-	pst, err := procfs.ReadStat(procfs.Path(st.Ppid, "stat"))
-	return err == nil && pst.Sid == sid
+	p := &liveProc{pid: pid, stat: st}
+	if p.tids, err = procfs.ListNumeric(procfs.Path(pid, "task")); err != nil {
+		return nil, fmt.Errorf("list threads of %d: %w", pid, err)
+	}
+	fds, err := procfs.ListNumeric(procfs.Path(pid, "fd"))
+	if err != nil {
+		return nil, fmt.Errorf("list fds of %d: %w", pid, err)
+	}
+	for _, fd := range fds {
+		if f := lightFd(pid, fd); f != nil {
+			p.fds = append(p.fds, f)
+		}
+	}
+	return p, nil
+}
+
+// lightFd reads fd of pid's link and stat only, or returns nil if it is closed meanwhile.
+func lightFd(pid, fd int) *fdDesc {
+	f := &fdDesc{fd: fd}
+	path := procfs.Path(pid, "fd", strconv.Itoa(fd))
+	var err error
+	if f.link, err = os.Readlink(path); err != nil || unix.Stat(path, &f.st) != nil {
+		return nil
+	}
+	return f
 }
 
 // precheckResult is what precheckProcess found for one process.
 type precheckResult struct {
+	live    *liveProc
 	kids    []int
 	zombie  bool
 	mapped  []*vmaDesc
@@ -172,51 +212,68 @@ type precheckResult struct {
 	err     error
 }
 
-// precheckProcess checks one process, adding what cannot be dumped to refused, and
-// returns its children and its mappings. Its error is a failure to look (or a *changedError), not a
-// refusal. A zombie is a *changedError unless zombiesOK, when it is reported as one.
-func precheckProcess(pid int, refused *Refusals, zombiesOK bool) ([]int, bool, []*vmaDesc, error) {
+// precheckProcess checks one process, adding what cannot be dumped to r.refused, and
+// records in r what it read, its children and its mappings (files stats the mapped files). Its error is a failure to look
+// (or a *changedError), not a refusal. A zombie is a *changedError unless zombiesOK, when
+// it is reported as one.
+func precheckProcess(pid int, r *precheckResult, files *mappedFiles, zombiesOK bool) error {
+	refused := &r.refused
 	stat, err := procfs.ReadStat(procfs.Path(pid, "stat"))
 	if err != nil {
-		return nil, false, nil, fmt.Errorf("process %d: %w", pid, err)
+		return fmt.Errorf("process %d: %w", pid, err)
 	}
+	r.live = &liveProc{pid: pid, stat: stat}
 	status, err := procfs.ReadStatus(procfs.Path(pid, "status"))
 	if err != nil {
-		return nil, false, nil, fmt.Errorf("process %d: %w", pid, err)
+		return fmt.Errorf("process %d: %w", pid, err)
 	}
 	if zombiesOK && isZombie(stat) {
-		if z, err := readZombie(pid, nil); err != nil || z != nil {
-			return nil, z != nil, nil, err
+		z, err := readZombie(pid, nil)
+		if err != nil || z != nil {
+			r.zombie = z != nil
+			return err
 		}
 	}
 	if err := checkProcess(pid, stat, status, false); err != nil {
 		if isZombie(stat) {
-			return nil, false, nil, &changedError{err}
+			return &changedError{err}
 		}
 		if err := refused.add(err); err != nil {
-			return nil, false, nil, err
+			return err
 		}
 	}
 	fds, err := procfs.ListNumeric(procfs.Path(pid, "fd"))
 	if err != nil {
-		return nil, false, nil, fmt.Errorf("list fds of %d: %w", pid, err)
+		return fmt.Errorf("list fds of %d: %w", pid, err)
 	}
 	for _, fd := range fds {
-		if _, err := inspectFd(pid, fd); err != nil {
+		f, err := inspectFd(pid, fd)
+		if err != nil {
 			if vanished(err) {
 				continue // closed meanwhile; the frozen tree is inspected again
 			}
 			if err := refused.add(err); err != nil {
-				return nil, false, nil, err
+				return err
 			}
+			// Still part of the tree (a peer of another fd, say): kept with its link and
+			// stat, refused.
+			if f = lightFd(pid, fd); f == nil {
+				continue
+			}
+			f.refused = true
 		}
+		if f.info != nil { // the checks of the tree need only its locks
+			f.info = &procfs.Fdinfo{Locks: f.info.Locks}
+		}
+		r.live.fds = append(r.live.fds, f)
 	}
 	// Each thread's tracer and children, every thread at once (a process may have
 	// thousands); taken in the threads' order.
 	tids, err := procfs.ListNumeric(procfs.Path(pid, "task"))
 	if err != nil {
-		return nil, false, nil, fmt.Errorf("list threads of %d: %w", pid, err)
+		return fmt.Errorf("list threads of %d: %w", pid, err)
 	}
+	r.live.tids = tids
 	type threadCheck struct {
 		tracer string
 		shstk  bool
@@ -226,7 +283,7 @@ func precheckProcess(pid int, refused *Refusals, zombiesOK bool) ([]int, bool, [
 	checks := make([]threadCheck, len(tids))
 	par.Each(len(tids), func(i int) {
 		c, tid := &checks[i], tids[i]
-		if st, err := procfs.ReadStatus(procfs.Path(pid, "task", strconv.Itoa(tid), "status")); err == nil {
+		if st, err := procfs.ReadStatusKeys(procfs.Path(pid, "task", strconv.Itoa(tid), "status"), threadCheckKeys); err == nil {
 			c.tracer = st["TracerPid"]
 			c.shstk = hasShadowStack(st)
 		}
@@ -239,21 +296,21 @@ func precheckProcess(pid int, refused *Refusals, zombiesOK bool) ([]int, bool, [
 			refused.add(refuse(pid, -1, fmt.Sprintf("thread %d", tids[i]), "already traced by process "+c.tracer))
 		}
 		if c.err != nil {
-			return nil, false, nil, c.err
+			return c.err
 		}
 		kids = append(kids, c.kids...)
 		shstk = shstk || c.shstk
 	}
 	vmas, err := precheckMappings(pid, status, shstk)
 	if err != nil {
-		return nil, false, nil, err
+		return err
 	}
 	var mapped []*vmaDesc
 	for i := range vmas {
-		v, err := classifyVMA(pid, &vmas[i])
+		v, err := classifyVMA(pid, &vmas[i], files, false)
 		if err != nil {
 			if err := refused.add(err); err != nil {
-				return nil, false, nil, err
+				return err
 			}
 			continue
 		}
@@ -261,8 +318,12 @@ func precheckProcess(pid int, refused *Refusals, zombiesOK bool) ([]int, bool, [
 			mapped = append(mapped, v)
 		}
 	}
-	return kids, false, mapped, nil
+	r.kids, r.mapped = kids, mapped
+	return nil
 }
+
+// threadCheckKeys are the lines of a thread's status precheck looks at.
+var threadCheckKeys = []string{"TracerPid", "x86_Thread_features"}
 
 // precheckMappings reads the mappings of a running process for precheck. Of the
 // VmFlags of smaps, precheck needs only those it refuses (lf, ht, ss; io and pf come
@@ -471,11 +532,12 @@ const (
 
 // fdDesc is what /proc tells about one fd.
 type fdDesc struct {
-	fd   int
-	kind fdKind
-	link string
-	st   unix.Stat_t
-	info *procfs.Fdinfo
+	fd      int
+	kind    fdKind
+	link    string
+	st      unix.Stat_t
+	info    *procfs.Fdinfo
+	refused bool // by inspectFd, in precheck: kind and info unset
 }
 
 // isTTYMajor tells the character-device majors of terminals: tty and virtual consoles,

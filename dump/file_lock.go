@@ -92,8 +92,23 @@ func describeLocks(ls []procfs.Lock) string {
 
 // checkFileLocks refuses, in precheck, what the dump cannot save of the tree's locks
 // (see above): it reads them and touches nothing.
-func checkFileLocks(pids []int, fileLocks bool, refused *Refusals) error {
-	_, err := readLocks(pids, fileLocks, refused)
+// all is /proc/locks, read before the fds' fdinfo (see judgeLocks).
+func checkFileLocks(procs []*liveProc, all []procfs.Lock, fileLocks bool, refused *Refusals) error {
+	pids := make([]int, len(procs))
+	each := make([][]heldLocks, len(procs))
+	for i, p := range procs {
+		pids[i] = p.pid
+		for _, f := range p.fds {
+			h, err := heldThrough(p.pid, f.fd, f.link, f.info)
+			if err != nil {
+				return err
+			}
+			if h != nil {
+				each[i] = append(each[i], *h)
+			}
+		}
+	}
+	_, err := judgeLocks(pids, all, each, fileLocks, refused)
 	return err
 }
 
@@ -135,6 +150,13 @@ func readLocks(pids []int, fileLocks bool, refused *Refusals) ([]heldLocks, erro
 	}); err != nil {
 		return nil, err
 	}
+	return judgeLocks(pids, all, each, fileLocks, refused)
+}
+
+// judgeLocks adds to refused what cannot be saved of the locks each process of pids holds
+// through its fds (each, in the order of pids) and of those all (/proc/locks, read before
+// the fds' fdinfo) lists for the tree, and returns the locks held through fds.
+func judgeLocks(pids []int, all []procfs.Lock, each [][]heldLocks, fileLocks bool, refused *Refusals) ([]heldLocks, error) {
 	var held []heldLocks
 	for i := range pids {
 		held = append(held, each[i]...)
@@ -223,6 +245,14 @@ func fdLocks(pid, fd int) (*heldLocks, error) {
 	link, err := os.Readlink(procfs.Path(pid, "fd", strconv.Itoa(fd)))
 	if err != nil {
 		return nil, fmt.Errorf("read fd %d of %d: %w", fd, pid, err)
+	}
+	return heldThrough(pid, fd, link, info)
+}
+
+// heldThrough is the locks the fdinfo info of fd (link) of pid lists, or nil if none.
+func heldThrough(pid, fd int, link string, info *procfs.Fdinfo) (*heldLocks, error) {
+	if info == nil || len(info.Locks) == 0 {
+		return nil, nil
 	}
 	h := &heldLocks{pid: pid, fd: fd, link: link}
 	for _, s := range info.Locks {

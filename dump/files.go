@@ -466,20 +466,16 @@ func (s *setState) sharedID(pid, fd int, k devIno) (uint32, bool, error) {
 // that number then names another process or none. A process group counts as in the tree
 // when its leader is (only those are restored). pids is the whole tree; it reads the
 // owners through pidfd_getfd and touches nothing, for precheck.
-func checkFdOwners(pids []int, refused *Refusals) error {
-	procs, tids := map[int]bool{}, map[int]bool{}
-	for _, pid := range pids {
-		procs[pid] = true
-		ts, err := procfs.ListNumeric(procfs.Path(pid, "task"))
-		if err != nil && !vanished(err) {
-			return fmt.Errorf("list threads of %d: %w", pid, err)
-		}
-		for _, t := range ts {
+func checkFdOwners(procs []*liveProc, refused *Refusals) error {
+	pids, tids := map[int]bool{}, map[int]bool{}
+	for _, p := range procs {
+		pids[p.pid] = true
+		for _, t := range p.tids {
 			tids[t] = true
 		}
 	}
-	for _, pid := range pids {
-		if err := checkOwnersOf(pid, procs, tids, refused); err != nil {
+	for _, p := range procs {
+		if err := checkOwnersOf(p, pids, tids, refused); err != nil {
 			return err
 		}
 	}
@@ -487,7 +483,8 @@ func checkFdOwners(pids []int, refused *Refusals) error {
 }
 
 // checkOwnersOf checks the owners of the fds of one process (see checkFdOwners).
-func checkOwnersOf(pid int, procs, tids map[int]bool, refused *Refusals) error {
+func checkOwnersOf(p *liveProc, procs, tids map[int]bool, refused *Refusals) error {
+	pid := p.pid
 	pidfd, err := unix.PidfdOpen(pid, 0)
 	if err != nil {
 		if vanished(err) {
@@ -496,14 +493,8 @@ func checkOwnersOf(pid int, procs, tids map[int]bool, refused *Refusals) error {
 		return fmt.Errorf("pidfd_open %d: %w", pid, err)
 	}
 	defer unix.Close(pidfd)
-	fds, err := procfs.ListNumeric(procfs.Path(pid, "fd"))
-	if err != nil {
-		if vanished(err) {
-			return nil
-		}
-		return fmt.Errorf("list fds of %d: %w", pid, err)
-	}
-	for _, fd := range fds {
+	for _, f := range p.fds {
+		fd := f.fd
 		own, err := fdOwner(pidfd, fd)
 		if err != nil {
 			if errors.Is(err, unix.EBADF) || vanished(err) {

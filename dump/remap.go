@@ -157,23 +157,24 @@ func (f *treeFile) resource(fdWhat string) string {
 // directories and file mappings, in the order of pids, each process's looked at on every
 // core at once. A process or file gone meanwhile is skipped (the stopped tree is looked
 // at again). vmas are each process's mappings as precheck read them.
-func deletedTreeFiles(pids []int, vmas map[int][]*vmaDesc) ([]*treeFile, error) {
-	files := make([][]*treeFile, len(pids))
-	if err := par.EachUntil(len(pids), func(i int) (err error) {
-		files[i], err = deletedFilesOf(pids[i], vmas[pids[i]])
+func deletedTreeFiles(procs []*liveProc, vmas map[int][]*vmaDesc) ([]*treeFile, error) {
+	files := make([][]*treeFile, len(procs))
+	if err := par.EachUntil(len(procs), func(i int) (err error) {
+		files[i], err = deletedFilesOf(procs[i], vmas[procs[i].pid])
 		return err
 	}); err != nil {
 		return nil, err
 	}
 	var all []*treeFile
-	for i := range pids {
+	for i := range procs {
 		all = append(all, files[i]...)
 	}
 	return all, nil
 }
 
 // deletedFilesOf is deletedTreeFiles for one process.
-func deletedFilesOf(pid int, vmas []*vmaDesc) ([]*treeFile, error) {
+func deletedFilesOf(p *liveProc, vmas []*vmaDesc) ([]*treeFile, error) {
+	pid := p.pid
 	var out []*treeFile
 	one := func(fd int, open, what string) error {
 		f := &treeFile{pid: pid, fd: fd, open: open, what: what}
@@ -193,13 +194,9 @@ func deletedFilesOf(pid int, vmas []*vmaDesc) ([]*treeFile, error) {
 		}
 		return nil
 	}
-	fds, err := procFds(pid)
-	if err != nil {
-		return nil, err
-	}
-	for _, fd := range fds {
-		if err := skip(one(fd, procfs.Path(pid, "fd", strconv.Itoa(fd)), "")); err != nil {
-			return nil, fmt.Errorf("process %d fd %d: %w", pid, fd, err)
+	for _, f := range p.fds { // as precheck read them
+		if strings.HasSuffix(f.link, deletedSuffix) {
+			out = append(out, &treeFile{pid: pid, fd: f.fd, open: procfs.Path(pid, "fd", strconv.Itoa(f.fd)), link: f.link, st: f.st})
 		}
 	}
 	for _, f := range []struct{ name, what string }{{"exe", "executable"}, {"cwd", "working directory"}} {

@@ -16,7 +16,11 @@ func TestCheckFdOwners(t *testing.T) {
 		t.Run(c.arg, func(t *testing.T) {
 			tg := launch(t, "fownout", c.arg)
 			var refused Refusals
-			if err := checkFdOwners([]int{tg.Pid}, &refused); err != nil {
+			live, err := readLive(tg.Pid)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := checkFdOwners([]*liveProc{live}, &refused); err != nil {
 				t.Fatal(err)
 			}
 			if !c.refused {

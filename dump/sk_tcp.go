@@ -5,9 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
-	"os"
-	"strconv"
-	"strings"
 	"syscall"
 	"unsafe"
 
@@ -17,7 +14,6 @@ import (
 
 	"github.com/imgtool/imgtool/image"
 	"github.com/imgtool/imgtool/internal/nftables"
-	"github.com/imgtool/imgtool/internal/procfs"
 	"github.com/imgtool/imgtool/internal/tcprepair"
 )
 
@@ -178,20 +174,13 @@ func (t *tcpConns) repairs() bool { return t.established && !t.close }
 
 // checkTCPConns refuses, in precheck, every TCP connection of the tree that the options do
 // not let the dump save; it touches nothing (the sockets are read through copies).
-func checkTCPConns(pids []int, opts Options, refused *Refusals) error {
+func checkTCPConns(procs []*liveProc, opts Options, refused *Refusals) error {
 	mode := newTCPConns(opts, "")
 	var ends, all []tcpEnd // the ends saved, every end
-	for _, pid := range pids {
-		fds, err := procfs.ListNumeric(procfs.Path(pid, "fd"))
-		if err != nil {
-			if vanished(err) {
-				continue
-			}
-			return fmt.Errorf("list fds of %d: %w", pid, err)
-		}
-		for _, fd := range fds {
-			link, err := os.Readlink(procfs.Path(pid, "fd", strconv.Itoa(fd)))
-			if err != nil || !strings.HasPrefix(link, "socket:[") || sockKind(pid, fd) != fdInetSk {
+	for _, p := range procs {
+		for _, fdesc := range p.fds {
+			pid, fd, link := p.pid, fdesc.fd, fdesc.link
+			if fdesc.refused || fdesc.kind != fdInetSk {
 				continue
 			}
 			local, err := sockCopy(pid, fd)

@@ -18,7 +18,6 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"github.com/imgtool/imgtool/image"
-	"github.com/imgtool/imgtool/internal/procfs"
 	"github.com/imgtool/imgtool/internal/sockdiag"
 )
 
@@ -475,22 +474,18 @@ const uskExtern = 1
 // checkUnixPeers refuses every UNIX socket of the tree whose peer no process of the tree
 // holds, unless ext (Options.ExtUnixSk) and the peer is one a restore can connect to again
 // (outsidePeer). pids is the whole tree; it touches nothing, for precheck.
-func checkUnixPeers(pids []int, ext bool, refused *Refusals) error {
+func checkUnixPeers(procs []*liveProc, ext bool, refused *Refusals) error {
 	type at struct {
 		pid, fd int
 		link    string
 	}
 	var socks []at
 	inTree := map[uint32]bool{}
-	for _, pid := range pids {
-		fds, err := procFds(pid)
-		if err != nil {
-			return err
-		}
-		for _, fd := range fds {
-			link, err := os.Readlink(procfs.Path(pid, "fd", strconv.Itoa(fd)))
+	for _, p := range procs {
+		for _, f := range p.fds {
+			pid, fd, link := p.pid, f.fd, f.link
 			ino, ok := strings.CutPrefix(link, "socket:[")
-			if err != nil || !ok {
+			if !ok {
 				continue
 			}
 			n, err := strconv.ParseUint(strings.TrimSuffix(ino, "]"), 10, 32)

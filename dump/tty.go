@@ -4,7 +4,6 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
-	"os"
 	"slices"
 	"strconv"
 	"strings"
@@ -322,10 +321,10 @@ func termiosEntry(t *unix.Termios) *tty.TermiosEntry {
 //
 // A partial line in a canonical-mode slave (typed, no newline yet) cannot be seen from
 // outside the line discipline and is not refused: it is lost, as with CRIU.
-func checkTTYs(pids []int, shellJob bool, refused *Refusals) (transient bool, err error) {
+func checkTTYs(procs []*liveProc, shellJob bool, refused *Refusals) (transient bool, err error) {
 	in := map[int]bool{}
-	for _, pid := range pids {
-		in[pid] = true
+	for _, p := range procs {
+		in[p.pid] = true
 	}
 	type use struct {
 		pid, fd int
@@ -336,41 +335,22 @@ func checkTTYs(pids []int, shellJob bool, refused *Refusals) (transient bool, er
 	ends := map[int][]use{} // by pty index
 	var sids []int          // sessions of the tree, in tree order
 	members := map[int][]int{}
-	for _, pid := range pids {
-		st, err := procfs.ReadStat(procfs.Path(pid, "stat"))
-		if err != nil {
-			if vanished(err) {
-				continue
-			}
-			return false, err
-		}
+	for _, p := range procs {
+		pid, st := p.pid, p.stat
 		stats[pid] = st
 		if members[st.Sid] == nil {
 			sids = append(sids, st.Sid)
 		}
 		members[st.Sid] = append(members[st.Sid], pid)
-		fds, err := procfs.ListNumeric(procfs.Path(pid, "fd"))
-		if err != nil {
-			if vanished(err) {
+		for _, f := range p.fds {
+			if f.st.Mode&unix.S_IFMT != unix.S_IFCHR || !isTTYMajor(unix.Major(f.st.Rdev)) {
 				continue
 			}
-			return false, fmt.Errorf("list fds of %d: %w", pid, err)
-		}
-		for _, fd := range fds {
-			path := procfs.Path(pid, "fd", strconv.Itoa(fd))
-			var fst unix.Stat_t
-			if unix.Stat(path, &fst) != nil || fst.Mode&unix.S_IFMT != unix.S_IFCHR || !isTTYMajor(unix.Major(fst.Rdev)) {
-				continue
-			}
-			link, err := os.Readlink(path)
-			if err != nil {
-				continue // closed meanwhile
-			}
-			end, err := endOf(pid, fd, link, &fst)
+			end, err := endOf(pid, f.fd, f.link, &f.st)
 			if err != nil {
 				continue // refused by the fd's own check
 			}
-			ends[end.index] = append(ends[end.index], use{pid, fd, link, end})
+			ends[end.index] = append(ends[end.index], use{pid, f.fd, f.link, end})
 		}
 	}
 	hasMaster := func(idx int) bool {
@@ -555,12 +535,19 @@ func queued(pid, fd int) (int, error) {
 // may be queued now (the tree is then put back and looked at again), and a process
 // born since the check may hold a terminal.
 func (d *dumper) checkFrozenTTYs() error {
-	pids := make([]int, len(d.procs))
-	for i, p := range d.procs {
-		pids[i] = p.pid
+	procs := make([]*liveProc, 0, len(d.procs))
+	for _, p := range d.procs {
+		lp, err := readLive(p.pid)
+		if err != nil {
+			if vanished(err) {
+				continue // killed meanwhile: the dump finds out when it goes on
+			}
+			return err
+		}
+		procs = append(procs, lp)
 	}
 	var refused Refusals
-	transient, err := checkTTYs(pids, d.opts.ShellJob, &refused)
+	transient, err := checkTTYs(procs, d.opts.ShellJob, &refused)
 	switch {
 	case err != nil:
 		return err

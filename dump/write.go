@@ -57,7 +57,8 @@ func (d *dumper) collect() error {
 	// the tracer thread (errors in tree order, a process's calls' before its mappings').
 	vmasOf := make([][]*vmaDesc, len(d.procs))
 	vmaErrs := make([]error, len(d.procs))
-	par.Each(len(d.procs), func(i int) { vmasOf[i], vmaErrs[i] = buildVMAs(d.procs[i].pid, d.procs[i].state.vmas) })
+	files := &mappedFiles{}
+	par.Each(len(d.procs), func(i int) { vmasOf[i], vmaErrs[i] = buildVMAs(d.procs[i].pid, d.procs[i].state.vmas, files) })
 	for i, p := range d.procs {
 		if err := d.checkCtx(); err != nil {
 			return err
