@@ -342,7 +342,10 @@
 //   - Registers of a thread stopped in a restart_syscall-style call (nanosleep) are stored
 //     with -EINTR as CRIU does; a process restored from the set sees the call interrupted.
 //
-// Not supported (refused): see the first paragraph; also 32-bit tasks and shadow stacks. A
+// Not supported (refused): see the first paragraph; also 32-bit tasks, shadow stacks, and
+// a thread whose XSAVE state holds components a core image has no field for (AMX tiles
+// in use: refused once the thread is stopped, the only way to see it, before anything is
+// injected). A
 // process in a chroot is dumped with its root directory (fs.img root_id) and every path as
 // imgtool sees it (the host's), as CRIU does in one mount namespace: restore opens them all
 // itself and chroots the process into its root.
