@@ -76,6 +76,7 @@ type dumper struct {
 	stats     dumpStats
 	set       *setState
 
+	progressMu                  sync.Mutex
 	progressDone, progressTotal int64
 
 	held       []heldLocks // the file locks of the stopped tree (file_lock.go)

@@ -345,6 +345,8 @@ func (r *pageReader) advance(n uint64) {
 }
 
 func (d *dumper) progressAdd(n int64) {
+	d.progressMu.Lock() // several processes' pages are written at once
+	defer d.progressMu.Unlock()
 	d.progressDone += n
 	if d.opts.Progress != nil {
 		d.opts.Progress(d.progressDone, d.progressTotal)

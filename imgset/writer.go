@@ -144,17 +144,42 @@ func (w *Writer) Create(name string) (io.WriteCloser, error) {
 // the umask, as a rewrite keeps each file's mode). With stream false the file of
 // an encrypted set gets no encrypting writer: it is to be filled by copyAt.
 func (w *Writer) createFile(name string, perm os.FileMode, stream bool) (*setFile, error) {
+	if err := w.reserve(name); err != nil {
+		return nil, err
+	}
+	// The file is made outside the lock: a dump creates its thousands of small files from
+	// every core at once, and the lock held across the open made them one at a time.
+	sf, err := w.openFile(name, perm, stream)
+	w.filesMu.Lock()
+	defer w.filesMu.Unlock()
+	if err != nil {
+		delete(w.files, name)
+		return nil, err
+	}
+	w.files[name] = sf
+	return sf, nil
+}
+
+// reserve claims name for a file being created (a nil entry of files until it is open).
+func (w *Writer) reserve(name string) error {
 	w.filesMu.Lock()
 	defer w.filesMu.Unlock()
 	if w.done {
-		return nil, errors.New("image set: writer already committed or aborted")
+		return errors.New("image set: writer already committed or aborted")
 	}
 	if !validName(name) || name == HeaderName {
-		return nil, fmt.Errorf("image set %s: bad file name %q", w.dir, name)
+		return fmt.Errorf("image set %s: bad file name %q", w.dir, name)
 	}
 	if _, dup := w.files[name]; dup {
-		return nil, fmt.Errorf("image set %s: file %s written twice", w.dir, name)
+		return fmt.Errorf("image set %s: file %s written twice", w.dir, name)
 	}
+	w.files[name] = nil
+	return nil
+}
+
+// openFile creates the file name of the set, with its encryptor if the set is encrypted
+// and stream.
+func (w *Writer) openFile(name string, perm os.FileMode, stream bool) (*setFile, error) {
 	f, err := os.OpenFile(filepath.Join(w.tmp, name), os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
 	if err != nil {
 		return nil, err
@@ -175,7 +200,6 @@ func (w *Writer) createFile(name string, perm os.FileMode, stream bool) (*setFil
 			return nil, fmt.Errorf("image set %s: %s: %w", w.dir, name, err)
 		}
 	}
-	w.files[name] = sf
 	return sf, nil
 }
 
