@@ -168,40 +168,6 @@ type liveProc struct {
 	fds  []*fdDesc // ascending; those inspectFd refused with their link and stat only
 }
 
-// readLive reads a process's stat, threads, and fds with their links and stats (their
-// kinds and fdinfo left out), for the checks of the whole tree run on the stopped tree.
-func readLive(pid int) (*liveProc, error) {
-	st, err := procfs.ReadStat(procfs.Path(pid, "stat"))
-	if err != nil {
-		return nil, err
-	}
-	p := &liveProc{pid: pid, stat: st}
-	if p.tids, err = procfs.ListNumeric(procfs.Path(pid, "task")); err != nil {
-		return nil, fmt.Errorf("list threads of %d: %w", pid, err)
-	}
-	fds, err := procfs.ListNumeric(procfs.Path(pid, "fd"))
-	if err != nil {
-		return nil, fmt.Errorf("list fds of %d: %w", pid, err)
-	}
-	for _, fd := range fds {
-		if f := lightFd(pid, fd); f != nil {
-			p.fds = append(p.fds, f)
-		}
-	}
-	return p, nil
-}
-
-// lightFd reads fd of pid's link and stat only, or returns nil if it is closed meanwhile.
-func lightFd(pid, fd int) *fdDesc {
-	f := &fdDesc{fd: fd}
-	path := procfs.Path(pid, "fd", strconv.Itoa(fd))
-	var err error
-	if f.link, err = os.Readlink(path); err != nil || unix.Stat(path, &f.st) != nil {
-		return nil
-	}
-	return f
-}
-
 // precheckResult is what precheckProcess found for one process.
 type precheckResult struct {
 	live    *liveProc
@@ -255,11 +221,7 @@ func precheckProcess(pid int, r *precheckResult, files *mappedFiles, zombiesOK b
 			if err := refused.add(err); err != nil {
 				return err
 			}
-			// Still part of the tree (a peer of another fd, say): kept with its link and
-			// stat, refused.
-			if f = lightFd(pid, fd); f == nil {
-				continue
-			}
+			// Still part of the tree (a peer of another fd, say): kept, refused.
 			f.refused = true
 		}
 		if f.info != nil { // the checks of the tree need only its locks
@@ -546,27 +508,44 @@ func isTTYMajor(major uint32) bool {
 	return major == 4 || major == 5 || (major >= 136 && major <= 143) || major == 188 || major == 204
 }
 
-// inspectFd classifies fd of pid, refusing what cannot be dumped.
+// inspectFd reads and classifies fd of pid, refusing what cannot be dumped.
 func inspectFd(pid, fd int) (*fdDesc, error) {
+	f, err := readFd(pid, fd)
+	if err != nil {
+		return nil, err
+	}
+	return f, classifyFd(pid, f)
+}
+
+// readFd reads what /proc says of fd of pid: its link, the stat of what it opens, its
+// fdinfo. It opens nothing.
+func readFd(pid, fd int) (*fdDesc, error) {
 	path := procfs.Path(pid, "fd", strconv.Itoa(fd))
 	link, err := os.Readlink(path)
 	if err != nil {
 		return nil, fmt.Errorf("read fd %d of %d: %w", fd, pid, err)
 	}
-	switch {
-	case strings.Contains(link, "io_uring"):
-		return nil, refuse(pid, fd, link, "io_uring is not supported")
-	case strings.HasPrefix(link, "anon_inode:") && !isAnonKind(link):
-		return nil, refuse(pid, fd, link, "this kind of file is not supported")
-	case strings.HasSuffix(link, "]") && !strings.HasPrefix(link, "/") && !strings.HasPrefix(link, "pipe:") && !strings.HasPrefix(link, "socket:") && !isAnonKind(link):
-		return nil, refuse(pid, fd, link, "this kind of file is not supported")
-	}
-	fdesc := &fdDesc{fd: fd, link: link}
-	if err := unix.Stat(path, &fdesc.st); err != nil {
+	f := &fdDesc{fd: fd, link: link}
+	if err := unix.Stat(path, &f.st); err != nil {
 		return nil, fmt.Errorf("stat fd %d of %d (%s): %w", fd, pid, link, err)
 	}
-	if fdesc.info, err = procfs.ReadFdinfo(pid, fd); err != nil {
+	if f.info, err = procfs.ReadFdinfo(pid, fd); err != nil {
 		return nil, err
+	}
+	return f, nil
+}
+
+// classifyFd sets the kind of f, an fd of pid read by readFd, and runs its kind's check,
+// refusing what cannot be dumped.
+func classifyFd(pid int, fdesc *fdDesc) error {
+	fd, link := fdesc.fd, fdesc.link
+	switch {
+	case strings.Contains(link, "io_uring"):
+		return refuse(pid, fd, link, "io_uring is not supported")
+	case strings.HasPrefix(link, "anon_inode:") && !isAnonKind(link):
+		return refuse(pid, fd, link, "this kind of file is not supported")
+	case strings.HasSuffix(link, "]") && !strings.HasPrefix(link, "/") && !strings.HasPrefix(link, "pipe:") && !strings.HasPrefix(link, "socket:") && !isAnonKind(link):
+		return refuse(pid, fd, link, "this kind of file is not supported")
 	}
 	mode := fdesc.st.Mode & unix.S_IFMT
 	switch {
@@ -581,32 +560,19 @@ func inspectFd(pid, fd int) (*fdDesc, error) {
 	case isShmem(link, &fdesc.st): // a memfd, or MAP_SHARED anonymous memory ("/dev/zero (deleted)")
 		fdesc.kind = fdMemfd
 	case (mode == unix.S_IFCHR || mode == unix.S_IFBLK) && fdesc.st.Nlink == 0:
-		return nil, refuse(pid, fd, "removed "+link, "device nodes that were removed cannot be recreated")
+		return refuse(pid, fd, "removed "+link, "device nodes that were removed cannot be recreated")
 	case (mode == unix.S_IFREG || mode == unix.S_IFDIR) && fdesc.st.Nlink == 0 && !isGhost(link, &fdesc.st) && !strings.HasPrefix(link, "/proc/"):
-		return nil, refuse(pid, fd, "unlinked file "+link, "this kind of deleted file cannot be made again")
+		return refuse(pid, fd, "unlinked file "+link, "this kind of deleted file cannot be made again")
 	case strings.HasPrefix(link, "/proc/"):
 		// A /proc file names the state of a process (often the holder's own): reopened
 		// by path before the restored processes exist, it would name nothing or another.
-		return nil, refuse(pid, fd, link, "files in /proc are not supported")
+		return refuse(pid, fd, link, "files in /proc are not supported")
 	case mode == unix.S_IFREG, mode == unix.S_IFDIR, mode == unix.S_IFCHR, mode == unix.S_IFBLK:
 		fdesc.kind = fdReg // deleted files and directories too: ghost.go; renamed by a link: remap.go
 	case isAnonKind(link):
 		fdesc.kind = anonKinds[link]
 	default:
-		return nil, refuse(pid, fd, link, "this kind of file is not supported")
+		return refuse(pid, fd, link, "this kind of file is not supported")
 	}
-	if err := fdKinds[fdesc.kind].check(pid, fdesc); err != nil {
-		return nil, err
-	}
-	return fdesc, nil
-}
-
-// procFds lists the fds of a process of the tree; none if it is gone meanwhile (the
-// stopped tree is checked again).
-func procFds(pid int) ([]int, error) {
-	fds, err := procfs.ListNumeric(procfs.Path(pid, "fd"))
-	if err != nil && !vanished(err) {
-		return nil, fmt.Errorf("list fds of %d: %w", pid, err)
-	}
-	return fds, nil
+	return fdKinds[fdesc.kind].check(pid, fdesc)
 }

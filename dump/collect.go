@@ -76,6 +76,7 @@ type procState struct {
 	umask         uint32
 	sharedPending [][]byte
 	vmas          []procfs.Mapping
+	fds           []*fdDesc // read once the tree stopped (readFds), classified in collect
 	exePath       string
 	exeStat       unix.Stat_t
 	cwdPath       string
@@ -235,6 +236,9 @@ func (d *dumper) readProcess(p *process) error {
 	if err := d.collectProcFiles(p, ps); err != nil {
 		return err
 	}
+	if ps.fds, err = readFds(p.pid); err != nil {
+		return err
+	}
 	ps.vmas, err = procfs.ReadSmaps(p.pid)
 	return err
 }
@@ -254,6 +258,12 @@ func (d *dumper) readTree() error {
 		for _, t := range p.threads {
 			tasks = append(tasks, task{p, t})
 		}
+	}
+	// /proc/locks before any fdinfo (readProcess): a lock it lists that no fd lists
+	// afterwards is not held through an fd (holdLocks).
+	var err error
+	if d.lockList, err = procfs.ReadLocks(); err != nil {
+		return err
 	}
 	procErrs := make([]error, len(d.procs))
 	threadErrs := make([]error, len(tasks))

@@ -2,15 +2,12 @@ package dump
 
 import (
 	"fmt"
-	"os"
-	"strconv"
 	"strings"
 
 	file_lock "github.com/checkpoint-restore/go-criu/v8/crit/images/file-lock"
 	"google.golang.org/protobuf/proto"
 
 	"github.com/imgtool/imgtool/image"
-	"github.com/imgtool/imgtool/internal/par"
 	"github.com/imgtool/imgtool/internal/procfs"
 )
 
@@ -98,30 +95,45 @@ func checkFileLocks(procs []*liveProc, all []procfs.Lock, fileLocks bool, refuse
 	each := make([][]heldLocks, len(procs))
 	for i, p := range procs {
 		pids[i] = p.pid
-		for _, f := range p.fds {
-			h, err := heldThrough(p.pid, f.fd, f.link, f.info)
-			if err != nil {
-				return err
-			}
-			if h != nil {
-				each[i] = append(each[i], *h)
-			}
+		var err error
+		if each[i], err = locksThrough(p.pid, p.fds); err != nil {
+			return err
 		}
 	}
 	_, err := judgeLocks(pids, all, each, fileLocks, refused)
 	return err
 }
 
-// holdLocks reads the locks of the stopped tree, refusing what cannot be saved, and keeps
-// them for filelocks.img. It runs before anything of the tree is read through a new open
-// (which would break a write lease).
+// locksThrough lists the locks held through each of fds of pid, as their fdinfo says.
+func locksThrough(pid int, fds []*fdDesc) ([]heldLocks, error) {
+	var held []heldLocks
+	for _, f := range fds {
+		h, err := heldThrough(pid, f.fd, f.link, f.info)
+		if err != nil {
+			return nil, err
+		}
+		if h != nil {
+			held = append(held, *h)
+		}
+	}
+	return held, nil
+}
+
+// holdLocks takes the locks of the stopped tree from the fdinfo and /proc/locks readTree
+// read, refusing what cannot be saved, and keeps them for filelocks.img. It runs before
+// anything of the tree is read through a new open (which would break a write lease).
 func (d *dumper) holdLocks() error {
 	pids := make([]int, len(d.procs))
+	each := make([][]heldLocks, len(d.procs))
 	for i, p := range d.procs {
 		pids[i] = p.pid
+		var err error
+		if each[i], err = locksThrough(p.pid, p.state.fds); err != nil {
+			return err
+		}
 	}
 	var refused Refusals
-	held, err := readLocks(pids, d.opts.FileLocks, &refused)
+	held, err := judgeLocks(pids, d.lockList, each, d.opts.FileLocks, &refused)
 	if err != nil {
 		return err
 	}
@@ -130,27 +142,6 @@ func (d *dumper) holdLocks() error {
 	}
 	d.held = held
 	return nil
-}
-
-// readLocks lists the locks held through the fds of pids (in that order, fds ascending)
-// and adds to refused what cannot be saved. A process or fd gone meanwhile is skipped:
-// the stopped tree is read again.
-func readLocks(pids []int, fileLocks bool, refused *Refusals) ([]heldLocks, error) {
-	// /proc/locks first: a lock it lists that no fd lists afterwards is not held through
-	// an fd.
-	all, err := procfs.ReadLocks()
-	if err != nil {
-		return nil, err
-	}
-	// Each process's fds on every core at once (a fdinfo file an fd), taken in order.
-	each := make([][]heldLocks, len(pids))
-	if err := par.EachUntil(len(pids), func(i int) (err error) {
-		each[i], err = fdsLocks(pids[i])
-		return err
-	}); err != nil {
-		return nil, err
-	}
-	return judgeLocks(pids, all, each, fileLocks, refused)
 }
 
 // judgeLocks adds to refused what cannot be saved of the locks each process of pids holds
@@ -212,41 +203,6 @@ func judgeLocks(pids []int, all []procfs.Lock, each [][]heldLocks, fileLocks boo
 			describeLock(l), who)))
 	}
 	return held, nil
-}
-
-// fdsLocks lists the locks held through each fd of pid (fdLocks).
-func fdsLocks(pid int) ([]heldLocks, error) {
-	fds, err := procFds(pid)
-	if err != nil {
-		return nil, err
-	}
-	var held []heldLocks
-	for _, fd := range fds {
-		h, err := fdLocks(pid, fd)
-		if err != nil {
-			if vanished(err) {
-				continue
-			}
-			return nil, err
-		}
-		if h != nil {
-			held = append(held, *h)
-		}
-	}
-	return held, nil
-}
-
-// fdLocks reads the locks listed in the fdinfo of one fd, or nil if there are none.
-func fdLocks(pid, fd int) (*heldLocks, error) {
-	info, err := procfs.ReadFdinfo(pid, fd)
-	if err != nil || len(info.Locks) == 0 {
-		return nil, err
-	}
-	link, err := os.Readlink(procfs.Path(pid, "fd", strconv.Itoa(fd)))
-	if err != nil {
-		return nil, fmt.Errorf("read fd %d of %d: %w", fd, pid, err)
-	}
-	return heldThrough(pid, fd, link, info)
 }
 
 // heldThrough is the locks the fdinfo info of fd (link) of pid lists, or nil if none.

@@ -624,13 +624,23 @@ func (s *setState) numberFs(p *process) error {
 
 // collectFds inspects every fd of p.
 func collectFds(p *process) ([]*fdDesc, error) {
-	fds, err := procfs.ListNumeric(procfs.Path(p.pid, "fd"))
-	if err != nil {
-		return nil, fmt.Errorf("list fds of %d: %w", p.pid, err)
+	for _, f := range p.state.fds {
+		if err := classifyFd(p.pid, f); err != nil {
+			return nil, err
+		}
 	}
-	var out []*fdDesc
+	return p.state.fds, nil
+}
+
+// readFds reads every fd of pid (readFd), ascending.
+func readFds(pid int) ([]*fdDesc, error) {
+	fds, err := procfs.ListNumeric(procfs.Path(pid, "fd"))
+	if err != nil {
+		return nil, fmt.Errorf("list fds of %d: %w", pid, err)
+	}
+	out := make([]*fdDesc, 0, len(fds))
 	for _, fd := range fds {
-		f, err := inspectFd(p.pid, fd)
+		f, err := readFd(pid, fd)
 		if err != nil {
 			return nil, err
 		}

@@ -76,6 +76,7 @@ type dumper struct {
 	stats     dumpStats
 	set       *setState
 
+	lockList                    []procfs.Lock // /proc/locks, read as the stopped tree is (readTree)
 	progressMu                  sync.Mutex
 	progressDone, progressTotal int64
 

@@ -16,10 +16,11 @@ func TestCheckFdOwners(t *testing.T) {
 		t.Run(c.arg, func(t *testing.T) {
 			tg := launch(t, "fownout", c.arg)
 			var refused Refusals
-			live, err := readLive(tg.Pid)
+			fds, err := readFds(tg.Pid)
 			if err != nil {
 				t.Fatal(err)
 			}
+			live := &liveProc{pid: tg.Pid, tids: []int{tg.Pid}, fds: fds}
 			if err := checkFdOwners([]*liveProc{live}, &refused); err != nil {
 				t.Fatal(err)
 			}

@@ -535,16 +535,9 @@ func queued(pid, fd int) (int, error) {
 // may be queued now (the tree is then put back and looked at again), and a process
 // born since the check may hold a terminal.
 func (d *dumper) checkFrozenTTYs() error {
-	procs := make([]*liveProc, 0, len(d.procs))
-	for _, p := range d.procs {
-		lp, err := readLive(p.pid)
-		if err != nil {
-			if vanished(err) {
-				continue // killed meanwhile: the dump finds out when it goes on
-			}
-			return err
-		}
-		procs = append(procs, lp)
+	procs := make([]*liveProc, len(d.procs))
+	for i, p := range d.procs { // as readTree read them
+		procs[i] = &liveProc{pid: p.pid, stat: p.state.stat, fds: p.state.fds}
 	}
 	var refused Refusals
 	transient, err := checkTTYs(procs, d.opts.ShellJob, &refused)
