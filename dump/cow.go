@@ -107,7 +107,10 @@ func scanShared(pid int, vmas []*vmaDesc, zero zeroFrames, buf []byte, frames ma
 // forkCopy reports whether a child's mapping is still the copy fork made of its parent's
 // (image.InheritedVMA), with files compared by device and inode.
 func forkCopy(parent, child *vmaDesc) bool {
-	same := parent.st.Dev == child.st.Dev && parent.st.Ino == child.st.Ino
+	same := parent.st == child.st // anonymous: neither has a file
+	if parent.st != nil && child.st != nil {
+		same = parent.st.Dev == child.st.Dev && parent.st.Ino == child.st.Ino
+	}
 	return image.InheritedVMA(parent.entry(), child.entry(), same)
 }
 

@@ -192,7 +192,7 @@ func (s *setState) memfdMapID(v *vmaDesc) (uint32, error) {
 	if id, ok := s.memfdMaps[v.st.Ino]; ok {
 		return id, nil
 	}
-	m, err := s.memfdInodeFor(v.path, v.mapFile, &v.st)
+	m, err := s.memfdInodeFor(v.path, v.mapFile, v.st)
 	if err != nil {
 		return 0, err
 	}
@@ -222,14 +222,14 @@ func (s *setState) numberMM(p *process) error {
 			}
 			v.shmid = uint64(id)
 		case vmaFilePriv:
-			id, err := s.mapFileID(p.pid, what, v.path, v.mapFile, &v.st)
+			id, err := s.mapFileID(p.pid, what, v.path, v.mapFile, v.st)
 			if err != nil {
 				return err
 			}
 			v.shmid = uint64(id)
 		case vmaNoPages:
 			if v.mapFile != "" {
-				id, err := s.mapFileID(p.pid, what, v.path, v.mapFile, &v.st)
+				id, err := s.mapFileID(p.pid, what, v.path, v.mapFile, v.st)
 				if err != nil {
 					return err
 				}

@@ -35,7 +35,7 @@ type vmaDesc struct {
 	readable          bool
 	path              string // the mapped file as named in maps (file mappings)
 	mapFile           string // /proc/PID/map_files/... link that opens it
-	st                unix.Stat_t
+	st                *unix.Stat_t // of a file mapping, shared by the mappings of one file (mappedFiles)
 	shmid             uint64 // file id (files.img) for file mappings, set when files are numbered
 }
 
@@ -52,18 +52,19 @@ type mappedFileKey struct {
 	path         string
 }
 
-// stat fills st with the stat of the file v maps, opened through mapFile.
-func (c *mappedFiles) stat(v *procfs.Mapping, mapFile string, st *unix.Stat_t) error {
+// stat returns the stat of the file v maps, opened through mapFile, which the caller
+// must not change: the mappings of one file share it.
+func (c *mappedFiles) stat(v *procfs.Mapping, mapFile string) (*unix.Stat_t, error) {
 	k := mappedFileKey{v.DevMajor, v.DevMinor, v.Ino, v.Path}
 	if got, ok := c.m.Load(k); ok {
-		*st = got.(unix.Stat_t)
-		return nil
+		return got.(*unix.Stat_t), nil
 	}
+	st := new(unix.Stat_t)
 	if err := unix.Stat(mapFile, st); err != nil {
-		return err
+		return nil, err
 	}
-	c.m.Store(k, *st)
-	return nil
+	c.m.Store(k, st)
+	return st, nil
 }
 
 // classifyVMA turns one smaps entry into its CRIU form, or refuses it. It returns nil for
@@ -147,32 +148,34 @@ func classifyVMA(pid int, v *procfs.Mapping, files *mappedFiles, access bool) (*
 	case "[uprobes]":
 		return nil, nil
 	}
-	where := fmt.Sprintf("mapping %#x-%#x %s", v.Start, v.End, v.Path)
+	// Named only in a refusal: a Sprintf for each of 20,000 mappings was a twentieth of
+	// their dump.
+	where := func() string { return fmt.Sprintf("mapping %#x-%#x %s", v.Start, v.End, v.Path) }
 	if ioPf {
-		return nil, refuse(pid, -1, where, "I/O and PFN mappings are not supported")
+		return nil, refuse(pid, -1, where(), "I/O and PFN mappings are not supported")
 	}
 	if v.Ino == 0 {
 		if strings.Contains(v.Path, "aio") || strings.Contains(v.Path, "io_uring") {
-			return nil, refuse(pid, -1, where, "this kind of mapping is not supported")
+			return nil, refuse(pid, -1, where(), "this kind of mapping is not supported")
 		}
 		return anon(image.VMAAreaRegular, vmaAnon)
 	}
 	switch {
 	case strings.HasPrefix(v.Path, "/SYSV"):
-		return nil, refuse(pid, -1, where, "System V shared memory is not supported")
+		return nil, refuse(pid, -1, where(), "System V shared memory is not supported")
 	case strings.Contains(v.Path, "io_uring"), strings.HasPrefix(v.Path, "/[aio]"):
-		return nil, refuse(pid, -1, where, "this kind of mapping is not supported")
+		return nil, refuse(pid, -1, where(), "this kind of mapping is not supported")
 	}
 	e.pgoff = v.Pgoff
 	e.path = v.Path
 	e.mapFile = procfs.Path(pid, "map_files", fmt.Sprintf("%x-%x", v.Start, v.End))
 	var err error
-	if err = files.stat(v, e.mapFile, &e.st); err != nil {
+	if e.st, err = files.stat(v, e.mapFile); err != nil {
 		return nil, fmt.Errorf("process %d: stat %s (%s): %w", pid, e.mapFile, v.Path, err)
 	}
 	if v.VMFlags == nil && onHugetlbfs(e.st.Dev, e.mapFile) {
 		// read from maps (precheckMappings), without the VmFlags that say ht
-		return nil, refuse(pid, -1, where, "hugetlb mappings are not supported")
+		return nil, refuse(pid, -1, where(), "hugetlb mappings are not supported")
 	}
 	if access {
 		if e.fdflags, err = mapFileAccess(e.mapFile); err != nil {
@@ -181,7 +184,7 @@ func classifyVMA(pid int, v *procfs.Mapping, files *mappedFiles, access bool) (*
 		e.hasFdflags = true
 	}
 	switch mode := e.st.Mode & unix.S_IFMT; {
-	case isShmem(v.Path, &e.st):
+	case isShmem(v.Path, e.st):
 		e.status = image.VMAAreaRegular | image.VMAAreaMemfd
 		if v.Shared {
 			e.status |= image.VMAFileShared
@@ -194,8 +197,8 @@ func classifyVMA(pid int, v *procfs.Mapping, files *mappedFiles, access bool) (*
 		// other deleted files are ghosts (ghost.go); one whose name was removed while it
 		// keeps another is saved through a link (remap.go), refused without --link-remap
 		// by checkLinkRemaps
-		if e.st.Nlink == 0 && !isGhost(v.Path, &e.st) {
-			return nil, refuse(pid, -1, where, "this kind of deleted file cannot be made again")
+		if e.st.Nlink == 0 && !isGhost(v.Path, e.st) {
+			return nil, refuse(pid, -1, where(), "this kind of deleted file cannot be made again")
 		}
 		e.status = image.VMAAreaRegular
 		if v.Shared {
@@ -206,7 +209,7 @@ func classifyVMA(pid int, v *procfs.Mapping, files *mappedFiles, access bool) (*
 			e.kind = vmaFilePriv
 		}
 	default:
-		return nil, refuse(pid, -1, where, "mappings of devices are not supported")
+		return nil, refuse(pid, -1, where(), "mappings of devices are not supported")
 	}
 	return e, nil
 }
