@@ -212,7 +212,7 @@ func (r *restorer) restoreSigactions(p *process, tc *criu_core.TaskCoreEntry, b 
 	if len(tc.Sigactions) != 0 && len(tc.Sigactions) != len(sigs) {
 		return fmt.Errorf("core-%d.img: %d signal actions, want %d", p.pid, len(tc.Sigactions), len(sigs))
 	}
-	st, err := procfs.ReadStatus(procfs.Path(p.pid, "status"))
+	st, err := procfs.ReadStatusKeys(procfs.Path(p.pid, "status"), []string{"SigIgn"})
 	if err != nil {
 		return err
 	}
