@@ -212,7 +212,7 @@ type restorer struct {
 	fdBase   int // first fd number above every fd any process uses
 	pidfdFd  int // fd (in every process) of a pidfd of this process, for pidfd_getfd
 	descs    *descriptions
-	xsaveLen int
+	xsaveBuf []byte          // the kernel's XSAVE size, each thread's state built in it (setFinalRegisters)
 	warned   map[string]bool // warnings already given, so each is said once per restore
 }
 

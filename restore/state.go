@@ -485,18 +485,17 @@ func (r *restorer) setFinalRegisters(p *process, t *thread, c *criu_core.CoreEnt
 	if err := ptrace.SetSigmask(t.tid, mask); err != nil {
 		return err
 	}
-	if r.xsaveLen == 0 {
+	if r.xsaveBuf == nil { // the kernel's XSAVE size, one buffer for every thread
 		buf, err := ptrace.GetRegset(t.tid, ptrace.NTX86XState, make([]byte, fpu.MaxSize))
 		if err != nil {
 			return fmt.Errorf("thread %d: reading the XSAVE area: %w", t.tid, err)
 		}
-		r.xsaveLen = len(buf)
+		r.xsaveBuf = make([]byte, len(buf))
 	}
-	xs, err := r.xs.Build(c.ThreadInfo.Fpregs, r.xsaveLen)
-	if err != nil {
+	if err := r.xs.BuildInto(c.ThreadInfo.Fpregs, r.xsaveBuf); err != nil {
 		return fmt.Errorf("thread %d: %w", t.tid, err)
 	}
-	if err := ptrace.SetRegset(t.tid, ptrace.NTX86XState, xs); err != nil {
+	if err := ptrace.SetRegset(t.tid, ptrace.NTX86XState, r.xsaveBuf); err != nil {
 		return fmt.Errorf("thread %d: setting the FPU state: %w", t.tid, err)
 	}
 	g := c.ThreadInfo.Gpregs

@@ -45,32 +45,61 @@ const (
 type component struct {
 	bit  uint
 	name string
-	get  func(x *core_x86.UserX86XsaveEntry) []byte
+	w32  func(x *core_x86.UserX86XsaveEntry) []uint32 // its words, for a 32-bit component
+	w64  func(x *core_x86.UserX86XsaveEntry) []uint64 // or a 64-bit one
 	set  func(x *core_x86.UserX86XsaveEntry, b []byte)
+}
+
+// size is the component's bytes in x.
+func (c component) size(x *core_x86.UserX86XsaveEntry) int {
+	if c.w32 != nil {
+		return 4 * len(c.w32(x))
+	}
+	return 8 * len(c.w64(x))
+}
+
+// put writes the component's bytes in x to dst, which holds size bytes.
+func (c component) put(x *core_x86.UserX86XsaveEntry, dst []byte) {
+	if c.w32 != nil {
+		for i, w := range c.w32(x) {
+			binary.LittleEndian.PutUint32(dst[4*i:], w)
+		}
+		return
+	}
+	for i, w := range c.w64(x) {
+		binary.LittleEndian.PutUint64(dst[8*i:], w)
+	}
+}
+
+// get returns the component's bytes in x.
+func (c component) get(x *core_x86.UserX86XsaveEntry) []byte {
+	b := make([]byte, c.size(x))
+	c.put(x, b)
+	return b
 }
 
 // components are the extended user components of user_x86_xsave_entry, by feature bit.
 var components = []component{
 	{2, "ymmh_space (AVX)",
-		func(x *core_x86.UserX86XsaveEntry) []byte { return bytes32(x.YmmhSpace) },
+		func(x *core_x86.UserX86XsaveEntry) []uint32 { return x.YmmhSpace }, nil,
 		func(x *core_x86.UserX86XsaveEntry, b []byte) { x.YmmhSpace = words32(b) }},
 	{3, "bndreg_state (MPX)",
-		func(x *core_x86.UserX86XsaveEntry) []byte { return bytes64(x.BndregState) },
+		nil, func(x *core_x86.UserX86XsaveEntry) []uint64 { return x.BndregState },
 		func(x *core_x86.UserX86XsaveEntry, b []byte) { x.BndregState = words64(b) }},
 	{4, "bndcsr_state (MPX)",
-		func(x *core_x86.UserX86XsaveEntry) []byte { return bytes64(x.BndcsrState) },
+		nil, func(x *core_x86.UserX86XsaveEntry) []uint64 { return x.BndcsrState },
 		func(x *core_x86.UserX86XsaveEntry, b []byte) { x.BndcsrState = words64(b) }},
 	{5, "opmask_reg (AVX-512)",
-		func(x *core_x86.UserX86XsaveEntry) []byte { return bytes64(x.OpmaskReg) },
+		nil, func(x *core_x86.UserX86XsaveEntry) []uint64 { return x.OpmaskReg },
 		func(x *core_x86.UserX86XsaveEntry, b []byte) { x.OpmaskReg = words64(b) }},
 	{6, "zmm_upper (AVX-512)",
-		func(x *core_x86.UserX86XsaveEntry) []byte { return bytes64(x.ZmmUpper) },
+		nil, func(x *core_x86.UserX86XsaveEntry) []uint64 { return x.ZmmUpper },
 		func(x *core_x86.UserX86XsaveEntry, b []byte) { x.ZmmUpper = words64(b) }},
 	{7, "hi16_zmm (AVX-512)",
-		func(x *core_x86.UserX86XsaveEntry) []byte { return bytes64(x.Hi16Zmm) },
+		nil, func(x *core_x86.UserX86XsaveEntry) []uint64 { return x.Hi16Zmm },
 		func(x *core_x86.UserX86XsaveEntry, b []byte) { x.Hi16Zmm = words64(b) }},
 	{9, "pkru (PKU)",
-		func(x *core_x86.UserX86XsaveEntry) []byte { return bytes32(x.Pkru) },
+		func(x *core_x86.UserX86XsaveEntry) []uint32 { return x.Pkru }, nil,
 		func(x *core_x86.UserX86XsaveEntry, b []byte) { x.Pkru = words32(b) }},
 }
 
@@ -180,12 +209,12 @@ func (l Layout) Check(fp *core_x86.UserX86FpregsEntry) error {
 		if bv&(1<<c.bit) == 0 {
 			continue
 		}
-		data := c.get(x)
-		if len(data) == 0 {
+		n := c.size(x)
+		if n == 0 {
 			return fmt.Errorf("xstate_bv has %s but the image holds none", c.name)
 		}
-		if size := l.Components[c.bit].Size; uint32(len(data)) > size {
-			return fmt.Errorf("%s is %d bytes, this CPU's is %d", c.name, len(data), size)
+		if size := l.Components[c.bit].Size; uint32(n) > size {
+			return fmt.Errorf("%s is %d bytes, this CPU's is %d", c.name, n, size)
 		}
 	}
 	if unknown := bv &^ ImageFeatures; unknown != 0 {
@@ -201,6 +230,17 @@ func (l Layout) Build(fp *core_x86.UserX86FpregsEntry, size int) ([]byte, error)
 		return nil, fmt.Errorf("kernel XSAVE size %d is too small", size)
 	}
 	b := make([]byte, size)
+	return b, l.BuildInto(fp, b)
+}
+
+// BuildInto is Build into b, the kernel's user XSAVE size long, which it clears first: a
+// restore of a thousand threads builds each one's state in one buffer.
+func (l Layout) BuildInto(fp *core_x86.UserX86FpregsEntry, b []byte) error {
+	size := len(b)
+	if size < MinSize {
+		return fmt.Errorf("kernel XSAVE size %d is too small", size)
+	}
+	clear(b)
 	le := binary.LittleEndian
 	le.PutUint16(b[0:], uint16(fp.GetCwd()))
 	le.PutUint16(b[2:], uint16(fp.GetSwd()))
@@ -210,8 +250,8 @@ func (l Layout) Build(fp *core_x86.UserX86FpregsEntry, size int) ([]byte, error)
 	le.PutUint64(b[16:], fp.GetRdp())
 	le.PutUint32(b[24:], fp.GetMxcsr())
 	le.PutUint32(b[28:], fp.GetMxcsrMask())
-	copy(b[32:160], bytes32(fp.StSpace))
-	copy(b[160:416], bytes32(fp.XmmSpace))
+	putWords32(b[32:160], fp.StSpace)
+	putWords32(b[160:416], fp.XmmSpace)
 	bv := uint64(1<<featureFP | 1<<featureSSE) // a plain FXSAVE image: x87 and SSE
 	if x := fp.Xsave; x != nil {
 		bv = x.GetXstateBv()
@@ -219,16 +259,25 @@ func (l Layout) Build(fp *core_x86.UserX86FpregsEntry, size int) ([]byte, error)
 			if bv&(1<<c.bit) == 0 {
 				continue
 			}
-			off := int(l.Components[c.bit].Offset)
-			data := c.get(x)
-			if off < MinSize || off+len(data) > size {
-				return nil, fmt.Errorf("XSAVE component %s at %d+%d does not fit the kernel's %d bytes", c.name, off, len(data), size)
+			off, n := int(l.Components[c.bit].Offset), c.size(x)
+			if off < MinSize || off+n > size {
+				return fmt.Errorf("XSAVE component %s at %d+%d does not fit the kernel's %d bytes", c.name, off, n, size)
 			}
-			copy(b[off:], data)
+			c.put(x, b[off:off+n])
 		}
 	}
 	le.PutUint64(b[LegacySize:], bv) // xstate_bv; xcomp_bv stays 0: standard format
-	return b, nil
+	return nil
+}
+
+// putWords32 writes the words of v into b as far as b goes (a legacy area's fixed size).
+func putWords32(b []byte, v []uint32) {
+	for i, x := range v {
+		if 4*i+4 > len(b) {
+			return
+		}
+		binary.LittleEndian.PutUint32(b[4*i:], x)
+	}
 }
 
 func words32(b []byte) []uint32 {
@@ -245,20 +294,4 @@ func words64(b []byte) []uint64 {
 		out[i] = binary.LittleEndian.Uint64(b[i*8:])
 	}
 	return out
-}
-
-func bytes32(v []uint32) []byte {
-	b := make([]byte, 4*len(v))
-	for i, x := range v {
-		binary.LittleEndian.PutUint32(b[4*i:], x)
-	}
-	return b
-}
-
-func bytes64(v []uint64) []byte {
-	b := make([]byte, 8*len(v))
-	for i, x := range v {
-		binary.LittleEndian.PutUint64(b[8*i:], x)
-	}
-	return b
 }
