@@ -15,10 +15,12 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"slices"
 	"sort"
 	"syscall"
 
 	"github.com/imgtool/imgtool/cipher"
+	"github.com/imgtool/imgtool/internal/par"
 )
 
 // OpenOptions says how to open a set.
@@ -165,10 +167,12 @@ func openPlain(dir string, names []string, opts OpenOptions) (*Set, error) {
 	if opts.RequireEncrypted {
 		return nil, fmt.Errorf("image set %s: %w (no %s) and encryption is required", dir, ErrNotEncrypted, HeaderName)
 	}
-	for _, n := range names {
-		if isEncryptedFile(filepath.Join(dir, n)) {
-			return nil, fmt.Errorf("image set %s: %s: %w (%s)", dir, n, ErrHeaderMissing, HeaderName)
-		}
+	// Every file, on every core at once (a set of 1,000 threads has 1,000 files); the
+	// first in name order is named.
+	encrypted := make([]bool, len(names))
+	par.Each(len(names), func(i int) { encrypted[i] = isEncryptedFile(filepath.Join(dir, names[i])) })
+	if i := slices.Index(encrypted, true); i >= 0 {
+		return nil, fmt.Errorf("image set %s: %s: %w (%s)", dir, names[i], ErrHeaderMissing, HeaderName)
 	}
 	return &Set{dir: dir, names: names}, nil
 }

@@ -5,6 +5,8 @@ import (
 	"errors"
 	"fmt"
 
+	"golang.org/x/sys/unix"
+
 	"github.com/imgtool/imgtool/cipher"
 	"github.com/imgtool/imgtool/image"
 )
@@ -83,13 +85,20 @@ func readHeader(dir string) (*cipher.Header, []byte, error) {
 
 // isEncryptedFile reports whether the file at path starts with the encrypted-file
 // magic.
+//
+// It opens the file as openRegular does, with the system calls themselves: an *os.File
+// costs an epoll registration and more, for the eight bytes read of each file of a set.
 func isEncryptedFile(path string) bool {
-	f, _, err := openRegular(path)
+	fd, err := unix.Open(path, unix.O_RDONLY|unix.O_NONBLOCK|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
 	if err != nil {
 		return false
 	}
-	defer f.Close()
+	defer unix.Close(fd)
+	var st unix.Stat_t
+	if unix.Fstat(fd, &st) != nil || st.Mode&unix.S_IFMT != unix.S_IFREG {
+		return false
+	}
 	var magic [len(cipher.FileMagic)]byte
-	n, _ := f.ReadAt(magic[:], 0)
+	n, _ := unix.Pread(fd, magic[:], 0)
 	return n == len(magic) && string(magic[:]) == cipher.FileMagic
 }
