@@ -48,16 +48,45 @@ func savedCreds(c *creds.CredsEntry) credsState {
 	}
 }
 
-// credsKeys are the lines of a status file that hold credentials.
-var credsKeys = []string{"Uid", "Gid", "Groups", "CapInh", "CapPrm", "CapEff", "CapBnd", "CapAmb", "NoNewPrivs"}
+// inheritedState is what every restored process has from the restore's helper until its
+// own restoreProcess changes it: its credentials, and the signals it ignores. Every
+// process is cloned (createTree) before any is restored, so each has what the root had
+// then: read once, from the root's status, at the first call, which comes from the
+// root's restoreProcess before it changes either (a status read a process was a tenth of
+// restoring a 200-process tree's state).
+type inheritedState struct {
+	creds  credsState
+	sigIgn uint64
+}
 
-// currentCreds reads a thread's credentials from /proc (securebits are not shown there and
-// are taken as 0, the default).
-func currentCreds(tid int) (credsState, error) {
-	st, err := procfs.ReadStatusKeys(procfs.Path(tid, "status"), credsKeys)
-	if err != nil {
-		return credsState{}, err
+// inheritedKeys are the lines of a status file inheritedState reads.
+var inheritedKeys = []string{"Uid", "Gid", "Groups", "CapInh", "CapPrm", "CapEff", "CapBnd", "CapAmb", "NoNewPrivs", "SigIgn"}
+
+// inheritedState returns what every process has inherited (see the type).
+func (r *restorer) inheritedState() (*inheritedState, error) {
+	if r.inherited != nil {
+		return r.inherited, nil
 	}
+	root := r.procs[0].pid
+	st, err := procfs.ReadStatusKeys(procfs.Path(root, "status"), inheritedKeys)
+	if err != nil {
+		return nil, err
+	}
+	in := &inheritedState{}
+	if in.creds, err = parseCreds(root, st); err != nil {
+		return nil, err
+	}
+	if in.sigIgn, err = st.Hex("SigIgn"); err != nil {
+		return nil, err
+	}
+	r.inherited = in
+	return in, nil
+}
+
+// parseCreds reads a thread's credentials from its status st (securebits are not shown
+// there and are taken as 0, the default).
+func parseCreds(tid int, st procfs.Status) (credsState, error) {
+	var err error
 	var c credsState
 	ids := func(key string, into *[4]uint32) error {
 		v, err := st.Ints(key)
@@ -101,26 +130,21 @@ func (a credsState) equal(b credsState) bool {
 // sequence itself: bounding set first (it needs CAP_SETPCAP), keep capabilities across
 // the uid change, groups, gids, uids, then the capability sets, securebits, ambient set.
 //
-// What the threads have is read once, from the leader's status: every other thread was
-// cloned from the leader by restoreThreads, and a thread's credentials change only by
-// its own calls, none of which changes them before this (reading a thousand threads'
+// What every thread has is what the process inherited (inheritedState): the other threads
+// were cloned from the leader by restoreThreads, and a thread's credentials change only
+// by its own calls, none of which changes them before this (reading a thousand threads'
 // status was a fifth of restoring them).
 func (r *restorer) restoreCreds(p *process) error {
-	var have credsState
-	read := false
 	for i, t := range p.threads {
 		c := p.pl.cores[i].GetThreadCore().GetCreds()
 		if c == nil {
 			continue
 		}
-		if !read {
-			var err error
-			if have, err = currentCreds(p.leader().tid); err != nil {
-				return err
-			}
-			read = true
+		in, err := r.inheritedState()
+		if err != nil {
+			return err
 		}
-		want := savedCreds(c)
+		want, have := savedCreds(c), in.creds
 		if want.equal(have) {
 			continue
 		}

@@ -206,14 +206,15 @@ type restorer struct {
 	// until they are reaped, and groupParents the processes that cloned them (group.go).
 	groupLeaders, groupParents map[int]*process
 
-	helper   *process
-	kern     kernelSpecials // the running kernel's vvar/vvar_vclock/vdso, as moved in the helper
-	scratch  uint64
-	fdBase   int // first fd number above every fd any process uses
-	pidfdFd  int // fd (in every process) of a pidfd of this process, for pidfd_getfd
-	descs    *descriptions
-	xsaveBuf []byte          // the kernel's XSAVE size, each thread's state built in it (setFinalRegisters)
-	warned   map[string]bool // warnings already given, so each is said once per restore
+	helper    *process
+	kern      kernelSpecials // the running kernel's vvar/vvar_vclock/vdso, as moved in the helper
+	scratch   uint64
+	fdBase    int // first fd number above every fd any process uses
+	pidfdFd   int // fd (in every process) of a pidfd of this process, for pidfd_getfd
+	descs     *descriptions
+	inherited *inheritedState // what every process has from the helper (creds.go)
+	xsaveBuf  []byte          // the kernel's XSAVE size, each thread's state built in it (setFinalRegisters)
+	warned    map[string]bool // warnings already given, so each is said once per restore
 }
 
 // warn reports msg once through Options.Warn.

@@ -212,14 +212,11 @@ func (r *restorer) restoreSigactions(p *process, tc *criu_core.TaskCoreEntry, b 
 	if len(tc.Sigactions) != 0 && len(tc.Sigactions) != len(sigs) {
 		return fmt.Errorf("core-%d.img: %d signal actions, want %d", p.pid, len(tc.Sigactions), len(sigs))
 	}
-	st, err := procfs.ReadStatusKeys(procfs.Path(p.pid, "status"), []string{"SigIgn"})
+	in, err := r.inheritedState()
 	if err != nil {
 		return err
 	}
-	ignored, err := st.Hex("SigIgn")
-	if err != nil {
-		return err
-	}
+	ignored := in.sigIgn
 	// Every action in one batch but SIGTRAP's, which comes after it, one step at a time:
 	// the batch's trap resets a blocked SIGTRAP's action (every signal is blocked).
 	t := p.leader()
