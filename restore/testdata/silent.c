@@ -12,6 +12,9 @@
  *   oom           oom_score_adj 400 (oom_score_adj)
  *   droppable     a MAP_DROPPABLE area (maps02)
  *   loginuid      the audit login uid set to 4242 (/proc/self/loginuid, as root)
+ *   protruns      48 one-page private mappings side by side, read-write, read-only and
+ *                 PROT_NONE in turn, each page's bytes its own: their pages are one run of
+ *                 the pages file that a restore writes across all three protections
  *
  * The program sets the state, checks it once (so a test knows the check holds before the
  * dump), prints "ready", waits for SIGUSR1 (sent after the restore), checks again and prints
@@ -216,6 +219,68 @@ static int check_mapprot(void)
 	return 1;
 }
 
+/* --- protruns --- */
+#define NRUN 48
+static unsigned char *runs;
+static const int run_prot[3] = {PROT_READ | PROT_WRITE, PROT_READ, PROT_NONE};
+
+static void set_protruns(void)
+{
+	runs = mmap(NULL, NRUN * PAGE, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	if (runs == MAP_FAILED) {
+		perror("mmap");
+		exit(1);
+	}
+	for (int i = 0; i < NRUN; i++) {
+		memset(runs + i * PAGE, 0x40 + i, PAGE);
+		runs[i * PAGE] = (unsigned char)i;
+	}
+	for (int i = 0; i < NRUN; i++)
+		if (mprotect(runs + i * PAGE, PAGE, run_prot[i % 3])) {
+			perror("mprotect");
+			exit(1);
+		}
+}
+
+/* run_perms returns the protection /proc/self/maps gives the page at addr, -1 if none. */
+static int run_perms(unsigned long addr)
+{
+	char line[512], perm[8];
+	unsigned long lo, hi;
+	int prot = -1;
+	FILE *f = fopen("/proc/self/maps", "r");
+	if (!f)
+		return -1;
+	while (fgets(line, sizeof(line), f))
+		if (sscanf(line, "%lx-%lx %4s", &lo, &hi, perm) == 3 && addr >= lo && addr < hi) {
+			prot = (perm[0] == 'r' ? PROT_READ : 0) | (perm[1] == 'w' ? PROT_WRITE : 0);
+			break;
+		}
+	fclose(f);
+	return prot;
+}
+
+static int check_protruns(void)
+{
+	unsigned char page[PAGE], want[PAGE];
+	int mem = open("/proc/self/mem", O_RDONLY);
+	CHECK(mem >= 0, "open /proc/self/mem: %s", strerror(errno));
+	for (int i = 0; i < NRUN; i++) {
+		unsigned char *at = runs + i * PAGE;
+		int prot = run_perms((unsigned long)at);
+		memset(want, 0x40 + i, PAGE);
+		want[0] = (unsigned char)i;
+		/* /proc/self/mem reads a PROT_NONE page too */
+		int ok = pread(mem, page, PAGE, (off_t)(unsigned long)at) == PAGE && !memcmp(page, want, PAGE);
+		if (!ok || prot != run_prot[i % 3]) {
+			close(mem);
+			CHECK(0, "page %d: protection %d (want %d), bytes %s", i, prot, run_prot[i % 3], ok ? "right" : "wrong");
+		}
+	}
+	close(mem);
+	return 1;
+}
+
 /* --- memfd --- */
 static int mfd, mfd_flags;
 
@@ -387,6 +452,9 @@ int main(int argc, char **argv)
 	} else if (!strcmp(mode, "loginuid")) {
 		set_loginuid();
 		check = check_loginuid;
+	} else if (!strcmp(mode, "protruns")) {
+		set_protruns();
+		check = check_protruns;
 	} else if (!strcmp(mode, "droppable")) {
 		set_droppable();
 		check = check_droppable;
