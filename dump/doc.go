@@ -50,11 +50,16 @@
 // Go program) or refused an executable mapping, makes its calls one at a time. What
 // /proc tells is read for every process of a level of the tree (precheck) or for every
 // process and thread of the stopped tree (readTree) at once, on every core; precheck reads
-// maps, the stopped tree smaps (precheckMappings says when precheck needs smaps). Pages are
+// maps, the stopped tree smaps (precheckMappings says when precheck needs smaps). Each
+// process's fds, threads and stat are read once per look at the tree (liveProc in
+// precheck, procState.fds once stopped) and the checks of the whole tree take them from
+// there, on every core at once; a mapped file is stat'ed once per look (mappedFiles).
+// Pages are
 // selected from /proc/PID/pagemap (read a window across close mappings at a time) and
 // copied with batched process_vm_readv (/proc/PID/mem for unreadable areas) by every
 // core, a 1 MiB unit each, straight into the file (imgset's ReadFromAt; sealed on the way
-// in an encrypted set); small images are written on every core too; shared memory objects are read through the objects
+// in an encrypted set), several processes' files at once; small images are written on
+// every core too; shared memory objects are read through the objects
 // themselves (SEEK_DATA/SEEK_HOLE; the bytes of the last page past the end of the object
 // through a mapping, as CRIU reads them). Locked memory ("lo" in smaps) is recorded as
 // MAP_LOCKED in vma_entry.flags, the access mode of a mapped file (the mode of its

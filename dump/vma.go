@@ -33,10 +33,10 @@ type vmaDesc struct {
 	hasFdflags        bool
 	kind              vmaKind
 	readable          bool
-	path              string // the mapped file as named in maps (file mappings)
-	mapFile           string // /proc/PID/map_files/... link that opens it
+	path              string       // the mapped file as named in maps (file mappings)
+	mapFile           string       // /proc/PID/map_files/... link that opens it
 	st                *unix.Stat_t // of a file mapping, shared by the mappings of one file (mappedFiles)
-	shmid             uint64 // file id (files.img) for file mappings, set when files are numbered
+	shmid             uint64       // file id (files.img) for file mappings, set when files are numbered
 }
 
 // mappedFiles stats the files a tree maps, each once: its processes map the same

@@ -82,7 +82,8 @@
 //     buffer of its own and writing it from there (one remote iovec per run; pages.go);
 //     an encrypted pages file is read the same way through imgset's parallel decryption,
 //     so its plaintext exists only in those buffers and in the restored memory. Pages of
-//     mappings without PROT_WRITE (read-only and PROT_NONE) go through /proc/PID/mem. The dumped vDSO pages are skipped
+//     mappings without PROT_WRITE (read-only and PROT_NONE) go through /proc/PID/mem, the
+//     rest of a run that crosses them through process_vm_writev. The dumped vDSO pages are skipped
 //     (this kernel's vDSO is used), and the areas saved locked are locked (see lockMemory).
 //     Then each process rebuilds the rest of itself: its login uid, then in one batch
 //     PR_SET_MM_MAP (the mm fields and exe), personality, root, cwd and umask, the
@@ -108,7 +109,8 @@
 //     process still has imgtool's credentials: on another uid's process it needs
 //     CAP_SYS_RESOURCE), oom_score_adj, seccomp (seccomp.go: strict mode, or the thread's
 //     filters installed oldest first; imgtool's later calls pass with
-//     PTRACE_O_SUSPEND_SECCOMP), credentials (only when they differ from imgtool's),
+//     PTRACE_O_SUSPEND_SECCOMP), credentials (only when they differ from imgtool's, which
+//     every process and thread inherited: read once, from the root's status),
 //     parent death signals (a credential change clears them), dumpable, child subreaper
 //     and signal actions (one batch, the process's last: its trap resets a blocked or ignored
 //     SIGTRAP's action, so SIGTRAP's comes after it, and every call from here on is one
