@@ -59,33 +59,46 @@ mib() { awk -v k="${1#* }" 'BEGIN{printf "%.1f", k/1024}'; }
 # merge base), timed in the same alternation, so that a change is measured as old/new in
 # one command. BENCH_ONLY=scaling runs only this section; BENCH_SCALE_ROUNDS (5) rounds.
 #
-# Where the time goes (IMGTOOL_PHASES=1, ms, a few runs each, 2 cores, 2026-12-02):
-#   1,000 threads, dump (~230): the running tree checked 40-47 (every thread's status and
-#     children, 2,000 mappings), seized 22-29 (all asked to stop, then waited for), the
-#     stopped tree's /proc 35-37 (each thread's status, name, robust list, scheduling, on
-#     both cores), registers and injected calls 53-61 (a dozen ptrace requests a thread,
-#     ~2.5 µs each on this VM; the live batches all launched, then waited for), 1,000 core
-#     images written 45-57 (protobuf and a file each, on both cores), resumed 18-24. The
-#     bound is those ~20 system calls a thread; CRIU's parasite makes as many.
-#   1,000 threads, restore (~140-180): 1,000 core images read 25-47 (protobuf decoding,
-#     ~40 µs an image), 2,000 mappings 17-24, the threads 59-61 (cloned 383 a batch, then
-#     their own calls 106 threads at a time), registers set 17 (4 ptrace requests each).
-#   200 processes, dump (~460): the running tree checked 120-136 (each process's /proc,
-#     then kcmp, terminals, copy-on-write pages, fd owners, sockets and locks across the
-#     tree: the price of refusing before anything is touched, which CRIU does not pay),
-#     seized 9-11, the stopped tree's /proc 43-45, injected calls 85-106 (six ptrace stops
-#     a process: the scratch mapping made and removed, one batch), files 17-25, pages
-#     scanned and copy-on-write planned 15-21, images and pages written 75-90.
-#   200 processes, restore (~250-300): images read 28-35, processes made 59-100 (a clone3
+# Where the time goes (IMGTOOL_PHASES=1, ms, two runs each, 2 cores, 2026-12-02 12:00):
+#   1,000 threads, dump (~200-230): the running tree checked 44-52 (every thread's status
+#     and children, 2,000 mappings), seized 23-26 (all asked to stop, then waited for),
+#     the stopped tree's /proc 30-40 (each thread's status lines, name, robust list,
+#     scheduling, on both cores), registers and injected calls 47-54 (a dozen ptrace
+#     requests a thread, ~2.5 µs each on this VM; the live batches all launched, then
+#     waited for), 1,000 core images written 52-68 (protobuf and a file each, on both
+#     cores), resumed or killed 22-24. The bound is those ~20 system calls a thread;
+#     CRIU's parasite makes as many.
+#   1,000 threads, restore (~125-130): 1,000 core images read 30-36 (protobuf decoding,
+#     ~25 µs a thread's core: its FPU state is 360 unpacked words, which a hand decoder
+#     did not beat), 2,000 mappings 11, the threads 49-51 (cloned 383 a batch, then their
+#     own calls 106 threads at a time), registers set 12 (4 ptrace requests each, the
+#     XSAVE state built in one buffer). The credentials every thread inherited are read
+#     once, not from each thread's status (that was a fifth of the restore).
+#   200 processes, dump (~400): the running tree checked 77-89 (each process's /proc once:
+#     stat, status, fds, threads, maps; then kcmp, terminals, copy-on-write pages, fd
+#     owners, sockets, locks and deleted files across the tree from what was read, those
+#     checks on both cores at once: the price of refusing before anything is touched,
+#     which CRIU does not pay), seized 13, the stopped tree's /proc 69-72 (its fds and
+#     /proc/locks too, once: the locks held, the terminal check and the file numbering
+#     take them from there), checked again 8-9 (kcmp), injected calls 89-95 (six ptrace
+#     stops a process: the scratch mapping made and removed, one batch), files 7-11,
+#     pages scanned and copy-on-write planned 19-21, images and pages written 67-69
+#     (several processes' pages files at once; imgset makes files outside its lock).
+#   200 processes, restore (~160-200): images read 33-39, processes made 50-62 (a clone3
 #     and the memory of each, pages compared with the parent's to keep them shared, the
-#     child's first stop awaited), their state 110-117 (eight or so ptrace stops a
-#     process: its mm and fs batch, its fds, its thread, its signal actions, the slots
-#     closed, the scratch area unmapped; some fifteen before the handover batch).
-#   20,000 mappings, dump (~230): the running tree checked 38-41 (maps), the stopped
-#     tree's smaps 62-64 (56 of them the kernel walking every mapping: the bound, which
-#     CRIU pays once too), pagemap 7, images and the 80 MB of pages 44-52.
-#   20,000 mappings, restore (~150): the mmap and madvise batches ~53 (the kernel's own
-#     cost, ~2.7 µs a mapping), pages ~60, images 19-23.
+#     child's first stop awaited), their state 56-72 (seven ptrace stops a process, some
+#     30 µs of waiting each: its mm and fs batch, its fds, its thread, its slots closed,
+#     its signal actions, the scratch area unmapped). The next step would be pipelining:
+#     one process's batch started while another's runs.
+#   20,000 mappings, dump (~210-240): the running tree checked 36-39 (maps; a mapping is
+#     named only when refused), the stopped tree's smaps 57-61 (the kernel walking every
+#     mapping: the bound, which CRIU pays once too), pagemap 7-9, images and the 80 MB of
+#     pages 47-50.
+#   20,000 mappings, restore (~130-145): images read 21-24 (protobuf), the mmap batches
+#     ~40 (the kernel's own cost, ~2 µs a mapping), pages ~50: half of them in read-only
+#     mappings, written a page at a time through /proc/PID/mem (the rest of their run
+#     through process_vm_writev); mapping those writable and mprotecting them after, as
+#     CRIU does, merged the neighbours and cost as much in splits (~5 µs a mprotect).
 #   4 GiB: the pages, as for 256 MiB (dump ~2.1 GiB/s, restore ~2.7 GiB/s, peaks 17 MiB).
 scaling() {
 	local rounds=${BENCH_SCALE_ROUNDS:-5} CRIU=${IMGTOOL_CRIU:-} BASE=${IMGTOOL_BENCH_BASE:-}
