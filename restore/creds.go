@@ -2,13 +2,13 @@ package restore
 
 import (
 	"fmt"
-	"os"
 	"slices"
 	"strconv"
 	"strings"
 	"unsafe"
 
 	"github.com/checkpoint-restore/go-criu/v8/crit/images/creds"
+	"github.com/imgtool/imgtool/image"
 	"github.com/imgtool/imgtool/internal/procfs"
 	"golang.org/x/sys/unix"
 )
@@ -49,38 +49,56 @@ func savedCreds(c *creds.CredsEntry) credsState {
 }
 
 // inheritedState is what every restored process has from the restore's helper until its
-// own restoreProcess changes it: its credentials, and the signals it ignores. Every
-// process is cloned (createTree) before any is restored, so each has what the root had
-// then: read once, from the root's status, at the first call, which comes from the
-// root's restoreProcess before it changes either (a status read a process was a tenth of
-// restoring a 200-process tree's state).
+// own restoreProcess changes it: credentials, ignored signals, audit login uid,
+// oom_score_adj and resource limits. Every process is cloned (createTree) before any is
+// restored, so each has what the root has then: read once, from the root, before the
+// first restoreProcess (reading each process's status, loginuid, oom_score_adj and 16
+// limits was a tenth of restoring a 200-process tree's state).
 type inheritedState struct {
-	creds  credsState
-	sigIgn uint64
+	creds       credsState
+	sigIgn      uint64
+	loginuid    uint32
+	hasLoginuid bool // false without audit support: nothing to restore into
+	oomScoreAdj string
+	rlimits     [image.NRlimits]unix.Rlimit
 }
 
 // inheritedKeys are the lines of a status file inheritedState reads.
 var inheritedKeys = []string{"Uid", "Gid", "Groups", "CapInh", "CapPrm", "CapEff", "CapBnd", "CapAmb", "NoNewPrivs", "SigIgn"}
 
-// inheritedState returns what every process has inherited (see the type).
-func (r *restorer) inheritedState() (*inheritedState, error) {
-	if r.inherited != nil {
-		return r.inherited, nil
-	}
+// readInherited reads inheritedState from the root, which exists and is not restored yet.
+func (r *restorer) readInherited() error {
 	root := r.procs[0].pid
 	st, err := procfs.ReadStatusKeys(procfs.Path(root, "status"), inheritedKeys)
 	if err != nil {
-		return nil, err
+		return err
 	}
 	in := &inheritedState{}
 	if in.creds, err = parseCreds(root, st); err != nil {
-		return nil, err
+		return err
 	}
 	if in.sigIgn, err = st.Hex("SigIgn"); err != nil {
-		return nil, err
+		return err
+	}
+	if b, err := procfs.ReadFile(procfs.Path(root, "loginuid")); err == nil {
+		v, err := strconv.ParseUint(strings.TrimSpace(string(b)), 10, 32)
+		if err != nil {
+			return fmt.Errorf("/proc/%d/loginuid: %q", root, b)
+		}
+		in.loginuid, in.hasLoginuid = uint32(v), true
+	}
+	b, err := procfs.ReadFile(procfs.Path(root, "oom_score_adj"))
+	if err != nil {
+		return err
+	}
+	in.oomScoreAdj = strings.TrimSpace(string(b))
+	for res := range in.rlimits {
+		if err := unix.Prlimit(root, res, nil, &in.rlimits[res]); err != nil {
+			return fmt.Errorf("resource limit %s: reading the current one: %w", image.RlimitName(res), err)
+		}
 	}
 	r.inherited = in
-	return in, nil
+	return nil
 }
 
 // parseCreds reads a thread's credentials from its status st (securebits are not shown
@@ -140,11 +158,7 @@ func (r *restorer) restoreCreds(p *process) error {
 		if c == nil {
 			continue
 		}
-		in, err := r.inheritedState()
-		if err != nil {
-			return err
-		}
-		want, have := savedCreds(c), in.creds
+		want, have := savedCreds(c), r.inherited.creds
 		if want.equal(have) {
 			continue
 		}
@@ -227,12 +241,8 @@ func (r *restorer) restoreLoginuid(p *process, want *uint32) error {
 	if want == nil {
 		return nil
 	}
-	b, err := os.ReadFile(procfs.Path(p.pid, "loginuid"))
-	if err != nil {
-		return nil // no audit support in this kernel: nothing to restore into
-	}
-	if cur, err := strconv.ParseUint(strings.TrimSpace(string(b)), 10, 32); err == nil && uint32(cur) == *want {
-		return nil
+	if in := r.inherited; !in.hasLoginuid || in.loginuid == *want {
+		return nil // no audit support in this kernel: nothing to restore into; or as wanted
 	}
 	t := p.leader()
 	path := []byte("/proc/self/loginuid\x00")

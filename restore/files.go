@@ -101,8 +101,40 @@ type handover struct {
 	b     *callBatch
 	pidfd uint64     // imgtool's pidfd in the process
 	at    uint64     // the lowest free fd of the process
-	files []*os.File // imgtool's, open until the batch ran
+	files []*os.File // imgtool's (openShared: they stay open for the other processes)
 	gets  []int      // the index of each pidfd_getfd in the batch
+}
+
+// openShared opens the file name with flag for handing over, once per restore: every
+// process of a tree hands over the same executable, root and working directory (an open
+// and a close of each a process were a tenth of setting its mm and fs). The process gets
+// its own fd, closed in its batch; imgtool's are closed at the end (closeShared).
+func (r *restorer) openShared(name string, flag int) (*os.File, error) {
+	type key struct {
+		name string
+		flag int
+	}
+	k := key{name, flag}
+	if f, ok := r.shared[k]; ok {
+		return f, nil
+	}
+	f, err := os.OpenFile(name, flag|os.O_RDONLY, 0)
+	if err != nil {
+		return nil, err
+	}
+	if r.shared == nil {
+		r.shared = map[any]*os.File{}
+	}
+	r.shared[k] = f
+	return f, nil
+}
+
+// closeShared closes what openShared opened.
+func (r *restorer) closeShared() {
+	for k, f := range r.shared {
+		f.Close()
+		delete(r.shared, k)
+	}
 }
 
 // newHandover starts a batch of p's leader's calls with files to hand over.
@@ -142,12 +174,6 @@ func (h *handover) run() error {
 	return err
 }
 
-// close closes imgtool's side of the files.
-func (h *handover) close() {
-	for _, f := range h.files {
-		f.Close()
-	}
-}
 
 // usedFiles returns the ids of every file an fd of the tree refers to, sorted.
 func usedFiles(pl *plan) []uint32 {

@@ -212,9 +212,10 @@ type restorer struct {
 	fdBase    int // first fd number above every fd any process uses
 	pidfdFd   int // fd (in every process) of a pidfd of this process, for pidfd_getfd
 	descs     *descriptions
-	inherited *inheritedState // what every process has from the helper (creds.go)
-	xsaveBuf  []byte          // the kernel's XSAVE size, each thread's state built in it (setFinalRegisters)
-	warned    map[string]bool // warnings already given, so each is said once per restore
+	inherited *inheritedState  // what every process has from the helper (creds.go)
+	shared    map[any]*os.File // files handed over to every process (openShared)
+	xsaveBuf  []byte           // the kernel's XSAVE size, each thread's state built in it (setFinalRegisters)
+	warned    map[string]bool  // warnings already given, so each is said once per restore
 }
 
 // warn reports msg once through Options.Warn.
@@ -244,6 +245,7 @@ func (r *restorer) run() (err error) {
 		if r.descs != nil {
 			r.descs.close()
 		}
+		r.closeShared()
 		for _, p := range r.procs {
 			if p.mem != nil {
 				p.mem.Close()
@@ -259,6 +261,9 @@ func (r *restorer) run() (err error) {
 	}
 	phase.Mark("restore: make the other processes")
 	if err := r.setForeground(); err != nil { // tty.go
+		return err
+	}
+	if err := r.readInherited(); err != nil { // creds.go
 		return err
 	}
 	for _, p := range r.procs {

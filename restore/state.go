@@ -165,7 +165,6 @@ func (r *restorer) restoreMMAndFS(p *process, tc *criu_core.TaskCoreEntry) error
 	if err != nil {
 		return err
 	}
-	defer h.close()
 	m := p.pl.mm
 	fe := r.pl.files[m.GetExeFileId()]
 	if fe == nil || fe.Reg == nil {
@@ -175,7 +174,7 @@ func (r *restorer) restoreMMAndFS(p *process, tc *criu_core.TaskCoreEntry) error
 	if err != nil {
 		return err
 	}
-	exe, err := os.Open(name)
+	exe, err := r.openShared(name, 0)
 	if err != nil {
 		return fmt.Errorf("opening the executable: %w", err)
 	}
@@ -212,11 +211,7 @@ func (r *restorer) restoreSigactions(p *process, tc *criu_core.TaskCoreEntry, b 
 	if len(tc.Sigactions) != 0 && len(tc.Sigactions) != len(sigs) {
 		return fmt.Errorf("core-%d.img: %d signal actions, want %d", p.pid, len(tc.Sigactions), len(sigs))
 	}
-	in, err := r.inheritedState()
-	if err != nil {
-		return err
-	}
-	ignored := in.sigIgn
+	ignored := r.inherited.sigIgn
 	// Every action in one batch but SIGTRAP's, which comes after it, one step at a time:
 	// the batch's trap resets a blocked SIGTRAP's action (every signal is blocked).
 	t := p.leader()
@@ -269,7 +264,7 @@ func (r *restorer) addFS(p *process, h *handover) error {
 		if err != nil {
 			return err
 		}
-		f, err := os.OpenFile(name, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+		f, err := r.openShared(name, unix.O_DIRECTORY)
 		if err != nil {
 			return fmt.Errorf("opening directory: %w", err)
 		}
@@ -410,10 +405,10 @@ func (r *restorer) queueSignals(p *process) error {
 // lower ceiling does not change what the program does until it reaches it.
 func (r *restorer) restoreRlimits(p *process, tc *criu_core.TaskCoreEntry) error {
 	for res, l := range tc.GetRlimits().GetRlimits() {
-		var now unix.Rlimit
-		if err := unix.Prlimit(p.pid, res, nil, &now); err != nil {
-			return fmt.Errorf("resource limit %s: reading the current one: %w", image.RlimitName(res), err)
+		if res >= len(r.inherited.rlimits) {
+			return fmt.Errorf("core-%d.img: %d resource limits, this restore knows %d", p.pid, len(tc.GetRlimits().GetRlimits()), len(r.inherited.rlimits))
 		}
+		now := r.inherited.rlimits[res] // what it has (readInherited)
 		want := unix.Rlimit{Cur: l.GetCur(), Max: l.GetMax()}
 		if now == want {
 			continue
@@ -445,6 +440,9 @@ func (r *restorer) restoreOOMScoreAdj(p *process, tc *criu_core.TaskCoreEntry) e
 	}
 	path := procfs.Path(p.pid, "oom_score_adj")
 	want := strconv.Itoa(int(tc.GetOomScoreAdj()))
+	if want == r.inherited.oomScoreAdj {
+		return nil // as it is already (readInherited)
+	}
 	err := os.WriteFile(path, []byte(want), 0)
 	if errors.Is(err, os.ErrPermission) || errors.Is(err, unix.EACCES) || errors.Is(err, unix.EPERM) {
 		cur, _ := os.ReadFile(path)
