@@ -2,6 +2,7 @@ package imgset
 
 import (
 	"bytes"
+	"errors"
 	"io"
 	"path/filepath"
 	"sync"
@@ -107,5 +108,68 @@ func TestReadFromAtAndReadEach(t *testing.T) {
 				}
 			}
 		}
+	}
+}
+
+// TestMapAt: a plain file maps at a page offset to its bytes there; a range past its end
+// is refused; an encrypted file's bytes must be read (errors.ErrUnsupported).
+func TestMapAt(t *testing.T) {
+	data := make([]byte, 3*4096+100)
+	for i := range data {
+		data[i] = byte(i*7 + i>>12)
+	}
+	for _, encrypted := range []bool{false, true} {
+		dir := filepath.Join(t.TempDir(), "set")
+		var opts CreateOptions
+		var open OpenOptions
+		if encrypted {
+			opts.Recipients = []cipher.Recipient{recipient(t, "bob-p256")}
+			open.Identities = []cipher.Identity{identity(t, "bob-p256")}
+		}
+		w, err := Create(dir, opts)
+		if err != nil {
+			t.Fatal(err)
+		}
+		f, err := w.Create("pages-1.img")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := f.Write(data); err != nil {
+			t.Fatal(err)
+		}
+		if err := f.Close(); err != nil {
+			t.Fatal(err)
+		}
+		if err := w.Commit(); err != nil {
+			t.Fatal(err)
+		}
+		s, err := Open(dir, open)
+		if err != nil {
+			t.Fatal(err)
+		}
+		pf, err := s.Open("pages-1.img")
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, err := pf.MapAt(4096, 2*4096+100)
+		if encrypted {
+			if !errors.Is(err, errors.ErrUnsupported) {
+				t.Errorf("encrypted: MapAt gave %v, want errors.ErrUnsupported", err)
+			}
+		} else {
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !bytes.Equal(b, data[4096:]) {
+				t.Error("the mapping's bytes differ from the file's")
+			}
+			if err := Unmap(b); err != nil {
+				t.Fatal(err)
+			}
+			if _, err := pf.MapAt(4096, len(data)); err == nil {
+				t.Error("a mapping past the end was made")
+			}
+		}
+		pf.Close()
 	}
 }

@@ -19,6 +19,8 @@ import (
 	"sort"
 	"syscall"
 
+	"golang.org/x/sys/unix"
+
 	"github.com/imgtool/imgtool/cipher"
 	"github.com/imgtool/imgtool/internal/par"
 )
@@ -406,6 +408,30 @@ func (f *File) ReadEach(put func(parts [][]byte, off int64) error, progress func
 	}
 	return readEach(f.name, f.ra, f.size, put, progress)
 }
+
+// MapAt maps n bytes at off (a multiple of the page size) of a plaintext file of a
+// folder read-only into memory, for a caller that hands them to the kernel without
+// reading them itself (restore's process_vm_writev copies pages from the page cache to
+// the process, where a read copied them to a buffer first): a concurrent truncation
+// makes a read of the mapping in user space fault, where the kernel's copy fails with
+// EFAULT. Unmap releases it. It fails with errors.ErrUnsupported for an encrypted file
+// or one of a Source, whose bytes must be read.
+func (f *File) MapAt(off int64, n int) ([]byte, error) {
+	if f.dec != nil || f.f == nil {
+		return nil, errors.ErrUnsupported
+	}
+	if off < 0 || n <= 0 || off+int64(n) > f.size {
+		return nil, fmt.Errorf("%s: mapping %d bytes at %d of %d", f.name, n, off, f.size)
+	}
+	b, err := unix.Mmap(int(f.f.Fd()), off, n, unix.PROT_READ, unix.MAP_SHARED|unix.MAP_POPULATE)
+	if err != nil {
+		return nil, fmt.Errorf("%s: mapping %d bytes at %d: %w", f.name, n, off, err)
+	}
+	return b, nil
+}
+
+// Unmap releases what MapAt mapped.
+func Unmap(b []byte) error { return unix.Munmap(b) }
 
 // Close closes the file.
 func (f *File) Close() error {

@@ -662,7 +662,7 @@ func newMemfd(pl *plan, name string, shmid, size uint64) (*os.File, error) {
 			}
 		}
 		return nil
-	}, nil)
+	}, nil, false)
 	if err != nil {
 		f.Close()
 		return nil, err

@@ -460,11 +460,11 @@ func (r *restorer) writePages(p *process, inh *inheritance) error {
 		return nil
 	}
 	p.readOnly = readOnlySpans(p.pl.mm.Vmas)
-	put := p.writeMemory
+	put, direct := p.writeMemory, true
 	if inh != nil && len(inh.shared) > 0 {
-		put = p.writeChanged(inh.shared)
+		put, direct = p.writeChanged(inh.shared), false // compares the bytes itself
 	}
-	return streamRuns(r.pl.src, name, runs, put, r.progress)
+	return streamRuns(r.pl.src, name, runs, put, r.progress, direct)
 }
 
 // readOnlySpans are the mappings of vmas without PROT_WRITE, in address order.
