@@ -174,7 +174,6 @@ func (h *handover) run() error {
 	return err
 }
 
-
 // usedFiles returns the ids of every file an fd of the tree refers to, sorted.
 func usedFiles(pl *plan) []uint32 {
 	seen := map[uint32]bool{}
