@@ -99,6 +99,9 @@ mib() { awk -v k="${1#* }" 'BEGIN{printf "%.1f", k/1024}'; }
 #     mappings, written a page at a time through /proc/PID/mem (the rest of their run
 #     through process_vm_writev); mapping those writable and mprotecting them after, as
 #     CRIU does, merged the neighbours and cost as much in splits (~5 µs a mprotect).
+#     Decoding the 20,000 vma entries on both cores (each with proto.Unmarshal) was
+#     slower than one proto.Unmarshal of the whole entry (15 ms against 13): protobuf
+#     decoding here is bound by allocation, which two cores share.
 #   4 GiB: the pages, as for 256 MiB (dump ~2.1 GiB/s, restore ~2.7 GiB/s, peaks 17 MiB).
 scaling() {
 	local rounds=${BENCH_SCALE_ROUNDS:-5} CRIU=${IMGTOOL_CRIU:-} BASE=${IMGTOOL_BENCH_BASE:-}
@@ -479,7 +482,11 @@ done
 #            writes it into tmpfs (two copies a byte, and tmpfs allocating its pages),
 #            2 GiB/s together. CRIU's dump spends less CPU (0.12-0.16 CPU-s: its parasite
 #            vmsplices the pages, so one copy, into tmpfs) but on one core. The bound is
-#            the copies on both cores, ~0.11 s: imgtool is at about 1.4x it.
+#            the copies on both cores, ~0.11 s: imgtool is at about 1.4x it. perf: a
+#            seventh of the CPU spins on the pages file's lock (tmpfs writes take the
+#            inode lock; both cores write the same file). Writing through a mapping of
+#            the file (fallocate, then process_vm_readv into it: one copy) was slower,
+#            150 -> 200 ms: fallocate zeroes every page first, on one core.
 #   dump -e  the AES-256-GCM of the 256 MiB on top (0.07-0.09 CPU-s more): 1.1-1.3x a
 #            plain dump in runs of the same day, now that the plain dump's pages take both
 #            cores (it was 0.96x while the plain dump copied on one); its bound is the
@@ -488,6 +495,8 @@ done
 #            unit with process_vm_writev, and for each page the target takes a fault, the
 #            page is zeroed, then copied: the kernel's fault path is the bound (CRIU's
 #            restorer preads the same pages into place on one core: 0.18 CPU-s, 0.21 s).
+#            A plain pages file is mapped, not read (imgset File.MapAt): the kernel copies
+#            each page once, page cache to process (-4% CPU, 3 MiB less at the peak).
 #            Encrypted: + decryption and authentication (0.34-0.37 CPU-s, 0.18-0.21 s).
 echo
 echo "## 4. Dump and restore of the 256 MiB process: imgtool, and CRIU when IMGTOOL_CRIU"
