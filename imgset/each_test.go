@@ -126,23 +126,7 @@ func TestMapAt(t *testing.T) {
 			opts.Recipients = []cipher.Recipient{recipient(t, "bob-p256")}
 			open.Identities = []cipher.Identity{identity(t, "bob-p256")}
 		}
-		w, err := Create(dir, opts)
-		if err != nil {
-			t.Fatal(err)
-		}
-		f, err := w.Create("pages-1.img")
-		if err != nil {
-			t.Fatal(err)
-		}
-		if _, err := f.Write(data); err != nil {
-			t.Fatal(err)
-		}
-		if err := f.Close(); err != nil {
-			t.Fatal(err)
-		}
-		if err := w.Commit(); err != nil {
-			t.Fatal(err)
-		}
+		commitSet(t, dir, opts, map[string][]byte{"pages-1.img": data})
 		s, err := Open(dir, open)
 		if err != nil {
 			t.Fatal(err)
@@ -171,5 +155,29 @@ func TestMapAt(t *testing.T) {
 			}
 		}
 		pf.Close()
+	}
+}
+
+// commitSet writes a new set at dir with opts, holding files, and commits it.
+func commitSet(t *testing.T, dir string, opts CreateOptions, files map[string][]byte) {
+	t.Helper()
+	w, err := Create(dir, opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for name, data := range files {
+		f, err := w.Create(name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := f.Write(data); err != nil {
+			t.Fatal(err)
+		}
+		if err := f.Close(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := w.Commit(); err != nil {
+		t.Fatal(err)
 	}
 }

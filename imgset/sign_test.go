@@ -33,25 +33,8 @@ func TestWritersSign(t *testing.T) {
 		recipients []cipher.Recipient
 	}{{"encrypted", []cipher.Recipient{recipient(t, "bob-p256")}}, {"plain", nil}} {
 		dir := filepath.Join(t.TempDir(), "set")
-		w, err := Create(dir, CreateOptions{Recipients: tc.recipients, Signer: signer})
-		if err != nil {
-			t.Fatal(err)
-		}
-		for name, data := range map[string][]byte{"pages-1.img": big, "core-1.img": []byte("core"), "empty.img": nil} {
-			f, err := w.Create(name)
-			if err != nil {
-				t.Fatal(err)
-			}
-			if _, err := f.Write(data); err != nil {
-				t.Fatal(err)
-			}
-			if err := f.Close(); err != nil {
-				t.Fatal(err)
-			}
-		}
-		if err := w.Commit(); err != nil {
-			t.Fatal(err)
-		}
+		commitSet(t, dir, CreateOptions{Recipients: tc.recipients, Signer: signer},
+			map[string][]byte{"pages-1.img": big, "core-1.img": []byte("core"), "empty.img": nil})
 		sig, err := VerifySignature(dir, SignatureOptions{Trust: trust})
 		if err != nil || len(sig.Files) != 3 || sig.Encrypted() != (tc.recipients != nil) {
 			t.Fatalf("%s: %v", tc.name, err)
