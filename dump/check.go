@@ -165,7 +165,7 @@ type liveProc struct {
 	pid  int
 	stat *procfs.Stat
 	tids []int
-	fds  []*fdDesc // ascending; those inspectFd refused with their link and stat only
+	fds  []*fdDesc // ascending, those inspectFd refused too (fdDesc.refused)
 }
 
 // precheckResult is what precheckProcess found for one process.
@@ -499,7 +499,7 @@ type fdDesc struct {
 	link    string
 	st      unix.Stat_t
 	info    *procfs.Fdinfo
-	refused bool // by inspectFd, in precheck: kind and info unset
+	refused bool // by inspectFd, in precheck: still part of the tree (a peer, a lock), its kind not to be trusted
 }
 
 // isTTYMajor tells the character-device majors of terminals: tty and virtual consoles,

@@ -88,8 +88,8 @@ func describeLocks(ls []procfs.Lock) string {
 }
 
 // checkFileLocks refuses, in precheck, what the dump cannot save of the tree's locks
-// (see above): it reads them and touches nothing.
-// all is /proc/locks, read before the fds' fdinfo (see judgeLocks).
+// (see above), from the fdinfo of the fds precheck read (procs) and all, /proc/locks read
+// before them (see judgeLocks); it touches nothing.
 func checkFileLocks(procs []*liveProc, all []procfs.Lock, fileLocks bool, refused *Refusals) error {
 	pids := make([]int, len(procs))
 	each := make([][]heldLocks, len(procs))

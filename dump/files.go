@@ -464,18 +464,19 @@ func (s *setState) sharedID(pid, fd int, k devIno) (uint32, bool, error) {
 // checkFdOwners refuses every fd of the tree whose owner (F_SETOWN) is a thread, process
 // or process group outside it: a restore sets the owner by its number (as CRIU does), and
 // that number then names another process or none. A process group counts as in the tree
-// when its leader is (only those are restored). pids is the whole tree; it reads the
-// owners through pidfd_getfd and touches nothing, for precheck.
+// when its leader is (only those are restored). procs is the whole tree, its threads and
+// fds as precheck read them; it reads the owners through pidfd_getfd and touches
+// nothing.
 func checkFdOwners(procs []*liveProc, refused *Refusals) error {
-	pids, tids := map[int]bool{}, map[int]bool{}
+	inTree, tids := map[int]bool{}, map[int]bool{}
 	for _, p := range procs {
-		pids[p.pid] = true
+		inTree[p.pid] = true
 		for _, t := range p.tids {
 			tids[t] = true
 		}
 	}
 	for _, p := range procs {
-		if err := checkOwnersOf(p, pids, tids, refused); err != nil {
+		if err := checkOwnersOf(p, inTree, tids, refused); err != nil {
 			return err
 		}
 	}
@@ -622,7 +623,7 @@ func (s *setState) numberFs(p *process) error {
 	return nil
 }
 
-// collectFds inspects every fd of p.
+// collectFds classifies every fd of p, as readTree read them (procState.fds).
 func collectFds(p *process) ([]*fdDesc, error) {
 	for _, f := range p.state.fds {
 		if err := classifyFd(p.pid, f); err != nil {

@@ -152,11 +152,12 @@ func (f *treeFile) resource(fdWhat string) string {
 	return f.what + " " + f.link
 }
 
-// deletedTreeFiles lists, touching nothing, every file the processes pids use whose
-// /proc name says it was deleted (its name removed): open fds, executables, working
-// directories and file mappings, in the order of pids, each process's looked at on every
-// core at once. A process or file gone meanwhile is skipped (the stopped tree is looked
-// at again). vmas are each process's mappings as precheck read them.
+// deletedTreeFiles lists, touching nothing, every file the processes procs use whose
+// /proc name says it was deleted (its name removed): open fds (as precheck read them),
+// executables, working directories and file mappings, in the order of procs, each
+// process's looked at on every core at once. A process or file gone meanwhile is skipped
+// (the stopped tree is looked at again). vmas are each process's mappings as precheck
+// read them.
 func deletedTreeFiles(procs []*liveProc, vmas map[int][]*vmaDesc) ([]*treeFile, error) {
 	files := make([][]*treeFile, len(procs))
 	if err := par.EachUntil(len(procs), func(i int) (err error) {

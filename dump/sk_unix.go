@@ -473,7 +473,8 @@ const uskExtern = 1
 
 // checkUnixPeers refuses every UNIX socket of the tree whose peer no process of the tree
 // holds, unless ext (Options.ExtUnixSk) and the peer is one a restore can connect to again
-// (outsidePeer). pids is the whole tree; it touches nothing, for precheck.
+// (outsidePeer). procs is the whole tree, its fds as precheck read them; it touches
+// nothing.
 func checkUnixPeers(procs []*liveProc, ext bool, refused *Refusals) error {
 	type at struct {
 		pid, fd int

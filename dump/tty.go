@@ -300,7 +300,8 @@ func termiosEntry(t *unix.Termios) *tty.TermiosEntry {
 		CIspeed: proto.Uint32(t.Ispeed), COspeed: proto.Uint32(t.Ospeed), CCc: words}
 }
 
-// checkTTYs refuses, for the whole tree (pids), what of its terminals a restore could not
+// checkTTYs refuses, for the whole tree (procs: their stat and fds as read, running or
+// stopped), what of its terminals a restore could not
 // make again exactly, touching nothing:
 //
 //   - a controlling terminal of a session whose leader is outside the tree (a shell's job),

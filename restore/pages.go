@@ -81,8 +81,8 @@ func streamRuns(src source, name string, runs []pageRun, put func([]segment) err
 }
 
 // mappedFile is a plain pages file that can be mapped a part at a time (*imgset.File):
-// reading 256 MiB of pages into buffers was a fifth of a restore's time, a copy the
-// mapping saves.
+// reading the pages into buffers (_copy_to_iter) was a fifth of the CPU perf saw in a
+// 256 MiB restore; mapping instead saved 4% of the CPU and the buffers' 3 MiB.
 type mappedFile interface {
 	MapAt(off int64, n int) ([]byte, error)
 }

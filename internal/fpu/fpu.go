@@ -223,18 +223,9 @@ func (l Layout) Check(fp *core_x86.UserX86FpregsEntry) error {
 	return nil
 }
 
-// Build returns the XSAVE buffer of size bytes (the kernel's user XSAVE size) for fp, laid
-// out as l. fp should have passed Check.
-func (l Layout) Build(fp *core_x86.UserX86FpregsEntry, size int) ([]byte, error) {
-	if size < MinSize {
-		return nil, fmt.Errorf("kernel XSAVE size %d is too small", size)
-	}
-	b := make([]byte, size)
-	return b, l.BuildInto(fp, b)
-}
-
-// BuildInto is Build into b, the kernel's user XSAVE size long, which it clears first: a
-// restore of a thousand threads builds each one's state in one buffer.
+// BuildInto builds in b, the kernel's user XSAVE size long, the XSAVE buffer for fp, laid
+// out as l; fp should have passed Check. It clears b first: a restore of a thousand
+// threads builds each one's state in one buffer.
 func (l Layout) BuildInto(fp *core_x86.UserX86FpregsEntry, b []byte) error {
 	size := len(b)
 	if size < MinSize {

@@ -38,7 +38,7 @@ func markEnabled(buf []byte, features uint64) {
 }
 
 // TestSplitBuildRoundTrip fills every part of a buffer CRIU stores with random bytes at
-// this CPU's layout and expects Build(Split(buf)) to put each byte back in its place.
+// this CPU's layout and expects BuildInto(Split(buf)) to put each byte back in its place.
 func TestSplitBuildRoundTrip(t *testing.T) {
 	l := CPULayout()
 	if l.XCR0&(1<<featureSSE) == 0 {
@@ -76,13 +76,13 @@ func TestSplitBuildRoundTrip(t *testing.T) {
 	if err := l.Check(fp); err != nil {
 		t.Fatalf("Check of a split buffer: %v", err)
 	}
-	out, err := l.Build(fp, size)
-	if err != nil {
+	out := make([]byte, size)
+	if err := l.BuildInto(fp, out); err != nil {
 		t.Fatal(err)
 	}
 	for _, s := range spans {
 		if !bytes.Equal(out[s.from:s.to], buf[s.from:s.to]) {
-			t.Errorf("bytes %d..%d differ after Split and Build", s.from, s.to)
+			t.Errorf("bytes %d..%d differ after Split and BuildInto", s.from, s.to)
 		}
 	}
 	markEnabled(out, l.XCR0)
@@ -91,7 +91,7 @@ func TestSplitBuildRoundTrip(t *testing.T) {
 		t.Fatal(err)
 	}
 	if !proto.Equal(fp, again) {
-		t.Errorf("Split(Build(fp)) differs from fp")
+		t.Errorf("Split(BuildInto(fp)) differs from fp")
 	}
 }
 
@@ -119,7 +119,7 @@ func fixtureFPUs(t *testing.T) map[string]*core_x86.UserX86FpregsEntry {
 }
 
 // TestCRIUFixtures checks the FPU entries CRIU 4.2 wrote: this CPU can load them, each
-// component holds exactly this CPU's size, and Build then Split gives the entry back.
+// component holds exactly this CPU's size, and BuildInto then Split gives the entry back.
 func TestCRIUFixtures(t *testing.T) {
 	l := CPULayout()
 	for name, fp := range fixtureFPUs(t) {
@@ -132,8 +132,8 @@ func TestCRIUFixtures(t *testing.T) {
 				t.Errorf("%s: %s holds %d bytes, CPUID says %d", name, c.name, n, l.Components[c.bit].Size)
 			}
 		}
-		buf, err := l.Build(fp, kernelSize(l))
-		if err != nil {
+		buf := make([]byte, kernelSize(l))
+		if err := l.BuildInto(fp, buf); err != nil {
 			t.Fatalf("%s: %v", name, err)
 		}
 		// CRIU stores every component the kernel enabled, in xstate_bv or not; the cet
@@ -156,7 +156,7 @@ func TestCRIUFixtures(t *testing.T) {
 			}
 		}
 		if !proto.Equal(want, back) {
-			t.Errorf("%s: Split(Build(fp)) differs from fp", name)
+			t.Errorf("%s: Split(BuildInto(fp)) differs from fp", name)
 		}
 	}
 }
