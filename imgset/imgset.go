@@ -516,12 +516,15 @@ func checkFile(dir string, h *cipher.Header, fi cipher.FileInfo) error {
 	return err
 }
 
+// regularOpenFlags open a file of a set for reading (openRegular, isEncryptedFile).
+const regularOpenFlags = os.O_RDONLY | syscall.O_NONBLOCK | syscall.O_NOFOLLOW
+
 // openRegular opens a file of a set for reading, refusing anything but a regular file.
 // The flags make the check safe against a file swapped after the folder was listed:
 // O_NOFOLLOW refuses a symlink, and O_NONBLOCK keeps a FIFO from blocking the open for
 // ever (it changes nothing for regular files).
 func openRegular(path string) (*os.File, os.FileInfo, error) {
-	f, err := os.OpenFile(path, os.O_RDONLY|syscall.O_NONBLOCK|syscall.O_NOFOLLOW, 0)
+	f, err := os.OpenFile(path, regularOpenFlags, 0)
 	if err != nil {
 		return nil, nil, err
 	}

@@ -89,7 +89,7 @@ func readHeader(dir string) (*cipher.Header, []byte, error) {
 // It opens the file as openRegular does, with the system calls themselves: an *os.File
 // costs an epoll registration and more, for the eight bytes read of each file of a set.
 func isEncryptedFile(path string) bool {
-	fd, err := unix.Open(path, unix.O_RDONLY|unix.O_NONBLOCK|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
+	fd, err := unix.Open(path, regularOpenFlags|unix.O_CLOEXEC, 0)
 	if err != nil {
 		return false
 	}
