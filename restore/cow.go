@@ -290,9 +290,9 @@ func (r *restorer) dropUnsaved(p *process, inh *inheritance) error {
 // cmpBufPool holds the buffers the current bytes of shared pages are read into.
 var cmpBufPool = sync.Pool{New: func() any { b := make([]byte, unitSize); return &b }}
 
-// writeChanged returns a writeMemory that leaves alone the pages inside shared whose
+// writeChanged returns a writer that hands write all but the pages inside shared whose
 // bytes are already those saved, so that they stay shared with the parent.
-func (p *process) writeChanged(shared spans) func([]segment) error {
+func (p *process) writeChanged(shared spans, write func([]segment) error) func([]segment) error {
 	return func(segs []segment) error {
 		bp := cmpBufPool.Get().(*[]byte)
 		defer cmpBufPool.Put(bp)
@@ -310,7 +310,7 @@ func (p *process) writeChanged(shared spans) func([]segment) error {
 				out = append(out, changed...)
 			}
 		}
-		return p.writeMemory(out)
+		return write(out)
 	}
 }
 

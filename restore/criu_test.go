@@ -103,7 +103,7 @@ var silentModes = []struct {
 }{
 	{"mlock", nil}, {"mlock-setuid", nil}, {"subreaper", nil}, {"sched", nil},
 	{"fown", nil}, {"mapprot", []string{"{dir}/mapped"}}, {"memfd", nil},
-	{"pipesize", nil}, {"oom", nil}, {"droppable", nil}, {"loginuid", nil}, {"protruns", nil},
+	{"pipesize", nil}, {"oom", nil}, {"droppable", nil}, {"loginuid", nil}, {"protruns", nil}, {"bigruns", nil},
 }
 
 // checkSelf signals the restored program to check its own state and waits for its

@@ -83,7 +83,12 @@
 //     an encrypted pages file is read the same way through imgset's parallel decryption,
 //     so its plaintext exists only in those buffers and in the restored memory. Pages of
 //     mappings without PROT_WRITE (read-only and PROT_NONE) go through /proc/PID/mem, the
-//     rest of a run that crosses them through process_vm_writev. The dumped vDSO pages are skipped
+//     rest of a run that crosses them through process_vm_writev. A process with 1 MiB of
+//     pages or more makes a userfaultfd (UFFD_USER_MODE_ONLY) that imgtool takes a copy of
+//     and registers its fresh private anonymous mappings that get 64 KiB or more with:
+//     their pages are placed with UFFDIO_COPY, which neither zeroes a page first nor minds
+//     the protections, and closing the fd ends the registration (userfault.go; without a
+//     userfaultfd, the writes above). The dumped vDSO pages are skipped
 //     (this kernel's vDSO is used), and the areas saved locked are locked (see lockMemory).
 //     Then each process rebuilds the rest of itself: its login uid, then in one batch
 //     PR_SET_MM_MAP (the mm fields and exe), personality, root, cwd and umask, the

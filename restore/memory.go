@@ -110,7 +110,7 @@ func (r *restorer) restoreMemory(p, parent *process) error {
 	if err := q.flush(); err != nil {
 		return err
 	}
-	if err := r.writePages(p, inh); err != nil {
+	if err := r.writePages(p, inh, q.fresh); err != nil {
 		return err
 	}
 	if inh != nil {
@@ -161,6 +161,7 @@ type mapQueue struct {
 	single bool // one call at a time (no executable scratch area)
 	calls  []ptrace.BatchCall
 	why    []queuedCall
+	fresh  spans // the mapped parts whose pages a userfaultfd may place (userfault.go)
 }
 
 // queuedCall is what a queued call does: mmap of s (advice < 0), or madvise of s.
@@ -310,6 +311,9 @@ func (r *restorer) mapVMA(p *process, v *vma.VmaEntry, s span, files map[string]
 			flags = flags&^unix.MAP_SHARED | unix.MAP_PRIVATE
 		}
 		flags |= unix.MAP_ANONYMOUS
+		if userfaultable(v) {
+			q.fresh = append(q.fresh, s)
+		}
 	case st&(image.VMAFilePrivate|image.VMAFileShared|image.VMAAnonShared) != 0:
 		key, open, err := r.mappedFile(v)
 		if err != nil {
@@ -451,7 +455,10 @@ func clipRun(run pageRun, skip []span) []pageRun {
 // writePages writes the saved pages of p into its memory, streaming its pages file (see
 // streamRuns). The vDSO and vvar pages are skipped: this kernel's are used. In the mappings
 // p keeps from its parent, a page already holding the saved bytes is left shared.
-func (r *restorer) writePages(p *process, inh *inheritance) error {
+//
+// The pages of the parts in fresh (mapped by this restore, in address order) go through a
+// userfaultfd where the kernel offers one (userfault.go).
+func (r *restorer) writePages(p *process, inh *inheritance, fresh spans) error {
 	pm := p.pl.pagemap
 	name := fmt.Sprintf("pages-%d.img", pm.Head.GetPagesId())
 	vvar, vdso := savedSpecials(p.pl.mm.Vmas)
@@ -460,11 +467,19 @@ func (r *restorer) writePages(p *process, inh *inheritance) error {
 		return nil
 	}
 	p.readOnly = readOnlySpans(p.pl.mm.Vmas)
-	put, direct := p.writeMemory, true
-	if inh != nil && len(inh.shared) > 0 {
-		put, direct = p.writeChanged(inh.shared), false // compares the bytes itself
+	put := p.writeMemory
+	u, err := userfaultFor(p, fresh, runs)
+	if err != nil {
+		return err
 	}
-	return streamRuns(r.pl.src, name, runs, put, r.progress, direct)
+	if u != nil {
+		defer u.close()
+		put = u.put
+	}
+	if inh != nil && len(inh.shared) > 0 { // reads the shared pages: not direct
+		return streamRuns(r.pl.src, name, runs, p.writeChanged(inh.shared, put), r.progress, false)
+	}
+	return streamRuns(r.pl.src, name, runs, put, r.progress, true)
 }
 
 // readOnlySpans are the mappings of vmas without PROT_WRITE, in address order.

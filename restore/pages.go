@@ -21,7 +21,8 @@ import (
 // chunks at a time (imgset's File.ReadEach): each unit is read, authenticated and
 // decrypted in place, and written to the target from there, so the plaintext is never
 // copied between buffers. Each unit reaches the target with one process_vm_writev (one
-// remote iovec per run it holds). Writing into the target (a page fault, the page zeroed,
+// remote iovec per run it holds), or, in fresh anonymous memory, with UFFDIO_COPY
+// (userfault.go). Writing into the target (a page fault, the page zeroed,
 // then the copy) is most of the cost: on two cores at once it takes about half as long
 // as one core writing what another read ahead. The plaintext of an encrypted set exists
 // only in those buffers and in the restored memory: nothing is written anywhere else.

@@ -15,6 +15,9 @@
  *   protruns      48 one-page private mappings side by side, read-write, read-only and
  *                 PROT_NONE in turn, each page's bytes its own: their pages are one run of
  *                 the pages file that a restore writes across all three protections
+ *   bigruns       the same with 20 pages a mapping (80 KiB: large enough for a restore to
+ *                 place them through a userfaultfd), with one hole of two missing pages in
+ *                 each mapping
  *
  * The program sets the state, checks it once (so a test knows the check holds before the
  * dump), prints "ready", waits for SIGUSR1 (sent after the restore), checks again and prints
@@ -219,24 +222,40 @@ static int check_mapprot(void)
 	return 1;
 }
 
-/* --- protruns --- */
+/* --- protruns, bigruns --- */
 #define NRUN 48
 static unsigned char *runs;
+static int run_pages = 1;
 static const int run_prot[3] = {PROT_READ | PROT_WRITE, PROT_READ, PROT_NONE};
+
+/* run_page fills want with what page k of the runs holds: its own bytes, or, for the
+ * untouched pages of bigruns (the 5th and 6th of each mapping), zeros. */
+static void run_page(unsigned char *want, int k)
+{
+	if (run_pages > 1 && (k % run_pages == 4 || k % run_pages == 5)) {
+		memset(want, 0, PAGE);
+		return;
+	}
+	memset(want, 0x40 + k % 64, PAGE);
+	memcpy(want, &k, sizeof(k));
+}
 
 static void set_protruns(void)
 {
-	runs = mmap(NULL, NRUN * PAGE, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	size_t size = (size_t)NRUN * run_pages * PAGE;
+	runs = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
 	if (runs == MAP_FAILED) {
 		perror("mmap");
 		exit(1);
 	}
-	for (int i = 0; i < NRUN; i++) {
-		memset(runs + i * PAGE, 0x40 + i, PAGE);
-		runs[i * PAGE] = (unsigned char)i;
+	for (int k = 0; k < NRUN * run_pages; k++) {
+		unsigned char want[PAGE];
+		run_page(want, k);
+		if (want[PAGE - 1])
+			memcpy(runs + (size_t)k * PAGE, want, PAGE);
 	}
 	for (int i = 0; i < NRUN; i++)
-		if (mprotect(runs + i * PAGE, PAGE, run_prot[i % 3])) {
+		if (mprotect(runs + (size_t)i * run_pages * PAGE, (size_t)run_pages * PAGE, run_prot[i % 3])) {
 			perror("mprotect");
 			exit(1);
 		}
@@ -265,16 +284,15 @@ static int check_protruns(void)
 	unsigned char page[PAGE], want[PAGE];
 	int mem = open("/proc/self/mem", O_RDONLY);
 	CHECK(mem >= 0, "open /proc/self/mem: %s", strerror(errno));
-	for (int i = 0; i < NRUN; i++) {
-		unsigned char *at = runs + i * PAGE;
-		int prot = run_perms((unsigned long)at);
-		memset(want, 0x40 + i, PAGE);
-		want[0] = (unsigned char)i;
+	for (int k = 0; k < NRUN * run_pages; k++) {
+		unsigned char *at = runs + (size_t)k * PAGE;
+		int i = k / run_pages, prot = run_perms((unsigned long)at);
+		run_page(want, k);
 		/* /proc/self/mem reads a PROT_NONE page too */
 		int ok = pread(mem, page, PAGE, (off_t)(unsigned long)at) == PAGE && !memcmp(page, want, PAGE);
 		if (!ok || prot != run_prot[i % 3]) {
 			close(mem);
-			CHECK(0, "page %d: protection %d (want %d), bytes %s", i, prot, run_prot[i % 3], ok ? "right" : "wrong");
+			CHECK(0, "page %d: protection %d (want %d), bytes %s", k, prot, run_prot[i % 3], ok ? "right" : "wrong");
 		}
 	}
 	close(mem);
@@ -452,7 +470,9 @@ int main(int argc, char **argv)
 	} else if (!strcmp(mode, "loginuid")) {
 		set_loginuid();
 		check = check_loginuid;
-	} else if (!strcmp(mode, "protruns")) {
+	} else if (!strcmp(mode, "protruns") || !strcmp(mode, "bigruns")) {
+		if (!strcmp(mode, "bigruns"))
+			run_pages = 20;
 		set_protruns();
 		check = check_protruns;
 	} else if (!strcmp(mode, "droppable")) {
