@@ -92,24 +92,27 @@
 //     (this kernel's vDSO is used), and the areas saved locked are locked (see lockMemory).
 //     Then each process rebuilds the rest of itself: its login uid, then in one batch
 //     PR_SET_MM_MAP (the mm fields and exe), personality, root, cwd and umask, the
-//     executable and directories handed over inside the batch (handover, files.go); fds (dup3 from the slots, in one batch,
-//     close-on-exec as saved, O_ASYNC turned on by the process on its own fd
-//     number, which the kernel reports as si_fd; then every target of an epoll registered,
+//     executable and directories handed over inside the batch (handover, files.go), and
+//     in the same batch its fds (dup3 from the slots, close-on-exec as saved; after the
+//     batch, O_ASYNC turned on by the process on its own fd number, which the kernel
+//     reports as si_fd; then every target of an epoll registered,
 //     EPOLL_CTL_ADD with its events and data, by the first process of the tree that has
 //     the epoll, under the fd number it was registered with: epoll keys a registration by
 //     file and number, and polls a signalfd for the signals of the process that adds it),
-//     threads (clone3 with CLONE_THREAD and
+//     the slots closed (in the batch of the mm fields and the fds when no epoll or
+//     O_ASYNC needs them after), file locks taken back (file_lock.go: with
+//     Options.FileLocks, as criu restore --file-locks; each POSIX lock, OFD lock, flock
+//     and lease of filelocks.img by the process and on the fd that held it, with F_SETLK,
+//     F_OFD_SETLK, flock or F_SETLEASE, never waiting: a lock held meanwhile by another
+//     process fails the restore, naming it; a set holding locks is refused without the
+//     option), threads (clone3 with CLONE_THREAD and
 //     set_tid, up to 383 in one batch of the leader; threads.go), per-thread name,
 //     altstack, robust list, clear_child_tid and rseq (one batch a thread, a hundred
 //     threads' batches started before any is waited for), nice and policy
 //     (SCHED_RESET_ON_FORK included), interval timers, POSIX timers created with
 //     their saved ids (posix_timer.go: PR_TIMER_CREATE_RESTORE_IDS, or, on kernels without
 //     it, created in id order and the ones in between deleted, as CRIU does) and disarmed,
-//     the slots closed, file locks taken back (file_lock.go: with Options.FileLocks, as criu
-//     restore --file-locks; each POSIX lock, OFD lock, flock and lease of filelocks.img by
-//     the process and on the fd that held it, with F_SETLK, F_OFD_SETLK, flock or F_SETLEASE,
-//     never waiting: a lock held meanwhile by another process fails the restore, naming it;
-//     a set holding locks is refused without the option), resource limits (those that
+//     resource limits (those that
 //     differ from what the process inherited, set from imgtool with prlimit(2) while the
 //     process still has imgtool's credentials: on another uid's process it needs
 //     CAP_SYS_RESOURCE), oom_score_adj, seccomp (seccomp.go: strict mode, or the thread's

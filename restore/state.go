@@ -35,16 +35,6 @@ func pack(vals ...any) []byte {
 	return b.Bytes()
 }
 
-// closeSlots closes the slots p inherited (the descriptions and imgtool's pidfd, from
-// fdBase on), then takes its file locks back: closing any fd of a file drops the POSIX
-// locks the process holds on it (file_lock.go).
-func (r *restorer) closeSlots(p *process) error {
-	if _, err := p.leader().syscall(unix.SYS_CLOSE_RANGE, uint64(r.fdBase), ^uint64(0)>>32, 0); err != nil {
-		return err
-	}
-	return r.takeLocks(p)
-}
-
 // closeSharedSlots closes the slots of every fd table shared by a parent and its
 // children (CLONE_FILES) once all of them are restored: until then each of them hands
 // files over through the pidfd slot of the one table. Then each takes its locks back.
@@ -75,11 +65,40 @@ func (r *restorer) restoreProcess(p *process) error {
 	if err := r.restoreLoginuid(p, tc.Loginuid); err != nil {
 		return err
 	}
-	if err := r.restoreMMAndFS(p, tc); err != nil {
+	// One batch: the mm fields and fs, the fds, and, when nothing after needs them,
+	// the slots closed (three ptrace stops a process were one).
+	h, err := r.queueMMAndFS(p, tc)
+	if err != nil {
 		return err
 	}
-	if !pp.sharesFiles() { // its parent, restored before it, placed them in their table
-		if err := r.placeFds(p); err != nil {
+	// Its fds: unless its parent, restored before it, placed them in their table.
+	placing := !pp.sharesFiles()
+	if placing {
+		if err := r.queueFds(p, h.b); err != nil {
+			return err
+		}
+	}
+	// The slots: else once every process of the table is restored (closeSharedSlots).
+	closing := !pp.tableShared()
+	closedEarly := closing && !(placing && r.fdsNeedSlots(p))
+	if closedEarly {
+		h.b.add("closing the slots", unix.SYS_CLOSE_RANGE, uint64(r.fdBase), ^uint64(0)>>32, 0)
+	}
+	if err := h.run(); err != nil {
+		return err
+	}
+	if placing {
+		if err := r.finishFds(p); err != nil {
+			return err
+		}
+	}
+	if closing && !closedEarly {
+		if _, err := t.syscall(unix.SYS_CLOSE_RANGE, uint64(r.fdBase), ^uint64(0)>>32, 0); err != nil {
+			return err
+		}
+	}
+	if closing { // closing any fd of a file drops the process's POSIX locks on it
+		if err := r.takeLocks(p); err != nil { // file_lock.go
 			return err
 		}
 	}
@@ -91,11 +110,6 @@ func (r *restorer) restoreProcess(p *process) error {
 	}
 	if err := r.createPosixTimers(p, tc); err != nil {
 		return err
-	}
-	if !pp.tableShared() { // else once every process of the table is restored (closeSharedSlots)
-		if err := r.closeSlots(p); err != nil {
-			return err
-		}
 	}
 	if err := r.restoreRlimits(p, tc); err != nil {
 		return err
@@ -154,29 +168,29 @@ func (r *restorer) restoreProcess(p *process) error {
 	return nil
 }
 
-// restoreMMAndFS sets, in one batch of p's calls, the mm fields (code, data, brk, stack,
+// queueMMAndFS queues, in a batch of p's calls it returns, what sets the mm fields (code, data, brk, stack,
 // arguments, environment, auxv, exe) with PR_SET_MM_MAP, so that /proc/PID/cmdline,
 // environ, exe and [heap] read as before, THP disabled, the personality, the root, the
 // working directory and the umask. The executable and the directories are handed over
 // with pidfd_getfd inside the batch (handover), each closed before the next comes: where
 // each was one call, the whole took a dozen ptrace stops a process.
-func (r *restorer) restoreMMAndFS(p *process, tc *criu_core.TaskCoreEntry) error {
+func (r *restorer) queueMMAndFS(p *process, tc *criu_core.TaskCoreEntry) (*handover, error) {
 	h, err := r.newHandover(p)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	m := p.pl.mm
 	fe := r.pl.files[m.GetExeFileId()]
 	if fe == nil || fe.Reg == nil {
-		return fmt.Errorf("exe file id %d is not a regular file of files.img", m.GetExeFileId())
+		return nil, fmt.Errorf("exe file id %d is not a regular file of files.img", m.GetExeFileId())
 	}
 	name, err := r.descs.regPath(r.pl, fe) // a deleted executable is made again: ghost.go
 	if err != nil {
-		return err
+		return nil, err
 	}
 	exe, err := r.openShared(name, 0)
 	if err != nil {
-		return fmt.Errorf("opening the executable: %w", err)
+		return nil, fmt.Errorf("opening the executable: %w", err)
 	}
 	exeFd := h.add(exe)
 	auxvAddr := p.scratch + scratchExtra
@@ -185,10 +199,10 @@ func (r *restorer) restoreMMAndFS(p *process, tc *criu_core.TaskCoreEntry) error
 		m.GetMmStartBrk(), m.GetMmBrk(), m.GetMmStartStack(), m.GetMmArgStart(), m.GetMmArgEnd(),
 		m.GetMmEnvStart(), m.GetMmEnvEnd(), auxvAddr, uint32(len(auxv)), uint32(exeFd))
 	if err := p.poke(p.scratch+scratchArgs, mmap); err != nil {
-		return err
+		return nil, err
 	}
 	if err := p.poke(auxvAddr, auxv); err != nil {
-		return err
+		return nil, err
 	}
 	b := h.b
 	b.add("setting the mm fields", unix.SYS_PRCTL, unix.PR_SET_MM, unix.PR_SET_MM_MAP, p.scratch+scratchArgs, uint64(len(mmap)))
@@ -198,9 +212,9 @@ func (r *restorer) restoreMMAndFS(p *process, tc *criu_core.TaskCoreEntry) error
 	}
 	b.add("personality", unix.SYS_PERSONALITY, uint64(tc.GetPersonality()))
 	if err := r.addFS(p, h); err != nil {
-		return err
+		return nil, err
 	}
-	return h.run()
+	return h, nil
 }
 
 // restoreSigactions installs the saved signal actions (struct kernel_sigaction: handler,
@@ -289,10 +303,9 @@ func (r *restorer) addFS(p *process, h *handover) error {
 	return nil
 }
 
-// placeFds puts each of p's fds in place from the inherited descriptions, then lets the
-// kinds that need the fds in place finish (placer: an epoll registers its targets).
-func (r *restorer) placeFds(p *process) error {
-	b := r.newBatch(p, p.leader())
+// queueFds queues in b the calls that put each of p's fds in place from the inherited
+// descriptions.
+func (r *restorer) queueFds(p *process, b *callBatch) error {
 	for _, fd := range p.pl.fds {
 		slot, ok := r.descs.slot[fd.GetId()]
 		if !ok {
@@ -304,9 +317,27 @@ func (r *restorer) placeFds(p *process) error {
 		}
 		b.add(fmt.Sprintf("fd %d", fd.GetFd()), unix.SYS_DUP3, uint64(slot), uint64(fd.GetFd()), flags)
 	}
-	if _, err := b.run(); err != nil {
-		return err
+	return nil
+}
+
+// fdsNeedSlots tells whether finishing p's fds in place (finishFds) may need the slots:
+// a kind with work to do then, or O_ASYNC to turn on.
+func (r *restorer) fdsNeedSlots(p *process) bool {
+	for _, fd := range p.pl.fds {
+		fe := r.pl.files[fd.GetId()]
+		if fe == nil {
+			return true
+		}
+		if _, ok := fdKinds[fe.GetType()].(placer); ok || statusFlags(r.pl, fe)&unix.O_ASYNC != 0 {
+			return true
+		}
 	}
+	return false
+}
+
+// finishFds lets the kinds that need p's fds in place finish (placer: an epoll registers
+// its targets), and turns O_ASYNC on.
+func (r *restorer) finishFds(p *process) error {
 	for _, fd := range p.pl.fds {
 		if err := r.setAsync(p, fd.GetId(), uint64(fd.GetFd())); err != nil {
 			return err
