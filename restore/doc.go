@@ -52,8 +52,11 @@
 //     signals set), and
 //     handed to the root with pidfd_getfd at a slot above every fd number. The root's memory is then
 //     rebuilt (step 3's mappings and pages) and locked, and each other process is cloned,
-//     with its PID, from its parent once the parent's memory is rebuilt, and inherits the
-//     slots and a copy of the parent's memory, every page shared copy-on-write. It keeps
+//     with its PID, from its parent once the parent's memory is rebuilt (siblings in one
+//     batch of clone3 calls, up to cloneChunk, unless one is a zombie, needs a group
+//     leader made first or has its parent hold pages for its fork; spawnSiblings), and
+//     inherits the slots and a copy of the parent's memory, every page shared
+//     copy-on-write. It keeps
 //     the parts of its mappings that are still copies of its parent's (image.InheritedVMA,
 //     the rule dump checks against: same kind, file and offsets, flags fork copies; the
 //     ranges may differ) and unmaps the rest; in what it keeps a saved page equal to the

@@ -512,11 +512,30 @@ func (r *restorer) createTree() error {
 		return fmt.Errorf("restoring %d: %w", root.pid, err)
 	}
 	phase.Mark("restore: root memory")
-	for _, pp := range r.pl.all[1:] {
+	for rest := r.pl.all[1:]; len(rest) > 0; {
 		if err := r.ctx.Err(); err != nil {
 			return err
 		}
+		pp := rest[0]
 		parent := r.byPid[pp.parent.pid]
+		if n := r.siblingsAtOnce(parent, rest); n > 1 {
+			made, err := r.spawnSiblings(parent, rest[:n])
+			if err != nil && !errors.Is(err, unix.EEXIST) {
+				return err
+			}
+			for _, p := range made {
+				if err := r.restoreMemory(p, parent); err != nil {
+					return fmt.Errorf("restoring %d: %w", p.pid, err)
+				}
+			}
+			if len(made) > 0 {
+				rest = rest[len(made):]
+				continue
+			}
+			// Its PID is still held (a process just killed): the single clone3
+			// below retries it for a while.
+		}
+		rest = rest[1:]
 		if g := r.pl.groupHelperFor(pp); g != 0 && r.groupLeaders[g] == nil {
 			if err := r.spawnGroupLeader(parent, g); err != nil {
 				return err
@@ -574,13 +593,85 @@ func (r *restorer) joinLaterGroups() error {
 
 // spawn makes parent clone the process pp with its PID, and sets its session and group.
 func (r *restorer) spawn(parent *process, pp *procPlan) (*process, error) {
-	var flags uint64
-	if pp.sharesFiles() {
-		flags = unix.CLONE_FILES
-	}
-	if err := parent.leader().clone3(flags, uint64(unix.SIGCHLD), pp.pid); err != nil {
+	if err := parent.leader().clone3(processFlags(pp), uint64(unix.SIGCHLD), pp.pid); err != nil {
 		return nil, err
 	}
+	return r.adopt(parent, pp)
+}
+
+// processFlags are the clone flags of the process pp.
+func processFlags(pp *procPlan) uint64 {
+	if pp.sharesFiles() {
+		return unix.CLONE_FILES
+	}
+	return 0
+}
+
+// siblingsAtOnce is how many processes at the head of rest (in tree order) parent may
+// clone in one batch (spawnSiblings): its children, up to cloneChunk, none of which is a
+// zombie, needs a group leader made first, or has parent hold pages for its fork.
+func (r *restorer) siblingsAtOnce(parent *process, rest []*procPlan) int {
+	if !parent.traps {
+		return 0
+	}
+	n := 0
+	for n < len(rest) && n < cloneChunk {
+		pp := rest[n]
+		if pp.parent.pid != parent.pid || pp.dead || r.pl.groupHelperFor(pp) != 0 || len(pp.forkPages) > 0 {
+			break
+		}
+		n++
+	}
+	return n
+}
+
+// spawnSiblings makes parent clone the processes pps, each with its PID, in one batch
+// (each clone reports an event stop on the way, and the new processes wait in their
+// first stop), then adopts each: where each clone3 was a batch of its own, a tree of 200
+// processes waited for 200 more stops. It returns the processes made: a failed clone3
+// stops the batch, with its error.
+func (r *restorer) spawnSiblings(parent *process, pps []*procPlan) ([]*process, error) {
+	args := make([]byte, len(pps)*cloneSlot)
+	calls := make([]ptrace.BatchCall, len(pps))
+	for i, pp := range pps {
+		at := parent.scratch + scratchArgs + uint64(i*cloneSlot)
+		a := cloneArgs{flags: processFlags(pp), exitSignal: uint64(unix.SIGCHLD), setTid: at + 80, setTidSize: 1}
+		copy(args[i*cloneSlot:], pack(a, uint32(pp.pid)))
+		calls[i] = ptrace.BatchCall{Nr: unix.SYS_CLONE3, Args: [6]uint64{at, 80}}
+	}
+	if err := parent.poke(parent.scratch+scratchArgs, args); err != nil {
+		return nil, err
+	}
+	got, err := runBatch(parent, parent.leader(), calls)
+	var made []*process
+	for i, pid := range got {
+		var aerr error
+		if int(pid) != pps[i].pid {
+			aerr = fmt.Errorf("creating %d: the kernel gave pid %d", pps[i].pid, pid)
+			unix.Kill(int(pid), unix.SIGKILL)
+		} else {
+			var p *process
+			if p, aerr = r.adopt(parent, pps[i]); aerr == nil { // among r.procs, even failed
+				made = append(made, p)
+				continue
+			}
+		}
+		// The processes cloned after it are not among r.procs, which a failed restore
+		// kills: killed here.
+		for _, left := range got[i+1:] {
+			unix.Kill(int(left), unix.SIGKILL)
+		}
+		return made, aerr
+	}
+	if err != nil {
+		return made, fmt.Errorf("creating %d: %w", pps[len(got)].pid, err)
+	}
+	return made, nil
+}
+
+// adopt takes the process pp that parent has just cloned: it waits for its first stop,
+// and sets its session, group and terminal.
+func (r *restorer) adopt(parent *process, pp *procPlan) (*process, error) {
 	p := &process{pid: pp.pid, pl: pp, sysInsn: parent.sysInsn, scratch: parent.scratch, specials: parent.specials, traps: !r.noBatch}
 	r.procs = append(r.procs, p)
 	r.byPid[p.pid] = p
