@@ -15,14 +15,12 @@ import (
 	"io"
 	"os"
 	"path/filepath"
-	"slices"
 	"sort"
 	"syscall"
 
 	"golang.org/x/sys/unix"
 
 	"github.com/imgtool/imgtool/cipher"
-	"github.com/imgtool/imgtool/internal/par"
 )
 
 // OpenOptions says how to open a set.
@@ -169,12 +167,11 @@ func openPlain(dir string, names []string, opts OpenOptions) (*Set, error) {
 	if opts.RequireEncrypted {
 		return nil, fmt.Errorf("image set %s: %w (no %s) and encryption is required", dir, ErrNotEncrypted, HeaderName)
 	}
-	// Every file, on every core at once (a set of 1,000 threads has 1,000 files); the
-	// first in name order is named.
-	encrypted := make([]bool, len(names))
-	par.Each(len(names), func(i int) { encrypted[i] = isEncryptedFile(filepath.Join(dir, names[i])) })
-	if i := slices.Index(encrypted, true); i >= 0 {
-		return nil, fmt.Errorf("image set %s: %s: %w (%s)", dir, names[i], ErrHeaderMissing, HeaderName)
+	// A set whose header was deleted is named as such at once by its first file; every
+	// other file is checked as it is opened (Set.open): checking all of them here took a
+	// tree of 200 processes (1,400 files) 5 ms, a fortieth of its restore.
+	if len(names) > 0 && isEncryptedFile(filepath.Join(dir, names[0])) {
+		return nil, fmt.Errorf("image set %s: %s: %w (%s)", dir, names[0], ErrHeaderMissing, HeaderName)
 	}
 	return &Set{dir: dir, names: names}, nil
 }
@@ -300,6 +297,10 @@ func (s *Set) open(name string, f *os.File, size int64) (*File, error) {
 		hashes = sf.Chunks
 	}
 	if s.header == nil {
+		var magic [len(cipher.FileMagic)]byte
+		if n, _ := unix.Pread(int(f.Fd()), magic[:], 0); n == len(magic) && string(magic[:]) == cipher.FileMagic {
+			return nil, fmt.Errorf("%s: %w (%s)", name, ErrHeaderMissing, HeaderName)
+		}
 		var ra io.ReaderAt = positional(f)
 		if s.signed != nil {
 			sra, err := cipher.NewSignedReaderAt(ra, size, name, hashes)

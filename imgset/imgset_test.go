@@ -239,6 +239,46 @@ func TestOpenErrors(t *testing.T) {
 	}
 }
 
+// TestEncryptedFileInPlainSetRefusedAtOpen: an encrypted file among plain ones (a set
+// whose header is gone, partly replaced) is refused when it is opened, before any of its
+// bytes are read; a set whose first file is one is refused as a whole.
+func TestEncryptedFileInPlainSetRefusedAtOpen(t *testing.T) {
+	dir := copySet(t, "files")
+	enc := copySet(t, "files")
+	if err := Encrypt(enc, EncryptOptions{Recipients: []cipher.Recipient{recipient(t, "bob-p256")}}); err != nil {
+		t.Fatal(err)
+	}
+	names, err := listFiles(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	last := names[len(names)-1]
+	swap := func(name string) {
+		b, err := os.ReadFile(filepath.Join(enc, name))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(filepath.Join(dir, name), b, 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	swap(last)
+	s, err := Open(dir, OpenOptions{})
+	if err != nil {
+		t.Fatalf("opening the set: %v", err)
+	}
+	if _, err := s.Open(names[0]); err != nil {
+		t.Fatalf("%s: %v", names[0], err)
+	}
+	if _, err := s.Open(last); !errors.Is(err, ErrHeaderMissing) {
+		t.Fatalf("%s, encrypted: %v, want %v", last, err, ErrHeaderMissing)
+	}
+	swap(names[0])
+	if _, err := Open(dir, OpenOptions{}); !errors.Is(err, ErrHeaderMissing) {
+		t.Fatalf("set whose first file is encrypted: %v, want %v", err, ErrHeaderMissing)
+	}
+}
+
 func TestRekey(t *testing.T) {
 	dir := copySet(t, "ghost")
 	orig := testset.ReadAll(t, dir)
