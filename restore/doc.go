@@ -110,8 +110,9 @@
 //     process fails the restore, naming it; a set holding locks is refused without the
 //     option), threads (clone3 with CLONE_THREAD and
 //     set_tid, up to 383 in one batch of the leader; threads.go), per-thread name,
-//     altstack, robust list, clear_child_tid and rseq (one batch a thread, a hundred
-//     threads' batches started before any is waited for), nice and policy
+//     altstack, robust list, clear_child_tid and rseq (the leader's in its process's first
+//     batch, one batch each other thread, a hundred threads' batches started before any
+//     is waited for), nice and policy
 //     (SCHED_RESET_ON_FORK included), interval timers, POSIX timers created with
 //     their saved ids (posix_timer.go: PR_TIMER_CREATE_RESTORE_IDS, or, on kernels without
 //     it, created in id order and the ones in between deleted, as CRIU does) and disarmed,

@@ -84,6 +84,18 @@ func (r *restorer) restoreProcess(p *process) error {
 	if closedEarly {
 		h.b.add("closing the slots", unix.SYS_CLOSE_RANGE, uint64(r.fdBase), ^uint64(0)>>32, 0)
 	}
+	// The leader's own state too (threadCalls), where batches run: its batch would be a
+	// stop of its own.
+	leaderDone := p.traps
+	if leaderDone {
+		args, calls, what := threadCalls(pp.cores[0], p.scratch+scratchThread)
+		if err := p.poke(p.scratch+scratchThread, args); err != nil {
+			return err
+		}
+		for i, c := range calls {
+			h.b.add("thread "+strconv.Itoa(t.tid)+": "+what[i], c.Nr, c.Args[:]...)
+		}
+	}
 	if err := h.run(); err != nil {
 		return err
 	}
@@ -102,7 +114,7 @@ func (r *restorer) restoreProcess(p *process) error {
 			return err
 		}
 	}
-	if err := r.restoreThreads(p); err != nil { // threads.go
+	if err := r.restoreThreads(p, leaderDone); err != nil { // threads.go
 		return err
 	}
 	if err := r.restoreItimers(p, tc); err != nil {

@@ -41,8 +41,9 @@ const (
 )
 
 // restoreThreads creates the threads of p other than its leader and restores each
-// thread's own state, the leader's too.
-func (r *restorer) restoreThreads(p *process) error {
+// thread's own state, the leader's too unless leaderDone (restoreProcess put its calls
+// in its first batch).
+func (r *restorer) restoreThreads(p *process, leaderDone bool) error {
 	cores := p.pl.cores
 	if !p.traps {
 		for _, tid := range p.pl.tids[1:] {
@@ -80,7 +81,11 @@ func (r *restorer) restoreThreads(p *process) error {
 		}
 		rest = rest[n:]
 	}
-	for first := 0; first < len(p.threads); first += threadChunk {
+	from := 0
+	if leaderDone {
+		from = 1
+	}
+	for first := from; first < len(p.threads); first += threadChunk {
 		if err := restoreThreadsAtOnce(p, first, min(first+threadChunk, len(p.threads))); err != nil {
 			return err
 		}

@@ -61,6 +61,7 @@ const (
 	scratchArgs   = 0         // clone_args, prctl_mm_map, sigaction, ...
 	scratchExtra  = 1024      // set_tid array, auxv, strings
 	scratchStrBuf = 8192      // paths and names
+	scratchThread = 12288     // the leader's own calls' arguments (threadCalls) in its first batch
 )
 
 // stopAndAttach records a new process or thread whose first stop is awaited, with all
