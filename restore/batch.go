@@ -21,7 +21,7 @@ const (
 //
 // A batch ends in a forced SIGTRAP, which resets the thread's SIGTRAP action to SIG_DFL
 // when the signal is blocked or ignored: batches run before the process's signal actions
-// are set (restoreProcess), never after.
+// are set (finishProcess), never after.
 type callBatch struct {
 	p      *process
 	t      *thread
@@ -59,6 +59,50 @@ func (b *callBatch) run() ([]uint64, error) {
 	return got, nil
 }
 
+// startedBatch is a batch running in its thread, started by callBatch.start.
+type startedBatch struct {
+	b     *callBatch
+	calls []ptrace.BatchCall
+	what  []string
+	mask  uint64 // the thread's signal mask, put back once the batch trapped
+	done  bool   // got and err are the batch's outcome already
+	got   []uint64
+	err   error
+}
+
+// start starts the queued calls as one batch and returns without waiting for them (the
+// batches of several processes then run at once); finish waits. Where they cannot run as
+// one batch (no batches, too many calls), start runs them and finish reports how they
+// went. The batch is empty afterwards.
+func (b *callBatch) start() *startedBatch {
+	calls, what := b.calls, b.what
+	b.calls, b.what = nil, nil
+	sb := &startedBatch{b: b, calls: calls, what: what}
+	if b.single || len(calls) == 0 || len(calls) > batchMax {
+		b.calls, b.what = calls, what
+		sb.got, sb.err = b.run()
+		sb.done = true
+		return sb
+	}
+	sb.mask, sb.err = startBatch(b.p, b.t, calls)
+	if sb.err != nil {
+		sb.done = true
+	}
+	return sb
+}
+
+// finish waits for the batch start started and returns what run would have.
+func (sb *startedBatch) finish() ([]uint64, error) {
+	if sb.done {
+		return sb.got, sb.err
+	}
+	got, err := finishBatch(sb.b.p, sb.b.t, sb.calls, sb.mask)
+	if err != nil && len(got) < len(sb.calls) {
+		return got, fmt.Errorf("%s: %w", sb.what[len(got)], err)
+	}
+	return got, err
+}
+
 // runCalls runs calls in thread t of p, as a batch or, with single, one at a time, and
 // returns their results up to the first that failed, with its error. A batch takes the
 // upper part of the scratch area: the lower part may hold the calls' arguments.
@@ -89,17 +133,34 @@ func runCalls(p *process, t *thread, single bool, calls []ptrace.BatchCall) ([]u
 
 // runBatch runs at most batchMax calls as one batch in thread t.
 func runBatch(p *process, t *thread, calls []ptrace.BatchCall) ([]uint64, error) {
+	mask, err := startBatch(p, t, calls)
+	if err != nil {
+		return nil, err
+	}
+	return finishBatch(p, t, calls, mask)
+}
+
+// startBatch writes the batch code (once) and the table of calls into p's scratch area
+// and starts thread t on them; it returns t's signal mask for finishBatch.
+func startBatch(p *process, t *thread, calls []ptrace.BatchCall) (uint64, error) {
 	if !p.batchCode {
 		if err := p.poke(p.scratch+scratchBatch, ptrace.BatchCode); err != nil {
-			return nil, err
+			return 0, err
 		}
 		p.batchCode = true
 	}
 	if err := p.poke(p.scratch+scratchBatchTab, ptrace.EncodeBatch(calls)); err != nil {
-		return nil, err
+		return 0, err
 	}
 	in := ptrace.Injector{Insn: p.sysInsn, DiscardSignals: true}
-	if err := in.RunBatch(t.tid, t.tmpl, p.scratch+scratchBatch, p.scratch+scratchBatchTab, len(calls)); err != nil {
+	return in.StartBatch(t.tid, t.tmpl, p.scratch+scratchBatch, p.scratch+scratchBatchTab, len(calls))
+}
+
+// finishBatch waits for the batch startBatch started and returns its results up to the
+// first call that failed, with its error.
+func finishBatch(p *process, t *thread, calls []ptrace.BatchCall, mask uint64) ([]uint64, error) {
+	in := ptrace.Injector{Insn: p.sysInsn, DiscardSignals: true}
+	if err := in.FinishBatch(t.tid, p.scratch+scratchBatch, len(calls), mask); err != nil {
 		return nil, err
 	}
 	table := make([]byte, len(calls)*ptrace.BatchEntrySize)

@@ -49,10 +49,10 @@ func savedCreds(c *creds.CredsEntry) credsState {
 }
 
 // inheritedState is what every restored process has from the restore's helper until its
-// own restoreProcess changes it: credentials, ignored signals, audit login uid,
+// own restore changes it (startProcess, finishProcess): credentials, ignored signals, audit login uid,
 // oom_score_adj and resource limits. Every process is cloned (createTree) before any is
 // restored, so each has what the root has then: read once, from the root, before the
-// first restoreProcess (reading each process's status, loginuid, oom_score_adj and 16
+// first startProcess (reading each process's status, loginuid, oom_score_adj and 16
 // limits was a tenth of restoring a 200-process tree's state).
 type inheritedState struct {
 	creds       credsState

@@ -93,7 +93,9 @@
 //     the protections, and closing the fd ends the registration (userfault.go; without a
 //     userfaultfd, the writes above). The dumped vDSO pages are skipped
 //     (this kernel's vDSO is used), and the areas saved locked are locked (see lockMemory).
-//     Then each process rebuilds the rest of itself: its login uid, then in one batch
+//     Then each process rebuilds the rest of itself (the first batches of all processes
+//     started before any is waited for, but for those sharing an fd table): its login
+//     uid, then in one batch
 //     PR_SET_MM_MAP (the mm fields and exe), personality, root, cwd and umask, the
 //     executable and directories handed over inside the batch (handover, files.go), and
 //     in the same batch its fds (dup3 from the slots, close-on-exec as saved; after the

@@ -164,8 +164,11 @@ func (h *handover) add(f *os.File) uint64 {
 }
 
 // run runs the batch and checks where each file landed.
-func (h *handover) run() error {
-	got, err := h.b.run()
+func (h *handover) run() error { return h.finish(h.b.start()) }
+
+// finish waits for the batch sb (h's, started) and checks where each file landed.
+func (h *handover) finish(sb *startedBatch) error {
+	got, err := sb.finish()
 	for i, at := range h.gets {
 		if at < len(got) && got[at] != h.at {
 			return fmt.Errorf("process %d: %s landed at fd %d, not %d", h.b.p.pid, h.files[i].Name(), got[at], h.at)

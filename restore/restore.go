@@ -266,11 +266,35 @@ func (r *restorer) run() (err error) {
 	if err := r.readInherited(); err != nil { // creds.go
 		return err
 	}
-	for _, p := range r.procs {
+	// Every process's first batch is started before any is waited for: they run at
+	// once, on every core, where each process waited for its own in turn. Processes
+	// sharing an fd table hand files over through it, one after another.
+	firsts := make([]*firstBatch, len(r.procs))
+	for i, p := range r.procs {
 		if err := r.ctx.Err(); err != nil {
 			return err
 		}
-		if err := r.restoreProcess(p); err != nil {
+		if p.pl.tableShared() {
+			continue
+		}
+		fb, err := r.startProcess(p)
+		if err != nil {
+			return fmt.Errorf("restoring %d: %w", p.pid, err)
+		}
+		firsts[i] = fb
+	}
+	for i, p := range r.procs {
+		if err := r.ctx.Err(); err != nil {
+			return err
+		}
+		fb := firsts[i]
+		if fb == nil {
+			var err error
+			if fb, err = r.startProcess(p); err != nil {
+				return fmt.Errorf("restoring %d: %w", p.pid, err)
+			}
+		}
+		if err := r.finishProcess(p, fb); err != nil {
 			return fmt.Errorf("restoring %d: %w", p.pid, err)
 		}
 	}

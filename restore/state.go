@@ -56,65 +56,88 @@ func (r *restorer) closeSharedSlots() error {
 	return nil
 }
 
-// restoreProcess restores everything of p but its final registers and signal mask.
-func (r *restorer) restoreProcess(p *process) error {
+// firstBatch is a process's first batch, started (startProcess): its mm fields and fs,
+// its fds, its slots closed when nothing after needs them, and its leader's own calls.
+type firstBatch struct {
+	h           *handover
+	sb          *startedBatch
+	placing     bool // its fds are placed (else its parent placed them in their table)
+	closing     bool // its slots are closed by it (else closeSharedSlots)
+	closedEarly bool // in the batch
+	leaderDone  bool // the leader's own calls are in the batch
+}
+
+// startProcess restores p's login uid and starts its first batch (firstBatch): the
+// first batches of several processes run at once (restorer.run).
+func (r *restorer) startProcess(p *process) (*firstBatch, error) {
 	pp := p.pl
 	t := p.leader()
 	tc := pp.leaderCore().Tc
 	// Before the process is chrooted: it opens /proc/self/loginuid itself.
 	if err := r.restoreLoginuid(p, tc.Loginuid); err != nil {
-		return err
+		return nil, err
 	}
 	// One batch: the mm fields and fs, the fds, and, when nothing after needs them,
 	// the slots closed (three ptrace stops a process were one).
 	h, err := r.queueMMAndFS(p, tc)
 	if err != nil {
-		return err
+		return nil, err
 	}
+	fb := &firstBatch{h: h}
 	// Its fds: unless its parent, restored before it, placed them in their table.
-	placing := !pp.sharesFiles()
-	if placing {
+	fb.placing = !pp.sharesFiles()
+	if fb.placing {
 		if err := r.queueFds(p, h.b); err != nil {
-			return err
+			return nil, err
 		}
 	}
 	// The slots: else once every process of the table is restored (closeSharedSlots).
-	closing := !pp.tableShared()
-	closedEarly := closing && !(placing && r.fdsNeedSlots(p))
-	if closedEarly {
+	fb.closing = !pp.tableShared()
+	fb.closedEarly = fb.closing && !(fb.placing && r.fdsNeedSlots(p))
+	if fb.closedEarly {
 		h.b.add("closing the slots", unix.SYS_CLOSE_RANGE, uint64(r.fdBase), ^uint64(0)>>32, 0)
 	}
 	// The leader's own state too (threadCalls), where batches run: its batch would be a
 	// stop of its own.
-	leaderDone := p.traps
-	if leaderDone {
+	fb.leaderDone = p.traps
+	if fb.leaderDone {
 		args, calls, what := threadCalls(pp.cores[0], p.scratch+scratchThread)
 		if err := p.poke(p.scratch+scratchThread, args); err != nil {
-			return err
+			return nil, err
 		}
 		for i, c := range calls {
 			h.b.add("thread "+strconv.Itoa(t.tid)+": "+what[i], c.Nr, c.Args[:]...)
 		}
 	}
-	if err := h.run(); err != nil {
+	fb.sb = h.b.start()
+	return fb, nil
+}
+
+// finishProcess waits for p's first batch and restores the rest of p: with
+// startProcess, everything of p but its final registers and signal mask.
+func (r *restorer) finishProcess(p *process, fb *firstBatch) error {
+	pp := p.pl
+	t := p.leader()
+	tc := pp.leaderCore().Tc
+	if err := fb.h.finish(fb.sb); err != nil {
 		return err
 	}
-	if placing {
+	if fb.placing {
 		if err := r.finishFds(p); err != nil {
 			return err
 		}
 	}
-	if closing && !closedEarly {
+	if fb.closing && !fb.closedEarly {
 		if _, err := t.syscall(unix.SYS_CLOSE_RANGE, uint64(r.fdBase), ^uint64(0)>>32, 0); err != nil {
 			return err
 		}
 	}
-	if closing { // closing any fd of a file drops the process's POSIX locks on it
+	if fb.closing { // closing any fd of a file drops the process's POSIX locks on it
 		if err := r.takeLocks(p); err != nil { // file_lock.go
 			return err
 		}
 	}
-	if err := r.restoreThreads(p, leaderDone); err != nil { // threads.go
+	if err := r.restoreThreads(p, fb.leaderDone); err != nil { // threads.go
 		return err
 	}
 	if err := r.restoreItimers(p, tc); err != nil {

@@ -41,7 +41,7 @@ const (
 )
 
 // restoreThreads creates the threads of p other than its leader and restores each
-// thread's own state, the leader's too unless leaderDone (restoreProcess put its calls
+// thread's own state, the leader's too unless leaderDone (startProcess put its calls
 // in its first batch).
 func (r *restorer) restoreThreads(p *process, leaderDone bool) error {
 	cores := p.pl.cores
