@@ -244,11 +244,15 @@ func savedSpans(pm *image.PageMap) spans {
 }
 
 // dropInherited unmaps what p was cloned with and does not keep: every mapping but the
-// kept copies, the scratch area and the kernel's special mappings.
-func (r *restorer) dropInherited(p *process, inh *inheritance) error {
-	maps, err := procfs.ReadMaps(p.pid)
-	if err != nil {
-		return err
+// kept copies, the scratch area and the kernel's special mappings. born, when not nil, is
+// what p was cloned with (its siblings' mappings, read once), else /proc/PID/maps is read.
+func (r *restorer) dropInherited(p *process, inh *inheritance, born []procfs.Mapping) error {
+	maps := born
+	if maps == nil {
+		var err error
+		if maps, err = procfs.ReadMaps(p.pid); err != nil {
+			return err
+		}
 	}
 	keep := append(spans{{r.scratch, r.scratch + scratchSize}, p.specials.vvar, p.specials.vclock, p.specials.vdso}, inh.keptAll...)
 	var all spans

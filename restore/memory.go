@@ -79,12 +79,13 @@ func checkKernelSpecials(pl *plan, k kernelSpecials) error {
 // from the blank helper): the mappings it keeps from its parent (cow.go) adjusted and the
 // others unmapped, the kernel's special mappings moved to their saved addresses, every other
 // saved VMA mapped where it was, the saved pages written, then the locked areas locked. Its
-// own children are cloned from it afterwards, and share its pages as theirs did.
-func (r *restorer) restoreMemory(p, parent *process) error {
+// own children are cloned from it afterwards, and share its pages as theirs did. born is
+// passed to dropInherited.
+func (r *restorer) restoreMemory(p, parent *process, born []procfs.Mapping) error {
 	var inh *inheritance
 	if parent != nil && parent.pl != nil {
 		inh = inherit(r.pl, parent.pl, p.pl, parent.held)
-		if err := r.dropInherited(p, inh); err != nil {
+		if err := r.dropInherited(p, inh, born); err != nil {
 			return err
 		}
 	}

@@ -532,7 +532,7 @@ func (r *restorer) createTree() error {
 	if err := r.setCtty(root); err != nil { // tty.go: a session leader's terminal, before it forks
 		return err
 	}
-	if err := r.restoreMemory(root, nil); err != nil {
+	if err := r.restoreMemory(root, nil, nil); err != nil {
 		return fmt.Errorf("restoring %d: %w", root.pid, err)
 	}
 	phase.Mark("restore: root memory")
@@ -547,8 +547,16 @@ func (r *restorer) createTree() error {
 			if err != nil && !errors.Is(err, unix.EEXIST) {
 				return err
 			}
+			// Each was born with the same mappings, its parent's: they are read once,
+			// before any is changed.
+			var born []procfs.Mapping
+			if len(made) > 0 {
+				if born, err = procfs.ReadMaps(made[0].pid); err != nil {
+					return err
+				}
+			}
 			for _, p := range made {
-				if err := r.restoreMemory(p, parent); err != nil {
+				if err := r.restoreMemory(p, parent, born); err != nil {
 					return fmt.Errorf("restoring %d: %w", p.pid, err)
 				}
 			}
@@ -578,7 +586,7 @@ func (r *restorer) createTree() error {
 		if err != nil {
 			return err
 		}
-		if err := r.restoreMemory(p, parent); err != nil {
+		if err := r.restoreMemory(p, parent, nil); err != nil {
 			return fmt.Errorf("restoring %d: %w", p.pid, err)
 		}
 	}
