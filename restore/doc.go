@@ -129,7 +129,8 @@
 //     and signal actions (one batch, the process's last: its trap resets a blocked or ignored
 //     SIGTRAP's action, so SIGTRAP's comes after it, and every call from here on is one
 //     step at a time; every call before runs as a batch, single ones as batches of one,
-//     one ptrace stop instead of two), pending signals queued (still blocked), the POSIX timers armed (time left and
+//     one ptrace stop instead of two; every process's last batch is started before any
+//     is waited for), pending signals queued (still blocked), the POSIX timers armed (time left and
 //     interval; their signals stay pending until the tree runs), the scratch area unmapped.
 //     Once every process
 //     and thread exists, file owners (F_SETOWN_EX) are set from imgtool's tracer thread

@@ -283,6 +283,8 @@ func (r *restorer) run() (err error) {
 		}
 		firsts[i] = fb
 	}
+	// The last batches too (signal actions): every one started before any is waited for.
+	lasts := make([]*lastBatch, len(r.procs))
 	for i, p := range r.procs {
 		if err := r.ctx.Err(); err != nil {
 			return err
@@ -294,7 +296,14 @@ func (r *restorer) run() (err error) {
 				return fmt.Errorf("restoring %d: %w", p.pid, err)
 			}
 		}
-		if err := r.finishProcess(p, fb); err != nil {
+		lb, err := r.finishProcess(p, fb)
+		if err != nil {
+			return fmt.Errorf("restoring %d: %w", p.pid, err)
+		}
+		lasts[i] = lb
+	}
+	for i, p := range r.procs {
+		if err := r.endProcess(p, lasts[i]); err != nil {
 			return fmt.Errorf("restoring %d: %w", p.pid, err)
 		}
 	}

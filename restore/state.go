@@ -113,56 +113,57 @@ func (r *restorer) startProcess(p *process) (*firstBatch, error) {
 	return fb, nil
 }
 
-// finishProcess waits for p's first batch and restores the rest of p: with
-// startProcess, everything of p but its final registers and signal mask.
-func (r *restorer) finishProcess(p *process, fb *firstBatch) error {
+// finishProcess waits for p's first batch, restores the rest of p and starts its last
+// batch: with startProcess and endProcess, everything of p but its final registers and
+// signal mask.
+func (r *restorer) finishProcess(p *process, fb *firstBatch) (*lastBatch, error) {
 	pp := p.pl
 	t := p.leader()
 	tc := pp.leaderCore().Tc
 	if err := fb.h.finish(fb.sb); err != nil {
-		return err
+		return nil, err
 	}
 	if fb.placing {
 		if err := r.finishFds(p); err != nil {
-			return err
+			return nil, err
 		}
 	}
 	if fb.closing && !fb.closedEarly {
 		if _, err := t.syscall(unix.SYS_CLOSE_RANGE, uint64(r.fdBase), ^uint64(0)>>32, 0); err != nil {
-			return err
+			return nil, err
 		}
 	}
 	if fb.closing { // closing any fd of a file drops the process's POSIX locks on it
 		if err := r.takeLocks(p); err != nil { // file_lock.go
-			return err
+			return nil, err
 		}
 	}
 	if err := r.restoreThreads(p, fb.leaderDone); err != nil { // threads.go
-		return err
+		return nil, err
 	}
 	if err := r.restoreItimers(p, tc); err != nil {
-		return err
+		return nil, err
 	}
 	if err := r.createPosixTimers(p, tc); err != nil {
-		return err
+		return nil, err
 	}
 	if err := r.restoreRlimits(p, tc); err != nil {
-		return err
+		return nil, err
 	}
 	if err := r.restoreOOMScoreAdj(p, tc); err != nil {
-		return err
+		return nil, err
 	}
 	if err := r.restoreSeccomp(p); err != nil {
-		return err
+		return nil, err
 	}
 	if err := r.restoreCreds(p); err != nil {
-		return err
+		return nil, err
 	}
 	// After the credentials: changing them clears the parent death signal.
 	for i, th := range p.threads {
 		if sig := pp.cores[i].GetThreadCore().GetPdeathSig(); sig != 0 && pp.parent != nil {
 			if _, err := th.syscall(unix.SYS_PRCTL, unix.PR_SET_PDEATHSIG, uint64(sig)); err != nil {
-				return fmt.Errorf("thread %d: parent death signal: %w", th.tid, err)
+				return nil, fmt.Errorf("thread %d: parent death signal: %w", th.tid, err)
 			}
 		}
 	}
@@ -175,7 +176,28 @@ func (r *restorer) finishProcess(p *process, fb *firstBatch) error {
 	if tc.GetChildSubreaper() {
 		b.add("child subreaper", unix.SYS_PRCTL, unix.PR_SET_CHILD_SUBREAPER, 1)
 	}
-	if err := r.restoreSigactions(p, tc, b); err != nil {
+	trap, err := r.queueSigactions(p, tc, b)
+	if err != nil {
+		return nil, err
+	}
+	return &lastBatch{sb: b.start(), trap: trap}, nil
+}
+
+// lastBatch is a process's last batch, started (finishProcess): its dumpable flag, child
+// subreaper flag and signal actions, but SIGTRAP's (trap, when it has one of its own).
+type lastBatch struct {
+	sb   *startedBatch
+	trap []byte
+}
+
+// endProcess waits for p's last batch and ends its restore: its SIGTRAP action, its
+// pending signals, its POSIX timers armed, and the scratch area (and the vDSO and vvar it
+// did not have) unmapped.
+func (r *restorer) endProcess(p *process, lb *lastBatch) error {
+	pp := p.pl
+	t := p.leader()
+	tc := pp.leaderCore().Tc
+	if err := r.endSigactions(p, lb); err != nil {
 		return err
 	}
 	if err := r.queueSignals(p); err != nil {
@@ -252,18 +274,18 @@ func (r *restorer) queueMMAndFS(p *process, tc *criu_core.TaskCoreEntry) (*hando
 	return h, nil
 }
 
-// restoreSigactions installs the saved signal actions (struct kernel_sigaction: handler,
-// flags, restorer, mask), in the batch b of the leader's calls (which may hold others),
-// and ends the process's batches (process.traps).
-func (r *restorer) restoreSigactions(p *process, tc *criu_core.TaskCoreEntry, b *callBatch) error {
+// queueSigactions queues the saved signal actions (struct kernel_sigaction: handler,
+// flags, restorer, mask) in the batch b of the leader's calls (which may hold others),
+// which is then the process's last (endSigactions), and returns SIGTRAP's action when it
+// has to be set after the batch.
+func (r *restorer) queueSigactions(p *process, tc *criu_core.TaskCoreEntry, b *callBatch) ([]byte, error) {
 	sigs := image.SigactionSignals()
 	if len(tc.Sigactions) != 0 && len(tc.Sigactions) != len(sigs) {
-		return fmt.Errorf("core-%d.img: %d signal actions, want %d", p.pid, len(tc.Sigactions), len(sigs))
+		return nil, fmt.Errorf("core-%d.img: %d signal actions, want %d", p.pid, len(tc.Sigactions), len(sigs))
 	}
 	ignored := r.inherited.sigIgn
 	// Every action in one batch but SIGTRAP's, which comes after it, one step at a time:
 	// the batch's trap resets a blocked SIGTRAP's action (every signal is blocked).
-	t := p.leader()
 	var args []byte
 	var trap []byte
 	for i, sa := range tc.Sigactions {
@@ -282,20 +304,27 @@ func (r *restorer) restoreSigactions(p *process, tc *criu_core.TaskCoreEntry, b 
 	}
 	if len(args) > 0 {
 		if err := p.poke(p.scratch+scratchStrBuf, args); err != nil {
-			return err
+			return nil, err
 		}
 	}
-	if _, err := b.run(); err != nil {
+	return trap, nil
+}
+
+// endSigactions waits for the last batch lb and ends p's batches (process.traps), then
+// sets its SIGTRAP action.
+func (r *restorer) endSigactions(p *process, lb *lastBatch) error {
+	if _, err := lb.sb.finish(); err != nil {
 		return err
 	}
 	p.traps = false
-	if trap != nil {
-		if err := p.poke(p.scratch+scratchArgs, trap); err != nil {
-			return err
-		}
-		if _, err := t.syscall(unix.SYS_RT_SIGACTION, uint64(unix.SIGTRAP), p.scratch+scratchArgs, 0, 8); err != nil {
-			return fmt.Errorf("signal %d: %w", unix.SIGTRAP, err)
-		}
+	if lb.trap == nil {
+		return nil
+	}
+	if err := p.poke(p.scratch+scratchArgs, lb.trap); err != nil {
+		return err
+	}
+	if _, err := p.leader().syscall(unix.SYS_RT_SIGACTION, uint64(unix.SIGTRAP), p.scratch+scratchArgs, 0, 8); err != nil {
+		return fmt.Errorf("signal %d: %w", unix.SIGTRAP, err)
 	}
 	return nil
 }

@@ -25,7 +25,7 @@ type process struct {
 	held     spans          // pages holding a child's content for its fork (cow.go)
 	// traps: single injected calls may run as batches, whose trap (ptrace.BatchCode's
 	// int3) forces a SIGTRAP: the scratch area is executable and the process's signal
-	// actions and pending signals are not restored yet (restoreSigactions clears it).
+	// actions and pending signals are not restored yet (endSigactions clears it).
 	traps bool
 	// batchCode: ptrace.BatchCode is in the scratch area already.
 	batchCode bool
