@@ -672,18 +672,11 @@ func (r *restorer) siblingsAtOnce(parent *process, rest []*procPlan) int {
 // processes waited for 200 more stops. It returns the processes made: a failed clone3
 // stops the batch, with its error.
 func (r *restorer) spawnSiblings(parent *process, pps []*procPlan) ([]*process, error) {
-	args := make([]byte, len(pps)*cloneSlot)
-	calls := make([]ptrace.BatchCall, len(pps))
+	pids := make([]int, len(pps))
 	for i, pp := range pps {
-		at := parent.scratch + scratchArgs + uint64(i*cloneSlot)
-		a := cloneArgs{flags: processFlags(pp), exitSignal: uint64(unix.SIGCHLD), setTid: at + 80, setTidSize: 1}
-		copy(args[i*cloneSlot:], pack(a, uint32(pp.pid)))
-		calls[i] = ptrace.BatchCall{Nr: unix.SYS_CLONE3, Args: [6]uint64{at, 80}}
+		pids[i] = pp.pid
 	}
-	if err := parent.poke(parent.scratch+scratchArgs, args); err != nil {
-		return nil, err
-	}
-	got, err := runBatch(parent, parent.leader(), calls)
+	got, err := cloneAtOnce(parent, pids, func(i int) uint64 { return processFlags(pps[i]) }, uint64(unix.SIGCHLD))
 	var made []*process
 	for i, pid := range got {
 		var aerr error

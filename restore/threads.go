@@ -102,18 +102,7 @@ func (r *restorer) restoreThreads(p *process, leaderDone bool) error {
 // attaches each. It returns how many it made: a failed clone3 stops the batch, with
 // its error.
 func cloneThreads(p *process, tids []int) (int, error) {
-	args := make([]byte, len(tids)*cloneSlot)
-	calls := make([]ptrace.BatchCall, len(tids))
-	for i, tid := range tids {
-		at := p.scratch + scratchArgs + uint64(i*cloneSlot)
-		a := cloneArgs{flags: threadFlags, setTid: at + 80, setTidSize: 1}
-		copy(args[i*cloneSlot:], pack(a, uint32(tid)))
-		calls[i] = ptrace.BatchCall{Nr: unix.SYS_CLONE3, Args: [6]uint64{at, 80}}
-	}
-	if err := p.poke(p.scratch+scratchArgs, args); err != nil {
-		return 0, err
-	}
-	got, err := runBatch(p, p.leader(), calls)
+	got, err := cloneAtOnce(p, tids, func(int) uint64 { return threadFlags }, 0)
 	for i, tid := range got {
 		if int(tid) != tids[i] {
 			return i, fmt.Errorf("creating %d: the kernel gave TID %d", tids[i], tid)
@@ -126,6 +115,25 @@ func cloneThreads(p *process, tids []int) (int, error) {
 		return len(got), fmt.Errorf("creating %d: %w", tids[len(got)], err)
 	}
 	return len(got), nil
+}
+
+// cloneAtOnce makes p's leader clone a child with each id of ids (a thread or a process,
+// with the clone flags flags(i) and exit signal exitSignal) in one batch of clone3 calls,
+// their arguments in cloneSlots of the scratch area. It returns the batch's results up to
+// the first clone3 that failed, with its error.
+func cloneAtOnce(p *process, ids []int, flags func(i int) uint64, exitSignal uint64) ([]uint64, error) {
+	args := make([]byte, len(ids)*cloneSlot)
+	calls := make([]ptrace.BatchCall, len(ids))
+	for i, id := range ids {
+		at := p.scratch + scratchArgs + uint64(i*cloneSlot)
+		a := cloneArgs{flags: flags(i), exitSignal: exitSignal, setTid: at + 80, setTidSize: 1}
+		copy(args[i*cloneSlot:], pack(a, uint32(id)))
+		calls[i] = ptrace.BatchCall{Nr: unix.SYS_CLONE3, Args: [6]uint64{at, 80}}
+	}
+	if err := p.poke(p.scratch+scratchArgs, args); err != nil {
+		return nil, err
+	}
+	return runBatch(p, p.leader(), calls)
 }
 
 // attachThread waits for the first stop of a thread p's leader cloned and adds it to p.

@@ -84,12 +84,19 @@ mib() { awk -v k="${1#* }" 'BEGIN{printf "%.1f", k/1024}'; }
 #     stops a process: the scratch mapping made and removed, one batch), files 7-11,
 #     pages scanned and copy-on-write planned 19-21, images and pages written 67-69
 #     (several processes' pages files at once; imgset makes files outside its lock).
-#   200 processes, restore (~160-200): images read 33-39, processes made 50-62 (a clone3
-#     and the memory of each, pages compared with the parent's to keep them shared, the
-#     child's first stop awaited), their state 56-72 (seven ptrace stops a process, some
-#     30 µs of waiting each: its mm and fs batch, its fds, its thread, its slots closed,
-#     its signal actions, the scratch area unmapped). The next step would be pipelining:
-#     one process's batch started while another's runs.
+#   200 processes, restore (~160-200 at 12:00; ~180-210 in the noisier hours after, with
+#     the changes below): images read 37-45 (1,400 files; a leader's core decodes in
+#     ~135 µs: its 64 signal actions and 16 limits are a message each, every field a
+#     pointer, and the heap that keeps them is marked again at each collection: GOGC 200
+#     took a tenth off the CPU), processes made 60-70 (siblings cloned by their parent in
+#     one batch, where each clone3 was a batch of its own; their inherited mappings read
+#     once, 15 -> 7 ms; the pages compared with the parent's to keep them shared ~25: 14
+#     reads of /proc/PID/mem a child, 6 ms, and the few pages a child changed, written),
+#     their state 41-50 (three batches a process where there were six: the fds, the slots
+#     closed and the leader's own calls joined the batch of its mm fields; every
+#     process's first and last batch started before any is waited for, 55 -> 46 and
+#     54 -> 47 ms; the scratch area's unmap is still two stops a process, its code being
+#     in it).
 #   20,000 mappings, dump (~210-240): the running tree checked 36-39 (maps; a mapping is
 #     named only when refused), the stopped tree's smaps 57-61 (the kernel walking every
 #     mapping: the bound, which CRIU pays once too), pagemap 7-9, images and the 80 MB of
@@ -101,8 +108,12 @@ mib() { awk -v k="${1#* }" 'BEGIN{printf "%.1f", k/1024}'; }
 #     CRIU does, merged the neighbours and cost as much in splits (~5 µs a mprotect).
 #     Decoding the 20,000 vma entries on both cores (each with proto.Unmarshal) was
 #     slower than one proto.Unmarshal of the whole entry (15 ms against 13): protobuf
-#     decoding here is bound by allocation, which two cores share.
-#   4 GiB: the pages, as for 256 MiB (dump ~2.1 GiB/s, restore ~2.7 GiB/s, peaks 17 MiB).
+#     decoding here is bound by allocation, which two cores share. Placing these pages
+#     with UFFDIO_COPY (no /proc/PID/mem for the read-only ones) was slower, 180 ms
+#     against 156: registering 20,000 mappings with the userfaultfd and unregistering
+#     them is serial, ~10 ms, and one ioctl a page costs what the writes did; a mapping
+#     part is registered only when it receives 64 KiB of pages or more.
+#   4 GiB: the pages, as for 256 MiB (dump ~2.1 GiB/s, restore through UFFDIO_COPY).
 scaling() {
 	local rounds=${BENCH_SCALE_ROUNDS:-5} CRIU=${IMGTOOL_CRIU:-} BASE=${IMGTOOL_BENCH_BASE:-}
 	echo
@@ -491,9 +502,13 @@ done
 #            plain dump in runs of the same day, now that the plain dump's pages take both
 #            cores (it was 0.96x while the plain dump copied on one); its bound is the
 #            plain dump's plus the AES on two cores, ~0.04 s more.
-#   restore  0.13-0.14 s, 0.22 CPU-s, of which 115-130 ms the pages: each core places a
-#            unit with process_vm_writev, and for each page the target takes a fault, the
-#            page is zeroed, then copied: the kernel's fault path is the bound (CRIU's
+#   restore  0.10-0.11 s (was 0.13 with process_vm_writev: 130 -> 97 ms, medians of 11
+#            paired runs), most of it the pages: each core places a unit with UFFDIO_COPY
+#            into the process's fresh anonymous memory, through a userfaultfd the process
+#            makes and imgtool takes a copy of (restore/userfault.go): the kernel
+#            allocates each page and copies into it, where process_vm_writev took a fault
+#            on every page and zeroed it before the copy (on one core, 256 MiB: 77-93 ms
+#            against 115-134). The bound is now the copy and the page allocation (CRIU's
 #            restorer preads the same pages into place on one core: 0.18 CPU-s, 0.21 s).
 #            A plain pages file is mapped, not read (imgset File.MapAt): the kernel copies
 #            each page once, page cache to process (-4% CPU, 3 MiB less at the peak).
