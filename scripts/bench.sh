@@ -420,10 +420,12 @@ echo "set: $(du -sh "$W/set" | cut -f1), pages $((pages >> 20)) MiB in $(ls "$W/
 # 2 cores, tmpfs, 2026-12-02): cp -r of the 257 MiB set spends 0.13-0.16 CPU-s on one
 # core (read from the page cache, tmpfs allocating its pages, the copy in), and its wall
 # time is that. imgtool encrypt spends 0.29-0.30 CPU-s: the same reading and writing plus
-# AES-256-GCM of every byte (Go's AES-NI code, ~2.7 GB/s a core; this Xeon has no VAES)
-# and the chunks' framing; on two cores that is 0.145-0.15 s at best, and it takes
-# 0.17-0.18 s, within 15% of that bound. The ratio to cp is bounded by cp's own floor plus
-# the AES spread over both cores: about 1.15x here. decrypt is the same work backwards
+# AES-256-GCM of every byte (Go's AES-NI code, 2.7-3.1 GB/s a core: Go does not use this
+# Xeon's VAES) and the chunks' framing; on two cores that is 0.145-0.15 s at best, and it
+# takes 0.17-0.18 s, within 15% of that bound. The ratio to cp is bounded by cp's own
+# floor plus the AES spread over both cores (~0.043 s for 256 MiB): 1.15x when cp takes
+# 0.156 s, 1.37x when it takes 0.117 s, as it did in a calm hour (13:43 UTC: encrypt 0.152
+# s, 1.30x; decrypt 0.161 s, 1.38x). decrypt is the same work backwards
 # (0.31 CPU-s, 0.18 s); verify reads and authenticates, writing nothing (0.10 CPU-s,
 # 0.075 s, 0.5x cp); rekey rewrites the header only.
 echo
@@ -487,7 +489,12 @@ done
 ##############################################################################
 # 4. Dump and restore of the 256 MiB process. Where the time goes (IMGTOOL_PHASES=1 for
 # the phases, perf stat's task-clock for the CPU; 2 cores, tmpfs, 2026-12-02):
-#   dump     0.15-0.19 s, 0.21-0.28 CPU-s. Some 20 ms are /proc (the stopped process's
+#   dump     0.15-0.19 s, 0.21-0.28 CPU-s. 5-15 ms are the first read of /proc/locks,
+#            which waits for an RCU grace period (the kernel takes its lock list's percpu
+#            rwsem for writing; a second read within ~20 ms is free): CRIU 4.2 does not
+#            read it where fdinfo lists locks, imgtool reads it before any fdinfo to
+#            refuse, before touching the tree, a lock held only through a mapping. Some
+#            20 ms are /proc (the stopped process's
 #            smaps walks every page table: ~8 ms for 256 MiB), 5 ms its pagemap, and
 #            120-140 ms the pages: each core reads a 1 MiB unit with process_vm_readv and
 #            writes it into tmpfs (two copies a byte, and tmpfs allocating its pages),
