@@ -58,6 +58,11 @@ mib() { awk -v k="${1#* }" 'BEGIN{printf "%.1f", k/1024}'; }
 # free before the next. IMGTOOL_BENCH_BASE may name a second imgtool binary (e.g. the
 # merge base), timed in the same alternation, so that a change is measured as old/new in
 # one command. BENCH_ONLY=scaling runs only this section; BENCH_SCALE_ROUNDS (5) rounds.
+# Each kind is measured at a quarter, a half and all of its size (memory at 256 MiB, 1 GiB
+# and 4 GiB), and the section ends with a table of time against size for each kind: each
+# tool's medians, their ratio at every size, and imgtool's cost per unit of size, which
+# stays flat where the cost grows linearly (a smaller target pays the same fixed costs,
+# start-up and the helper, over fewer units).
 #
 # Where the time goes (IMGTOOL_PHASES=1, ms, two runs each, 2 cores, 2026-12-02 12:00):
 #   1,000 threads, dump (~200-230): the running tree checked 44-52 (every thread's status
@@ -117,7 +122,7 @@ mib() { awk -v k="${1#* }" 'BEGIN{printf "%.1f", k/1024}'; }
 scaling() {
 	local rounds=${BENCH_SCALE_ROUNDS:-5} CRIU=${IMGTOOL_CRIU:-} BASE=${IMGTOOL_BENCH_BASE:-}
 	echo
-	echo "## 7. Scaling: 1,000 threads, a 200-process tree, 20,000 mappings, 4 GiB; imgtool against"
+	echo "## 7. Scaling: 250-1,000 threads, 50-200 processes, 5,000-20,000 mappings, 256 MiB-4 GiB; imgtool against"
 	echo "##    CRIU when IMGTOOL_CRIU names it ($rounds rounds, the tools alternating; median and min-max)"
 	if [ -n "$CRIU" ] && ! "$CRIU" --version >/dev/null 2>&1; then
 		echo "IMGTOOL_CRIU=$CRIU does not run: CRIU not measured"; CRIU=""
@@ -199,11 +204,37 @@ scaling() {
 				row "CRIU $name" "-" "-" "not measured"
 			fi
 		done
+		# The medians, for the table of time against size (ssizes).
+		echo "$3 $(secs "$(med "$W/sc-d-imgtool.runs")") $(secs "$(med "$W/sc-r-imgtool.runs")")" \
+			"${CRIU:+$(secs "$(med "$W/sc-d-criu.runs")") $(secs "$(med "$W/sc-r-criu.runs")")}" >>"$W/sizes-$2"
 		rm -rf "$W"/sc-*/
 	}
+	# ssizes KIND UNIT PER: time against size, from every scase of KIND: each tool's median
+	# dump and restore, imgtool's over CRIU's, and imgtool's cost per PER units of size,
+	# which stays flat (or falls) where the cost grows linearly.
+	ssizes() {
+		echo "### $1: time against size (the medians above)"
+		printf '%-8s %9s %9s %6s %9s %9s %6s  %s\n' "$2" "dump s" "CRIU s" "ratio" "restore s" "CRIU s" "ratio" "imgtool ms per $3 $2 (dump, restore)"
+		sort -n "$W/sizes-$1" | while read -r n id ir cd cr; do
+			printf '%-8s %9s %9s %6s %9s %9s %6s  %s\n' "$n" "$id" "${cd:--}" "$([ -n "$cd" ] && ratio "$id" "$cd" || echo -)" \
+				"$ir" "${cr:--}" "$([ -n "$cr" ] && ratio "$ir" "$cr" || echo -)" \
+				"$(awk -v n="$n" -v d="$id" -v r="$ir" -v p="$3" 'BEGIN{printf "%.1f, %.1f", d*1000*p/n, r*1000*p/n}')"
+		done
+	}
+	rm -f "$W"/sizes-*
+	# Each target at a quarter, a half and the whole of its size, so that the cost is
+	# seen to grow linearly with it, for both tools.
+	scase "250 sleeping threads (one process)" threads 250
+	scase "500 sleeping threads (one process)" threads 500
 	scase "1,000 sleeping threads (one process)" threads 1000
+	scase "a 50-process tree (a parent and 49 sleeping children)" tree 50
+	scase "a 100-process tree (a parent and 99 sleeping children)" tree 100
 	scase "a 200-process tree (a parent and 199 sleeping children)" tree 200
+	scase "5,000 private anonymous mappings, each touched" maps 5000
+	scase "10,000 private anonymous mappings, each touched" maps 10000
 	scase "20,000 private anonymous mappings, each touched" maps 20000
+	scase "a 256 MiB process (every page different)" big 256
+	scase "a 1 GiB process (every page different)" big 1024
 	# 4 GiB: each set is 4 GiB of tmpfs, and the process 4 GiB more; only with room to
 	# spare for the machine's other users (three sets and the process: 16 GiB available).
 	local avail; avail=$(awk '/MemAvailable/{print int($2/1048576)}' /proc/meminfo)
@@ -214,6 +245,10 @@ scaling() {
 	else
 		scase "a 4 GiB process (every page different)" big 4096
 	fi
+	ssizes threads threads 1000
+	ssizes tree processes 100
+	ssizes maps mappings 10000
+	ssizes big MiB 1024
 }
 
 # big runs as this shell's own child (not in a $(...) subshell), so that wait reaps it:
