@@ -75,18 +75,15 @@ type startedBatch struct {
 // one batch (no batches, too many calls), start runs them and finish reports how they
 // went. The batch is empty afterwards.
 func (b *callBatch) start() *startedBatch {
-	calls, what := b.calls, b.what
-	b.calls, b.what = nil, nil
-	sb := &startedBatch{b: b, calls: calls, what: what}
-	if b.single || len(calls) == 0 || len(calls) > batchMax {
-		b.calls, b.what = calls, what
-		sb.got, sb.err = b.run()
-		sb.done = true
-		return sb
+	if b.single || len(b.calls) == 0 || len(b.calls) > batchMax {
+		got, err := b.run()
+		return &startedBatch{done: true, got: got, err: err}
 	}
-	sb.mask, sb.err = startBatch(b.p, b.t, calls)
-	if sb.err != nil {
-		sb.done = true
+	sb := &startedBatch{b: b, calls: b.calls, what: b.what}
+	b.calls, b.what = nil, nil
+	var err error
+	if sb.mask, err = startBatch(b.p, b.t, sb.calls); err != nil {
+		sb.done, sb.err = true, fmt.Errorf("%s: %w", sb.what[0], err)
 	}
 	return sb
 }
