@@ -7,8 +7,10 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/checkpoint-restore/go-criu/v8/crit/images/vma"
 	"golang.org/x/sys/unix"
 
+	"github.com/imgtool/imgtool/image"
 	"github.com/imgtool/imgtool/internal/testproc"
 	"github.com/imgtool/imgtool/internal/uffd"
 )
@@ -80,5 +82,40 @@ func TestBusyPartsCountsPagesInside(t *testing.T) {
 	}
 	if got := busyParts(parts, runs, 4<<10); len(got) != 3 {
 		t.Fatalf("with 4 KiB enough, busy parts %x, want all three", got)
+	}
+}
+
+// TestUserfaultableKeepsHugePages: a mapping whose faults would take transparent huge
+// pages (mode "always" unless MADV_NOHUGEPAGE, "madvise" with MADV_HUGEPAGE) is written
+// as before, so that it gets them; file mappings and MAP_DROPPABLE areas too.
+func TestUserfaultableKeepsHugePages(t *testing.T) {
+	defer func(old func() string) { thpMode = old }(thpMode)
+	anon := func(flags uint32, madv uint64) *vma.VmaEntry {
+		st := uint32(image.VMAAreaRegular | image.VMAAnonPrivate)
+		return &vma.VmaEntry{Status: &st, Flags: &flags, Madv: &madv}
+	}
+	const huge, noHuge = 1 << unix.MADV_HUGEPAGE, 1 << unix.MADV_NOHUGEPAGE
+	for _, c := range []struct {
+		mode string
+		v    *vma.VmaEntry
+		want bool
+	}{
+		{"always", anon(unix.MAP_PRIVATE, 0), false},
+		{"always", anon(unix.MAP_PRIVATE, noHuge), true},
+		{"madvise", anon(unix.MAP_PRIVATE, 0), true},
+		{"madvise", anon(unix.MAP_PRIVATE, huge), false},
+		{"never", anon(unix.MAP_PRIVATE, huge), true},
+		{"", anon(unix.MAP_PRIVATE, huge), true},
+		{"never", anon(unix.MAP_DROPPABLE, 0), false},
+	} {
+		thpMode = func() string { return c.mode }
+		if got := userfaultable(c.v); got != c.want {
+			t.Errorf("THP %q, flags %#x, madv %#x: userfaultable %v, want %v", c.mode, c.v.GetFlags(), c.v.GetMadv(), got, c.want)
+		}
+	}
+	thpMode = func() string { return "never" }
+	st := uint32(image.VMAAreaRegular | image.VMAFilePrivate)
+	if userfaultable(&vma.VmaEntry{Status: &st}) {
+		t.Error("a private file mapping is userfaultable")
 	}
 }

@@ -17,7 +17,7 @@
  *                 the pages file that a restore writes across all three protections
  *   bigruns       the same with 20 pages a mapping (80 KiB: large enough for a restore to
  *                 place them through a userfaultfd), with one hole of two missing pages in
- *                 each mapping
+ *                 each mapping, advised MADV_NOHUGEPAGE
  *
  * The program sets the state, checks it once (so a test knows the check holds before the
  * dump), prints "ready", waits for SIGUSR1 (sent after the restore), checks again and prints
@@ -253,6 +253,13 @@ static void set_protruns(void)
 		run_page(want, k);
 		if (want[PAGE - 1])
 			memcpy(runs + (size_t)k * PAGE, want, PAGE);
+	}
+	/* Never huge pages: a restore places the pages of a mapping that would take them
+	 * without a userfaultfd, and bigruns is the userfaultfd's test, whatever the
+	 * machine's transparent huge page mode. */
+	if (run_pages > 1 && madvise(runs, size, MADV_NOHUGEPAGE)) {
+		perror("madvise");
+		exit(1);
 	}
 	for (int i = 0; i < NRUN; i++)
 		if (mprotect(runs + (size_t)i * run_pages * PAGE, (size_t)run_pages * PAGE, run_prot[i % 3])) {
