@@ -531,15 +531,20 @@ done
 #            refuse, before touching the tree, a lock held only through a mapping. Some
 #            20 ms are /proc (the stopped process's
 #            smaps walks every page table: ~8 ms for 256 MiB), 5 ms its pagemap, and
-#            120-140 ms the pages: each core reads a 1 MiB unit with process_vm_readv and
+#            110-140 ms the pages: each core reads a 1 MiB unit with process_vm_readv and
 #            writes it into tmpfs (two copies a byte, and tmpfs allocating its pages),
 #            2 GiB/s together. CRIU's dump spends less CPU (0.12-0.16 CPU-s: its parasite
-#            vmsplices the pages, so one copy, into tmpfs) but on one core. The bound is
-#            the copies on both cores, ~0.11 s: imgtool is at about 1.4x it. perf: a
+#            vmsplices the pages, so one copy, into tmpfs) but on one core. perf: a
 #            seventh of the CPU spins on the pages file's lock (tmpfs writes take the
-#            inode lock; both cores write the same file). Writing through a mapping of
-#            the file (fallocate, then process_vm_readv into it: one copy) was slower,
-#            150 -> 200 ms: fallocate zeroes every page first, on one core.
+#            inode lock; both cores write the same file). Measured apart (C, 256 MiB in
+#            1 MiB units, 2026-12-02 14:40): process_vm_readv alone 80 ms on one core,
+#            35-46 on two; pwrite into one tmpfs file alone 116-123 ms on one core,
+#            102-125 on two (the lock: no gain); both, on two cores, 106-113 ms: the
+#            pages of a dump are bound by tmpfs taking one file's writes one at a time,
+#            and imgtool's ~110 ms for them are at that bound. Writing through a shared
+#            mapping of the file instead (one copy, no lock) took 177-283 ms: every page
+#            faulted in and zeroed; fallocate first was slower too, 150 -> 200 ms
+#            (it zeroes every page, on one core).
 #   dump -e  the AES-256-GCM of the 256 MiB on top (0.07-0.09 CPU-s more): 1.1-1.3x a
 #            plain dump in runs of the same day, now that the plain dump's pages take both
 #            cores (it was 0.96x while the plain dump copied on one); its bound is the
