@@ -163,9 +163,6 @@ func (h *handover) add(f *os.File) uint64 {
 	return h.at
 }
 
-// run runs the batch and checks where each file landed.
-func (h *handover) run() error { return h.finish(h.b.start()) }
-
 // finish waits for the batch sb (h's, started) and checks where each file landed.
 func (h *handover) finish(sb *startedBatch) error {
 	got, err := sb.finish()

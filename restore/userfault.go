@@ -51,7 +51,6 @@ type userfault struct {
 	p    *process
 	fd   int
 	vmas spans // one span per registered mapping part, in address order
-	page int
 }
 
 // userfaultable tells whether the pages of the fresh mapping v may go through a
@@ -142,7 +141,7 @@ func openUserfault(p *process, vmas spans) (*userfault, error) {
 	if getErr != nil {
 		return nil, fmt.Errorf("taking the userfaultfd of %d: %w", p.pid, getErr)
 	}
-	u := &userfault{p: p, fd: fd, vmas: vmas, page: os.Getpagesize()}
+	u := &userfault{p: p, fd: fd, vmas: vmas}
 	if err := uffd.Handshake(fd); err != nil {
 		u.close()
 		return nil, nil
@@ -202,14 +201,14 @@ func (u *userfault) copy(s segment) error {
 		if err == nil {
 			return nil
 		}
-		if !errors.Is(err, unix.EEXIST) || n+u.page > len(s.b) {
+		if !errors.Is(err, unix.EEXIST) || n+image.PageSize > len(s.b) {
 			return fmt.Errorf("writing memory of %d at %#x (UFFDIO_COPY): %w", u.p.pid, s.addr+uint64(n), err)
 		}
-		at := segment{s.addr + uint64(n), s.b[n : n+u.page]}
+		at := segment{s.addr + uint64(n), s.b[n : n+image.PageSize]}
 		if err := u.p.writeMemory([]segment{at}); err != nil {
 			return err
 		}
-		s = segment{at.addr + uint64(u.page), s.b[n+u.page:]}
+		s = segment{at.addr + image.PageSize, s.b[n+image.PageSize:]}
 	}
 	return nil
 }

@@ -22,11 +22,10 @@ const UserModeOnly = 1
 
 // The ioctls of <linux/userfaultfd.h> (_IOWR/_IOR of type 0xAA).
 const (
-	api        = 0xAA // UFFD_API
-	ioctlAPI   = 0xc018aa3f
-	ioctlReg   = 0xc020aa00
-	ioctlUnreg = 0x8010aa01
-	ioctlCopy  = 0xc028aa03
+	api       = 0xAA // UFFD_API
+	ioctlAPI  = 0xc018aa3f
+	ioctlReg  = 0xc020aa00
+	ioctlCopy = 0xc028aa03
 
 	modeMissing = 1 // UFFDIO_REGISTER_MODE_MISSING
 )
@@ -54,17 +53,11 @@ func Handshake(fd int) error {
 
 // Register asks fd to report missing pages in [start, start+n): afterwards only Copy
 // fills them. Every mapping in the range must be one userfaultfd serves (anonymous,
-// shmem or hugetlb memory), or nothing is registered.
+// shmem or hugetlb memory), or nothing is registered. Closing the last reference to fd
+// ends every registration.
 func Register(fd int, start, n uint64) error {
 	r := uffdioRegister{rng: uffdioRange{start, n}, mode: modeMissing}
 	return ioctl(fd, ioctlReg, unsafe.Pointer(&r))
-}
-
-// Unregister ends what Register began in [start, start+n). Closing the last reference
-// to fd does the same for every range at once.
-func Unregister(fd int, start, n uint64) error {
-	r := uffdioRange{start, n}
-	return ioctl(fd, ioctlUnreg, unsafe.Pointer(&r))
 }
 
 // Copy fills the missing pages at dst of fd's address space with b (whole pages, inside
