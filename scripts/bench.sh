@@ -117,7 +117,15 @@ mib() { awk -v k="${1#* }" 'BEGIN{printf "%.1f", k/1024}'; }
 #     with UFFDIO_COPY (no /proc/PID/mem for the read-only ones) was slower, 180 ms
 #     against 156: registering 20,000 mappings with the userfaultfd and unregistering
 #     them is serial, ~10 ms, and one ioctl a page costs what the writes did; a mapping
-#     part is registered only when it receives 64 KiB of pages or more.
+#     part is registered only when it receives 64 KiB of pages or more. Writing the
+#     pages while the mmap batches still run (each 1 MiB unit once its mappings were
+#     made, 2026-12-02 15:50) was slower, 140 -> 250 ms (medians of 9 paired runs): every
+#     process_vm_writev and /proc/PID/mem write takes the process's mmap lock to read,
+#     every mmap to write, and the two sides wait on each other a call at a time. Measured
+#     apart (C, 10,000 one-page mappings): a page written by process_vm_writev costs
+#     2.8-4 us (the fault, the zeroing, the copy), one through /proc/PID/mem 4.5-5.8 us,
+#     an mmap ~2.2 us; the restore spends ~0.12 CPU-s on them, on two cores ~60 ms, and
+#     the images and the helper ~20 ms more: ~0.5x CRIU's ~0.17 s is the bound on this VM.
 #   4 GiB: the pages, as for 256 MiB (dump ~2.1 GiB/s, restore through UFFDIO_COPY).
 scaling() {
 	local rounds=${BENCH_SCALE_ROUNDS:-5} CRIU=${IMGTOOL_CRIU:-} BASE=${IMGTOOL_BENCH_BASE:-}
