@@ -480,7 +480,8 @@ func (r *restorer) writePages(p *process, inh *inheritance, fresh spans) error {
 	if inh != nil && len(inh.shared) > 0 { // reads the shared pages: not direct
 		return streamRuns(r.pl.src, name, runs, p.writeChanged(inh.shared, put), r.progress, false)
 	}
-	return streamRuns(r.pl.src, name, runs, put, r.progress, true)
+	// Mapped only for process_vm_writev: see mappedFile.
+	return streamRuns(r.pl.src, name, runs, put, r.progress, u == nil)
 }
 
 // readOnlySpans are the mappings of vmas without PROT_WRITE, in address order.
