@@ -265,8 +265,9 @@
 // temporary name is removed. Nothing of it is left on disk, even if the restore fails
 // later: the inode lives on in imgtool's handles, each on a dentry of the old name, and
 // every description, mapping, working directory or executable reopens one through
-// /proc/self/fd with its own flags (O_TMPFILE dropped, as CRIU does) and offset, so the
-// restored process sees a file with no name, "NAME (deleted)" in /proc as before, the
+// /proc/self/fd with its own flags (O_TMPFILE dropped, as CRIU does; with O_NOFOLLOW, which
+// the kernel will not follow that link with, by its file handle: open_by_handle_at) and
+// offset, so the restored process sees a file with no name, "NAME (deleted)" in /proc as before, the
 // same inode wherever it used one (two descriptions, a mapping and an fd, several
 // processes: shared mappings stay shared). A name that exists again is left alone: the
 // file is then named after its temporary name in /proc, and Options.Warn says so. The

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"os"
 	"sort"
+	"strings"
 
 	"github.com/checkpoint-restore/go-criu/v8/crit/images/fdinfo"
 	"github.com/checkpoint-restore/go-criu/v8/crit/images/fown"
@@ -484,7 +485,7 @@ func (r *restorer) armDescriptions() error {
 
 // openReg opens a regular file, directory or device at its saved offset.
 func openReg(name string, flags uint32, pos uint64) (*os.File, error) {
-	f, err := os.OpenFile(name, openFlags(flags), 0)
+	f, err := openNamed(name, openFlags(flags))
 	if err != nil {
 		return nil, fmt.Errorf("opening %s: %w", name, err)
 	}
@@ -495,6 +496,37 @@ func openReg(name string, flags uint32, pos uint64) (*os.File, error) {
 		}
 	}
 	return f, nil
+}
+
+// ownHandle is how regPath names a file restore holds a handle of (a deleted file made
+// again, a file reached through its link): the handle's /proc/self/fd link.
+const ownHandle = "/proc/self/fd/"
+
+// openNamed opens name with flags. A file named by the /proc/self/fd link of a handle
+// of ours (ownHandle) that is to be opened O_NOFOLLOW, as Python's tempfile.mkstemp
+// opens the file of a multiprocessing.Value before deleting it, is opened by its file
+// handle instead: the kernel will not follow that link with O_NOFOLLOW (ELOOP), and the
+// flag must stay in the description, where F_GETFL shows it. A file of several names
+// then shows the one the kernel picks.
+func openNamed(name string, flags int) (*os.File, error) {
+	if flags&unix.O_NOFOLLOW == 0 || !strings.HasPrefix(name, ownHandle) {
+		return os.OpenFile(name, flags, 0)
+	}
+	// Any description of the file tells open_by_handle_at the mount (O_PATH does not).
+	anchor, err := os.OpenFile(name, unix.O_RDONLY|unix.O_NONBLOCK|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return nil, err
+	}
+	defer anchor.Close()
+	h, _, err := unix.NameToHandleAt(int(anchor.Fd()), "", unix.AT_EMPTY_PATH)
+	if err != nil {
+		return nil, fmt.Errorf("%s with O_NOFOLLOW: its file handle: %w", name, err)
+	}
+	fd, err := unix.OpenByHandleAt(int(anchor.Fd()), h, flags)
+	if err != nil {
+		return nil, fmt.Errorf("%s with O_NOFOLLOW: open_by_handle_at: %w", name, err)
+	}
+	return os.NewFile(uintptr(fd), name), nil
 }
 
 // openPipe returns the end of pipe pipeID the flags ask for, creating the pipe, with its
@@ -592,7 +624,7 @@ func (d *descriptions) openFifo(pl *plan, pipeID uint32, name string, flags uint
 			return nil, fmt.Errorf("FIFO %s: %w", name, err)
 		}
 	}
-	f, err := os.OpenFile(name, openFlags(flags)|unix.O_NONBLOCK, 0)
+	f, err := openNamed(name, openFlags(flags)|unix.O_NONBLOCK)
 	if err != nil {
 		return nil, fmt.Errorf("opening FIFO %s: %w", name, err)
 	}

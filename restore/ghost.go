@@ -249,7 +249,7 @@ func (d *descriptions) regPath(pl *plan, fe *fdinfo.FileEntry) (string, error) {
 	if h == nil {
 		return "", fmt.Errorf("deleted file %s: no handle", fe.Reg.GetName())
 	}
-	return fmt.Sprintf("/proc/self/fd/%d", h.Fd()), nil
+	return fmt.Sprint(ownHandle, h.Fd()), nil
 }
 
 // makeGhost makes the ghost g and returns an O_PATH handle of it for each of its names,

@@ -137,7 +137,7 @@ func (d *descriptions) linkPath(lp *linkPlan, name string) (string, error) {
 		}
 		hs[name] = h
 	}
-	return fmt.Sprintf("/proc/self/fd/%d", h.Fd()), nil
+	return fmt.Sprint(ownHandle, h.Fd()), nil
 }
 
 // openThroughLink gives the file at link the name name for a moment and returns a handle

@@ -3,7 +3,8 @@
  * per run, chosen by argv[1]:
  *
  *   files  small.txt (3000 bytes, mode 0751, owner 1234:5678 when run as root, a set mtime)
- *          open O_RDWR at offset 100 and O_RDONLY at 7 (two descriptions, one inode);
+ *          open O_RDWR at offset 100 and O_RDONLY|O_NOFOLLOW at 7 (two descriptions, one
+ *          inode; O_NOFOLLOW as Python's tempfile.mkstemp opens a multiprocessing.Value's file);
  *          sparse.bin (64 KiB: 4 KiB of data at 0 and at 40960, holes between) at 20000;
  *          append.log O_WRONLY|O_APPEND; an O_TMPFILE file with content; large.bin (300000
  *          bytes of a pattern, several chunks of an encrypted set); all unlinked
@@ -11,7 +12,7 @@
  *          MAP_SHARED from page 1 (a byte of page 2 written), unlinked, one fd kept; a
  *          POSIX named semaphore (value 3, unlinked: /dev/shm/sem.* (deleted), as Python's
  *          multiprocessing has them)
- *   fifo   gone.fifo (mode 0640) open O_RDWR, O_RDONLY|O_NONBLOCK and O_WRONLY, 13 bytes
+ *   fifo   gone.fifo (mode 0640) open O_RDWR, O_RDONLY|O_NONBLOCK|O_NOFOLLOW and O_WRONLY, 13 bytes
  *          queued, unlinked
  *   cwd    the working directory gone.d (mode 0750), removed
  *   devzero  not a ghost: an fd of MAP_SHARED anonymous memory ("/dev/zero (deleted)", opened
@@ -65,7 +66,7 @@ static void set_files(void)
 	struct timespec ts[2] = { { 1000000000, 0 }, mtime };
 	if (futimens(small_rw, ts))
 		die("futimens");
-	small_ro = open("small.txt", O_RDONLY);
+	small_ro = open("small.txt", O_RDONLY | O_NOFOLLOW);
 	sparse = open("sparse.bin", O_RDWR | O_CREAT | O_TRUNC, 0600);
 	app = open("append.log", O_WRONLY | O_CREAT | O_APPEND, 0644);
 	tmpf = open(".", O_TMPFILE | O_RDWR, 0600);
@@ -108,6 +109,8 @@ static int check_files(void)
 	      (long)lseek(small_rw, 0, SEEK_CUR), (long)lseek(small_ro, 0, SEEK_CUR), (long)lseek(sparse, 0, SEEK_CUR));
 	CHECK(accmode(small_rw) == O_RDWR && accmode(small_ro) == O_RDONLY && accmode(app) == (O_WRONLY | O_APPEND), "flags %#o %#o %#o",
 	      accmode(small_rw), accmode(small_ro), accmode(app));
+	CHECK((fcntl(small_ro, F_GETFL) & O_NOFOLLOW) && !(fcntl(small_rw, F_GETFL) & O_NOFOLLOW), "O_NOFOLLOW: %#o %#o",
+	      fcntl(small_ro, F_GETFL), fcntl(small_rw, F_GETFL));
 	CHECK(pread(small_ro, buf, 3000, 0) == 3000, "read small.txt: %s", strerror(errno));
 	for (int i = 0; i < 250; i++) {
 		small_line(line, i);
@@ -182,7 +185,7 @@ static void set_fifo(void)
 	if (mkfifo("gone.fifo", 0640) || chmod("gone.fifo", 0640))
 		die("mkfifo");
 	ff_rw = open("gone.fifo", O_RDWR);
-	ff_ro = open("gone.fifo", O_RDONLY | O_NONBLOCK);
+	ff_ro = open("gone.fifo", O_RDONLY | O_NONBLOCK | O_NOFOLLOW);
 	ff_wo = open("gone.fifo", O_WRONLY);
 	if (ff_rw < 0 || ff_ro < 0 || ff_wo < 0 || write(ff_wo, "fifo-data-123", 13) != 13 || unlink("gone.fifo"))
 		die("fifo");
@@ -197,6 +200,7 @@ static int check_fifo(void)
 	CHECK(ioctl(ff_ro, FIONREAD, &n) == 0 && n == 13, "FIFO holds %d bytes, want 13", n);
 	CHECK(accmode(ff_rw) == O_RDWR && accmode(ff_ro) == O_RDONLY && accmode(ff_wo) == O_WRONLY, "FIFO flags");
 	CHECK(fcntl(ff_ro, F_GETFL) & O_NONBLOCK, "FIFO lost O_NONBLOCK");
+	CHECK(fcntl(ff_ro, F_GETFL) & O_NOFOLLOW, "FIFO lost O_NOFOLLOW");
 	CHECK(deleted(ff_rw, "/gone.fifo") && deleted(ff_ro, "/gone.fifo") && deleted(ff_wo, "/gone.fifo"), "a FIFO fd is not NAME (deleted)");
 	return 1;
 }
