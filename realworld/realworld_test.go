@@ -288,17 +288,19 @@ except sqlite3.OperationalError as e:
 // pipes and locked with POSIX semaphores whose /dev/shm files are already deleted (ghost
 // files, mapped shared by every process of the tree; the workers share pages copy-on-write
 // with the parent and with each other, which the restore shares again) is dumped and
-// restored and goes on mapping, tick after tick. No semaphore file is left in /dev/shm.
+// restored and goes on mapping, tick after tick. The tick count is a multiprocessing.Value:
+// shared memory in a file tempfile.mkstemp made (opened O_NOFOLLOW) and deleted. No
+// semaphore file is left in /dev/shm.
 func TestMultiprocessing(t *testing.T) {
 	python := need(t, "python3")
 	p := testproc.Launch(t, python, testproc.Options{Ready: "tick 0"}, "-u", "-c", `
 import multiprocessing, time
 if __name__ == "__main__":
     pool = multiprocessing.Pool(2)
-    i = 0
+    i = multiprocessing.Value("i", 0)
     while True:
         if pool.map(abs, range(-4, 0)) == [4, 3, 2, 1]:
-            print("tick", i); i += 1
+            print("tick", i.value); i.value += 1
         time.sleep(0.05)
 `)
 	// Python's semaphores only ("sem.mp-..."): other tests and programs use /dev/shm too.
