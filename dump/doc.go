@@ -105,8 +105,11 @@
 // Descriptors in flight (SCM_RIGHTS), a datagram queued in a dgram socket by a socket with
 // a name (sk_packet_entry has no place for the sender: a restore queues it from a socket
 // without one, and recvfrom would tell no address; CRIU's restore does the same), a
-// connection not accepted yet, a socket filter, a deleted socket file and other families
-// (netlink, packet, raw: named in the refusal) are refused in precheck. TCP and UDP sockets over IPv4 and IPv6 are
+// connection not accepted yet, a socket filter, a deleted socket file, one renamed or
+// moved since the bind (the restore would bind at the old name: Java's attach listener
+// renames NAME.tmp to NAME; a relative name moved to another directory is bound again
+// there), an absolute name bound in a chroot (the restore binds in imgtool's root) and
+// other families (netlink, packet, raw: named in the refusal) are refused in precheck. TCP and UDP sockets over IPv4 and IPv6 are
 // inet_sk_entry as CRIU 4.2 writes them (sk_inet.go): family, type, protocol, state, bound
 // and connected address and port, a listener's backlog (a connection's: its send queue's
 // length, as sock_diag reports it), IPV6_V6ONLY, sk_opts_entry, ip_opts_entry and

@@ -18,6 +18,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"github.com/imgtool/imgtool/image"
+	"github.com/imgtool/imgtool/internal/procfs"
 	"github.com/imgtool/imgtool/internal/sockdiag"
 )
 
@@ -150,7 +151,7 @@ func checkUnixSk(pid int, f *fdDesc, local int, d *sockdiag.Unix) error {
 		return no(fmt.Sprintf("in the middle of a connect (state %d): not supported", d.State))
 	}
 	if len(d.Name) > 0 && d.Name[0] != 0 {
-		if _, _, err := socketFile(local); err != nil {
+		if _, _, err := socketFile(pid, local, d.Name); err != nil {
 			var re *RefusedError
 			if errors.As(err, &re) {
 				return no(re.Reason)
@@ -212,9 +213,13 @@ func hasQueue(d *sockdiag.Unix) bool {
 	return d.State != tcpListen && (d.Type == unix.SOCK_DGRAM || d.State != tcpClose)
 }
 
-// socketFile returns the path of a bound socket's file (SIOCUNIXFILE) and its stat; a
-// file that was deleted is refused.
-func socketFile(local int) (string, *unix.Stat_t, error) {
+// socketFile returns the path of the file of a socket of process pid bound to name
+// (SIOCUNIXFILE) and its stat. Refused: a file that was deleted; one renamed or moved
+// since the bind (Java's attach listener binds NAME.tmp, then renames it to NAME): the
+// restore binds the socket at its name, which would make a file the tree did not have and
+// leave the path its clients use without a listener; an absolute name bound in a chroot,
+// which the restore, binding in imgtool's own root, would put outside it.
+func socketFile(pid, local int, name []byte) (string, *unix.Stat_t, error) {
 	r, _, e := unix.Syscall(unix.SYS_IOCTL, uintptr(local), siocUnixFile, 0)
 	if e != 0 {
 		return "", nil, fmt.Errorf("SIOCUNIXFILE: %w", e)
@@ -232,7 +237,27 @@ func socketFile(local int) (string, *unix.Stat_t, error) {
 	if strings.HasSuffix(path, " (deleted)") {
 		return "", nil, refuse(0, 0, "", "bound to "+strings.TrimSuffix(path, " (deleted)")+", whose socket file was deleted: not supported")
 	}
+	if _, ok := nameDir(path, name); !ok {
+		if root, _ := os.Readlink(procfs.Path(pid, "root")); root != "/" && path == filepath.Join(root, string(boundName(name))) {
+			return "", nil, refuse(0, 0, "", fmt.Sprintf("bound to %s inside its chroot %s: not supported", addrName(name), root))
+		}
+		return "", nil, refuse(0, 0, "", fmt.Sprintf("bound to %s, whose socket file is now %s (renamed or moved): not supported", addrName(name), path))
+	}
 	return path, &st, nil
+}
+
+// boundName is a socket's path name, without the NUL the kernel reports it with.
+func boundName(name []byte) string { return strings.TrimRight(string(name), "\x00") }
+
+// nameDir tells whether path, where a socket's file is, is where its name leads (in
+// imgtool's root), and for a relative name the directory it was bound from.
+func nameDir(path string, name []byte) (string, bool) {
+	bound := filepath.Clean(boundName(name))
+	if filepath.IsAbs(bound) {
+		return "", path == bound
+	}
+	dir, ok := strings.CutSuffix(path, "/"+bound)
+	return filepath.Clean(dir), ok
 }
 
 // peekQueue copies every packet queued in socket fd's receive queue without consuming it
@@ -368,17 +393,14 @@ func (unixSkKind) entry(s *setState, r fdRef, fe *fdinfo.FileEntry, flags uint32
 		e.Shutdown = sk_opts.SkShutdown(d.Shutdown).Enum()
 	}
 	if len(d.Name) > 0 && d.Name[0] != 0 {
-		path, st, err := socketFile(local)
+		path, st, err := socketFile(r.pid, local, d.Name)
 		if err != nil {
 			return r.errorf("%v", err)
 		}
 		e.FilePerms = &sk_unix.FilePermsEntry{Mode: proto.Uint32(st.Mode), Uid: proto.Uint32(st.Uid), Gid: proto.Uint32(st.Gid)}
 		if d.Name[0] != '/' { // a relative name (the kernel reports it with its NUL)
-			dir, ok := strings.CutSuffix(path, "/"+strings.TrimRight(string(d.Name), "\x00"))
-			if !ok {
-				return r.errorf("socket name %q is not the end of its file's path %s", d.Name, path)
-			}
-			e.NameDir = proto.String(filepath.Clean(dir))
+			dir, _ := nameDir(path, d.Name) // socketFile checked it
+			e.NameDir = proto.String(dir)
 		}
 	}
 	if hasQueue(d) {

@@ -20,8 +20,9 @@ import (
 // is seized, naming the fd and the reason: a peer outside the tree (without ExtUnixSk: any;
 // with it, CRIU's --ext-unix-sk, those a restore could not connect to again), a descriptor
 // in flight, a datagram queued from a socket with a name (a restore queues it from one
-// without), a connection not accepted yet (the listener and the client), sockets of other
-// families.
+// without), a connection not accepted yet (the listener and the client), a socket whose
+// file was renamed or moved since its bind, one bound to an absolute name in a chroot,
+// sockets of other families.
 func TestRefuseUnixSockets(t *testing.T) {
 	name := fmt.Sprintf("imgtool-outside-%d", os.Getpid())
 	ln, err := net.Listen("unix", "@"+name)
@@ -57,6 +58,11 @@ func TestRefuseUnixSockets(t *testing.T) {
 			6: `and is bound to "rel.sock", a name relative to its binder's working directory`,
 			7: "and has no name to connect to again (an end of a socketpair)",
 		}},
+		{[]string{"renamed"}, false, map[int]string{
+			3: `abs.sock.tmp", whose socket file is now /`,
+			4: `bound to "rel.sock", whose socket file is now /`,
+		}},
+		{[]string{"chroot"}, false, map[int]string{3: `bound to "/in.sock" inside its chroot /`}},
 		{[]string{"rights"}, false, map[int]string{4: "file descriptors in flight (SCM_RIGHTS"}},
 		{[]string{"sender"}, false, map[int]string{3: `a datagram queued in it was sent by the socket named "@imgtool-unixrefuse-cli-`}},
 		{[]string{"icon"}, false, map[int]string{

@@ -139,6 +139,13 @@ func (unixSkKind) check(pl *plan, p *procPlan, fd *fdinfo.FdinfoEntry, fe *fdinf
 	if u.GetDeleted() {
 		return no("bound to a deleted file: not supported")
 	}
+	if n := u.GetName(); binds(u) && len(n) > 0 && n[0] == '/' {
+		// Bound again by imgtool, in its own root: a name the process bound in its
+		// chroot would be made outside it (imgtool's dumps refuse it).
+		if root := pl.files[p.fs.GetRootId()]; root != nil && root.Reg != nil && root.Reg.GetName() != "/" {
+			return no("bound to %q inside the chroot %s: not supported", sockPath(u), root.Reg.GetName())
+		}
+	}
 	if len(u.GetOpts().GetSoFilter()) > 0 {
 		return no("a socket filter: not supported")
 	}

@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/checkpoint-restore/go-criu/v8/crit/images/fdinfo"
+	fsimg "github.com/checkpoint-restore/go-criu/v8/crit/images/fs"
 	sk_unix "github.com/checkpoint-restore/go-criu/v8/crit/images/sk-unix"
 	"golang.org/x/sys/unix"
 	"google.golang.org/protobuf/proto"
@@ -387,5 +388,24 @@ func TestCRIUInteropExtUnixSk(t *testing.T) {
 				return dir, restoreSet(t, dir, Options{ExtUnixSk: true})[0]
 			})
 		})
+	}
+}
+
+// TestRefuseChrootedSocketName: a set (CRIU's could hold one) whose process, chrooted,
+// has a socket bound to an absolute name is refused before anything is made: imgtool binds
+// sockets in its own root, which would put the socket file outside the chroot.
+func TestRefuseChrootedSocketName(t *testing.T) {
+	requireRoot(t)
+	bin := testproc.Build(t, "testdata/unixsk.c")
+	p := testproc.Launch(t, bin, testproc.Options{Ready: "ready pid="}, "listen", filepath.Join(t.TempDir(), "unixsk.sock"))
+	dir := copySet(t, dumpTo(t, p.Pid))
+	// The process's root made its working directory, a directory other than /.
+	rewriteImage(t, dir, fmt.Sprintf("fs-%d.img", p.Pid), func(img *image.Image) {
+		e := img.Entries[0].Msg.(*fsimg.FsEntry)
+		e.RootId = proto.Uint32(e.GetCwdId())
+	})
+	err := refuseErr(t, dir, Options{})
+	if !strings.Contains(err.Error(), "unixsk.sock\" inside the chroot /") {
+		t.Errorf("restore: %v, want a refusal of the socket bound inside the chroot", err)
 	}
 }

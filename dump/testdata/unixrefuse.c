@@ -18,6 +18,14 @@
  *            ("rel.sock", in the working directory), fd 7 a dgram socketpair's end (no
  *            name), fd 8 one connected to an unconnected socket with an abstract name: the
  *            only one --ext-unix-sk dumps. Prints orphan=PID too.
+ *   renamed  socket files renamed or moved after the bind, in the working directory: fd 3
+ *            listening, bound to its absolute path abs.sock.tmp, then renamed abs.sock (as
+ *            Java's attach listener does); fd 4 a dgram socket bound to the relative
+ *            name rel.sock, then renamed rel.sock.old; fd 5 one bound to moved.sock, then
+ *            moved into sub/ (dumped: a relative name is bound again in the directory its
+ *            file is in)
+ *   chroot   chrooted into croot.d (made in the working directory), a stream socket (fd 3)
+ *            listening at the absolute name /in.sock there
  *
  * Prints pid=PID and sleeps. */
 #include <fcntl.h>
@@ -26,6 +34,7 @@
 #include <stddef.h>
 #include <string.h>
 #include <unistd.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <arpa/inet.h>
 #include <linux/netlink.h>
@@ -210,6 +219,30 @@ int main(int argc, char **argv)
 			die("send");
 	} else if (!strcmp(mode, "extunix")) {
 		extunix();
+	} else if (!strcmp(mode, "renamed")) {
+		char cwd[200];
+		if (!getcwd(cwd, sizeof(cwd)) || mkdir("sub", 0700))
+			die("renamed");
+		memset(&a, 0, sizeof(a));
+		a.sun_family = AF_UNIX;
+		snprintf(a.sun_path, sizeof(a.sun_path), "%s/abs.sock.tmp", cwd);
+		at(bound(SOCK_STREAM, &a, sizeof(a)), 3);
+		snprintf(a.sun_path, sizeof(a.sun_path), "rel.sock");
+		at(bound(SOCK_DGRAM, &a, sizeof(a)), 4);
+		snprintf(a.sun_path, sizeof(a.sun_path), "moved.sock");
+		at(bound(SOCK_DGRAM, &a, sizeof(a)), 5);
+		if (listen(3, 4) || rename("abs.sock.tmp", "abs.sock") || rename("rel.sock", "rel.sock.old") ||
+		    rename("moved.sock", "sub/moved.sock"))
+			die("renamed");
+	} else if (!strcmp(mode, "chroot")) {
+		if (mkdir("croot.d", 0755) || chroot("croot.d") || chdir("/"))
+			die("chroot");
+		memset(&a, 0, sizeof(a));
+		a.sun_family = AF_UNIX;
+		snprintf(a.sun_path, sizeof(a.sun_path), "/in.sock");
+		at(bound(SOCK_STREAM, &a, sizeof(a)), 3);
+		if (listen(3, 4))
+			die("listen");
 	} else if (!strcmp(mode, "inet")) {
 		socket(AF_INET, SOCK_STREAM, 0);
 		socket(AF_INET, SOCK_DGRAM, 0);
