@@ -103,6 +103,7 @@ func (d *dumper) precheck() error {
 		},
 		func(r *Refusals) error { return checkFdOwners(procs, r) },
 		func(r *Refusals) error { return checkUnixPeers(procs, d.opts.ExtUnixSk, r) },
+		func(r *Refusals) error { return checkPipeEnds(procs, r) }, // files.go
 		func(r *Refusals) error { return checkTCPConns(procs, d.opts, r) },
 		func(r *Refusals) error { return checkFileLocks(procs, locks, d.opts.FileLocks, r) },
 		func(r *Refusals) (err error) { deleted, err = deletedTreeFiles(procs, vmas); return err }, // remap.go
@@ -224,8 +225,8 @@ func precheckProcess(pid int, r *precheckResult, files *mappedFiles, zombiesOK b
 			// Still part of the tree (a peer of another fd, say): kept, refused.
 			f.refused = true
 		}
-		if f.info != nil { // the checks of the tree need only its locks
-			f.info = &procfs.Fdinfo{Locks: f.info.Locks}
+		if f.info != nil { // the checks of the tree need only its locks and flags
+			f.info = &procfs.Fdinfo{Locks: f.info.Locks, Flags: f.info.Flags}
 		}
 		r.live.fds = append(r.live.fds, f)
 	}

@@ -386,6 +386,65 @@ func (pipeKind) entry(s *setState, r fdRef, fe *fdinfo.FileEntry, flags uint32, 
 	return nil
 }
 
+// checkPipeEnds refuses a pipe the tree holds one end of while a process outside it holds
+// the other: the restore makes the pipe again with the tree's ends only, so a reader would
+// read the end of the file and a writer die of SIGPIPE (a program whose output goes
+// through `| tee` or to a container runtime's logger). The kernel tells it without a look
+// outside the tree: a read end polls POLLHUP once no write end is open anywhere, a write
+// end POLLERR once no read end is. (A FIFO is reopened by its name: an outside end stays
+// connected.)
+func checkPipeEnds(procs []*liveProc, refused *Refusals) error {
+	type held struct {
+		read, write bool
+		pid         int
+		f           *fdDesc // one end the tree holds, to poll
+	}
+	pipes := map[uint64]*held{}
+	var order []uint64
+	for _, p := range procs {
+		for _, f := range p.fds {
+			if f.kind != fdPipe || f.info == nil {
+				continue
+			}
+			h := pipes[f.st.Ino]
+			if h == nil {
+				h = &held{pid: p.pid, f: f}
+				pipes[f.st.Ino] = h
+				order = append(order, f.st.Ino)
+			}
+			acc := f.info.Flags & unix.O_ACCMODE
+			h.read = h.read || acc != unix.O_WRONLY
+			h.write = h.write || acc != unix.O_RDONLY
+		}
+	}
+	for _, ino := range order {
+		h := pipes[ino]
+		if h.read && h.write {
+			continue
+		}
+		local, err := sockCopy(h.pid, h.f.fd)
+		if err != nil {
+			if vanished(err) {
+				continue // closed meanwhile: checked again once the tree is stopped
+			}
+			return err
+		}
+		fds := []unix.PollFd{{Fd: int32(local), Events: unix.POLLIN | unix.POLLOUT}}
+		_, err = unix.Poll(fds, 0)
+		unix.Close(local)
+		if err != nil {
+			return fmt.Errorf("process %d fd %d: poll: %w", h.pid, h.f.fd, err)
+		}
+		switch {
+		case h.read && fds[0].Revents&unix.POLLHUP == 0:
+			refused.add(refuse(h.pid, h.f.fd, h.f.link, "its write end is open outside the tree: a restore could not connect it again, and the reader would see the end of the file"))
+		case h.write && fds[0].Revents&unix.POLLERR == 0:
+			refused.add(refuse(h.pid, h.f.fd, h.f.link, "its read end is open outside the tree: a restore could not connect it again, and the writer would get SIGPIPE"))
+		}
+	}
+	return nil
+}
+
 type fifoKind struct{}
 
 func (fifoKind) typ() fdinfo.FdTypes      { return fdinfo.FdTypes_FIFO }

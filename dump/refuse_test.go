@@ -179,6 +179,25 @@ func TestRefuseWhatCannotBeReopened(t *testing.T) {
 	}
 }
 
+// TestRefusePipeEndsOutside: a pipe the tree holds one end of while a process outside
+// holds the other is refused (a restore would leave the reader at the end of the file,
+// the writer to SIGPIPE), naming the fd and the end; an end whose other end is closed, or
+// held in the tree, is not.
+func TestRefusePipeEndsOutside(t *testing.T) {
+	testproc.RequireRoot(t)
+	all, p := refusedProc(t, Options{}, "refusals", "pipes")
+	reapOrphan(t, p)
+	want := map[int]string{3: "its read end is open outside the tree", 4: "its write end is open outside the tree"}
+	if len(all) != len(want) {
+		t.Errorf("%d refusals, want %d: %v", len(all), len(want), all)
+	}
+	for _, re := range all {
+		if w, ok := want[re.Fd]; !ok || !strings.Contains(re.Error(), "pipe:[") || !strings.Contains(re.Error(), w) {
+			t.Errorf("fd %d: %q, want one saying %q", re.Fd, re.Error(), w)
+		}
+	}
+}
+
 // TestRefuseAnonKinds: anonymous inodes CRIU knows and imgtool cannot restore are refused
 // by their kind, before anything is touched.
 func TestRefuseAnonKinds(t *testing.T) {

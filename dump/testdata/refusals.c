@@ -19,6 +19,11 @@
  *               the one it was opened by
  *   fanotify    a fanotify group (fanotify_init)
  *   pidfd       a pidfd of its own (pidfd_open)
+ *   pipes       pipes whose other end is held outside the tree by an orphan (a grandchild
+ *               whose parent exited; it prints orphan=PID and exits with this program):
+ *               fd 3 a write end (the orphan reads), fd 4 a read end (the orphan writes);
+ *               and, dumped: fd 5 a read end whose write end is closed everywhere, fd 6 a
+ *               write end a child of the tree reads
  * It prints "pid=N" once set up, then sleeps. */
 #define _GNU_SOURCE
 #include <fcntl.h>
@@ -54,10 +59,51 @@ static int sleeper(void *arg)
 	return 0;
 }
 
+/* pipes: see the top. */
+static void pipes(void)
+{
+	int out[2], in[2], closed[2], kid[2], ready[2];
+	char b;
+	if (pipe(out) || pipe(in) || pipe(closed) || pipe(kid) || pipe(ready))
+		exit(1);
+	pid_t c = fork();
+	if (c == 0) {
+		if (fork() != 0)
+			_exit(0); /* the grandchild is reparented: out of the tree */
+		pid_t me = getpid();
+		/* It keeps out's read end and in's write end only. */
+		close(out[1]), close(in[0]), close(closed[0]), close(closed[1]), close(kid[0]), close(kid[1]), close(ready[0]);
+		if (write(ready[1], &me, sizeof(me)) != sizeof(me))
+			_exit(1);
+		close(ready[1]);
+		while (read(out[0], &b, 1) > 0) /* until the program is gone */
+			;
+		_exit(0);
+	}
+	pid_t orphan;
+	if (c < 0 || waitpid(c, NULL, 0) != c || read(ready[0], &orphan, sizeof(orphan)) != sizeof(orphan))
+		exit(1);
+	printf("orphan=%d\n", orphan);
+	close(out[0]), close(in[1]), close(closed[1]), close(ready[0]), close(ready[1]);
+	if (dup2(out[1], 3) != 3 || dup2(in[0], 4) != 4 || dup2(closed[0], 5) != 5 || dup2(kid[1], 6) != 6 ||
+	    dup2(kid[0], 7) != 7)
+		exit(1);
+	for (int fd = 8; fd < 20; fd++)
+		close(fd);
+	if (fork() == 0) { /* a child of the tree holding the read end of kid only */
+		close(3), close(4), close(5), close(6);
+		for (;;)
+			pause();
+	}
+	close(7);
+}
+
 int main(int argc, char **argv)
 {
 	const char *mode = argc > 1 ? argv[1] : "";
-	if (!strcmp(mode, "locks")) {
+	if (!strcmp(mode, "pipes")) {
+		pipes();
+	} else if (!strcmp(mode, "locks")) {
 		struct flock posix = { .l_type = F_WRLCK, .l_whence = SEEK_SET, .l_start = 0, .l_len = 4 };
 		if (fcntl(open_file("posix.db"), F_SETLK, &posix)) { perror("F_SETLK"); return 1; }
 		struct flock ofd = { .l_type = F_RDLCK, .l_whence = SEEK_SET, .l_start = 2, .l_len = 2 };
