@@ -340,8 +340,10 @@
 //     0xD offsets.
 //   - fown uid/euid are only filled when an owner is set (F_GETOWNER_UIDS); CRIU's are the
 //     dumping task's ids, 0 for root.
-//   - Pipe data is taken from a read end in the tree, as CRIU does; a pipe whose read end
-//     lies outside the tree has no data entry.
+//   - Pipe data is taken from a read end in the tree, as CRIU does. A pipe one end of
+//     which is open outside the tree is refused (checkPipeEnds: CRIU dumps it, and its
+//     restore leaves the tree's end unconnected), one whose other end is closed
+//     everywhere is not.
 //   - EFD_SEMAPHORE: CRIU 4.2 does not record an eventfd's semaphore mode (its dumps lose
 //     it). imgtool keeps it in bit 0 of eventfd_file_entry.flags, a bit an eventfd's open
 //     flags never have (it is always O_RDWR); CRIU's restore sets the flags with F_SETFL,

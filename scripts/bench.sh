@@ -13,6 +13,11 @@ if [ -z "${IMGTOOL_BENCH_REAPER:-}" ] && command -v python3 >/dev/null; then
 	export IMGTOOL_BENCH_REAPER=1
 	exec python3 -c 'import ctypes, os, sys; ctypes.CDLL(None).prctl(36, 1, 0, 0, 0); os.execvp("bash", ["bash"] + sys.argv[1:])' "$0" "$@"
 fi
+# What this shell inherited beyond 0, 1 and 2 (a terminal multiplexer's or make's pipes)
+# is closed: the targets would inherit it, and a dump refuses a pipe held outside its tree.
+for fd in $(ls /proc/$$/fd); do
+	if [ "$fd" -gt 2 ] && [ "$fd" != 255 ]; then { eval "exec $fd>&-"; } 2>/dev/null || true; fi
+done
 cd "$(dirname "$0")/.."
 IMGTOOL=$(realpath "${1:-bin/imgtool}")
 ROOT=$(pwd)

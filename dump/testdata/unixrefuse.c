@@ -17,7 +17,8 @@
  *            whose file was then removed, fd 6 one connected to a relative name
  *            ("rel.sock", in the working directory), fd 7 a dgram socketpair's end (no
  *            name), fd 8 one connected to an unconnected socket with an abstract name: the
- *            only one --ext-unix-sk dumps. Prints orphan=PID too.
+ *            only one --ext-unix-sk dumps; fd 21, the write end of a pipe whose read end
+ *            the orphan holds (refused). Prints orphan=PID too.
  *   renamed  socket files renamed or moved after the bind, in the working directory: fd 3
  *            listening, bound to its absolute path abs.sock.tmp, then renamed abs.sock (as
  *            Java's attach listener does); fd 4 a dgram socket bound to the relative
@@ -143,6 +144,7 @@ static void extunix(void)
 		if ((c = accept(l, NULL, NULL)) < 0 || read(go[0], &b, 1) != 1 || connect(q, (struct sockaddr *)&ra, rl) ||
 		    write(ready[1], "c", 1) != 1)
 			die("orphan");
+		close(ready[1]), close(go[0]);
 		while (read(life[0], &b, 1) > 0) /* until the program is gone */
 			;
 		_exit(0);
@@ -161,6 +163,9 @@ static void extunix(void)
 	char b;
 	if (write(go[1], "g", 1) != 1 || read(ready[0], &b, 1) != 1) /* the orphan connected q to r */
 		die("go");
+	/* No pipe to the orphan is left but life's (fd 21), whose read end it holds: refused
+	 * too, a pipe end outside the tree. */
+	close(ready[0]), close(go[1]);
 	printf("orphan=%d\n", orphan);
 }
 
