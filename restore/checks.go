@@ -6,6 +6,7 @@ import (
 	"os"
 	"sort"
 	"strings"
+	"time"
 
 	"github.com/checkpoint-restore/go-criu/v8/crit/images/fdinfo"
 	"github.com/checkpoint-restore/go-criu/v8/crit/images/regfile"
@@ -119,12 +120,37 @@ func checkIdsFree(pl *plan) error {
 			if tid >= pidMax {
 				return fmt.Errorf("pid %d is beyond this machine's pid_max (%d)", tid, pidMax)
 			}
-			if _, err := os.Stat(fmt.Sprintf("/proc/%d", tid)); err == nil {
-				return fmt.Errorf("pid %d is in use", tid)
+			if err := idFree(tid); err != nil {
+				return err
 			}
 		}
 	}
 	return nil
+}
+
+// idFree fails when tid belongs to a task. A zombie (a process of the set its dump just
+// killed, say, that its parent has not reaped yet) is waited for, up to pidRetry.
+func idFree(tid int) error {
+	deadline := time.Now().Add(pidRetry)
+	for {
+		if _, err := os.Stat(fmt.Sprintf("/proc/%d", tid)); err != nil {
+			return nil
+		}
+		st, err := procfs.ReadStatus(procfs.Path(tid, "status"))
+		if err != nil {
+			if time.Now().After(deadline) {
+				return fmt.Errorf("pid %d is in use", tid)
+			}
+			continue // gone meanwhile, most likely
+		}
+		if s := st["State"]; s == "" || (s[0] != 'Z' && s[0] != 'X') {
+			return fmt.Errorf("pid %d is in use (%s, state %s)", tid, st["Name"], s)
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("pid %d is in use: a process that exited, not reaped by its parent (pid %s) after %v", tid, st["PPid"], pidRetry)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
 }
 
 // checkFdLimit refuses a set whose fd numbers the restore cannot use under this process's

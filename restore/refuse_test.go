@@ -19,6 +19,7 @@ import (
 	"github.com/imgtool/imgtool/image"
 	"github.com/imgtool/imgtool/imgset"
 	"github.com/imgtool/imgtool/internal/fpu"
+	"github.com/imgtool/imgtool/internal/procfs"
 	"github.com/imgtool/imgtool/internal/testproc"
 	"github.com/imgtool/imgtool/internal/testset"
 )
@@ -116,6 +117,44 @@ func TestRefusePidInUse(t *testing.T) {
 	}
 	if want := fmt.Sprintf("pid %d is in use", pids[0]); err == nil || !strings.Contains(err.Error(), want) {
 		t.Fatalf("restoring twice: %v, want %q", err, want)
+	}
+}
+
+// TestRestoreWaitsForZombiePid: a PID of the set held by a zombie (the set's process,
+// killed, not reaped yet: as right after a dump that killed it, whose parent reaps late)
+// is waited for; the restore then goes on.
+func TestRestoreWaitsForZombiePid(t *testing.T) {
+	requireRoot(t)
+	dir := criuSet(t, "counter")
+	setupFixtureFiles(t, "counter")
+	pids := restoreSet(t, dir, Options{})
+	// Its parent is this test (a child subreaper, testproc.Main), which reaps it late.
+	if err := unix.Kill(pids[0], unix.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	testproc.WaitFor(t, 0, "a zombie", func() bool {
+		st, err := procfs.ReadStatus(procfs.Path(pids[0], "status"))
+		return err == nil && strings.HasPrefix(st["State"], "Z")
+	})
+	setupFixtureFiles(t, "counter") // its log as the set recorded it
+	reaped := make(chan error, 1)
+	go func() {
+		time.Sleep(300 * time.Millisecond)
+		_, err := unix.Wait4(pids[0], nil, 0, nil)
+		reaped <- err
+	}()
+	set, err := imgset.Open(dir, imgset.OpenOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := Restore(context.Background(), Options{Detach: true}, set); err != nil {
+		t.Fatalf("restore while pid %d was a zombie: %v", pids[0], err)
+	}
+	if err := <-reaped; err != nil {
+		t.Fatalf("reaping the zombie: %v", err)
+	}
+	if !testproc.Alive(pids[0]) {
+		t.Errorf("pid %d is not running after the restore", pids[0])
 	}
 }
 
