@@ -8,7 +8,8 @@
 // Restore reads the small images (pstree, core, ids, mm, pagemap, fs, fdinfo, files, pipe
 // and FIFO data, memfd, remap-fpath) through the image codec (an encrypted set's are authenticated as
 // they are read), then checks everything it can before any process exists: every PID and
-// TID free and below pid_max, every file the set names present with the recorded mode,
+// TID free (one a zombie holds, the set's own process killed by its dump and not reaped
+// yet, is waited for up to 3 s) and below pid_max, every file the set names present with the recorded mode,
 // size and GNU build id, the FPU state loadable on this CPU (xstate_bv within XCR0), the
 // vDSO and vvar sizes those of this kernel (read from imgtool's own, which every process
 // of this kernel shares), the set's fd numbers within the hard RLIMIT_NOFILE, nothing it
