@@ -103,7 +103,8 @@ func (d *dumper) precheck() error {
 		},
 		func(r *Refusals) error { return checkFdOwners(procs, r) },
 		func(r *Refusals) error { return checkUnixPeers(procs, d.opts.ExtUnixSk, r) },
-		func(r *Refusals) error { return checkPipeEnds(procs, r) }, // files.go
+		func(r *Refusals) error { return checkPipeEnds(procs, r) },        // files.go
+		func(r *Refusals) error { return checkPidfds(procs, members, r) }, // pidfd.go
 		func(r *Refusals) error { return checkTCPConns(procs, d.opts, r) },
 		func(r *Refusals) error { return checkFileLocks(procs, locks, d.opts.FileLocks, r) },
 		func(r *Refusals) (err error) { deleted, err = deletedTreeFiles(procs, vmas); return err }, // remap.go

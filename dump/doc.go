@@ -27,8 +27,8 @@
 // owner (F_SETOWN) is outside the tree (a restore sets it by number), device and
 // hugetlb mappings, memory locked on fault (MLOCK_ONFAULT: vma_entry has no place for
 // it), SysV shared memory, an inotify with events not read yet or watching a file gone or
-// deleted while the tree keeps it open (inotify.go), anonymous-inode files other than eventfd, timerfd, signalfd, inotify
-// and epoll, an epoll watching a file that is refused or that is registered under an fd
+// deleted while the tree keeps it open (inotify.go), anonymous-inode files other than eventfd, timerfd, signalfd, inotify,
+// epoll and pidfd, a pidfd of a process outside the tree, of a zombie or of a thread (pidfd.go), an epoll watching a file that is refused or that is registered under an fd
 // number the process no longer has open, or has reused for another file) is refused then:
 // all of it at once (Refusals,
 // one *RefusedError each, naming the process, the fd or mapping and the resource). Every
@@ -81,7 +81,7 @@
 // settime flags, the time left and the interval, the expiries not yet read; an expired
 // periodic timer is first moved on to its next expiry with timerfd_gettime on the
 // description, which is what the process's next read would do, so that the saved timer
-// keeps its phase), signalfd (its mask) and epoll (every registered target with its fd
+// keeps its phase), signalfd (its mask), pidfd (the PID of its process, pidfd.go) and epoll (every registered target with its fd
 // number, events and data, in eventpoll_file_entry.tfd; targets may be other epolls, and an
 // epoll may be shared across processes: each fd of the tree sharing it gets its id), and
 // UNIX sockets (unix_sk_entry: stream, dgram and seqpacket; socketpairs, listening sockets

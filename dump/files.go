@@ -291,6 +291,7 @@ var fdKinds = map[fdKind]fileKind{
 	fdSignalfd: signalfdKind{},
 	fdEpoll:    eventpollKind{},
 	fdInotify:  inotifyKind{},
+	fdPidfd:    pidfdKind{},
 	fdUnixSk:   unixSkKind{},
 	fdInetSk:   inetSkKind{},
 	fdTTY:      ttyKind{},
@@ -303,6 +304,7 @@ var anonKinds = map[string]fdKind{
 	"anon_inode:[timerfd]":   fdTimerfd,
 	"anon_inode:[signalfd]":  fdSignalfd,
 	"anon_inode:[eventpoll]": fdEpoll,
+	"anon_inode:[pidfd]":     fdPidfd,
 }
 
 // isAnonKind tells whether link names an anonymous inode of a supported kind.

@@ -198,10 +198,34 @@ func TestRefusePipeEndsOutside(t *testing.T) {
 	}
 }
 
+// TestRefusePidfds: a pidfd a restore could not open again is refused, naming why: of a
+// process outside the tree, of a zombie of the tree, of a thread (PIDFD_THREAD). (A pidfd
+// of a live process of the tree is dumped: restore/testdata/states.c's pidfd.)
+func TestRefusePidfds(t *testing.T) {
+	testproc.RequireRoot(t)
+	all, p := refusedProc(t, Options{}, "refusals", "pidfd")
+	want := map[int]string{
+		3: "which is not part of the tree",
+		4: "a zombie of the tree",
+		5: "a pidfd of a thread (PIDFD_THREAD)",
+	}
+	if strings.Contains(p.ReadLog(t), "no PIDFD_THREAD") {
+		delete(want, 5)
+	}
+	if len(all) != len(want) {
+		t.Errorf("%d refusals, want %d: %v", len(all), len(want), all)
+	}
+	for _, re := range all {
+		if w, ok := want[re.Fd]; !ok || !strings.Contains(re.Error(), w) || !strings.Contains(re.Error(), "pidfd") {
+			t.Errorf("fd %d: %q, want one saying %q", re.Fd, re.Error(), w)
+		}
+	}
+}
+
 // TestRefuseAnonKinds: anonymous inodes CRIU knows and imgtool cannot restore are refused
 // by their kind, before anything is touched.
 func TestRefuseAnonKinds(t *testing.T) {
-	for _, mode := range []string{"fanotify", "pidfd"} {
+	for _, mode := range []string{"fanotify"} {
 		t.Run(mode, func(t *testing.T) {
 			all := refusedAtOnce(t, "refusals", mode)
 			want := "anon_inode:[" + mode + "]: this kind of file is not supported"

@@ -22,6 +22,8 @@ import (
 	"testing"
 	"time"
 
+	"golang.org/x/sys/unix"
+
 	"github.com/imgtool/imgtool/internal/procfs"
 	"github.com/imgtool/imgtool/internal/testproc"
 )
@@ -405,8 +407,6 @@ func TestHTTPServer(t *testing.T) {
 // TestGoTicker: a Go program (its runtime: threads, epoll, an eventfd or pipe, signals)
 // whose goroutines count through a channel fed by a time.Ticker.
 func TestGoTicker(t *testing.T) {
-	goBin := need(t, "go")
-	dir := t.TempDir()
 	src := `package main
 
 import (
@@ -431,17 +431,78 @@ func main() {
 	}
 }
 `
+	p := testproc.Launch(t, buildGo(t, src), testproc.Options{Ready: "tick 0"})
+	carriesOn(t, p)
+}
+
+// buildGo builds the Go program src (one file, no module), or skips the test.
+func buildGo(t *testing.T, src string) string {
+	t.Helper()
+	goBin := need(t, "go")
+	dir := t.TempDir()
 	if err := os.WriteFile(filepath.Join(dir, "main.go"), []byte(src), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	bin := filepath.Join(dir, "ticker")
+	bin := filepath.Join(dir, "prog")
 	cmd := exec.Command(goBin, "build", "-o", bin, "main.go")
 	cmd.Dir, cmd.Env = dir, append(os.Environ(), "GO111MODULE=off", "CGO_ENABLED=0")
 	if out, err := cmd.CombinedOutput(); err != nil {
-		t.Skipf("go build of the ticker failed: %v %s", err, out)
+		t.Skipf("go build failed: %v %s", err, out)
 	}
-	p := testproc.Launch(t, bin, testproc.Options{Ready: "tick 0"})
+	return bin
+}
+
+// TestGoChild: a Go program with a child it started with os/exec, which Go (1.23 and
+// later) keeps a pidfd of, ticks on; after the restore it kills the child and waits for
+// it, through that pidfd, on SIGUSR1.
+func TestGoChild(t *testing.T) {
+	src := `package main
+
+import (
+	"fmt"
+	"os"
+	"os/exec"
+	"os/signal"
+	"syscall"
+	"time"
+)
+
+func main() {
+	child := exec.Command("sleep", "1000")
+	if err := child.Start(); err != nil {
+		fmt.Println("start:", err)
+		os.Exit(1)
+	}
+	usr1 := make(chan os.Signal, 1)
+	signal.Notify(usr1, syscall.SIGUSR1)
+	tk := time.NewTicker(20 * time.Millisecond)
+	for n := 0; ; n++ {
+		select {
+		case <-tk.C:
+			fmt.Println("tick", n)
+		case <-usr1:
+			child.Process.Kill()
+			fmt.Println("waited:", child.Wait())
+		}
+	}
+}
+`
+	need(t, "sleep")
+	p := testproc.Launch(t, buildGo(t, src), testproc.Options{Ready: "tick 0"})
 	carriesOn(t, p)
+	pids := testproc.Descendants(p.Pid)
+	if len(pids) != 2 {
+		t.Fatalf("the restored tree is %v, want the program and its child", pids)
+	}
+	if err := unix.Kill(p.Pid, unix.SIGUSR1); err != nil {
+		t.Fatal(err)
+	}
+	testproc.WaitFor(t, 10*time.Second, "the child waited for", func() bool {
+		return strings.Contains(p.ReadLog(t), "waited: signal: killed")
+	})
+	if testproc.Exists(pids[1]) {
+		t.Errorf("the child %d is still there", pids[1])
+	}
 }
 
 // TestPythonAsyncio: asyncio's event loop (epoll and its self-pipe socketpair), a task

@@ -38,7 +38,8 @@
 //     offsets and flags, pipes and FIFOs with their queued bytes, memfds filled from their
 //     shmem pages: pagemap-shmem-<shmid>.img, the bytes of the last page past the end of the
 //     memfd written through a mapping, eventfds with their counter and semaphore mode,
-//     signalfds with their mask, timerfds and epolls empty, UNIX sockets as sk_unix.go
+//     signalfds with their mask, timerfds and epolls empty, pidfds opened on the restored
+//     process once every process exists (pidfd.go), UNIX sockets as sk_unix.go
 //     describes: socketpairs for connected ends, bound and listening sockets, queues refilled
 //     from the peer, datagram sockets whose peer was outside the tree (its entry has
 //     USK_EXTERN: dump --ext-unix-sk, criu dump --ext-unix-sk) connected to that peer's

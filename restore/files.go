@@ -41,6 +41,10 @@ type descriptions struct {
 	links map[uint32]map[string]*os.File
 	tty   ttyDescs     // tty.go
 	warn  func(string) // Options.Warn, once per message
+	// pidfds are the pidfd descriptions, by file id, made once every process exists;
+	// reaped the processes made for those of a reaped process, by saved inode (pidfd.go).
+	pidfds map[uint32]*os.File
+	reaped map[uint32]*os.Process
 }
 
 // pipePair is one pipe, by pipe_id, and which of its ends a description already took.
@@ -71,6 +75,13 @@ func (d *descriptions) close() {
 	}
 	d.unix.close()
 	d.tty.close()
+	for _, f := range d.pidfds {
+		f.Close()
+	}
+	for _, p := range d.reaped {
+		p.Kill()
+		p.Wait()
+	}
 	for _, hs := range d.ghosts {
 		for _, h := range hs {
 			h.Close()
@@ -359,6 +370,7 @@ var fdKinds = map[fdinfo.FdTypes]fileKind{
 	fdinfo.FdTypes_INETSK:    inetSkKind{},
 	fdinfo.FdTypes_INOTIFY:   inotifyKind{},
 	fdinfo.FdTypes_TTY:       ttyKind{},
+	fdinfo.FdTypes_PIDFD:     pidfdKind{},
 }
 
 // noEntry is the error of a file entry without the part its type needs.

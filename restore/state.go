@@ -10,6 +10,7 @@ import (
 	"strings"
 
 	criu_core "github.com/checkpoint-restore/go-criu/v8/crit/images/criu-core"
+	"github.com/checkpoint-restore/go-criu/v8/crit/images/fdinfo"
 	"github.com/checkpoint-restore/go-criu/v8/crit/images/siginfo"
 	"golang.org/x/sys/unix"
 
@@ -87,7 +88,7 @@ func (r *restorer) startProcess(p *process) (*firstBatch, error) {
 	// Its fds: unless its parent, restored before it, placed them in their table.
 	fb.placing = !pp.sharesFiles()
 	if fb.placing {
-		if err := r.queueFds(p, h.b); err != nil {
+		if err := r.queueFds(p, h); err != nil {
 			return nil, err
 		}
 	}
@@ -367,9 +368,24 @@ func (r *restorer) addFS(p *process, h *handover) error {
 	return nil
 }
 
-// queueFds queues in b the calls that put each of p's fds in place from the inherited
-// descriptions.
-func (r *restorer) queueFds(p *process, b *callBatch) error {
+// queueFds queues in h's batch the calls that put each of p's fds in place from the
+// inherited descriptions; a pidfd's, made now that every process exists, is handed over
+// to its slot first.
+func (r *restorer) queueFds(p *process, h *handover) error {
+	b := h.b
+	for _, fd := range p.pl.fds {
+		fe := r.pl.files[fd.GetId()]
+		if fe.GetType() != fdinfo.FdTypes_PIDFD {
+			continue
+		}
+		f, err := r.descs.pidfdFile(fe)
+		if err != nil {
+			return fmt.Errorf("fd %d: %w", fd.GetFd(), err)
+		}
+		at := h.add(f)
+		b.add(fmt.Sprintf("fd %d: its pidfd to its slot", fd.GetFd()), unix.SYS_DUP3, at, uint64(r.descs.slot[fd.GetId()]), 0)
+		b.add("closing "+f.Name(), unix.SYS_CLOSE, at)
+	}
 	for _, fd := range p.pl.fds {
 		slot, ok := r.descs.slot[fd.GetId()]
 		if !ok {

@@ -7,8 +7,9 @@ import (
 	"github.com/imgtool/imgtool/internal/testproc"
 )
 
-// stateModes are the states of testdata/states.c: zombies, POSIX timers, a stopped child.
-var stateModes = []string{"zombie", "timers", "stopped", "stopped-pending", "seccomp", "seccomp-tsync", "seccomp-strict", "chroot", "clone-files", "leaderless-group"}
+// stateModes are the states of testdata/states.c: zombies, POSIX timers, a stopped child,
+// ..., pidfds.
+var stateModes = []string{"zombie", "timers", "stopped", "stopped-pending", "seccomp", "seccomp-tsync", "seccomp-strict", "chroot", "clone-files", "leaderless-group", "pidfd"}
 
 // TestRoundTripStates dumps and restores testdata/states.c once per state and lets it
 // check itself: its zombie children reaped with their status (exit 3, SIGTERM), its POSIX

@@ -329,8 +329,12 @@ func checkAliases(pl *plan, procs map[int]*procPlan, shellJob bool) error {
 }
 
 // late tells the descriptions createDescriptions leaves to a process: /dev/tty, which a
-// session leader opens once it has its terminal (setCtty).
+// session leader opens once it has its terminal (setCtty), and pidfds, which its holders
+// get once every process exists (queueFds, pidfd.go).
 func (d *descriptions) late(pl *plan, id uint32) bool {
+	if pl.files[id].GetType() == fdinfo.FdTypes_PIDFD {
+		return true // made once every process exists (pidfd.go)
+	}
 	opener, ok := pl.tty.aliases[id]
 	return ok && opener != 0
 }

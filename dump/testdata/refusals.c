@@ -18,7 +18,8 @@
  *   linkremap   a.txt open, linked as b.txt, then a.txt unlinked: the file has a name, not
  *               the one it was opened by
  *   fanotify    a fanotify group (fanotify_init)
- *   pidfd       a pidfd of its own (pidfd_open)
+ *   pidfd       pidfds (pidfd_open) of its parent, outside the tree (fd 3), of a child that
+ *               exited, not reaped (fd 4), and of its own thread (PIDFD_THREAD, fd 5)
  *   pipes       pipes whose other end is held outside the tree by an orphan (a grandchild
  *               whose parent exited; it prints orphan=PID and exits with this program):
  *               fd 3 a write end (the orphan reads), fd 4 a read end (the orphan writes);
@@ -26,6 +27,7 @@
  *               write end a child of the tree reads
  * It prints "pid=N" once set up, then sleeps. */
 #define _GNU_SOURCE
+#include <errno.h>
 #include <fcntl.h>
 #include <sched.h>
 #include <signal.h>
@@ -40,6 +42,10 @@
 #include <sys/wait.h>
 #include <unistd.h>
 #include <sys/inotify.h>
+
+#ifndef PIDFD_THREAD
+#define PIDFD_THREAD O_EXCL
+#endif
 
 static int open_file(const char *name)
 {
@@ -123,7 +129,22 @@ int main(int argc, char **argv)
 	} else if (!strcmp(mode, "fanotify")) {
 		if (syscall(SYS_fanotify_init, 0, 0) < 0) { perror("fanotify_init"); return 1; }
 	} else if (!strcmp(mode, "pidfd")) {
-		if (syscall(SYS_pidfd_open, getpid(), 0) < 0) { perror("pidfd_open"); return 1; }
+		pid_t z = fork();
+		if (z == 0)
+			_exit(0);
+		if (syscall(SYS_pidfd_open, getppid(), 0) != 3 || syscall(SYS_pidfd_open, z, 0) != 4) {
+			perror("pidfd_open");
+			return 1;
+		}
+		if (syscall(SYS_pidfd_open, getpid(), PIDFD_THREAD) != 5) {
+			if (errno != EINVAL) {
+				perror("pidfd_open PIDFD_THREAD");
+				return 1;
+			}
+			printf("no PIDFD_THREAD\n"); /* before Linux 6.9 */
+		}
+		siginfo_t si;
+		waitid(P_PID, z, &si, WEXITED | WNOWAIT); /* a zombie from now on */
 	} else if (!strcmp(mode, "procfile")) {
 		if (open("/proc/self/maps", O_RDONLY) < 0) { perror("maps"); return 1; }
 	} else if (!strcmp(mode, "rmdir")) {

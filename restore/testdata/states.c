@@ -21,6 +21,9 @@
  *   leaderless-group  a child in a process group whose leader (its sibling, which made
  *            the group and then cloned it with CLONE_PARENT) exited and was reaped
  *            (zombie01, alive)
+ *   pidfd    pidfds (as Go's os/exec keeps): of a sleeping child (PIDFD_NONBLOCK, and
+ *            a dup of it), of itself, and of a child that exited and was reaped; after
+ *            the restore the child is killed and waited for through its pidfd
  *
  * The program sets the state, checks it once, prints "ready pid=N", waits for SIGUSR1
  * (sent after the restore), checks again and prints "ok" or "FAIL: why". */
@@ -432,6 +435,75 @@ static int check_leaderless_group(void)
 	return 1;
 }
 
+/* --- pidfd --- */
+#include <fcntl.h>
+#include <poll.h>
+#ifndef PIDFD_NONBLOCK
+#define PIDFD_NONBLOCK O_NONBLOCK
+#endif
+
+static pid_t pidfd_child;
+static int pfd_child, pfd_dup, pfd_self, pfd_dead;
+
+static int pidfd_open(pid_t pid, unsigned flags) { return syscall(SYS_pidfd_open, pid, flags); }
+
+/* fdinfo_pid is the Pid: line of fd's fdinfo (-1 for a reaped process), or -2. */
+static int fdinfo_pid(int fd)
+{
+	char path[64], line[128];
+	int pid = -2;
+	snprintf(path, sizeof(path), "/proc/self/fdinfo/%d", fd);
+	FILE *f = fopen(path, "r");
+	while (f && fgets(line, sizeof(line), f))
+		if (sscanf(line, "Pid: %d", &pid) == 1)
+			break;
+	if (f)
+		fclose(f);
+	return pid;
+}
+
+static void set_pidfd(void)
+{
+	pid_t dead = fork();
+	if (dead == 0)
+		_exit(7);
+	pfd_dead = pidfd_open(dead, 0);
+	waitpid(dead, NULL, 0);
+	pidfd_child = fork();
+	if (pidfd_child == 0) {
+		for (;;)
+			pause();
+	}
+	pfd_child = pidfd_open(pidfd_child, PIDFD_NONBLOCK);
+	pfd_dup = dup(pfd_child);
+	pfd_self = pidfd_open(getpid(), 0);
+	if (pfd_dead < 0 || pfd_child < 0 || pfd_dup < 0 || pfd_self < 0)
+		perror("pidfd_open");
+}
+
+static int check_pidfd(void)
+{
+	CHECK(fdinfo_pid(pfd_child) == pidfd_child && fdinfo_pid(pfd_dup) == pidfd_child, "the child's pidfd is of %d, not %d",
+	      fdinfo_pid(pfd_child), pidfd_child);
+	CHECK(fdinfo_pid(pfd_self) == getpid(), "the own pidfd is of %d", fdinfo_pid(pfd_self));
+	CHECK(fdinfo_pid(pfd_dead) == -1, "the reaped child's pidfd is of %d", fdinfo_pid(pfd_dead));
+	CHECK((fcntl(pfd_child, F_GETFL) & O_NONBLOCK) && !(fcntl(pfd_self, F_GETFL) & O_NONBLOCK), "PIDFD_NONBLOCK: %#o %#o",
+	      fcntl(pfd_child, F_GETFL), fcntl(pfd_self, F_GETFL));
+	struct stat a, b;
+	CHECK(!fstat(pfd_child, &a) && !fstat(pfd_dup, &b) && a.st_ino == b.st_ino, "the dup is another file");
+	CHECK(syscall(SYS_pidfd_send_signal, pfd_dead, 0, NULL, 0) < 0 && errno == ESRCH, "the reaped child's pidfd: %s", strerror(errno));
+	struct pollfd pf = { pfd_child, POLLIN, 0 };
+	CHECK(poll(&pf, 1, 0) == 0, "the live child's pidfd polls readable");
+	if (!after)
+		return 1;
+	siginfo_t si = { 0 };
+	CHECK(syscall(SYS_pidfd_send_signal, pfd_child, SIGKILL, NULL, 0) == 0, "pidfd_send_signal: %s", strerror(errno));
+	CHECK(poll(&pf, 1, 10000) == 1 && (pf.revents & POLLIN), "the killed child's pidfd does not poll readable");
+	CHECK(waitid(P_PIDFD, pfd_child, &si, WEXITED) == 0 && si.si_pid == pidfd_child && si.si_status == SIGKILL,
+	      "waitid through the pidfd: %s, pid %d status %d", strerror(errno), si.si_pid, si.si_status);
+	return 1;
+}
+
 int main(int argc, char **argv)
 {
 	const char *mode = argc > 1 ? argv[1] : "";
@@ -461,6 +533,9 @@ int main(int argc, char **argv)
 	} else if (!strcmp(mode, "chroot")) {
 		set_chroot();
 		check = check_chroot;
+	} else if (!strcmp(mode, "pidfd")) {
+		set_pidfd();
+		check = check_pidfd;
 	} else if (!strcmp(mode, "seccomp-strict")) {
 		set_seccomp_strict();
 		check = check_seccomp_strict;

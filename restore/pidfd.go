@@ -1,0 +1,108 @@
+package restore
+
+import (
+	"errors"
+	"fmt"
+	"os"
+
+	"github.com/checkpoint-restore/go-criu/v8/crit/images/fdinfo"
+	"github.com/checkpoint-restore/go-criu/v8/crit/images/fown"
+	"golang.org/x/sys/unix"
+)
+
+// A pidfd (pidfd_entry, dump/pidfd.go) refers to a process of the tree, by PID, or to one
+// already reaped (nspid -1). Its description is made once every process exists: each
+// process that holds it gets it, in its first batch, at the description's slot, from
+// which its fds are put in place as every other's (queueFds). Live: pidfd_open of the
+// restored process. Reaped: pidfd_open of a process of imgtool's that is then killed and
+// reaped, one for each saved inode, as CRIU's open_one_pidfd does, so that the pidfd
+// reports the process gone (waitid and pidfd_send_signal fail with ESRCH, poll says
+// POLLIN|POLLHUP).
+
+type pidfdKind struct{}
+
+func (pidfdKind) check(pl *plan, p *procPlan, fd *fdinfo.FdinfoEntry, fe *fdinfo.FileEntry, what string, files map[uint32]string) error {
+	e := fe.Pidfd
+	if e == nil {
+		return noEntry(what, fe)
+	}
+	if e.GetFlags()&^unix.O_NONBLOCK != 0 {
+		return fmt.Errorf("%s: a pidfd with flags %#o: only O_NONBLOCK is supported", what, e.GetFlags())
+	}
+	if e.GetFown().GetPid() != 0 {
+		return fmt.Errorf("%s: a pidfd with an owner (F_SETOWN): not supported", what)
+	}
+	if n := e.GetNspid(); n != -1 && !livePid(pl, int(n)) {
+		return fmt.Errorf("%s: a pidfd of process %d, which is not a live process of the set", what, n)
+	}
+	return nil
+}
+
+// livePid tells whether pid is a live process of the set.
+func livePid(pl *plan, pid int) bool {
+	for _, p := range pl.procs {
+		if p.pid == pid {
+			return true
+		}
+	}
+	return false
+}
+
+func (pidfdKind) open(*descriptions, *plan, *fdinfo.FileEntry) (*os.File, error) {
+	return nil, errors.New("a pidfd is made once its process exists (pidfdFile)")
+}
+func (pidfdKind) fown(pl *plan, fe *fdinfo.FileEntry) *fown.FownEntry { return fe.Pidfd.GetFown() }
+func (pidfdKind) flags(pl *plan, fe *fdinfo.FileEntry) uint32         { return fe.Pidfd.GetFlags() }
+
+// pidfdFile returns the description of pidfd fe, made on first use (every process
+// exists by then).
+func (d *descriptions) pidfdFile(fe *fdinfo.FileEntry) (*os.File, error) {
+	if f := d.pidfds[fe.GetId()]; f != nil {
+		return f, nil
+	}
+	e := fe.Pidfd
+	pid := int(e.GetNspid())
+	if pid == -1 {
+		var err error
+		if pid, err = d.reapedPid(e.GetIno()); err != nil {
+			return nil, fmt.Errorf("pidfd of a reaped process: %w", err)
+		}
+	}
+	fd, err := unix.PidfdOpen(pid, int(e.GetFlags())&unix.O_NONBLOCK)
+	if err != nil {
+		return nil, fmt.Errorf("pidfd_open %d: %w", pid, err)
+	}
+	f := os.NewFile(uintptr(fd), fmt.Sprintf("pidfd of %d", e.GetNspid()))
+	if d.pidfds == nil {
+		d.pidfds = map[uint32]*os.File{}
+	}
+	d.pidfds[fe.GetId()] = f
+	return f, nil
+}
+
+// reapedPid returns a process of imgtool's, killed and not reaped yet, for the pidfds of
+// the saved inode ino: pidfd_open still takes a zombie; reapZombies reaps them.
+func (d *descriptions) reapedPid(ino uint32) (int, error) {
+	if p := d.reaped[ino]; p != nil {
+		return p.Pid, nil
+	}
+	exe, err := os.Executable()
+	if err != nil {
+		return 0, err
+	}
+	null, err := os.Open(os.DevNull)
+	if err != nil {
+		return 0, err
+	}
+	defer null.Close()
+	p, err := os.StartProcess(exe, []string{exe, "--version"}, &os.ProcAttr{Files: []*os.File{null, null, null}})
+	if err != nil {
+		return 0, err
+	}
+	p.Kill()
+	if d.reaped == nil {
+		d.reaped = map[uint32]*os.Process{}
+	}
+	d.reaped[ino] = p
+	return p.Pid, nil
+}
