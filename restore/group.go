@@ -2,6 +2,7 @@ package restore
 
 import (
 	"fmt"
+	"slices"
 
 	"golang.org/x/sys/unix"
 )
@@ -28,13 +29,14 @@ func (pl *plan) groupHelperFor(pp *procPlan) int {
 }
 
 // inTree tells whether pid is a process of the set, live or zombie.
-func (pl *plan) inTree(pid int) bool {
-	for _, p := range pl.all {
-		if p.pid == pid {
-			return true
-		}
-	}
-	return false
+func (pl *plan) inTree(pid int) bool { return hasPid(pl.all, pid) }
+
+// isLive tells whether pid is a live process of the set.
+func (pl *plan) isLive(pid int) bool { return hasPid(pl.procs, pid) }
+
+// hasPid tells whether one of ps is process pid.
+func hasPid(ps []*procPlan, pid int) bool {
+	return slices.ContainsFunc(ps, func(p *procPlan) bool { return p.pid == pid })
 }
 
 // checkGroups refuses a process whose group has no leader in the tree when its parent,

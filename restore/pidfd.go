@@ -32,20 +32,10 @@ func (pidfdKind) check(pl *plan, p *procPlan, fd *fdinfo.FdinfoEntry, fe *fdinfo
 	if e.GetFown().GetPid() != 0 {
 		return fmt.Errorf("%s: a pidfd with an owner (F_SETOWN): not supported", what)
 	}
-	if n := e.GetNspid(); n != -1 && !livePid(pl, int(n)) {
+	if n := e.GetNspid(); n != -1 && !pl.isLive(int(n)) {
 		return fmt.Errorf("%s: a pidfd of process %d, which is not a live process of the set", what, n)
 	}
 	return nil
-}
-
-// livePid tells whether pid is a live process of the set.
-func livePid(pl *plan, pid int) bool {
-	for _, p := range pl.procs {
-		if p.pid == pid {
-			return true
-		}
-	}
-	return false
 }
 
 func (pidfdKind) open(*descriptions, *plan, *fdinfo.FileEntry) (*os.File, error) {
