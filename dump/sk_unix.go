@@ -202,7 +202,7 @@ func addrName(b []byte) string {
 	if len(b) > 0 && b[0] == 0 {
 		return fmt.Sprintf("%q", "@"+string(b[1:]))
 	}
-	return fmt.Sprintf("%q", strings.TrimRight(string(b), "\x00"))
+	return fmt.Sprintf("%q", boundName(b))
 }
 
 // hasQueue tells whether socket d may hold a receive queue to save: not a listening
@@ -238,7 +238,7 @@ func socketFile(pid, local int, name []byte) (string, *unix.Stat_t, error) {
 		return "", nil, refuse(0, 0, "", "bound to "+strings.TrimSuffix(path, " (deleted)")+", whose socket file was deleted: not supported")
 	}
 	if _, ok := nameDir(path, name); !ok {
-		if root, _ := os.Readlink(procfs.Path(pid, "root")); root != "/" && path == filepath.Join(root, string(boundName(name))) {
+		if root, _ := os.Readlink(procfs.Path(pid, "root")); root != "/" && path == filepath.Join(root, boundName(name)) {
 			return "", nil, refuse(0, 0, "", fmt.Sprintf("bound to %s inside its chroot %s: not supported", addrName(name), root))
 		}
 		return "", nil, refuse(0, 0, "", fmt.Sprintf("bound to %s, whose socket file is now %s (renamed or moved): not supported", addrName(name), path))
@@ -568,7 +568,7 @@ func outsidePeer(ino uint32, p *sockdiag.Unix, ext bool) string {
 	case p.Name[0] == 0:
 		return "" // an abstract name: the peer's own as long as it lives
 	}
-	path := strings.TrimRight(string(p.Name), "\x00")
+	path := boundName(p.Name)
 	if !filepath.IsAbs(path) {
 		return fmt.Sprintf("%s and is bound to %q, a name relative to its binder's working directory: a restore could not find it", held, path)
 	}
