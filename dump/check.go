@@ -89,7 +89,7 @@ func (d *dumper) precheck() error {
 	// was read above (each listed and read every fd of the tree again), touch nothing and
 	// run at once on every core (serial, they were half of a 200-process precheck), each
 	// with refusals of its own, taken in this order.
-	var transient, ttyTransient bool
+	var transient, ttyTransient, pipeTransient bool
 	var deleted []*treeFile
 	checks := []func(r *Refusals) error{
 		func(r *Refusals) error { return checkGroupLeaders(members, r) },
@@ -103,8 +103,8 @@ func (d *dumper) precheck() error {
 		},
 		func(r *Refusals) error { return checkFdOwners(procs, r) },
 		func(r *Refusals) error { return checkUnixPeers(procs, d.opts.ExtUnixSk, r) },
-		func(r *Refusals) error { return checkPipeEnds(procs, r) },        // files.go
-		func(r *Refusals) error { return checkPidfds(procs, members, r) }, // pidfd.go
+		func(r *Refusals) (err error) { pipeTransient, err = checkPipeEnds(procs, members, r); return err }, // files.go
+		func(r *Refusals) error { return checkPidfds(procs, members, r) },                                   // pidfd.go
 		func(r *Refusals) error { return checkTCPConns(procs, d.opts, r) },
 		func(r *Refusals) error { return checkFileLocks(procs, locks, d.opts.FileLocks, r) },
 		func(r *Refusals) (err error) { deleted, err = deletedTreeFiles(procs, vmas); return err }, // remap.go
@@ -116,7 +116,7 @@ func (d *dumper) precheck() error {
 	for _, f := range found {
 		refused = append(refused, f...)
 	}
-	transient = transient || ttyTransient
+	transient = transient || ttyTransient || pipeTransient
 	checkGhosts(deleted, d.opts.GhostLimit, &refused)
 	checkLinkRemaps(deleted, d.opts.LinkRemap, &refused) // remap.go
 	if transient {
@@ -398,6 +398,33 @@ func checkSharing(pids []int, parents map[int]int, refused *Refusals) (transient
 		}
 	}
 	return transient, nil
+}
+
+// treeChanged tells whether a thread of members, the processes of the tree as precheck
+// read them (zombies too), has a child that is not one of them, or one of them is gone:
+// the tree changed since it was read.
+func treeChanged(members []*liveProc) bool {
+	in := map[int]bool{}
+	for _, p := range members {
+		in[p.pid] = true
+	}
+	for _, p := range members {
+		for _, tid := range p.tids {
+			kids, err := readChildren(p.pid, tid)
+			if err != nil {
+				return true
+			}
+			for _, k := range kids {
+				if !in[k] {
+					return true
+				}
+			}
+		}
+		if _, err := os.Stat(procfs.Path(p.pid, "stat")); err != nil {
+			return true
+		}
+	}
+	return false
 }
 
 // sharesFiles reports whether a process uses its parent's fd table (CLONE_FILES).

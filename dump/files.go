@@ -388,14 +388,34 @@ func (pipeKind) entry(s *setState, r fdRef, fe *fdinfo.FileEntry, flags uint32, 
 	return nil
 }
 
+// fdCopy returns a copy of fd of pid (pidfd_getfd): a socket for getsockopt and peeking,
+// a pipe end to poll.
+func fdCopy(pid, fd int) (int, error) {
+	pidfd, err := unix.PidfdOpen(pid, 0)
+	if err != nil {
+		return -1, fmt.Errorf("process %d: pidfd_open: %w", pid, err)
+	}
+	defer unix.Close(pidfd)
+	local, err := unix.PidfdGetfd(pidfd, fd, 0)
+	if err != nil {
+		if errors.Is(err, unix.EBADF) {
+			err = errors.Join(err, os.ErrNotExist) // closed meanwhile: vanished() knows it
+		}
+		return -1, fmt.Errorf("process %d fd %d: pidfd_getfd: %w", pid, fd, err)
+	}
+	return local, nil
+}
+
 // checkPipeEnds refuses a pipe the tree holds one end of while a process outside it holds
 // the other: the restore makes the pipe again with the tree's ends only, so a reader would
 // read the end of the file and a writer die of SIGPIPE (a program whose output goes
 // through `| tee` or to a container runtime's logger). The kernel tells it without a look
 // outside the tree: a read end polls POLLHUP once no write end is open anywhere, a write
 // end POLLERR once no read end is. (A FIFO is reopened by its name: an outside end stays
-// connected.)
-func checkPipeEnds(procs []*liveProc, refused *Refusals) error {
+// connected.) A process born while the tree was being read (a shell setting up a
+// pipeline) may hold the other end: when the tree has changed since, the refusals are
+// transient, and the dump looks again in a moment.
+func checkPipeEnds(procs, members []*liveProc, refused *Refusals) (transient bool, err error) {
 	type held struct {
 		read, write bool
 		pid         int
@@ -424,27 +444,30 @@ func checkPipeEnds(procs []*liveProc, refused *Refusals) error {
 		if h.read && h.write {
 			continue
 		}
-		local, err := sockCopy(h.pid, h.f.fd)
+		local, err := fdCopy(h.pid, h.f.fd)
 		if err != nil {
 			if vanished(err) {
-				continue // closed meanwhile: checked again once the tree is stopped
+				continue // closed meanwhile: no longer the tree's
 			}
-			return err
+			return false, err
 		}
 		fds := []unix.PollFd{{Fd: int32(local), Events: unix.POLLIN | unix.POLLOUT}}
 		_, err = unix.Poll(fds, 0)
 		unix.Close(local)
 		if err != nil {
-			return fmt.Errorf("process %d fd %d: poll: %w", h.pid, h.f.fd, err)
+			return false, fmt.Errorf("process %d fd %d: poll: %w", h.pid, h.f.fd, err)
 		}
 		switch {
 		case h.read && fds[0].Revents&unix.POLLHUP == 0:
 			refused.add(refuse(h.pid, h.f.fd, h.f.link, "its write end is open outside the tree: a restore could not connect it again, and the reader would see the end of the file"))
 		case h.write && fds[0].Revents&unix.POLLERR == 0:
 			refused.add(refuse(h.pid, h.f.fd, h.f.link, "its read end is open outside the tree: a restore could not connect it again, and the writer would get SIGPIPE"))
+		default:
+			continue
 		}
+		transient = transient || treeChanged(members)
 	}
-	return nil
+	return transient, nil
 }
 
 type fifoKind struct{}

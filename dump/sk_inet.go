@@ -49,7 +49,7 @@ func (inetSkKind) typ() fdinfo.FdTypes { return fdinfo.FdTypes_INETSK }
 // sockKind classifies the socket fd of pid: TCP and UDP sockets are inet sockets, every
 // other one goes to unixSkKind (whose check refuses what is not AF_UNIX).
 func sockKind(pid, fd int) fdKind {
-	local, err := sockCopy(pid, fd)
+	local, err := fdCopy(pid, fd)
 	if err != nil {
 		return fdUnixSk // its check reports the error
 	}
@@ -133,7 +133,7 @@ func readInetSk(local int) (*inetSk, error) {
 }
 
 func (inetSkKind) check(pid int, f *fdDesc) error {
-	local, err := sockCopy(pid, f.fd)
+	local, err := fdCopy(pid, f.fd)
 	if err != nil {
 		return err
 	}

@@ -183,7 +183,7 @@ func checkTCPConns(procs []*liveProc, opts Options, refused *Refusals) error {
 			if fdesc.refused || fdesc.kind != fdInetSk {
 				continue
 			}
-			local, err := sockCopy(pid, fd)
+			local, err := fdCopy(pid, fd)
 			if err != nil {
 				if vanished(err) {
 					continue

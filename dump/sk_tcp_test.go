@@ -87,7 +87,7 @@ func checkUnlocked(t *testing.T, pid int) {
 	conns := 0
 	for _, p := range testproc.Descendants(pid) {
 		for fd := 3; fd < 8; fd++ {
-			local, err := sockCopy(p, fd)
+			local, err := fdCopy(p, fd)
 			if err != nil {
 				continue
 			}

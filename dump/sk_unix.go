@@ -56,27 +56,11 @@ const (
 // process of the tree holds (checkUnixPeers) without Options.ExtUnixSk, or with it one
 // that a restore could not connect to again (outsidePeer), descriptors in flight
 // (SCM_RIGHTS in a queue), a datagram queued by a socket with a name (namedSender), a
-// socket filter, a bound socket whose file was deleted.
+// socket filter, a bound socket whose file was deleted, renamed or moved, or bound to an
+// absolute name in a chroot (socketFile).
 type unixSkKind struct{}
 
 func (unixSkKind) typ() fdinfo.FdTypes { return fdinfo.FdTypes_UNIXSK }
-
-// sockCopy returns a copy of fd of pid (pidfd_getfd), for getsockopt and peeking.
-func sockCopy(pid, fd int) (int, error) {
-	pidfd, err := unix.PidfdOpen(pid, 0)
-	if err != nil {
-		return -1, fmt.Errorf("process %d: pidfd_open: %w", pid, err)
-	}
-	defer unix.Close(pidfd)
-	local, err := unix.PidfdGetfd(pidfd, fd, 0)
-	if err != nil {
-		if errors.Is(err, unix.EBADF) {
-			err = errors.Join(err, os.ErrNotExist) // closed meanwhile: vanished() knows it
-		}
-		return -1, fmt.Errorf("process %d fd %d: pidfd_getfd: %w", pid, fd, err)
-	}
-	return local, nil
-}
 
 // familyName names a socket that is not AF_UNIX.
 func familyName(fd int) string {
@@ -109,7 +93,7 @@ func familyName(fd int) string {
 var sockTypes = map[uint8]string{unix.SOCK_STREAM: "stream", unix.SOCK_DGRAM: "dgram", unix.SOCK_SEQPACKET: "seqpacket"}
 
 func (unixSkKind) check(pid int, f *fdDesc) error {
-	local, err := sockCopy(pid, f.fd)
+	local, err := fdCopy(pid, f.fd)
 	if err != nil {
 		return err
 	}

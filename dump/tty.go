@@ -100,7 +100,7 @@ func endOf(pid, fd int, link string, st *unix.Stat_t) (ptyEnd, error) {
 	no := func(what, why string) (ptyEnd, error) { return ptyEnd{}, refuse(pid, fd, what, why) }
 	switch {
 	case major == ttyAuxMajor && minor == 0:
-		local, err := sockCopy(pid, fd)
+		local, err := fdCopy(pid, fd)
 		if err != nil {
 			return ptyEnd{}, err
 		}
@@ -155,7 +155,7 @@ func masterIndex(pid, fd int) (int, error) {
 	if v, ok := fdinfoField(lines, "tty-index"); ok {
 		return strconv.Atoi(v)
 	}
-	local, err := sockCopy(pid, fd)
+	local, err := fdCopy(pid, fd)
 	if err != nil {
 		return 0, err
 	}
@@ -172,7 +172,7 @@ func (ttyKind) check(pid int, f *fdDesc) error {
 	if err != nil {
 		return err
 	}
-	local, err := sockCopy(pid, f.fd)
+	local, err := fdCopy(pid, f.fd)
 	if err != nil {
 		return err
 	}
@@ -498,7 +498,7 @@ func checkTTYs(procs []*liveProc, shellJob bool, refused *Refusals) (transient b
 
 // hungUp tells whether a master fd of pid reports a hang-up: its slave was closed.
 func hungUp(pid, fd int) (bool, error) {
-	local, err := sockCopy(pid, fd)
+	local, err := fdCopy(pid, fd)
 	if err != nil {
 		return false, err
 	}
@@ -514,7 +514,7 @@ func hungUp(pid, fd int) (bool, error) {
 // pushes the bytes still in flight into the line discipline): whole lines only, for a
 // slave in canonical mode.
 func queued(pid, fd int) (int, error) {
-	local, err := sockCopy(pid, fd)
+	local, err := fdCopy(pid, fd)
 	if err != nil {
 		return 0, err
 	}
