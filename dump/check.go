@@ -92,7 +92,7 @@ func (d *dumper) precheck() error {
 	var transient, ttyTransient, pipeTransient bool
 	var deleted []*treeFile
 	checks := []func(r *Refusals) error{
-		func(r *Refusals) error { return checkGroupLeaders(members, r) },
+		func(r *Refusals) error { return checkGroupLeaders(members, d.opts.ShellJob, r) },
 		func(r *Refusals) (err error) { transient, err = checkSharing(pids, parents, r); return err },
 		func(r *Refusals) (err error) { ttyTransient, err = checkTTYs(procs, d.opts.ShellJob, r); return err }, // tty.go
 		func(r *Refusals) error {
@@ -127,16 +127,23 @@ func (d *dumper) precheck() error {
 
 // checkGroupLeaders refuses a process whose process group or session is led by a
 // process that is gone (it exited and was reaped: zdtm's zombie01), other than the
-// root's own, which a restore leaves as imgtool's like CRIU's shell jobs. A restore
-// cannot make a session without a leader: the process would come back in another one.
+// root's own. A restore cannot make a session without a leader: the process would come
+// back in another one. The root's session, when the root does not lead it, is left to
+// the restore's (as CRIU's shell jobs): refused unless shellJob (--shell-job), as CRIU's
+// dump refuses it (a daemon that forked twice, a job started from a shell).
 // A group whose leader exited is restored with a helper leading it (restore/group.go),
 // when the member's parent, which clones the helper, is in the member's session.
-func checkGroupLeaders(members []*liveProc, refused *Refusals) error {
+func checkGroupLeaders(members []*liveProc, shellJob bool, refused *Refusals) error {
 	stats := map[int]*procfs.Stat{}
 	for _, m := range members {
 		stats[m.pid] = m.stat
 	}
 	root := members[0].stat
+	if root.Sid != members[0].pid && !shellJob {
+		refused.add(refuse(members[0].pid, -1, fmt.Sprintf("session %d", root.Sid), "the root does not lead its session, "+
+			"which a process outside the tree leads: a restore would put it in another session and process group; "+
+			"dump the session's leader, or give --shell-job (to dump and restore) to accept that, as CRIU asks"))
+	}
 	for _, m := range members[1:] {
 		st := m.stat
 		// A group whose leader is gone is restored with a helper leading it, cloned by the

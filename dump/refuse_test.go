@@ -198,6 +198,26 @@ func TestRefusePipeEndsOutside(t *testing.T) {
 	}
 }
 
+// TestRefuseRootOutsideItsSession: a root that does not lead its session (a shell's job
+// here; a daemon that forked twice alike) is refused before anything is seized, as CRIU
+// refuses it, unless ShellJob accepts it.
+func TestRefuseRootOutsideItsSession(t *testing.T) {
+	testproc.RequireRoot(t)
+	sh := testproc.Launch(t, "/bin/sh", testproc.Options{Ready: "job="}, "-c", "sleep 1000 & echo job=$!; wait")
+	var job int
+	log := sh.ReadLog(t)
+	if _, err := fmt.Sscanf(log[strings.Index(log, "job="):], "job=%d", &job); err != nil {
+		t.Fatal(err)
+	}
+	all := refusedTarget(t, Options{}, &testproc.Proc{Pid: job})
+	if want := "the root does not lead its session"; len(all) != 1 || !strings.Contains(all.Error(), want) {
+		t.Errorf("refusals %v, want one saying %q", all, want)
+	}
+	if err := Dump(context.Background(), Options{Pid: job, ShellJob: true, LeaveRunning: true}, newDirSink(t)); err != nil {
+		t.Errorf("dump with ShellJob: %v", err)
+	}
+}
+
 // TestRefusePidfds: a pidfd a restore could not open again is refused, naming why: of a
 // process outside the tree, of a zombie of the tree, of a thread (PIDFD_THREAD). (A pidfd
 // of a live process of the tree is dumped: restore/testdata/states.c's pidfd.)

@@ -41,9 +41,14 @@ func hasPid(ps []*procPlan, pid int) bool {
 
 // checkGroups refuses a process whose group has no leader in the tree when its parent,
 // whose helper would lead the group, is in another session, and a process whose session
-// has no leader in the tree (other than the root's).
+// has no leader in the tree (other than the root's), and, without pl.shellJob, a root that
+// did not lead its session: the restore leaves it in imgtool's.
 func checkGroups(pl *plan) error {
 	root := pl.all[0]
+	if root.sid != root.pid && !pl.shellJob {
+		return fmt.Errorf("pid %d, the root, did not lead its session %d (a set of dump --shell-job or criu dump --shell-job): "+
+			"restore it with --shell-job, which puts it in imgtool's session", root.pid, root.sid)
+	}
 	for _, pp := range pl.all[1:] {
 		if pp.sid != pp.pid && pp.sid != root.sid && !pl.inTree(pp.sid) {
 			return fmt.Errorf("pid %d: session %d has no leader in the set: not supported", pp.pid, pp.sid)

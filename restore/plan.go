@@ -70,6 +70,8 @@ type plan struct {
 	// extUnixSk lets UNIX sockets connect to their peer outside the set by its name
 	// (Options.ExtUnixSk; sk_unix.go).
 	extUnixSk bool
+	// shellJob accepts a root that did not lead its session (Options.ShellJob: group.go).
+	shellJob bool
 }
 
 // procPlan is one process of the tree.

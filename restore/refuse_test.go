@@ -16,6 +16,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/imgtool/imgtool/cipher"
+	"github.com/imgtool/imgtool/dump"
 	"github.com/imgtool/imgtool/image"
 	"github.com/imgtool/imgtool/imgset"
 	"github.com/imgtool/imgtool/internal/fpu"
@@ -328,5 +329,28 @@ func TestRefuseImageOfAnotherKind(t *testing.T) {
 	}
 	if want := filepath.Base(core) + ": a MM image, where its name says CORE"; err == nil || !strings.Contains(err.Error(), want) {
 		t.Errorf("err = %v, want %q", err, want)
+	}
+}
+
+// TestRootOutsideItsSession: a set whose root did not lead its session (a shell's job, a
+// daemon that forked twice; dump --shell-job) is refused without ShellJob, before anything
+// is made, as the restore would leave the root in imgtool's session; with it the root
+// runs, in imgtool's session.
+func TestRootOutsideItsSession(t *testing.T) {
+	requireRoot(t)
+	sh := testproc.Launch(t, "/bin/sh", testproc.Options{Ready: "job="}, "-c", "sleep 1000 & echo job=$!; wait")
+	var job int
+	if _, err := fmt.Sscanf(sh.ReadLog(t)[strings.Index(sh.ReadLog(t), "job="):], "job=%d", &job); err != nil {
+		t.Fatal(err)
+	}
+	dir := dumpWith(t, dump.Options{Pid: job, ShellJob: true})
+	err := refuseErr(t, dir, Options{})
+	if want := fmt.Sprintf("pid %d, the root, did not lead its session %d", job, sh.Pid); !strings.Contains(err.Error(), want) {
+		t.Fatalf("restore: %v, want %q", err, want)
+	}
+	pids := restoreSet(t, dir, Options{ShellJob: true})
+	sid, err := unix.Getsid(pids[0])
+	if own, _ := unix.Getsid(0); err != nil || sid != own {
+		t.Errorf("the restored root's session is %d (%v), want imgtool's, %d", sid, err, own)
 	}
 }

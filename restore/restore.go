@@ -93,7 +93,7 @@ func restoreFrom(ctx context.Context, opts Options, src source) error {
 	}
 	phase.Mark("restore: read the images")
 	pl.tcp.established, pl.tcp.close = opts.TCPEstablished, opts.TCPClose
-	pl.extUnixSk = opts.ExtUnixSk
+	pl.extUnixSk, pl.shellJob = opts.ExtUnixSk, opts.ShellJob
 	xs := fpu.CPULayout()
 	if err := precheck(pl, xs); err != nil {
 		return err
