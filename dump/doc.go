@@ -176,7 +176,10 @@
 // refused unless Options.ShellJob (--shell-job, as CRIU's): the one terminal it then takes
 // from outside (its slave fds, whose master is not in the tree, and /dev/tty on it) is
 // saved as a slave without its master, which a restore replaces with its caller's terminal.
-// A pty whose master is in the tree but whose session leader is not is refused.
+// A pty whose master is in the tree but whose session leader is not is refused. So is,
+// without Options.ShellJob, a root that does not lead its session, terminal or not (CRIU
+// refuses it too): a restore cannot make the session of a leader outside the tree, and
+// leaves the root in its own (checkGroupLeaders).
 //
 // A thread stopped in poll() without a timeout is saved to run the call again (rewound,
 // as for the other restartable calls): the kernel would have restarted it, and a program
