@@ -7,6 +7,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 
 	"github.com/imgtool/imgtool/internal/par"
 	"github.com/imgtool/imgtool/internal/procfs"
@@ -248,6 +249,7 @@ func precheckProcess(pid int, r *precheckResult, files *mappedFiles, zombiesOK b
 	type threadCheck struct {
 		tracer string
 		shstk  bool
+		ioprio int // ioPriority
 		kids   []int
 		err    error
 	}
@@ -258,6 +260,7 @@ func precheckProcess(pid int, r *precheckResult, files *mappedFiles, zombiesOK b
 			c.tracer = st["TracerPid"]
 			c.shstk = hasShadowStack(st)
 		}
+		c.ioprio = ioPriority(tid)
 		c.kids, c.err = readChildren(pid, tid)
 	})
 	var kids []int
@@ -265,6 +268,10 @@ func precheckProcess(pid int, r *precheckResult, files *mappedFiles, zombiesOK b
 	for i, c := range checks {
 		if c.tracer != "" && c.tracer != "0" && tids[i] != pid {
 			refused.add(refuse(pid, -1, fmt.Sprintf("thread %d", tids[i]), "already traced by process "+c.tracer))
+		}
+		if own := ownIOPriority(); c.ioprio != own && c.ioprio >= 0 && own >= 0 {
+			refused.add(refuse(pid, -1, fmt.Sprintf("thread %d", tids[i]), fmt.Sprintf("its I/O priority (ionice: %s) is not imgtool's (%s): "+
+				"the images have no place for it, CRIU's neither, and a restore gives every process its own", ioprioName(c.ioprio), ioprioName(own))))
 		}
 		if c.err != nil {
 			return c.err
@@ -291,6 +298,33 @@ func precheckProcess(pid int, r *precheckResult, files *mappedFiles, zombiesOK b
 	}
 	r.kids, r.mapped = kids, mapped
 	return nil
+}
+
+// The I/O priority of ioprio_get(2): a class (IOPRIO_CLASS_NONE, the default, follows
+// the nice value) above a level. Children inherit it: the processes a restore makes get
+// the restorer's, which a dump can only compare with its own.
+const (
+	ioprioWhoProcess = 1
+	ioprioClassShift = 13
+)
+
+// ioPriority returns the I/O priority of thread tid (0: the calling thread), or -1 if it
+// cannot be read (the thread is gone: its absence is dealt with elsewhere).
+func ioPriority(tid int) int {
+	r, _, e := unix.Syscall(unix.SYS_IOPRIO_GET, ioprioWhoProcess, uintptr(tid), 0)
+	if e != 0 {
+		return -1
+	}
+	return int(r)
+}
+
+// ownIOPriority is imgtool's I/O priority, which a restore's processes would inherit.
+var ownIOPriority = sync.OnceValue(func() int { return ioPriority(0) })
+
+// ioprioName shows an I/O priority as ionice names its class, with its level.
+func ioprioName(p int) string {
+	class := []string{"none", "realtime", "best-effort", "idle"}[min(p>>ioprioClassShift, 3)]
+	return fmt.Sprintf("%s, level %d", class, p&(1<<ioprioClassShift-1))
 }
 
 // threadCheckKeys are the lines of a thread's status precheck looks at.

@@ -355,7 +355,9 @@
 //   - Registers of a thread stopped in a restart_syscall-style call (nanosleep) are stored
 //     with -EINTR as CRIU does; a process restored from the set sees the call interrupted.
 //
-// Not supported (refused): see the first paragraph; also 32-bit tasks, shadow stacks, and
+// Not supported (refused): see the first paragraph; also a thread whose I/O priority
+// (ionice) is not imgtool's (no image has a place for it: a restore's processes inherit
+// the restorer's), 32-bit tasks, shadow stacks, and
 // a thread whose XSAVE state holds components a core image has no field for (AMX tiles
 // in use: refused once the thread is stopped, the only way to see it, before anything is
 // injected). A

@@ -218,6 +218,15 @@ func TestRefuseRootOutsideItsSession(t *testing.T) {
 	}
 }
 
+// TestRefuseIOPriority: a thread whose I/O priority (ionice) is not imgtool's is refused,
+// named: CRIU's images have no place for it, and a restore gives its processes its own.
+func TestRefuseIOPriority(t *testing.T) {
+	all := refusedAtOnce(t, "refusals", "ioprio")
+	if want := "is not imgtool's"; len(all) != 1 || !strings.Contains(all.Error(), "its I/O priority (ionice: ") || !strings.Contains(all.Error(), want) {
+		t.Errorf("refusals %v, want one saying %q", all, want)
+	}
+}
+
 // TestRefusePidfds: a pidfd a restore could not open again is refused, naming why: of a
 // process outside the tree, of a zombie of the tree, of a thread (PIDFD_THREAD). (A pidfd
 // of a live process of the tree is dumped: restore/testdata/states.c's pidfd.)

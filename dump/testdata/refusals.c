@@ -18,6 +18,8 @@
  *   linkremap   a.txt open, linked as b.txt, then a.txt unlinked: the file has a name, not
  *               the one it was opened by
  *   fanotify    a fanotify group (fanotify_init)
+ *   ioprio      its I/O priority set to the idle class (ionice -c3), or, if it had that
+ *               already (a test run under ionice -c3), to best-effort level 7
  *   pidfd       pidfds (pidfd_open) of its parent, outside the tree (fd 3), of a child that
  *               exited, not reaped (fd 4), and of its own thread (PIDFD_THREAD, fd 5)
  *   pipes       pipes whose other end is held outside the tree by an orphan (a grandchild
@@ -128,6 +130,13 @@ int main(int argc, char **argv)
 		}
 	} else if (!strcmp(mode, "fanotify")) {
 		if (syscall(SYS_fanotify_init, 0, 0) < 0) { perror("fanotify_init"); return 1; }
+	} else if (!strcmp(mode, "ioprio")) {
+		long idle = 3 << 13, be7 = 2 << 13 | 7; /* IOPRIO_CLASS_IDLE; IOPRIO_CLASS_BE, 7 */
+		long was = syscall(SYS_ioprio_get, 1 /* IOPRIO_WHO_PROCESS */, 0);
+		if (syscall(SYS_ioprio_set, 1, 0, was == idle ? be7 : idle)) {
+			perror("ioprio_set");
+			return 1;
+		}
 	} else if (!strcmp(mode, "pidfd")) {
 		pid_t z = fork();
 		if (z == 0)
