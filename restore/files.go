@@ -41,10 +41,9 @@ type descriptions struct {
 	links map[uint32]map[string]*os.File
 	tty   ttyDescs     // tty.go
 	warn  func(string) // Options.Warn, once per message
-	// pidfds are the pidfd descriptions, by file id, made once every process exists;
-	// reaped the processes made for those of a reaped process, by saved inode (pidfd.go).
+	// pidfds are the pidfd descriptions, by file id, made once every process exists
+	// (pidfd.go).
 	pidfds map[uint32]*os.File
-	reaped map[uint32]*os.Process
 }
 
 // pipePair is one pipe, by pipe_id, and which of its ends a description already took.
@@ -77,10 +76,6 @@ func (d *descriptions) close() {
 	d.tty.close()
 	for _, f := range d.pidfds {
 		f.Close()
-	}
-	for _, p := range d.reaped {
-		p.Kill()
-		p.Wait()
 	}
 	for _, hs := range d.ghosts {
 		for _, h := range hs {

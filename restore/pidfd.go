@@ -46,53 +46,64 @@ func (pidfdKind) flags(pl *plan, fe *fdinfo.FileEntry) uint32         { return f
 
 // pidfdFile returns the description of pidfd fe, made on first use (every process
 // exists by then).
-func (d *descriptions) pidfdFile(fe *fdinfo.FileEntry) (*os.File, error) {
+func (d *descriptions) pidfdFile(pl *plan, fe *fdinfo.FileEntry) (*os.File, error) {
 	if f := d.pidfds[fe.GetId()]; f != nil {
 		return f, nil
 	}
-	e := fe.Pidfd
-	pid := int(e.GetNspid())
-	if pid == -1 {
-		var err error
-		if pid, err = d.reapedPid(e.GetIno()); err != nil {
-			return nil, fmt.Errorf("pidfd of a reaped process: %w", err)
-		}
-	}
-	fd, err := unix.PidfdOpen(pid, int(e.GetFlags())&unix.O_NONBLOCK)
-	if err != nil {
-		return nil, fmt.Errorf("pidfd_open %d: %w", pid, err)
-	}
-	f := os.NewFile(uintptr(fd), fmt.Sprintf("pidfd of %d", e.GetNspid()))
 	if d.pidfds == nil {
 		d.pidfds = map[uint32]*os.File{}
 	}
-	d.pidfds[fe.GetId()] = f
-	return f, nil
+	e := fe.Pidfd
+	if e.GetNspid() != -1 {
+		f, err := openPidfd(int(e.GetNspid()), fe)
+		if err != nil {
+			return nil, err
+		}
+		d.pidfds[fe.GetId()] = f
+		return f, nil
+	}
+	if err := d.openReaped(pl, e.GetIno()); err != nil {
+		return nil, fmt.Errorf("pidfd of a reaped process: %w", err)
+	}
+	return d.pidfds[fe.GetId()], nil
 }
 
-// reapedPid returns a process of imgtool's, killed and not reaped yet, for the pidfds of
-// the saved inode ino: pidfd_open still takes a zombie; reapZombies reaps them.
-func (d *descriptions) reapedPid(ino uint32) (int, error) {
-	if p := d.reaped[ino]; p != nil {
-		return p.Pid, nil
+// openPidfd opens a pidfd of process pid with the flags of fe.
+func openPidfd(pid int, fe *fdinfo.FileEntry) (*os.File, error) {
+	fd, err := unix.PidfdOpen(pid, int(fe.Pidfd.GetFlags())&unix.O_NONBLOCK)
+	if err != nil {
+		return nil, fmt.Errorf("pidfd_open %d: %w", pid, err)
 	}
+	return os.NewFile(uintptr(fd), fmt.Sprintf("pidfd of %d", fe.Pidfd.GetNspid())), nil
+}
+
+// openReaped makes every pidfd of the set saved with inode ino and no process (nspid
+// -1): all of one process of imgtool's, killed and reaped before any is handed over, so
+// that none ever shows a live or unreaped process.
+func (d *descriptions) openReaped(pl *plan, ino uint32) error {
 	exe, err := os.Executable()
 	if err != nil {
-		return 0, err
+		return err
 	}
 	null, err := os.Open(os.DevNull)
 	if err != nil {
-		return 0, err
+		return err
 	}
 	defer null.Close()
 	p, err := os.StartProcess(exe, []string{exe, "--version"}, &os.ProcAttr{Files: []*os.File{null, null, null}})
 	if err != nil {
-		return 0, err
+		return err
 	}
-	p.Kill()
-	if d.reaped == nil {
-		d.reaped = map[uint32]*os.Process{}
+	defer p.Wait() // reaped once its pidfds exist (pidfd_open takes a zombie)
+	defer p.Kill()
+	for id, fe := range pl.files {
+		if e := fe.GetPidfd(); e != nil && e.GetNspid() == -1 && e.GetIno() == ino && d.pidfds[id] == nil {
+			f, err := openPidfd(p.Pid, fe)
+			if err != nil {
+				return err
+			}
+			d.pidfds[id] = f
+		}
 	}
-	d.reaped[ino] = p
-	return p.Pid, nil
+	return nil
 }

@@ -378,7 +378,7 @@ func (r *restorer) queueFds(p *process, h *handover) error {
 		if fe.GetType() != fdinfo.FdTypes_PIDFD {
 			continue
 		}
-		f, err := r.descs.pidfdFile(fe)
+		f, err := r.descs.pidfdFile(r.pl, fe)
 		if err != nil {
 			return fmt.Errorf("fd %d: %w", fd.GetFd(), err)
 		}
