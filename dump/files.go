@@ -70,12 +70,13 @@ type setState struct {
 	fifos       []pipeData
 	pipesDumped map[uint32]bool
 	nextPagesID uint32
-	unix        unixState  // sk_unix.go
-	ghosts      ghostState // ghost.go
-	links       linkState  // remap.go
-	tty         ttyState   // tty.go
-	tcp         tcpConns   // sk_tcp.go
-	runID       string     // dump_criu_run_id
+	unix        unixState    // sk_unix.go
+	ghosts      ghostState   // ghost.go
+	links       linkState    // remap.go
+	tty         ttyState     // tty.go
+	tcp         tcpConns     // sk_tcp.go
+	runID       string       // dump_criu_run_id
+	live        map[int]bool // the live processes of the stopped tree (pidfd.go)
 }
 
 func newSetState() *setState {

@@ -2,6 +2,7 @@ package dump
 
 import (
 	"errors"
+	"fmt"
 	"strconv"
 
 	"github.com/checkpoint-restore/go-criu/v8/crit/images/fdinfo"
@@ -29,17 +30,30 @@ type pidfdKind struct{}
 
 func (pidfdKind) typ() fdinfo.FdTypes { return fdinfo.FdTypes_PIDFD }
 
+// pidfdFlags are the status flags a restore's pidfd_open gives back (PIDFD_NONBLOCK).
+const pidfdFlags = unix.O_RDWR | unix.O_NONBLOCK | unix.O_CLOEXEC
+
 func (pidfdKind) check(pid int, f *fdDesc) error {
-	if f.info != nil && f.info.Flags&pidfdThread != 0 {
+	switch {
+	case f.info == nil:
+	case f.info.Flags&pidfdThread != 0:
 		return refuse(pid, f.fd, f.link, "a pidfd of a thread (PIDFD_THREAD): not supported")
+	case f.info.Flags&^pidfdFlags != 0:
+		return refuse(pid, f.fd, f.link, fmt.Sprintf("a pidfd with flags %#o (F_SETFL): a restore's pidfd_open gives back O_NONBLOCK only", f.info.Flags))
 	}
 	return nil
 }
 
 func (pidfdKind) entry(s *setState, r fdRef, fe *fdinfo.FileEntry, flags uint32, own *fown.FownEntry) error {
+	if own.GetPid() != 0 { // seen only once the tree is stopped: the dump fails, the tree put back
+		return r.errorf("a pidfd with an owner (F_SETOWN): not supported")
+	}
 	target, err := pidfdTarget(r.pid, r.f.fd)
 	if err != nil {
 		return r.errorf("%v", err)
+	}
+	if target != -1 && !s.live[target] { // changed since precheck: the dump fails, the tree put back
+		return r.errorf("a pidfd of process %d, which is not a live process of the stopped tree", target)
 	}
 	fe.Pidfd = &pidfd.PidfdEntry{Id: proto.Uint32(fe.GetId()), Ino: proto.Uint32(uint32(r.f.st.Ino)),
 		Flags: proto.Uint32(flags &^ unix.O_RDWR), Nspid: proto.Int32(int32(target)), Fown: own}

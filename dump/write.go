@@ -48,6 +48,10 @@ func (d *dumper) collect() error {
 	d.set.links.allowed = d.opts.LinkRemap
 	d.set.runID = newRunID()
 	d.set.tcp = newTCPConns(d.opts, d.set.runID) // sk_tcp.go
+	d.set.live = map[int]bool{}
+	for _, p := range d.procs {
+		d.set.live[p.pid] = true
+	}
 	if err := d.holdLocks(); err != nil {
 		return err
 	}

@@ -136,15 +136,13 @@ func idFree(tid int) error {
 		if _, err := os.Stat(fmt.Sprintf("/proc/%d", tid)); err != nil {
 			return nil
 		}
+		// Unreadable: gone meanwhile, most likely; looked at again.
 		st, err := procfs.ReadStatus(procfs.Path(tid, "status"))
-		if err != nil {
-			if time.Now().After(deadline) {
-				return fmt.Errorf("pid %d is in use", tid)
-			}
-			continue // gone meanwhile, most likely
-		}
-		if s := st["State"]; s == "" || (s[0] != 'Z' && s[0] != 'X') {
+		if s := st["State"]; err == nil && (s == "" || (s[0] != 'Z' && s[0] != 'X')) {
 			return fmt.Errorf("pid %d is in use (%s, state %s)", tid, st["Name"], s)
+		}
+		if time.Now().After(deadline) && err != nil {
+			return fmt.Errorf("pid %d is in use", tid)
 		}
 		if time.Now().After(deadline) {
 			return fmt.Errorf("pid %d is in use: a process that exited, not reaped by its parent (pid %s) after %v", tid, st["PPid"], pidRetry)
